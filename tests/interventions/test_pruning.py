@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+
+from tl_unlearn import evaluate
+from tl_unlearn.interventions import pruning_scores, selective_pruning
+from tl_unlearn.interventions.pruning import UnitStats
+
+
+def test_welford_matches_numpy_in_float64():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(5000, 7)) * (rng.random((5000, 7)) > 0.3)
+    s = UnitStats.empty(7)
+    for chunk in np.array_split(x, 13):
+        s.update(torch.from_numpy(chunk))
+    np.testing.assert_allclose(s.mean.numpy(), x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(s.var.numpy(), x.var(0), rtol=1e-10)
+    np.testing.assert_allclose(s.std.numpy(), x.std(0), rtol=1e-10)
+    np.testing.assert_allclose(s.rms.numpy(), np.sqrt((x**2).mean(0)), rtol=1e-10)
+    np.testing.assert_allclose(s.mean_abs.numpy(), np.abs(x).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(s.mean_sqrt.numpy(), np.sqrt(np.abs(x)).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(s.pos_freq.numpy(), (x > 0).mean(0), rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def fit_data(tiny_model, task):
+    return task.tokenize(tiny_model.tokenizer, "fit", seq_len=64, max_tokens=6000)
+
+
+def test_scores_match_their_definitions(tiny_model, fit_data):
+    name = "blocks.0.mlp.hook_post"
+    acts = {}
+    for k in ("forget", "retain"):
+        ds = fit_data[k]
+        _, cache = tiny_model.run_with_cache(ds.tokens, names_filter=name)
+        acts[k] = cache[name][ds.attention_mask].double()
+    f, r = acts["forget"], acts["retain"]
+    eps = 1e-6
+    expected = {
+        "abs": f.abs().mean(0) / (r.abs().mean(0) + eps),
+        "freq": (f > 0).double().mean(0) / ((r > 0).double().mean(0) + eps),
+        "std": f.std(0, unbiased=False) / (r.std(0, unbiased=False) + eps),
+        "rms": f.pow(2).mean(0).sqrt() / (r.pow(2).mean(0).sqrt() + eps),
+        "mean_diff": (f.mean(0) - r.mean(0)).abs(),
+    }
+    for score, exp in expected.items():
+        ps = pruning_scores(tiny_model, fit_data["forget"], fit_data["retain"], score=score)
+        torch.testing.assert_close(ps.scores[name], exp, rtol=1e-4, atol=1e-6)
+
+
+def test_global_top_fraction_selection(tiny_model, fit_data):
+    ps = pruning_scores(tiny_model, fit_data["forget"], fit_data["retain"], components="both")
+    assert ps.n_units == 2 * (512 + 4 * 32)
+    sel = ps.select(0.1)
+    assert sum(int(s.sum()) for s in sel.values()) == round(0.1 * ps.n_units)
+    flat = torch.cat(list(ps.scores.values()))
+    chosen = torch.cat(list(sel.values()))
+    assert flat[chosen].min() >= flat[~chosen].max()
+    with pytest.raises(ValueError, match="fraction"):
+        ps.select(1.5)
+    with pytest.raises(ValueError, match="score"):
+        pruning_scores(tiny_model, fit_data["forget"], fit_data["retain"], score="median")
+
+
+def test_pruned_units_read_zero_or_mean(tiny_model, fit_data):
+    ps = pruning_scores(tiny_model, fit_data["forget"], fit_data["retain"])
+    iv = ps.intervention(0.05, mode="mean")
+    name = "blocks.1.mlp.hook_post"
+    idx = iv.info["pruned"][name]
+    with iv.applied(tiny_model):
+        _, c = tiny_model.run_with_cache(fit_data["retain"].tokens[:2], names_filter=name)
+    torch.testing.assert_close(c[name][..., idx],
+                               ps.retain_stats[name].mean[idx].float().expand(2, 64, -1))
+
+
+def test_iterative_pruning_prunes_the_requested_count(tiny_model, fit_data):
+    iv = selective_pruning(tiny_model, fit_data["forget"], fit_data["retain"], 0.1, steps=3)
+    assert iv.info["n_pruned"] == round(0.1 * 1024)
+    one_shot = selective_pruning(tiny_model, fit_data["forget"], fit_data["retain"], 0.1)
+    assert one_shot.info["n_pruned"] == iv.info["n_pruned"]
+
+
+def test_code_selective_pruning_is_selective(tiny_model, task):
+    """Top 5% code-selective MLP neurons (abs): code loss rises >= 3x prose, and > random."""
+    fit = task.tokenize(tiny_model.tokenizer, "fit", seq_len=128, max_tokens=20_000)
+    ev = task.tokenize(tiny_model.tokenizer, "eval", seq_len=128, max_tokens=8000)
+    base = evaluate(tiny_model, ev, progress=False)
+    rise = {}
+    for score in ("abs", "random"):
+        iv = selective_pruning(tiny_model, fit["forget"], fit["retain"], 0.05, score=score)
+        ev_iv = evaluate(tiny_model, ev, iv, progress=False)
+        rise[score] = {k: ev_iv[k].loss - base[k].loss for k in ("forget", "retain")}
+    print(rise)
+    assert rise["abs"]["forget"] >= 3 * max(rise["abs"]["retain"], 1e-6)
+    assert rise["abs"]["forget"] > rise["random"]["forget"]

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from tl_unlearn.interventions import actadd, vector_steering
+from tl_unlearn.interventions.steering import steering_matrix
+
+TOKENS = torch.tensor([[0, 17, 230, 44, 981, 12, 7]])
+
+
+def test_coefficient_zero_reproduces_logits(any_model):
+    iv = actadd(any_model, "def main", "The people", layer=1, coeff=0.0)
+    base = any_model(TOKENS)
+    with iv.applied(any_model):
+        torch.testing.assert_close(any_model(TOKENS), base, atol=1e-4, rtol=0)
+
+
+def test_steering_matrix_right_pads_with_space_and_differs(tiny_model):
+    add, sub = "import os", "The"
+    a = tiny_model.to_tokens(add)[0]
+    s = tiny_model.to_tokens(sub)[0]
+    assert len(a) > len(s)
+    space = tiny_model.tokenizer(" ", add_special_tokens=False)["input_ids"][0]
+    s_pad = torch.cat([s, s.new_full((len(a) - len(s),), space)])
+    name = "blocks.1.hook_resid_pre"
+    _, ca = tiny_model.run_with_cache(a[None], names_filter=name)
+    _, cs = tiny_model.run_with_cache(s_pad[None], names_filter=name)
+    expected = 3.0 * (ca[name][0] - cs[name][0])
+    got = steering_matrix(tiny_model, add, sub, layer=1, coeff=3.0)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_actadd_adds_at_front_positions_only(tiny_model):
+    iv = actadd(tiny_model, "import os", "The", layer=1, coeff=3.0)
+    steer = steering_matrix(tiny_model, "import os", "The", layer=1, coeff=3.0)
+    n = steer.shape[0]
+    name = "blocks.1.hook_resid_pre"
+    _, clean = tiny_model.run_with_cache(TOKENS, names_filter=name)
+    with iv.applied(tiny_model):
+        _, c = tiny_model.run_with_cache(TOKENS, names_filter=name)
+    diff = c[name] - clean[name]
+    torch.testing.assert_close(diff[0, :n], steer, atol=1e-5, rtol=1e-5)
+    assert (diff[0, n:] == 0).all()
+
+
+def test_generate_skips_single_token_decode_steps(tiny_model):
+    iv = actadd(tiny_model, "import os", "The", layer=1, coeff=8.0)
+    seen = []
+    record = ("blocks.1.hook_resid_pre", lambda x, hook: seen.append(x.shape[1]))
+    with tiny_model.hooks(fwd_hooks=[*iv.fwd_hooks, record]):
+        steered = tiny_model.generate("x = ", max_new_tokens=4, do_sample=False, verbose=False,
+                                      use_past_kv_cache=True)
+    plain = tiny_model.generate("x = ", max_new_tokens=4, do_sample=False, verbose=False)
+    assert seen[0] > 1 and all(s == 1 for s in seen[1:])
+    assert steered != plain
+
+
+def test_vector_steering_width_error(tiny_model):
+    with pytest.raises(ValueError, match=r"size 7.*width 128"):
+        vector_steering(tiny_model, "blocks.0.hook_resid_pre", torch.randn(7))

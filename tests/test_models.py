@@ -1,0 +1,72 @@
+import pytest
+import torch
+from transformer_lens import HookedTransformer
+
+from tl_unlearn import evaluate, load_model, load_tiny_model, make_task
+from tl_unlearn.corpora import BUILTIN_CORPORA
+
+
+def _unigram_loss(fit, ev, vocab):
+    """Cross-entropy of an add-one unigram model fit on ``fit`` targets, measured on ``ev``."""
+    counts = torch.bincount(fit.tokens[:, 1:][fit.attention_mask[:, 1:]], minlength=vocab)
+    logp = (counts.double() + 1).log() - (counts.sum() + vocab).double().log()
+    return float(-logp[ev.tokens[:, 1:][ev.attention_mask[:, 1:]]].mean())
+
+
+def test_tiny_model_beats_unigram_on_every_corpus(tiny_model):
+    vocab = tiny_model.cfg.d_vocab
+    for name in BUILTIN_CORPORA:
+        task = make_task(name, "kjv")
+        fit = task.forget.tokenize(tiny_model.tokenizer, "fit", seq_len=128, max_tokens=100_000)
+        ev = task.forget.tokenize(tiny_model.tokenizer, "eval", seq_len=128, max_tokens=4000)
+        model_loss = evaluate(tiny_model, ev, progress=False)[ev.name].loss
+        unigram = _unigram_loss(fit, ev, vocab)
+        assert model_loss < unigram - 1.0, (name, model_loss, unigram)
+
+
+def test_load_model_dispatch(tiny_model):
+    assert load_model(tiny_model) is tiny_model
+    m = load_model("tiny")
+    assert isinstance(m, HookedTransformer) and m.cfg.n_layers == 2
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(),
+                                                   tiny_model.state_dict().values()))
+    with pytest.raises(TypeError, match="int"):
+        load_model(3)
+    with pytest.raises(ValueError, match="not-a-model-xyz"):
+        load_model("not-a-model-xyz")
+
+
+def test_tiny_tokenizer_round_trip(tiny_model):
+    text = "def f(x):\n    return x  # The Lord is my shepherd"
+    assert tiny_model.to_string(tiny_model.to_tokens(text, prepend_bos=False)[0]) == text
+
+
+@pytest.mark.smollm2
+def test_smollm2_matches_hf_and_says_paris(smollm2):
+    from transformers import AutoModelForCausalLM
+
+    from tl_unlearn.models import smollm2_hf_dir
+
+    hf = AutoModelForCausalLM.from_pretrained(smollm2_hf_dir(), dtype=torch.float32)
+    tokens = smollm2.to_tokens(["The capital of France is", "def add(a, b):\n    return a + b"],
+                               padding_side="right")[:, :6]
+    with torch.no_grad():
+        ours = smollm2(tokens).log_softmax(-1)
+        ref = hf(tokens).logits.log_softmax(-1)
+    assert (ours - ref).abs().max().item() < 1e-3
+    assert torch.equal(ours.argmax(-1), ref.argmax(-1))
+    out = smollm2.generate("The capital of France is", max_new_tokens=2, do_sample=False,
+                           verbose=False)
+    assert out.startswith("The capital of France is Paris")
+
+
+@pytest.mark.smollm2
+def test_smollm2_config_and_offline_bridge():
+    from tl_unlearn import load_default_model
+
+    bridge = load_default_model(bridge=True)
+    assert bridge.cfg.n_layers == 30
+    tokens = torch.tensor([[1, 504, 2365, 6354, 282]])
+    with torch.no_grad():
+        logits = bridge(tokens)
+    assert logits.shape == (1, 5, 49152)

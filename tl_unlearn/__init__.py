@@ -1,0 +1,31 @@
+"""tl_unlearn: test interpretability claims the way machine-unlearning research tests unlearning.
+
+If a method says "these heads / neurons / features do task X", removing them should make the
+model worse at X (the *forget* set) and leave it good at everything else (the *retain* set).
+
+Modules:
+    models: load the embedded SmolLM2-135M default offline, the tiny test model, any TL model.
+    corpora: builtin offline corpora (Python code, Wikipedia, Shakespeare, KJV).
+    data: forget/retain tasks, fit/eval splits, token chunks and batches.
+    evaluation: streaming forget/retain evaluation (loss, perplexity, top-k).
+"""
+
+from tl_unlearn.corpora import load_corpus
+from tl_unlearn.data import ForgetRetainTask, TextDataset, TokenDataset, make_task
+from tl_unlearn.evaluation import DatasetMetrics, Evaluation, evaluate
+from tl_unlearn.models import load_default_model, load_model, load_tiny_model
+
+__all__ = [
+    "DatasetMetrics",
+    "Evaluation",
+    "ForgetRetainTask",
+    "TextDataset",
+    "TokenDataset",
+    "evaluate",
+    "load_corpus",
+    "load_default_model",
+    "load_model",
+    "load_tiny_model",
+    "make_task",
+]
+__version__ = "0.1.0"

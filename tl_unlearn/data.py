@@ -1,0 +1,346 @@
+"""Forget/retain data: text sources, deterministic fit/eval splits, token chunks and batches.
+
+A :class:`ForgetRetainTask` holds two :class:`TextDataset` objects, ``forget`` and ``retain``,
+each split into a *fit* part (for computing means, importance scores, steering vectors, SAE
+training) and an *eval* part (for metrics). Splits are made per document from a hash of the
+document's text, so they are deterministic, independent of document order, and identical texts
+always land in the same split: no text is in both.
+
+:meth:`TextDataset.tokenize` turns a split into a :class:`TokenDataset` of fixed-length chunks
+(``[BOS] + up to seq_len - 1 tokens``; chunks never span two documents; the last chunk of a
+document is right-padded and masked), up to a token budget, in a seeded random document order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from tl_unlearn.corpora import BUILTIN_CORPORA, load_corpus
+
+__all__ = ["ForgetRetainTask", "TextDataset", "TokenDataset", "TextSource", "make_task"]
+
+Split = Literal["fit", "eval"]
+TextSource = str | Path | Sequence[str] | datasets.Dataset
+"""A builtin corpus name, a .txt/.json/.jsonl file or directory, a list of strings, or a Dataset."""
+
+
+def _split_of(text: str, eval_fraction: float, salt: str) -> Split:
+    digest = hashlib.sha256((salt + "\x00" + text).encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "eval" if u < eval_fraction else "fit"
+
+
+def _read_file(path: Path, text_column: str) -> list[str]:
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as fh:
+            return [json.loads(line)[text_column] for line in fh if line.strip()]
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data = data[text_column]
+        return [d[text_column] if isinstance(d, dict) else d for d in data]
+    return [path.read_text(encoding="utf-8")]
+
+
+def _read_source(source: TextSource, text_column: str) -> tuple[str, list[str]]:
+    """Return ``(name, documents)`` for any supported source."""
+    if isinstance(source, datasets.Dataset):
+        if text_column not in source.column_names:
+            raise ValueError(
+                f"Dataset has no column {text_column!r}; its columns are {source.column_names}. "
+                "Pass text_column=..."
+            )
+        return "dataset", list(source[text_column])
+    if isinstance(source, str) and source in BUILTIN_CORPORA:
+        return source, load_corpus(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ValueError(
+                f"Text source {str(source)!r} is neither a builtin corpus "
+                f"({sorted(BUILTIN_CORPORA)}) nor an existing file or directory."
+            )
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in {".txt", ".json", ".jsonl"})
+            docs = [d for f in files for d in _read_file(f, text_column)]
+        else:
+            docs = _read_file(path, text_column)
+        return path.name, docs
+    docs = list(source)
+    if not all(isinstance(d, str) for d in docs):
+        raise TypeError("A list source must contain only strings.")
+    return "texts", docs
+
+
+@dataclass
+class TokenDataset:
+    """Fixed-length token chunks with an attention mask, ready for TransformerLens.
+
+    Attributes:
+        name: Name of the dataset (e.g. ``"forget"``).
+        tokens: Token ids, BOS first, right-padded.
+        attention_mask: True at real tokens, False at padding.
+    """
+
+    name: str
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Bool[Tensor, "batch pos"]
+
+    def __post_init__(self) -> None:
+        if self.tokens.shape != self.attention_mask.shape:
+            raise ValueError(
+                f"tokens {tuple(self.tokens.shape)} and attention_mask "
+                f"{tuple(self.attention_mask.shape)} must have the same shape"
+            )
+        if self.tokens.ndim != 2 or self.tokens.shape[0] == 0:
+            raise ValueError(f"TokenDataset {self.name!r} is empty.")
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of real (non-padding) tokens."""
+        return int(self.attention_mask.sum())
+
+    @property
+    def n_predictions(self) -> int:
+        """Number of positions with a next token to predict."""
+        return int(self.attention_mask[:, 1:].sum())
+
+    def batches(
+        self, batch_size: int = 8
+    ) -> Iterator[tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]]:
+        """Yield ``(tokens, attention_mask)`` batches in order; padding columns are trimmed.
+
+        Example:
+            >>> ds = TokenDataset("x", torch.ones(3, 4, dtype=torch.long), torch.ones(3, 4, dtype=torch.bool))
+            >>> [t.shape[0] for t, _ in ds.batches(2)]
+            [2, 1]
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for start in range(0, len(self), batch_size):
+            mask = self.attention_mask[start : start + batch_size]
+            width = int(mask.sum(1).max())
+            yield self.tokens[start : start + batch_size, :width], mask[:, :width]
+
+    def to_dataset(self) -> datasets.Dataset:
+        """Convert to a ``datasets.Dataset`` with ``input_ids`` and ``attention_mask`` columns."""
+        return datasets.Dataset.from_dict(
+            {"input_ids": self.tokens.tolist(), "attention_mask": self.attention_mask.tolist()}
+        )
+
+
+@dataclass
+class TextDataset:
+    """Documents of one side of a task (forget or retain), split into fit and eval parts.
+
+    Build it with :meth:`from_source`. ``fit`` and ``eval`` are disjoint and deterministic.
+    """
+
+    name: str
+    fit: list[str]
+    eval: list[str]
+    source: str = ""
+
+    @classmethod
+    def from_source(
+        cls,
+        source: TextSource,
+        *,
+        name: str | None = None,
+        eval_fraction: float = 0.2,
+        text_column: str = "text",
+        min_chars: int = 1,
+    ) -> TextDataset:
+        """Read documents from any source and split them into fit/eval parts.
+
+        Args:
+            source: A builtin corpus name (``"python_code"``, ``"wikipedia"``,
+                ``"shakespeare"``, ``"kjv"``), a path to a ``.txt`` file (one document), a
+                ``.json``/``.jsonl`` file (records with ``text_column``) or a directory of
+                those, a list of strings, or a ``datasets.Dataset``.
+            name: Name used in errors and results (defaults to the source's name).
+            eval_fraction: Expected share of documents in the eval split, in (0, 1).
+            text_column: Column/field holding the text for datasets and JSON.
+            min_chars: Documents shorter than this (after stripping) are dropped.
+
+        Raises:
+            ValueError: If the source has no usable documents, or either split ends empty.
+
+        Example:
+            >>> ds = TextDataset.from_source(["a b c"] * 3 + [f"doc {i}" for i in range(20)])
+            >>> set(ds.fit) & set(ds.eval)
+            set()
+        """
+        if not 0.0 < eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+        src_name, docs = _read_source(source, text_column)
+        name = name or src_name
+        unique = list(dict.fromkeys(d for d in docs if len(d.strip()) >= min_chars))
+        if not unique:
+            raise ValueError(f"Text source {name!r} has no non-empty documents.")
+        fit, ev = [], []
+        for doc in unique:
+            (ev if _split_of(doc, eval_fraction, "tl_unlearn") == "eval" else fit).append(doc)
+        if not fit or not ev:
+            raise ValueError(
+                f"Text source {name!r} has {len(unique)} distinct document(s): too few to make "
+                f"both a fit and an eval split (got {len(fit)} fit, {len(ev)} eval). "
+                "Add documents or change eval_fraction."
+            )
+        return cls(name=name, fit=fit, eval=ev, source=str(src_name))
+
+    def texts(self, split: Split) -> list[str]:
+        if split not in ("fit", "eval"):
+            raise ValueError(f"split must be 'fit' or 'eval', got {split!r}")
+        return self.fit if split == "fit" else self.eval
+
+    def tokenize(
+        self,
+        tokenizer: Any,
+        split: Split = "eval",
+        *,
+        seq_len: int = 128,
+        max_tokens: int | None = 20_000,
+        seed: int = 0,
+        n_ctx: int | None = None,
+        min_chunk_tokens: int = 8,
+    ) -> TokenDataset:
+        """Tokenize one split into ``[BOS] + text`` chunks of length ``seq_len``.
+
+        Documents are visited in a seeded random order and tokenized lazily until
+        ``max_tokens`` real tokens are collected, so a small budget is cheap even on a large
+        corpus. Chunks never span documents; a document's last chunk is right-padded and
+        masked (dropped if shorter than ``min_chunk_tokens``).
+
+        Args:
+            tokenizer: A Hugging Face tokenizer (``model.tokenizer``).
+            split: ``"fit"`` or ``"eval"``.
+            seq_len: Chunk length including BOS.
+            max_tokens: Token budget (real tokens, BOS included); None for everything.
+            seed: Seed of the document order.
+            n_ctx: The model's context length; ``seq_len`` above it raises.
+            min_chunk_tokens: Shortest chunk kept.
+
+        Raises:
+            ValueError: If ``seq_len`` exceeds ``n_ctx`` or the split yields no chunk.
+        """
+        if n_ctx is not None and seq_len > n_ctx:
+            raise ValueError(
+                f"seq_len={seq_len} is longer than the model's context n_ctx={n_ctx}."
+            )
+        if seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        bos = tokenizer.bos_token_id
+        if bos is None:
+            bos = tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos
+        body = seq_len - 1
+        order = list(range(len(self.texts(split))))
+        random.Random(seed).shuffle(order)
+        rows: list[list[int]] = []
+        total = 0
+        for i in order:
+            ids = tokenizer(self.texts(split)[i], add_special_tokens=False)["input_ids"]
+            for start in range(0, len(ids), body):
+                chunk = ids[start : start + body]
+                if len(chunk) + 1 < min_chunk_tokens:
+                    continue
+                if max_tokens is not None:
+                    chunk = chunk[: max(0, max_tokens - total - 1)]
+                    if len(chunk) + 1 < min(min_chunk_tokens, 2):
+                        break
+                rows.append([bos, *chunk])
+                total += len(chunk) + 1
+                if max_tokens is not None and total >= max_tokens:
+                    break
+            if max_tokens is not None and total >= max_tokens:
+                break
+        if not rows:
+            raise ValueError(
+                f"The {split} split of {self.name!r} yields no chunk of at least "
+                f"{min_chunk_tokens} tokens: the data is empty or too short."
+            )
+        tokens = torch.full((len(rows), seq_len), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), seq_len), dtype=torch.bool)
+        for r, row in enumerate(rows):
+            tokens[r, : len(row)] = torch.tensor(row)
+            mask[r, : len(row)] = True
+        return TokenDataset(name=self.name, tokens=tokens, attention_mask=mask)
+
+
+@dataclass
+class ForgetRetainTask:
+    """A forget set and a retain set, each with fit and eval splits.
+
+    Example:
+        >>> task = make_task(forget=["def f(x):\\n    return x"] * 1 + [f"x = {i}" for i in range(30)],
+        ...                  retain=[f"The cat number {i} sat." for i in range(30)])
+        >>> task.forget.name, task.retain.name
+        ('forget', 'retain')
+    """
+
+    forget: TextDataset
+    retain: TextDataset
+    extra: dict[str, TextDataset] = field(default_factory=dict)
+
+    def datasets(self) -> dict[str, TextDataset]:
+        """All text datasets by name: forget, retain, then any extra retain sets."""
+        return {"forget": self.forget, "retain": self.retain, **self.extra}
+
+    def tokenize(
+        self, tokenizer: Any, split: Split = "eval", **kwargs: Any
+    ) -> dict[str, TokenDataset]:
+        """Tokenize every dataset of the task; keyword arguments go to :meth:`TextDataset.tokenize`."""
+        return {k: v.tokenize(tokenizer, split, **kwargs) for k, v in self.datasets().items()}
+
+
+def make_task(
+    forget: TextSource = "python_code",
+    retain: TextSource = "wikipedia",
+    *,
+    extra_retain: dict[str, TextSource] | None = None,
+    eval_fraction: float = 0.2,
+    text_column: str = "text",
+) -> ForgetRetainTask:
+    """Build a forget/retain task from any text sources.
+
+    Args:
+        forget: What the intervention should make the model worse at (default: Python code).
+        retain: What the model should stay good at (default: English Wikipedia prose).
+        extra_retain: More retain sets by name (e.g. ``{"shakespeare": "shakespeare"}``).
+        eval_fraction: Share of documents held out for evaluation.
+        text_column: Text column for datasets / JSON sources.
+
+    Returns:
+        The task, with deterministic, disjoint fit/eval splits.
+
+    Example:
+        >>> task = make_task("python_code", "kjv")
+        >>> len(task.forget.fit) > len(task.forget.eval) > 0
+        True
+    """
+    kw = dict(eval_fraction=eval_fraction, text_column=text_column)
+    extra = {
+        k: TextDataset.from_source(v, name=k, **kw) for k, v in (extra_retain or {}).items()
+    }
+    return ForgetRetainTask(
+        forget=TextDataset.from_source(forget, name="forget", **kw),
+        retain=TextDataset.from_source(retain, name="retain", **kw),
+        extra=extra,
+    )

@@ -1,0 +1,225 @@
+"""Streaming forget/retain evaluation: loss, perplexity, top-k and skip-common top-k accuracy.
+
+Batches are streamed through the model (optionally under hooks); per-position statistics are
+reduced to running sums at once, so memory depends on the batch, never on the number of
+evaluated tokens. Definitions follow ``shared/specs/metrics.md``:
+
+- predicted positions: every non-padding position that has a next token;
+- loss: mean token cross-entropy (nats); perplexity: ``exp(loss)`` (not the mean of
+  per-token ``exp``);
+- top-k accuracy: share of predicted positions whose target is among the k largest logits;
+- skip variants: the same, excluding targets among the ``skip_common`` most frequent target
+  tokens of that dataset (counted on the evaluated data itself).
+
+Sequences are right-padded, so padding never influences real positions under causal attention
+and no attention mask is passed to the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tl_unlearn.data import TokenDataset
+
+__all__ = ["DatasetMetrics", "Evaluation", "evaluate"]
+
+HookList = Sequence[tuple[Any, Any]]
+
+
+@dataclass
+class DatasetMetrics:
+    """Metrics of one model on one dataset.
+
+    Attributes:
+        name: Dataset name (``"forget"``, ``"retain"``, ...).
+        n_predictions: Number of predicted positions.
+        loss: Mean next-token cross-entropy (nats).
+        accuracy: Top-k accuracy by k.
+        accuracy_skip: Top-k accuracy by k, excluding the most common target tokens.
+        n_predictions_skip: Positions counted in ``accuracy_skip``.
+    """
+
+    name: str
+    n_predictions: int
+    loss: float
+    accuracy: dict[int, float]
+    accuracy_skip: dict[int, float] = field(default_factory=dict)
+    n_predictions_skip: int = 0
+
+    @property
+    def perplexity(self) -> float:
+        """``exp(mean loss)``."""
+        return math.exp(self.loss)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat dict (JSON-friendly; ``top1``, ``top5``, ``top1_skip``, ...)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "n_predictions": self.n_predictions,
+            "loss": self.loss,
+            "perplexity": self.perplexity,
+        }
+        out.update({f"top{k}": v for k, v in self.accuracy.items()})
+        out.update({f"top{k}_skip": v for k, v in self.accuracy_skip.items()})
+        out["n_predictions_skip"] = self.n_predictions_skip
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DatasetMetrics:
+        acc = {int(k[3:]): v for k, v in d.items() if k.startswith("top") and "_" not in k}
+        skip = {int(k[3:-5]): v for k, v in d.items() if k.startswith("top") and k.endswith("_skip")}
+        return cls(d["name"], int(d["n_predictions"]), float(d["loss"]), acc, skip,
+                   int(d.get("n_predictions_skip", 0)))
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one model (or one intervention) on several datasets.
+
+    Example:
+        >>> e = Evaluation({"forget": DatasetMetrics("forget", 10, 2.0, {1: 0.5})})
+        >>> Evaluation.from_dict(e.to_dict()) == e
+        True
+    """
+
+    datasets: dict[str, DatasetMetrics]
+    label: str = ""
+
+    def __getitem__(self, name: str) -> DatasetMetrics:
+        return self.datasets[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "datasets": {k: asdict(v) for k, v in self.datasets.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
+        ds = {}
+        for k, v in d["datasets"].items():
+            v = dict(v)
+            v["accuracy"] = {int(a): b for a, b in v["accuracy"].items()}
+            v["accuracy_skip"] = {int(a): b for a, b in v.get("accuracy_skip", {}).items()}
+            ds[k] = DatasetMetrics(**v)
+        return cls(ds, d.get("label", ""))
+
+    def to_dataframe(self) -> Any:
+        """One row per dataset (pandas DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame([m.as_dict() for m in self.datasets.values()]).set_index("name")
+
+
+def _common_targets(ds: TokenDataset, n: int) -> Int[Tensor, " n"]:
+    targets = ds.tokens[:, 1:][ds.attention_mask[:, 1:]]
+    if n <= 0 or targets.numel() == 0:
+        return torch.empty(0, dtype=torch.long)
+    counts = torch.bincount(targets)
+    return torch.topk(counts, min(n, int((counts > 0).sum()))).indices
+
+
+def batch_statistics(
+    logits: Float[Tensor, "batch pos d_vocab"],
+    tokens: Int[Tensor, "batch pos"],
+    mask: Bool[Tensor, "batch pos"],
+    top_k: Sequence[int],
+    skip_ids: Int[Tensor, " n"] | None = None,
+) -> Float[Tensor, " stats"]:
+    """Sums for one batch: ``[n, loss_sum, hits@k..., n_skip, hits_skip@k...]`` (float64).
+
+    Computed without materialising log-probabilities for the whole vocabulary more than once
+    and without Python loops over positions.
+    """
+    logits = logits[:, :-1].float()
+    targets = tokens[:, 1:]
+    valid = mask[:, 1:] & mask[:, :-1]
+    lse = torch.logsumexp(logits, dim=-1)
+    target_logit = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    nll = (lse - target_logit)[valid]
+    in_top = logits.topk(max(top_k), dim=-1).indices == targets.unsqueeze(-1)
+    hits = [in_top[..., :k].any(-1) for k in top_k]
+    out = [valid.sum().double(), nll.double().sum()]
+    out += [(h & valid).sum().double() for h in hits]
+    if skip_ids is not None:
+        keep = valid & ~torch.isin(targets, skip_ids.to(targets.device))
+        out.append(keep.sum().double())
+        out += [(h & keep).sum().double() for h in hits]
+    return torch.stack(out).cpu()
+
+
+@torch.inference_mode()
+def evaluate(
+    model: Any,
+    data: TokenDataset | Mapping[str, TokenDataset],
+    hooks: HookList | Iterable[tuple[Any, Any]] = (),
+    *,
+    batch_size: int = 8,
+    top_k: Sequence[int] = (1, 5),
+    skip_common: int = 50,
+    label: str = "",
+    progress: bool = True,
+) -> Evaluation:
+    """Evaluate a model, optionally under forward hooks, on one or more token datasets.
+
+    Args:
+        model: A ``HookedTransformer`` (or any TL model with ``hooks()``).
+        data: One :class:`TokenDataset` or a mapping name -> dataset (e.g. forget, retain).
+        hooks: ``(hook_name, hook_fn)`` pairs applied during evaluation (an intervention).
+        batch_size: Sequences per forward pass.
+        top_k: Which top-k accuracies to report (1 is always useful).
+        skip_common: N for the skip-common-token variants (0 disables them).
+        label: Name stored on the result (e.g. the intervention's name).
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        An :class:`Evaluation` with one :class:`DatasetMetrics` per dataset.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model, make_task
+        >>> model = load_tiny_model()
+        >>> data = make_task().tokenize(model.tokenizer, max_tokens=500)
+        >>> ev = evaluate(model, data, progress=False)
+        >>> 0 < ev["forget"].loss < ev["retain"].loss
+        True
+    """
+    if isinstance(data, TokenDataset):
+        data = {data.name: data}
+    if not data:
+        raise ValueError("evaluate() got no dataset.")
+    top_k = tuple(sorted(set(top_k)))
+    if not top_k or top_k[0] < 1:
+        raise ValueError(f"top_k must be positive integers, got {top_k}")
+    hooks = list(hooks)
+    results = {}
+    total = sum(-(-len(d) // batch_size) for d in data.values())
+    bar = tqdm(total=total, desc=f"evaluate {label}".strip(), disable=not progress, leave=False)
+    device = getattr(model.cfg, "device", None) or "cpu"
+    with model.hooks(fwd_hooks=hooks):
+        for name, ds in data.items():
+            skip_ids = _common_targets(ds, skip_common) if skip_common else None
+            sums = torch.zeros(2 + len(top_k) + (1 + len(top_k) if skip_ids is not None else 0),
+                               dtype=torch.float64)
+            for tokens, mask in ds.batches(batch_size):
+                logits = model(tokens.to(device), return_type="logits")
+                sums += batch_statistics(logits, tokens.to(logits.device),
+                                         mask.to(logits.device), top_k, skip_ids)
+                bar.update(1)
+            s = sums.tolist()
+            n = s[0]
+            if n == 0:
+                raise ValueError(f"Dataset {name!r} has no predicted position.")
+            acc = {k: s[2 + i] / n for i, k in enumerate(top_k)}
+            skip, n_skip = {}, 0
+            if skip_ids is not None:
+                n_skip = int(s[2 + len(top_k)])
+                base = 3 + len(top_k)
+                skip = {k: s[base + i] / max(n_skip, 1) for i, k in enumerate(top_k)}
+            results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip)
+    bar.close()
+    return Evaluation(results, label)

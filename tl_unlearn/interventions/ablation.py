@@ -1,0 +1,464 @@
+"""Zero, mean and resample ablation of heads, MLP neurons and hook points; keep-only-circuit;
+directional ablation.
+
+Components are selected by:
+
+- ``heads``: ``[(layer, head), ...]`` or ``{layer: [head, ...]}``; ablated through
+  ``blocks.{layer}.attn.hook_z`` (per-head outputs before ``W_O``), on every model type;
+- ``neurons``: ``{layer: [index, ...]}`` or ``[(layer, index), ...]``; ablated at
+  ``blocks.{layer}.mlp.hook_post``;
+- ``hooks``: hook names (whole activation) or ``{hook_name: [index along the last axis]}``;
+- ``positions``: ``"all"`` (default), ``"last"``, ints, or a boolean mask ``[pos]`` /
+  ``[batch, pos]``.
+
+Out-of-range layers/heads/neurons and unknown hook names raise ``ValueError`` naming the bad
+value and the valid range (or the closest hook names) before any hook is added.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from tl_unlearn.data import TokenDataset
+from tl_unlearn.interventions.base import (
+    HookFn,
+    Intervention,
+    Positions,
+    check_hook_name,
+    check_indices,
+    check_layer,
+    hook_shapes,
+    positions_mask,
+)
+
+__all__ = [
+    "activation_means",
+    "directional_ablation",
+    "keep_only_circuit",
+    "mean_ablation",
+    "resample_ablation",
+    "select_sites",
+    "zero_ablation",
+]
+
+HeadSpec = Sequence[tuple[int, int]] | Mapping[int, Sequence[int]] | None
+NeuronSpec = Mapping[int, Sequence[int]] | Sequence[tuple[int, int]] | None
+HookSpec = Sequence[str] | Mapping[str, Sequence[int] | None] | None
+
+
+def _pairs(spec: Any) -> dict[int, list[int]]:
+    if spec is None:
+        return {}
+    if isinstance(spec, Mapping):
+        return {int(k): list(v) for k, v in spec.items()}
+    out: dict[int, list[int]] = {}
+    for item in spec:
+        if len(item) != 2:
+            raise ValueError(f"Expected (layer, index) pairs, got {item!r}")
+        out.setdefault(int(item[0]), []).append(int(item[1]))
+    return out
+
+
+def select_sites(
+    model: Any, heads: HeadSpec = None, neurons: NeuronSpec = None, hooks: HookSpec = None
+) -> dict[str, Bool[Tensor, "..."]]:
+    """Resolve a component selection into ``{hook_name: mask over the activation's axes}``.
+
+    The mask has the per-position activation shape (``[head_index, d_head]`` at ``hook_z``,
+    ``[d_mlp]`` at ``hook_post``) and is True at ablated entries.
+
+    Raises:
+        ValueError: On an unknown hook name or an out-of-range layer / head / neuron.
+    """
+    cfg = model.cfg
+    wanted: dict[str, tuple[str, list[int] | None]] = {}
+    for layer, hs in _pairs(heads).items():
+        check_layer(model, layer)
+        idx = check_indices(hs, cfg.n_heads, f"Head (layer {layer})")
+        wanted[check_hook_name(model, f"blocks.{layer}.attn.hook_z")] = ("head", idx)
+    for layer, ns in _pairs(neurons).items():
+        check_layer(model, layer)
+        if cfg.d_mlp is None:
+            raise ValueError("This model has no MLP neurons (cfg.d_mlp is None).")
+        idx = check_indices(ns, cfg.d_mlp, f"Neuron (layer {layer})")
+        wanted[check_hook_name(model, f"blocks.{layer}.mlp.hook_post")] = ("last", idx)
+    if hooks is not None:
+        items = hooks.items() if isinstance(hooks, Mapping) else ((h, None) for h in hooks)
+        for name, idx in items:
+            wanted[check_hook_name(model, name)] = ("last", None if idx is None else list(idx))
+    if not wanted:
+        raise ValueError("Nothing selected: pass heads=, neurons= or hooks=.")
+    shapes = hook_shapes(model, list(wanted))
+    sites = {}
+    for name, (kind, idx) in wanted.items():
+        shape = shapes[name]
+        mask = torch.zeros(shape, dtype=torch.bool)
+        if idx is None:
+            mask[...] = True
+        elif kind == "head":
+            mask[idx] = True
+        else:
+            mask[..., check_indices(idx, shape[-1], f"Index at {name}")] = True
+        sites[name] = mask
+    return sites
+
+
+def _replace_hook(
+    site: Bool[Tensor, "..."],
+    positions: Positions,
+    value: Callable[[Tensor], Tensor],
+) -> HookFn:
+    """A hook returning ``where(selected, value(acts), acts)``: a new tensor, input untouched."""
+    n_comp = site.ndim
+
+    def hook(acts: Tensor, hook: Any) -> Tensor:
+        mask = site.to(acts.device)
+        pos = positions_mask(positions, acts.shape[1], acts.device)
+        if pos is not None:
+            mask = mask & pos.reshape(*pos.shape, *([1] * n_comp))
+        return torch.where(mask, value(acts).to(acts.dtype), acts)
+
+    return hook
+
+
+def _label(kind: str, heads: HeadSpec, neurons: NeuronSpec, hooks: HookSpec) -> str:
+    parts = []
+    if heads:
+        parts.append(", ".join(f"L{l}H{h}" for l, hs in _pairs(heads).items() for h in hs))
+    if neurons:
+        parts.append(f"{sum(len(v) for v in _pairs(neurons).values())} neurons")
+    if hooks:
+        parts.append(", ".join(hooks))
+    return f"{kind}({'; '.join(parts)})"
+
+
+def zero_ablation(
+    model: Any,
+    heads: HeadSpec = None,
+    neurons: NeuronSpec = None,
+    hooks: HookSpec = None,
+    *,
+    positions: Positions = "all",
+    name: str | None = None,
+) -> Intervention:
+    """Set the selected components to zero.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> model = load_tiny_model()
+        >>> iv = zero_ablation(model, heads=[(1, 2)])
+        >>> _, cache = model.run_with_cache("x = 1", names_filter=iv.hook_names)
+        >>> with iv.applied(model):
+        ...     _, ablated = model.run_with_cache("x = 1", names_filter=iv.hook_names)
+        >>> bool((ablated["blocks.1.attn.hook_z"][:, :, 2] == 0).all())
+        True
+    """
+    sites = select_sites(model, heads, neurons, hooks)
+    zero = torch.zeros(())
+    hooks_ = [(n, _replace_hook(m, positions, lambda a, z=zero: z)) for n, m in sites.items()]
+    return Intervention(name or _label("zero", heads, neurons, hooks), hooks_,
+                        {"kind": "zero", "sites": {n: int(m.sum()) for n, m in sites.items()}})
+
+
+def _iter_data(data: TokenDataset | Tensor, batch_size: int):
+    if isinstance(data, TokenDataset):
+        yield from data.batches(batch_size)
+    else:
+        for s in range(0, len(data), batch_size):
+            t = data[s : s + batch_size]
+            yield t, torch.ones_like(t, dtype=torch.bool)
+
+
+def _stop_layer(model: Any, names: Sequence[str]) -> dict[str, Any]:
+    """``stop_at_layer`` kwargs that skip layers after the last needed hook (HookedTransformer)."""
+    from transformer_lens import HookedTransformer
+
+    if not isinstance(model, HookedTransformer) or not all(n.startswith("blocks.") for n in names):
+        return {}
+    return {"stop_at_layer": max(int(n.split(".")[1]) for n in names) + 1}
+
+
+@torch.inference_mode()
+def activation_means(
+    model: Any,
+    data: TokenDataset | Tensor,
+    hook_names: Sequence[str],
+    *,
+    per_position: bool = False,
+    batch_size: int = 8,
+) -> dict[str, Float[Tensor, "..."]]:
+    """Mean activation at each hook over the real (non-padding) tokens of ``data``.
+
+    Accumulated batch by batch in float64 (no cache of the whole dataset). With
+    ``per_position`` the mean is taken per position (shape ``[pos, ...]``), else pooled over
+    all positions (shape ``[...]``).
+
+    Raises:
+        ValueError: If ``data`` is empty or a hook name is unknown.
+    """
+    for n in hook_names:
+        check_hook_name(model, n)
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, Tensor] = {}
+    current: dict[str, Tensor] = {}
+
+    def accumulate(name: str) -> HookFn:
+        def hook(acts: Tensor, hook: Any) -> None:
+            m = current["mask"].to(acts.device)
+            w = m.reshape(*m.shape, *([1] * (acts.ndim - 2))).double()
+            s = (acts.double() * w).sum(0)
+            c = m.double().sum(0)
+            if not per_position:
+                s, c = s.sum(0), c.sum()
+            if name in sums:
+                width = s.shape[0] if per_position else None
+                if per_position and width > sums[name].shape[0]:
+                    pad = width - sums[name].shape[0]
+                    sums[name] = torch.cat([sums[name], s.new_zeros(pad, *s.shape[1:])])
+                    counts[name] = torch.cat([counts[name], c.new_zeros(pad)])
+                if per_position:
+                    sums[name][:width] += s
+                    counts[name][:width] += c
+                else:
+                    sums[name] += s
+                    counts[name] += c
+            else:
+                sums[name], counts[name] = s, c
+
+        return hook
+
+    device = getattr(model.cfg, "device", None) or "cpu"
+    stop = _stop_layer(model, hook_names)
+    with model.hooks(fwd_hooks=[(n, accumulate(n)) for n in hook_names]):
+        for tokens, mask in _iter_data(data, batch_size):
+            current["mask"] = mask
+            model(tokens.to(device), return_type=None, **stop)
+    if not sums:
+        raise ValueError("activation_means() got an empty dataset.")
+    out = {}
+    for n in hook_names:
+        c = counts[n].clamp(min=1)
+        out[n] = (sums[n] / c.reshape(*c.shape, *([1] * (sums[n].ndim - c.ndim)))).float()
+    return out
+
+
+def mean_ablation(
+    model: Any,
+    reference: TokenDataset | Tensor,
+    heads: HeadSpec = None,
+    neurons: NeuronSpec = None,
+    hooks: HookSpec = None,
+    *,
+    per_position: bool = False,
+    positions: Positions = "all",
+    batch_size: int = 8,
+    name: str | None = None,
+) -> Intervention:
+    """Replace the selected components by their mean over a reference dataset.
+
+    Args:
+        model: The model.
+        reference: Token dataset (or token tensor) the means are computed on (e.g. the
+            retain or forget *fit* split).
+        heads, neurons, hooks: What to ablate (see module docstring).
+        per_position: Use the mean at each position instead of the pooled mean (inputs may
+            not be longer than the reference sequences then).
+        positions: Which positions to ablate.
+        batch_size: Batch size for computing means.
+        name: Label for results.
+    """
+    sites = select_sites(model, heads, neurons, hooks)
+    t0 = time.perf_counter()
+    means = activation_means(model, reference, list(sites), per_position=per_position,
+                             batch_size=batch_size)
+
+    def value_fn(mean: Tensor) -> Callable[[Tensor], Tensor]:
+        def value(acts: Tensor) -> Tensor:
+            if not per_position:
+                return mean.to(acts.device)
+            if acts.shape[1] > mean.shape[0]:
+                raise ValueError(
+                    f"Input has {acts.shape[1]} positions but per-position means were computed "
+                    f"on {mean.shape[0]}; use longer reference data or per_position=False."
+                )
+            return mean[: acts.shape[1]].to(acts.device)
+
+        return value
+
+    hooks_ = [(n, _replace_hook(m, positions, value_fn(means[n]))) for n, m in sites.items()]
+    return Intervention(
+        name or _label("mean", heads, neurons, hooks), hooks_,
+        {"kind": "mean", "per_position": per_position, "fit_seconds": time.perf_counter() - t0,
+         "sites": {n: int(m.sum()) for n, m in sites.items()}},
+    )
+
+
+@torch.inference_mode()
+def _collect(model: Any, tokens: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+    device = getattr(model.cfg, "device", None) or "cpu"
+    _, cache = model.run_with_cache(tokens.to(device), names_filter=list(names),
+                                     return_type=None, **_stop_layer(model, names))
+    return {n: cache[n].clone() for n in names}
+
+
+def resample_ablation(
+    model: Any,
+    reference: TokenDataset | Tensor,
+    heads: HeadSpec = None,
+    neurons: NeuronSpec = None,
+    hooks: HookSpec = None,
+    *,
+    n_reference: int = 32,
+    seed: int = 0,
+    positions: Positions = "all",
+    name: str | None = None,
+) -> Intervention:
+    """Replace the selected components by their activations on other (reference) inputs.
+
+    Activations of up to ``n_reference`` reference sequences are stored once (full-length
+    sequences first). On every forward pass each input row gets the activations of a
+    reference row drawn with a generator seeded by ``seed``, so the same inputs always get the
+    same replacement, and a different seed gives a different one.
+
+    Raises:
+        ValueError: At run time, if inputs are longer than the reference sequences.
+    """
+    sites = select_sites(model, heads, neurons, hooks)
+    t0 = time.perf_counter()
+    if isinstance(reference, TokenDataset):
+        order = torch.argsort(reference.attention_mask.sum(1), descending=True, stable=True)
+        tokens = reference.tokens[order[:n_reference]]
+    else:
+        tokens = reference[:n_reference]
+    if tokens.shape[0] == 0:
+        raise ValueError("resample_ablation() got an empty reference dataset.")
+    stored = _collect(model, tokens, list(sites))
+
+    def value_fn(ref: Tensor) -> Callable[[Tensor], Tensor]:
+        def value(acts: Tensor) -> Tensor:
+            if acts.shape[1] > ref.shape[1]:
+                raise ValueError(
+                    f"Input has {acts.shape[1]} positions but the reference sequences have "
+                    f"{ref.shape[1]}; use longer reference data."
+                )
+            gen = torch.Generator().manual_seed(seed)
+            idx = torch.randint(ref.shape[0], (acts.shape[0],), generator=gen)
+            return ref[idx, : acts.shape[1]].to(acts.device)
+
+        return value
+
+    hooks_ = [(n, _replace_hook(m, positions, value_fn(stored[n]))) for n, m in sites.items()]
+    return Intervention(
+        name or _label("resample", heads, neurons, hooks), hooks_,
+        {"kind": "resample", "seed": seed, "n_reference": int(tokens.shape[0]),
+         "fit_seconds": time.perf_counter() - t0},
+    )
+
+
+def keep_only_circuit(
+    model: Any,
+    heads: HeadSpec = None,
+    neurons: NeuronSpec = None,
+    *,
+    layers: Sequence[int] | None = None,
+    include_mlp: bool = False,
+    method: Literal["zero", "mean", "resample"] = "mean",
+    reference: TokenDataset | Tensor | None = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> Intervention:
+    """Ablate every head (and, with ``include_mlp``, every neuron) of ``layers`` except the circuit.
+
+    Args:
+        model: The model.
+        heads: Heads of the circuit, kept intact.
+        neurons: Neurons of the circuit, kept intact (only with ``include_mlp``).
+        layers: Layers whose components are ablated (default: all).
+        include_mlp: Also ablate the MLP neurons outside the circuit.
+        method: ``"zero"``, ``"mean"`` or ``"resample"`` ablation of the complement.
+        reference: Reference data for mean/resample ablation.
+        **kwargs: Passed to the ablation (``per_position``, ``seed``, ...).
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> model = load_tiny_model()
+        >>> iv = keep_only_circuit(model, heads=[(0, 1)], layers=[0], method="zero")
+        >>> iv.info["ablated_heads"]
+        [(0, 0), (0, 2), (0, 3)]
+    """
+    cfg = model.cfg
+    layers = list(range(cfg.n_layers)) if layers is None else [check_layer(model, l) for l in layers]
+    keep_h = {(l, h) for l, hs in _pairs(heads).items() for h in hs}
+    keep_n = {(l, n) for l, ns in _pairs(neurons).items() for n in ns}
+    for l, h in keep_h:
+        check_layer(model, l)
+        check_indices([h], cfg.n_heads, f"Head (layer {l})")
+    ablate_h = [(l, h) for l in layers for h in range(cfg.n_heads) if (l, h) not in keep_h]
+    ablate_n = {}
+    if include_mlp:
+        ablate_n = {l: [n for n in range(cfg.d_mlp) if (l, n) not in keep_n] for l in layers}
+        ablate_n = {l: v for l, v in ablate_n.items() if v}
+    label = name or f"keep-only({len(keep_h)} heads, {len(keep_n)} neurons; {method})"
+    if method == "zero":
+        iv = zero_ablation(model, ablate_h or None, ablate_n or None, name=label, **kwargs)
+    elif method in ("mean", "resample"):
+        if reference is None:
+            raise ValueError(f"method={method!r} needs reference data.")
+        fn = mean_ablation if method == "mean" else resample_ablation
+        iv = fn(model, reference, ablate_h or None, ablate_n or None, name=label, **kwargs)
+    else:
+        raise ValueError(f"Unknown method {method!r}; choose 'zero', 'mean' or 'resample'.")
+    iv.info.update({"ablated_heads": ablate_h, "kept_heads": sorted(keep_h)})
+    return iv
+
+
+def directional_ablation(
+    model: Any,
+    hook_name: str,
+    directions: Float[Tensor, "*n_dirs d"],
+    *,
+    positions: Positions = "all",
+    name: str | None = None,
+) -> Intervention:
+    """Project a direction (or the subspace spanned by several) out of the activation at a hook.
+
+    ``x -> x - Q Q^T x`` with ``Q`` an orthonormal basis of the directions (computed by QR),
+    applied to the last axis of the activation.
+
+    Raises:
+        ValueError: If the direction size differs from the activation's last axis.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> model = load_tiny_model()
+        >>> d = torch.randn(model.cfg.d_model)
+        >>> iv = directional_ablation(model, "blocks.1.hook_resid_pre", d)
+        >>> with iv.applied(model):
+        ...     _, c = model.run_with_cache("x = 1", names_filter="blocks.1.hook_resid_pre")
+        >>> bool(((c["blocks.1.hook_resid_pre"] @ d).abs() < 1e-3).all())
+        True
+    """
+    check_hook_name(model, hook_name)
+    width = hook_shapes(model, [hook_name])[hook_name][-1]
+    dirs = directions.detach().float().reshape(-1, directions.shape[-1])
+    if dirs.shape[-1] != width:
+        raise ValueError(
+            f"Direction size {dirs.shape[-1]} does not match the last axis of {hook_name!r} "
+            f"({width})."
+        )
+    q, _ = torch.linalg.qr(dirs.T)  # [d, n_dirs], orthonormal columns
+    full_site = torch.ones(hook_shapes(model, [hook_name])[hook_name], dtype=torch.bool)
+
+    def project_out(acts: Tensor) -> Tensor:
+        qq = q.to(acts.device, acts.dtype)
+        return acts - (acts @ qq) @ qq.T
+
+    return Intervention(name or f"direction-ablation({hook_name}, {q.shape[1]} dirs)",
+                        [(hook_name, _replace_hook(full_site, positions, project_out))],
+                        {"kind": "directional", "n_directions": q.shape[1]})

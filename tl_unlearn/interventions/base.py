@@ -1,0 +1,198 @@
+"""The :class:`Intervention` container and helpers shared by every intervention.
+
+An intervention is a named list of ``(hook_name, hook_fn)`` pairs, as TransformerLens expects
+them. It can be passed wherever TL takes forward hooks::
+
+    model.run_with_hooks(tokens, fwd_hooks=intervention.fwd_hooks)
+    with model.hooks(fwd_hooks=intervention.fwd_hooks): ...
+    with intervention.applied(model): ...          # its own context manager
+    model.run_with_hooks(tokens, fwd_hooks=list(intervention))
+
+Interventions compose with ``a + b`` (hooks run in order) and never touch model weights.
+Hook functions return a new tensor rather than writing into the activation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "HookFn",
+    "Intervention",
+    "compose",
+    "check_hook_name",
+    "hook_shapes",
+    "positions_mask",
+]
+
+HookFn = Callable[[Tensor, Any], Tensor | None]
+Positions = str | int | Sequence[int] | Tensor | None
+
+
+@dataclass
+class Intervention:
+    """A named set of forward hooks that changes a model's computation.
+
+    Attributes:
+        name: Short label, used in results and plots.
+        fwd_hooks: ``(hook_name, hook_fn)`` pairs for TransformerLens.
+        info: Free-form description (selected components, settings, fit time in seconds).
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> from tl_unlearn.interventions import zero_ablation
+        >>> model = load_tiny_model()
+        >>> iv = zero_ablation(model, heads=[(0, 1)]) + zero_ablation(model, neurons={1: [3, 4]})
+        >>> [name for name, _ in iv]
+        ['blocks.0.attn.hook_z', 'blocks.1.mlp.hook_post']
+        >>> with iv.applied(model):
+        ...     logits = model("def f(x):")
+        >>> len(model.hook_dict["blocks.0.attn.hook_z"].fwd_hooks)
+        0
+    """
+
+    name: str
+    fwd_hooks: list[tuple[str, HookFn]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[tuple[str, HookFn]]:
+        return iter(self.fwd_hooks)
+
+    def __len__(self) -> int:
+        return len(self.fwd_hooks)
+
+    def __add__(self, other: Intervention | Sequence[tuple[str, HookFn]]) -> Intervention:
+        if isinstance(other, Intervention):
+            return Intervention(
+                f"{self.name} + {other.name}",
+                [*self.fwd_hooks, *other.fwd_hooks],
+                {"parts": [self.info, other.info]},
+            )
+        return Intervention(self.name, [*self.fwd_hooks, *other], dict(self.info))
+
+    def __radd__(self, other: Any) -> Intervention:
+        if other == 0 or other == []:  # sum([...]) and [] + iv
+            return self
+        if isinstance(other, Sequence):
+            return Intervention(self.name, [*other, *self.fwd_hooks], dict(self.info))
+        return NotImplemented
+
+    @contextmanager
+    def applied(self, model: Any) -> Iterator[Any]:
+        """Apply the hooks for the duration of a ``with`` block (removed even on errors)."""
+        with model.hooks(fwd_hooks=self.fwd_hooks):
+            yield model
+
+    @property
+    def hook_names(self) -> list[str]:
+        return list(dict.fromkeys(n for n, _ in self.fwd_hooks))
+
+
+def compose(*interventions: Intervention | Sequence[tuple[str, HookFn]]) -> Intervention:
+    """Combine interventions (or plain hook lists) into one; hooks run in the given order.
+
+    Example:
+        >>> compose(Intervention("a"), [("hook_embed", lambda x, hook: x)]).hook_names
+        ['hook_embed']
+    """
+    if not interventions:
+        return Intervention("none")
+    first, *rest = interventions
+    out = first if isinstance(first, Intervention) else Intervention("hooks", list(first))
+    for iv in rest:
+        out = out + iv
+    return out
+
+
+def check_hook_name(model: Any, name: str) -> str:
+    """Return ``name`` if the model has that hook point, else raise with the closest names.
+
+    Works with HookedTransformer, HookedSAETransformer and TransformerBridge (whose
+    ``hook_dict`` includes the TransformerLens-style aliases such as ``blocks.0.attn.hook_z``).
+    """
+    hook_dict = model.hook_dict
+    if name in hook_dict:
+        return name
+    close = difflib.get_close_matches(name, list(hook_dict), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"Unknown hook name {name!r} for this model.{hint}")
+
+
+def check_layer(model: Any, layer: int) -> int:
+    n = model.cfg.n_layers
+    if not isinstance(layer, int) or not 0 <= layer < n:
+        raise ValueError(f"Layer {layer!r} is out of range: the model has layers 0..{n - 1}.")
+    return layer
+
+
+def check_indices(indices: Sequence[int] | Tensor, size: int, what: str) -> list[int]:
+    """Validate indices into an axis of ``size`` elements (no negatives, no duplicates kept)."""
+    idx = [int(i) for i in (indices.tolist() if isinstance(indices, Tensor) else indices)]
+    bad = [i for i in idx if not 0 <= i < size]
+    if bad:
+        raise ValueError(f"{what} index {bad[0]} is out of range: valid indices are 0..{size - 1}.")
+    return sorted(set(idx))
+
+
+_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def hook_shapes(model: Any, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Per-position activation shape (without batch and pos) at each hook, by a 2-token probe.
+
+    The probe runs once per model and hook (cached), only up to the needed hooks' outputs.
+    """
+    cache = _SHAPES.setdefault(model, {})
+    missing = [n for n in names if n not in cache]
+    if missing:
+        for n in missing:
+            check_hook_name(model, n)
+        seen: dict[str, tuple[int, ...]] = {}
+
+        def recorder(name: str) -> HookFn:
+            def record(act: Tensor, hook: Any) -> None:
+                seen[name] = tuple(act.shape[2:])
+
+            return record
+
+        bos = model.tokenizer.bos_token_id if model.tokenizer is not None else 0
+        bos = 0 if bos is None else bos
+        device = getattr(model.cfg, "device", None) or "cpu"
+        tokens = torch.full((1, 2), bos, dtype=torch.long, device=device)
+        with model.hooks(fwd_hooks=[(n, recorder(n)) for n in missing]):
+            model(tokens, return_type=None)
+        cache.update(seen)
+    return {n: cache[n] for n in names}
+
+
+def positions_mask(positions: Positions, seq_len: int, device: Any = None) -> Tensor | None:
+    """Boolean mask over positions (``[pos]`` or ``[batch, pos]``), or None for all positions.
+
+    Args:
+        positions: ``None``/``"all"``; ``"last"``; an int or list of ints (negative counts from
+            the end); or a boolean tensor ``[pos]`` / ``[batch, pos]`` (sliced to ``seq_len``).
+    """
+    if positions is None or (isinstance(positions, str) and positions == "all"):
+        return None
+    if isinstance(positions, str):
+        if positions != "last":
+            raise ValueError(f"positions must be 'all', 'last', ints or a mask, got {positions!r}")
+        positions = [-1]
+    if isinstance(positions, Tensor) and positions.dtype == torch.bool:
+        return positions[..., :seq_len].to(device)
+    if isinstance(positions, int):
+        positions = [positions]
+    mask = torch.zeros(seq_len, dtype=torch.bool, device=device)
+    idx = [p if p >= 0 else seq_len + p for p in (int(p) for p in positions)]
+    idx = [p for p in idx if 0 <= p < seq_len]
+    mask[idx] = True
+    return mask

