@@ -81,7 +81,8 @@ def any_model(request):
 
 def make_sae(model, hook_name, d_sae=256, seed=0):
     """A random sae_lens StandardSAE on ``hook_name`` (d_in from the model)."""
-    from sae_lens import SAEMetadata, StandardSAE, StandardSAEConfig
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
 
     torch.manual_seed(seed)
     sae = StandardSAE(StandardSAEConfig(d_in=model.cfg.d_model, d_sae=d_sae,

@@ -63,7 +63,8 @@ def test_hooked_sae_transformer_attached_sae(tiny_sae_model, sae_factory):
 
 
 def test_sae_errors(tiny_model, sae_factory):
-    from sae_lens import SAEMetadata, StandardSAE, StandardSAEConfig
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
 
     wrong = StandardSAE(StandardSAEConfig(d_in=64, d_sae=32,
                                           metadata=SAEMetadata(hook_name=HOOK)))

@@ -95,7 +95,8 @@ def sae_feature_intervention(
             unknown.
 
     Example:
-        >>> from sae_lens import StandardSAE, StandardSAEConfig, SAEMetadata
+        >>> from sae_lens import StandardSAE, StandardSAEConfig
+        >>> from sae_lens.saes.sae import SAEMetadata
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> sae = StandardSAE(StandardSAEConfig(d_in=128, d_sae=256,
@@ -106,7 +107,10 @@ def sae_feature_intervention(
     """
     if mode not in ("zero", "clamp", "scale"):
         raise ValueError(f"Unknown mode {mode!r}; choose 'zero', 'clamp' or 'scale'.")
-    hook = check_hook_name(model, sae_hook_name(sae))
+    hook = sae_hook_name(sae)
+    attached = getattr(model, "acts_to_saes", {})
+    if not (hook in attached and attached[hook] is sae):
+        check_hook_name(model, hook)
     d_in, d_sae = int(sae.cfg.d_in), int(sae.cfg.d_sae)
     idx = torch.tensor(check_indices(features, d_sae, "SAE feature"), dtype=torch.long)
     feats_list = [int(f) for f in (features.tolist() if isinstance(features, Tensor) else features)]
@@ -123,9 +127,8 @@ def sae_feature_intervention(
     label = name or f"sae-{mode}({len(idx)} features @ {hook})"
     info = {"kind": f"sae_{mode}", "features": idx.tolist(), "hook_name": hook}
 
-    attached = getattr(model, "acts_to_saes", {})
     if hook in attached and attached[hook] is sae:
-        def on_features(feats: Tensor, hook_: Any) -> Tensor:
+        def on_features(feats: Tensor, hook: Any) -> Tensor:
             pm = positions_mask(positions, feats.shape[1], feats.device)
             return _edit(feats, idx.to(feats.device), mode, _to(value, feats), pm)
 
@@ -138,7 +141,7 @@ def sae_feature_intervention(
             f"(per-position shape {shape}, size {math.prod(shape)})."
         )
 
-    def splice(acts: Tensor, hook_: Any) -> Tensor:
+    def splice(acts: Tensor, hook: Any) -> Tensor:
         x = acts.reshape(*acts.shape[:2], d_in)
         dtype = sae.W_dec.dtype
         xs = x.to(sae.W_dec.device, dtype)
