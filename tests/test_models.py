@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer
 
-from tl_unlearn import evaluate, load_model, load_tiny_model, make_task
+from tl_unlearn import evaluate, load_model, make_task
 from tl_unlearn.corpora import BUILTIN_CORPORA
 
 

@@ -148,7 +148,7 @@ def load_default_model(
     del hf_model
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)
     model.load_and_process_state_dict(state_dict, **from_pretrained_kwargs)
-    model.to(device)
+    model.to(device, print_details=False)
     model.eval()
     return model
 
@@ -168,7 +168,7 @@ def load_tiny_model(device: str | torch.device = "cpu") -> HookedTransformer:
     tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
     model = HookedTransformer(HookedTransformerConfig(**cfg), tokenizer=tokenizer)
     model.load_state_dict(load_file(str(TINY_MODEL_DIR / "model.safetensors")))
-    model.to(device)
+    model.to(device, print_details=False)
     model.eval()
     return model
 

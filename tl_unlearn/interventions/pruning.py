@@ -316,7 +316,7 @@ def selective_pruning(
         >>> data = make_task().tokenize(model.tokenizer, "fit", seq_len=64, max_tokens=2000)
         >>> iv = selective_pruning(model, data["forget"], data["retain"], 0.05, steps=2)
         >>> iv.info["n_pruned"]
-        52
+        51
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
