@@ -12,7 +12,7 @@ Modules:
 
 from tl_unlearn.corpora import load_corpus
 from tl_unlearn.data import ForgetRetainTask, TextDataset, TokenDataset, make_task
-from tl_unlearn.evaluation import DatasetMetrics, Evaluation, evaluate
+from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, evaluate
 from tl_unlearn.models import load_default_model, load_model, load_tiny_model
 
 __all__ = [

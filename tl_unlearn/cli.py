@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 def _smoke(args: argparse.Namespace) -> int:
     from tl_unlearn.data import make_task
-    from tl_unlearn.evaluation import evaluate
+    from tl_unlearn.metrics.evaluation import evaluate
     from tl_unlearn.models import load_model
 
     t0 = time.time()

@@ -18,6 +18,7 @@ and no attention mask is passed to the model.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -92,12 +93,34 @@ class Evaluation:
 
     datasets: dict[str, DatasetMetrics]
     label: str = ""
+    seconds: float = 0.0
 
     def __getitem__(self, name: str) -> DatasetMetrics:
         return self.datasets[name]
 
+    def metric(self, name: str, metric: str = "top1") -> float:
+        """One number: ``loss``, ``perplexity``, ``top{k}`` or ``top{k}_skip`` of a dataset."""
+        values = self.datasets[name].as_dict()
+        if metric not in values or metric in ("name",):
+            choices = [k for k in values if k not in ("name", "n_predictions", "n_predictions_skip")]
+            raise ValueError(f"Unknown metric {metric!r}; choose one of {choices}.")
+        return float(values[metric])
+
+    def relative_drop(self, original: Evaluation, metric: str = "top1") -> dict[str, float]:
+        """``1 - metric(self) / metric(original)`` per dataset (spec: relative drop).
+
+        For accuracies a positive drop means the intervention made the model worse; for
+        ``loss``/``perplexity`` a worse model gives a negative drop.
+        """
+        out = {}
+        for name in self.datasets:
+            base = original.metric(name, metric)
+            out[name] = 1.0 - self.metric(name, metric) / base if base else float("nan")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "datasets": {k: asdict(v) for k, v in self.datasets.items()}}
+        return {"label": self.label, "seconds": self.seconds,
+                "datasets": {k: asdict(v) for k, v in self.datasets.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
@@ -107,7 +130,7 @@ class Evaluation:
             v["accuracy"] = {int(a): b for a, b in v["accuracy"].items()}
             v["accuracy_skip"] = {int(a): b for a, b in v.get("accuracy_skip", {}).items()}
             ds[k] = DatasetMetrics(**v)
-        return cls(ds, d.get("label", ""))
+        return cls(ds, d.get("label", ""), float(d.get("seconds", 0.0)))
 
     def to_dataframe(self) -> Any:
         """One row per dataset (pandas DataFrame)."""
@@ -196,6 +219,7 @@ def evaluate(
     if not top_k or top_k[0] < 1:
         raise ValueError(f"top_k must be positive integers, got {top_k}")
     hooks = list(hooks)
+    t0 = time.perf_counter()
     results = {}
     total = sum(-(-len(d) // batch_size) for d in data.values())
     bar = tqdm(total=total, desc=f"evaluate {label}".strip(), disable=not progress, leave=False)
@@ -222,4 +246,4 @@ def evaluate(
                 skip = {k: s[base + i] / max(n_skip, 1) for i, k in enumerate(top_k)}
             results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip)
     bar.close()
-    return Evaluation(results, label)
+    return Evaluation(results, label, time.perf_counter() - t0)

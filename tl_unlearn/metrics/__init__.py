@@ -1,0 +1,63 @@
+"""Metrics: how much an intervention removes the forget task and spares the retain task.
+
+Definitions follow ``shared/specs/metrics.md``. Every result object holds its numbers,
+converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figure``.
+
+- ``evaluation``: :func:`evaluate` (loss, perplexity, top-k, skip-common top-k; streamed).
+- ``selectivity``: :func:`selectivity_curve` (max difference, area between, perplexity ratio).
+- ``distances``: :func:`js_divergence`, :func:`output_distances`, :func:`zrf_score`,
+  :func:`activation_distances`, :func:`completeness`, :func:`random_twin`.
+- ``relearn``: :func:`relearn`, :func:`relearn_attack`, :func:`anamnesis_index`.
+- ``membership``: :func:`membership_inference` (LOSS, zlib, Min-K% AUC).
+- ``uncertainty``: :func:`fisher_uncertainty` (empirical Fisher trace, efficacy).
+- ``weights``: :func:`weight_distance`, :func:`equivalent_weight_edit`.
+- ``logit_lens``: :func:`logit_lens_diff`.
+- ``scorecard``: :class:`Scorecard` comparing methods.
+"""
+
+from tl_unlearn.metrics.distances import (
+    ActivationDistances,
+    activation_distances,
+    completeness,
+    js_divergence,
+    output_distances,
+    random_tokens,
+    random_twin,
+    zrf_score,
+)
+from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, evaluate
+from tl_unlearn.metrics.logit_lens import LogitLensDiff, logit_lens_diff
+from tl_unlearn.metrics.membership import auc_score, membership_inference
+from tl_unlearn.metrics.relearn import RelearnResult, anamnesis_index, relearn, relearn_attack
+from tl_unlearn.metrics.scorecard import Scorecard
+from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
+from tl_unlearn.metrics.uncertainty import fisher_uncertainty
+from tl_unlearn.metrics.weights import equivalent_weight_edit, weight_distance
+
+__all__ = [
+    "ActivationDistances",
+    "DatasetMetrics",
+    "Evaluation",
+    "LogitLensDiff",
+    "RelearnResult",
+    "Scorecard",
+    "SelectivityCurve",
+    "activation_distances",
+    "anamnesis_index",
+    "auc_score",
+    "completeness",
+    "equivalent_weight_edit",
+    "evaluate",
+    "fisher_uncertainty",
+    "js_divergence",
+    "logit_lens_diff",
+    "membership_inference",
+    "output_distances",
+    "random_tokens",
+    "random_twin",
+    "relearn",
+    "relearn_attack",
+    "selectivity_curve",
+    "weight_distance",
+    "zrf_score",
+]

@@ -1,0 +1,309 @@
+"""Output and activation distances between two runs, and ZRF.
+
+A *run* is a model plus optional forward hooks (an intervention): the original model M0, the
+intervened model Mu (same model, intervention hooks), a retrained model Mr, or a randomly
+initialised twin Mrand (:func:`random_twin`).
+
+- :func:`js_divergence`: Jensen-Shannon divergence per position from two logit tensors,
+  computed in log space (``log_softmax`` and ``logsumexp`` for the mixture), natural log,
+  bounded by ``ln 2``. ``JS(p, q) = 0.5 KL(p || m) + 0.5 KL(q || m)``, ``m = (p + q) / 2``.
+  (Not ``F.kl_div(log p, m)``: that is ``KL(m || p)`` and its default reduction divides by the
+  vocabulary size.)
+- :func:`output_distances`: mean JS and mean ``||p_a - p_b||_2`` over predicted positions.
+- :func:`zrf_score`: ``1 - mean JS(Mu, Mrand) / ln 2`` over forget positions.
+- :func:`activation_distances`: per hook, mean over positions of the L2 distance and cosine
+  similarity of the activations of two runs, read from ``ActivationCache``s made with a
+  ``names_filter``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import plotly.graph_objects as go
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tl_unlearn.data import TokenDataset
+
+__all__ = [
+    "ActivationDistances",
+    "OutputDistances",
+    "activation_distances",
+    "completeness",
+    "js_divergence",
+    "output_distances",
+    "random_tokens",
+    "random_twin",
+    "zrf_score",
+]
+
+LN2 = math.log(2.0)
+Hooks = Sequence[tuple[Any, Any]]
+
+
+def js_divergence(
+    logits_p: Float[Tensor, "... d_vocab"], logits_q: Float[Tensor, "... d_vocab"]
+) -> Float[Tensor, "..."]:
+    """Jensen-Shannon divergence (nats) between the softmax distributions of two logit tensors.
+
+    Example:
+        >>> a = torch.tensor([[2.0, 0.0, -1.0]])
+        >>> float(js_divergence(a, a))
+        0.0
+        >>> big = torch.tensor([[50.0, -50.0]]); float(js_divergence(big, -big)) <= math.log(2)
+        True
+    """
+    lp = torch.log_softmax(logits_p.double(), dim=-1)
+    lq = torch.log_softmax(logits_q.double(), dim=-1)
+    lm = torch.logsumexp(torch.stack([lp, lq]), dim=0) - LN2
+    kl_pm = (lp.exp() * (lp - lm)).sum(-1)
+    kl_qm = (lq.exp() * (lq - lm)).sum(-1)
+    return (0.5 * kl_pm + 0.5 * kl_qm).clamp(min=0.0, max=LN2)
+
+
+def _valid(mask: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch pos"]:
+    """Predicted positions: a real token whose next token is real too (drop the last column)."""
+    return mask[:, :-1] & mask[:, 1:]
+
+
+@dataclass
+class OutputDistances:
+    """Mean output distances between two runs on one dataset."""
+
+    name: str
+    n_positions: int
+    js: float
+    prob_l2: float
+
+    @property
+    def js_normalised(self) -> float:
+        """JS divided by ``ln 2`` (in [0, 1])."""
+        return self.js / LN2
+
+
+def _logits(model: Any, tokens: Tensor, hooks: Hooks) -> Tensor:
+    device = getattr(model.cfg, "device", None) or "cpu"
+    with model.hooks(fwd_hooks=list(hooks)):
+        return model(tokens.to(device), return_type="logits").cpu()
+
+
+@torch.inference_mode()
+def output_distances(
+    model_a: Any,
+    data: TokenDataset,
+    hooks_a: Hooks = (),
+    *,
+    model_b: Any | None = None,
+    hooks_b: Hooks = (),
+    batch_size: int = 8,
+    progress: bool = False,
+) -> OutputDistances:
+    """Mean JS divergence and L2 distance of next-token distributions of two runs.
+
+    Run A is ``model_a`` under ``hooks_a``; run B is ``model_b`` (default: ``model_a``) under
+    ``hooks_b``. Streamed batch by batch; averaged over predicted positions.
+    """
+    model_b = model_a if model_b is None else model_b
+    sums = torch.zeros(3, dtype=torch.float64)
+    for tokens, mask in tqdm(list(data.batches(batch_size)), disable=not progress, leave=False):
+        la = _logits(model_a, tokens, hooks_a)[:, :-1]
+        lb = _logits(model_b, tokens, hooks_b)[:, :-1]
+        valid = _valid(mask)
+        js = js_divergence(la, lb)[valid]
+        l2 = (la.softmax(-1) - lb.softmax(-1)).norm(dim=-1)[valid]
+        sums += torch.stack([torch.tensor(float(valid.sum()), dtype=torch.float64),
+                             js.sum(), l2.double().sum()])
+    n = float(sums[0])
+    if n == 0:
+        raise ValueError(f"Dataset {data.name!r} has no predicted position.")
+    return OutputDistances(data.name, int(n), float(sums[1]) / n, float(sums[2]) / n)
+
+
+def zrf_score(
+    model: Any,
+    data: TokenDataset,
+    hooks: Hooks = (),
+    *,
+    random_model: Any | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> float:
+    """Zero Retrain Forgetting: ``1 - mean_i JS(Mu(x_i), Mrand(x_i)) / ln 2`` over ``data``.
+
+    Near 1: the intervened model looks like a random model on the forget set. Compute it with
+    ``hooks=()`` too, for the original model's baseline.
+
+    Args:
+        model: The model (Mu is ``model`` under ``hooks``).
+        data: Forget data.
+        hooks: The intervention.
+        random_model: The incompetent teacher Mrand (default: :func:`random_twin`).
+        seed: Seed of the random twin when it is built here.
+    """
+    random_model = random_model or random_twin(model, seed=seed)
+    d = output_distances(model, data, hooks, model_b=random_model, batch_size=batch_size)
+    return 1.0 - d.js_normalised
+
+
+def random_twin(model: Any, seed: int = 0) -> Any:
+    """A randomly initialised model with the same config and tokenizer (HookedTransformer).
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model(); r = random_twin(m)
+        >>> r.cfg.n_layers == m.cfg.n_layers and not torch.equal(r.W_E, m.W_E)
+        True
+    """
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    if not isinstance(model, HookedTransformer):
+        raise TypeError("random_twin() needs a HookedTransformer; pass random_model= instead.")
+    cfg = HookedTransformerConfig(**{**model.cfg.to_dict(), "seed": seed, "init_weights": True})
+    twin = HookedTransformer(cfg, tokenizer=model.tokenizer, move_to_device=False)
+    twin.to(model.cfg.device, print_details=False)
+    twin.eval()
+    return twin
+
+
+def random_tokens(model: Any, n: int = 16, seq_len: int = 64, seed: int = 0) -> TokenDataset:
+    """Uniformly random token sequences (BOS first): a control input for distances."""
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(model.cfg.d_vocab, (n, seq_len), generator=gen)
+    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
+    if bos is not None:
+        tokens[:, 0] = bos
+    return TokenDataset("random", tokens, torch.ones_like(tokens, dtype=torch.bool))
+
+
+@dataclass
+class ActivationDistances:
+    """Per-hook activation distances between two runs on several datasets.
+
+    Attributes:
+        label: What is compared (e.g. ``"original vs pruned"``).
+        l2: ``{dataset: {hook: mean L2 distance}}``.
+        cosine: ``{dataset: {hook: mean cosine similarity}}``.
+        norm: ``{dataset: {hook: mean L2 norm of run A's activation}}`` (for scale).
+    """
+
+    label: str
+    l2: dict[str, dict[str, float]]
+    cosine: dict[str, dict[str, float]]
+    norm: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        rows = [{"dataset": d, "hook": h, "l2": v, "cosine": self.cosine[d][h],
+                 "relative_l2": v / self.norm[d][h] if self.norm.get(d, {}).get(h) else None}
+                for d, per in self.l2.items() for h, v in per.items()]
+        return pd.DataFrame(rows)
+
+    def figure(self, relative: bool = False) -> go.Figure:
+        """Mean L2 distance (or L2 relative to the activation norm) per hook, one line per dataset."""
+        fig = go.Figure()
+        for ds, per in self.l2.items():
+            hooks = list(per)
+            y = [per[h] / self.norm[ds][h] if relative and self.norm[ds][h] else per[h]
+                 for h in hooks]
+            fig.add_trace(go.Scatter(x=hooks, y=y, mode="lines+markers", name=ds))
+        fig.update_layout(title=f"Activation distance: {self.label}", xaxis_title="hook",
+                          yaxis_title="relative L2" if relative else "mean L2 distance",
+                          template="plotly_white")
+        return fig
+
+
+@torch.inference_mode()
+def activation_distances(
+    model_a: Any,
+    data: TokenDataset | Mapping[str, TokenDataset],
+    hook_names: Sequence[str] | None = None,
+    hooks_a: Hooks = (),
+    *,
+    model_b: Any | None = None,
+    hooks_b: Hooks = (),
+    batch_size: int = 8,
+    label: str = "",
+) -> ActivationDistances:
+    """L2 distance and cosine similarity of activations of two runs, per hook, per dataset.
+
+    Args:
+        model_a: Model of run A (e.g. the original).
+        data: One dataset or ``{name: dataset}`` (forget, retain, :func:`random_tokens`).
+        hook_names: Hooks to compare (default: ``blocks.{l}.hook_resid_post`` for every layer).
+        hooks_a, hooks_b: Interventions of the two runs.
+        model_b: Model of run B (default: ``model_a``; e.g. :func:`random_twin`).
+    """
+    from tl_unlearn.interventions.base import check_hook_name
+
+    model_b = model_a if model_b is None else model_b
+    if isinstance(data, TokenDataset):
+        data = {data.name: data}
+    names = list(hook_names or [f"blocks.{l}.hook_resid_post" for l in range(model_a.cfg.n_layers)])
+    for n in names:
+        check_hook_name(model_a, n)
+        check_hook_name(model_b, n)
+    l2: dict[str, dict[str, float]] = {}
+    cos: dict[str, dict[str, float]] = {}
+    norm: dict[str, dict[str, float]] = {}
+    for ds_name, ds in data.items():
+        sums = torch.zeros(len(names), 3, dtype=torch.float64)
+        count = 0
+        for tokens, mask in ds.batches(batch_size):
+            with model_a.hooks(fwd_hooks=list(hooks_a)):
+                _, ca = model_a.run_with_cache(tokens, names_filter=names, return_type=None)
+            with model_b.hooks(fwd_hooks=list(hooks_b)):
+                _, cb = model_b.run_with_cache(tokens, names_filter=names, return_type=None)
+            for i, n in enumerate(names):
+                a = ca[n][mask].flatten(1).double()
+                b = cb[n][mask].flatten(1).double()
+                sums[i, 0] += (a - b).norm(dim=-1).sum()
+                sums[i, 1] += torch.nn.functional.cosine_similarity(a, b, dim=-1).sum()
+                sums[i, 2] += a.norm(dim=-1).sum()
+            count += int(mask.sum())
+        if count == 0:
+            raise ValueError(f"Dataset {ds_name!r} is empty.")
+        l2[ds_name] = {n: float(sums[i, 0]) / count for i, n in enumerate(names)}
+        cos[ds_name] = {n: float(sums[i, 1]) / count for i, n in enumerate(names)}
+        norm[ds_name] = {n: float(sums[i, 2]) / count for i, n in enumerate(names)}
+    return ActivationDistances(label, l2, cos, norm)
+
+
+@torch.inference_mode()
+def completeness(
+    model: Any,
+    data: TokenDataset,
+    retrained_model: Any,
+    hooks: Hooks = (),
+    *,
+    k: int = 10,
+    batch_size: int = 8,
+) -> float:
+    """Mean over forget positions of ``Jaccard(topk(Mu), topk(Mr))``; 1 = same top-k as Mr.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
+        >>> completeness(m, d, m)
+        1.0
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    total, n = 0.0, 0
+    for tokens, mask in data.batches(batch_size):
+        ta = _logits(model, tokens, hooks)[:, :-1].topk(k, dim=-1).indices
+        tb = _logits(retrained_model, tokens, ())[:, :-1].topk(k, dim=-1).indices
+        inter = (ta.unsqueeze(-1) == tb.unsqueeze(-2)).any(-1).sum(-1).double()
+        jac = inter / (2 * k - inter)
+        valid = _valid(mask)
+        total += float(jac[valid].sum())
+        n += int(valid.sum())
+    if n == 0:
+        raise ValueError(f"Dataset {data.name!r} has no predicted position.")
+    return total / n

@@ -1,0 +1,129 @@
+"""Logit-lens diffs: where along the layers an intervention removes the prediction.
+
+For each layer ``l`` the accumulated residual stream entering the layer
+(``blocks.{l}.hook_resid_pre``), plus the final ``hook_resid_post``, is put through the final
+layer norm and the unembedding. At every predicted position this gives the log-probability
+and the rank (0 = top) of the correct next token. Averages are streamed per batch for the
+original model and the intervened one, on each dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from tl_unlearn.data import TokenDataset
+
+__all__ = ["LogitLensDiff", "logit_lens_diff"]
+
+
+@dataclass
+class LogitLensDiff:
+    """Per-layer correct-token log-prob and rank, original vs intervened, per dataset.
+
+    Attributes:
+        label: The intervention's name.
+        layers: Lens points: ``"L0"`` ... ``"L{n-1}"`` (resid_pre) and ``"final"``.
+        logprob: ``{dataset: {"original": [...], "intervened": [...]}}`` mean log-prob.
+        rank: Same layout, mean rank of the correct token.
+    """
+
+    label: str
+    layers: list[str]
+    logprob: dict[str, dict[str, list[float]]]
+    rank: dict[str, dict[str, list[float]]]
+
+    def diff(self, dataset: str, stat: str = "logprob") -> np.ndarray:
+        """Intervened minus original, per layer."""
+        d = (self.logprob if stat == "logprob" else self.rank)[dataset]
+        return np.array(d["intervened"]) - np.array(d["original"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "layers": self.layers, "logprob": self.logprob,
+                "rank": self.rank}
+
+    def figure(self) -> go.Figure:
+        """Lines: correct-token log-prob per layer, original (dashed) vs intervened, per dataset."""
+        fig = go.Figure()
+        colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+        for i, (ds, d) in enumerate(self.logprob.items()):
+            c = colors[i % len(colors)]
+            fig.add_trace(go.Scatter(x=self.layers, y=d["original"], name=f"{ds} original",
+                                     line={"color": c, "dash": "dash"}))
+            fig.add_trace(go.Scatter(x=self.layers, y=d["intervened"], name=f"{ds} intervened",
+                                     line={"color": c}))
+        fig.update_layout(title=f"Logit lens: {self.label}", xaxis_title="layer (resid_pre)",
+                          yaxis_title="mean log-prob of correct token", template="plotly_white")
+        return fig
+
+    def heatmap(self) -> go.Figure:
+        """Heatmap of the log-prob and rank change (intervened - original), dataset x layer."""
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("Δ log-prob", "Δ rank"))
+        names = list(self.logprob)
+        for col, stat in ((1, "logprob"), (2, "rank")):
+            z = [self.diff(ds, stat).tolist() for ds in names]
+            fig.add_trace(go.Heatmap(z=z, x=self.layers, y=names, coloraxis=None,
+                                     colorscale="RdBu", zmid=0, showscale=col == 1),
+                          row=1, col=col)
+        fig.update_layout(title=f"Logit-lens diff: {self.label}", template="plotly_white")
+        return fig
+
+
+@torch.inference_mode()
+def logit_lens_diff(
+    model: Any,
+    data: TokenDataset | Mapping[str, TokenDataset],
+    hooks: Sequence[tuple[Any, Any]] = (),
+    *,
+    batch_size: int = 8,
+    label: str = "",
+) -> LogitLensDiff:
+    """Logit lens of the original and the intervened model on each dataset.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> from tl_unlearn.metrics.distances import random_tokens
+        >>> m = load_tiny_model()
+        >>> lens = logit_lens_diff(m, random_tokens(m, n=2, seq_len=8))
+        >>> lens.layers
+        ['L0', 'L1', 'final']
+    """
+    if isinstance(data, TokenDataset):
+        data = {data.name: data}
+    n_layers = model.cfg.n_layers
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
+    names.append(f"blocks.{n_layers - 1}.hook_resid_post")
+    layers = [f"L{l}" for l in range(n_layers)] + ["final"]
+    logprob: dict[str, dict[str, list[float]]] = {}
+    rank: dict[str, dict[str, list[float]]] = {}
+    device = getattr(model.cfg, "device", None) or "cpu"
+    for ds_name, ds in data.items():
+        logprob[ds_name], rank[ds_name] = {}, {}
+        for run, run_hooks in (("original", ()), ("intervened", list(hooks))):
+            sums = torch.zeros(len(names), 2, dtype=torch.float64)
+            count = 0
+            for tokens, mask in ds.batches(batch_size):
+                tokens = tokens.to(device)
+                with model.hooks(fwd_hooks=list(run_hooks)):
+                    _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
+                valid = (mask[:, 1:] & mask[:, :-1]).to(device)
+                targets = tokens[:, 1:]
+                for i, n in enumerate(names):
+                    logits = model.unembed(model.ln_final(cache[n][:, :-1]))
+                    lp = logits.log_softmax(-1)
+                    tlp = lp.gather(-1, targets[..., None]).squeeze(-1)
+                    r = (lp > tlp[..., None]).sum(-1)
+                    sums[i, 0] += tlp[valid].double().sum()
+                    sums[i, 1] += r[valid].double().sum()
+                count += int(valid.sum())
+            if count == 0:
+                raise ValueError(f"Dataset {ds_name!r} has no predicted position.")
+            logprob[ds_name][run] = (sums[:, 0] / count).tolist()
+            rank[ds_name][run] = (sums[:, 1] / count).tolist()
+    return LogitLensDiff(label or "intervention", layers, logprob, rank)

@@ -1,0 +1,105 @@
+"""Membership inference on text: can a score tell forget texts from held-out texts?
+
+Per text, three scores from the (intervened) model's token log-probabilities:
+
+- ``loss``: mean negative log-likelihood (nats/token);
+- ``zlib``: total NLL divided by the length in bytes of the zlib-compressed text;
+- ``min_k``: mean of the lowest ``k`` (default 20%) token log-probabilities, negated.
+
+Higher scores mean "less familiar". AUC is the probability that a held-out text (label 1)
+scores higher than a forget text (label 0), computed by ranks (Mann-Whitney U, ties count
+one half). AUC 0.5: the model cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+__all__ = ["MembershipInference", "auc_score", "membership_inference", "text_scores"]
+
+SCORE_NAMES = ("loss", "zlib", "min_k")
+
+
+def auc_score(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """ROC AUC by ranks: P(score of a label-1 item > score of a label-0 item), ties 1/2.
+
+    Example:
+        >>> auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+        0.75
+    """
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=float)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        raise ValueError("AUC needs at least one item of each label.")
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+@torch.inference_mode()
+def text_scores(
+    model: Any, texts: Sequence[str], hooks: Sequence[tuple[Any, Any]] = (), *,
+    max_tokens: int = 128, k: float = 0.2,
+) -> dict[str, np.ndarray]:
+    """LOSS, zlib and Min-K% scores of each text (first ``max_tokens`` tokens, BOS first)."""
+    if not texts:
+        raise ValueError("text_scores() got no text.")
+    if not 0 < k <= 1:
+        raise ValueError(f"k must be in (0, 1], got {k}")
+    out: dict[str, list[float]] = {n: [] for n in SCORE_NAMES}
+    device = getattr(model.cfg, "device", None) or "cpu"
+    with model.hooks(fwd_hooks=list(hooks)):
+        for text in texts:
+            tokens = model.to_tokens(text, prepend_bos=True)[:, :max_tokens].to(device)
+            if tokens.shape[1] < 2:
+                raise ValueError(f"Text {text[:30]!r} has no token to predict.")
+            logp = model(tokens).log_softmax(-1)[0, :-1]
+            tok_lp = logp.gather(-1, tokens[0, 1:, None]).squeeze(-1).double()
+            shown = model.to_string(tokens[0, 1:])
+            out["loss"].append(float(-tok_lp.mean()))
+            out["zlib"].append(float(-tok_lp.sum()) / len(zlib.compress(shown.encode("utf-8"))))
+            n_low = max(1, int(round(k * tok_lp.numel())))
+            out["min_k"].append(float(-tok_lp.sort().values[:n_low].mean()))
+    return {n: np.array(v) for n, v in out.items()}
+
+
+@dataclass
+class MembershipInference:
+    """AUC of each score at separating held-out texts (1) from forget texts (0)."""
+
+    label: str
+    auc: dict[str, float]
+    n_forget: int
+    n_heldout: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "auc": self.auc, "n_forget": self.n_forget,
+                "n_heldout": self.n_heldout}
+
+
+def membership_inference(
+    model: Any, forget_texts: Sequence[str], heldout_texts: Sequence[str],
+    hooks: Sequence[tuple[Any, Any]] = (), *, max_tokens: int = 128, k: float = 0.2,
+    label: str = "",
+) -> MembershipInference:
+    """Membership-inference AUC (LOSS, zlib, Min-K%) of forget vs held-out texts.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model, make_task
+        >>> model = load_tiny_model(); t = make_task()
+        >>> mi = membership_inference(model, t.forget.fit[:4], t.forget.eval[:4], max_tokens=32)
+        >>> sorted(mi.auc)
+        ['loss', 'min_k', 'zlib']
+    """
+    f = text_scores(model, forget_texts, hooks, max_tokens=max_tokens, k=k)
+    h = text_scores(model, heldout_texts, hooks, max_tokens=max_tokens, k=k)
+    labels = [0] * len(forget_texts) + [1] * len(heldout_texts)
+    auc = {n: auc_score(labels, np.concatenate([f[n], h[n]])) for n in SCORE_NAMES}
+    return MembershipInference(label, auc, len(forget_texts), len(heldout_texts))

@@ -1,0 +1,104 @@
+"""Layer-wise weight distance, and the equivalent weight edit of a hook intervention.
+
+:func:`weight_distance` compares two models parameter by parameter: ``||W_a - W_b||_2``
+(Frobenius) and the same relative to ``||W_a||``, with a per-layer sum of squares.
+
+Hook interventions change no weight. Where an equivalent weight edit exists,
+:func:`equivalent_weight_edit` reports it without applying it: a zero-pruned MLP neuron ``i``
+of layer ``l`` equals zeroing row ``i`` of ``W_out[l]`` (``[d_mlp, d_model]``); a zeroed
+``hook_z`` entry ``(h, j)`` equals zeroing row ``j`` of ``W_O[l, h]``. Other interventions
+(mean ablation, steering, SAE edits) have no pure weight equivalent: the result says "n/a".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tl_unlearn.interventions.base import Intervention
+
+__all__ = ["WeightDistance", "equivalent_weight_edit", "weight_distance"]
+
+
+@dataclass
+class WeightDistance:
+    """Per-parameter and per-layer distances between two sets of weights.
+
+    Attributes:
+        per_param: ``{name: (||W_a - W_b||, ||W_a - W_b|| / ||W_a||)}``.
+        per_layer: ``{layer or "other": ||W_a - W_b||}`` over that layer's parameters.
+        note: Explanation when no distance applies ("n/a").
+    """
+
+    per_param: dict[str, tuple[float, float]]
+    per_layer: dict[str, float]
+    note: str = ""
+
+    @property
+    def total(self) -> float:
+        return float(sum(v**2 for v in self.per_layer.values()) ** 0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"per_param": self.per_param, "per_layer": self.per_layer, "total": self.total,
+                "note": self.note}
+
+
+def _layer_of(name: str) -> str:
+    m = re.match(r"blocks\.(\d+)\.", name)
+    return m.group(1) if m else "other"
+
+
+def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], note: str = ""
+              ) -> WeightDistance:
+    if a.keys() != b.keys():
+        diff = sorted(set(a) ^ set(b))[:5]
+        raise ValueError(f"The two models have different parameters, e.g. {diff}.")
+    per_param, layer_sq = {}, {}
+    for k, wa in a.items():
+        d = float((wa.double() - b[k].double()).norm())
+        na = float(wa.double().norm())
+        per_param[k] = (d, d / na if na else 0.0)
+        layer_sq[_layer_of(k)] = layer_sq.get(_layer_of(k), 0.0) + d**2
+    return WeightDistance(per_param, {k: v**0.5 for k, v in layer_sq.items()}, note)
+
+
+def weight_distance(model_a: Any, model_b: Any) -> WeightDistance:
+    """``||W_a - W_b||`` per parameter and per layer (e.g. original vs fine-tuned / retrained).
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model()
+        >>> weight_distance(m, m).total
+        0.0
+    """
+    return _distance({k: v.detach() for k, v in model_a.named_parameters()},
+                     {k: v.detach() for k, v in model_b.named_parameters()})
+
+
+def equivalent_weight_edit(model: Any, intervention: Intervention) -> WeightDistance | None:
+    """Distance of the weight edit equivalent to a zero-pruning / zero-ablation, or None ("n/a").
+
+    Only interventions whose ``info`` has ``pruned`` units with mode ``"zero"`` (selective
+    pruning) or ``kind == "zero"`` with neuron/head sites translate into weight edits.
+    """
+    info = intervention.info
+    pruned = info.get("pruned")
+    if not pruned or info.get("mode") != "zero":
+        return None
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    edited = {k: v.clone() for k, v in params.items()}
+    for hook, units in pruned.items():
+        layer = int(hook.split(".")[1])
+        if hook.endswith("mlp.hook_post"):
+            edited[f"blocks.{layer}.mlp.W_out"][units] = 0
+        elif hook.endswith("attn.hook_z"):
+            w_o = edited[f"blocks.{layer}.attn.W_O"]  # [head_index, d_head, d_model]
+            d_head = w_o.shape[1]
+            for u in units:
+                w_o[u // d_head, u % d_head] = 0
+        else:
+            return None
+    return _distance(params, edited, note=f"equivalent edit of {intervention.name}")
