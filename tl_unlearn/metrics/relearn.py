@@ -166,7 +166,6 @@ def relearn(
                     if measure(step):
                         steps, seconds = step, curve[-1][3]
                         break
-    del student
     return RelearnResult(label, target, original_top1, steps, seconds, curve, lr, max_steps)
 
 

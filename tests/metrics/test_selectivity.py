@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+
+from tl_unlearn import evaluate
+from tl_unlearn.interventions import pruning_scores
+from tl_unlearn.metrics import SelectivityCurve, selectivity_curve
+
+
+@pytest.fixture(scope="module")
+def curve(tiny_model, task):
+    fit = task.tokenize(tiny_model.tokenizer, "fit", seq_len=64, max_tokens=4000)
+    ev = task.tokenize(tiny_model.tokenizer, "eval", seq_len=64, max_tokens=2000)
+    ps = pruning_scores(tiny_model, fit["forget"], fit["retain"])
+    c = selectivity_curve(tiny_model, ev, ps.intervention, [0.02, 0.05, 0.1], name="prune-abs",
+                          fit_seconds=ps.fit_seconds, progress=False)
+    return c, ps, ev
+
+
+def test_curve_points_equal_direct_evaluations(tiny_model, curve):
+    c, ps, ev = curve
+    base = evaluate(tiny_model, ev, progress=False)
+    direct = evaluate(tiny_model, ev, ps.intervention(0.05), progress=False)
+    assert c.x.tolist() == [0.0, 0.02, 0.05, 0.1]
+    f = 1 - direct["forget"].accuracy[1] / base["forget"].accuracy[1]
+    r = 1 - direct["retain"].accuracy[1] / base["retain"].accuracy[1]
+    assert c.forget_drop[2] == pytest.approx(f) and c.retain_drop[2] == pytest.approx(r)
+    diff = c.forget_drop - c.retain_drop
+    assert c.max_difference == pytest.approx(diff.max())
+    assert c.area_between == pytest.approx(np.trapezoid(diff, c.x))
+    ppl = direct["forget"].perplexity / base["forget"].perplexity
+    assert c.perplexity_ratio("forget")[2] == pytest.approx(ppl)
+
+
+def test_figures_hold_the_numbers_and_render(curve):
+    c, _, _ = curve
+    fig = c.figure()
+    forget = next(t for t in fig.data if t.name == "forget drop")
+    np.testing.assert_allclose(forget.y, c.forget_drop)
+    np.testing.assert_allclose(forget.x, c.x)
+    html = fig.to_html(include_plotlyjs=False)
+    assert "forget drop" in html
+    pfig = c.perplexity_figure()
+    np.testing.assert_allclose(next(t for t in pfig.data if t.name == "retain").y,
+                               c.perplexity_ratio("retain"))
+    assert pfig.layout.yaxis.type == "log"
+
+
+def test_save_and_load_round_trip(tmp_path, curve):
+    c, _, _ = curve
+    path = tmp_path / "curve.json"
+    c.save(path)
+    again = SelectivityCurve.load(path)
+    np.testing.assert_allclose(again.forget_drop, c.forget_drop)
+    assert again.summary() == c.summary()
+    assert json.loads(path.read_text())["summary"]["max_difference"] == c.max_difference
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.json"]  # no temp file left
+
+
+def test_curve_validation(curve):
+    c, _, _ = curve
+    with pytest.raises(ValueError, match="levels"):
+        SelectivityCurve("x", [0.1], c.original, [])
