@@ -184,6 +184,23 @@ class PruningScores:
     fit_seconds: float = 0.0
     excluded: dict[str, Bool[Tensor, " units"]] = field(default_factory=dict)
 
+    def rescored(self, score: Score, *, eps: float = 1e-6, seed: int = 0) -> PruningScores:
+        """The same statistics under another score (no new forward pass).
+
+        Example:
+            >>> s = UnitStats.empty(3); s.update(torch.rand(10, 3))
+            >>> ps = PruningScores("abs", {"h": s}, {"h": s}, {"h": torch.ones(3)}, {"h": (3,)})
+            >>> ps.rescored("random").score
+            'random'
+        """
+        if score not in SCORES:
+            raise ValueError(f"Unknown score {score!r}; choose one of {SCORES}.")
+        gen = torch.Generator().manual_seed(seed)
+        scores = {n: _score(self.forget_stats[n], self.retain_stats[n], score, eps, gen)
+                  for n in self.scores}
+        return PruningScores(score, self.forget_stats, self.retain_stats, scores, self.shapes,
+                             self.fit_seconds)
+
     @property
     def n_units(self) -> int:
         return sum(s.numel() for s in self.scores.values())

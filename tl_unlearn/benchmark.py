@@ -1,0 +1,327 @@
+"""The benchmark runner: rank interpretability methods on one forget/retain task.
+
+:func:`run_benchmark` loads the model (default: the embedded SmolLM2-135M, offline), builds
+the task (default: Python code vs English Wikipedia prose), fits every method on the fit
+split, sweeps it over its levels on the eval split, computes extra metrics at each method's
+most selective level, and writes ``results.json`` and a self-contained ``report.html`` into
+the output folder. Both files are written atomically (temporary file, then rename): a run that
+fails or is interrupted never leaves a half-written report.
+
+Configuration (``BenchmarkConfig``) comes from keyword arguments, CLI flags or a YAML/JSON
+file. Everything that can be checked before heavy work (method names, corpus names and paths,
+option keys, layers and hooks) is checked first, with a message that says what to fix.
+
+Example:
+    >>> cfg = BenchmarkConfig(model="tiny", methods=["prune-abs", "prune-random"],
+    ...                       fit_tokens=2000, eval_tokens=1000, seq_len=64)
+    >>> result = run_benchmark(cfg, output_dir=None, progress=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from tl_unlearn.corpora import BUILTIN_CORPORA
+from tl_unlearn.methods import METHODS, MethodContext, fit_method
+from tl_unlearn.metrics.distances import activation_distances, output_distances, random_tokens
+from tl_unlearn.metrics.evaluation import evaluate
+from tl_unlearn.metrics.logit_lens import logit_lens_diff
+from tl_unlearn.metrics.membership import membership_inference
+from tl_unlearn.metrics.scorecard import Scorecard
+from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
+from tl_unlearn.reporting import save_json
+
+__all__ = ["BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
+
+DEFAULT_METHODS = ("prune-abs", "prune-freq", "prune-random", "head-mean", "sae-features",
+                   "actadd")
+OPTION_KEYS = {"sae.layer", "sae.d_sae", "sae.training_tokens", "actadd.layer",
+               "actadd.prompt_add", "actadd.prompt_sub",
+               *(f"{m}.levels" for m in METHODS)}
+
+
+@dataclass
+class BenchmarkConfig:
+    """Settings of a benchmark run (all have defaults for the default task on SmolLM2).
+
+    Attributes:
+        model: ``"smollm2"`` (offline default), ``"tiny"``, or a TransformerLens model name.
+        forget: Forget text source (builtin corpus name or path).
+        retain: Retain text source.
+        methods: Method names from :data:`tl_unlearn.methods.METHODS`.
+        seq_len: Tokens per sequence (BOS included).
+        fit_tokens: Token budget per dataset for fitting methods.
+        eval_tokens: Token budget per dataset for evaluation.
+        batch_size: Sequences per forward pass.
+        metric: Metric of the selectivity drops (``top1``, ``top1_skip``, ``loss``...).
+        seed: Seed for data order and random baselines.
+        mia_texts: Forget/held-out texts per side for membership inference (0 disables).
+        extras: Compute logit lens and activation distances for the top-ranked method.
+        options: Method options (``sae.layer``, ``sae.d_sae``, ``sae.training_tokens``,
+            ``actadd.layer``, ``actadd.prompt_add``, ``actadd.prompt_sub``,
+            ``<method>.levels``).
+    """
+
+    model: str = "smollm2"
+    forget: str = "python_code"
+    retain: str = "wikipedia"
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    seq_len: int = 128
+    fit_tokens: int = 4000
+    eval_tokens: int = 2000
+    batch_size: int = 8
+    metric: str = "top1"
+    seed: int = 0
+    mia_texts: int = 8
+    extras: bool = True
+    options: dict[str, Any] = field(default_factory=lambda: {"sae.training_tokens": 40_000})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> BenchmarkConfig:
+        """Read a YAML or JSON config file (keys are the attribute names)."""
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"Config file {str(path)!r} does not exist.")
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"Config file {str(path)!r} must hold a mapping of settings.")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchmarkConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown config key(s) {unknown}; valid keys are {sorted(known)}.")
+        return cls(**data)
+
+    def validate(self) -> None:
+        """Check everything that needs no model; raise ValueError saying what to fix."""
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"Unknown method(s) {bad}; choose from {sorted(METHODS)}.")
+        if not self.methods:
+            raise ValueError("No method selected.")
+        for side in ("forget", "retain"):
+            src = getattr(self, side)
+            if src not in BUILTIN_CORPORA and not Path(src).exists():
+                raise ValueError(
+                    f"{side}={src!r} is neither a builtin corpus {sorted(BUILTIN_CORPORA)} nor "
+                    "an existing file or folder."
+                )
+        bad_opts = sorted(set(self.options) - OPTION_KEYS)
+        if bad_opts:
+            raise ValueError(f"Unknown option(s) {bad_opts}; valid options: {sorted(OPTION_KEYS)}.")
+        for name, value in (("seq_len", self.seq_len), ("fit_tokens", self.fit_tokens),
+                            ("eval_tokens", self.eval_tokens), ("batch_size", self.batch_size)):
+            if int(value) < (2 if name == "seq_len" else 1):
+                raise ValueError(f"{name} must be positive, got {value}.")
+        from tl_unlearn.metrics.evaluation import DatasetMetrics
+
+        probe = DatasetMetrics("x", 1, 1.0, {1: 1.0, 5: 1.0}, {1: 1.0, 5: 1.0}).as_dict()
+        if self.metric not in probe or self.metric in ("name", "n_predictions"):
+            raise ValueError(f"Unknown metric {self.metric!r}; use e.g. top1, top5, top1_skip, loss.")
+
+    def validate_for_model(self, model: Any) -> None:
+        """Checks that need the model's config (layers, hooks)."""
+        from tl_unlearn.interventions.base import check_hook_name, check_layer
+
+        if "sae.layer" in self.options:
+            check_layer(model, int(self.options["sae.layer"]))
+            check_hook_name(model, f"blocks.{int(self.options['sae.layer'])}.hook_resid_pre")
+        if "actadd.layer" in self.options:
+            check_layer(model, int(self.options["actadd.layer"]))
+        if self.seq_len > model.cfg.n_ctx:
+            raise ValueError(f"seq_len={self.seq_len} is longer than the model's n_ctx={model.cfg.n_ctx}.")
+
+
+@dataclass
+class BenchmarkResult:
+    """Everything a run produced: curves, scorecard, extras, settings, timings, versions."""
+
+    config: BenchmarkConfig
+    curves: list[SelectivityCurve]
+    scorecard: Scorecard
+    extras: dict[str, Any]
+    timings: dict[str, float]
+    environment: dict[str, str]
+    method_info: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "curves": [c.to_dict() for c in self.curves],
+                "scorecard": self.scorecard.to_dict(), "extras": self.extras,
+                "timings": self.timings, "environment": self.environment,
+                "method_info": self.method_info}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchmarkResult:
+        return cls(BenchmarkConfig.from_dict(d["config"]),
+                   [SelectivityCurve.from_dict(c) for c in d["curves"]],
+                   Scorecard.from_dict(d["scorecard"]), d["extras"], d["timings"],
+                   d["environment"], d.get("method_info", {}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchmarkResult:
+        """Load ``results.json`` (or the folder that holds it)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "results.json"
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def curve(self, name: str) -> SelectivityCurve:
+        for c in self.curves:
+            if c.name == name:
+                return c
+        raise KeyError(f"No curve {name!r}; have {[c.name for c in self.curves]}.")
+
+
+def _environment() -> dict[str, str]:
+    import importlib.metadata as md
+
+    env = {"python": platform.python_version(), "platform": platform.platform(),
+           "processor": platform.machine()}
+    for pkg in ("tl_unlearn", "torch", "transformer_lens", "sae_lens", "transformers", "plotly",
+                "datasets", "numpy"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = "not installed"
+    try:
+        import torch
+
+        env["threads"] = str(torch.get_num_threads())
+    except ImportError:  # pragma: no cover
+        pass
+    return env
+
+
+def run_benchmark(
+    config: BenchmarkConfig | None = None,
+    *,
+    model: Any = None,
+    output_dir: str | Path | None = "runs/latest",
+    progress: bool = True,
+) -> BenchmarkResult:
+    """Fit, sweep and score every configured method; write results.json and report.html.
+
+    Args:
+        config: Settings (default: :class:`BenchmarkConfig` defaults).
+        model: An already-loaded model to use instead of ``config.model``.
+        output_dir: Folder for ``results.json`` and ``report.html`` (None: write nothing).
+        progress: Show progress bars.
+
+    Returns:
+        The :class:`BenchmarkResult` (also written to ``output_dir``).
+
+    Raises:
+        ValueError: On a bad configuration, before any heavy work.
+    """
+    from tl_unlearn.data import make_task
+    from tl_unlearn.models import load_model
+    from tl_unlearn.report import write_report
+
+    config = config or BenchmarkConfig()
+    config.validate()
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    task = make_task(config.forget, config.retain)
+    t0 = time.perf_counter()
+    model = load_model(model if model is not None else config.model)
+    timings["load_model"] = time.perf_counter() - t0
+    config.validate_for_model(model)
+
+    tok = model.tokenizer
+    kw = dict(seq_len=config.seq_len, seed=config.seed, n_ctx=model.cfg.n_ctx)
+    fit = task.tokenize(tok, "fit", max_tokens=config.fit_tokens, **kw)
+    ev = task.tokenize(tok, "eval", max_tokens=config.eval_tokens, **kw)
+    timings["tokenize"] = time.perf_counter() - t_start - timings["load_model"]
+
+    ctx = MethodContext(model, fit["forget"], fit["retain"], batch_size=config.batch_size,
+                        seed=config.seed, options=dict(config.options))
+    eval_kw = {"batch_size": config.batch_size, "progress": False}
+    t0 = time.perf_counter()
+    original = evaluate(model, ev, label="original", **eval_kw)
+    timings["evaluate_original"] = time.perf_counter() - t0
+
+    curves: list[SelectivityCurve] = []
+    method_info: dict[str, dict[str, Any]] = {}
+    fitted = {}
+    bar = tqdm(config.methods, desc="methods", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        fm = fit_method(name, ctx)
+        fitted[name] = fm
+        t0 = time.perf_counter()
+        curve = selectivity_curve(model, ev, fm.family, fm.levels, name=name,
+                                  metric=config.metric, level_name=fm.level_name,
+                                  original=original, fit_seconds=fm.fit_seconds,
+                                  progress=progress, **{k: v for k, v in eval_kw.items()
+                                                        if k != "progress"})
+        curve.info = fm.info
+        curves.append(curve)
+        method_info[name] = {**fm.info, "level_name": fm.level_name}
+        timings[f"fit:{name}"] = fm.fit_seconds
+        timings[f"sweep:{name}"] = time.perf_counter() - t0
+
+    # extra metrics at each method's most selective level
+    extra_rows: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    for curve in curves:
+        iv = fitted[curve.name].family(curve.best_level) if curve.best_level > 0 else None
+        row: dict[str, Any] = {}
+        if iv is not None:
+            row["js_forget"] = output_distances(model, ev["forget"], iv,
+                                                batch_size=config.batch_size).js
+            row["js_retain"] = output_distances(model, ev["retain"], iv,
+                                                batch_size=config.batch_size).js
+            if config.mia_texts:
+                n = config.mia_texts
+                mi = membership_inference(model, task.forget.fit[:n], task.forget.eval[:n], iv,
+                                          max_tokens=config.seq_len)
+                row["mia_auc_loss"] = mi.auc["loss"]
+        extra_rows[curve.name] = row
+    timings["extra_metrics"] = time.perf_counter() - t0
+
+    scorecard = Scorecard.from_curves(curves, extra_rows)
+    extras: dict[str, Any] = {"original": original.to_dict()}
+    ranked = scorecard.ranked()
+    best_name = ranked.index[0]
+    best_curve = next(c for c in curves if c.name == best_name)
+    if config.extras and best_curve.best_level > 0:
+        t0 = time.perf_counter()
+        iv = fitted[best_name].family(best_curve.best_level)
+        one_batch = {k: _head(v, config.batch_size) for k, v in ev.items()}
+        extras["logit_lens"] = logit_lens_diff(model, one_batch, iv, batch_size=config.batch_size,
+                                               label=iv.name).to_dict()
+        rand = random_tokens(model, n=config.batch_size, seq_len=config.seq_len, seed=config.seed)
+        extras["activation_distances"] = asdict(activation_distances(
+            model, {**one_batch, "random": rand}, None, iv, batch_size=config.batch_size,
+            label=f"original vs {iv.name}"))
+        timings["extras"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    result = BenchmarkResult(config, curves, scorecard, extras, timings, _environment(),
+                             method_info)
+    if output_dir is not None:
+        out = Path(output_dir)
+        save_json(out / "results.json", result.to_dict())
+        write_report(result, out / "report.html")
+    return result
+
+
+def _head(ds: Any, n: int) -> Any:
+    from tl_unlearn.data import TokenDataset
+
+    return TokenDataset(ds.name, ds.tokens[:n], ds.attention_mask[:n])

@@ -1,0 +1,291 @@
+"""Interpretability methods the benchmark compares, as families of interventions.
+
+A method is fitted once on the *fit* split (statistics, attributions, an SAE, a steering
+vector) and returns a :class:`FittedMethod`: a function ``level -> Intervention``, the levels
+to sweep, and the fit time. Methods:
+
+================== =======================================================================
+``prune-abs``      selective pruning of MLP neurons, ``abs`` score (forget/retain mean |x|)
+``prune-freq``     selective pruning of MLP neurons, ``freq`` score (positive frequency)
+``prune-random``   random MLP neurons, same counts: the baseline
+``head-mean``      mean ablation (retain mean) of the heads most attributed to the forget task
+``sae-features``   zero-ablation of the most forget-selective features of an SAE trained on
+                   the fly with ``sae_lens`` on fit data
+``actadd``         ActAdd steering with a prompt pair, swept over the coefficient
+================== =======================================================================
+
+Head attribution is attribution patching: for each head, the first-order estimate of how
+much the loss rises when its ``hook_z`` output is replaced by the retain mean,
+``sum_pos (mean_z - z) . dL/dz``, on forget minus on retain, averaged over tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tl_unlearn.data import TokenDataset
+from tl_unlearn.interventions import (
+    Intervention,
+    PruningScores,
+    actadd,
+    pruning_scores,
+    sae_feature_intervention,
+)
+from tl_unlearn.interventions.ablation import _replace_hook, activation_means, select_sites
+
+__all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution",
+           "train_sae"]
+
+DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05)
+
+
+@dataclass
+class FittedMethod:
+    """A fitted method: the intervention at each level, the levels, and the cost of fitting."""
+
+    name: str
+    family: Callable[[float], Intervention]
+    levels: list[float]
+    level_name: str
+    fit_seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodContext:
+    """What methods are fitted with; holds work shared between methods (pruning statistics)."""
+
+    model: Any
+    forget_fit: TokenDataset
+    retain_fit: TokenDataset
+    batch_size: int = 8
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    _shared: dict[str, Any] = field(default_factory=dict)
+
+    def pruning_stats(self) -> PruningScores:
+        if "pruning" not in self._shared:
+            self._shared["pruning"] = pruning_scores(
+                self.model, self.forget_fit, self.retain_fit, batch_size=self.batch_size,
+                seed=self.seed)
+        return self._shared["pruning"]
+
+
+def _levels(ctx: MethodContext, name: str, default: Sequence[float]) -> list[float]:
+    return [float(x) for x in ctx.options.get(f"{name}.levels", default)]
+
+
+def _pruning(score: str) -> Callable[[MethodContext], FittedMethod]:
+    def fit(ctx: MethodContext) -> FittedMethod:
+        t0 = time.perf_counter()
+        # the shared statistics pass is charged to the first pruning method that needs it
+        ps = ctx.pruning_stats().rescored(score, seed=ctx.seed)
+        seconds = time.perf_counter() - t0
+        name = f"prune-{score}"
+        return FittedMethod(name, lambda f: ps.intervention(f, name=f"{name}@{f:g}"),
+                            _levels(ctx, name, DEFAULT_FRACTIONS), "fraction of MLP neurons",
+                            seconds, {"n_units": ps.n_units})
+
+    return fit
+
+
+@torch.no_grad()
+def _grad_free_means(model: Any, data: TokenDataset, names: list[str], batch_size: int
+                     ) -> dict[str, Tensor]:
+    return activation_means(model, data, names, batch_size=batch_size)
+
+
+def head_attribution(
+    model: Any, forget: TokenDataset, retain: TokenDataset, *, batch_size: int = 8,
+    reference: dict[str, Tensor] | None = None,
+) -> Float[Tensor, "layer head_index"]:
+    """Attribution-patching score per head: forget minus retain first-order loss increase.
+
+    ``score[l, h] = A_F[l, h] - A_R[l, h]`` with
+    ``A_D[l, h] = mean over D's tokens of (mean_z[l, h] - z[l, h]) . dL/dz[l, h]``, where
+    ``mean_z`` is the pooled mean of ``hook_z`` on the retain data (or ``reference``).
+    """
+    names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    means = reference or _grad_free_means(model, retain, names, batch_size)
+    device = getattr(model.cfg, "device", None) or "cpu"
+
+    def attribution(data: TokenDataset) -> Tensor:
+        total = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, dtype=torch.float64)
+        count = 0
+        store: dict[str, Tensor] = {}
+
+        def keep(name: str) -> Callable[[Tensor, Any], None]:
+            def hook(acts: Tensor, hook: Any) -> None:
+                acts.retain_grad()
+                store[name] = acts
+
+            return hook
+
+        for tokens, mask in data.batches(batch_size):
+            tokens, mask = tokens.to(device), mask.to(device)
+            with model.hooks(fwd_hooks=[(n, keep(n)) for n in names]), torch.enable_grad():
+                per_tok = model(tokens, return_type="loss", loss_per_token=True)
+                valid = mask[:, 1:] & mask[:, :-1]
+                per_tok[valid].sum().backward()
+            pos_mask = mask.unsqueeze(-1).unsqueeze(-1)
+            for l, n in enumerate(names):
+                z, g = store[n].detach(), store[n].grad
+                delta = ((means[n].to(z.device) - z) * g * pos_mask).sum((0, 1, 3))
+                total[l] += delta.double().cpu()
+            count += int(valid.sum())
+            model.zero_grad(set_to_none=True)
+        return total / max(count, 1)
+
+    return attribution(forget) - attribution(retain)
+
+
+def _head_mean(ctx: MethodContext) -> FittedMethod:
+    t0 = time.perf_counter()
+    model = ctx.model
+    names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    means = _grad_free_means(model, ctx.retain_fit, names, ctx.batch_size)
+    scores = head_attribution(model, ctx.forget_fit, ctx.retain_fit, batch_size=ctx.batch_size,
+                              reference=means)
+    order = torch.argsort(scores.flatten(), descending=True, stable=True)
+    n_heads = model.cfg.n_heads
+    ranked = [(int(i) // n_heads, int(i) % n_heads) for i in order]
+    total = len(ranked)
+
+    def family(fraction: float) -> Intervention:
+        k = max(1, round(fraction * total))
+        sites = select_sites(model, heads=ranked[:k])
+        hooks = [(n, _replace_hook(m, "all", lambda a, v=means[n]: v.to(a.device)))
+                 for n, m in sites.items()]
+        return Intervention(f"head-mean@{fraction:g}", hooks,
+                            {"kind": "mean", "heads": [f"L{l}H{h}" for l, h in ranked[:k]]})
+
+    return FittedMethod("head-mean", family,
+                        _levels(ctx, "head-mean", (0.01, 0.02, 0.05, 0.1)), "fraction of heads",
+                        time.perf_counter() - t0,
+                        {"top_heads": [f"L{l}H{h}" for l, h in ranked[:10]],
+                         "top_scores": scores.flatten()[order[:10]].tolist()})
+
+
+def train_sae(
+    model: Any, data: Sequence[TokenDataset], hook_name: str, *, d_sae: int = 1024,
+    training_tokens: int = 100_000, l1_coefficient: float = 5.0, lr: float = 3e-3,
+    batch_size_tokens: int = 1024, seed: int = 0,
+) -> Any:
+    """Train a small standard SAE with ``sae_lens``'s training runner, offline, on token data.
+
+    The token datasets (fit splits) are passed to sae_lens as a pre-tokenized
+    ``datasets.Dataset``; wandb logging and checkpoints are off.
+    """
+    import datasets as hf_datasets
+    from sae_lens import (
+        LanguageModelSAERunnerConfig,
+        LanguageModelSAETrainingRunner,
+        LoggingConfig,
+        StandardTrainingSAEConfig,
+    )
+
+    from tl_unlearn.interventions.base import check_hook_name, hook_shapes
+
+    check_hook_name(model, hook_name)
+    d_in = hook_shapes(model, [hook_name])[hook_name][-1]
+    tokens = torch.cat([d.tokens for d in data])
+    context = tokens.shape[1]
+    ds = hf_datasets.Dataset.from_dict({"input_ids": tokens.tolist()})
+    device = str(getattr(model.cfg, "device", None) or "cpu")
+    cfg = LanguageModelSAERunnerConfig(
+        sae=StandardTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=l1_coefficient),
+        model_name=getattr(model.cfg, "model_name", "model"), hook_name=hook_name,
+        dataset_path="", is_dataset_tokenized=True, context_size=context,
+        training_tokens=training_tokens, train_batch_size_tokens=batch_size_tokens,
+        store_batch_size_prompts=8,
+        n_batches_in_buffer=max(4, -(-2 * batch_size_tokens // context)),
+        device=device, act_store_device=device, logger=LoggingConfig(log_to_wandb=False),
+        n_checkpoints=0, save_final_checkpoint=False, output_path=None, verbose=False, lr=lr,
+        prepend_bos=False, seed=seed,
+    )
+    return LanguageModelSAETrainingRunner(cfg, override_dataset=ds, override_model=model).run()
+
+
+@torch.inference_mode()
+def _feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch_size: int
+                   ) -> Tensor:
+    from tl_unlearn.interventions.ablation import _stop_layer
+
+    total = torch.zeros(int(sae.cfg.d_sae), dtype=torch.float64)
+    count = 0
+    device = getattr(model.cfg, "device", None) or "cpu"
+    for tokens, mask in data.batches(batch_size):
+        _, cache = model.run_with_cache(tokens.to(device), names_filter=[hook], return_type=None,
+                                         **_stop_layer(model, [hook]))
+        f = sae.encode(cache[hook][mask.to(device)])
+        total += f.double().sum(0).cpu()
+        count += int(mask.sum())
+    return total / max(count, 1)
+
+
+def _sae_features(ctx: MethodContext) -> FittedMethod:
+    t0 = time.perf_counter()
+    model = ctx.model
+    layer = int(ctx.options.get("sae.layer", max(1, model.cfg.n_layers // 3)))
+    hook = f"blocks.{layer}.hook_resid_pre"
+    sae = train_sae(model, [ctx.forget_fit, ctx.retain_fit], hook,
+                    d_sae=int(ctx.options.get("sae.d_sae", 1024)),
+                    training_tokens=int(ctx.options.get("sae.training_tokens", 100_000)),
+                    seed=ctx.seed)
+    sae.eval()
+    f_mean = _feature_means(model, sae, hook, ctx.forget_fit, ctx.batch_size)
+    r_mean = _feature_means(model, sae, hook, ctx.retain_fit, ctx.batch_size)
+    score = f_mean / (r_mean + 1e-6)
+    score[f_mean == 0] = -1.0  # dead on forget: never selected first
+    order = torch.argsort(score, descending=True, stable=True).tolist()
+    d_sae = len(order)
+
+    def family(fraction: float) -> Intervention:
+        k = max(1, round(fraction * d_sae))
+        return sae_feature_intervention(model, sae, order[:k], "zero",
+                                        name=f"sae-features@{fraction:g}")
+
+    return FittedMethod("sae-features", family, _levels(ctx, "sae-features", DEFAULT_FRACTIONS),
+                        "fraction of SAE features", time.perf_counter() - t0,
+                        {"hook": hook, "d_sae": d_sae, "alive_on_forget": int((f_mean > 0).sum())})
+
+
+def _actadd(ctx: MethodContext) -> FittedMethod:
+    t0 = time.perf_counter()
+    model = ctx.model
+    layer = int(ctx.options.get("actadd.layer", min(6, model.cfg.n_layers - 1)))
+    plus = str(ctx.options.get("actadd.prompt_add", "The history of the city"))
+    minus = str(ctx.options.get("actadd.prompt_sub", "import os\nimport sys"))
+    unit = actadd(model, plus, minus, layer, 1.0)  # validates the layer now, before sweeping
+
+    def family(coeff: float) -> Intervention:
+        return actadd(model, plus, minus, layer, coeff, name=f"actadd@{coeff:g}")
+
+    return FittedMethod("actadd", family, _levels(ctx, "actadd", (1.0, 2.0, 4.0, 8.0)),
+                        "ActAdd coefficient", time.perf_counter() - t0,
+                        {"layer": layer, "prompt_add": plus, "prompt_sub": minus,
+                         "n_positions": unit.info["n_positions"]})
+
+
+METHODS: dict[str, Callable[[MethodContext], FittedMethod]] = {
+    "prune-abs": _pruning("abs"),
+    "prune-freq": _pruning("freq"),
+    "prune-random": _pruning("random"),
+    "head-mean": _head_mean,
+    "sae-features": _sae_features,
+    "actadd": _actadd,
+}
+
+
+def fit_method(name: str, ctx: MethodContext) -> FittedMethod:
+    """Fit one method by name (see :data:`METHODS`)."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; choose from {sorted(METHODS)}.")
+    return METHODS[name](ctx)

@@ -1,0 +1,129 @@
+"""A self-contained HTML report of a benchmark run (plotly.js embedded, opens offline)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from tl_unlearn.metrics.distances import ActivationDistances
+from tl_unlearn.metrics.logit_lens import LogitLensDiff
+from tl_unlearn.reporting import atomic_write_text
+
+if TYPE_CHECKING:
+    from tl_unlearn.benchmark import BenchmarkResult
+
+__all__ = ["report_figures", "selectivity_scatter", "write_report"]
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;
+color:#222;padding:0 1rem} h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:1rem 0;font-size:.9rem} td,th{border:1px solid #ddd;
+padding:.3rem .6rem;text-align:right} th{background:#f4f4f4} td:first-child,th:first-child{
+text-align:left} .fig{margin:1.5rem 0;border:1px solid #eee} pre{background:#f7f7f7;
+padding:1rem;overflow:auto;font-size:.8rem}
+"""
+
+
+def selectivity_scatter(result: BenchmarkResult) -> go.Figure:
+    """Forget drop vs retain drop of every point of every method (level-free comparison).
+
+    Points above the diagonal hurt the forget set more than the retain set.
+    """
+    fig = go.Figure()
+    top = 0.0
+    for c in result.curves:
+        f, r = c.forget_drop, c.retain_drop
+        top = max(top, float(max(f.max(), r.max())))
+        fig.add_trace(go.Scatter(
+            x=r.tolist(), y=f.tolist(), mode="lines+markers", name=c.name,
+            text=[f"{c.level_name}={x:g}" for x in c.x],
+            hovertemplate="%{text}<br>retain drop %{x:.3f}<br>forget drop %{y:.3f}"))
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="not selective",
+                             line={"dash": "dot", "color": "#999"}))
+    fig.update_layout(title=f"Forget vs retain drop ({result.config.metric})",
+                      xaxis_title="retain drop", yaxis_title="forget drop",
+                      template="plotly_white")
+    return fig
+
+
+def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
+    """Every figure of the report, with its section title, in order."""
+    figs: list[tuple[str, go.Figure]] = [
+        ("Scorecard", result.scorecard.figure()),
+        ("Forget vs retain drop, all methods", selectivity_scatter(result)),
+    ]
+    for c in result.curves:
+        figs.append((f"Selectivity curve: {c.name}", c.figure()))
+        figs.append((f"Perplexity ratio: {c.name}", c.perplexity_figure()))
+    if "logit_lens" in result.extras:
+        lens = LogitLensDiff(**result.extras["logit_lens"])
+        figs.append(("Logit lens (top-ranked method)", lens.figure()))
+        figs.append(("Logit-lens diff heatmap", lens.heatmap()))
+    if "activation_distances" in result.extras:
+        dist = ActivationDistances(**result.extras["activation_distances"])
+        figs.append(("Activation distance per layer (top-ranked method)",
+                     dist.figure(relative=True)))
+    return figs
+
+
+def _table(rows: list[dict[str, Any]] | dict[str, Any], key: str = "") -> str:
+    if isinstance(rows, dict):
+        rows = [{key or "name": k, "value": v} for k, v in rows.items()]
+    if not rows:
+        return "<p>(none)</p>"
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, (list, dict)):
+            return html.escape(json.dumps(v)[:200])
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_report(result: BenchmarkResult) -> str:
+    """The report as one HTML string."""
+    cfg = result.config
+    ranked = result.scorecard.ranked().reset_index()
+    score_rows = ranked.to_dict(orient="records")
+    original = result.extras.get("original", {}).get("datasets", {})
+    base_rows = [{"dataset": k, "loss": v["loss"], "top1": v["accuracy"].get("1", v["accuracy"].get(1)),
+                  "n_predictions": v["n_predictions"]} for k, v in original.items()]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>tl_unlearn report: {html.escape(cfg.forget)} vs {html.escape(cfg.retain)}</title>",
+        f"<style>{CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
+        "<h1>tl_unlearn benchmark</h1>",
+        f"<p class='sub'>model <b>{html.escape(str(cfg.model))}</b> · forget <b>"
+        f"{html.escape(cfg.forget)}</b> · retain <b>{html.escape(cfg.retain)}</b> · metric "
+        f"<b>{html.escape(cfg.metric)}</b> · ranked by {result.scorecard.rank_by}</p>",
+        "<h2>Ranked scorecard</h2>", _table(score_rows),
+        "<h2>Original model</h2>", _table(base_rows),
+    ]
+    for i, (title, fig) in enumerate(report_figures(result)):
+        parts.append(f"<h2>{html.escape(title)}</h2><div class='fig'>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig{i}"))
+        parts.append("</div>")
+    parts += [
+        "<h2>Methods</h2>", _table([{"method": k, **v} for k, v in result.method_info.items()]),
+        "<h2>Timings (seconds)</h2>", _table(result.timings, "step"),
+        "<h2>Settings</h2>", f"<pre>{html.escape(json.dumps(result.to_dict()['config'], indent=1))}</pre>",
+        "<h2>Environment</h2>", _table(result.environment, "package"),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_report(result: BenchmarkResult, path: str | Path) -> Path:
+    """Write the HTML report atomically (temporary file, then rename)."""
+    return atomic_write_text(path, render_report(result))
