@@ -43,6 +43,7 @@ __all__ = ["BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 DEFAULT_METHODS = ("prune-abs", "prune-freq", "prune-random", "head-mean", "sae-features",
                    "actadd")
 OPTION_KEYS = {"sae.layer", "sae.d_sae", "sae.training_tokens", "actadd.layer",
+               "head-mean.attribution_seqs",
                "actadd.prompt_add", "actadd.prompt_sub",
                *(f"{m}.levels" for m in METHODS)}
 
@@ -279,13 +280,15 @@ def run_benchmark(
     # extra metrics at each method's most selective level
     extra_rows: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
+    one_batch = {k: v.head(config.batch_size) for k, v in ev.items()}
     for curve in curves:
         iv = fitted[curve.name].family(curve.best_level) if curve.best_level > 0 else None
         row: dict[str, Any] = {}
         if iv is not None:
-            row["js_forget"] = output_distances(model, ev["forget"], iv,
+            # on one batch per dataset: a distance needs far fewer tokens than an accuracy
+            row["js_forget"] = output_distances(model, one_batch["forget"], iv,
                                                 batch_size=config.batch_size).js
-            row["js_retain"] = output_distances(model, ev["retain"], iv,
+            row["js_retain"] = output_distances(model, one_batch["retain"], iv,
                                                 batch_size=config.batch_size).js
             if config.mia_texts:
                 n = config.mia_texts
@@ -303,8 +306,10 @@ def run_benchmark(
     if config.extras and best_curve.best_level > 0:
         t0 = time.perf_counter()
         iv = fitted[best_name].family(best_curve.best_level)
-        one_batch = {k: _head(v, config.batch_size) for k, v in ev.items()}
-        extras["logit_lens"] = logit_lens_diff(model, one_batch, iv, batch_size=config.batch_size,
+        n = model.cfg.n_layers
+        lens_layers = sorted({round(i * (n - 1) / 7) for i in range(8)}) if n > 8 else None
+        extras["logit_lens"] = logit_lens_diff(model, one_batch, iv, layers=lens_layers,
+                                               batch_size=config.batch_size,
                                                label=iv.name).to_dict()
         rand = random_tokens(model, n=config.batch_size, seq_len=config.seq_len, seed=config.seed)
         extras["activation_distances"] = asdict(activation_distances(
@@ -320,8 +325,3 @@ def run_benchmark(
         write_report(result, out / "report.html")
     return result
 
-
-def _head(ds: Any, n: int) -> Any:
-    from tl_unlearn.data import TokenDataset
-
-    return TokenDataset(ds.name, ds.tokens[:n], ds.attention_mask[:n])

@@ -1,5 +1,9 @@
 """Command-line entry point: ``tl-unlearn``.
 
+``tl-unlearn run`` runs the benchmark (default: six methods on SmolLM2, Python code vs English
+prose) and writes ``report.html`` and ``results.json``. Settings come from flags or from
+``--config FILE`` (YAML or JSON; flags given explicitly override the file).
+
 ``tl-unlearn smoke`` loads a model (default: the embedded SmolLM2-135M, offline), builds the
 default forget/retain task (Python code vs English Wikipedia prose) and prints loss, perplexity
 and top-1 accuracy on each.
@@ -37,9 +41,53 @@ def _smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
+
+    cfg = BenchmarkConfig.from_file(args.config) if args.config else BenchmarkConfig()
+    overrides = {k: getattr(args, k) for k in ("model", "forget", "retain", "seq_len",
+                                                "fit_tokens", "eval_tokens", "batch_size",
+                                                "metric", "seed")
+                 if getattr(args, k) is not None}
+    if args.methods:
+        overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for opt in args.option or []:
+        if "=" not in opt:
+            raise ValueError(f"--option must look like key=value, got {opt!r}")
+        key, value = opt.split("=", 1)
+        cfg.options[key] = json.loads(value) if value[:1] in "[{0123456789-" else value
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    result = run_benchmark(cfg, output_dir=args.output, progress=not args.quiet)
+    ranked = result.scorecard.ranked()
+    cols = [c for c in ("max_difference", "forget_drop_at_best", "retain_drop_at_best",
+                        "fit_seconds", "eval_seconds") if c in ranked]
+    sys.stdout.write(ranked[cols].to_string(float_format=lambda x: f"{x:.4f}") + "\n")
+    sys.stdout.write(f"report: {args.output}/report.html\nresults: {args.output}/results.json\n")
+    sys.stdout.write(f"total {result.timings['total']:.1f}s\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tl-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the benchmark and write report.html + results.json")
+    run.add_argument("--config", help="YAML or JSON file with BenchmarkConfig settings")
+    run.add_argument("--model", help="'smollm2' (default, offline), 'tiny', or a TL model name")
+    run.add_argument("--forget", help="forget corpus name or path (default python_code)")
+    run.add_argument("--retain", help="retain corpus name or path (default wikipedia)")
+    run.add_argument("--methods", help="comma-separated method names (default: all six)")
+    run.add_argument("--seq-len", type=int, dest="seq_len")
+    run.add_argument("--fit-tokens", type=int, dest="fit_tokens")
+    run.add_argument("--eval-tokens", type=int, dest="eval_tokens")
+    run.add_argument("--batch-size", type=int, dest="batch_size")
+    run.add_argument("--metric", help="drop metric: top1 (default), top5, top1_skip, loss...")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--option", action="append", metavar="KEY=VALUE",
+                     help="method option, e.g. sae.layer=10 or actadd.levels=[1,4]")
+    run.add_argument("--output", default="runs/latest", help="output folder")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
     smoke = sub.add_parser("smoke", help="load the model and print forget/retain loss")
     smoke.add_argument("--model", default="smollm2",
                        help="'smollm2' (default, offline), 'tiny', or a TransformerLens name")
@@ -55,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, TypeError, ModuleNotFoundError) as exc:
         parser.exit(2, f"tl-unlearn: error: {exc}\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ class TokenDataset:
         """Number of positions with a next token to predict."""
         return int(self.attention_mask[:, 1:].sum())
 
+    def head(self, n: int) -> TokenDataset:
+        """The first ``n`` sequences (a view, no copy)."""
+        return TokenDataset(self.name, self.tokens[:n], self.attention_mask[:n])
+
     def batches(
         self, batch_size: int = 8
     ) -> Iterator[tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]]:

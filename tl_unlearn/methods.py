@@ -41,6 +41,7 @@ from tl_unlearn.interventions import (
 from tl_unlearn.interventions.ablation import _replace_hook, activation_means, select_sites
 
 __all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution",
+           "sae_feature_means",
            "train_sae"]
 
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05)
@@ -151,8 +152,10 @@ def _head_mean(ctx: MethodContext) -> FittedMethod:
     model = ctx.model
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
     means = _grad_free_means(model, ctx.retain_fit, names, ctx.batch_size)
-    scores = head_attribution(model, ctx.forget_fit, ctx.retain_fit, batch_size=ctx.batch_size,
-                              reference=means)
+    # gradients cost ~3 forward passes: attribute on at most 16 sequences per side
+    n = int(ctx.options.get("head-mean.attribution_seqs", 16))
+    scores = head_attribution(model, ctx.forget_fit.head(n), ctx.retain_fit.head(n),
+                              batch_size=ctx.batch_size, reference=means)
     order = torch.argsort(scores.flatten(), descending=True, stable=True)
     n_heads = model.cfg.n_heads
     ranked = [(int(i) // n_heads, int(i) % n_heads) for i in order]
@@ -214,7 +217,7 @@ def train_sae(
 
 
 @torch.inference_mode()
-def _feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch_size: int
+def sae_feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch_size: int = 8
                    ) -> Tensor:
     from tl_unlearn.interventions.ablation import _stop_layer
 
@@ -240,8 +243,8 @@ def _sae_features(ctx: MethodContext) -> FittedMethod:
                     training_tokens=int(ctx.options.get("sae.training_tokens", 100_000)),
                     seed=ctx.seed)
     sae.eval()
-    f_mean = _feature_means(model, sae, hook, ctx.forget_fit, ctx.batch_size)
-    r_mean = _feature_means(model, sae, hook, ctx.retain_fit, ctx.batch_size)
+    f_mean = sae_feature_means(model, sae, hook, ctx.forget_fit, ctx.batch_size)
+    r_mean = sae_feature_means(model, sae, hook, ctx.retain_fit, ctx.batch_size)
     score = f_mean / (r_mean + 1e-6)
     score[f_mean == 0] = -1.0  # dead on forget: never selected first
     order = torch.argsort(score, descending=True, stable=True).tolist()

@@ -81,10 +81,20 @@ def logit_lens_diff(
     data: TokenDataset | Mapping[str, TokenDataset],
     hooks: Sequence[tuple[Any, Any]] = (),
     *,
+    layers: Sequence[int] | None = None,
     batch_size: int = 8,
     label: str = "",
 ) -> LogitLensDiff:
     """Logit lens of the original and the intervened model on each dataset.
+
+    Args:
+        model: The model.
+        data: One dataset or ``{name: dataset}``.
+        hooks: The intervention.
+        layers: Layers whose ``resid_pre`` is lensed (default: all); the final residual is
+            always included. Each lens point costs one unembedding: pick a few on big models.
+        batch_size: Sequences per forward pass.
+        label: Name of the intervention.
 
     Example:
         >>> from tl_unlearn import load_tiny_model
@@ -96,10 +106,13 @@ def logit_lens_diff(
     """
     if isinstance(data, TokenDataset):
         data = {data.name: data}
+    from tl_unlearn.interventions.base import check_layer
+
     n_layers = model.cfg.n_layers
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
+    chosen = list(range(n_layers)) if layers is None else [check_layer(model, l) for l in layers]
+    names = [f"blocks.{l}.hook_resid_pre" for l in chosen]
     names.append(f"blocks.{n_layers - 1}.hook_resid_post")
-    layers = [f"L{l}" for l in range(n_layers)] + ["final"]
+    lens_points = [f"L{l}" for l in chosen] + ["final"]
     logprob: dict[str, dict[str, list[float]]] = {}
     rank: dict[str, dict[str, list[float]]] = {}
     device = getattr(model.cfg, "device", None) or "cpu"
@@ -126,4 +139,4 @@ def logit_lens_diff(
                 raise ValueError(f"Dataset {ds_name!r} has no predicted position.")
             logprob[ds_name][run] = (sums[:, 0] / count).tolist()
             rank[ds_name][run] = (sums[:, 1] / count).tolist()
-    return LogitLensDiff(label or "intervention", layers, logprob, rank)
+    return LogitLensDiff(label or "intervention", lens_points, logprob, rank)

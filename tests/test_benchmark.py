@@ -1,0 +1,122 @@
+import json
+import os
+
+import pytest
+
+from tl_unlearn import benchmark as bm
+from tl_unlearn.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
+from tl_unlearn.cli import main
+from tl_unlearn.report import report_figures
+from tl_unlearn.reporting import check_html_in_browser, find_chromium
+
+SMALL = dict(model="tiny", seq_len=64, fit_tokens=3000, eval_tokens=1500, mia_texts=4,
+             options={"sae.training_tokens": 20_000, "sae.d_sae": 256})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model):
+    out = tmp_path_factory.mktemp("run")
+    result = run_benchmark(BenchmarkConfig(**SMALL), model=tiny_model, output_dir=out,
+                           progress=False)
+    return out, result
+
+
+def test_run_writes_report_and_json_that_load_back(run_dir):
+    out, result = run_dir
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.json"]
+    again = BenchmarkResult.load(out)
+    assert [c.name for c in again.curves] == list(bm.DEFAULT_METHODS)
+    assert again.scorecard.ranked().index.tolist() == result.scorecard.ranked().index.tolist()
+    for c, d in zip(result.curves, again.curves):
+        assert c.max_difference == pytest.approx(d.max_difference)
+    data = json.loads((out / "results.json").read_text())
+    assert {"torch", "transformer_lens", "sae_lens"} <= set(data["environment"])
+    assert data["timings"]["total"] > 0 and "fit:head-mean" in data["timings"]
+    html = (out / "report.html").read_text()
+    assert html.count('class="plotly-graph-div"') == len(report_figures(result))
+    assert "Ranked scorecard" in html and "Settings" in html and "Environment" in html
+
+
+def test_scorecard_matches_curves(run_dir):
+    _, result = run_dir
+    df = result.scorecard.ranked()
+    for c in result.curves:
+        assert df.loc[c.name, "max_difference"] == pytest.approx(c.max_difference)
+    assert df["max_difference"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(methods=["prune-abs", "bogus"]), "Unknown method"),
+    (dict(forget="no_such_corpus"), "neither a builtin corpus"),
+    (dict(options={"sae.layr": 1}), "Unknown option"),
+    (dict(options={"sae.layer": 9}), "Layer 9 is out of range"),
+    (dict(options={"actadd.layer": -1}), "Layer -1 is out of range"),
+    (dict(seq_len=4096), "n_ctx=256"),
+    (dict(metric="top3"), "Unknown metric"),
+    (dict(model="definitely-not-a-model"), "definitely-not-a-model"),
+])
+def test_bad_configuration_stops_before_heavy_work(tmp_path, change, match, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fitted = []
+    monkeypatch.setattr(bm, "fit_method", lambda *a, **k: fitted.append(a))
+    with pytest.raises(ValueError, match=match):
+        run_benchmark(BenchmarkConfig(**{**SMALL, **change}), output_dir=tmp_path / "out",
+                      progress=False)
+    assert not fitted
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_report_leaves_no_half_written_file(tmp_path, tiny_model, monkeypatch):
+    from tl_unlearn import report
+
+    def broken(result):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "render_report", broken)
+    cfg = BenchmarkConfig(**{**SMALL, "methods": ["prune-random"], "mia_texts": 0})
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_benchmark(cfg, model=tiny_model, output_dir=tmp_path, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_cli_with_yaml_config_and_flags(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model: tiny\nseq_len: 64\nfit_tokens: 2000\neval_tokens: 1000\n"
+                   "mia_texts: 0\nextras: false\nmethods: [prune-abs]\n")
+    out = tmp_path / "out"
+    code = main(["run", "--config", str(cfg), "--methods", "prune-abs,prune-random",
+                 "--option", "prune-abs.levels=[0.01,0.05]", "--output", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "prune-abs" in printed and "prune-random" in printed and "report:" in printed
+    result = BenchmarkResult.load(out)
+    assert result.config.methods == ["prune-abs", "prune-random"]
+    assert result.curve("prune-abs").levels == [0.01, 0.05]
+
+
+def test_cli_bad_method_exits_2_with_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--model", "tiny", "--methods", "prune-abs,nope", "--output",
+              str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert "Unknown method(s) ['nope']" in capsys.readouterr().err
+
+
+def test_report_draws_every_figure_in_headless_chromium(run_dir):
+    if find_chromium() is None:
+        if os.environ.get("TL_UNLEARN_REQUIRE_CHROMIUM"):
+            pytest.fail("Chromium is required here (TL_UNLEARN_REQUIRE_CHROMIUM) but not found")
+        pytest.skip("no Chromium installed")
+    out, result = run_dir
+    seen = check_html_in_browser(out / "report.html", screenshot=out / "shot.png")
+    n = len(report_figures(result))
+    assert seen["figures"] == n and seen["drawn"] == n
+    assert (out / "shot.png").stat().st_size > 10_000
+
+
+@pytest.mark.smollm2
+def test_selective_pruning_beats_random_on_smollm2(smollm2):
+    cfg = BenchmarkConfig(methods=["prune-abs", "prune-random"], seq_len=128, fit_tokens=2000,
+                          eval_tokens=1000, mia_texts=0, extras=False)
+    result = run_benchmark(cfg, model=smollm2, output_dir=None, progress=False)
+    assert result.curve("prune-abs").max_difference > result.curve("prune-random").max_difference
