@@ -117,3 +117,36 @@ def test_peak_memory_does_not_grow_with_token_count():
     # one batch of logits is 8*128*4096*4 B = 16 MiB; holding all logits of 128 sequences
     # would add ~256 MiB
     assert large <= 1.1 * small, (small, large)
+
+
+def test_evaluate_many_shared_prefix_equals_full_passes(any_model, tiny_data):
+    from tl_unlearn.interventions import actadd, zero_ablation
+    from tl_unlearn.metrics import evaluate_many
+
+    ivs = [
+        [],
+        zero_ablation(any_model, heads=[(1, 0)]),
+        zero_ablation(any_model, neurons={0: [1, 2, 3]}),
+        zero_ablation(any_model, heads=[(1, 2)]) + zero_ablation(any_model, neurons={1: [5]}),
+        actadd(any_model, "def", "The", layer=1, coeff=4.0),
+    ]
+    shared = evaluate_many(any_model, tiny_data, ivs, progress=False)
+    full = evaluate_many(any_model, tiny_data, ivs, progress=False, share_prefix=False)
+    one_by_one = [evaluate(any_model, tiny_data, iv, progress=False) for iv in ivs]
+    for a, b, c in zip(shared, full, one_by_one):
+        for k in tiny_data:
+            assert abs(a[k].loss - b[k].loss) < 1e-5 and abs(a[k].loss - c[k].loss) < 1e-5
+            assert abs(a[k].accuracy[1] - b[k].accuracy[1]) < 2e-3
+    assert shared[1]["forget"].loss != shared[0]["forget"].loss
+
+
+def test_evaluate_many_with_attached_sae_falls_back(tiny_sae_model, tiny_data, sae_factory):
+    from tl_unlearn.interventions import zero_ablation
+    from tl_unlearn.metrics import evaluate_many
+
+    sae = sae_factory(tiny_sae_model, "blocks.1.hook_resid_pre")
+    with tiny_sae_model.saes(saes=[sae], use_error_term=True):
+        iv = zero_ablation(tiny_sae_model, heads=[(1, 0)])
+        a, b = evaluate_many(tiny_sae_model, tiny_data, [[], iv], progress=False)
+    base = evaluate(tiny_sae_model, tiny_data, progress=False)
+    assert abs(a["forget"].loss - base["forget"].loss) < 1e-4

@@ -25,7 +25,7 @@ from tl_unlearn.metrics.distances import (
     random_twin,
     zrf_score,
 )
-from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, evaluate
+from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, evaluate, evaluate_many
 from tl_unlearn.metrics.logit_lens import LogitLensDiff, logit_lens_diff
 from tl_unlearn.metrics.membership import auc_score, membership_inference
 from tl_unlearn.metrics.relearn import RelearnResult, anamnesis_index, relearn, relearn_attack
@@ -48,6 +48,7 @@ __all__ = [
     "completeness",
     "equivalent_weight_edit",
     "evaluate",
+    "evaluate_many",
     "fisher_uncertainty",
     "js_divergence",
     "logit_lens_diff",

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset
 
-__all__ = ["DatasetMetrics", "Evaluation", "evaluate"]
+__all__ = ["DatasetMetrics", "Evaluation", "evaluate", "evaluate_many"]
 
 HookList = Sequence[tuple[Any, Any]]
 
@@ -176,7 +176,128 @@ def batch_statistics(
     return torch.stack(out).cpu()
 
 
+def _start_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int:
+    """First layer an intervention touches (0 when it touches anything before the blocks)."""
+    from transformer_lens import HookedTransformer
+
+    if not isinstance(model, HookedTransformer) or not hooks:
+        return 0 if hooks else model.cfg.n_layers
+    layers = []
+    for name, _ in hooks:
+        if not isinstance(name, str) or not name.startswith("blocks."):
+            return 0
+        layers.append(int(name.split(".")[1]))
+    return min(layers)
+
+
 @torch.inference_mode()
+def evaluate_many(
+    model: Any,
+    data: TokenDataset | Mapping[str, TokenDataset],
+    interventions: Sequence[HookList | Iterable[tuple[Any, Any]]],
+    *,
+    batch_size: int = 8,
+    top_k: Sequence[int] = (1, 5),
+    skip_common: int = 50,
+    labels: Sequence[str] | None = None,
+    share_prefix: bool = True,
+    progress: bool = True,
+) -> list[Evaluation]:
+    """Evaluate several interventions in one streaming pass over the data.
+
+    Batches are the outer loop, interventions the inner one, so each batch is tokenized and
+    moved once. With ``share_prefix`` (HookedTransformer only) the residual stream is
+    computed once per batch up to the first layer any intervention touches, and each
+    intervention only recomputes the layers from its own first hooked layer onward
+    (``start_at_layer``): a sweep of K interventions at layer L costs one full pass plus K
+    passes over ``n_layers - L`` layers. An intervention with no hook is the original model.
+
+    Returns:
+        One :class:`Evaluation` per intervention, in order.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model, make_task
+        >>> from tl_unlearn.interventions import zero_ablation
+        >>> model = load_tiny_model()
+        >>> data = make_task().tokenize(model.tokenizer, max_tokens=500)
+        >>> base, ablated = evaluate_many(model, data, [[], zero_ablation(model, heads=[(1, 0)])],
+        ...                               progress=False)
+        >>> ablated.label
+        'zero(L1H0)'
+    """
+    if isinstance(data, TokenDataset):
+        data = {data.name: data}
+    if not data:
+        raise ValueError("evaluate() got no dataset.")
+    top_k = tuple(sorted(set(top_k)))
+    if not top_k or top_k[0] < 1:
+        raise ValueError(f"top_k must be positive integers, got {top_k}")
+    hook_lists = [list(h) for h in interventions]
+    if not hook_lists:
+        raise ValueError("evaluate_many() got no intervention.")
+    if labels is None:
+        labels = [getattr(h, "name", "") for h in interventions]
+    n_layers = model.cfg.n_layers
+    starts = [_start_layer(model, h) if share_prefix else 0 for h in hook_lists]
+    # the original model (no hook) also resumes from the deepest needed cached layer
+    needed = sorted({s for s in starts if 0 < s < n_layers})
+    if any(f"blocks.{l}.hook_resid_pre" not in model.hook_dict for l in needed):
+        needed, starts = [], [0] * len(hook_lists)  # e.g. an SAE spliced in at resid_pre
+    device = getattr(model.cfg, "device", None) or "cpu"
+    n_stats = 2 + len(top_k) + (1 + len(top_k) if skip_common else 0)
+    seconds = [0.0] * len(hook_lists)
+    sums = {name: [torch.zeros(n_stats, dtype=torch.float64) for _ in hook_lists]
+            for name in data}
+    total = sum(-(-len(d) // batch_size) for d in data.values()) * len(hook_lists)
+    bar = tqdm(total=total, desc="evaluate", disable=not progress, leave=False)
+    for name, ds in data.items():
+        skip_ids = _common_targets(ds, skip_common) if skip_common else None
+        for tokens, mask in ds.batches(batch_size):
+            tokens = tokens.to(device)
+            t0 = time.perf_counter()
+            resid: dict[int, Tensor] = {}
+            if needed:
+                names = [f"blocks.{l}.hook_resid_pre" for l in needed]
+                _, cache = model.run_with_cache(tokens, names_filter=names,
+                                                stop_at_layer=needed[-1] + 1, return_type=None)
+                resid = {l: cache[f"blocks.{l}.hook_resid_pre"] for l in needed}
+            shared = (time.perf_counter() - t0) / len(hook_lists)
+            for i, hooks in enumerate(hook_lists):
+                t1 = time.perf_counter()
+                start = starts[i]
+                with model.hooks(fwd_hooks=hooks):
+                    if start in resid:
+                        logits = model(resid[start], start_at_layer=start, tokens=tokens,
+                                       return_type="logits")
+                    elif start == n_layers and needed:
+                        logits = model(resid[needed[-1]], start_at_layer=needed[-1],
+                                       tokens=tokens, return_type="logits")
+                    else:
+                        logits = model(tokens, return_type="logits")
+                sums[name][i] += batch_statistics(logits, tokens, mask.to(logits.device),
+                                                  top_k, skip_ids)
+                seconds[i] += time.perf_counter() - t1 + shared
+                bar.update(1)
+    bar.close()
+    out = []
+    for i in range(len(hook_lists)):
+        results = {}
+        for name in data:
+            s = sums[name][i].tolist()
+            n = s[0]
+            if n == 0:
+                raise ValueError(f"Dataset {name!r} has no predicted position.")
+            acc = {k: s[2 + j] / n for j, k in enumerate(top_k)}
+            skip, n_skip = {}, 0
+            if skip_common:
+                n_skip = int(s[2 + len(top_k)])
+                base = 3 + len(top_k)
+                skip = {k: s[base + j] / max(n_skip, 1) for j, k in enumerate(top_k)}
+            results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip)
+        out.append(Evaluation(results, labels[i], seconds[i]))
+    return out
+
+
 def evaluate(
     model: Any,
     data: TokenDataset | Mapping[str, TokenDataset],
@@ -197,7 +318,7 @@ def evaluate(
         batch_size: Sequences per forward pass.
         top_k: Which top-k accuracies to report (1 is always useful).
         skip_common: N for the skip-common-token variants (0 disables them).
-        label: Name stored on the result (e.g. the intervention's name).
+        label: Name stored on the result (default: the intervention's name).
         progress: Show a tqdm progress bar.
 
     Returns:
@@ -211,39 +332,6 @@ def evaluate(
         >>> 0 < ev["forget"].loss < ev["retain"].loss
         True
     """
-    if isinstance(data, TokenDataset):
-        data = {data.name: data}
-    if not data:
-        raise ValueError("evaluate() got no dataset.")
-    top_k = tuple(sorted(set(top_k)))
-    if not top_k or top_k[0] < 1:
-        raise ValueError(f"top_k must be positive integers, got {top_k}")
-    hooks = list(hooks)
-    t0 = time.perf_counter()
-    results = {}
-    total = sum(-(-len(d) // batch_size) for d in data.values())
-    bar = tqdm(total=total, desc=f"evaluate {label}".strip(), disable=not progress, leave=False)
-    device = getattr(model.cfg, "device", None) or "cpu"
-    with model.hooks(fwd_hooks=hooks):
-        for name, ds in data.items():
-            skip_ids = _common_targets(ds, skip_common) if skip_common else None
-            sums = torch.zeros(2 + len(top_k) + (1 + len(top_k) if skip_ids is not None else 0),
-                               dtype=torch.float64)
-            for tokens, mask in ds.batches(batch_size):
-                logits = model(tokens.to(device), return_type="logits")
-                sums += batch_statistics(logits, tokens.to(logits.device),
-                                         mask.to(logits.device), top_k, skip_ids)
-                bar.update(1)
-            s = sums.tolist()
-            n = s[0]
-            if n == 0:
-                raise ValueError(f"Dataset {name!r} has no predicted position.")
-            acc = {k: s[2 + i] / n for i, k in enumerate(top_k)}
-            skip, n_skip = {}, 0
-            if skip_ids is not None:
-                n_skip = int(s[2 + len(top_k)])
-                base = 3 + len(top_k)
-                skip = {k: s[base + i] / max(n_skip, 1) for i, k in enumerate(top_k)}
-            results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip)
-    bar.close()
-    return Evaluation(results, label, time.perf_counter() - t0)
+    return evaluate_many(model, data, [hooks], batch_size=batch_size, top_k=top_k,
+                         skip_common=skip_common,
+                         labels=[label or getattr(hooks, "name", "")], progress=progress)[0]

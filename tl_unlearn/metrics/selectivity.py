@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions.base import Intervention
-from tl_unlearn.metrics.evaluation import Evaluation, evaluate
+from tl_unlearn.metrics.evaluation import Evaluation, evaluate_many
 from tl_unlearn.reporting import atomic_write_text
 
 __all__ = ["SelectivityCurve", "selectivity_curve"]
@@ -208,6 +207,10 @@ def selectivity_curve(
 ) -> SelectivityCurve:
     """Evaluate ``family(level)`` at each level on forget and retain data.
 
+    All levels (and the original model, unless given) are evaluated in one streaming pass
+    with :func:`~tl_unlearn.metrics.evaluation.evaluate_many`, reusing the shared prefix of
+    the forward pass when every level only touches later layers.
+
     Args:
         model: The model.
         data: Token datasets with at least ``"forget"`` and ``"retain"``.
@@ -218,7 +221,7 @@ def selectivity_curve(
         metric: Metric of the drops (any :meth:`Evaluation.metric` name).
         original: Reuse an evaluation of the original model (saves one pass).
         fit_seconds: Time spent fitting the family, reported with the result.
-        progress: Progress bar over levels.
+        progress: Progress bar.
         **evaluate_kwargs: ``batch_size``, ``top_k``, ``skip_common`` for :func:`evaluate`.
 
     Example:
@@ -239,12 +242,15 @@ def selectivity_curve(
     levels = [float(level) for level in levels]
     if not levels:
         raise ValueError("selectivity_curve() needs at least one level.")
-    kw = {"progress": False, **evaluate_kwargs}
-    original = original or evaluate(model, data, label="original", **kw)
-    evaluations = []
-    for level in tqdm(levels, desc=f"sweep {name}".strip(), disable=not progress, leave=False):
-        iv = family(level)
-        name = name or iv.name
-        evaluations.append(evaluate(model, data, iv, label=f"{iv.name}", **kw))
+    interventions = [family(level) for level in levels]
+    name = name or interventions[0].name
+    runs: list[Any] = ([] if original is not None else [[]]) + interventions
+    results = evaluate_many(model, data, runs, labels=None if original is not None else
+                            ["original", *(iv.name for iv in interventions)],
+                            progress=progress, **evaluate_kwargs)
+    if original is None:
+        original, evaluations = results[0], results[1:]
+    else:
+        evaluations = results
     return SelectivityCurve(name, levels, original, evaluations, metric, level_name,
                             include_zero, fit_seconds)

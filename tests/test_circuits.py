@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from tl_unlearn import evaluate
+from tl_unlearn.circuits import (
+    ComponentMap,
+    component_intervention,
+    component_selectivity_map,
+    greedy_circuit,
+)
+from tl_unlearn.induction import induction_scores, repeated_random_tokens
+from tl_unlearn.interventions import zero_ablation
+
+
+@pytest.fixture(scope="module")
+def small(tiny_data):
+    return {k: v.head(6) for k, v in tiny_data.items()}
+
+
+def test_map_entries_equal_single_ablation_evaluations(tiny_model, small):
+    cmap = component_selectivity_map(tiny_model, small, "both", progress=False)
+    assert len(cmap.components) == 2 * 4 + 2
+    for comp, ev in zip(cmap.components, cmap.evaluations):
+        iv = component_intervention(tiny_model, [comp])
+        direct = evaluate(tiny_model, small, iv, progress=False)
+        for k in small:
+            assert ev[k].loss == pytest.approx(direct[k].loss, abs=1e-5)
+    i = cmap.components.index((1, 3))
+    direct = evaluate(tiny_model, small, zero_ablation(tiny_model, heads=[(1, 3)]), progress=False)
+    f = 1 - direct["forget"].accuracy[1] / cmap.original["forget"].accuracy[1]
+    assert cmap.forget_drop[i] == pytest.approx(f, abs=1e-3)
+
+
+def test_map_figures_hold_the_numbers(tiny_model, small):
+    cmap = component_selectivity_map(tiny_model, small, progress=False)
+    heat = cmap.figure("forget")
+    np.testing.assert_allclose(np.array(heat.data[0].z), cmap.forget_drop.reshape(2, 4))
+    diff = cmap.figure("difference")
+    np.testing.assert_allclose(np.array(diff.data[0].z), cmap.selectivity.reshape(2, 4))
+    sc = cmap.scatter()
+    assert list(sc.data[0].text) == [f"L{l}H{h}" for l in range(2) for h in range(4)]
+    np.testing.assert_allclose(sc.data[0].x, cmap.retain_drop)
+    assert "L1H3" in sc.to_html(include_plotlyjs=False)
+    again = ComponentMap.from_dict(cmap.to_dict())
+    np.testing.assert_allclose(again.selectivity, cmap.selectivity)
+
+
+def test_mean_and_resample_maps_need_reference(tiny_model, small, tiny_data):
+    with pytest.raises(ValueError, match="reference"):
+        component_selectivity_map(tiny_model, small, method="mean", progress=False)
+    cmap = component_selectivity_map(tiny_model, small, [(0, 1), (1, None)], method="mean",
+                                     reference=tiny_data["retain"], progress=False)
+    assert cmap.labels == ["L0H1", "L1MLP"]
+
+
+def test_greedy_circuit_respects_limits(tiny_model, small):
+    cmap = component_selectivity_map(tiny_model, small, "both", progress=False)
+    iv, curve = greedy_circuit(tiny_model, small, cmap, target_forget_drop=0.99,
+                               max_retain_drop=0.3, max_components=4)
+    n = len(iv.info["components"])
+    assert 1 <= n <= 4 and curve.levels == [float(i) for i in range(1, n + 1)]
+    assert iv.info["components"][0] == cmap.labels[int(np.argmax(cmap.selectivity))]
+    assert curve.retain_drop[-1] <= 0.3
+    final = evaluate(tiny_model, small, iv, progress=False)
+    assert final["forget"].loss == pytest.approx(curve.evaluations[-1]["forget"].loss)
+    with pytest.raises(ValueError, match="max_retain_drop"):
+        greedy_circuit(tiny_model, small, cmap, max_retain_drop=-1.0)
+
+
+@pytest.mark.smollm2
+def test_smollm2_head_map_finds_induction_heads(smollm2, task):
+    """Forget = repeated random tokens, retain = prose: the heads whose ablation hurts the
+    forget set most are induction heads (high attention to the token after the previous
+    occurrence)."""
+    rep = repeated_random_tokens(smollm2, n=4, half_len=30)
+    prose = task.retain.tokenize(smollm2.tokenizer, "eval", seq_len=61, max_tokens=4 * 61)
+    cmap = component_selectivity_map(smollm2, {"forget": rep, "retain": prose}, progress=False,
+                                     batch_size=4)
+    assert len(cmap.components) == 270
+    ind = induction_scores(smollm2, repeated_random_tokens(smollm2, n=4, half_len=30, seed=1))
+    top = cmap.ranked("forget")[:5]
+    scores = [float(ind[l, h]) for l, h in top]
+    print("top forget-drop heads", top, "induction scores", scores)
+    # an induction head puts at least 30% of its attention on the induction offset
+    # (uniform attention over ~45 keys would give ~2%)
+    assert sum(s > 0.3 for s in scores) >= 3
+    assert float(ind[top[0]]) > 0.3

@@ -1,0 +1,59 @@
+import pytest
+
+from tl_unlearn import evaluate
+from tl_unlearn.circuits import component_intervention
+from tl_unlearn.widget import AblationWidget
+
+
+@pytest.fixture
+def small(tiny_data):
+    return {k: v.head(4) for k, v in tiny_data.items()}
+
+
+def test_toggle_shows_exactly_what_the_evaluation_api_returns(tiny_model, small):
+    w = AblationWidget(tiny_model, small)
+    w.widget()  # build the UI too: its figures must follow the state
+    w.toggle(1, 2)
+    w.toggle(0, None)
+    expected = evaluate(tiny_model, small, component_intervention(tiny_model, [(1, 2), (0, None)]),
+                        progress=False)
+    n = w.numbers
+    for k in ("forget", "retain"):
+        assert n[k]["top1"] == expected[k].accuracy[1]
+        assert n[k]["loss"] == expected[k].loss
+    bars = w._ui["bars"].data[1].y
+    assert list(bars) == [n["forget"]["top1"], n["retain"]["top1"], n["forget"]["loss"],
+                          n["retain"]["loss"]]
+    assert w._ui["point"].data[0].y == (n["forget"]["drop"],)
+    assert w._ui["buttons"][(1, 2)].value is True
+    assert "L0MLP" in w._ui["status"].value
+    # toggling back restores the original numbers exactly
+    w.toggle(1, 2)
+    w.toggle(0, None)
+    assert w.current is w.original and w.selection == []
+
+
+def test_buttons_drive_state_and_export(tiny_model, small):
+    w = AblationWidget(tiny_model, small)
+    w.widget()
+    w._ui["buttons"][(0, 3)].value = True  # a click in the notebook
+    assert w.selection == [(0, 3)]
+    iv = w.export()
+    assert w.exported is iv and iv.hook_names == ["blocks.0.attn.hook_z"]
+    namespace = {"model": tiny_model}
+    exec(w.code(), namespace)
+    with namespace["intervention"].applied(tiny_model):
+        a = tiny_model(small["forget"].tokens)
+    with iv.applied(tiny_model):
+        b = tiny_model(small["forget"].tokens)
+    assert (a == b).all()
+
+
+def test_widget_errors(tiny_model, small):
+    w = AblationWidget(tiny_model, small, include_mlp=False)
+    with pytest.raises(ValueError, match="Head .* index 9"):
+        w.toggle(0, 9)
+    with pytest.raises(ValueError, match="include_mlp"):
+        w.toggle(0)
+    with pytest.raises(ValueError, match="reference"):
+        AblationWidget(tiny_model, small, method="mean")

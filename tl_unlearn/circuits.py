@@ -1,0 +1,285 @@
+"""Which components carry the forget task? Component selectivity maps and a greedy circuit.
+
+:func:`component_selectivity_map` ablates each component on its own (every attention head
+through ``hook_z``, or every MLP layer through ``hook_mlp_out``; zero, mean or resample) and
+measures the relative drop on forget and retain. All single-component interventions are
+evaluated in one streaming pass with
+:func:`~tl_unlearn.metrics.evaluation.evaluate_many`: per batch the residual stream is
+computed once and each ablation only recomputes the layers from its own layer onward.
+
+:func:`greedy_circuit` grows a set of components, most selective first, until a target forget
+drop is reached or the retain drop would exceed a limit, and returns the set as an
+intervention with its selectivity curve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import plotly.graph_objects as go
+
+from tl_unlearn.data import TokenDataset
+from tl_unlearn.interventions import (
+    Intervention,
+    mean_ablation,
+    resample_ablation,
+    zero_ablation,
+)
+from tl_unlearn.metrics.evaluation import Evaluation, evaluate, evaluate_many
+from tl_unlearn.metrics.selectivity import SelectivityCurve
+
+__all__ = ["ComponentMap", "component_intervention", "component_selectivity_map",
+           "greedy_circuit"]
+
+Method = Literal["zero", "mean", "resample"]
+Component = tuple[int, int | None]  # (layer, head) or (layer, None) for the MLP
+
+
+def component_label(component: Component) -> str:
+    layer, head = component
+    return f"L{layer}MLP" if head is None else f"L{layer}H{head}"
+
+
+def component_intervention(
+    model: Any, components: Sequence[Component], method: Method = "zero",
+    reference: TokenDataset | None = None, *, name: str | None = None, **kwargs: Any,
+) -> Intervention:
+    """One intervention ablating heads ``(layer, head)`` and MLP layers ``(layer, None)``."""
+    heads = [(l, h) for l, h in components if h is not None]
+    mlps = [f"blocks.{l}.hook_mlp_out" for l, h in components if h is None]
+    label = name or f"{method}({', '.join(component_label(c) for c in components)})"
+    if not components:
+        return Intervention(label)
+    if method == "zero":
+        return zero_ablation(model, heads or None, hooks=mlps or None, name=label)
+    if reference is None:
+        raise ValueError(f"method={method!r} needs reference data.")
+    if method == "mean":
+        return mean_ablation(model, reference, heads or None, hooks=mlps or None, name=label,
+                             **kwargs)
+    if method == "resample":
+        return resample_ablation(model, reference, heads or None, hooks=mlps or None,
+                                 name=label, **kwargs)
+    raise ValueError(f"Unknown method {method!r}; choose 'zero', 'mean' or 'resample'.")
+
+
+@dataclass
+class ComponentMap:
+    """Forget and retain drop of ablating each component alone.
+
+    Attributes:
+        components: ``(layer, head)`` or ``(layer, None)`` (MLP), in evaluation order.
+        original: Evaluation of the unmodified model.
+        evaluations: One evaluation per component.
+        metric: Metric of the drops.
+        method: Ablation method used.
+        n_layers, n_heads: Model shape, for the heatmaps.
+    """
+
+    components: list[Component]
+    original: Evaluation
+    evaluations: list[Evaluation]
+    metric: str = "top1"
+    method: str = "zero"
+    n_layers: int = 0
+    n_heads: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.components) != len(self.evaluations):
+            raise ValueError("one evaluation per component is needed")
+
+    @property
+    def labels(self) -> list[str]:
+        return [component_label(c) for c in self.components]
+
+    def drop(self, dataset: str, metric: str | None = None) -> np.ndarray:
+        metric = metric or self.metric
+        return np.array([e.relative_drop(self.original, metric)[dataset]
+                         for e in self.evaluations])
+
+    @property
+    def forget_drop(self) -> np.ndarray:
+        return self.drop("forget")
+
+    @property
+    def retain_drop(self) -> np.ndarray:
+        return self.drop("retain")
+
+    @property
+    def selectivity(self) -> np.ndarray:
+        """``forget_drop - retain_drop`` per component."""
+        return self.forget_drop - self.retain_drop
+
+    def ranked(self, by: Literal["forget", "retain", "selectivity"] = "selectivity"
+               ) -> list[Component]:
+        """Components, best first, by forget drop, retain drop or selectivity."""
+        values = {"forget": self.forget_drop, "retain": self.retain_drop,
+                  "selectivity": self.selectivity}[by]
+        order = np.argsort(-values, kind="stable")
+        return [self.components[i] for i in order]
+
+    def head_grid(self, values: np.ndarray) -> np.ndarray:
+        """Values of head components as a ``[layer, head]`` grid (NaN where not measured)."""
+        grid = np.full((self.n_layers, self.n_heads), np.nan)
+        for (l, h), v in zip(self.components, values):
+            if h is not None:
+                grid[l, h] = v
+        return grid
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame({"component": self.labels, "forget_drop": self.forget_drop,
+                             "retain_drop": self.retain_drop, "selectivity": self.selectivity})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"components": [list(c) for c in self.components],
+                "original": self.original.to_dict(),
+                "evaluations": [e.to_dict() for e in self.evaluations], "metric": self.metric,
+                "method": self.method, "n_layers": self.n_layers, "n_heads": self.n_heads,
+                "info": self.info}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ComponentMap:
+        return cls([(c[0], c[1]) for c in d["components"]], Evaluation.from_dict(d["original"]),
+                   [Evaluation.from_dict(e) for e in d["evaluations"]], d["metric"], d["method"],
+                   d["n_layers"], d["n_heads"], dict(d.get("info", {})))
+
+    def figure(self, kind: Literal["forget", "retain", "difference"] = "difference") -> go.Figure:
+        """Layer x head heatmap of the forget drop, the retain drop or their difference."""
+        values = {"forget": self.forget_drop, "retain": self.retain_drop,
+                  "difference": self.selectivity}[kind]
+        grid = self.head_grid(values)
+        text = [[f"L{l}H{h}" for h in range(self.n_heads)] for l in range(self.n_layers)]
+        fig = go.Figure(go.Heatmap(z=grid, text=text, colorscale="RdBu", zmid=0,
+                                   hovertemplate="%{text}: %{z:.4f}<extra></extra>",
+                                   colorbar={"title": "drop"}))
+        title = {"forget": "forget drop", "retain": "retain drop",
+                 "difference": "forget drop - retain drop"}[kind]
+        fig.update_layout(title=f"Ablating each head ({self.method}): {title} ({self.metric})",
+                          xaxis_title="head", yaxis_title="layer", template="plotly_white")
+        return fig
+
+    def scatter(self) -> go.Figure:
+        """Forget drop vs retain drop per component, hover labels ``L{l}H{h}``."""
+        fig = go.Figure(go.Scatter(
+            x=self.retain_drop.tolist(), y=self.forget_drop.tolist(), mode="markers",
+            text=self.labels, hovertemplate="%{text}<br>retain %{x:.4f}<br>forget %{y:.4f}",
+            marker={"color": self.selectivity.tolist(), "colorscale": "RdBu", "cmid": 0}))
+        fig.update_layout(title=f"Per-component forget vs retain drop ({self.metric})",
+                          xaxis_title="retain drop", yaxis_title="forget drop",
+                          template="plotly_white")
+        return fig
+
+
+def component_selectivity_map(
+    model: Any,
+    data: Mapping[str, TokenDataset],
+    components: Literal["heads", "mlp", "both"] | Sequence[Component] = "heads",
+    method: Method = "zero",
+    reference: TokenDataset | None = None,
+    *,
+    metric: str = "top1",
+    batch_size: int = 8,
+    share_prefix: bool = True,
+    progress: bool = True,
+    **kwargs: Any,
+) -> ComponentMap:
+    """Ablate each component alone and measure the forget and retain drop.
+
+    Args:
+        model: The model.
+        data: Token datasets with ``"forget"`` and ``"retain"`` (small cached batches work).
+        components: ``"heads"`` (every head), ``"mlp"`` (every MLP layer), ``"both"``, or an
+            explicit list of ``(layer, head)`` / ``(layer, None)``.
+        method: ``"zero"``, ``"mean"`` or ``"resample"`` (the latter two need ``reference``).
+        reference: Reference data for mean / resample ablation.
+        metric: Metric of the drops.
+        batch_size: Sequences per forward pass.
+        share_prefix: Reuse the forward pass up to each ablated layer (HookedTransformer).
+        progress: Progress bar.
+        **kwargs: Passed to the ablation (``per_position``, ``seed``).
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model, make_task
+        >>> model = load_tiny_model()
+        >>> data = make_task().tokenize(model.tokenizer, seq_len=32, max_tokens=300)
+        >>> cmap = component_selectivity_map(model, data, progress=False)
+        >>> len(cmap.components), cmap.figure().data[0].z.shape
+        (8, (2, 4))
+    """
+    missing = {"forget", "retain"} - set(data)
+    if missing:
+        raise ValueError(f"component_selectivity_map() needs datasets {sorted(missing)}.")
+    cfg = model.cfg
+    if isinstance(components, str):
+        if components not in ("heads", "mlp", "both"):
+            raise ValueError(f"components must be 'heads', 'mlp', 'both' or a list, got {components!r}")
+        comps: list[Component] = []
+        for l in range(cfg.n_layers):
+            if components in ("heads", "both"):
+                comps += [(l, h) for h in range(cfg.n_heads)]
+            if components in ("mlp", "both"):
+                comps.append((l, None))
+    else:
+        comps = [(int(l), None if h is None else int(h)) for l, h in components]
+    ivs = [component_intervention(model, [c], method, reference, **kwargs) for c in comps]
+    results = evaluate_many(model, data, [[], *ivs], batch_size=batch_size,
+                            share_prefix=share_prefix, progress=progress,
+                            labels=["original", *(iv.name for iv in ivs)])
+    return ComponentMap(comps, results[0], results[1:], metric, method, cfg.n_layers,
+                        cfg.n_heads)
+
+
+def greedy_circuit(
+    model: Any,
+    data: Mapping[str, TokenDataset],
+    cmap: ComponentMap,
+    *,
+    target_forget_drop: float = 0.5,
+    max_retain_drop: float = 0.1,
+    max_components: int = 32,
+    reference: TokenDataset | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    **kwargs: Any,
+) -> tuple[Intervention, SelectivityCurve]:
+    """Grow a circuit from the map's most selective components.
+
+    Components are added in order of selectivity (forget drop minus retain drop on their own).
+    After each addition the whole set is evaluated; growth stops when the forget drop reaches
+    ``target_forget_drop``, before a component that would push the retain drop above
+    ``max_retain_drop``, or at ``max_components``.
+
+    Returns:
+        The circuit as one intervention (``info["components"]``), and its selectivity curve
+        (level = number of components).
+    """
+    if max_components < 1:
+        raise ValueError("max_components must be >= 1")
+    chosen: list[Component] = []
+    levels: list[float] = []
+    evaluations: list[Evaluation] = []
+    for comp in cmap.ranked("selectivity")[:max_components]:
+        trial = [*chosen, comp]
+        iv = component_intervention(model, trial, cmap.method, reference, **kwargs)
+        ev = evaluate(model, data, iv, batch_size=batch_size, progress=progress)
+        drop = ev.relative_drop(cmap.original, cmap.metric)
+        if drop["retain"] > max_retain_drop:
+            break  # the next component would cost too much retain performance
+        chosen, levels = trial, [*levels, float(len(trial))]
+        evaluations.append(ev)
+        if drop["forget"] >= target_forget_drop:
+            break
+    if not chosen:
+        raise ValueError("No component could be added without exceeding max_retain_drop.")
+    iv = component_intervention(model, chosen, cmap.method, reference,
+                                name=f"circuit({len(chosen)} components)", **kwargs)
+    iv.info["components"] = [component_label(c) for c in chosen]
+    curve = SelectivityCurve("greedy circuit", levels, cmap.original, evaluations, cmap.metric,
+                             "components in circuit")
+    return iv, curve
