@@ -8,7 +8,11 @@ from tl_unlearn.circuits import (
     component_selectivity_map,
     greedy_circuit,
 )
-from tl_unlearn.induction import induction_scores, repeated_random_tokens
+from tl_unlearn.induction import (
+    induction_scores,
+    previous_token_scores,
+    repeated_random_tokens,
+)
 from tl_unlearn.interventions import zero_ablation
 
 
@@ -68,20 +72,41 @@ def test_greedy_circuit_respects_limits(tiny_model, small):
 
 
 @pytest.mark.smollm2
-def test_smollm2_head_map_finds_induction_heads(smollm2, task):
-    """Forget = repeated random tokens, retain = prose: the heads whose ablation hurts the
-    forget set most are induction heads (high attention to the token after the previous
-    occurrence)."""
-    rep = repeated_random_tokens(smollm2, n=4, half_len=30)
-    prose = task.retain.tokenize(smollm2.tokenizer, "eval", seq_len=61, max_tokens=4 * 61)
-    cmap = component_selectivity_map(smollm2, {"forget": rep, "retain": prose}, progress=False,
-                                     batch_size=4)
+def test_smollm2_head_map_finds_the_induction_circuit(smollm2, task):
+    """Forget = repeated random tokens, retain = prose, all 270 heads mean-ablated one by one.
+
+    The heads whose ablation hurts the forget set most belong to the induction circuit:
+    induction heads (attend to the token after the previous occurrence) and the
+    previous-token heads they compose with. Measured: the top 3 are L16H0 (previous-token,
+    0.91), L19H8 (previous-token, 0.61) and L18H6 (induction, 0.87).
+    """
+    rep = repeated_random_tokens(smollm2, n=3, half_len=30)
+    prose = task.retain.tokenize(smollm2.tokenizer, "eval", seq_len=61, max_tokens=3 * 61)
+    ref = task.retain.tokenize(smollm2.tokenizer, "fit", seq_len=61, max_tokens=8 * 61)
+    cmap = component_selectivity_map(smollm2, {"forget": rep, "retain": prose}, method="mean",
+                                     reference=ref, progress=False, batch_size=4)
     assert len(cmap.components) == 270
-    ind = induction_scores(smollm2, repeated_random_tokens(smollm2, n=4, half_len=30, seed=1))
+    probe = repeated_random_tokens(smollm2, n=4, half_len=30, seed=1)
+    ind = induction_scores(smollm2, probe)
+    prev = previous_token_scores(smollm2, probe)
+    circuit = (ind > 0.3) | (prev > 0.5)
     top = cmap.ranked("forget")[:5]
-    scores = [float(ind[l, h]) for l, h in top]
-    print("top forget-drop heads", top, "induction scores", scores)
-    # an induction head puts at least 30% of its attention on the induction offset
-    # (uniform attention over ~45 keys would give ~2%)
-    assert sum(s > 0.3 for s in scores) >= 3
-    assert float(ind[top[0]]) > 0.3
+    print("top forget-drop heads", top, [(float(ind[c]), float(prev[c])) for c in top],
+          "circuit heads", int(circuit.sum()))
+    # ~10 of 270 heads are circuit heads: 5 random heads would hold ~0.2 of them
+    assert sum(bool(circuit[c]) for c in top) >= 4
+    best_induction = divmod(int(ind.argmax()), smollm2.cfg.n_heads)
+    assert best_induction in cmap.ranked("forget")[:5]
+
+
+def test_batched_mean_map_equals_one_pass_per_component(tiny_model, small, tiny_data):
+    ref = tiny_data["retain"]
+    fast = component_selectivity_map(tiny_model, small, "both", method="mean", reference=ref,
+                                     progress=False)
+    slow = component_selectivity_map(tiny_model, small, "both", method="mean", reference=ref,
+                                     progress=False, share_prefix=False)
+    for a, b in zip(fast.evaluations, slow.evaluations):
+        for k in small:
+            assert a[k].loss == pytest.approx(b[k].loss, abs=1e-5)
+            assert a[k].accuracy[1] == pytest.approx(b[k].accuracy[1], abs=2e-3)
+    np.testing.assert_allclose(fast.forget_drop, slow.forget_drop, atol=5e-3)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from tl_unlearn.data import TokenDataset
 
-__all__ = ["induction_scores", "repeated_random_tokens"]
+__all__ = ["induction_scores", "previous_token_scores", "repeated_random_tokens"]
 
 
 def repeated_random_tokens(
@@ -42,12 +42,23 @@ def repeated_random_tokens(
 @torch.inference_mode()
 def induction_scores(model: Any, data: TokenDataset) -> Float[Tensor, "layer head_index"]:
     """Mean attention from each second-copy position ``i`` to ``i - L + 1``, per head."""
+    return _offset_scores(model, data, lambda q, length: q - length + 1)
+
+
+@torch.inference_mode()
+def previous_token_scores(model: Any, data: TokenDataset) -> Float[Tensor, "layer head_index"]:
+    """Mean attention from each second-copy position ``i`` to ``i - 1``, per head (the
+    previous-token heads that induction heads compose with)."""
+    return _offset_scores(model, data, lambda q, length: q - 1)
+
+
+def _offset_scores(model: Any, data: TokenDataset, key_of: Any) -> Tensor:
     length = (data.tokens.shape[1] - 1) // 2
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(data.tokens, names_filter=names, return_type=None)
     scores = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     q = torch.arange(length + 1, 2 * length + 1)  # positions of the second copy
-    k = q - length + 1
+    k = key_of(q, length)
     for l, n in enumerate(names):
         pattern = cache[n]  # [batch, head_index, query_pos, key_pos]
         scores[l] = pattern[:, :, q, k].mean((0, 2)).float()

@@ -18,7 +18,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tl_unlearn.circuits import Component, Method, component_intervention, component_label
+from tl_unlearn.circuits import (
+    Component,
+    Method,
+    component_intervention,
+    component_label,
+    component_means,
+)
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions import Intervention
 from tl_unlearn.interventions.base import check_indices, check_layer
@@ -65,6 +71,7 @@ class AblationWidget:
         self.current: Evaluation = self.original
         self.last_seconds = 0.0
         self.exported: Intervention | None = None
+        self._means = component_means(model, reference, batch_size) if method == "mean" else None
         self._selected: set[Component] = set()
         self._ui: dict[str, Any] | None = None
 
@@ -99,7 +106,8 @@ class AblationWidget:
 
     def intervention(self) -> Intervention:
         """The current selection as an intervention."""
-        return component_intervention(self.model, self.selection, self.method, self.reference)
+        return component_intervention(self.model, self.selection, self.method, self.reference,
+                                      means=self._means)
 
     def code(self) -> str:
         """Python code that rebuilds the current selection as an intervention."""
