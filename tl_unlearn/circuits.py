@@ -278,11 +278,15 @@ def component_selectivity_map(
 def _batched_map(
     model: Any, data: Mapping[str, TokenDataset], comps: list[Component],
     means: Mapping[str, Tensor] | None, batch_size: int, progress: bool,
-    top_k: Sequence[int] = (1, 5), skip_common: int = 50, max_logit_elements: int = 2**27,
+    top_k: Sequence[int] = (1, 5), skip_common: int = 50, max_logit_elements: int = 2**23,
 ) -> tuple[Evaluation, list[Evaluation]]:
     """Single-component ablations, many at once: per batch and layer, the residual entering
     the layer is repeated once per component (copy-major) and one forward from that layer
-    ablates a different component in each copy. Same numbers as one pass per component."""
+    ablates a different component in each copy. Same numbers as one pass per component.
+
+    ``max_logit_elements`` bounds the logits of one forward; on CPU, working sets beyond a
+    few tens of MB run slower per element, so copies are only batched for small batches.
+    """
     from tqdm.auto import tqdm
 
     from tl_unlearn.metrics.evaluation import DatasetMetrics

@@ -162,9 +162,11 @@ def batch_statistics(
     logits = logits[:, :-1].float()
     targets = tokens[:, 1:]
     valid = mask[:, 1:] & mask[:, :-1]
-    lse = torch.logsumexp(logits, dim=-1)
-    target_logit = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    nll = (lse - target_logit)[valid]
+    # fused log-softmax + NLL (one pass over the vocabulary)
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    ).reshape(targets.shape)[valid]
+    # one top-k for every k: hit@k = target among the k largest logits
     in_top = logits.topk(max(top_k), dim=-1).indices == targets.unsqueeze(-1)
     hits = [in_top[..., :k].any(-1) for k in top_k]
     out = [valid.sum().double(), nll.double().sum()]
