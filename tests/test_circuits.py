@@ -99,7 +99,7 @@ def test_smollm2_head_map_finds_the_induction_circuit(smollm2, task):
     assert best_induction in cmap.ranked("forget")[:5]
 
 
-def test_batched_mean_map_equals_one_pass_per_component(tiny_model, small, tiny_data):
+def test_shared_prefix_mean_map_equals_one_pass_per_component(tiny_model, small, tiny_data):
     ref = tiny_data["retain"]
     fast = component_selectivity_map(tiny_model, small, "both", method="mean", reference=ref,
                                      progress=False)

@@ -20,8 +20,6 @@ from typing import Any, Literal
 
 import numpy as np
 import plotly.graph_objects as go
-import torch
-from torch import Tensor
 
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions import (
@@ -31,13 +29,7 @@ from tl_unlearn.interventions import (
     zero_ablation,
 )
 from tl_unlearn.interventions.ablation import _replace_hook, activation_means, select_sites
-from tl_unlearn.metrics.evaluation import (
-    Evaluation,
-    _common_targets,
-    batch_statistics,
-    evaluate,
-    evaluate_many,
-)
+from tl_unlearn.metrics.evaluation import Evaluation, evaluate, evaluate_many
 from tl_unlearn.metrics.selectivity import SelectivityCurve
 
 __all__ = ["ComponentMap", "component_intervention", "component_selectivity_map",
@@ -259,113 +251,13 @@ def component_selectivity_map(
     if method != "zero" and reference is None:
         raise ValueError(f"method={method!r} needs reference data.")
     means = component_means(model, reference, batch_size) if method == "mean" else None
-    from transformer_lens import HookedTransformer
-
-    if share_prefix and method in ("zero", "mean") and isinstance(model, HookedTransformer):
-        original, evaluations = _batched_map(model, data, comps, means, batch_size, progress)
-    else:
-        ivs = [component_intervention(model, [c], method, reference, means=means, **kwargs)
-               for c in comps]
-        results = evaluate_many(model, data, [[], *ivs], batch_size=batch_size,
-                                share_prefix=share_prefix, progress=progress,
-                                labels=["original", *(iv.name for iv in ivs)])
-        original, evaluations = results[0], results[1:]
-    return ComponentMap(comps, original, evaluations, metric, method, cfg.n_layers,
+    ivs = [component_intervention(model, [c], method, reference, means=means, **kwargs)
+           for c in comps]
+    results = evaluate_many(model, data, [[], *ivs], batch_size=batch_size,
+                            share_prefix=share_prefix, progress=progress,
+                            labels=["original", *(iv.name for iv in ivs)])
+    return ComponentMap(comps, results[0], results[1:], metric, method, cfg.n_layers,
                         cfg.n_heads)
-
-
-@torch.inference_mode()
-def _batched_map(
-    model: Any, data: Mapping[str, TokenDataset], comps: list[Component],
-    means: Mapping[str, Tensor] | None, batch_size: int, progress: bool,
-    top_k: Sequence[int] = (1, 5), skip_common: int = 50, max_logit_elements: int = 2**23,
-) -> tuple[Evaluation, list[Evaluation]]:
-    """Single-component ablations, many at once: per batch and layer, the residual entering
-    the layer is repeated once per component (copy-major) and one forward from that layer
-    ablates a different component in each copy. Same numbers as one pass per component.
-
-    ``max_logit_elements`` bounds the logits of one forward; on CPU, working sets beyond a
-    few tens of MB run slower per element, so copies are only batched for small batches.
-    """
-    from tqdm.auto import tqdm
-
-    from tl_unlearn.metrics.evaluation import DatasetMetrics
-
-    cfg = model.cfg
-    device = getattr(cfg, "device", None) or "cpu"
-    by_layer: dict[int, list[int]] = {}
-    for i, (l, _) in enumerate(comps):
-        by_layer.setdefault(l, []).append(i)
-    layers = sorted(by_layer)
-    n_stats = 2 + len(top_k) + (1 + len(top_k) if skip_common else 0)
-    sums = {name: torch.zeros(len(comps) + 1, n_stats, dtype=torch.float64) for name in data}
-    total = sum(-(-len(d) // batch_size) for d in data.values())
-    bar = tqdm(total=total, desc="component map", disable=not progress, leave=False)
-    for name, ds in data.items():
-        skip_ids = _common_targets(ds, skip_common) if skip_common else None
-        for tokens, mask in ds.batches(batch_size):
-            tokens, mask = tokens.to(device), mask.to(device)
-            names = [f"blocks.{l}.hook_resid_pre" for l in layers]
-            logits, cache = model.run_with_cache(tokens, names_filter=names)
-            sums[name][0] += batch_statistics(logits, tokens, mask, top_k, skip_ids)
-            b, pos = tokens.shape
-            group = max(1, max_logit_elements // (b * pos * cfg.d_vocab))
-            for l in layers:
-                idx = by_layer[l]
-                for start in range(0, len(idx), group):
-                    chunk = idx[start : start + group]
-                    g = len(chunk)
-                    z_mask = torch.zeros(g, cfg.n_heads, dtype=torch.bool, device=device)
-                    mlp_mask = torch.zeros(g, dtype=torch.bool, device=device)
-                    for j, ci in enumerate(chunk):
-                        head = comps[ci][1]
-                        if head is None:
-                            mlp_mask[j] = True
-                        else:
-                            z_mask[j, head] = True
-                    hooks = []
-                    if z_mask.any():
-                        value = means[f"blocks.{l}.attn.hook_z"] if means is not None else None
-                        hooks.append((f"blocks.{l}.attn.hook_z", _copy_hook(z_mask, b, value)))
-                    if mlp_mask.any():
-                        value = means[f"blocks.{l}.hook_mlp_out"] if means is not None else None
-                        hooks.append((f"blocks.{l}.hook_mlp_out",
-                                      _copy_hook(mlp_mask[:, None], b, value)))
-                    resid = cache[f"blocks.{l}.hook_resid_pre"].repeat(g, 1, 1)
-                    with model.hooks(fwd_hooks=hooks):
-                        out = model(resid, start_at_layer=l, tokens=tokens.repeat(g, 1))
-                    for j, ci in enumerate(chunk):
-                        sums[name][ci + 1] += batch_statistics(out[j * b : (j + 1) * b], tokens,
-                                                               mask, top_k, skip_ids)
-            bar.update(1)
-    bar.close()
-    evals = []
-    for i in range(len(comps) + 1):
-        results = {}
-        for name in data:
-            s = sums[name][i].tolist()
-            n = s[0]
-            acc = {k: s[2 + j] / n for j, k in enumerate(top_k)}
-            n_skip = int(s[2 + len(top_k)]) if skip_common else 0
-            skip = ({k: s[3 + len(top_k) + j] / max(n_skip, 1) for j, k in enumerate(top_k)}
-                    if skip_common else {})
-            results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip)
-        evals.append(Evaluation(results, "original" if i == 0 else component_label(comps[i - 1])))
-    return evals[0], evals[1:]
-
-
-def _copy_hook(copy_mask: Tensor, batch: int, value: Tensor | None) -> Any:
-    """Hook for a copy-major batch: copy ``g`` (rows ``g*batch:(g+1)*batch``) has the units
-    ``copy_mask[g]`` replaced by ``value`` (0 when None)."""
-
-    def hook(acts: Tensor, hook: Any) -> Tensor:
-        m = copy_mask.repeat_interleave(batch, dim=0)  # [g*batch, n_units]
-        m = m.reshape(m.shape[0], 1, *m.shape[1:], *([1] * (acts.ndim - 2 - m.ndim + 1)))
-        v = torch.zeros((), dtype=acts.dtype, device=acts.device) if value is None else \
-            value.to(acts.device, acts.dtype)
-        return torch.where(m, v, acts)
-
-    return hook
 
 
 def greedy_circuit(
