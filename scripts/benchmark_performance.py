@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--sweep", type=int, default=6, help="K interventions of the layer sweep")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-map", action="store_true", help="skip ratio 6 (head map)")
+    ap.add_argument("--only", default="123456", help="which ratios to measure, e.g. 26")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     tokens = args.tokens or (8192 if args.model == "tiny" else 1024)
@@ -140,7 +141,26 @@ def main() -> None:
     }
     bare_pass(model, both, bs)  # warm-up
 
+    only = set(args.only)
     # 1. evaluation vs bare forward passes
+    if "1" in only:
+        run_1(model, data, both, bs, reps, results)
+    if "2" in only:
+        run_2(model, data, fit, both, bs, reps, results, args.levels)
+    if "3" in only:
+        run_3(args, tokens, bs, results)
+    if "4" in only:
+        run_4(model, data, bs, reps, results, args.sweep)
+    if "5" in only:
+        run_5(model, data, fit, both, bs, reps, results, args, tokens)
+    if "6" in only and not args.skip_map:
+        run_6(model, data, bs, reps, results)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+def run_1(model, data, both, bs, reps, results):
     t_eval, t_bare = paired(lambda: evaluate(model, data, batch_size=bs, progress=False),
                             lambda: bare_pass(model, both, bs), reps)
     results["1_eval_vs_bare"] = {"eval_s": t_eval, "bare_s": t_bare, "ratio": t_eval / t_bare,
@@ -148,25 +168,35 @@ def main() -> None:
     print(f"1. evaluation / bare forward:        {t_eval / t_bare:.3f}  "
           f"({t_eval:.2f}s vs {t_bare:.2f}s)", flush=True)
 
-    # 2. selectivity curve (statistics + baseline + N levels) vs N + 2 bare passes
-    levels = [0.005 * 2**i for i in range(args.levels)]
 
+
+def curve_job_factory(model, data, fit, bs, levels):
     def curve_job():
         scores = pruning_scores(model, fit["forget"], fit["retain"], batch_size=bs)
         selectivity_curve(model, data, scores.intervention, levels, batch_size=bs,
                           progress=False)
 
+    return curve_job
+
+
+def run_2(model, data, fit, both, bs, reps, results, n_levels):
+    # 2. selectivity curve (statistics + baseline + N levels) vs N + 2 bare passes
+    levels = [0.005 * 2**i for i in range(n_levels)]
+    curve_job = curve_job_factory(model, data, fit, bs, levels)
+
     def bare_job():
         bare_pass(model, [fit["forget"], fit["retain"]], bs)
-        for _ in range(args.levels + 1):
+        for _ in range(n_levels + 1):
             bare_pass(model, both, bs)
 
     t_curve, t_bare_n = paired(curve_job, bare_job, reps)
-    results["2_curve_vs_bare"] = {"curve_s": t_curve, "bare_s": t_bare_n, "levels": args.levels,
+    results["2_curve_vs_bare"] = {"curve_s": t_curve, "bare_s": t_bare_n, "levels": n_levels,
                                   "ratio": t_curve / t_bare_n, "target": "<= 1.15"}
     print(f"2. selectivity curve / (N+2) bare:   {t_curve / t_bare_n:.3f}  "
-          f"({t_curve:.2f}s vs {t_bare_n:.2f}s, N={args.levels})", flush=True)
+          f"({t_curve:.2f}s vs {t_bare_n:.2f}s, N={n_levels})", flush=True)
 
+
+def run_3(args, tokens, bs, results):
     # 3. peak memory of evaluation at 4x vs 1x tokens
     small = peak_kb("evaluate", args.model, tokens, args.seq_len, bs)
     large = peak_kb("evaluate", args.model, 4 * tokens, args.seq_len, bs)
@@ -175,23 +205,32 @@ def main() -> None:
     print(f"3. eval peak memory 4x / 1x tokens:  {large / max(small, 1):.3f}  "
           f"({small / 1024:.0f} MiB vs {large / 1024:.0f} MiB)", flush=True)
 
+
+
+def run_4(model, data, bs, reps, results, sweep):
     # 4. K interventions at layer L: shared prefix vs K full passes
     n = model.cfg.n_layers
     layer = n - 1 if n <= 3 else (2 * n) // 3
-    heads = [(layer, h % model.cfg.n_heads) for h in range(args.sweep)]
+    heads = [(layer, h % model.cfg.n_heads) for h in range(sweep)]
     ivs = [zero_ablation(model, heads=[hd]) for hd in heads]
     t_shared, t_full = paired(
         lambda: evaluate_many(model, data, ivs, batch_size=bs, progress=False),
         lambda: evaluate_many(model, data, ivs, batch_size=bs, progress=False,
                               share_prefix=False), reps)
     ideal = n / (n - layer)
-    results["4_sweep_shared_prefix"] = {"layer": layer, "K": args.sweep, "shared_s": t_shared,
+    results["4_sweep_shared_prefix"] = {"layer": layer, "K": sweep, "shared_s": t_shared,
                                         "full_s": t_full, "speedup": t_full / t_shared,
                                         "ideal": ideal}
-    print(f"4. sweep at layer {layer}/{n}, K={args.sweep}: speed-up {t_full / t_shared:.2f}x "
+    print(f"4. sweep at layer {layer}/{n}, K={sweep}: speed-up {t_full / t_shared:.2f}x "
           f"(ideal about {ideal:.2f}x; {t_shared:.2f}s vs {t_full:.2f}s)", flush=True)
 
+
+
+def run_5(model, data, fit, both, bs, reps, results, args, tokens):
     # 5. the curve job vs the straightforward notebook way
+    levels = [0.005 * 2**i for i in range(args.levels)]
+    curve_job = curve_job_factory(model, data, fit, bs, levels)
+
     def naive_job():
         scores = pruning_scores(model, fit["forget"], fit["retain"], batch_size=bs)
         from tl_unlearn.metrics.evaluation import batch_statistics
@@ -215,23 +254,21 @@ def main() -> None:
           f"{mem_ours / max(mem_naive, 1):.3f}x ({mem_ours / 1024:.0f} MiB vs "
           f"{mem_naive / 1024:.0f} MiB)", flush=True)
 
+
+
+def run_6(model, data, bs, reps, results):
     # 6. component selectivity map (every head) vs full forward passes
-    if not args.skip_map:
-        from tl_unlearn.circuits import component_selectivity_map
+    from tl_unlearn.circuits import component_selectivity_map
 
-        small_data = {k: v.head(2 * bs) for k, v in data.items()}
-        t_map, t_map_full = paired(
-            lambda: component_selectivity_map(model, small_data, batch_size=bs, progress=False),
-            lambda: component_selectivity_map(model, small_data, batch_size=bs, progress=False,
-                                              share_prefix=False), max(1, reps - 1))
-        results["6_head_map_vs_full"] = {"map_s": t_map, "full_s": t_map_full,
-                                         "ratio": t_map / t_map_full, "target": "<= 0.6"}
-        print(f"6. head selectivity map / full passes: {t_map / t_map_full:.3f}  "
-              f"({t_map:.2f}s vs {t_map_full:.2f}s)", flush=True)
-
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+    small_data = {k: v.head(2 * bs) for k, v in data.items()}
+    t_map, t_map_full = paired(
+        lambda: component_selectivity_map(model, small_data, batch_size=bs, progress=False),
+        lambda: component_selectivity_map(model, small_data, batch_size=bs, progress=False,
+                                          share_prefix=False), max(1, reps - 1))
+    results["6_head_map_vs_full"] = {"map_s": t_map, "full_s": t_map_full,
+                                     "ratio": t_map / t_map_full, "target": "<= 0.6"}
+    print(f"6. head selectivity map / full passes: {t_map / t_map_full:.3f}  "
+          f"({t_map:.2f}s vs {t_map_full:.2f}s)", flush=True)
 
 
 if __name__ == "__main__":

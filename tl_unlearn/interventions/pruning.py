@@ -71,21 +71,28 @@ class UnitStats:
         return cls(0.0, z.clone(), z.clone(), z.clone(), z.clone(), z.clone())
 
     def update(self, x: Float[Tensor, "n units"]) -> None:
-        """Merge a batch of observations (rows) into the running statistics."""
-        x = x.double()
+        """Merge a batch of observations (rows) into the running statistics.
+
+        Batch sums are accumulated in float64 straight from the input dtype (no float64 copy
+        of the batch), then merged with Chan et al.'s parallel update in float64.
+        """
         nb = x.shape[0]
         if nb == 0:
             return
+        f64 = torch.float64
         n = self.n + nb
-        mb = x.mean(0)
-        m2b = ((x - mb) ** 2).sum(0)
+        mb = x.sum(0, dtype=f64) / nb
+        centered = x - mb.to(x.dtype)
+        # two-pass centred sum of squares, corrected for the rounding of the centre
+        m2b = centered.square().sum(0, dtype=f64) - centered.sum(0, dtype=f64) ** 2 / nb
         delta = mb - self.mean
         self.m2 = self.m2 + m2b + delta**2 * self.n * nb / n
         self.mean = self.mean + delta * nb / n
         w = nb / n
-        self.mean_abs = self.mean_abs + w * (x.abs().mean(0) - self.mean_abs)
-        self.mean_sqrt = self.mean_sqrt + w * (x.abs().sqrt().mean(0) - self.mean_sqrt)
-        self.pos_freq = self.pos_freq + w * ((x > 0).double().mean(0) - self.pos_freq)
+        xa = x.abs()
+        self.mean_abs = self.mean_abs + w * (xa.sum(0, dtype=f64) / nb - self.mean_abs)
+        self.mean_sqrt = self.mean_sqrt + w * (xa.sqrt_().sum(0, dtype=f64) / nb - self.mean_sqrt)
+        self.pos_freq = self.pos_freq + w * ((x > 0).sum(0, dtype=f64) / nb - self.pos_freq)
         self.n = n
 
     @property
