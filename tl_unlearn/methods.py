@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_unlearn.circuits import component_intervention
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions import (
     Intervention,
@@ -38,7 +39,7 @@ from tl_unlearn.interventions import (
     pruning_scores,
     sae_feature_intervention,
 )
-from tl_unlearn.interventions.ablation import _replace_hook, activation_means, select_sites
+from tl_unlearn.interventions.ablation import activation_means
 
 __all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution",
            "sae_feature_means",
@@ -97,12 +98,6 @@ def _pruning(score: str) -> Callable[[MethodContext], FittedMethod]:
     return fit
 
 
-@torch.no_grad()
-def _grad_free_means(model: Any, data: TokenDataset, names: list[str], batch_size: int
-                     ) -> dict[str, Tensor]:
-    return activation_means(model, data, names, batch_size=batch_size)
-
-
 def head_attribution(
     model: Any, forget: TokenDataset, retain: TokenDataset, *, batch_size: int = 8,
     reference: dict[str, Tensor] | None = None,
@@ -114,7 +109,7 @@ def head_attribution(
     ``mean_z`` is the pooled mean of ``hook_z`` on the retain data (or ``reference``).
     """
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
-    means = reference or _grad_free_means(model, retain, names, batch_size)
+    means = reference or activation_means(model, retain, names, batch_size=batch_size)
     device = getattr(model.cfg, "device", None) or "cpu"
 
     def attribution(data: TokenDataset) -> Tensor:
@@ -151,7 +146,7 @@ def _head_mean(ctx: MethodContext) -> FittedMethod:
     t0 = time.perf_counter()
     model = ctx.model
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
-    means = _grad_free_means(model, ctx.retain_fit, names, ctx.batch_size)
+    means = activation_means(model, ctx.retain_fit, names, batch_size=ctx.batch_size)
     # gradients cost ~3 forward passes: attribute on at most 16 sequences per side
     n = int(ctx.options.get("head-mean.attribution_seqs", 16))
     scores = head_attribution(model, ctx.forget_fit.head(n), ctx.retain_fit.head(n),
@@ -163,11 +158,10 @@ def _head_mean(ctx: MethodContext) -> FittedMethod:
 
     def family(fraction: float) -> Intervention:
         k = max(1, round(fraction * total))
-        sites = select_sites(model, heads=ranked[:k])
-        hooks = [(n, _replace_hook(m, "all", lambda a, v=means[n]: v.to(a.device)))
-                 for n, m in sites.items()]
-        return Intervention(f"head-mean@{fraction:g}", hooks,
-                            {"kind": "mean", "heads": [f"L{l}H{h}" for l, h in ranked[:k]]})
+        iv = component_intervention(model, ranked[:k], "mean", means=means,
+                                    name=f"head-mean@{fraction:g}")
+        iv.info["heads"] = [f"L{l}H{h}" for l, h in ranked[:k]]
+        return iv
 
     return FittedMethod("head-mean", family,
                         _levels(ctx, "head-mean", (0.01, 0.02, 0.05, 0.1)), "fraction of heads",
