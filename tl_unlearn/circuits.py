@@ -4,8 +4,10 @@
 through ``hook_z``, or every MLP layer through ``hook_mlp_out``; zero, mean or resample) and
 measures the relative drop on forget and retain. All single-component interventions are
 evaluated in one streaming pass with
-:func:`~tl_unlearn.metrics.evaluation.evaluate_many`: per batch the residual stream is
-computed once and each ablation only recomputes the layers from its own layer onward.
+:func:`~tl_unlearn.metrics.evaluation.evaluate_many`: per batch the original model runs
+once with its activations cached; a head ablation resumes from its layer's cached ``hook_z``
+(recomputing only the output projection, that layer's MLP and the later layers) and an
+MLP-layer ablation from the cached ``hook_mlp_out`` (only the later layers).
 
 :func:`greedy_circuit` grows a set of components, most selective first, until a target forget
 drop is reached or the retain drop would exceed a limit, and returns the set as an
@@ -29,7 +31,7 @@ from tl_unlearn.interventions import (
     zero_ablation,
 )
 from tl_unlearn.interventions.ablation import _replace_hook, activation_means, select_sites
-from tl_unlearn.metrics.evaluation import Evaluation, evaluate, evaluate_many
+from tl_unlearn.metrics.evaluation import Evaluation, ForgetRetainDrops, evaluate, evaluate_many
 from tl_unlearn.metrics.selectivity import SelectivityCurve
 
 __all__ = ["ComponentMap", "component_intervention", "component_selectivity_map",
@@ -86,7 +88,7 @@ def component_intervention(
 
 
 @dataclass
-class ComponentMap:
+class ComponentMap(ForgetRetainDrops):
     """Forget and retain drop of ablating each component alone.
 
     Attributes:
@@ -114,19 +116,6 @@ class ComponentMap:
     @property
     def labels(self) -> list[str]:
         return [component_label(c) for c in self.components]
-
-    def drop(self, dataset: str, metric: str | None = None) -> np.ndarray:
-        metric = metric or self.metric
-        return np.array([e.relative_drop(self.original, metric)[dataset]
-                         for e in self.evaluations])
-
-    @property
-    def forget_drop(self) -> np.ndarray:
-        return self.drop("forget")
-
-    @property
-    def retain_drop(self) -> np.ndarray:
-        return self.drop("retain")
 
     @property
     def selectivity(self) -> np.ndarray:
@@ -219,7 +208,8 @@ def component_selectivity_map(
         reference: Reference data for mean / resample ablation.
         metric: Metric of the drops.
         batch_size: Sequences per forward pass.
-        share_prefix: Reuse the forward pass up to each ablated layer (HookedTransformer).
+        share_prefix: Reuse the original forward pass up to each ablated component
+            (HookedTransformer); False runs a full forward pass per component.
         progress: Progress bar.
         **kwargs: Passed to the ablation (``per_position``, ``seed``).
 

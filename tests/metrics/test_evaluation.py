@@ -150,3 +150,84 @@ def test_evaluate_many_with_attached_sae_falls_back(tiny_sae_model, tiny_data, s
         a, b = evaluate_many(tiny_sae_model, tiny_data, [[], iv], progress=False)
     base = evaluate(tiny_sae_model, tiny_data, progress=False)
     assert abs(a["forget"].loss - base["forget"].loss) < 1e-4
+
+
+def _llama_like_model():
+    """A small random LLaMA-shaped HookedTransformer: RMSNorm, gated MLP, GQA, rotary."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=3, d_model=64, n_heads=4, d_head=16, d_mlp=128,
+                                  d_vocab=300, n_ctx=64, act_fn="silu", gated_mlp=True,
+                                  normalization_type="RMS", positional_embedding_type="rotary",
+                                  n_key_value_heads=2, final_rms=True)
+    return HookedTransformer(cfg).eval()
+
+
+def test_resuming_from_block_outputs_is_bit_exact(tiny_model, tiny_data):
+    """Head / MLP-layer ablations resume from the cached block (hook_z / hook_mlp_out):
+    the logits must be exactly those of a full pass with the same hooks."""
+    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.metrics.evaluation import _block_output_layer, _resume_from_block
+
+    ref = tiny_data["retain"]
+    for model in (tiny_model, _llama_like_model()):
+        toks = tiny_data["forget"].tokens[:4] % model.cfg.d_vocab
+        ref = TokenDataset("ref", ref.tokens % model.cfg.d_vocab, ref.attention_mask)
+        _, cache = model.run_with_cache(toks)
+        n = model.cfg.n_layers
+        ivs = [component_intervention(model, [(l, 1)]) for l in range(n)]
+        ivs += [component_intervention(model, [(l, None)], "mean", ref) for l in range(n)]
+        ivs += [component_intervention(model, [(n - 1, 0), (n - 1, 3), (n - 1, None)])]
+        ivs += [component_intervention(model, [(0, 2)], "resample", ref, seed=3)]
+        for iv in ivs:
+            layer = _block_output_layer(model, list(iv))
+            assert layer is not None, iv.name
+            with model.hooks(fwd_hooks=list(iv)):
+                full = model(toks)
+            resumed = _resume_from_block(model, layer, cache, list(iv), toks)
+            assert torch.equal(full, resumed), iv.name
+            assert not torch.equal(full, model(toks)), iv.name
+
+
+def test_block_shortcut_only_for_block_outputs_of_one_layer(tiny_model, tiny_sae_model,
+                                                            tiny_bridge):
+    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.metrics.evaluation import _block_output_layer
+
+    def fn(act, hook):
+        return act
+
+    assert _block_output_layer(tiny_model, component_intervention(tiny_model, [(1, 0)])) == 1
+    # two layers, a neuron hook, other hook points, other model types: full path
+    assert _block_output_layer(tiny_model, component_intervention(tiny_model, [(0, 0), (1, 0)])) is None
+    assert _block_output_layer(tiny_model, zero_ablation(tiny_model, neurons={0: [1]})) is None
+    assert _block_output_layer(tiny_model, [("blocks.0.attn.hook_pattern", fn)]) is None
+    assert _block_output_layer(tiny_model, [("blocks.0.hook_resid_post", fn)]) is None
+    assert _block_output_layer(tiny_bridge, [("blocks.0.attn.hook_z", fn)]) is None
+    # a hook the user left on the model would be skipped by the shortcut: not taken
+    tiny_sae_model.add_hook("blocks.0.hook_resid_pre", fn)
+    try:
+        assert _block_output_layer(tiny_sae_model, [("blocks.1.attn.hook_z", fn)]) is None
+    finally:
+        tiny_sae_model.reset_hooks()
+    assert _block_output_layer(tiny_sae_model, [("blocks.1.attn.hook_z", fn)]) == 1
+
+
+def test_evaluate_many_with_persistent_user_hook_matches_full_passes(tiny_model, tiny_data):
+    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.metrics import evaluate_many
+
+    def scale(act, hook):
+        return act * 0.5
+
+    ivs = [[], component_intervention(tiny_model, [(1, 2)]),
+           component_intervention(tiny_model, [(0, None)])]
+    tiny_model.add_hook("blocks.0.hook_resid_post", scale)
+    try:
+        shared = evaluate_many(tiny_model, tiny_data, ivs, progress=False)
+        full = evaluate_many(tiny_model, tiny_data, ivs, progress=False, share_prefix=False)
+    finally:
+        tiny_model.reset_hooks()
+    for a, b in zip(shared, full):
+        assert abs(a["forget"].loss - b["forget"].loss) < 1e-5

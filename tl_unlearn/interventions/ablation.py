@@ -184,6 +184,19 @@ def _stop_layer(model: Any, names: Sequence[str]) -> dict[str, Any]:
     return {"stop_at_layer": max(int(n.split(".")[1]) for n in names) + 1}
 
 
+def _add_rows(total: Tensor | None, x: Tensor) -> Tensor:
+    """``total + x``; per-position sums of batches of different widths are added row by row
+    (the shorter one counts as zero-padded)."""
+    if total is None:
+        return x
+    if x.ndim and x.shape[0] > total.shape[0]:
+        total, x = x, total
+    if x.ndim:
+        total[: x.shape[0]] += x
+        return total
+    return total + x
+
+
 @torch.inference_mode()
 def activation_means(
     model: Any,
@@ -216,20 +229,8 @@ def activation_means(
             c = m.double().sum(0)
             if not per_position:
                 s, c = s.sum(0), c.sum()
-            if name in sums:
-                width = s.shape[0] if per_position else None
-                if per_position and width > sums[name].shape[0]:
-                    pad = width - sums[name].shape[0]
-                    sums[name] = torch.cat([sums[name], s.new_zeros(pad, *s.shape[1:])])
-                    counts[name] = torch.cat([counts[name], c.new_zeros(pad)])
-                if per_position:
-                    sums[name][:width] += s
-                    counts[name][:width] += c
-                else:
-                    sums[name] += s
-                    counts[name] += c
-            else:
-                sums[name], counts[name] = s, c
+            sums[name] = _add_rows(sums.get(name), s)
+            counts[name] = _add_rows(counts.get(name), c)
 
         return hook
 

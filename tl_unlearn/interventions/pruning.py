@@ -26,8 +26,8 @@ with the already-pruned units in place (they then read 0 or their mean and are n
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -189,7 +189,6 @@ class PruningScores:
     scores: dict[str, Float[Tensor, " units"]]
     shapes: dict[str, tuple[int, ...]]
     fit_seconds: float = 0.0
-    excluded: dict[str, Bool[Tensor, " units"]] = field(default_factory=dict)
 
     def rescored(self, score: Score, *, eps: float = 1e-6, seed: int = 0) -> PruningScores:
         """The same statistics under another score (no new forward pass).
@@ -212,11 +211,13 @@ class PruningScores:
     def n_units(self) -> int:
         return sum(s.numel() for s in self.scores.values())
 
-    def select(self, fraction: float | None = None, *, count: int | None = None
+    def select(self, fraction: float | None = None, *, count: int | None = None,
+               exclude: Mapping[str, Bool[Tensor, " units"]] | None = None,
                ) -> dict[str, Bool[Tensor, " units"]]:
         """Global top units across all hooks: a ``fraction`` of all units, or ``count`` units.
 
-        Ties are broken by a stable order (hook order, then unit index).
+        Units marked in ``exclude`` (e.g. those already pruned) are chosen last. Ties are
+        broken by a stable order (hook order, then unit index).
         """
         if (fraction is None) == (count is None):
             raise ValueError("Pass exactly one of fraction= or count=.")
@@ -225,11 +226,9 @@ class PruningScores:
                 raise ValueError(f"fraction must be in [0, 1], got {fraction}")
             count = int(round(fraction * self.n_units))
         names = list(self.scores)
-        flat = torch.cat([
-            torch.where(self.excluded.get(n, torch.zeros_like(self.scores[n], dtype=torch.bool)),
-                        torch.tensor(float("-inf"), dtype=torch.float64), self.scores[n])
-            for n in names
-        ])
+        exclude = exclude or {}
+        flat = torch.cat([self.scores[n].masked_fill(exclude[n], float("-inf"))
+                          if n in exclude else self.scores[n] for n in names])
         chosen = torch.zeros_like(flat, dtype=torch.bool)
         if count:
             order = torch.sort(flat, descending=True, stable=True).indices[:count]
@@ -244,11 +243,22 @@ class PruningScores:
     def intervention(
         self, fraction: float | None = None, *, count: int | None = None,
         mode: Literal["zero", "mean"] = "zero", name: str | None = None,
+        units: Mapping[str, Bool[Tensor, " units"]] | None = None,
     ) -> Intervention:
-        """Prune the selected units through hooks (``"zero"`` or the retain ``"mean"``)."""
+        """Prune the selected units through hooks (``"zero"`` or the retain ``"mean"``).
+
+        The units are the top ``fraction`` / ``count`` by score, or exactly ``units`` (a mask
+        per hook, as returned by :meth:`select`).
+        """
         if mode not in ("zero", "mean"):
             raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}")
-        selected = self.select(fraction, count=count)
+        if units is not None:
+            if fraction is not None or count is not None:
+                raise ValueError("Pass units= or fraction=/count=, not both.")
+            selected = {n: units[n].bool() if n in units else torch.zeros_like(s, dtype=torch.bool)
+                        for n, s in self.scores.items()}
+        else:
+            selected = self.select(fraction, count=count)
         hooks = []
         for n, sel in selected.items():
             if not sel.any():
@@ -354,15 +364,10 @@ def selective_pruning(
                             batch_size=batch_size, seed=seed + step - 1,
                             fwd_hooks=current.fwd_hooks)
         total = int(round(fraction * ps.n_units)) if total is None else total
-        ps.excluded = pruned
         n_new = total * step // steps - sum(int(p.sum()) for p in pruned.values())
-        new = ps.select(count=n_new)
+        new = ps.select(count=n_new, exclude=pruned)
         pruned = {n: new[n] | pruned.get(n, torch.zeros_like(new[n])) for n in new}
-        ps.excluded = {}
-        ps.scores = {n: torch.where(pruned[n], torch.tensor(float("inf"), dtype=torch.float64),
-                                    torch.tensor(float("-inf"), dtype=torch.float64))
-                     for n in pruned}
-        current = ps.intervention(count=total * step // steps, mode=mode)
+        current = ps.intervention(units=pruned, mode=mode)
     assert ps is not None
     current.name = name or f"prune-{score}({fraction:.1%}, {mode}" + (
         f", {steps} steps)" if steps > 1 else ")")

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset
 
-__all__ = ["DatasetMetrics", "Evaluation", "evaluate", "evaluate_many"]
+__all__ = ["DatasetMetrics", "Evaluation", "ForgetRetainDrops", "evaluate", "evaluate_many"]
 
 HookList = Sequence[tuple[Any, Any]]
 
@@ -139,6 +140,33 @@ class Evaluation:
         return pd.DataFrame([m.as_dict() for m in self.datasets.values()]).set_index("name")
 
 
+class ForgetRetainDrops:
+    """Mixin for results holding an ``original`` evaluation and a list of ``evaluations``.
+
+    Subclasses set :attr:`drop_prefix` (values put before the evaluations' drops, e.g. the
+    level-0 point of a curve) and get ``drop``, ``forget_drop`` and ``retain_drop``.
+    """
+
+    original: Evaluation
+    evaluations: list[Evaluation]
+    metric: str
+    drop_prefix: tuple[float, ...] = ()
+
+    def drop(self, dataset: str, metric: str | None = None) -> np.ndarray:
+        """Relative drop of ``metric`` (default: the result's metric) on ``dataset``."""
+        metric = metric or self.metric
+        drops = [e.relative_drop(self.original, metric)[dataset] for e in self.evaluations]
+        return np.array([*self.drop_prefix, *drops], dtype=float)
+
+    @property
+    def forget_drop(self) -> np.ndarray:
+        return self.drop("forget")
+
+    @property
+    def retain_drop(self) -> np.ndarray:
+        return self.drop("retain")
+
+
 def _common_targets(ds: TokenDataset, n: int) -> Int[Tensor, " n"]:
     targets = ds.tokens[:, 1:][ds.attention_mask[:, 1:]]
     if n <= 0 or targets.numel() == 0:
@@ -192,6 +220,91 @@ def _start_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int:
     return min(layers)
 
 
+_BLOCK_OUTPUTS = ("attn.hook_z", "hook_mlp_out")
+
+
+def _block_output_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int | None:
+    """The layer ``l`` when every hook is on ``hook_z`` or ``hook_mlp_out`` of block ``l``.
+
+    Such an intervention (a head or MLP-layer ablation) leaves everything in block ``l``
+    before those hook points as in the original model, so the forward pass can resume from
+    cached activations: for ``hook_z`` only the output projection, the block's MLP and the
+    later layers are recomputed; for ``hook_mlp_out`` alone only the later layers. Returns
+    None when that shortcut does not apply (other hooks, hooks already on the model, an SAE
+    spliced in, or a block layout other than pre-norm attention then MLP).
+    """
+    from transformer_lens import HookedTransformer
+    from transformer_lens.components import TransformerBlock
+    from transformer_lens.hook_points import HookPoint
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    if not isinstance(model, HookedTransformer) or not hooks:
+        return None
+    cfg = model.cfg
+    if (cfg.attn_only or cfg.parallel_attn_mlp or cfg.use_normalization_before_and_after
+            or cfg.use_attn_result or cfg.load_in_4bit or cfg.use_hook_mlp_in
+            or cfg.original_architecture in POST_NORM_ARCHITECTURES):
+        return None
+    layers = set()
+    for name, _ in hooks:
+        parts = name.split(".", 2) if isinstance(name, str) else []
+        if len(parts) != 3 or parts[0] != "blocks" or parts[2] not in _BLOCK_OUTPUTS:
+            return None
+        layers.add(int(parts[1]))
+    if len(layers) != 1:
+        return None
+    layer = layers.pop()
+    block = model.blocks[layer]
+    if (type(block) is not TransformerBlock or type(block.attn.hook_z) is not HookPoint
+            or type(block.hook_mlp_out) is not HookPoint):
+        return None
+    if any(hp.fwd_hooks for hp in model.hook_dict.values()):
+        return None  # hooks the user left on the model would be skipped
+    return layer
+
+
+def _block_cache_names(layer: int) -> list[str]:
+    return [f"blocks.{layer}.{n}" for n in
+            ("hook_resid_pre", "attn.hook_z", "hook_resid_mid", "hook_mlp_out")]
+
+
+def _resume_from_block(
+    model: Any,
+    layer: int,
+    cache: Mapping[str, Tensor],
+    hooks: Sequence[tuple[Any, Any]],
+    tokens: Int[Tensor, "batch pos"],
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits with ``hooks`` applied to block ``layer``'s cached outputs (see above).
+
+    The arithmetic after ``hook_z`` is TransformerLens's own (``F.linear`` with the same
+    flattened ``W_O``, then ``ln2`` and the MLP of the same block), so the logits match a
+    full pass with the hooks.
+    """
+    block = model.blocks[layer]
+    z_name, mlp_name = (f"blocks.{layer}.{n}" for n in _BLOCK_OUTPUTS)
+
+    def hooked(name: str, act: Tensor) -> Tensor:
+        act = act.clone()
+        for hook_name, fn in hooks:
+            if hook_name == name:
+                out = fn(act, hook=model.hook_dict[name])
+                act = act if out is None else out
+        return act
+
+    if any(name == z_name for name, _ in hooks):
+        z = hooked(z_name, cache[z_name])
+        w = block.attn.W_O.reshape(-1, model.cfg.d_model).T.contiguous()
+        attn_out = torch.nn.functional.linear(z.reshape(*z.shape[:2], -1).to(w.dtype), w,
+                                              block.attn.b_O)
+        resid_mid = cache[f"blocks.{layer}.hook_resid_pre"] + attn_out
+        mlp_out = block.apply_mlp(block.ln2(resid_mid))
+    else:
+        resid_mid, mlp_out = cache[f"blocks.{layer}.hook_resid_mid"], cache[mlp_name]
+    resid_post = resid_mid + hooked(mlp_name, mlp_out)
+    return model(resid_post, start_at_layer=layer + 1, tokens=tokens, return_type="logits")
+
+
 @torch.inference_mode()
 def evaluate_many(
     model: Any,
@@ -212,7 +325,9 @@ def evaluate_many(
     computed once per batch up to the first layer any intervention touches, and each
     intervention only recomputes the layers from its own first hooked layer onward
     (``start_at_layer``): a sweep of K interventions at layer L costs one full pass plus K
-    passes over ``n_layers - L`` layers. An intervention with no hook is the original model.
+    passes over ``n_layers - L`` layers. An intervention that only hooks ``hook_z`` / ``hook_mlp_out`` of
+    one layer (a head or MLP ablation) resumes from that block's cached activations, skipping
+    its attention pattern (and, for the MLP alone, the whole block) too. An intervention with no hook is the original model.
 
     Returns:
         One :class:`Evaluation` per intervention, in order.
@@ -241,10 +356,15 @@ def evaluate_many(
         labels = [getattr(h, "name", "") for h in interventions]
     n_layers = model.cfg.n_layers
     starts = [_start_layer(model, h) if share_prefix else 0 for h in hook_lists]
+    block_layers = [_block_output_layer(model, h) if share_prefix else None for h in hook_lists]
     # the original model (no hook) also resumes from the deepest needed cached layer
-    needed = sorted({s for s in starts if 0 < s < n_layers})
+    needed = sorted({s for s in starts if 0 < s < n_layers}
+                    | {l for l in block_layers if l is not None})
     if any(f"blocks.{l}.hook_resid_pre" not in model.hook_dict for l in needed):
-        needed, starts = [], [0] * len(hook_lists)  # e.g. an SAE spliced in at resid_pre
+        # e.g. an SAE spliced in at resid_pre
+        needed, starts, block_layers = [], [0] * len(hook_lists), [None] * len(hook_lists)
+    block_names = [n for l in sorted({l for l in block_layers if l is not None})
+                   for n in _block_cache_names(l)]
     device = getattr(model.cfg, "device", None) or "cpu"
     n_stats = 2 + len(top_k) + (1 + len(top_k) if skip_common else 0)
     seconds = [0.0] * len(hook_lists)
@@ -259,7 +379,7 @@ def evaluate_many(
             t0 = time.perf_counter()
             resid: dict[int, Tensor] = {}
             if needed:
-                names = [f"blocks.{l}.hook_resid_pre" for l in needed]
+                names = sorted({f"blocks.{l}.hook_resid_pre" for l in needed} | set(block_names))
                 _, cache = model.run_with_cache(tokens, names_filter=names,
                                                 stop_at_layer=needed[-1] + 1, return_type=None)
                 resid = {l: cache[f"blocks.{l}.hook_resid_pre"] for l in needed}
@@ -267,15 +387,18 @@ def evaluate_many(
             for i, hooks in enumerate(hook_lists):
                 t1 = time.perf_counter()
                 start = starts[i]
-                with model.hooks(fwd_hooks=hooks):
-                    if start in resid:
-                        logits = model(resid[start], start_at_layer=start, tokens=tokens,
-                                       return_type="logits")
-                    elif start == n_layers and needed:
-                        logits = model(resid[needed[-1]], start_at_layer=needed[-1],
-                                       tokens=tokens, return_type="logits")
-                    else:
-                        logits = model(tokens, return_type="logits")
+                if block_layers[i] is not None:
+                    logits = _resume_from_block(model, block_layers[i], cache, hooks, tokens)
+                else:
+                    with model.hooks(fwd_hooks=hooks):
+                        if start in resid:
+                            logits = model(resid[start], start_at_layer=start, tokens=tokens,
+                                           return_type="logits")
+                        elif start == n_layers and needed:
+                            logits = model(resid[needed[-1]], start_at_layer=needed[-1],
+                                           tokens=tokens, return_type="logits")
+                        else:
+                            logits = model(tokens, return_type="logits")
                 sums[name][i] += batch_statistics(logits, tokens, mask.to(logits.device),
                                                   top_k, skip_ids)
                 seconds[i] += time.perf_counter() - t1 + shared

@@ -25,14 +25,14 @@ import plotly.graph_objects as go
 
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions.base import Intervention
-from tl_unlearn.metrics.evaluation import Evaluation, evaluate_many
+from tl_unlearn.metrics.evaluation import Evaluation, ForgetRetainDrops, evaluate_many
 from tl_unlearn.reporting import atomic_write_text
 
 __all__ = ["SelectivityCurve", "selectivity_curve"]
 
 
 @dataclass
-class SelectivityCurve:
+class SelectivityCurve(ForgetRetainDrops):
     """Evaluations of a family of interventions at several levels, against the original.
 
     Attributes:
@@ -84,19 +84,10 @@ class SelectivityCurve:
         """Levels, with 0 first when ``include_zero``."""
         return np.array(([0.0] if self.include_zero else []) + list(self.levels), dtype=float)
 
-    def drop(self, dataset: str, metric: str | None = None) -> np.ndarray:
-        """Relative drop of ``metric`` on ``dataset`` at each point of :attr:`x`."""
-        metric = metric or self.metric
-        drops = [e.relative_drop(self.original, metric)[dataset] for e in self.evaluations]
-        return np.array(([0.0] if self.include_zero else []) + drops, dtype=float)
-
     @property
-    def forget_drop(self) -> np.ndarray:
-        return self.drop("forget")
-
-    @property
-    def retain_drop(self) -> np.ndarray:
-        return self.drop("retain")
+    def drop_prefix(self) -> tuple[float, ...]:
+        """The level-0 point's drop (0) when ``include_zero``, so drops align with :attr:`x`."""
+        return (0.0,) if self.include_zero else ()
 
     @property
     def difference(self) -> np.ndarray:
