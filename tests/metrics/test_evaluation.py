@@ -231,3 +231,22 @@ def test_evaluate_many_with_persistent_user_hook_matches_full_passes(tiny_model,
         tiny_model.reset_hooks()
     for a, b in zip(shared, full):
         assert abs(a["forget"].loss - b["forget"].loss) < 1e-5
+
+
+def test_block_shortcut_respects_spliced_saes(tiny_sae_model, tiny_data, sae_factory):
+    """An SAE spliced in at a hook point of the ablated block must still be applied."""
+    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.metrics import evaluate_many
+
+    for hook in ("blocks.0.hook_resid_post", "blocks.0.hook_resid_mid", "blocks.0.hook_mlp_out"):
+        # (a hook on the very point an SAE replaces is not hookable; those are left out)
+        ivs = [[]] + [iv for iv in (component_intervention(tiny_sae_model, [(0, 1)]),
+                                    component_intervention(tiny_sae_model, [(0, None)]))
+                      if iv.fwd_hooks[0][0] != hook]
+        sae = sae_factory(tiny_sae_model, hook)
+        with tiny_sae_model.saes(saes=[sae], use_error_term=False):
+            shared = evaluate_many(tiny_sae_model, tiny_data, ivs, progress=False)
+            full = evaluate_many(tiny_sae_model, tiny_data, ivs, progress=False,
+                                 share_prefix=False)
+        for a, b in zip(shared, full):
+            assert abs(a["forget"].loss - b["forget"].loss) < 1e-5, hook

@@ -255,9 +255,10 @@ def _block_output_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int | N
         return None
     layer = layers.pop()
     block = model.blocks[layer]
-    if (type(block) is not TransformerBlock or type(block.attn.hook_z) is not HookPoint
-            or type(block.hook_mlp_out) is not HookPoint):
-        return None
+    skipped = (block.attn.hook_z, block.hook_attn_out, block.hook_resid_mid,
+               block.hook_mlp_out, block.hook_resid_post)
+    if type(block) is not TransformerBlock or any(type(m) is not HookPoint for m in skipped):
+        return None  # e.g. an SAE spliced in where the shortcut does not call the module
     if any(hp.fwd_hooks for hp in model.hook_dict.values()):
         return None  # hooks the user left on the model would be skipped
     return layer
