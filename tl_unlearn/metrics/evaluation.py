@@ -286,11 +286,12 @@ def _resume_from_block(
     z_name, mlp_name = (f"blocks.{layer}.{n}" for n in _BLOCK_OUTPUTS)
 
     def hooked(name: str, act: Tensor) -> Tensor:
-        act = act.clone()
-        for hook_name, fn in hooks:
-            if hook_name == name:
-                out = fn(act, hook=model.hook_dict[name])
-                act = act if out is None else out
+        fns = [fn for hook_name, fn in hooks if hook_name == name]
+        if fns:
+            act = act.clone()  # hooks may edit in place; the cache serves every intervention
+        for fn in fns:
+            out = fn(act, hook=model.hook_dict[name])
+            act = act if out is None else out
         return act
 
     if any(name == z_name for name, _ in hooks):
@@ -326,9 +327,10 @@ def evaluate_many(
     computed once per batch up to the first layer any intervention touches, and each
     intervention only recomputes the layers from its own first hooked layer onward
     (``start_at_layer``): a sweep of K interventions at layer L costs one full pass plus K
-    passes over ``n_layers - L`` layers. An intervention that only hooks ``hook_z`` / ``hook_mlp_out`` of
-    one layer (a head or MLP ablation) resumes from that block's cached activations, skipping
-    its attention pattern (and, for the MLP alone, the whole block) too. An intervention with no hook is the original model.
+    passes over ``n_layers - L`` layers. An intervention that only hooks ``hook_z`` /
+    ``hook_mlp_out`` of one layer (a head or MLP ablation) resumes from that block's cached
+    activations, skipping its attention pattern (and, for the MLP alone, the whole block)
+    too. An intervention with no hook is the original model.
 
     Returns:
         One :class:`Evaluation` per intervention, in order.
