@@ -28,7 +28,8 @@ from torch import Tensor
 
 from tl_unlearn.corpora import BUILTIN_CORPORA, load_corpus
 
-__all__ = ["ForgetRetainTask", "TextDataset", "TokenDataset", "TextSource", "make_task"]
+__all__ = ["ForgetRetainTask", "TextDataset", "TokenDataset", "TextSource", "make_task",
+           "predicted_positions"]
 
 Split = Literal["fit", "eval"]
 TextSource = str | Path | Sequence[str] | datasets.Dataset
@@ -81,6 +82,18 @@ def _read_source(source: TextSource, text_column: str) -> tuple[str, list[str]]:
     if not all(isinstance(d, str) for d in docs):
         raise TypeError("A list source must contain only strings.")
     return "texts", docs
+
+
+def predicted_positions(mask: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch pos_minus_1"]:
+    """Positions whose next token is predicted: a real token followed by a real token.
+
+    Aligned with ``logits[:, :-1]`` / ``tokens[:, 1:]`` (the last column is dropped).
+
+    Example:
+        >>> predicted_positions(torch.tensor([[True, True, False]]))
+        tensor([[ True, False]])
+    """
+    return mask[:, :-1] & mask[:, 1:]
 
 
 @dataclass

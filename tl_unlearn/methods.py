@@ -31,7 +31,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_unlearn.circuits import component_intervention
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions import (
     Intervention,
     PruningScores,
@@ -128,7 +128,7 @@ def head_attribution(
             tokens, mask = tokens.to(device), mask.to(device)
             with model.hooks(fwd_hooks=[(n, keep(n)) for n in names]), torch.enable_grad():
                 per_tok = model(tokens, return_type="loss", loss_per_token=True)
-                valid = mask[:, 1:] & mask[:, :-1]
+                valid = predicted_positions(mask)
                 per_tok[valid].sum().backward()
             pos_mask = mask.unsqueeze(-1).unsqueeze(-1)
             for l, n in enumerate(names):

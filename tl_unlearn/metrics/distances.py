@@ -25,11 +25,11 @@ from typing import Any
 
 import plotly.graph_objects as go
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data import TokenDataset, predicted_positions
 
 __all__ = [
     "ActivationDistances",
@@ -69,11 +69,6 @@ def js_divergence(
     kl_pm = (lp.exp() * (lp - lm)).sum(-1)
     kl_qm = (lq.exp() * (lq - lm)).sum(-1)
     return (0.5 * kl_pm + 0.5 * kl_qm).clamp(min=0.0, max=LN2)
-
-
-def _valid(mask: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch pos"]:
-    """Predicted positions: a real token whose next token is real too (drop the last column)."""
-    return mask[:, :-1] & mask[:, 1:]
 
 
 @dataclass
@@ -118,7 +113,7 @@ def output_distances(
     for tokens, mask in tqdm(list(data.batches(batch_size)), disable=not progress, leave=False):
         la = _logits(model_a, tokens, hooks_a)[:, :-1]
         lb = _logits(model_b, tokens, hooks_b)[:, :-1]
-        valid = _valid(mask)
+        valid = predicted_positions(mask)
         js = js_divergence(la, lb, torch.float32)[valid].double()
         l2 = (la.softmax(-1) - lb.softmax(-1)).norm(dim=-1)[valid]
         sums += torch.stack([torch.tensor(float(valid.sum()), dtype=torch.float64),
@@ -305,7 +300,7 @@ def completeness(
         tb = _logits(retrained_model, tokens, ())[:, :-1].topk(k, dim=-1).indices
         inter = (ta.unsqueeze(-1) == tb.unsqueeze(-2)).any(-1).sum(-1).double()
         jac = inter / (2 * k - inter)
-        valid = _valid(mask)
+        valid = predicted_positions(mask)
         total += float(jac[valid].sum())
         n += int(valid.sum())
     if n == 0:

@@ -29,7 +29,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data import TokenDataset, predicted_positions
 
 __all__ = ["DatasetMetrics", "Evaluation", "ForgetRetainDrops", "evaluate", "evaluate_many"]
 
@@ -189,7 +189,7 @@ def batch_statistics(
     """
     logits = logits[:, :-1].float()
     targets = tokens[:, 1:]
-    valid = mask[:, 1:] & mask[:, :-1]
+    valid = predicted_positions(mask)
     # fused log-softmax + NLL (one pass over the vocabulary)
     nll = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data import TokenDataset, predicted_positions
 
 __all__ = ["LogitLensDiff", "logit_lens_diff"]
 
@@ -125,7 +125,7 @@ def logit_lens_diff(
                 tokens = tokens.to(device)
                 with model.hooks(fwd_hooks=list(run_hooks)):
                     _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
-                valid = (mask[:, 1:] & mask[:, :-1]).to(device)
+                valid = predicted_positions(mask).to(device)
                 targets = tokens[:, 1:]
                 for i, n in enumerate(names):
                     logits = model.unembed(model.ln_final(cache[n][:, :-1]))

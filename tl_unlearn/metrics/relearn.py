@@ -22,7 +22,7 @@ from typing import Any
 import plotly.graph_objects as go
 import torch
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.metrics.evaluation import evaluate
 
 __all__ = ["RelearnResult", "anamnesis_index", "relearn", "relearn_attack"]
@@ -157,7 +157,7 @@ def relearn(
                 tokens = forget_fit.tokens[idx].to(device)
                 mask = forget_fit.attention_mask[idx].to(device)
                 per_tok = student(tokens, return_type="loss", loss_per_token=True)
-                loss = per_tok[mask[:, 1:] & mask[:, :-1]].mean()
+                loss = per_tok[predicted_positions(mask)].mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data import TokenDataset, predicted_positions
 
 __all__ = ["FisherUncertainty", "fisher_uncertainty"]
 
@@ -49,7 +49,7 @@ class FisherUncertainty:
 
 def _seq_loglik(model: Any, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     per_tok = model(tokens, return_type="loss", loss_per_token=True)  # [batch, pos-1] NLL
-    valid = (mask[:, 1:] & mask[:, :-1]).to(per_tok.dtype)
+    valid = predicted_positions(mask).to(per_tok.dtype)
     return -(per_tok * valid).sum(1) / valid.sum(1).clamp(min=1)
 
 
