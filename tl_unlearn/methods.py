@@ -40,6 +40,7 @@ from tl_unlearn.interventions import (
     sae_feature_intervention,
 )
 from tl_unlearn.interventions.ablation import activation_means
+from tl_unlearn.interventions.base import model_device
 
 __all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution",
            "sae_feature_means",
@@ -110,7 +111,7 @@ def head_attribution(
     """
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
     means = reference or activation_means(model, retain, names, batch_size=batch_size)
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
 
     def attribution(data: TokenDataset) -> Tensor:
         total = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, dtype=torch.float64)
@@ -195,7 +196,7 @@ def train_sae(
     tokens = torch.cat([d.tokens for d in data])
     context = tokens.shape[1]
     ds = hf_datasets.Dataset.from_dict({"input_ids": tokens.tolist()})
-    device = str(getattr(model.cfg, "device", None) or "cpu")
+    device = str(model_device(model))
     cfg = LanguageModelSAERunnerConfig(
         sae=StandardTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=l1_coefficient),
         model_name=getattr(model.cfg, "model_name", "model"), hook_name=hook_name,
@@ -217,7 +218,7 @@ def sae_feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch
 
     total = torch.zeros(int(sae.cfg.d_sae), dtype=torch.float64)
     count = 0
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
     for tokens, mask in data.batches(batch_size):
         _, cache = model.run_with_cache(tokens.to(device), names_filter=[hook], return_type=None,
                                          **_stop_layer(model, [hook]))

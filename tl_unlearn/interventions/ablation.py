@@ -34,6 +34,7 @@ from tl_unlearn.interventions.base import (
     check_indices,
     check_layer,
     hook_shapes,
+    model_device,
     positions_mask,
 )
 
@@ -234,7 +235,7 @@ def activation_means(
 
         return hook
 
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
     stop = _stop_layer(model, hook_names)
     with model.hooks(fwd_hooks=[(n, accumulate(n)) for n in hook_names]):
         for tokens, mask in _iter_data(data, batch_size):
@@ -302,7 +303,7 @@ def mean_ablation(
 
 @torch.inference_mode()
 def _collect(model: Any, tokens: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
     _, cache = model.run_with_cache(tokens.to(device), names_filter=list(names),
                                      return_type=None, **_stop_layer(model, names))
     return {n: cache[n].clone() for n in names}

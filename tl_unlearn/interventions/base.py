@@ -33,6 +33,11 @@ __all__ = [
     "positions_mask",
 ]
 
+
+def model_device(model: Any) -> str | torch.device:
+    """The device inputs of ``model`` go to (``model.cfg.device``, or CPU when unset)."""
+    return getattr(model.cfg, "device", None) or "cpu"
+
 HookFn = Callable[[Tensor, Any], Tensor | None]
 Positions = str | int | Sequence[int] | Tensor | None
 
@@ -166,7 +171,7 @@ def hook_shapes(model: Any, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
 
         bos = model.tokenizer.bos_token_id if model.tokenizer is not None else 0
         bos = 0 if bos is None else bos
-        device = getattr(model.cfg, "device", None) or "cpu"
+        device = model_device(model)
         tokens = torch.full((1, 2), bos, dtype=torch.long, device=device)
         with model.hooks(fwd_hooks=[(n, recorder(n)) for n in missing]):
             model(tokens, return_type=None)

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions.ablation import _iter_data, _replace_hook, _stop_layer
-from tl_unlearn.interventions.base import HookFn, Intervention, hook_shapes
+from tl_unlearn.interventions.base import HookFn, Intervention, hook_shapes, model_device
 
 __all__ = ["SCORES", "PruningScores", "UnitStats", "collect_statistics", "pruning_scores",
            "selective_pruning"]
@@ -145,7 +145,7 @@ def collect_statistics(
 
         return hook
 
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
     stop = _stop_layer(model, hook_names)
     n_batches = 0
     with model.hooks(fwd_hooks=[*fwd_hooks, *((n, reader(n)) for n in hook_names)]):

@@ -30,6 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.interventions.base import model_device
 
 __all__ = [
     "ActivationDistances",
@@ -87,7 +88,7 @@ class OutputDistances:
 
 
 def _logits(model: Any, tokens: Tensor, hooks: Hooks) -> Tensor:
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
     with model.hooks(fwd_hooks=list(hooks)):
         return model(tokens.to(device), return_type="logits").cpu()
 

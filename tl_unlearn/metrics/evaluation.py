@@ -30,6 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.interventions.base import model_device
 
 __all__ = ["DatasetMetrics", "Evaluation", "ForgetRetainDrops", "evaluate", "evaluate_many"]
 
@@ -368,7 +369,7 @@ def evaluate_many(
         needed, starts, block_layers = [], [0] * len(hook_lists), [None] * len(hook_lists)
     block_names = [n for l in sorted({l for l in block_layers if l is not None})
                    for n in _block_cache_names(l)]
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
     n_stats = 2 + len(top_k) + (1 + len(top_k) if skip_common else 0)
     seconds = [0.0] * len(hook_lists)
     sums = {name: [torch.zeros(n_stats, dtype=torch.float64) for _ in hook_lists]

@@ -19,6 +19,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.interventions.base import model_device
 
 __all__ = ["LogitLensDiff", "logit_lens_diff"]
 
@@ -115,7 +116,7 @@ def logit_lens_diff(
     lens_points = [f"L{l}" for l in chosen] + ["final"]
     logprob: dict[str, dict[str, list[float]]] = {}
     rank: dict[str, dict[str, list[float]]] = {}
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
     for ds_name, ds in data.items():
         logprob[ds_name], rank[ds_name] = {}, {}
         for run, run_hooks in (("original", ()), ("intervened", list(hooks))):

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from tl_unlearn.interventions.base import model_device
+
 __all__ = ["MembershipInference", "auc_score", "membership_inference", "text_scores"]
 
 SCORE_NAMES = ("loss", "zlib", "min_k")
@@ -54,7 +56,7 @@ def text_scores(
     if not 0 < k <= 1:
         raise ValueError(f"k must be in (0, 1], got {k}")
     out: dict[str, list[float]] = {n: [] for n in SCORE_NAMES}
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
     with model.hooks(fwd_hooks=list(hooks)):
         for text in texts:
             tokens = model.to_tokens(text, prepend_bos=True)[:, :max_tokens].to(device)

@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 import torch
 
 from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.interventions.base import model_device
 from tl_unlearn.metrics.evaluation import evaluate
 
 __all__ = ["RelearnResult", "anamnesis_index", "relearn", "relearn_attack"]
@@ -135,7 +136,7 @@ def relearn(
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    device = getattr(student.cfg, "device", None) or "cpu"
+    device = model_device(student)
     curve: list[tuple[int, float, float, float]] = []
     t0 = time.perf_counter()
 

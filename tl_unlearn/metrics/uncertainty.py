@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.interventions.base import model_device
 
 __all__ = ["FisherUncertainty", "fisher_uncertainty"]
 
@@ -74,7 +75,7 @@ def fisher_uncertainty(
     if n == 0:
         raise ValueError("fisher_uncertainty() got an empty dataset.")
     params = [p for p in model.parameters() if p.requires_grad]
-    device = getattr(model.cfg, "device", None) or "cpu"
+    device = model_device(model)
     was_training = model.training
     model.eval()
     total = 0.0
