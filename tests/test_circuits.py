@@ -52,6 +52,8 @@ def test_map_figures_hold_the_numbers(tiny_model, small):
 def test_mean_and_resample_maps_need_reference(tiny_model, small, tiny_data):
     with pytest.raises(ValueError, match="reference"):
         component_selectivity_map(tiny_model, small, method="mean", progress=False)
+    with pytest.raises(ValueError, match=r"needs datasets \['forget'\]; got \['retain'\]"):
+        component_selectivity_map(tiny_model, {"retain": small["retain"]}, progress=False)
     cmap = component_selectivity_map(tiny_model, small, [(0, 1), (1, None)], method="mean",
                                      reference=tiny_data["retain"], progress=False)
     assert cmap.labels == ["L0H1", "L1MLP"]

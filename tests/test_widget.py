@@ -57,3 +57,5 @@ def test_widget_errors(tiny_model, small):
         w.toggle(0)
     with pytest.raises(ValueError, match="reference"):
         AblationWidget(tiny_model, small, method="mean")
+    with pytest.raises(ValueError, match=r"AblationWidget needs datasets \['retain'\]"):
+        AblationWidget(tiny_model, {"forget": small["forget"]})

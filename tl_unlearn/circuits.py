@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import plotly.graph_objects as go
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data import TokenDataset, require_forget_retain
 from tl_unlearn.interventions import (
     Intervention,
     mean_ablation,
@@ -221,9 +221,7 @@ def component_selectivity_map(
         >>> len(cmap.components), cmap.figure().data[0].z.shape
         (8, (2, 4))
     """
-    missing = {"forget", "retain"} - set(data)
-    if missing:
-        raise ValueError(f"component_selectivity_map() needs datasets {sorted(missing)}.")
+    require_forget_retain(data, "component_selectivity_map()")
     cfg = model.cfg
     if isinstance(components, str):
         if components not in ("heads", "mlp", "both"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +29,7 @@ from torch import Tensor
 from tl_unlearn.corpora import BUILTIN_CORPORA, load_corpus
 
 __all__ = ["ForgetRetainTask", "TextDataset", "TokenDataset", "TextSource", "make_task",
-           "predicted_positions"]
+           "predicted_positions", "require_forget_retain"]
 
 Split = Literal["fit", "eval"]
 TextSource = str | Path | Sequence[str] | datasets.Dataset
@@ -94,6 +94,21 @@ def predicted_positions(mask: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch 
         tensor([[ True, False]])
     """
     return mask[:, :-1] & mask[:, 1:]
+
+
+def require_forget_retain(names: Iterable[str], what: str) -> None:
+    """Raise a ValueError naming what lacks a ``"forget"`` or ``"retain"`` dataset.
+
+    Example:
+        >>> require_forget_retain(["forget"], "f()")
+        Traceback (most recent call last):
+        ...
+        ValueError: f() needs datasets ['retain']; got ['forget'].
+    """
+    names = sorted(names)
+    missing = {"forget", "retain"} - set(names)
+    if missing:
+        raise ValueError(f"{what} needs datasets {sorted(missing)}; got {names}.")
 
 
 @dataclass

@@ -25,7 +25,7 @@ from tl_unlearn.circuits import (
     component_label,
     component_means,
 )
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data import TokenDataset, require_forget_retain
 from tl_unlearn.interventions import Intervention
 from tl_unlearn.interventions.base import check_indices, check_layer
 from tl_unlearn.metrics.evaluation import Evaluation, evaluate
@@ -54,9 +54,7 @@ class AblationWidget:
         reference: TokenDataset | None = None, include_mlp: bool = True, batch_size: int = 8,
         metric: str = "top1",
     ) -> None:
-        missing = {"forget", "retain"} - set(data)
-        if missing:
-            raise ValueError(f"AblationWidget needs datasets {sorted(missing)}.")
+        require_forget_retain(data, "AblationWidget")
         if method != "zero" and reference is None:
             raise ValueError(f"method={method!r} needs reference data.")
         self.model = model

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from tl_unlearn import evaluate
+from tl_unlearn import Evaluation, evaluate
 from tl_unlearn.interventions import pruning_scores
 from tl_unlearn.metrics import SelectivityCurve, selectivity_curve
 
@@ -58,7 +58,12 @@ def test_save_and_load_round_trip(tmp_path, curve):
     assert [p.name for p in tmp_path.iterdir()] == ["curve.json"]  # no temp file left
 
 
-def test_curve_validation(curve):
-    c, _, _ = curve
+def test_curve_validation(tiny_model, curve):
+    c, ps, ev = curve
+    with pytest.raises(ValueError, match=r"selectivity_curve\(\) needs datasets \['retain'\]"):
+        selectivity_curve(tiny_model, {"forget": ev["forget"]}, ps.intervention, [0.1],
+                          progress=False)
     with pytest.raises(ValueError, match="levels"):
         SelectivityCurve("x", [0.1], c.original, [])
+    with pytest.raises(ValueError, match=r"needs datasets \['retain'\]"):
+        SelectivityCurve("x", [0.1], Evaluation({"forget": c.original["forget"]}), [c.original])

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data import TokenDataset, require_forget_retain
 from tl_unlearn.interventions.base import Intervention
 from tl_unlearn.metrics.evaluation import Evaluation, ForgetRetainDrops, evaluate_many
 from tl_unlearn.reporting import atomic_write_text
@@ -74,9 +74,7 @@ class SelectivityCurve(ForgetRetainDrops):
             )
         if not self.levels:
             raise ValueError("A selectivity curve needs at least one level.")
-        missing = {"forget", "retain"} - set(self.original.datasets)
-        if missing:
-            raise ValueError(f"The evaluations lack the dataset(s) {sorted(missing)}.")
+        require_forget_retain(self.original.datasets, "SelectivityCurve's evaluations")
 
     # ----------------------------------------------------------------- statistics
     @property
@@ -227,9 +225,7 @@ def selectivity_curve(
         >>> len(curve.x)
         3
     """
-    missing = {"forget", "retain"} - set(data)
-    if missing:
-        raise ValueError(f"selectivity_curve() needs datasets {sorted(missing)}.")
+    require_forget_retain(data, "selectivity_curve()")
     levels = [float(level) for level in levels]
     if not levels:
         raise ValueError("selectivity_curve() needs at least one level.")
