@@ -113,3 +113,30 @@ def test_shared_prefix_mean_map_equals_one_pass_per_component(tiny_model, small,
             assert a[k].loss == pytest.approx(b[k].loss, abs=1e-5)
             assert a[k].accuracy[1] == pytest.approx(b[k].accuracy[1], abs=2e-3)
     np.testing.assert_allclose(fast.forget_drop, slow.forget_drop, atol=5e-3)
+
+
+@pytest.mark.parametrize("per_position", [False, True])
+def test_mean_map_entries_equal_mean_ablation(tiny_model, small, tiny_data, per_position):
+    """Precomputed means give what mean_ablation computes itself, pooled or per position."""
+    from tl_unlearn.interventions import mean_ablation
+
+    ref = tiny_data["retain"]
+    comps = [(0, 1), (1, None)]
+    cmap = component_selectivity_map(tiny_model, small, comps, method="mean", reference=ref,
+                                     per_position=per_position, progress=False)
+    direct = [mean_ablation(tiny_model, ref, heads=[(0, 1)], per_position=per_position),
+              mean_ablation(tiny_model, ref, hooks=["blocks.1.hook_mlp_out"],
+                            per_position=per_position)]
+    for ev, iv in zip(cmap.evaluations, direct):
+        d = evaluate(tiny_model, small, iv, progress=False)
+        for k in small:
+            assert ev[k].loss == pytest.approx(d[k].loss, abs=1e-6)
+
+
+def test_mean_ablation_with_means_needs_every_site(tiny_model):
+    from tl_unlearn.interventions import mean_ablation
+
+    with pytest.raises(ValueError, match=r"blocks\.1\.attn\.hook_z"):
+        mean_ablation(tiny_model, None, heads=[(1, 0)], means={"blocks.0.attn.hook_z": 0})
+    with pytest.raises(ValueError, match="reference data or precomputed means"):
+        mean_ablation(tiny_model, None, heads=[(1, 0)])

@@ -30,7 +30,7 @@ from tl_unlearn.interventions import (
     resample_ablation,
     zero_ablation,
 )
-from tl_unlearn.interventions.ablation import _replace_hook, activation_means, select_sites
+from tl_unlearn.interventions.ablation import activation_means
 from tl_unlearn.metrics.evaluation import Evaluation, ForgetRetainDrops, evaluate, evaluate_many
 from tl_unlearn.metrics.selectivity import SelectivityCurve
 
@@ -46,12 +46,14 @@ def component_label(component: Component) -> str:
     return f"L{layer}MLP" if head is None else f"L{layer}H{head}"
 
 
-def component_means(model: Any, reference: TokenDataset, batch_size: int = 8
-                    ) -> dict[str, Any]:
-    """Pooled means of every ``hook_z`` and ``hook_mlp_out`` on ``reference`` (one pass)."""
+def component_means(model: Any, reference: TokenDataset, batch_size: int = 8, *,
+                    per_position: bool = False) -> dict[str, Any]:
+    """Means of every ``hook_z`` and ``hook_mlp_out`` on ``reference`` (one pass), pooled
+    or per position."""
     names = [f"blocks.{l}.{n}" for l in range(model.cfg.n_layers)
              for n in ("attn.hook_z", "hook_mlp_out")]
-    return activation_means(model, reference, names, batch_size=batch_size)
+    return activation_means(model, reference, names, batch_size=batch_size,
+                            per_position=per_position)
 
 
 def component_intervention(
@@ -69,18 +71,13 @@ def component_intervention(
     label = name or f"{method}({', '.join(component_label(c) for c in components)})"
     if not components:
         return Intervention(label)
-    if method == "mean" and means is not None:
-        sites = select_sites(model, heads or None, hooks=mlps or None)
-        hooks = [(n, _replace_hook(m, "all", lambda a, v=means[n]: v.to(a.device)))
-                 for n, m in sites.items()]
-        return Intervention(label, hooks, {"kind": "mean"})
     if method == "zero":
         return zero_ablation(model, heads or None, hooks=mlps or None, name=label)
-    if reference is None:
+    if reference is None and not (method == "mean" and means is not None):
         raise ValueError(f"method={method!r} needs reference data.")
     if method == "mean":
         return mean_ablation(model, reference, heads or None, hooks=mlps or None, name=label,
-                             **kwargs)
+                             means=means, **kwargs)
     if method == "resample":
         return resample_ablation(model, reference, heads or None, hooks=mlps or None,
                                  name=label, **kwargs)
@@ -238,7 +235,9 @@ def component_selectivity_map(
         raise ValueError(f"Unknown method {method!r}; choose 'zero', 'mean' or 'resample'.")
     if method != "zero" and reference is None:
         raise ValueError(f"method={method!r} needs reference data.")
-    means = component_means(model, reference, batch_size) if method == "mean" else None
+    means = (component_means(model, reference, batch_size,
+                             per_position=kwargs.get("per_position", False))
+             if method == "mean" else None)
     ivs = [component_intervention(model, [c], method, reference, means=means, **kwargs)
            for c in comps]
     results = evaluate_many(model, data, [[], *ivs], batch_size=batch_size,

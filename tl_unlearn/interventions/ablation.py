@@ -252,7 +252,7 @@ def activation_means(
 
 def mean_ablation(
     model: Any,
-    reference: TokenDataset | Tensor,
+    reference: TokenDataset | Tensor | None,
     heads: HeadSpec = None,
     neurons: NeuronSpec = None,
     hooks: HookSpec = None,
@@ -261,6 +261,7 @@ def mean_ablation(
     positions: Positions = "all",
     batch_size: int = 8,
     name: str | None = None,
+    means: Mapping[str, Tensor] | None = None,
 ) -> Intervention:
     """Replace the selected components by their mean over a reference dataset.
 
@@ -274,11 +275,20 @@ def mean_ablation(
         positions: Which positions to ablate.
         batch_size: Batch size for computing means.
         name: Label for results.
+        means: Means already computed by :func:`activation_means` (by hook name, with the
+            same ``per_position``); ``reference`` is then not read. Saves the pass over the
+            reference data when building many interventions.
     """
     sites = select_sites(model, heads, neurons, hooks)
     t0 = time.perf_counter()
-    means = activation_means(model, reference, list(sites), per_position=per_position,
-                             batch_size=batch_size)
+    if means is None:
+        if reference is None:
+            raise ValueError("mean_ablation() needs reference data or precomputed means=.")
+        means = activation_means(model, reference, list(sites), per_position=per_position,
+                                 batch_size=batch_size)
+    missing = [n for n in sites if n not in means]
+    if missing:
+        raise ValueError(f"means= has no entry for hook(s) {missing}.")
 
     def value_fn(mean: Tensor) -> Callable[[Tensor], Tensor]:
         def value(acts: Tensor) -> Tensor:
