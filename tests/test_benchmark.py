@@ -34,6 +34,15 @@ def test_run_writes_report_and_json_that_load_back(run_dir):
     assert data["timings"]["total"] > 0 and "fit:head-mean" in data["timings"]
     html = (out / "report.html").read_text()
     assert html.count('class="plotly-graph-div"') == len(report_figures(result))
+    # generation behaviour: actadd and the top-ranked ablation method, loaded back unchanged
+    top = [m for m in result.scorecard.ranked().index if m != "actadd"][0]
+    assert sorted(again.generation) == sorted({top, "actadd"})
+    for name, gen in result.generation.items():
+        assert again.generation[name].to_dataframe().equals(gen.to_dataframe())
+        assert [r.level for r in gen.runs] == result.curve(name).levels
+        assert "forget_likeness" in gen.metrics and "topic_frequency" in gen.metrics
+        assert "Generated text, " + name in html
+    assert "generation" in data["timings"]
     assert "Ranked scorecard" in html and "Settings" in html and "Environment" in html
 
 

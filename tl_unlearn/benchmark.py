@@ -32,6 +32,7 @@ from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.methods import METHODS, MethodContext, fit_method
 from tl_unlearn.metrics.distances import activation_distances, output_distances, random_tokens
 from tl_unlearn.metrics.evaluation import evaluate
+from tl_unlearn.metrics.generation import GenerationBehaviour, UnigramDomain, generation_behaviour
 from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
 from tl_unlearn.metrics.scorecard import Scorecard
@@ -43,7 +44,7 @@ __all__ = ["BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 DEFAULT_METHODS = ("prune-abs", "prune-freq", "prune-random", "head-mean", "sae-features",
                    "actadd")
 OPTION_KEYS = {"sae.layer", "sae.d_sae", "sae.training_tokens", "actadd.layer",
-               "head-mean.attribution_seqs",
+               "head-mean.attribution_seqs", "generation.topic",
                "actadd.prompt_add", "actadd.prompt_sub",
                *(f"{m}.levels" for m in METHODS)}
 
@@ -65,9 +66,15 @@ class BenchmarkConfig:
         seed: Seed for data order and random baselines.
         mia_texts: Forget/held-out texts per side for membership inference (0 disables).
         extras: Compute logit lens and activation distances for the top-ranked method.
+        generation_prompts: Prompts for the generation-behaviour check of ``actadd`` and of
+            the top-ranked ablation method (the openings of this many forget eval documents;
+            0 disables it).
+        generation_tokens: New tokens per continuation.
+        generation_samples: Sampled continuations per prompt.
         options: Method options (``sae.layer``, ``sae.d_sae``, ``sae.training_tokens``,
             ``actadd.layer``, ``actadd.prompt_add``, ``actadd.prompt_sub``,
-            ``<method>.levels``).
+            ``<method>.levels``, ``generation.topic``: a committed topic word list, default
+            ``"code"`` when the forget set is ``python_code``).
     """
 
     model: str = "smollm2"
@@ -82,6 +89,9 @@ class BenchmarkConfig:
     seed: int = 0
     mia_texts: int = 8
     extras: bool = True
+    generation_prompts: int = 6
+    generation_tokens: int = 24
+    generation_samples: int = 2
     options: dict[str, Any] = field(default_factory=lambda: {"sae.training_tokens": 40_000})
 
     @classmethod
@@ -126,6 +136,15 @@ class BenchmarkConfig:
         bad_opts = sorted(set(self.options) - OPTION_KEYS)
         if bad_opts:
             raise ValueError(f"Unknown option(s) {bad_opts}; valid options: {sorted(OPTION_KEYS)}.")
+        if "generation.topic" in self.options:
+            from tl_unlearn.metrics.generation import topic_words
+
+            topic_words(self.options["generation.topic"])
+        for name, value in (("generation_prompts", self.generation_prompts + 1),
+                            ("generation_tokens", self.generation_tokens),
+                            ("generation_samples", self.generation_samples)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be positive, got {value}.")
         for name, value in (("seq_len", self.seq_len), ("fit_tokens", self.fit_tokens),
                             ("eval_tokens", self.eval_tokens), ("batch_size", self.batch_size)):
             if int(value) < (2 if name == "seq_len" else 1):
@@ -151,7 +170,8 @@ class BenchmarkConfig:
 
 @dataclass
 class BenchmarkResult:
-    """Everything a run produced: curves, scorecard, extras, settings, timings, versions."""
+    """Everything a run produced: curves, scorecard, extras, generation behaviour, settings,
+    timings, versions."""
 
     config: BenchmarkConfig
     curves: list[SelectivityCurve]
@@ -160,19 +180,23 @@ class BenchmarkResult:
     timings: dict[str, float]
     environment: dict[str, str]
     method_info: dict[str, dict[str, Any]]
+    generation: dict[str, GenerationBehaviour] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": asdict(self.config), "curves": [c.to_dict() for c in self.curves],
                 "scorecard": self.scorecard.to_dict(), "extras": self.extras,
                 "timings": self.timings, "environment": self.environment,
-                "method_info": self.method_info}
+                "method_info": self.method_info,
+                "generation": {k: g.to_dict() for k, g in self.generation.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchmarkResult:
         return cls(BenchmarkConfig.from_dict(d["config"]),
                    [SelectivityCurve.from_dict(c) for c in d["curves"]],
                    Scorecard.from_dict(d["scorecard"]), d["extras"], d["timings"],
-                   d["environment"], d.get("method_info", {}))
+                   d["environment"], d.get("method_info", {}),
+                   {k: GenerationBehaviour.from_dict(g)
+                    for k, g in d.get("generation", {}).items()})
 
     @classmethod
     def load(cls, path: str | Path) -> BenchmarkResult:
@@ -207,6 +231,46 @@ def _environment() -> dict[str, str]:
     except ImportError:  # pragma: no cover
         pass
     return env
+
+
+def _generation_prompts(model: Any, texts: list[str], n: int, n_tokens: int = 12) -> list[str]:
+    """The openings (``n_tokens`` tokens) of the first ``n`` documents with that many tokens."""
+    prompts = []
+    for text in texts:
+        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"][:n_tokens]
+        opening = model.tokenizer.decode(ids)
+        if len(ids) == n_tokens and opening.strip() and opening not in prompts:
+            prompts.append(opening)
+        if len(prompts) == n:
+            break
+    return prompts
+
+
+def _generation(
+    config: BenchmarkConfig, model: Any, task: Any, fit: Any, fitted: dict[str, Any],
+    curves: list[SelectivityCurve], ranked: Any, progress: bool,
+) -> dict[str, GenerationBehaviour]:
+    """Generation behaviour of ``actadd`` and of the top-ranked ablation method, at their
+    levels, on continuations of forget-document openings."""
+    prompts = _generation_prompts(model, task.forget.eval, config.generation_prompts)
+    if not prompts:
+        return {}
+    topic = config.options.get("generation.topic",
+                               "code" if config.forget == "python_code" else None)
+    domain = UnigramDomain.fit(fit["forget"], fit["retain"], model.cfg.d_vocab)
+    names = [m for m in ranked.index if m != "actadd"][:1]
+    if "actadd" in fitted:
+        names.append("actadd")
+    out = {}
+    for name in names:
+        curve = next(c for c in curves if c.name == name)
+        fm = fitted[name]
+        out[name] = generation_behaviour(
+            model, prompts, fm.family, curve.levels, topic=topic, domain=domain,
+            max_new_tokens=config.generation_tokens, n_samples=config.generation_samples,
+            seed=config.seed, batch_size=16, n_boot=1000, label=name,
+            level_name=fm.level_name, progress=progress)
+    return out
 
 
 def run_benchmark(
@@ -316,9 +380,14 @@ def run_benchmark(
             model, {**one_batch, "random": rand}, None, iv, batch_size=config.batch_size,
             label=f"original vs {iv.name}"))
         timings["extras"] = time.perf_counter() - t0
+    generation: dict[str, GenerationBehaviour] = {}
+    if config.generation_prompts:
+        t0 = time.perf_counter()
+        generation = _generation(config, model, task, fit, fitted, curves, ranked, progress)
+        timings["generation"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     result = BenchmarkResult(config, curves, scorecard, extras, timings, _environment(),
-                             method_info)
+                             method_info, generation)
     if output_dir is not None:
         out = Path(output_dir)
         save_json(out / "results.json", result.to_dict())

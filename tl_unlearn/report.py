@@ -68,6 +68,9 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
         dist = ActivationDistances(**result.extras["activation_distances"])
         figs.append(("Activation distance per layer (top-ranked method)",
                      dist.figure(relative=True)))
+    for name, gen in result.generation.items():
+        for kind in gen.metrics:
+            figs.append((f"Generated text, {name}: {kind}", gen.figure(kind)))
     return figs
 
 
@@ -114,6 +117,18 @@ def render_report(result: BenchmarkResult) -> str:
         parts.append(f"<h2>{html.escape(title)}</h2><div class='fig'>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig{i}"))
         parts.append("</div>")
+    for name, gen in result.generation.items():
+        st = gen.settings
+        parts += [f"<h2>Generated text, {html.escape(name)}: sample continuations</h2>",
+                  f"<p>{len(gen.prompts)} prompts (openings of forget eval documents) x "
+                  f"{st.get('n_samples')} samples x {st.get('max_new_tokens')} tokens, "
+                  f"temperature {st.get('temperature')}, seed {st.get('seed')}; topic list "
+                  f"{html.escape(str(st.get('topic')))}. Fluency is perplexity under the "
+                  "original model; forget likeness is the mean per-token log ratio of "
+                  "forget vs retain unigram models (&gt; 0: forget-like). Intervals: 95% "
+                  "bootstrap over prompts and samples.</p>",
+                  _table(gen.to_dataframe().to_dict(orient="records")),
+                  gen.samples_html(2)]
     parts += [
         "<h2>Methods</h2>", _table([{"method": k, **v} for k, v in result.method_info.items()]),
         "<h2>Timings (seconds)</h2>", _table(result.timings, "step"),
