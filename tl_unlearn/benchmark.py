@@ -37,7 +37,7 @@ from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
-from tl_unlearn.reporting import save_json
+from tl_unlearn.reporting import atomic_write_text, save_json
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 
@@ -101,12 +101,18 @@ class BenchmarkConfig:
         if not path.exists():
             raise ValueError(f"Config file {str(path)!r} does not exist.")
         text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
 
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError: say where
+            first = str(exc).strip().splitlines()
+            raise ValueError(f"Config file {str(path)!r} is not valid "
+                             f"{'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                             f"{' '.join(line.strip() for line in first)}") from None
         if not isinstance(data, dict):
             raise ValueError(f"Config file {str(path)!r} must hold a mapping of settings.")
         return cls.from_dict(data)
@@ -117,10 +123,28 @@ class BenchmarkConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"Unknown config key(s) {unknown}; valid keys are {sorted(known)}.")
+        data = dict(data)
+        if isinstance(data.get("methods"), str):  # "prune-abs" or "prune-abs, head-mean"
+            data["methods"] = [m.strip() for m in data["methods"].split(",") if m.strip()]
         return cls(**data)
 
     def validate(self) -> None:
         """Check everything that needs no model; raise ValueError saying what to fix."""
+        types = {"model": str, "forget": str, "retain": str, "metric": str, "seq_len": int,
+                 "fit_tokens": int, "eval_tokens": int, "batch_size": int, "seed": int,
+                 "mia_texts": int, "extras": bool, "generation_prompts": int,
+                 "generation_tokens": int, "generation_samples": int, "options": dict}
+        for key, kind in types.items():
+            value = getattr(self, key)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"Setting {key} must be a {kind.__name__}, got {value!r}.")
+        if not isinstance(self.methods, (list, tuple)) or not all(
+                isinstance(m, str) for m in self.methods):
+            raise ValueError(f"Setting methods must be a list of method names, got "
+                             f"{self.methods!r}.")
+        if self.mia_texts < 0 or self.seed < 0:
+            raise ValueError(f"mia_texts and seed must be >= 0, got {self.mia_texts} and "
+                             f"{self.seed}.")
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ValueError(f"Unknown method(s) {bad}; choose from {sorted(METHODS)}.")
@@ -296,10 +320,20 @@ def run_benchmark(
     """
     from tl_unlearn.data import make_task
     from tl_unlearn.models import load_model
-    from tl_unlearn.report import write_report
+    from tl_unlearn.report import render_report
 
     config = config or BenchmarkConfig()
     config.validate()
+    if output_dir is not None:
+        out = Path(output_dir)
+        clash = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        if clash is not None:
+            raise ValueError(f"Output folder {str(out)!r} cannot be created: {str(clash)!r} "
+                             "is an existing file.")
+        for name in ("results.json", "report.html"):
+            if (out / name).is_dir():
+                raise ValueError(f"{str(out / name)!r} is a folder; the run would write a file "
+                                 "there.")
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     task = make_task(config.forget, config.retain)
@@ -389,8 +423,17 @@ def run_benchmark(
     result = BenchmarkResult(config, curves, scorecard, extras, timings, _environment(),
                              method_info, generation)
     if output_dir is not None:
+        # render both first, then write both: an interrupt leaves neither file half-written,
+        # and a failure writing the report takes results.json back out
         out = Path(output_dir)
+        report_html = render_report(result)
+        existed = (out / "results.json").exists()
         save_json(out / "results.json", result.to_dict())
-        write_report(result, out / "report.html")
+        try:
+            atomic_write_text(out / "report.html", report_html)
+        except BaseException:
+            if not existed:
+                (out / "results.json").unlink(missing_ok=True)
+            raise
     return result
 

@@ -31,7 +31,14 @@ from tl_unlearn.interventions import (
     zero_ablation,
 )
 from tl_unlearn.interventions.ablation import activation_means
-from tl_unlearn.metrics.evaluation import Evaluation, ForgetRetainDrops, evaluate, evaluate_many
+from tl_unlearn.interventions.base import check_positive_int
+from tl_unlearn.metrics.evaluation import (
+    Evaluation,
+    ForgetRetainDrops,
+    check_metric_name,
+    evaluate,
+    evaluate_many,
+)
 from tl_unlearn.metrics.selectivity import SelectivityCurve
 
 __all__ = ["ComponentMap", "component_intervention", "component_selectivity_map",
@@ -109,6 +116,7 @@ class ComponentMap(ForgetRetainDrops):
     def __post_init__(self) -> None:
         if len(self.components) != len(self.evaluations):
             raise ValueError("one evaluation per component is needed")
+        self.original.relative_drop(self.original, self.metric)  # raises if a baseline is 0
 
     @property
     def labels(self) -> list[str]:
@@ -219,6 +227,7 @@ def component_selectivity_map(
         (8, (2, 4))
     """
     require_forget_retain(data, "component_selectivity_map()")
+    check_metric_name(metric)
     cfg = model.cfg
     if isinstance(components, str):
         if components not in ("heads", "mlp", "both"):
@@ -271,8 +280,9 @@ def greedy_circuit(
         The circuit as one intervention (``info["components"]``), and its selectivity curve
         (level = number of components).
     """
-    if max_components < 1:
-        raise ValueError("max_components must be >= 1")
+    check_positive_int(max_components, "max_components")
+    require_forget_retain(data, "greedy_circuit()")
+    cmap.original.relative_drop(cmap.original, cmap.metric)  # raises if a baseline is 0
     chosen: list[Component] = []
     levels: list[float] = []
     evaluations: list[Evaluation] = []

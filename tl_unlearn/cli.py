@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, TypeError, ModuleNotFoundError) as exc:
         parser.exit(2, f"tl-unlearn: error: {exc}\n")
+    except KeyboardInterrupt:
+        # results are written atomically at the very end: an interrupted run wrote nothing
+        sys.stderr.write("\ntl-unlearn: interrupted; no results were written.\n")
+        return 130
     return 0
 
 

@@ -133,6 +133,23 @@ class TokenDataset:
             )
         if self.tokens.ndim != 2 or self.tokens.shape[0] == 0:
             raise ValueError(f"TokenDataset {self.name!r} is empty.")
+        if self.tokens.dtype.is_floating_point or self.tokens.dtype == torch.bool:
+            raise TypeError(f"TokenDataset {self.name!r}: tokens must be integer ids, got dtype "
+                            f"{self.tokens.dtype}.")
+        if self.attention_mask.dtype != torch.bool:
+            self.attention_mask = self.attention_mask.bool()
+        neg = self.tokens[self.attention_mask] < 0
+        if neg.any():
+            raise ValueError(f"TokenDataset {self.name!r} has negative token id "
+                             f"{int(self.tokens[self.attention_mask][neg][0])} at a real "
+                             "position (e.g. -100 label padding): use the tokenizer's ids.")
+        # right padding only: once a row's mask is False it stays False
+        starts_late = (~self.attention_mask[:, :-1] & self.attention_mask[:, 1:]).any(1)
+        if starts_late.any():
+            row = int(starts_late.nonzero()[0])
+            raise ValueError(f"TokenDataset {self.name!r} row {row} is left-padded (its mask "
+                             "has padding before real tokens). tl_unlearn expects BOS first and "
+                             "right padding: re-tokenize with padding_side='right'.")
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -371,8 +388,19 @@ def make_task(
     extra = {
         k: TextDataset.from_source(v, name=k, **kw) for k, v in (extra_retain or {}).items()
     }
-    return ForgetRetainTask(
+    task = ForgetRetainTask(
         forget=TextDataset.from_source(forget, name="forget", **kw),
         retain=TextDataset.from_source(retain, name="retain", **kw),
         extra=extra,
     )
+    forget_docs = set(task.forget.fit) | set(task.forget.eval)
+    for name, ds in task.datasets().items():
+        if name == "forget":
+            continue
+        shared = forget_docs & (set(ds.fit) | set(ds.eval))
+        if shared:
+            raise ValueError(
+                f"The forget and {name} sets share {len(shared)} document(s) (e.g. "
+                f"{next(iter(shared))[:60]!r}): a text cannot be both forgotten and retained. "
+                "Remove the overlap.")
+    return task

@@ -206,9 +206,24 @@ def train_sae(
         n_batches_in_buffer=max(4, -(-2 * batch_size_tokens // context)),
         device=device, act_store_device=device, logger=LoggingConfig(log_to_wandb=False),
         n_checkpoints=0, save_final_checkpoint=False, output_path=None, verbose=False, lr=lr,
-        prepend_bos=False, seed=seed,
+        prepend_bos=False, seed=seed, checkpoint_path=None,
     )
-    return LanguageModelSAETrainingRunner(cfg, override_dataset=ds, override_model=model).run()
+    # sae_lens installs its own SIGINT/SIGTERM handlers (and, with a checkpoint path, saves a
+    # checkpoint into the current directory on Ctrl-C): keep ours, and re-raise Ctrl-C as
+    # KeyboardInterrupt with nothing written
+    import signal
+
+    from sae_lens.training._interruption import InterruptedException
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return LanguageModelSAETrainingRunner(cfg, override_dataset=ds,
+                                              override_model=model).run()
+    except InterruptedException as exc:
+        raise KeyboardInterrupt from exc
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 @torch.inference_mode()

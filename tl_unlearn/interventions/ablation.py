@@ -18,7 +18,7 @@ value and the valid range (or the closest hook names) before any hook is added.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -30,6 +30,7 @@ from tl_unlearn.interventions.base import (
     HookFn,
     Intervention,
     Positions,
+    as_index,
     check_hook_name,
     check_indices,
     check_layer,
@@ -57,12 +58,15 @@ def _pairs(spec: Any) -> dict[int, list[int]]:
     if spec is None:
         return {}
     if isinstance(spec, Mapping):
-        return {int(k): list(v) for k, v in spec.items()}
+        return {as_index(k, "Layer"): [as_index(i, f"Layer {k}") for i in v]
+                for k, v in spec.items()}
+    if isinstance(spec, (str, Tensor)) or not isinstance(spec, Iterable):
+        raise TypeError(f"Expected (layer, index) pairs or {{layer: [indices]}}, got {spec!r}.")
     out: dict[int, list[int]] = {}
     for item in spec:
-        if len(item) != 2:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise ValueError(f"Expected (layer, index) pairs, got {item!r}")
-        out.setdefault(int(item[0]), []).append(int(item[1]))
+        out.setdefault(as_index(item[0], "Layer"), []).append(as_index(item[1], "Component"))
     return out
 
 
@@ -163,8 +167,13 @@ def zero_ablation(
     sites = select_sites(model, heads, neurons, hooks)
     zero = torch.zeros(())
     hooks_ = [(n, _replace_hook(m, positions, lambda a, z=zero: z)) for n, m in sites.items()]
-    return Intervention(name or _label("zero", heads, neurons, hooks), hooks_,
-                        {"kind": "zero", "sites": {n: int(m.sum()) for n, m in sites.items()}})
+    info: dict[str, Any] = {"kind": "zero", "sites": {n: int(m.sum()) for n, m in sites.items()}}
+    if positions_mask(positions, 1) is None and all(
+            n.endswith(("mlp.hook_post", "attn.hook_z")) for n in sites):
+        # every position zeroed at neurons / heads: the same as zeroing W_out rows / W_O slices
+        info.update(mode="zero", pruned={n: m.flatten().nonzero()[:, 0].tolist()
+                                         for n, m in sites.items()})
+    return Intervention(name or _label("zero", heads, neurons, hooks), hooks_, info)
 
 
 def _iter_data(data: TokenDataset | Tensor, batch_size: int):
@@ -289,6 +298,13 @@ def mean_ablation(
     missing = [n for n in sites if n not in means]
     if missing:
         raise ValueError(f"means= has no entry for hook(s) {missing}.")
+    for n, site in sites.items():
+        got = tuple(means[n].shape)
+        want = tuple(site.shape)
+        if got[1 if per_position else 0:] != want or (per_position and len(got) != len(want) + 1):
+            expect = f"[pos, {', '.join(map(str, want))}]" if per_position else str(list(want))
+            raise ValueError(f"means[{n!r}] has shape {list(got)}; with per_position="
+                             f"{per_position} it must be {expect}.")
 
     def value_fn(mean: Tensor) -> Callable[[Tensor], Tensor]:
         def value(acts: Tensor) -> Tensor:
@@ -334,9 +350,11 @@ def resample_ablation(
     """Replace the selected components by their activations on other (reference) inputs.
 
     Activations of up to ``n_reference`` reference sequences are stored once (full-length
-    sequences first). On every forward pass each input row gets the activations of a
-    reference row drawn with a generator seeded by ``seed``, so the same inputs always get the
-    same replacement, and a different seed gives a different one.
+    sequences first). Each input row gets the activations of a reference row drawn with the
+    intervention's own generator, seeded by ``seed`` when it is built and advanced on every
+    forward pass: every batch draws fresh rows (all reference rows get used), and two
+    interventions built with the same seed give the same replacements for the same sequence
+    of calls.
 
     Raises:
         ValueError: At run time, if inputs are longer than the reference sequences.
@@ -353,13 +371,14 @@ def resample_ablation(
     stored = _collect(model, tokens, list(sites))
 
     def value_fn(ref: Tensor) -> Callable[[Tensor], Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+
         def value(acts: Tensor) -> Tensor:
             if acts.shape[1] > ref.shape[1]:
                 raise ValueError(
                     f"Input has {acts.shape[1]} positions but the reference sequences have "
                     f"{ref.shape[1]}; use longer reference data."
                 )
-            gen = torch.Generator().manual_seed(seed)
             idx = torch.randint(ref.shape[0], (acts.shape[0],), generator=gen)
             return ref[idx, : acts.shape[1]].to(acts.device)
 
@@ -464,6 +483,12 @@ def directional_ablation(
             f"Direction size {dirs.shape[-1]} does not match the last axis of {hook_name!r} "
             f"({width})."
         )
+    if not torch.isfinite(dirs).all():
+        raise ValueError("directional_ablation() got a direction with NaN or inf entries.")
+    norms = dirs.norm(dim=-1)
+    if (norms == 0).any():
+        raise ValueError(f"directional_ablation() got an all-zero direction (row "
+                         f"{int((norms == 0).nonzero()[0])}): it has nothing to project out.")
     q, _ = torch.linalg.qr(dirs.T)  # [d, n_dirs], orthonormal columns
     full_site = torch.ones(hook_shapes(model, [hook_name])[hook_name], dtype=torch.bool)
 

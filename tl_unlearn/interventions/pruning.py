@@ -36,7 +36,14 @@ from torch import Tensor
 
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions.ablation import _iter_data, _replace_hook, _stop_layer
-from tl_unlearn.interventions.base import HookFn, Intervention, hook_shapes, model_device
+from tl_unlearn.interventions.base import (
+    HookFn,
+    Intervention,
+    check_fraction,
+    check_positive_int,
+    hook_shapes,
+    model_device,
+)
 
 __all__ = ["SCORES", "PruningScores", "UnitStats", "collect_statistics", "pruning_scores",
            "selective_pruning"]
@@ -222,8 +229,7 @@ class PruningScores:
         if (fraction is None) == (count is None):
             raise ValueError("Pass exactly one of fraction= or count=.")
         if fraction is not None:
-            if not 0.0 <= fraction <= 1.0:
-                raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+            check_fraction(fraction)
             count = int(round(fraction * self.n_units))
         names = list(self.scores)
         exclude = exclude or {}
@@ -352,8 +358,8 @@ def selective_pruning(
         >>> iv.info["n_pruned"]
         51
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_fraction(fraction)
+    check_positive_int(steps, "steps")
     t0 = time.perf_counter()
     current = Intervention("none")
     pruned: dict[str, Tensor] = {}

@@ -152,7 +152,12 @@ def zrf_score(
 
 
 def random_twin(model: Any, seed: int = 0) -> Any:
-    """A randomly initialised model with the same config and tokenizer (HookedTransformer).
+    """A randomly initialised model with the same config and tokenizer.
+
+    A ``HookedTransformer`` is rebuilt from its config with TransformerLens's own
+    initialisation; any other model (a ``TransformerBridge``) is copied and re-initialised the
+    way Hugging Face initialises GPT-2/Llama models: matrices N(0, 0.02), norm weights 1,
+    biases 0.
 
     Example:
         >>> from tl_unlearn import load_tiny_model
@@ -163,7 +168,20 @@ def random_twin(model: Any, seed: int = 0) -> Any:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     if not isinstance(model, HookedTransformer):
-        raise TypeError("random_twin() needs a HookedTransformer; pass random_model= instead.")
+        import copy
+
+        twin = copy.deepcopy(model)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in twin.named_parameters():
+                if p.ndim >= 2:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+                elif "norm" in name.lower() or ".ln" in name.lower():
+                    p.fill_(1.0)
+                else:
+                    p.zero_()
+        twin.eval()
+        return twin
     cfg = HookedTransformerConfig(**{**model.cfg.to_dict(), "seed": seed, "init_weights": True})
     twin = HookedTransformer(cfg, tokenizer=model.tokenizer, move_to_device=False)
     twin.to(model.cfg.device, print_details=False)

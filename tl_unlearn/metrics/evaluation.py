@@ -30,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import model_device
+from tl_unlearn.interventions.base import check_hook_name, check_positive_int, model_device
 
 __all__ = ["DatasetMetrics", "Evaluation", "ForgetRetainDrops", "evaluate", "evaluate_many"]
 
@@ -117,7 +117,12 @@ class Evaluation:
         out = {}
         for name in self.datasets:
             base = original.metric(name, metric)
-            out[name] = 1.0 - self.metric(name, metric) / base if base else float("nan")
+            if base == 0:
+                raise ValueError(
+                    f"The original model's {metric} on {name!r} is 0, so a relative drop is "
+                    "undefined: the model cannot do this task (choose data it can do, or "
+                    "another metric).")
+            out[name] = 1.0 - self.metric(name, metric) / base
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -346,16 +351,19 @@ def evaluate_many(
         >>> ablated.label
         'zero(L1H0)'
     """
-    if isinstance(data, TokenDataset):
-        data = {data.name: data}
-    if not data:
-        raise ValueError("evaluate() got no dataset.")
+    data = check_data(model, data, batch_size)
     top_k = tuple(sorted(set(top_k)))
-    if not top_k or top_k[0] < 1:
-        raise ValueError(f"top_k must be positive integers, got {top_k}")
+    if not top_k or top_k[0] < 1 or top_k[-1] > model.cfg.d_vocab:
+        raise ValueError(f"top_k must be integers in 1..d_vocab, got {top_k}")
     hook_lists = [list(h) for h in interventions]
     if not hook_lists:
         raise ValueError("evaluate_many() got no intervention.")
+    for hooks in hook_lists:
+        for hook_name, fn in hooks:
+            if isinstance(hook_name, str):
+                check_hook_name(model, hook_name)
+            if not callable(fn):
+                raise TypeError(f"The hook on {hook_name!r} is not callable: {fn!r}.")
     if labels is None:
         labels = [getattr(h, "name", "") for h in interventions]
     n_layers = model.cfg.n_layers
@@ -422,6 +430,11 @@ def evaluate_many(
                 n_skip = int(s[2 + len(top_k)])
                 base = 3 + len(top_k)
                 skip = {k: s[base + j] / max(n_skip, 1) for j, k in enumerate(top_k)}
+            if not math.isfinite(s[1]):
+                raise ValueError(
+                    f"The logits on dataset {name!r} under {labels[i] or 'the intervention'!r} "
+                    "are not finite (NaN or inf): a hook or the model produced NaN/inf "
+                    "activations, so no accuracy or loss can be reported.")
             results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip)
         out.append(Evaluation(results, labels[i], seconds[i]))
     return out
@@ -464,3 +477,50 @@ def evaluate(
     return evaluate_many(model, data, [hooks], batch_size=batch_size, top_k=top_k,
                          skip_common=skip_common,
                          labels=[label or getattr(hooks, "name", "")], progress=progress)[0]
+
+
+def check_metric_name(metric: str, top_k: Sequence[int] = (1, 5), skip_common: int = 50) -> str:
+    """``metric`` if an :class:`Evaluation` with these settings has it, else a ValueError.
+
+    Example:
+        >>> check_metric_name("top3")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown metric 'top3'; choose one of ['loss', 'perplexity', 'top1', 'top5', 'top1_skip', 'top5_skip'].
+    """
+    valid = ["loss", "perplexity", *(f"top{k}" for k in top_k)]
+    if skip_common:
+        valid += [f"top{k}_skip" for k in top_k]
+    if metric not in valid:
+        raise ValueError(f"Unknown metric {metric!r}; choose one of {valid}.")
+    return metric
+
+
+def check_data(model: Any, data: Any, batch_size: int) -> dict[str, TokenDataset]:
+    """Validate evaluation data against a model before any forward pass.
+
+    Returns the data as ``{name: TokenDataset}``; raises a TypeError / ValueError naming the
+    bad dataset, value or setting.
+    """
+    check_positive_int(batch_size, "batch_size")
+    if isinstance(data, TokenDataset):
+        data = {data.name: data}
+    if not isinstance(data, Mapping):
+        raise TypeError(
+            "data must be a TokenDataset or a mapping name -> TokenDataset (e.g. from "
+            f"task.tokenize(...)), got {type(data).__name__}. Token tensors: wrap them as "
+            "TokenDataset(name, tokens, attention_mask).")
+    if not data:
+        raise ValueError("evaluate() got no dataset.")
+    for name, ds in data.items():
+        if not isinstance(ds, TokenDataset):
+            raise TypeError(f"Dataset {name!r} must be a TokenDataset, got {type(ds).__name__}.")
+        width = int(ds.attention_mask.sum(1).max())
+        if width > model.cfg.n_ctx:
+            raise ValueError(f"Dataset {name!r} has sequences of {width} tokens; the model's "
+                             f"context n_ctx is {model.cfg.n_ctx}.")
+        top = int(ds.tokens[ds.attention_mask].max())
+        if top >= model.cfg.d_vocab:
+            raise ValueError(f"Dataset {name!r} has token id {top}; the model's vocabulary has "
+                             f"{model.cfg.d_vocab} ids (0..{model.cfg.d_vocab - 1}).")
+    return dict(data)

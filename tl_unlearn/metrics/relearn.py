@@ -14,6 +14,7 @@ optimiser: near 1 is ideal; much below 1 means the information is still there.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ import plotly.graph_objects as go
 import torch
 
 from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import model_device
-from tl_unlearn.metrics.evaluation import evaluate
+from tl_unlearn.interventions.base import check_positive_int, model_device
+from tl_unlearn.metrics.evaluation import check_data, evaluate
 
 __all__ = ["RelearnResult", "anamnesis_index", "relearn", "relearn_attack"]
 
@@ -126,6 +127,14 @@ def relearn(
         >>> r.curve[0][0], r.reached
         (0, True)
     """
+    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha < 1.0):
+        raise ValueError(f"alpha must be in [0, 1) (the target is (1 - alpha) x the original "
+                         f"top-1), got {alpha!r}.")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    check_positive_int(max_steps, "max_steps")
+    check_positive_int(eval_every, "eval_every")
+    check_data(model, {"forget_fit": forget_fit, "forget_eval": forget_eval}, batch_size)
     hooks = list(hooks)
     if original_top1 is None:
         original_top1 = evaluate(model, forget_eval, progress=False, skip_common=0)[

@@ -25,7 +25,12 @@ import plotly.graph_objects as go
 
 from tl_unlearn.data import TokenDataset, require_forget_retain
 from tl_unlearn.interventions.base import Intervention
-from tl_unlearn.metrics.evaluation import Evaluation, ForgetRetainDrops, evaluate_many
+from tl_unlearn.metrics.evaluation import (
+    Evaluation,
+    ForgetRetainDrops,
+    check_metric_name,
+    evaluate_many,
+)
 from tl_unlearn.reporting import atomic_write_text
 
 __all__ = ["SelectivityCurve", "selectivity_curve"]
@@ -226,6 +231,8 @@ def selectivity_curve(
         3
     """
     require_forget_retain(data, "selectivity_curve()")
+    check_metric_name(metric, evaluate_kwargs.get("top_k", (1, 5)),
+                      evaluate_kwargs.get("skip_common", 50))
     levels = [float(level) for level in levels]
     if not levels:
         raise ValueError("selectivity_curve() needs at least one level.")
