@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer
 
-from tl_unlearn import evaluate, load_model, make_task
+from tl_unlearn import TextDataset, evaluate, load_model
 from tl_unlearn.corpora import BUILTIN_CORPORA
 
 
@@ -16,9 +16,9 @@ def _unigram_loss(fit, ev, vocab):
 def test_tiny_model_beats_unigram_on_every_corpus(tiny_model):
     vocab = tiny_model.cfg.d_vocab
     for name in BUILTIN_CORPORA:
-        task = make_task(name, "kjv")
-        fit = task.forget.tokenize(tiny_model.tokenizer, "fit", seq_len=128, max_tokens=100_000)
-        ev = task.forget.tokenize(tiny_model.tokenizer, "eval", seq_len=128, max_tokens=4000)
+        corpus = TextDataset.from_source(name, name="forget")
+        fit = corpus.tokenize(tiny_model.tokenizer, "fit", seq_len=128, max_tokens=100_000)
+        ev = corpus.tokenize(tiny_model.tokenizer, "eval", seq_len=128, max_tokens=4000)
         model_loss = evaluate(tiny_model, ev, progress=False)[ev.name].loss
         unigram = _unigram_loss(fit, ev, vocab)
         assert model_loss < unigram - 1.0, (name, model_loss, unigram)

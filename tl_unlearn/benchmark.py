@@ -90,7 +90,7 @@ class BenchmarkConfig:
     mia_texts: int = 8
     extras: bool = True
     generation_prompts: int = 6
-    generation_tokens: int = 24
+    generation_tokens: int = 20
     generation_samples: int = 2
     options: dict[str, Any] = field(default_factory=lambda: {"sae.training_tokens": 40_000})
 

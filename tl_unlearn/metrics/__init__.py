@@ -13,6 +13,9 @@ converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figur
 - ``weights``: :func:`weight_distance`, :func:`equivalent_weight_edit`.
 - ``logit_lens``: :func:`logit_lens_diff`.
 - ``scorecard``: :class:`Scorecard` comparing methods.
+- ``generation``: :func:`generation_behaviour` (topic frequency, fluency, repetition,
+  distinct-2, forget likeness of generated text, with bootstrap intervals).
+- ``intervals``: bootstrap intervals over units (sequences, prompts, samples), paired.
 """
 
 from tl_unlearn.metrics.distances import (
@@ -26,6 +29,13 @@ from tl_unlearn.metrics.distances import (
     zrf_score,
 )
 from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, evaluate, evaluate_many
+from tl_unlearn.metrics.generation import (
+    NEUTRAL_PROMPTS,
+    GenerationBehaviour,
+    UnigramDomain,
+    generation_behaviour,
+)
+from tl_unlearn.metrics.intervals import Interval
 from tl_unlearn.metrics.logit_lens import LogitLensDiff, logit_lens_diff
 from tl_unlearn.metrics.membership import auc_score, membership_inference
 from tl_unlearn.metrics.relearn import RelearnResult, anamnesis_index, relearn, relearn_attack
@@ -35,7 +45,12 @@ from tl_unlearn.metrics.uncertainty import fisher_uncertainty
 from tl_unlearn.metrics.weights import equivalent_weight_edit, weight_distance
 
 __all__ = [
+    "NEUTRAL_PROMPTS",
     "ActivationDistances",
+    "GenerationBehaviour",
+    "Interval",
+    "UnigramDomain",
+    "generation_behaviour",
     "DatasetMetrics",
     "Evaluation",
     "LogitLensDiff",
