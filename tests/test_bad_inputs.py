@@ -164,6 +164,9 @@ CASES = [
      ValueError, "bogus"),
     ("generation-temperature", lambda m, d, f, t: generation_behaviour(
         m, ["The cat"], [], temperature=0.0), ValueError, "temperature"),
+    ("generation-hook", lambda m, d, f, t: generation_behaviour(
+        m, ["The cat"], [("blocks.7.hook_resid_pre", lambda a, hook: a)]), ValueError,
+     "blocks.7.hook_resid_pre"),
     ("generation-prompts", lambda m, d, f, t: generation_behaviour(m, "The cat", []),
      ValueError, "prompts"),
     # benchmark (nothing may be written)

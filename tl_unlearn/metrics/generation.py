@@ -45,7 +45,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions.base import Intervention, model_device
+from tl_unlearn.interventions.base import Intervention, check_hook_name, model_device
 from tl_unlearn.metrics.intervals import (
     Interval,
     paired_difference_interval,
@@ -583,6 +583,9 @@ def generation_behaviour(
         iv = interventions if isinstance(interventions, Intervention) else Intervention(
             "hooks", list(interventions))
         hook_sets = [(None, iv)]
+    for _, iv in hook_sets:
+        for hook_name, _fn in iv:
+            check_hook_name(model, hook_name)
     label = label or hook_sets[0][1].name
     stop_ids = set()
     if stop_at_eos and model.tokenizer.eos_token_id is not None:
