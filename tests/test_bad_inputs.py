@@ -30,8 +30,18 @@ from tl_unlearn.interventions import (
     vector_steering,
     zero_ablation,
 )
-from tl_unlearn.metrics import relearn, selectivity_curve
+from tl_unlearn.metrics import (
+    activation_distances,
+    completeness,
+    fisher_uncertainty,
+    logit_lens_diff,
+    output_distances,
+    relearn,
+    selectivity_curve,
+    zrf_score,
+)
 from tl_unlearn.metrics.generation import generation_behaviour
+from tl_unlearn.widget import AblationWidget
 
 ROWS = torch.ones(2, 8, dtype=torch.bool)
 
@@ -169,6 +179,18 @@ CASES = [
      "blocks.7.hook_resid_pre"),
     ("generation-prompts", lambda m, d, f, t: generation_behaviour(m, "The cat", []),
      ValueError, "prompts"),
+    ("js-string", lambda m, d, f, t: output_distances(m, "def f(x):"), TypeError, "str"),
+    ("zrf-n_ctx", lambda m, d, f, t: zrf_score(m, tds(torch.ones(1, 300, dtype=torch.long))),
+     ValueError, "300 tokens"),
+    ("activations-batch", lambda m, d, f, t: activation_distances(m, d, batch_size=0),
+     ValueError, "batch_size"),
+    ("completeness-k", lambda m, d, f, t: completeness(m, d["forget"], m, k=0), ValueError,
+     "k must"),
+    ("lens-tensor", lambda m, d, f, t: logit_lens_diff(m, d["forget"].tokens), TypeError,
+     "Tensor"),
+    ("fisher-vocab", lambda m, d, f, t: fisher_uncertainty(m, tds(torch.full((1, 8), 99_999))),
+     ValueError, "99999"),
+    ("widget-string", lambda m, d, f, t: AblationWidget(m, "forget"), TypeError, "str"),
     # benchmark (nothing may be written)
     ("bench-method", lambda m, d, f, t: run_benchmark(
         BenchmarkConfig(model="tiny", methods=["prune-abs", "bogus"]), output_dir=t / "o"),

@@ -105,6 +105,9 @@ def require_forget_retain(names: Iterable[str], what: str) -> None:
         ...
         ValueError: f() needs datasets ['retain']; got ['forget'].
     """
+    if isinstance(names, (str, bytes, Tensor)) or not isinstance(names, Iterable):
+        raise TypeError(f"{what} needs a mapping of datasets with 'forget' and 'retain' (e.g. "
+                        f"task.tokenize(...)), got {type(names).__name__}.")
     names = sorted(names)
     missing = {"forget", "retain"} - set(names)
     if missing:

@@ -30,7 +30,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import model_device
+from tl_unlearn.interventions.base import check_positive_int, model_device
+from tl_unlearn.metrics.evaluation import check_data
 
 __all__ = [
     "ActivationDistances",
@@ -109,6 +110,7 @@ def output_distances(
     Run A is ``model_a`` under ``hooks_a``; run B is ``model_b`` (default: ``model_a``) under
     ``hooks_b``. Streamed batch by batch; averaged over predicted positions.
     """
+    check_data(model_a, data, batch_size)
     model_b = model_a if model_b is None else model_b
     sums = torch.zeros(3, dtype=torch.float64)
     for tokens, mask in tqdm(list(data.batches(batch_size)), disable=not progress, leave=False):
@@ -261,8 +263,7 @@ def activation_distances(
     from tl_unlearn.interventions.base import check_hook_name
 
     model_b = model_a if model_b is None else model_b
-    if isinstance(data, TokenDataset):
-        data = {data.name: data}
+    data = check_data(model_a, data, batch_size)
     names = list(hook_names or [f"blocks.{l}.hook_resid_post" for l in range(model_a.cfg.n_layers)])
     for n in names:
         check_hook_name(model_a, n)
@@ -311,8 +312,8 @@ def completeness(
         >>> completeness(m, d, m)
         1.0
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    check_positive_int(k, "k")
+    check_data(model, data, batch_size)
     total, n = 0.0, 0
     for tokens, mask in data.batches(batch_size):
         ta = _logits(model, tokens, hooks)[:, :-1].topk(k, dim=-1).indices

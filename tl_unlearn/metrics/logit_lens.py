@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import model_device
+from tl_unlearn.metrics.evaluation import check_data
 
 __all__ = ["LogitLensDiff", "logit_lens_diff"]
 
@@ -105,8 +106,7 @@ def logit_lens_diff(
         >>> lens.layers
         ['L0', 'L1', 'final']
     """
-    if isinstance(data, TokenDataset):
-        data = {data.name: data}
+    data = check_data(model, data, batch_size)
     from tl_unlearn.interventions.base import check_layer
 
     n_layers = model.cfg.n_layers

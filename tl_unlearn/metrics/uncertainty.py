@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import model_device
+from tl_unlearn.interventions.base import check_positive_int, model_device
+from tl_unlearn.metrics.evaluation import check_data
 
 __all__ = ["FisherUncertainty", "fisher_uncertainty"]
 
@@ -71,6 +72,8 @@ def fisher_uncertainty(
         >>> f.fisher_trace >= f.grad_norm_sq > 0
         True
     """
+    check_positive_int(max_samples, "max_samples")
+    check_data(model, data, 1)
     n = min(max_samples, len(data))
     if n == 0:
         raise ValueError("fisher_uncertainty() got an empty dataset.")
