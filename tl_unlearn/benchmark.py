@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.methods import METHODS, MethodContext, fit_method
 from tl_unlearn.metrics.distances import activation_distances, output_distances, random_tokens
-from tl_unlearn.metrics.evaluation import evaluate
+from tl_unlearn.metrics.evaluation import check_metric_name, evaluate
 from tl_unlearn.metrics.generation import GenerationBehaviour, UnigramDomain, generation_behaviour
 from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
@@ -142,9 +142,6 @@ class BenchmarkConfig:
                 isinstance(m, str) for m in self.methods):
             raise ValueError(f"Setting methods must be a list of method names, got "
                              f"{self.methods!r}.")
-        if self.mia_texts < 0 or self.seed < 0:
-            raise ValueError(f"mia_texts and seed must be >= 0, got {self.mia_texts} and "
-                             f"{self.seed}.")
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ValueError(f"Unknown method(s) {bad}; choose from {sorted(METHODS)}.")
@@ -164,20 +161,13 @@ class BenchmarkConfig:
             from tl_unlearn.metrics.generation import topic_words
 
             topic_words(self.options["generation.topic"])
-        for name, value in (("generation_prompts", self.generation_prompts + 1),
-                            ("generation_tokens", self.generation_tokens),
-                            ("generation_samples", self.generation_samples)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be positive, got {value}.")
-        for name, value in (("seq_len", self.seq_len), ("fit_tokens", self.fit_tokens),
-                            ("eval_tokens", self.eval_tokens), ("batch_size", self.batch_size)):
-            if int(value) < (2 if name == "seq_len" else 1):
-                raise ValueError(f"{name} must be positive, got {value}.")
-        from tl_unlearn.metrics.evaluation import DatasetMetrics
-
-        probe = DatasetMetrics("x", 1, 1.0, {1: 1.0, 5: 1.0}, {1: 1.0, 5: 1.0}).as_dict()
-        if self.metric not in probe or self.metric in ("name", "n_predictions"):
-            raise ValueError(f"Unknown metric {self.metric!r}; use e.g. top1, top5, top1_skip, loss.")
+        minimums = {"seq_len": 2, "fit_tokens": 1, "eval_tokens": 1, "batch_size": 1,
+                    "mia_texts": 0, "seed": 0, "generation_prompts": 0,
+                    "generation_tokens": 1, "generation_samples": 1}
+        for name, minimum in minimums.items():
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
+        check_metric_name(self.metric)
 
     def validate_for_model(self, model: Any) -> None:
         """Checks that need the model's config (layers, hooks)."""
