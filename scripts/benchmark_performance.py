@@ -1,6 +1,6 @@
 """Performance ratios of tl_unlearn's evaluation, measured in one run on one model and data.
 
-Prints (and optionally writes as JSON) six ratios:
+Prints (and optionally writes as JSON) seven ratios:
 
 1. streaming evaluation (loss, perplexity, top-1/top-5 and skip variants) vs a bare
    ``model(tokens)`` loop over the same batches (target <= 1.10);
@@ -13,7 +13,10 @@ Prints (and optionally writes as JSON) six ratios:
    every hook, then metrics from the full logits), for time and peak memory;
 6. the component selectivity map of every head vs the same map with full forward passes
    (target <= 0.6), and a floor no exact map can beat: each component re-running only the
-   layers after its own, plus the unembedding and metrics that every ablation needs.
+   layers after its own, plus the unembedding and metrics that every ablation needs;
+7. answer-metric evaluation (IOI prompts of 15-25 tokens, batch 16: answer loss, accuracy,
+   log-prob, rank, logit difference) vs a bare ``model(tokens)`` loop over the same batches
+   (target <= 1.15).
 
 Each timing is the minimum over ``--repeats`` runs (alternating the two sides), on
 ``torch.get_num_threads()`` threads.
@@ -122,7 +125,7 @@ def main() -> None:
     ap.add_argument("--sweep", type=int, default=6, help="K interventions of the layer sweep")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-map", action="store_true", help="skip ratio 6 (head map)")
-    ap.add_argument("--only", default="123456", help="which ratios to measure, e.g. 26")
+    ap.add_argument("--only", default="1234567", help="which ratios to measure, e.g. 26")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     tokens = args.tokens or (8192 if args.model == "tiny" else 1024)
@@ -156,6 +159,8 @@ def main() -> None:
         run_5(model, data, fit, both, bs, reps, results, args, tokens)
     if "6" in only and not args.skip_map:
         run_6(model, data, bs, reps, results)
+    if "7" in only:
+        run_7(model, reps, results)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
@@ -297,6 +302,30 @@ def run_6(model, data, bs, reps, results):
     print(f"6. head selectivity map / full passes: {t_map / t_map_full:.3f}  "
           f"({t_map:.2f}s vs {t_map_full:.2f}s); floor for any exact map: "
           f"{t_floor / t_map_full:.3f}", flush=True)
+
+
+def run_7(model, reps, results, batch_size=16):
+    from tl_unlearn.tasks import ioi_task
+
+    ds = ioi_task(model.tokenizer, n=2000).tokenize(model.tokenizer, max_tokens=None,
+                                                     max_examples=256)
+    lengths = ds.attention_mask.sum(1)
+    ds = ds.rows((lengths >= 15) & (lengths <= 25))
+    views = list(ds.views(batch_size))
+
+    @torch.inference_mode()
+    def bare():
+        for v in views:
+            model(v.tokens)
+
+    bare()  # warm-up
+    t_eval, t_bare = paired(lambda: evaluate(model, ds, batch_size=batch_size, progress=False),
+                            bare, reps)
+    results["7_answer_eval_vs_bare"] = {"eval_s": t_eval, "bare_s": t_bare,
+                                        "ratio": t_eval / t_bare, "examples": len(ds),
+                                        "batch_size": batch_size, "target": "<= 1.15"}
+    print(f"7. answer evaluation / bare forward: {t_eval / t_bare:.3f}  "
+          f"({t_eval:.2f}s vs {t_bare:.2f}s, {len(ds)} IOI prompts)", flush=True)
 
 
 if __name__ == "__main__":

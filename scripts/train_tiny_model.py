@@ -12,6 +12,8 @@ Usage::
 
     python scripts/train_tiny_model.py                 # ~10 minutes on 2 CPU cores
     python scripts/train_tiny_model.py --steps 50 --out /tmp/tiny   # quick check
+    python scripts/train_tiny_model.py --exclude python_code --out /tmp/tiny_twin
+        # the same recipe without the forget corpus (a retrained twin)
 
 Bit-identical weights need the same torch version and thread count; the losses reproduce to
 about 0.01 otherwise.
@@ -82,6 +84,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--train-tokens-per-corpus", type=int, default=2_000_000)
+    ap.add_argument("--exclude", action="append", default=[], choices=CORPORA,
+                    help="leave a corpus out of the model's training (e.g. the forget corpus, "
+                         "for a retrained twin; the tokenizer still sees every corpus)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
@@ -96,6 +101,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.out)
     print(f"tokenizer trained ({len(tokenizer)} tokens) in {time.time() - t0:.1f}s", flush=True)
 
+    corpora = [c for c in CORPORA if c not in args.exclude]  # trained on
     train = {c: data[c].tokenize(tokenizer, "fit", seq_len=args.seq_len,
                                  max_tokens=args.train_tokens_per_corpus, seed=args.seed)
              for c in CORPORA}
@@ -118,9 +124,9 @@ def main() -> None:
     log = []
     for step in range(args.steps):
         idx = {c: torch.randint(len(train[c]), (args.batch_per_corpus,), generator=gen)
-               for c in CORPORA}
-        tokens = torch.cat([train[c].tokens[idx[c]] for c in CORPORA])
-        mask = torch.cat([train[c].attention_mask[idx[c]] for c in CORPORA])
+               for c in corpora}
+        tokens = torch.cat([train[c].tokens[idx[c]] for c in corpora])
+        mask = torch.cat([train[c].attention_mask[idx[c]] for c in corpora])
         per_tok = model(tokens, return_type="loss", loss_per_token=True, attention_mask=mask)
         loss = per_tok[mask[:, 1:]].mean()
         opt.zero_grad(set_to_none=True)

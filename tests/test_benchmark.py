@@ -129,3 +129,33 @@ def test_selective_pruning_beats_random_on_smollm2(smollm2):
                           eval_tokens=1000, mia_texts=0, extras=False)
     result = run_benchmark(cfg, model=smollm2, output_dir=None, progress=False)
     assert result.curve("prune-abs").max_difference > result.curve("prune-random").max_difference
+
+
+def test_benchmark_on_a_prompt_answer_task_with_a_user_metric(tmp_path, tiny_model):
+    """``--forget ioi`` with the logit difference as the forget metric, through the CLI and
+    through ``run_benchmark(metrics=...)`` with the notebook's own metric: same numbers."""
+    code = main(["run", "--model", "tiny", "--forget", "ioi", "--retain", "wikipedia",
+                 "--methods", "prune-abs,head-mean", "--metric", "forget=logit_diff,retain=top1",
+                 "--seq-len", "64", "--fit-tokens", "2000", "--eval-tokens", "1500",
+                 "--output", str(tmp_path / "cli"), "--quiet"])
+    assert code == 0
+    cli = BenchmarkResult.load(tmp_path / "cli")
+    assert cli.config.metric == {"forget": "logit_diff", "retain": "top1"}
+    assert cli.curves[0].original["forget"].answer["logit_diff"] != 0
+
+    def my_ld(logits, batch):
+        final = batch.answer_logits(logits)
+        return (final.gather(1, batch.answers[:, None])
+                - final.gather(1, batch.counterfactual[:, None]))[:, 0]
+
+    from tl_unlearn.metrics.evaluation import OnDatasets
+
+    cfg = BenchmarkConfig(model="tiny", forget="ioi", methods=["prune-abs", "head-mean"],
+                          metric={"forget": "my_ld", "retain": "top1"}, seq_len=64,
+                          fit_tokens=2000, eval_tokens=1500)
+    result = run_benchmark(cfg, model=tiny_model, output_dir=tmp_path / "py", progress=False,
+                           metrics={"my_ld": OnDatasets(my_ld, ("forget",))})
+    for a, b in zip(cli.curves, result.curves):
+        assert a.name == b.name
+        assert a.forget_drop == pytest.approx(b.forget_drop, abs=1e-5)
+        assert a.retain_drop == pytest.approx(b.retain_drop, abs=1e-9)

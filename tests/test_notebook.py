@@ -13,6 +13,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb
 @pytest.mark.smollm2
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("TL_UNLEARN_NB_TOKENS", "512")
+    monkeypatch.setenv("TL_UNLEARN_NB_EXAMPLES", "24")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3",
@@ -21,6 +22,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "top induction heads" in text and "max difference" in text
+    assert "clean IOI logit diff" in text
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) >= 3
     assert os.environ.get("TL_UNLEARN_NB_TOKENS") == "512"

@@ -59,3 +59,25 @@ def test_widget_errors(tiny_model, small):
         AblationWidget(tiny_model, small, method="mean")
     with pytest.raises(ValueError, match=r"AblationWidget needs datasets \['retain'\]"):
         AblationWidget(tiny_model, {"forget": small["forget"]})
+
+
+def test_widget_with_a_user_metric_on_a_prompt_answer_task(tiny_model, tiny_data):
+    from tl_unlearn import make_task
+
+    ioi = make_task("ioi", "wikipedia").tokenize(tiny_model.tokenizer, max_tokens=400)
+    data = {"forget": ioi["forget"], "retain": tiny_data["retain"].head(4)}
+
+    def logit_diff(logits, batch):
+        final = batch.answer_logits(logits)
+        return (final.gather(1, batch.answers[:, None])
+                - final.gather(1, batch.counterfactual[:, None]))[:, 0]
+
+    w = AblationWidget(tiny_model, data, metric={"forget": logit_diff, "retain": "top1"})
+    w.toggle(1, 0)
+    expected = evaluate(tiny_model, data, component_intervention(tiny_model, [(1, 0)]),
+                        progress=False)
+    n = w.numbers
+    assert n["forget"]["metric"] == pytest.approx(expected["forget"].answer["logit_diff"], abs=1e-5)
+    assert n["retain"]["metric"] == expected["retain"].accuracy[1]
+    assert n["forget"]["drop"] == pytest.approx(
+        1 - n["forget"]["metric"] / n["forget"]["original_metric"])

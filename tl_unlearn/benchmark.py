@@ -31,13 +31,14 @@ from tqdm.auto import tqdm
 from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.methods import METHODS, MethodContext, fit_method
 from tl_unlearn.metrics.distances import activation_distances, output_distances, random_tokens
-from tl_unlearn.metrics.evaluation import check_metric_name, evaluate
+from tl_unlearn.metrics.evaluation import check_metric_name, check_user_metrics, evaluate
 from tl_unlearn.metrics.generation import GenerationBehaviour, UnigramDomain, generation_behaviour
 from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
 from tl_unlearn.reporting import atomic_write_text, save_json
+from tl_unlearn.tasks import BUILTIN_TASKS
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 
@@ -55,14 +56,18 @@ class BenchmarkConfig:
 
     Attributes:
         model: ``"smollm2"`` (offline default), ``"tiny"``, or a TransformerLens model name.
-        forget: Forget text source (builtin corpus name or path).
-        retain: Retain text source.
+        forget: Forget source: a builtin corpus, a builtin prompt→answer task (``ioi``,
+            ``induction``, ``greater_than``, ``facts``) or a path.
+        retain: Retain source (the same kinds).
         methods: Method names from :data:`tl_unlearn.methods.METHODS`.
         seq_len: Tokens per sequence (BOS included).
         fit_tokens: Token budget per dataset for fitting methods.
         eval_tokens: Token budget per dataset for evaluation.
         batch_size: Sequences per forward pass.
-        metric: Metric of the selectivity drops (``top1``, ``top1_skip``, ``loss``...).
+        metric: Metric of the selectivity drops (``top1``, ``top1_skip``, ``loss``, an answer
+            metric such as ``logit_diff``...), or one per dataset: a mapping
+            ``{"forget": "logit_diff", "retain": "top1"}`` or the string
+            ``"forget=logit_diff,retain=top1"``.
         seed: Seed for data order and random baselines.
         mia_texts: Forget/held-out texts per side for membership inference (0 disables).
         extras: Compute logit lens and activation distances for the top-ranked method.
@@ -85,7 +90,7 @@ class BenchmarkConfig:
     fit_tokens: int = 4000
     eval_tokens: int = 2000
     batch_size: int = 8
-    metric: str = "top1"
+    metric: str | dict[str, str] = "top1"
     seed: int = 0
     mia_texts: int = 8
     extras: bool = True
@@ -126,18 +131,27 @@ class BenchmarkConfig:
         data = dict(data)
         if isinstance(data.get("methods"), str):  # "prune-abs" or "prune-abs, head-mean"
             data["methods"] = [m.strip() for m in data["methods"].split(",") if m.strip()]
+        metric = data.get("metric")
+        if isinstance(metric, str) and "=" in metric:  # "forget=logit_diff,retain=top1"
+            pairs = [p.split("=", 1) for p in metric.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"metric {metric!r}: write one name, or dataset=name pairs "
+                                 "separated by commas.")
+            data["metric"] = {k.strip(): v.strip() for k, v in pairs}
         return cls(**data)
 
-    def validate(self) -> None:
+    def validate(self, user_metrics: Any = ()) -> None:
         """Check everything that needs no model; raise ValueError saying what to fix."""
-        types = {"model": str, "forget": str, "retain": str, "metric": str, "seq_len": int,
+        types = {"model": str, "forget": str, "retain": str, "metric": (str, dict), "seq_len": int,
                  "fit_tokens": int, "eval_tokens": int, "batch_size": int, "seed": int,
                  "mia_texts": int, "extras": bool, "generation_prompts": int,
                  "generation_tokens": int, "generation_samples": int, "options": dict}
         for key, kind in types.items():
             value = getattr(self, key)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise ValueError(f"Setting {key} must be a {kind.__name__}, got {value!r}.")
+                kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple)
+                                                         else (kind,)))
+                raise ValueError(f"Setting {key} must be a {kinds}, got {value!r}.")
         if not isinstance(self.methods, (list, tuple)) or not all(
                 isinstance(m, str) for m in self.methods):
             raise ValueError(f"Setting methods must be a list of method names, got "
@@ -149,10 +163,10 @@ class BenchmarkConfig:
             raise ValueError("No method selected.")
         for side in ("forget", "retain"):
             src = getattr(self, side)
-            if src not in BUILTIN_CORPORA and not Path(src).exists():
+            if src not in BUILTIN_CORPORA and src not in BUILTIN_TASKS and not Path(src).exists():
                 raise ValueError(
-                    f"{side}={src!r} is neither a builtin corpus {sorted(BUILTIN_CORPORA)} nor "
-                    "an existing file or folder."
+                    f"{side}={src!r} is neither a builtin corpus {sorted(BUILTIN_CORPORA)}, a "
+                    f"builtin task {sorted(BUILTIN_TASKS)}, nor an existing file or folder."
                 )
         bad_opts = sorted(set(self.options) - OPTION_KEYS)
         if bad_opts:
@@ -167,7 +181,10 @@ class BenchmarkConfig:
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
-        check_metric_name(self.metric)
+        if isinstance(self.metric, dict) and sorted(self.metric) != ["forget", "retain"]:
+            raise ValueError(f"A per-dataset metric names 'forget' and 'retain', got "
+                             f"{sorted(self.metric)}.")
+        check_metric_name(self.metric, custom=user_metrics)
 
     def validate_for_model(self, model: Any) -> None:
         """Checks that need the model's config (layers, hooks)."""
@@ -266,7 +283,11 @@ def _generation(
 ) -> dict[str, GenerationBehaviour]:
     """Generation behaviour of ``actadd`` and of the top-ranked ablation method, at their
     levels, on continuations of forget-document openings."""
-    prompts = _generation_prompts(model, task.forget.eval, config.generation_prompts)
+    if hasattr(task.forget, "prompts"):  # prompt→answer: continue the task's own prompts
+        prompts = [task.forget.prompts[i] for i in task.forget.examples("eval")]
+        prompts = list(dict.fromkeys(prompts))[: config.generation_prompts]
+    else:
+        prompts = _generation_prompts(model, task.forget.eval, config.generation_prompts)
     if not prompts:
         return {}
     topic = config.options.get("generation.topic",
@@ -293,6 +314,7 @@ def run_benchmark(
     model: Any = None,
     output_dir: str | Path | None = "runs/latest",
     progress: bool = True,
+    metrics: dict[str, Any] | None = None,
 ) -> BenchmarkResult:
     """Fit, sweep and score every configured method; write results.json and report.html.
 
@@ -301,6 +323,8 @@ def run_benchmark(
         model: An already-loaded model to use instead of ``config.model``.
         output_dir: Folder for ``results.json`` and ``report.html`` (None: write nothing).
         progress: Show progress bars.
+        metrics: User metrics ``metric(logits, batch)`` by name, computed with every
+            evaluation; ``config.metric`` may name one (``{"forget": "my_ld", ...}``).
 
     Returns:
         The :class:`BenchmarkResult` (also written to ``output_dir``).
@@ -313,7 +337,12 @@ def run_benchmark(
     from tl_unlearn.report import render_report
 
     config = config or BenchmarkConfig()
-    config.validate()
+    metrics = check_user_metrics(metrics)
+    if metrics:  # user metric names become valid drop metrics
+        check_metric_name(config.metric, custom=metrics)
+        config.validate(user_metrics=metrics)
+    else:
+        config.validate()
     if output_dir is not None:
         out = Path(output_dir)
         clash = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
@@ -340,7 +369,7 @@ def run_benchmark(
 
     ctx = MethodContext(model, fit["forget"], fit["retain"], batch_size=config.batch_size,
                         seed=config.seed, options=dict(config.options))
-    eval_kw = {"batch_size": config.batch_size, "progress": False}
+    eval_kw = {"batch_size": config.batch_size, "progress": False, "metrics": metrics}
     t0 = time.perf_counter()
     original = evaluate(model, ev, label="original", **eval_kw)
     timings["evaluate_original"] = time.perf_counter() - t0
@@ -378,7 +407,7 @@ def run_benchmark(
                                                 batch_size=config.batch_size).js
             row["js_retain"] = output_distances(model, one_batch["retain"], iv,
                                                 batch_size=config.batch_size).js
-            if config.mia_texts:
+            if config.mia_texts and task.forget.fit and task.forget.eval:
                 n = config.mia_texts
                 mi = membership_inference(model, task.forget.fit[:n], task.forget.eval[:n], iv,
                                           max_tokens=config.seq_len)

@@ -35,9 +35,13 @@ from tl_unlearn.interventions.base import check_positive_int
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
     ForgetRetainDrops,
+    MetricFn,
+    MetricSpec,
     check_metric_name,
+    describe_metric,
     evaluate,
     evaluate_many,
+    resolve_metric,
 )
 from tl_unlearn.metrics.selectivity import SelectivityCurve
 
@@ -99,19 +103,22 @@ class ComponentMap(ForgetRetainDrops):
         components: ``(layer, head)`` or ``(layer, None)`` (MLP), in evaluation order.
         original: Evaluation of the unmodified model.
         evaluations: One evaluation per component.
-        metric: Metric of the drops.
+        metric: Metric of the drops (one name, or one per dataset).
         method: Ablation method used.
         n_layers, n_heads: Model shape, for the heatmaps.
+        metrics: The user metric functions the map was computed with (not saved; give them
+            again to :func:`greedy_circuit` after loading a map that uses one).
     """
 
     components: list[Component]
     original: Evaluation
     evaluations: list[Evaluation]
-    metric: str = "top1"
+    metric: MetricSpec = "top1"
     method: str = "zero"
     n_layers: int = 0
     n_heads: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, MetricFn] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.components) != len(self.evaluations):
@@ -173,7 +180,7 @@ class ComponentMap(ForgetRetainDrops):
                                    colorbar={"title": "drop"}))
         title = {"forget": "forget drop", "retain": "retain drop",
                  "difference": "forget drop - retain drop"}[kind]
-        fig.update_layout(title=f"Ablating each head ({self.method}): {title} ({self.metric})",
+        fig.update_layout(title=f"Ablating each head ({self.method}): {title} ({describe_metric(self.metric)})",
                           xaxis_title="head", yaxis_title="layer", template="plotly_white")
         return fig
 
@@ -183,7 +190,7 @@ class ComponentMap(ForgetRetainDrops):
             x=self.retain_drop.tolist(), y=self.forget_drop.tolist(), mode="markers",
             text=self.labels, hovertemplate="%{text}<br>retain %{x:.4f}<br>forget %{y:.4f}",
             marker={"color": self.selectivity.tolist(), "colorscale": "RdBu", "cmid": 0}))
-        fig.update_layout(title=f"Per-component forget vs retain drop ({self.metric})",
+        fig.update_layout(title=f"Per-component forget vs retain drop ({describe_metric(self.metric)})",
                           xaxis_title="retain drop", yaxis_title="forget drop",
                           template="plotly_white")
         return fig
@@ -196,7 +203,8 @@ def component_selectivity_map(
     method: Method = "zero",
     reference: TokenDataset | None = None,
     *,
-    metric: str = "top1",
+    metric: MetricSpec | MetricFn | Mapping[str, str | MetricFn] = "top1",
+    metrics: Mapping[str, MetricFn] | None = None,
     batch_size: int = 8,
     share_prefix: bool = True,
     progress: bool = True,
@@ -211,7 +219,9 @@ def component_selectivity_map(
             explicit list of ``(layer, head)`` / ``(layer, None)``.
         method: ``"zero"``, ``"mean"`` or ``"resample"`` (the latter two need ``reference``).
         reference: Reference data for mean / resample ablation.
-        metric: Metric of the drops.
+        metric: Metric of the drops: a name, a user metric ``metric(logits, batch)``, or a
+            mapping dataset -> either (``{"forget": logit_diff, "retain": "top1"}``).
+        metrics: More user metrics to compute (reported, not used for the drops).
         batch_size: Sequences per forward pass.
         share_prefix: Reuse the original forward pass up to each ablated component
             (HookedTransformer); False runs a full forward pass per component.
@@ -227,7 +237,8 @@ def component_selectivity_map(
         (8, (2, 4))
     """
     require_forget_retain(data, "component_selectivity_map()")
-    check_metric_name(metric)
+    metric, metrics = resolve_metric(metric, metrics)
+    check_metric_name(metric, custom=metrics)
     cfg = model.cfg
     if isinstance(components, str):
         if components not in ("heads", "mlp", "both"):
@@ -251,9 +262,9 @@ def component_selectivity_map(
            for c in comps]
     results = evaluate_many(model, data, [[], *ivs], batch_size=batch_size,
                             share_prefix=share_prefix, progress=progress,
-                            labels=["original", *(iv.name for iv in ivs)])
+                            labels=["original", *(iv.name for iv in ivs)], metrics=metrics)
     return ComponentMap(comps, results[0], results[1:], metric, method, cfg.n_layers,
-                        cfg.n_heads)
+                        cfg.n_heads, metrics=metrics)
 
 
 def greedy_circuit(
@@ -267,6 +278,7 @@ def greedy_circuit(
     reference: TokenDataset | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    metrics: Mapping[str, MetricFn] | None = None,
     **kwargs: Any,
 ) -> tuple[Intervention, SelectivityCurve]:
     """Grow a circuit from the map's most selective components.
@@ -276,12 +288,17 @@ def greedy_circuit(
     ``target_forget_drop``, before a component that would push the retain drop above
     ``max_retain_drop``, or at ``max_components``.
 
+    The drops use the map's metric; user metrics come from the map (``cmap.metrics``) or
+    ``metrics`` (needed after loading a saved map that uses one).
+
     Returns:
         The circuit as one intervention (``info["components"]``), and its selectivity curve
         (level = number of components).
     """
     check_positive_int(max_components, "max_components")
     require_forget_retain(data, "greedy_circuit()")
+    metrics = {**cmap.metrics, **(metrics or {})}
+    check_metric_name(cmap.metric, custom=metrics)
     cmap.original.relative_drop(cmap.original, cmap.metric)  # raises if a baseline is 0
     chosen: list[Component] = []
     levels: list[float] = []
@@ -289,7 +306,8 @@ def greedy_circuit(
     for comp in cmap.ranked("selectivity")[:max_components]:
         trial = [*chosen, comp]
         iv = component_intervention(model, trial, cmap.method, reference, **kwargs)
-        ev = evaluate(model, data, iv, batch_size=batch_size, progress=progress)
+        ev = evaluate(model, data, iv, batch_size=batch_size, progress=progress,
+                      metrics=metrics)
         drop = ev.relative_drop(cmap.original, cmap.metric)
         if drop["retain"] > max_retain_drop:
             break  # the next component would cost too much retain performance

@@ -49,6 +49,8 @@ def _run(args: argparse.Namespace) -> int:
                                                 "fit_tokens", "eval_tokens", "batch_size",
                                                 "metric", "seed")
                  if getattr(args, k) is not None}
+    if args.metric is not None:  # "top1", or "forget=logit_diff,retain=top1"
+        overrides["metric"] = BenchmarkConfig.from_dict({"metric": args.metric}).metric
     if args.methods:
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     for opt in args.option or []:
@@ -74,14 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the benchmark and write report.html + results.json")
     run.add_argument("--config", help="YAML or JSON file with BenchmarkConfig settings")
     run.add_argument("--model", help="'smollm2' (default, offline), 'tiny', or a TL model name")
-    run.add_argument("--forget", help="forget corpus name or path (default python_code)")
-    run.add_argument("--retain", help="retain corpus name or path (default wikipedia)")
+    run.add_argument("--forget", help="forget corpus, task (ioi, induction, greater_than, facts) "
+                     "or path (default python_code)")
+    run.add_argument("--retain", help="retain corpus, task or path (default wikipedia)")
     run.add_argument("--methods", help="comma-separated method names (default: all six)")
     run.add_argument("--seq-len", type=int, dest="seq_len")
     run.add_argument("--fit-tokens", type=int, dest="fit_tokens")
     run.add_argument("--eval-tokens", type=int, dest="eval_tokens")
     run.add_argument("--batch-size", type=int, dest="batch_size")
-    run.add_argument("--metric", help="drop metric: top1 (default), top5, top1_skip, loss...")
+    run.add_argument("--metric", help="drop metric: top1 (default), top5, top1_skip, loss, "
+                     "logit_diff..., or per dataset: forget=logit_diff,retain=top1")
     run.add_argument("--seed", type=int)
     run.add_argument("--option", action="append", metavar="KEY=VALUE",
                      help="method option, e.g. sae.layer=10 or actadd.levels=[1,4]")

@@ -13,6 +13,8 @@ document is right-padded and masked), up to a token budget, in a seeded random d
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import random
@@ -23,7 +25,7 @@ from typing import Any, Literal
 
 import datasets
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tl_unlearn.corpora import BUILTIN_CORPORA, load_corpus
@@ -96,6 +98,11 @@ def predicted_positions(mask: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch 
     return mask[:, :-1] & mask[:, 1:]
 
 
+def check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
 def require_forget_retain(names: Iterable[str], what: str) -> None:
     """Raise a ValueError naming what lacks a ``"forget"`` or ``"retain"`` dataset.
 
@@ -118,15 +125,36 @@ def require_forget_retain(names: Iterable[str], what: str) -> None:
 class TokenDataset:
     """Fixed-length token chunks with an attention mask, ready for TransformerLens.
 
+    Plain text chunks score every predicted position. A *scored-positions mask*
+    (``target_mask``) restricts scoring to some target tokens (e.g. the second copy of a
+    repeated sequence); a prompt→answer dataset (from :class:`~tl_unlearn.tasks.PromptAnswers`)
+    also records where each answer starts and, optionally, each counterfactual's first token.
+
     Attributes:
         name: Name of the dataset (e.g. ``"forget"``).
         tokens: Token ids, BOS first, right-padded.
         attention_mask: True at real tokens, False at padding.
+        target_mask: True at the *target* tokens that are scored (aligned with ``tokens``; the
+            logits at position ``t - 1`` predict ``tokens[:, t]``). None scores every
+            predicted position.
+        answer_start: Per row, the index of the first answer token (the prompt is
+            ``tokens[row, :answer_start]``); None for plain text.
+        counterfactual: Per row, the first token of the counterfactual answer (for the logit
+            difference); None when there is none.
+
+    Example:
+        >>> t = torch.tensor([[0, 5, 6, 5, 6]])
+        >>> ds = TokenDataset("rep", t, t >= 0, target_mask=torch.tensor([[0, 0, 0, 0, 1]]).bool())
+        >>> ds.n_predictions
+        1
     """
 
     name: str
     tokens: Int[Tensor, "batch pos"]
     attention_mask: Bool[Tensor, "batch pos"]
+    target_mask: Bool[Tensor, "batch pos"] | None = None
+    answer_start: Int[Tensor, " batch"] | None = None
+    counterfactual: Int[Tensor, " batch"] | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.shape != self.attention_mask.shape:
@@ -136,6 +164,22 @@ class TokenDataset:
             )
         if self.tokens.ndim != 2 or self.tokens.shape[0] == 0:
             raise ValueError(f"TokenDataset {self.name!r} is empty.")
+        if self.target_mask is not None:
+            if self.target_mask.shape != self.tokens.shape:
+                raise ValueError(f"TokenDataset {self.name!r}: target_mask has shape "
+                                 f"{tuple(self.target_mask.shape)}, tokens "
+                                 f"{tuple(self.tokens.shape)}.")
+            self.target_mask = self.target_mask.bool() & self.attention_mask.bool()
+            self.target_mask[:, 0] = False  # BOS is never predicted
+        for field_name in ("answer_start", "counterfactual"):
+            value = getattr(self, field_name)
+            if value is not None and tuple(value.shape) != (len(self.tokens),):
+                raise ValueError(f"TokenDataset {self.name!r}: {field_name} has shape "
+                                 f"{tuple(value.shape)}; expected ({len(self.tokens)},).")
+        if self.answer_start is not None and self.target_mask is None:
+            raise ValueError(f"TokenDataset {self.name!r}: answer_start needs a target_mask.")
+        if self.counterfactual is not None and self.answer_start is None:
+            raise ValueError(f"TokenDataset {self.name!r}: counterfactual needs answer_start.")
         if self.tokens.dtype.is_floating_point or self.tokens.dtype == torch.bool:
             raise TypeError(f"TokenDataset {self.name!r}: tokens must be integer ids, got dtype "
                             f"{self.tokens.dtype}.")
@@ -164,12 +208,73 @@ class TokenDataset:
 
     @property
     def n_predictions(self) -> int:
-        """Number of positions with a next token to predict."""
+        """Number of scored positions (every position with a next token, for plain text)."""
+        if self.target_mask is not None:
+            return int(self.target_mask[:, 1:].sum())
         return int(self.attention_mask[:, 1:].sum())
+
+    @property
+    def has_answers(self) -> bool:
+        """True for prompt→answer data (answer metrics are computed)."""
+        return self.answer_start is not None
+
+    def rows(self, index: slice | Tensor) -> TokenDataset:
+        """The rows ``index`` with every per-row field (a view for slices)."""
+        def take(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[index]
+
+        return TokenDataset(self.name, self.tokens[index], self.attention_mask[index],
+                            take(self.target_mask), take(self.answer_start),
+                            take(self.counterfactual))
 
     def head(self, n: int) -> TokenDataset:
         """The first ``n`` sequences (a view, no copy)."""
-        return TokenDataset(self.name, self.tokens[:n], self.attention_mask[:n])
+        return self.rows(slice(0, n))
+
+    def views(self, batch_size: int = 8) -> Iterator[TokenDataset]:
+        """Yield batches as :class:`TokenDataset` objects, padding columns trimmed.
+
+        These are the ``batch`` a user metric receives (``metric(logits, batch)``).
+
+        Example:
+            >>> ds = TokenDataset("x", torch.ones(3, 4, dtype=torch.long), torch.ones(3, 4, dtype=torch.bool))
+            >>> [len(b) for b in ds.views(2)]
+            [2, 1]
+        """
+        check_batch_size(batch_size)
+        for start in range(0, len(self), batch_size):
+            rows = self.rows(slice(start, start + batch_size))
+            width = int(rows.attention_mask.sum(1).max())
+            yield TokenDataset(rows.name, rows.tokens[:, :width], rows.attention_mask[:, :width],
+                               None if rows.target_mask is None else rows.target_mask[:, :width],
+                               rows.answer_start, rows.counterfactual)
+
+    def scored_positions(self) -> Bool[Tensor, "batch pos_minus_1"]:
+        """Positions whose logits are scored, aligned with ``logits[:, :-1]``."""
+        valid = predicted_positions(self.attention_mask)
+        if self.target_mask is not None:
+            valid = valid & self.target_mask[:, 1:]
+        return valid
+
+    def answer_logits(
+        self, logits: Float[Tensor, "batch pos d_vocab"]
+    ) -> Float[Tensor, "batch d_vocab"]:
+        """Logits at each row's last prompt position (the ones that predict the answer).
+
+        Use this instead of ``logits[:, -1]`` in a metric: prompts have different lengths and
+        the answer is appended, so the last column is not the prediction of the answer.
+        """
+        if self.answer_start is None:
+            raise ValueError(f"TokenDataset {self.name!r} has no answers (plain text).")
+        rows = torch.arange(len(self.tokens), device=logits.device)
+        return logits[rows, self.answer_start.to(logits.device) - 1]
+
+    @property
+    def answers(self) -> Int[Tensor, " batch"]:
+        """First answer token per row."""
+        if self.answer_start is None:
+            raise ValueError(f"TokenDataset {self.name!r} has no answers (plain text).")
+        return self.tokens.gather(1, self.answer_start[:, None]).squeeze(1)
 
     def batches(
         self, batch_size: int = 8
@@ -181,8 +286,7 @@ class TokenDataset:
             >>> [t.shape[0] for t, _ in ds.batches(2)]
             [2, 1]
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_batch_size(batch_size)
         for start in range(0, len(self), batch_size):
             mask = self.attention_mask[start : start + batch_size]
             width = int(mask.sum(1).max())
@@ -362,6 +466,21 @@ class ForgetRetainTask:
         return {k: v.tokenize(tokenizer, split, **kwargs) for k, v in self.datasets().items()}
 
 
+def _side(source: Any, name: str, kw: dict[str, Any]) -> Any:
+    """One side of a task: a builtin or given prompt→answer task, else text documents."""
+    from tl_unlearn.tasks import BUILTIN_TASKS, PromptAnswers, builtin_task
+
+    if isinstance(source, str) and source in BUILTIN_TASKS:
+        source = builtin_task(source)
+    if isinstance(source, PromptAnswers):
+        return dataclasses.replace(source, name=name)
+    if hasattr(source, "tokenize") and hasattr(source, "texts"):  # induction, deferred IOI
+        source = copy.copy(source)
+        source.name = name
+        return source
+    return TextDataset.from_source(source, name=name, **kw)
+
+
 def make_task(
     forget: TextSource = "python_code",
     retain: TextSource = "wikipedia",
@@ -373,8 +492,11 @@ def make_task(
     """Build a forget/retain task from any text sources.
 
     Args:
-        forget: What the intervention should make the model worse at (default: Python code).
-        retain: What the model should stay good at (default: English Wikipedia prose).
+        forget: What the intervention should make the model worse at (default: Python code):
+            any text source, a builtin prompt→answer task (``"ioi"``, ``"induction"``,
+            ``"greater_than"``, ``"facts"``) or a :class:`~tl_unlearn.tasks.PromptAnswers`.
+        retain: What the model should stay good at (default: English Wikipedia prose); the
+            same kinds of source.
         extra_retain: More retain sets by name (e.g. ``{"shakespeare": "shakespeare"}``).
         eval_fraction: Share of documents held out for evaluation.
         text_column: Text column for datasets / JSON sources.
@@ -388,14 +510,9 @@ def make_task(
         True
     """
     kw = dict(eval_fraction=eval_fraction, text_column=text_column)
-    extra = {
-        k: TextDataset.from_source(v, name=k, **kw) for k, v in (extra_retain or {}).items()
-    }
-    task = ForgetRetainTask(
-        forget=TextDataset.from_source(forget, name="forget", **kw),
-        retain=TextDataset.from_source(retain, name="retain", **kw),
-        extra=extra,
-    )
+    extra = {k: _side(v, k, kw) for k, v in (extra_retain or {}).items()}
+    task = ForgetRetainTask(forget=_side(forget, "forget", kw), retain=_side(retain, "retain", kw),
+                            extra=extra)
     forget_docs = set(task.forget.fit) | set(task.forget.eval)
     for name, ds in task.datasets().items():
         if name == "forget":

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from tl_unlearn.metrics.distances import ActivationDistances
+from tl_unlearn.metrics.evaluation import describe_metric
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
 from tl_unlearn.reporting import atomic_write_text
 
@@ -45,7 +46,7 @@ def selectivity_scatter(result: BenchmarkResult) -> go.Figure:
             hovertemplate="%{text}<br>retain drop %{x:.3f}<br>forget drop %{y:.3f}"))
     fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="not selective",
                              line={"dash": "dot", "color": "#999"}))
-    fig.update_layout(title=f"Forget vs retain drop ({result.config.metric})",
+    fig.update_layout(title=f"Forget vs retain drop ({describe_metric(result.config.metric)})",
                       xaxis_title="retain drop", yaxis_title="forget drop",
                       template="plotly_white")
     return fig
@@ -109,7 +110,7 @@ def render_report(result: BenchmarkResult) -> str:
         "<h1>tl_unlearn benchmark</h1>",
         f"<p class='sub'>model <b>{html.escape(str(cfg.model))}</b> · forget <b>"
         f"{html.escape(cfg.forget)}</b> · retain <b>{html.escape(cfg.retain)}</b> · metric "
-        f"<b>{html.escape(cfg.metric)}</b> · ranked by {result.scorecard.rank_by}</p>",
+        f"<b>{html.escape(describe_metric(cfg.metric))}</b> · ranked by {result.scorecard.rank_by}</p>",
         "<h2>Ranked scorecard</h2>", _table(score_rows),
         "<h2>Original model</h2>", _table(base_rows),
     ]

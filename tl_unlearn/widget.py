@@ -28,7 +28,14 @@ from tl_unlearn.circuits import (
 from tl_unlearn.data import TokenDataset, require_forget_retain
 from tl_unlearn.interventions import Intervention
 from tl_unlearn.interventions.base import check_indices, check_layer
-from tl_unlearn.metrics.evaluation import Evaluation, evaluate
+from tl_unlearn.metrics.evaluation import (
+    Evaluation,
+    MetricFn,
+    MetricSpec,
+    check_metric_name,
+    evaluate,
+    resolve_metric,
+)
 
 __all__ = ["AblationWidget"]
 
@@ -52,9 +59,13 @@ class AblationWidget:
     def __init__(
         self, model: Any, data: Mapping[str, TokenDataset], *, method: Method = "zero",
         reference: TokenDataset | None = None, include_mlp: bool = True, batch_size: int = 8,
-        metric: str = "top1",
+        metric: MetricSpec | MetricFn | Mapping[str, str | MetricFn] = "top1",
+        metrics: Mapping[str, MetricFn] | None = None,
     ) -> None:
         require_forget_retain(data, "AblationWidget")
+        metric, metrics = resolve_metric(metric, metrics)
+        check_metric_name(metric, custom=metrics)
+        self.metrics = metrics
         if method != "zero" and reference is None:
             raise ValueError(f"method={method!r} needs reference data.")
         self.model = model
@@ -65,7 +76,7 @@ class AblationWidget:
         self.batch_size = batch_size
         self.metric = metric
         self.original = evaluate(model, self.data, batch_size=batch_size, progress=False,
-                                 label="original")
+                                 label="original", metrics=metrics)
         self.current: Evaluation = self.original
         self.last_seconds = 0.0
         self.exported: Intervention | None = None
@@ -121,9 +132,12 @@ class AblationWidget:
 
     @property
     def numbers(self) -> dict[str, dict[str, float]]:
-        """Shown numbers: top-1 and loss per dataset, original and current, and the drops."""
+        """Shown numbers per dataset: top-1, loss and the drop metric (``metric``), original
+        and current, and the relative drop of the metric."""
         drop = self.current.relative_drop(self.original, self.metric)
         return {name: {"top1": self.current[name].accuracy[1], "loss": self.current[name].loss,
+                       "metric": self.current.metric(name, self.metric),
+                       "original_metric": self.original.metric(name, self.metric),
                        "original_top1": self.original[name].accuracy[1],
                        "original_loss": self.original[name].loss, "drop": drop[name]}
                 for name in ("forget", "retain")}
@@ -132,7 +146,8 @@ class AblationWidget:
         t0 = time.perf_counter()
         if self._selected:
             self.current = evaluate(self.model, self.data, self.intervention(),
-                                    batch_size=self.batch_size, progress=False)
+                                    batch_size=self.batch_size, progress=False,
+                                    metrics=self.metrics)
         else:
             self.current = self.original
         self.last_seconds = time.perf_counter() - t0

@@ -11,6 +11,22 @@ evaluated tokens. Definitions follow ``shared/specs/metrics.md``:
 - skip variants: the same, excluding targets among the ``skip_common`` most frequent target
   tokens of that dataset (counted on the evaluated data itself).
 
+Prompt→answer data (:class:`~tl_unlearn.tasks.PromptAnswers`) and token data with a
+scored-positions mask are scored on their scored positions only (for answers: teacher
+forcing over the answer tokens), and answer data also gets the answer metrics of the spec:
+``answer_accuracy`` (every answer token is the argmax), ``first_token_accuracy``,
+``answer_logprob`` (summed over the answer's tokens, mean over examples),
+``answer_logprob_per_token``, ``answer_prob`` (mean of ``exp(answer_logprob)``),
+``answer_rank`` (1 + entries with a larger logit than the first answer token, mean over
+examples) and ``logit_diff`` (first answer token minus first counterfactual token, at the
+last prompt position). Only the scored positions go through the full-vocabulary softmax.
+
+User metrics follow the TransformerLens patching convention ``metric(logits, batch)`` and
+return a scalar (the batch mean) or one value per example; ``batch`` is a
+:class:`~tl_unlearn.data.TokenDataset` view of the batch (``batch.answer_logits(logits)``,
+``batch.answers``, ``batch.counterfactual`` help with padded prompts). They are averaged
+over examples and reported beside the builtin metrics under their own names.
+
 Sequences are right-padded, so padding never influences real positions under causal attention
 and no attention mask is passed to the model.
 """
@@ -19,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,9 +48,40 @@ from tqdm.auto import tqdm
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import check_hook_name, check_positive_int, model_device
 
-__all__ = ["DatasetMetrics", "Evaluation", "ForgetRetainDrops", "evaluate", "evaluate_many"]
+__all__ = ["ANSWER_METRICS", "DatasetMetrics", "Evaluation", "ForgetRetainDrops", "MetricFn",
+           "OnDatasets",
+           "evaluate", "evaluate_many", "resolve_metric"]
 
 HookList = Sequence[tuple[Any, Any]]
+MetricFn = Callable[[Tensor, TokenDataset], Any]
+"""A user metric: ``metric(logits, batch)`` -> scalar or one value per example."""
+MetricSpec = str | Mapping[str, str]
+"""A metric name for every dataset, or one name per dataset (``{"forget": "logit_diff",
+"retain": "top1"}``)."""
+
+
+@dataclass(frozen=True)
+class OnDatasets:
+    """A user metric computed only on some datasets (e.g. a logit difference on the
+    prompt→answer forget set, not on plain-text retain data).
+
+    Example:
+        >>> def ld(logits, batch): ...
+        >>> OnDatasets(ld, ("forget",)).datasets
+        ('forget',)
+    """
+
+    fn: MetricFn
+    datasets: tuple[str, ...]
+
+    def __call__(self, logits: Tensor, batch: TokenDataset) -> Any:
+        return self.fn(logits, batch)
+
+
+ANSWER_METRICS = ("answer_accuracy", "first_token_accuracy", "answer_logprob",
+                  "answer_logprob_per_token", "answer_prob", "answer_rank", "logit_diff")
+_ANSWER_SUMS = ("n_examples", "answer_logprob", "answer_logprob_per_token", "answer_prob",
+                "answer_accuracy", "first_token_accuracy", "answer_rank", "logit_diff")
 
 
 @dataclass
@@ -48,6 +95,9 @@ class DatasetMetrics:
         accuracy: Top-k accuracy by k.
         accuracy_skip: Top-k accuracy by k, excluding the most common target tokens.
         n_predictions_skip: Positions counted in ``accuracy_skip``.
+        answer: Answer metrics (prompt→answer data only; see the module docstring).
+        custom: User metrics by name, averaged over examples.
+        n_examples: Examples (sequences) evaluated.
     """
 
     name: str
@@ -56,6 +106,9 @@ class DatasetMetrics:
     accuracy: dict[int, float]
     accuracy_skip: dict[int, float] = field(default_factory=dict)
     n_predictions_skip: int = 0
+    answer: dict[str, float] = field(default_factory=dict)
+    custom: dict[str, float] = field(default_factory=dict)
+    n_examples: int = 0
 
     @property
     def perplexity(self) -> float:
@@ -73,14 +126,29 @@ class DatasetMetrics:
         out.update({f"top{k}": v for k, v in self.accuracy.items()})
         out.update({f"top{k}_skip": v for k, v in self.accuracy_skip.items()})
         out["n_predictions_skip"] = self.n_predictions_skip
+        out["n_examples"] = self.n_examples
+        out.update(self.answer)
+        out.update(self.custom)
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DatasetMetrics:
+        """From :meth:`as_dict` (flat) or ``dataclasses.asdict`` (nested) output."""
+        if "accuracy" in d:
+            d = dict(d)
+            d["accuracy"] = {int(a): b for a, b in d["accuracy"].items()}
+            d["accuracy_skip"] = {int(a): b for a, b in d.get("accuracy_skip", {}).items()}
+            return cls(**d)
         acc = {int(k[3:]): v for k, v in d.items() if k.startswith("top") and "_" not in k}
         skip = {int(k[3:-5]): v for k, v in d.items() if k.startswith("top") and k.endswith("_skip")}
+        known = {"name", "n_predictions", "loss", "perplexity", "n_predictions_skip",
+                 "n_examples", *ANSWER_METRICS}
+        custom = {k: float(v) for k, v in d.items()
+                  if k not in known and not k.startswith("top")}
         return cls(d["name"], int(d["n_predictions"]), float(d["loss"]), acc, skip,
-                   int(d.get("n_predictions_skip", 0)))
+                   int(d.get("n_predictions_skip", 0)),
+                   {k: float(d[k]) for k in ANSWER_METRICS if k in d}, custom,
+                   int(d.get("n_examples", 0)))
 
 
 @dataclass
@@ -100,19 +168,29 @@ class Evaluation:
     def __getitem__(self, name: str) -> DatasetMetrics:
         return self.datasets[name]
 
-    def metric(self, name: str, metric: str = "top1") -> float:
-        """One number: ``loss``, ``perplexity``, ``top{k}`` or ``top{k}_skip`` of a dataset."""
+    def metric(self, name: str, metric: MetricSpec = "top1") -> float:
+        """One number of a dataset: ``loss``, ``perplexity``, ``top{k}``, ``top{k}_skip``, an
+        answer metric (prompt→answer data) or a user metric's name."""
+        metric = metric_of(metric, name)
         values = self.datasets[name].as_dict()
-        if metric not in values or metric in ("name",):
-            choices = [k for k in values if k not in ("name", "n_predictions", "n_predictions_skip")]
+        if metric not in values or metric in ("name", "n_predictions", "n_examples",
+                                              "n_predictions_skip"):
+            if metric in ANSWER_METRICS:
+                raise ValueError(f"Dataset {name!r} has no {metric!r}: answer metrics need "
+                                 "prompt→answer data (and logit_diff counterfactuals); use a "
+                                 "per-dataset metric such as {'forget': 'logit_diff', "
+                                 "'retain': 'top1'}.")
+            choices = [k for k in values if k not in ("name", "n_predictions", "n_predictions_skip",
+                                                      "n_examples")]
             raise ValueError(f"Unknown metric {metric!r}; choose one of {choices}.")
         return float(values[metric])
 
-    def relative_drop(self, original: Evaluation, metric: str = "top1") -> dict[str, float]:
+    def relative_drop(self, original: Evaluation, metric: MetricSpec = "top1") -> dict[str, float]:
         """``1 - metric(self) / metric(original)`` per dataset (spec: relative drop).
 
-        For accuracies a positive drop means the intervention made the model worse; for
-        ``loss``/``perplexity`` a worse model gives a negative drop.
+        For accuracies, probabilities and logit differences a positive drop means the
+        intervention made the model worse; for ``loss``/``perplexity``/``answer_rank`` a
+        worse model gives a negative drop. ``metric`` may name one metric per dataset.
         """
         out = {}
         for name in self.datasets:
@@ -125,18 +203,31 @@ class Evaluation:
             out[name] = 1.0 - self.metric(name, metric) / base
         return out
 
+    def normalised_logit_diff(self, clean: Evaluation, baseline: Evaluation) -> dict[str, float]:
+        """``(LD(self) - LD(baseline)) / (LD(clean) - LD(baseline))`` per answer dataset.
+
+        1 = as the clean model, 0 = as the baseline (e.g. the clean model on the corrupted
+        prompts: ``evaluate(model, task.forget.tokenize(tok, corrupted=True))``).
+        """
+        out = {}
+        for name in self.datasets:
+            if name not in baseline.datasets or "logit_diff" not in self[name].answer:
+                continue
+            base = baseline.metric(name, "logit_diff")
+            span = clean.metric(name, "logit_diff") - base
+            if span == 0:
+                raise ValueError(f"Clean and baseline logit differences on {name!r} are equal; "
+                                 "the normalised logit difference is undefined.")
+            out[name] = (self.metric(name, "logit_diff") - base) / span
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "seconds": self.seconds,
                 "datasets": {k: asdict(v) for k, v in self.datasets.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
-        ds = {}
-        for k, v in d["datasets"].items():
-            v = dict(v)
-            v["accuracy"] = {int(a): b for a, b in v["accuracy"].items()}
-            v["accuracy_skip"] = {int(a): b for a, b in v.get("accuracy_skip", {}).items()}
-            ds[k] = DatasetMetrics(**v)
+        ds = {k: DatasetMetrics.from_dict(v) for k, v in d["datasets"].items()}
         return cls(ds, d.get("label", ""), float(d.get("seconds", 0.0)))
 
     def to_dataframe(self) -> Any:
@@ -155,10 +246,10 @@ class ForgetRetainDrops:
 
     original: Evaluation
     evaluations: list[Evaluation]
-    metric: str
+    metric: MetricSpec
     drop_prefix: tuple[float, ...] = ()
 
-    def drop(self, dataset: str, metric: str | None = None) -> np.ndarray:
+    def drop(self, dataset: str, metric: MetricSpec | None = None) -> np.ndarray:
         """Relative drop of ``metric`` (default: the result's metric) on ``dataset``."""
         metric = metric or self.metric
         drops = [e.relative_drop(self.original, metric)[dataset] for e in self.evaluations]
@@ -174,11 +265,35 @@ class ForgetRetainDrops:
 
 
 def _common_targets(ds: TokenDataset, n: int) -> Int[Tensor, " n"]:
-    targets = ds.tokens[:, 1:][ds.attention_mask[:, 1:]]
+    targets = ds.tokens[:, 1:][ds.scored_positions()]
     if n <= 0 or targets.numel() == 0:
         return torch.empty(0, dtype=torch.long)
     counts = torch.bincount(targets)
     return torch.topk(counts, min(n, int((counts > 0).sum()))).indices
+
+
+def _scored(
+    logits: Float[Tensor, "batch pos d_vocab"],
+    tokens: Int[Tensor, "batch pos"],
+    valid: Bool[Tensor, "batch pos_minus_1"],
+    top_k: Sequence[int],
+) -> tuple[Int[Tensor, " n"], Float[Tensor, " n"], Bool[Tensor, "k n"]]:
+    """Targets, cross-entropy and hit@k at the ``valid`` positions (row-major order).
+
+    Only those positions go through the full-vocabulary log-softmax and top-k.
+    """
+    logits, targets = logits[:, :-1], tokens[:, 1:]
+    if bool(valid.all()):
+        logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    else:
+        logits, targets = logits[valid], targets[valid]
+    logits = logits.float()
+    # fused log-softmax + NLL (one pass over the vocabulary)
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    # one top-k for every k: hit@k = target among the k largest logits
+    in_top = logits.topk(max(top_k), dim=-1).indices == targets.unsqueeze(-1)
+    hits = torch.stack([in_top[:, :k].any(-1) for k in top_k])
+    return targets, nll, hits
 
 
 def batch_statistics(
@@ -187,29 +302,76 @@ def batch_statistics(
     mask: Bool[Tensor, "batch pos"],
     top_k: Sequence[int],
     skip_ids: Int[Tensor, " n"] | None = None,
+    scored: Bool[Tensor, "batch pos_minus_1"] | None = None,
 ) -> Float[Tensor, " stats"]:
     """Sums for one batch: ``[n, loss_sum, hits@k..., n_skip, hits_skip@k...]`` (float64).
 
-    Computed without materialising log-probabilities for the whole vocabulary more than once
-    and without Python loops over positions.
+    ``scored`` restricts the counted positions (default: every predicted position). Computed
+    without Python loops over positions.
     """
-    logits = logits[:, :-1].float()
-    targets = tokens[:, 1:]
     valid = predicted_positions(mask)
-    # fused log-softmax + NLL (one pass over the vocabulary)
-    nll = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-    ).reshape(targets.shape)[valid]
-    # one top-k for every k: hit@k = target among the k largest logits
-    in_top = logits.topk(max(top_k), dim=-1).indices == targets.unsqueeze(-1)
-    hits = [in_top[..., :k].any(-1) for k in top_k]
-    out = [valid.sum().double(), nll.double().sum()]
-    out += [(h & valid).sum().double() for h in hits]
+    if scored is not None:
+        valid = valid & scored
+    targets, nll, hits = _scored(logits, tokens, valid, top_k)
+    out = [torch.tensor(float(len(targets)), dtype=torch.float64), nll.double().sum()]
+    out += [h.sum().double() for h in hits]
     if skip_ids is not None:
-        keep = valid & ~torch.isin(targets, skip_ids.to(targets.device))
+        keep = ~torch.isin(targets, skip_ids.to(targets.device))
         out.append(keep.sum().double())
         out += [(h & keep).sum().double() for h in hits]
-    return torch.stack(out).cpu()
+    return torch.stack([o.cpu() for o in out])
+
+
+def answer_statistics(
+    logits: Float[Tensor, "batch pos d_vocab"], batch: TokenDataset
+) -> Float[Tensor, " stats"]:
+    """Sums over the batch's examples of the answer metrics, in the order of ``_ANSWER_SUMS``.
+
+    Per example (teacher forcing): the answer's summed log-probability, its per-token mean
+    and ``exp``, exact match (every answer token is the argmax), first-token hit, rank of the
+    first answer token, and the logit difference answer − counterfactual at the last prompt
+    position (0 when there is no counterfactual).
+    """
+    valid = batch.scored_positions().to(logits.device)
+    _, nll, hits = _scored(logits, batch.tokens.to(logits.device), valid, (1,))
+    rows = valid.nonzero()[:, 0]
+    n = len(batch)
+    logprob = torch.zeros(n, dtype=torch.float64, device=logits.device).index_add_(
+        0, rows, -nll.double())
+    n_tokens = torch.bincount(rows, minlength=n).double()
+    misses = torch.bincount(rows, weights=(~hits[0]).double(), minlength=n)
+    final = batch.answer_logits(logits).float()
+    answer = batch.answers.to(logits.device)
+    answer_logit = final.gather(1, answer[:, None])
+    rank = 1 + (final > answer_logit).sum(-1).double()
+    ld = torch.zeros(n, dtype=torch.float64, device=logits.device)
+    if batch.counterfactual is not None:
+        cf = final.gather(1, batch.counterfactual.to(logits.device)[:, None])
+        ld = (answer_logit - cf).squeeze(1).double()
+    out = [torch.tensor(float(n), dtype=torch.float64), logprob.sum(),
+           (logprob / n_tokens).sum(), logprob.exp().sum(), (misses == 0).double().sum(),
+           (rank == 1).double().sum(), rank.sum(), ld.sum()]
+    return torch.stack([o.cpu() for o in out])
+
+
+def _user_metric_sums(
+    fn: MetricFn, name: str, logits: Tensor, batch: TokenDataset, dataset: str, label: str
+) -> tuple[float, int]:
+    """``(sum over examples, examples)`` of a user metric on one batch, checked."""
+    value = torch.as_tensor(fn(logits, batch)).detach().double().cpu()
+    n = len(batch)
+    if value.numel() == 1:
+        total = float(value.reshape(())) * n
+    elif tuple(value.shape) == (n,):
+        total = float(value.sum())
+    else:
+        raise ValueError(f"Metric {name!r} returned shape {tuple(value.shape)} on a batch of "
+                         f"{n} examples of {dataset!r}; return a scalar (the batch mean) or "
+                         f"one value per example, shape ({n},).")
+    if not math.isfinite(total):
+        raise ValueError(f"Metric {name!r} returned NaN or inf on dataset {dataset!r} under "
+                         f"{label or 'the original model'!r}.")
+    return total, n
 
 
 def _start_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int:
@@ -325,6 +487,7 @@ def evaluate_many(
     labels: Sequence[str] | None = None,
     share_prefix: bool = True,
     progress: bool = True,
+    metrics: Mapping[str, MetricFn] | None = None,
 ) -> list[Evaluation]:
     """Evaluate several interventions in one streaming pass over the data.
 
@@ -337,6 +500,9 @@ def evaluate_many(
     ``hook_mlp_out`` of one layer (a head or MLP ablation) resumes from that block's cached
     activations, skipping its attention pattern (and, for the MLP alone, the whole block)
     too. An intervention with no hook is the original model.
+
+    ``metrics`` are user metrics ``metric(logits, batch)`` (see the module docstring),
+    computed on every batch under every intervention, with the same shortcuts.
 
     Returns:
         One :class:`Evaluation` per intervention, in order.
@@ -364,6 +530,7 @@ def evaluate_many(
                 check_hook_name(model, hook_name)
             if not callable(fn):
                 raise TypeError(f"The hook on {hook_name!r} is not callable: {fn!r}.")
+    metrics = check_user_metrics(metrics)
     if labels is None:
         labels = [getattr(h, "name", "") for h in interventions]
     n_layers = model.cfg.n_layers
@@ -380,14 +547,23 @@ def evaluate_many(
     device = model_device(model)
     n_stats = 2 + len(top_k) + (1 + len(top_k) if skip_common else 0)
     seconds = [0.0] * len(hook_lists)
-    sums = {name: [torch.zeros(n_stats, dtype=torch.float64) for _ in hook_lists]
-            for name in data}
+    sums = {name: [torch.zeros(n_stats if ds.target_mask is None else 2 + len(top_k),
+                               dtype=torch.float64) for _ in hook_lists]
+            for name, ds in data.items()}
+    answer_sums = {name: [torch.zeros(len(_ANSWER_SUMS), dtype=torch.float64) for _ in hook_lists]
+                   for name, ds in data.items() if ds.has_answers}
+    user_sums = {name: [dict.fromkeys(metrics, 0.0) for _ in hook_lists] for name in data}
+    n_rows = {name: 0 for name in data}
     total = sum(-(-len(d) // batch_size) for d in data.values()) * len(hook_lists)
     bar = tqdm(total=total, desc="evaluate", disable=not progress, leave=False)
     for name, ds in data.items():
-        skip_ids = _common_targets(ds, skip_common) if skip_common else None
-        for tokens, mask in ds.batches(batch_size):
-            tokens = tokens.to(device)
+        # skip-common is for text: on scored answers it would drop the answers themselves
+        skip_ids = (_common_targets(ds, skip_common)
+                    if skip_common and ds.target_mask is None else None)
+        for view in ds.views(batch_size):
+            tokens, mask = view.tokens.to(device), view.attention_mask
+            scored = view.scored_positions() if view.target_mask is not None else None
+            n_rows[name] += len(view)
             t0 = time.perf_counter()
             resid: dict[int, Tensor] = {}
             if needed:
@@ -411,8 +587,16 @@ def evaluate_many(
                                            tokens=tokens, return_type="logits")
                         else:
                             logits = model(tokens, return_type="logits")
-                sums[name][i] += batch_statistics(logits, tokens, mask.to(logits.device),
-                                                  top_k, skip_ids)
+                sums[name][i] += batch_statistics(
+                    logits, tokens, mask.to(logits.device), top_k, skip_ids,
+                    None if scored is None else scored.to(logits.device))
+                if name in answer_sums:
+                    answer_sums[name][i] += answer_statistics(logits, view)
+                for metric_name, fn in metrics.items():
+                    if isinstance(fn, OnDatasets) and name not in fn.datasets:
+                        continue
+                    total, _ = _user_metric_sums(fn, metric_name, logits, view, name, labels[i])
+                    user_sums[name][i][metric_name] += total
                 seconds[i] += time.perf_counter() - t1 + shared
                 bar.update(1)
     bar.close()
@@ -426,7 +610,7 @@ def evaluate_many(
                 raise ValueError(f"Dataset {name!r} has no predicted position.")
             acc = {k: s[2 + j] / n for j, k in enumerate(top_k)}
             skip, n_skip = {}, 0
-            if skip_common:
+            if skip_common and data[name].target_mask is None:
                 n_skip = int(s[2 + len(top_k)])
                 base = 3 + len(top_k)
                 skip = {k: s[base + j] / max(n_skip, 1) for j, k in enumerate(top_k)}
@@ -435,7 +619,17 @@ def evaluate_many(
                     f"The logits on dataset {name!r} under {labels[i] or 'the intervention'!r} "
                     "are not finite (NaN or inf): a hook or the model produced NaN/inf "
                     "activations, so no accuracy or loss can be reported.")
-            results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip)
+            answer = {}
+            if name in answer_sums:
+                a = dict(zip(_ANSWER_SUMS, answer_sums[name][i].tolist()))
+                n_ex = a.pop("n_examples")
+                answer = {k: v / n_ex for k, v in a.items()}
+                if data[name].counterfactual is None:
+                    answer.pop("logit_diff")
+            custom = {k: v / n_rows[name] for k, v in user_sums[name][i].items()
+                      if not isinstance(metrics[k], OnDatasets) or name in metrics[k].datasets}
+            results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip, answer,
+                                           custom, n_rows[name])
         out.append(Evaluation(results, labels[i], seconds[i]))
     return out
 
@@ -450,6 +644,7 @@ def evaluate(
     skip_common: int = 50,
     label: str = "",
     progress: bool = True,
+    metrics: Mapping[str, MetricFn] | None = None,
 ) -> Evaluation:
     """Evaluate a model, optionally under forward hooks, on one or more token datasets.
 
@@ -462,6 +657,9 @@ def evaluate(
         skip_common: N for the skip-common-token variants (0 disables them).
         label: Name stored on the result (default: the intervention's name).
         progress: Show a tqdm progress bar.
+        metrics: User metrics by name, ``metric(logits, batch)`` -> scalar or one value per
+            example (TransformerLens patching convention; ``batch`` is a
+            :class:`~tl_unlearn.data.TokenDataset`).
 
     Returns:
         An :class:`Evaluation` with one :class:`DatasetMetrics` per dataset.
@@ -476,23 +674,106 @@ def evaluate(
     """
     return evaluate_many(model, data, [hooks], batch_size=batch_size, top_k=top_k,
                          skip_common=skip_common,
-                         labels=[label or getattr(hooks, "name", "")], progress=progress)[0]
+                         labels=[label or getattr(hooks, "name", "")], progress=progress,
+                         metrics=metrics)[0]
 
 
-def check_metric_name(metric: str, top_k: Sequence[int] = (1, 5), skip_common: int = 50) -> str:
-    """``metric`` if an :class:`Evaluation` with these settings has it, else a ValueError.
+def metric_of(metric: MetricSpec, dataset: str) -> str:
+    """The metric name ``metric`` gives ``dataset`` (a mapping may give one per dataset)."""
+    if isinstance(metric, Mapping):
+        if dataset not in metric:
+            raise ValueError(f"The per-dataset metric {dict(metric)} names no metric for "
+                             f"dataset {dataset!r}.")
+        return metric[dataset]
+    return metric
+
+
+def describe_metric(metric: MetricSpec) -> str:
+    """A short label: ``"top1"``, or ``"logit_diff (forget), top1 (retain)"``."""
+    if isinstance(metric, Mapping):
+        return ", ".join(f"{m} ({d})" for d, m in metric.items())
+    return metric
+
+
+def resolve_metric(
+    metric: MetricSpec | MetricFn | Mapping[str, str | MetricFn],
+    metrics: Mapping[str, MetricFn] | None = None,
+) -> tuple[MetricSpec, dict[str, MetricFn]]:
+    """Split a metric argument into names and the user functions they need.
+
+    ``metric`` may be a name, a callable ``metric(logits, batch)`` (named by its
+    ``__name__``), or a mapping dataset -> either; a callable given for some datasets only is
+    computed only on those (:class:`OnDatasets`).
+
+    Example:
+        >>> def logit_diff(logits, batch): ...
+        >>> spec, fns = resolve_metric({"forget": logit_diff, "retain": "top1"})
+        >>> spec, fns["logit_diff"].datasets
+        ({'forget': 'logit_diff', 'retain': 'top1'}, ('forget',))
+    """
+    fns = dict(metrics or {})
+
+    def name_of(m: Any, dataset: str | None = None) -> str:
+        if callable(m):
+            name = getattr(m, "__name__", "") or "metric"
+            name = "metric" if name == "<lambda>" else name
+            if dataset is None:
+                fns[name] = m
+            else:  # computed only on the datasets that ask for it
+                old = fns.get(name)
+                names = old.datasets if isinstance(old, OnDatasets) else ()
+                fns[name] = OnDatasets(m, (*names, dataset))
+            return name
+        if not isinstance(m, str):
+            raise TypeError(f"A metric must be a name or a callable metric(logits, batch), got "
+                            f"{type(m).__name__}.")
+        return m
+
+    spec: MetricSpec = ({k: name_of(v, k) for k, v in metric.items()}
+                        if isinstance(metric, Mapping) else name_of(metric))
+    return spec, check_user_metrics(fns)
+
+
+def check_user_metrics(metrics: Mapping[str, MetricFn] | None) -> dict[str, MetricFn]:
+    """User metrics as a dict, checked: callables whose names do not shadow ``loss``,
+    ``perplexity``, ``top{k}`` or bookkeeping fields. A user metric may share an answer
+    metric's name (a notebook's own ``logit_diff``): it is kept under ``custom`` and takes
+    precedence in :meth:`Evaluation.metric`."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise TypeError("metrics must be a mapping name -> metric(logits, batch), got "
+                        f"{type(metrics).__name__}.")
+    for name, fn in metrics.items():
+        if not callable(fn):
+            raise TypeError(f"Metric {name!r} is not callable: {fn!r}.")
+        if name in ("loss", "perplexity", "name", "n_predictions", "n_examples",
+                    "n_predictions_skip") or name.startswith("top"):
+            raise ValueError(f"User metric name {name!r} shadows a builtin metric; rename it.")
+    return dict(metrics)
+
+
+def check_metric_name(metric: MetricSpec, top_k: Sequence[int] = (1, 5), skip_common: int = 50,
+                      custom: Iterable[str] = ()) -> MetricSpec:
+    """``metric`` if an :class:`Evaluation` with these settings can have it, else a ValueError.
+
+    Answer metrics are accepted here; a dataset without answers raises when it is asked for
+    one. ``custom`` are the names of user metrics.
 
     Example:
         >>> check_metric_name("top3")
         Traceback (most recent call last):
         ...
-        ValueError: Unknown metric 'top3'; choose one of ['loss', 'perplexity', 'top1', 'top5', 'top1_skip', 'top5_skip'].
+        ValueError: Unknown metric 'top3'; choose one of ['loss', 'perplexity', 'top1', 'top5', 'top1_skip', 'top5_skip', 'answer_accuracy', 'first_token_accuracy', 'answer_logprob', 'answer_logprob_per_token', 'answer_prob', 'answer_rank', 'logit_diff'].
     """
     valid = ["loss", "perplexity", *(f"top{k}" for k in top_k)]
     if skip_common:
         valid += [f"top{k}_skip" for k in top_k]
-    if metric not in valid:
-        raise ValueError(f"Unknown metric {metric!r}; choose one of {valid}.")
+    valid += [*ANSWER_METRICS, *custom]
+    names = list(metric.values()) if isinstance(metric, Mapping) else [metric]
+    for name in names:
+        if not isinstance(name, str) or name not in valid:
+            raise ValueError(f"Unknown metric {name!r}; choose one of {valid}.")
     return metric
 
 

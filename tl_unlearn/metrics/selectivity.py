@@ -28,8 +28,12 @@ from tl_unlearn.interventions.base import Intervention
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
     ForgetRetainDrops,
+    MetricFn,
+    MetricSpec,
     check_metric_name,
+    describe_metric,
     evaluate_many,
+    resolve_metric,
 )
 from tl_unlearn.reporting import atomic_write_text
 
@@ -66,7 +70,7 @@ class SelectivityCurve(ForgetRetainDrops):
     levels: list[float]
     original: Evaluation
     evaluations: list[Evaluation]
-    metric: str = "top1"
+    metric: MetricSpec = "top1"
     level_name: str = "fraction removed"
     include_zero: bool = True
     fit_seconds: float = 0.0
@@ -134,7 +138,7 @@ class SelectivityCurve(ForgetRetainDrops):
         return pd.DataFrame(data)
 
     # ----------------------------------------------------------------- figures
-    def figure(self, metric: str | None = None) -> go.Figure:
+    def figure(self, metric: MetricSpec | None = None) -> go.Figure:
         """Forget and retain drop vs level (the selectivity curve)."""
         metric = metric or self.metric
         fig = go.Figure()
@@ -143,7 +147,7 @@ class SelectivityCurve(ForgetRetainDrops):
                                      name=f"{ds} drop", line={"color": color}))
         fig.update_layout(
             title=f"Selectivity: {self.name} (max difference {self.max_difference:.3f})",
-            xaxis_title=self.level_name, yaxis_title=f"relative drop in {metric}",
+            xaxis_title=self.level_name, yaxis_title=f"relative drop in {describe_metric(metric)}",
             template="plotly_white",
         )
         return fig
@@ -191,7 +195,7 @@ def selectivity_curve(
     levels: Sequence[float],
     *,
     name: str = "",
-    metric: str = "top1",
+    metric: MetricSpec | MetricFn | Mapping[str, str | MetricFn] = "top1",
     level_name: str = "fraction removed",
     include_zero: bool = True,
     original: Evaluation | None = None,
@@ -212,11 +216,14 @@ def selectivity_curve(
             ``lambda f: scores.intervention(f)`` for pruning).
         levels: Levels to evaluate, in increasing order.
         name: Method name (default: taken from the first intervention).
-        metric: Metric of the drops (any :meth:`Evaluation.metric` name).
+        metric: Metric of the drops: any :meth:`Evaluation.metric` name, a user metric
+            ``metric(logits, batch)``, or a mapping dataset -> either (e.g.
+            ``{"forget": logit_diff, "retain": "top1"}``).
         original: Reuse an evaluation of the original model (saves one pass).
         fit_seconds: Time spent fitting the family, reported with the result.
         progress: Progress bar.
-        **evaluate_kwargs: ``batch_size``, ``top_k``, ``skip_common`` for :func:`evaluate`.
+        **evaluate_kwargs: ``batch_size``, ``top_k``, ``skip_common``, ``metrics`` (more
+            user metrics) for :func:`evaluate`.
 
     Example:
         >>> from tl_unlearn import load_tiny_model, make_task
@@ -231,8 +238,9 @@ def selectivity_curve(
         3
     """
     require_forget_retain(data, "selectivity_curve()")
+    metric, evaluate_kwargs["metrics"] = resolve_metric(metric, evaluate_kwargs.get("metrics"))
     check_metric_name(metric, evaluate_kwargs.get("top_k", (1, 5)),
-                      evaluate_kwargs.get("skip_common", 50))
+                      evaluate_kwargs.get("skip_common", 50), evaluate_kwargs["metrics"])
     levels = [float(level) for level in levels]
     if not levels:
         raise ValueError("selectivity_curve() needs at least one level.")
