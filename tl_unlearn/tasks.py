@@ -336,7 +336,7 @@ def ioi_task(tokenizer: Any | None = None, n: int = 600, *, seed: int = 0,
     examples are grouped by their name pair for the split.
 
     Example:
-        >>> pa = ioi_task(n=10)
+        >>> pa = ioi_task(n=40)
         >>> pa.prompts[0].endswith(" to"), pa.answers[0] != pa.counterfactuals[0]
         (True, True)
     """
