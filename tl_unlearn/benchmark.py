@@ -338,11 +338,7 @@ def run_benchmark(
 
     config = config or BenchmarkConfig()
     metrics = check_user_metrics(metrics)
-    if metrics:  # user metric names become valid drop metrics
-        check_metric_name(config.metric, custom=metrics)
-        config.validate(user_metrics=metrics)
-    else:
-        config.validate()
+    config.validate(user_metrics=metrics)  # user metric names are valid drop metrics
     if output_dir is not None:
         out = Path(output_dir)
         clash = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)

@@ -354,10 +354,10 @@ def answer_statistics(
     return torch.stack([o.cpu() for o in out])
 
 
-def _user_metric_sums(
+def _user_metric_sum(
     fn: MetricFn, name: str, logits: Tensor, batch: TokenDataset, dataset: str, label: str
-) -> tuple[float, int]:
-    """``(sum over examples, examples)`` of a user metric on one batch, checked."""
+) -> float:
+    """Sum over the batch's examples of a user metric, checked."""
     value = torch.as_tensor(fn(logits, batch)).detach().double().cpu()
     n = len(batch)
     if value.numel() == 1:
@@ -371,7 +371,7 @@ def _user_metric_sums(
     if not math.isfinite(total):
         raise ValueError(f"Metric {name!r} returned NaN or inf on dataset {dataset!r} under "
                          f"{label or 'the original model'!r}.")
-    return total, n
+    return total
 
 
 def _start_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int:
@@ -552,8 +552,10 @@ def evaluate_many(
             for name, ds in data.items()}
     answer_sums = {name: [torch.zeros(len(_ANSWER_SUMS), dtype=torch.float64) for _ in hook_lists]
                    for name, ds in data.items() if ds.has_answers}
-    user_sums = {name: [dict.fromkeys(metrics, 0.0) for _ in hook_lists] for name in data}
-    n_rows = {name: 0 for name in data}
+    # a user metric given for some datasets only (OnDatasets) is computed only there
+    user_sums = {name: [{k: 0.0 for k, fn in metrics.items()
+                         if not isinstance(fn, OnDatasets) or name in fn.datasets}
+                        for _ in hook_lists] for name in data}
     total = sum(-(-len(d) // batch_size) for d in data.values()) * len(hook_lists)
     bar = tqdm(total=total, desc="evaluate", disable=not progress, leave=False)
     for name, ds in data.items():
@@ -563,7 +565,6 @@ def evaluate_many(
         for view in ds.views(batch_size):
             tokens, mask = view.tokens.to(device), view.attention_mask
             scored = view.scored_positions() if view.target_mask is not None else None
-            n_rows[name] += len(view)
             t0 = time.perf_counter()
             resid: dict[int, Tensor] = {}
             if needed:
@@ -592,11 +593,9 @@ def evaluate_many(
                     None if scored is None else scored.to(logits.device))
                 if name in answer_sums:
                     answer_sums[name][i] += answer_statistics(logits, view)
-                for metric_name, fn in metrics.items():
-                    if isinstance(fn, OnDatasets) and name not in fn.datasets:
-                        continue
-                    total, _ = _user_metric_sums(fn, metric_name, logits, view, name, labels[i])
-                    user_sums[name][i][metric_name] += total
+                for metric_name in user_sums[name][i]:
+                    user_sums[name][i][metric_name] += _user_metric_sum(
+                        metrics[metric_name], metric_name, logits, view, name, labels[i])
                 seconds[i] += time.perf_counter() - t1 + shared
                 bar.update(1)
     bar.close()
@@ -626,10 +625,9 @@ def evaluate_many(
                 answer = {k: v / n_ex for k, v in a.items()}
                 if data[name].counterfactual is None:
                     answer.pop("logit_diff")
-            custom = {k: v / n_rows[name] for k, v in user_sums[name][i].items()
-                      if not isinstance(metrics[k], OnDatasets) or name in metrics[k].datasets}
+            custom = {k: v / len(data[name]) for k, v in user_sums[name][i].items()}
             results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip, answer,
-                                           custom, n_rows[name])
+                                           custom, len(data[name]))
         out.append(Evaluation(results, labels[i], seconds[i]))
     return out
 
