@@ -98,11 +98,6 @@ def predicted_positions(mask: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch 
     return mask[:, :-1] & mask[:, 1:]
 
 
-def check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-
-
 def require_forget_retain(names: Iterable[str], what: str) -> None:
     """Raise a ValueError naming what lacks a ``"forget"`` or ``"retain"`` dataset.
 
@@ -241,7 +236,9 @@ class TokenDataset:
             >>> [len(b) for b in ds.views(2)]
             [2, 1]
         """
-        check_batch_size(batch_size)
+        from tl_unlearn.interventions.base import check_positive_int  # (import cycle)
+
+        check_positive_int(batch_size, "batch_size")
         for start in range(0, len(self), batch_size):
             rows = self.rows(slice(start, start + batch_size))
             width = int(rows.attention_mask.sum(1).max())
@@ -286,7 +283,9 @@ class TokenDataset:
             >>> [t.shape[0] for t, _ in ds.batches(2)]
             [2, 1]
         """
-        check_batch_size(batch_size)
+        from tl_unlearn.interventions.base import check_positive_int  # (import cycle)
+
+        check_positive_int(batch_size, "batch_size")
         for start in range(0, len(self), batch_size):
             mask = self.attention_mask[start : start + batch_size]
             width = int(mask.sum(1).max())
