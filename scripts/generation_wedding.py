@@ -1,11 +1,14 @@
 """ActAdd "weddings" on SmolLM2: topic-word frequency and fluency of continuations of neutral
 prompts, steered vs unsteered (issue 15's check).
 
-The layer and the prompt pair are chosen on the first 4 neutral prompts (tuning): the largest
-wedding-word frequency over a grid of layers and coefficients, among settings whose
-continuations stay within 4x the unsteered perplexity. The whole coefficient curve at the
-chosen layer is then reported on the other 12 prompts (held out), with bootstrap intervals
-over prompts and samples.
+The layer, the coefficient and the injection (``front``: the paper's per-position difference
+at the prompt's first positions; ``all``: the mean difference at every position) are chosen on
+the first 4 neutral prompts (tuning): the largest wedding-word frequency over a grid of layers
+and coefficients, among settings whose continuations stay within 2x the unsteered perplexity.
+The prompt pair (a wedding sentence minus a weather sentence of the same shape) came from
+greedy probes on the same 4 prompts. The whole coefficient curve of the chosen injection and
+layer is then reported on the other 12 prompts (held out), with bootstrap intervals over
+prompts and samples.
 
     python scripts/generation_wedding.py [--json out.json] [--samples 4] [--tokens 24]
 """
@@ -22,8 +25,9 @@ from tl_unlearn import load_model
 from tl_unlearn.interventions import actadd
 from tl_unlearn.metrics.generation import NEUTRAL_PROMPTS, generation_behaviour
 
-PAIRS = [("I talk about weddings constantly", "I do not talk about weddings constantly"),
-         (" weddings", " ")]
+PAIR = ("The wedding was lovely: the bride and groom were married at the ceremony",
+        "The weather was lovely: the sun and sky were clear at the beach")
+MODES = ("front", "all")
 
 
 def main() -> None:
@@ -31,9 +35,11 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=24)
-    ap.add_argument("--layers", default="2,4,6,8,12")
-    ap.add_argument("--tune-coeffs", default="4,8,16")
-    ap.add_argument("--coeffs", default="1,2,4,8,16")
+    ap.add_argument("--layers", default="1,2,4")
+    ap.add_argument("--tune-coeffs", default="1,4")
+    ap.add_argument("--all-coeffs", default="0.5,1",
+                    help="tuning coefficients of the all-positions injection")
+    ap.add_argument("--coeffs", default="0.25,0.5,1,2,4")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -43,32 +49,34 @@ def main() -> None:
               progress=False)
     t0 = time.perf_counter()
     tuning = {}
-    tune_coeffs = [float(c) for c in args.tune_coeffs.split(",")]
-    for pair in PAIRS:
+    grids = {"front": [float(c) for c in args.tune_coeffs.split(",")],
+             "all": [float(c) for c in args.all_coeffs.split(",")]}
+    for mode in MODES:
         for layer in (int(x) for x in args.layers.split(",")):
-            gb = generation_behaviour(model, tune, lambda c, l=layer, p=pair: actadd(
-                model, *p, l, c), tune_coeffs, **kw)
+            gb = generation_behaviour(model, tune, lambda c, l=layer, m=mode: actadd(
+                model, *PAIR, l, c, positions=m), grids[mode], **kw)
             base = gb.original.value("fluency_perplexity")
             for run in gb.runs:
                 freq = run.value("topic_frequency")
                 ratio = run.value("fluency_perplexity") / base
-                tuning[f"{pair[0].strip()}|L{layer}|c={run.level:g}"] = (freq, ratio)
-                print(f"tuning: {pair[0]!r} L{layer} c={run.level:g}: wedding {freq:.4f}, "
-                      f"ppl ratio {ratio:.2f} (unsteered wedding "
+                tuning[f"{mode}|{layer}|{run.level:g}"] = (freq, ratio)
+                print(f"tuning: {mode} L{layer} c={run.level:g}: wedding {freq:.4f}, ppl ratio "
+                      f"{ratio:.2f} (unsteered wedding "
                       f"{gb.original.value('topic_frequency'):.4f})", flush=True)
-    ok = {k: v for k, v in tuning.items() if v[1] <= 4.0}
+    ok = {k: v for k, v in tuning.items() if v[1] <= 2.0}
     best = max(ok or tuning, key=lambda k: (ok or tuning)[k][0])
-    plus = next(p for p in PAIRS if p[0].strip() == best.split("|")[0])
-    layer = int(best.split("|")[1][1:])
-    PLUS, MINUS = plus
+    mode, layer, _ = best.split("|")
+    PLUS, MINUS = PAIR
+    layer = int(layer)
     coeffs = [float(c) for c in args.coeffs.split(",")]
     gb = generation_behaviour(model, held_out,
-                              lambda c: actadd(model, PLUS, MINUS, layer, c), coeffs,
-                              level_name="ActAdd coefficient", label=f"actadd weddings L{layer}",
-                              **kw)
+                              lambda c: actadd(model, PLUS, MINUS, layer, c, positions=mode),
+                              coeffs, level_name="ActAdd coefficient",
+                              label=f"actadd weddings L{layer} {mode}", **kw)
     df = gb.to_dataframe()
-    print(f"chosen {best}; pair {PLUS!r} - {MINUS!r}; held-out prompts {len(held_out)} x {gb.settings['n_samples']} "
-          f"samples x {args.tokens} tokens; {time.perf_counter() - t0:.0f} s")
+    print(f"chosen: {mode} positions, layer {layer}, pair {PLUS!r} - {MINUS!r}; held-out "
+          f"prompts {len(held_out)} x {gb.settings['n_samples']} samples x {args.tokens} "
+          f"tokens; {time.perf_counter() - t0:.0f} s")
     df["label"] = df["label"].str.slice(0, 12)
     for m in ("topic_frequency", "fluency_perplexity", "repetition", "distinct_2"):
         print(f"\n{m}")

@@ -70,3 +70,41 @@ def test_smollm2_config_and_offline_bridge():
     with torch.no_grad():
         logits = bridge(tokens)
     assert logits.shape == (1, 5, 49152)
+
+
+def test_processed_weights_round_trip_and_bad_files(tiny_model, tmp_path):
+    """The low-memory loader reads back exactly what was saved, and refuses a damaged file."""
+    from tl_unlearn.models import _load_processed, _save_processed
+
+    folder = tmp_path / "hooked-test"
+    before = dict(tiny_model.cfg.to_dict())
+    _save_processed(tiny_model, folder)
+    assert tiny_model.cfg.to_dict() == before  # the model's config is left alone
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hooked-")]
+    loaded = _load_processed(folder, tiny_model.tokenizer)
+    tokens = torch.tensor([[0, 17, 230, 44, 981, 12, 7]])
+    assert torch.equal(loaded(tokens), tiny_model(tokens))
+    assert all(torch.equal(p, q) for p, q in zip(loaded.parameters(), tiny_model.parameters()))
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        _load_processed(folder, tiny_model.tokenizer)
+    cfg = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(cfg.replace('"n_layers": 2', '"n_layers": 3'))
+    with pytest.raises(ValueError, match="does not match the model's parameters"):
+        _load_processed(folder, tiny_model.tokenizer)
+
+
+@pytest.mark.smollm2
+def test_smollm2_processed_cache_equals_transformer_lens_conversion(smollm2):
+    """load_default_model reads cached processed weights; they equal TL's own conversion."""
+    from tl_unlearn.models import _convert_to_hooked, smollm2_hf_dir
+
+    ref = _convert_to_hooked(smollm2_hf_dir(), smollm2.tokenizer, torch.float32, {})
+    def settings(cfg):
+        return {k: v for k, v in cfg.to_dict().items() if k not in ("device", "init_weights")}
+
+    assert settings(ref.cfg) == settings(smollm2.cfg)
+    tokens = smollm2.to_tokens("The capital of France is Paris, and of Italy")
+    with torch.no_grad():
+        assert torch.equal(smollm2(tokens), ref(tokens))

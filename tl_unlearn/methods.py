@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.circuits import component_intervention
 from tl_unlearn.data import TokenDataset, predicted_positions
@@ -109,44 +110,53 @@ def head_attribution(
     ``A_D[l, h] = mean over D's tokens of (mean_z[l, h] - z[l, h]) . dL/dz[l, h]``, where
     ``mean_z`` is the pooled mean of ``hook_z`` on the retain data (or ``reference``).
     """
-    names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    names = [get_act_name("z", l) for l in range(model.cfg.n_layers)]
     means = reference or activation_means(model, retain, names, batch_size=batch_size)
     device = model_device(model)
+    # Gradients with respect to the activations only: the parameters are frozen for the
+    # duration (restored after), so autograd keeps no weight gradient and saves no input of a
+    # weight matmul; the graph starts at the first block's residual input.
+    frozen = [p for p in model.parameters() if p.requires_grad]
 
     def attribution(data: TokenDataset) -> Tensor:
         total = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, dtype=torch.float64)
         count = 0
         store: dict[str, Tensor] = {}
 
-        def keep(name: str) -> Callable[[Tensor, Any], None]:
-            def hook(acts: Tensor, hook: Any) -> None:
-                acts.retain_grad()
-                store[name] = acts
+        def keep(acts: Tensor, hook: Any) -> None:
+            store[hook.name] = acts
 
-            return hook
-
+        hooks = [(get_act_name("resid_pre", 0), lambda x, hook: x.detach().requires_grad_()),
+                 *((n, keep) for n in names)]
         for tokens, mask in data.batches(batch_size):
             tokens, mask = tokens.to(device), mask.to(device)
-            with model.hooks(fwd_hooks=[(n, keep(n)) for n in names]), torch.enable_grad():
+            with model.hooks(fwd_hooks=hooks), torch.enable_grad():
                 per_tok = model(tokens, return_type="loss", loss_per_token=True)
                 valid = predicted_positions(mask)
-                per_tok[valid].sum().backward()
+                grads = torch.autograd.grad(per_tok[valid].sum(), [store[n] for n in names])
+            del per_tok
             pos_mask = mask.unsqueeze(-1).unsqueeze(-1)
-            for l, n in enumerate(names):
-                z, g = store[n].detach(), store[n].grad
+            for l, (n, g) in enumerate(zip(names, grads)):
+                z = store[n].detach()
                 delta = ((means[n].to(z.device) - z) * g * pos_mask).sum((0, 1, 3))
                 total[l] += delta.double().cpu()
+            store.clear()
             count += int(valid.sum())
-            model.zero_grad(set_to_none=True)
         return total / max(count, 1)
 
-    return attribution(forget) - attribution(retain)
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        return attribution(forget) - attribution(retain)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def _head_mean(ctx: MethodContext) -> FittedMethod:
     t0 = time.perf_counter()
     model = ctx.model
-    names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    names = [get_act_name("z", l) for l in range(model.cfg.n_layers)]
     means = activation_means(model, ctx.retain_fit, names, batch_size=ctx.batch_size)
     # gradients cost ~3 forward passes: attribute on at most 16 sequences per side
     n = int(ctx.options.get("head-mean.attribution_seqs", 16))

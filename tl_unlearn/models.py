@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -128,8 +129,7 @@ def load_default_model(
         >>> model.generate("The capital of France is", max_new_tokens=2, do_sample=False)  # doctest: +SKIP
         'The capital of France is Paris.'
     """
-    from transformer_lens import loading_from_pretrained as loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     path = smollm2_hf_dir(cache_dir)
     if bridge:
@@ -137,19 +137,113 @@ def load_default_model(
 
         model = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
         return model
-    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    processed = _processed_dir(path, dtype, from_pretrained_kwargs)
+    if processed is None or not (processed / "config.json").exists():
+        model = _convert_to_hooked(path, tokenizer, dtype, from_pretrained_kwargs)
+        if processed is not None:
+            _save_processed(model, processed)
+            del model  # reload from the processed file: the same low-memory path every time
+    if processed is not None:
+        model = _load_processed(processed, tokenizer)
+    model.to(device, print_details=False)
+    model.eval()
+    return model
+
+
+def _processed_dir(path: Path, dtype: torch.dtype, kwargs: dict[str, Any]) -> Path | None:
+    """Cache folder of the processed (folded, centred) HookedTransformer weights for these
+    loading options, or None when the options cannot be keyed (not plain JSON values)."""
+    try:
+        key = json.dumps({"dtype": str(dtype), **kwargs}, sort_keys=True)
+    except TypeError:
+        return None
+    return path / f"hooked-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _convert_to_hooked(
+    path: Path, tokenizer: Any, dtype: torch.dtype, kwargs: dict[str, Any]
+) -> HookedTransformer:
+    """TransformerLens's own conversion of the Hugging Face weights (peaks at about 5x the
+    weights' size; run once, then :func:`_load_processed` reads the result)."""
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM
+
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     cfg = loading.get_pretrained_model_config(
-        str(path), hf_cfg=hf_model.config.to_dict(), device=device, dtype=dtype,
-        fold_ln=from_pretrained_kwargs.get("fold_ln", True),
+        str(path), hf_cfg=hf_model.config.to_dict(), device="cpu", dtype=dtype,
+        fold_ln=kwargs.get("fold_ln", True),
     )
     cfg.model_name = "SmolLM2-135M-Instruct"
     state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
     del hf_model
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(state_dict, **from_pretrained_kwargs)
-    model.to(device, print_details=False)
-    model.eval()
+    model.load_and_process_state_dict(state_dict, **kwargs)
+    return model
+
+
+def _save_processed(model: HookedTransformer, target: Path) -> None:
+    """Write the model's parameters and final config to ``target`` (atomically: a temporary
+    folder, then a rename)."""
+    from safetensors.torch import save_file
+
+    cfg = dict(model.cfg.to_dict())  # a copy: to_dict() returns the config's own __dict__
+    cfg["dtype"] = str(cfg["dtype"]).removeprefix("torch.")
+    cfg["device"] = None
+    tmp = Path(tempfile.mkdtemp(prefix=".hooked-", dir=target.parent))
+    try:
+        params = {k: v.detach().contiguous() for k, v in model.named_parameters()}
+        save_file(params, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+        if target.exists():  # a concurrent conversion won
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "F64": torch.float64}
+
+
+def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
+    """Build the HookedTransformer from its final config (no weight initialisation) and read
+    the processed parameters from the safetensors file straight into their storage.
+
+    No memory map and no intermediate tensor: peak memory is the model itself (a memory-mapped
+    read would add the file's pages, i.e. the model size again, to the resident set).
+    """
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["dtype"] = getattr(torch, cfg["dtype"])
+    cfg["init_weights"] = False  # every parameter is overwritten below
+    cfg["device"] = "cpu"  # the caller moves the model
+    model = HookedTransformer(HookedTransformerConfig(**cfg), tokenizer, move_to_device=False)
+    params = dict(model.named_parameters())
+    file = folder / "model.safetensors"
+    with open(file, "rb") as fh, torch.no_grad():
+        header_len = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(header_len))
+        header.pop("__metadata__", None)
+        start = 8 + header_len
+        if set(header) != set(params):
+            raise ValueError(f"{str(file)!r} does not match the model's parameters; delete "
+                             f"{str(folder)!r} to convert again.")
+        for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            param = params[name]
+            begin, end = info["data_offsets"]
+            if (_SAFETENSORS_DTYPES.get(info["dtype"]) != param.dtype
+                    or tuple(info["shape"]) != tuple(param.shape)
+                    or end - begin != param.numel() * param.element_size()):
+                raise ValueError(f"{name!r} in {str(file)!r} has dtype {info['dtype']} and shape "
+                                 f"{info['shape']}; the model expects {param.dtype} "
+                                 f"{tuple(param.shape)}. Delete {str(folder)!r} to convert again.")
+            fh.seek(start + begin)
+            buf = param.data.view(-1).view(torch.uint8).numpy()
+            if fh.readinto(memoryview(buf)) != end - begin:
+                raise ValueError(f"{str(file)!r} is truncated; delete {str(folder)!r} to "
+                                 "convert again.")
     return model
 
 

@@ -57,3 +57,28 @@ def test_generate_skips_single_token_decode_steps(tiny_model):
 def test_vector_steering_width_error(tiny_model):
     with pytest.raises(ValueError, match=r"size 7.*width 128"):
         vector_steering(tiny_model, "blocks.0.hook_resid_pre", torch.randn(7))
+
+
+def test_actadd_all_positions_adds_the_mean_difference_everywhere(tiny_model):
+    add, sub = "import os", "The city of"
+    name = "blocks.1.hook_resid_pre"
+    means = []
+    for p in (add, sub):  # hand-written reference: each prompt alone, mean over non-BOS positions
+        _, cache = tiny_model.run_with_cache(tiny_model.to_tokens(p), names_filter=name)
+        means.append(cache[name][0, 1:].mean(0))
+    expected = 2.5 * (means[0] - means[1])
+    iv = actadd(tiny_model, add, sub, layer=1, coeff=2.5, positions="all")
+    _, clean = tiny_model.run_with_cache(TOKENS, names_filter=name)
+    with iv.applied(tiny_model):
+        _, c = tiny_model.run_with_cache(TOKENS, names_filter=name)
+        one = tiny_model.run_with_cache(TOKENS[:, :1], names_filter=name)[1][name]
+    diff = c[name] - clean[name]
+    torch.testing.assert_close(diff[0], expected.expand_as(diff[0]), atol=1e-5, rtol=1e-5)
+    # single-position passes (KV-cached decoding) are steered too
+    torch.testing.assert_close(one[0, 0] - clean[name][0, 0], expected, atol=1e-5, rtol=1e-5)
+    assert not tiny_model.hook_dict[name].fwd_hooks
+
+
+def test_actadd_bad_positions(tiny_model):
+    with pytest.raises(ValueError, match="positions='middle'"):
+        actadd(tiny_model, "a", "b", layer=1, positions="middle")

@@ -26,7 +26,7 @@ with the already-pruned units in place (they then read 0 or their mean and are n
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -344,11 +344,14 @@ def selective_pruning(
     batch_size: int = 8,
     seed: int = 0,
     name: str | None = None,
+    on_step: Callable[[int, Intervention], None] | None = None,
 ) -> Intervention:
     """Prune the globally top-scoring ``fraction`` of units, in one step or iteratively.
 
     With ``steps > 1``, ``fraction / steps`` of all units is pruned per step, and statistics
-    are re-collected with the units pruned so far in place.
+    are re-collected with the units pruned so far in place. ``on_step(step, intervention)``
+    is called after each step with the units pruned so far (e.g. to evaluate every step, as
+    taker's ``run_pruning`` does).
 
     Example:
         >>> from tl_unlearn import load_tiny_model, make_task
@@ -374,6 +377,8 @@ def selective_pruning(
         new = ps.select(count=n_new, exclude=pruned)
         pruned = {n: new[n] | pruned.get(n, torch.zeros_like(new[n])) for n in new}
         current = ps.intervention(units=pruned, mode=mode)
+        if on_step is not None:
+            on_step(step, current)
     assert ps is not None
     current.name = name or f"prune-{score}({fraction:.1%}, {mode}" + (
         f", {steps} steps)" if steps > 1 else ")")

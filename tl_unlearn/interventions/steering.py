@@ -7,21 +7,29 @@ prompt. Forward passes with ``seq_len == 1`` (KV-cached decoding in ``model.gene
 alone, so the prompt is steered once, as in the paper. Reference settings: "Love" - "Hate",
 layer 6, c = 5 on GPT-2 XL.
 
+``positions="all"`` is the mean-difference variant (Jorgensen et al. 2023's mean-centred
+steering, as in contrastive activation addition): ``c * (mean_pos h(p+) - mean_pos h(p-))``
+over each prompt's own positions (BOS excluded, no padding) is added at *every* position,
+decoding steps included. Front-position injection barely moves small models whose later
+positions attend mostly to the first token (SmolLM2-135M: ``scripts/generation_wedding.py``);
+the mean difference at every position does.
+
 Also: steering by a given vector (added at every position, or the first ``n`` positions) and
 by an SAE decoder direction.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.interventions.base import Intervention, check_hook_name, check_layer, hook_shapes
 
-__all__ = ["actadd", "steering_matrix", "vector_steering", "sae_direction_steering"]
+__all__ = ["actadd", "mean_difference", "steering_matrix", "vector_steering", "sae_direction_steering"]
 
 
 def _space_id(tokenizer: Any) -> int:
@@ -42,10 +50,30 @@ def steering_matrix(
     pad = _space_id(model.tokenizer) if pad_token_id is None else pad_token_id
     width = max(len(t) for t in toks)
     batch = torch.stack([torch.cat([t, t.new_full((width - len(t),), pad)]) for t in toks])
-    name = f"blocks.{layer}.hook_resid_pre"
+    name = get_act_name("resid_pre", layer)
     _, cache = model.run_with_cache(batch, names_filter=[name], return_type=None)
     acts = cache[name]
     return (coeff * (acts[0] - acts[1])).detach().clone()
+
+
+@torch.inference_mode()
+def mean_difference(
+    model: Any, prompt_add: str, prompt_sub: str, layer: int, coeff: float = 1.0
+) -> Float[Tensor, " d_model"]:
+    """``coeff * (mean h(prompt_add) - mean h(prompt_sub))`` of ``resid_pre`` at ``layer``.
+
+    Each prompt is run alone (with BOS, no padding); the mean is over its non-BOS positions.
+    """
+    check_layer(model, layer)
+    name = get_act_name("resid_pre", layer)
+    means = []
+    for prompt in (prompt_add, prompt_sub):
+        toks = model.to_tokens(prompt, prepend_bos=True)
+        if toks.shape[1] < 2:
+            raise ValueError(f"Prompt {prompt!r} has no token after BOS.")
+        _, cache = model.run_with_cache(toks, names_filter=[name], return_type=None)
+        means.append(cache[name][0, 1:].mean(0))
+    return (coeff * (means[0] - means[1])).detach().clone()
 
 
 def _front_add(steer: Tensor) -> Any:
@@ -68,6 +96,7 @@ def actadd(
     coeff: float = 5.0,
     *,
     pad_token_id: int | None = None,
+    positions: Literal["front", "all"] = "front",
     name: str | None = None,
 ) -> Intervention:
     """ActAdd steering from a prompt pair.
@@ -79,7 +108,13 @@ def actadd(
         layer: Layer whose ``hook_resid_pre`` is steered.
         coeff: Coefficient ``c``; 0 leaves the model unchanged.
         pad_token_id: Padding for the shorter prompt (default: the space token).
+        positions: ``"front"`` (the paper: the per-position difference added at the prompt's
+            first positions, once) or ``"all"`` (the mean difference over positions added at
+            every position, generated tokens included).
         name: Label for results.
+
+    Raises:
+        ValueError: On a bad layer or ``positions``.
 
     Example:
         >>> from tl_unlearn import load_tiny_model
@@ -90,12 +125,29 @@ def actadd(
         >>> isinstance(text, str)
         True
     """
+    if positions not in ("front", "all"):
+        raise ValueError(f"positions={positions!r}; choose 'front' or 'all'.")
+    hook_name = get_act_name("resid_pre", check_layer(model, layer))
+    label = name or (f"actadd({prompt_add!r} - {prompt_sub!r}, L{layer}, c={coeff:g}"
+                     + (", all positions)" if positions == "all" else ")"))
+    if positions == "all":
+        vec = mean_difference(model, prompt_add, prompt_sub, layer, coeff)
+        return Intervention(label, [(hook_name, _add_everywhere(vec))],
+                            {"kind": "actadd", "layer": layer, "coeff": coeff,
+                             "positions": "all"})
     steer = steering_matrix(model, prompt_add, prompt_sub, layer, coeff, pad_token_id=pad_token_id)
     return Intervention(
-        name or f"actadd({prompt_add!r} - {prompt_sub!r}, L{layer}, c={coeff:g})",
-        [(f"blocks.{layer}.hook_resid_pre", _front_add(steer))],
-        {"kind": "actadd", "layer": layer, "coeff": coeff, "n_positions": int(steer.shape[0])},
+        label, [(hook_name, _front_add(steer))],
+        {"kind": "actadd", "layer": layer, "coeff": coeff, "n_positions": int(steer.shape[0]),
+         "positions": "front"},
     )
+
+
+def _add_everywhere(vec: Tensor) -> Any:
+    def hook(acts: Tensor, hook: Any) -> Tensor:
+        return acts + vec.to(acts.device, acts.dtype)
+
+    return hook
 
 
 def vector_steering(
@@ -121,13 +173,8 @@ def vector_steering(
         )
     add = coeff * vec
 
-    def hook(acts: Tensor, hook: Any) -> Tensor:
-        if n_positions is None:
-            return acts + add.to(acts.device, acts.dtype)
-        if acts.shape[1] == 1:
-            return acts
-        return _front_add(add.expand(n_positions, -1))(acts, hook)
-
+    hook = (_add_everywhere(add) if n_positions is None
+            else _front_add(add.expand(n_positions, -1)))
     return Intervention(name or f"steer({hook_name}, c={coeff:g})", [(hook_name, hook)],
                         {"kind": "vector_steering", "coeff": coeff})
 

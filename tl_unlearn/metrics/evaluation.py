@@ -282,17 +282,22 @@ def _scored(
 
     Only those positions go through the full-vocabulary log-softmax and top-k.
     """
-    logits, targets = logits[:, :-1], tokens[:, 1:]
-    if bool(valid.all()):
-        logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-    else:
-        logits, targets = logits[valid], targets[valid]
-    logits = logits.float()
+    batch, pos, d_vocab = logits.shape
+    # position t of row b predicts tokens[b, t + 1]; the last position predicts nothing
+    targets = torch.cat([tokens[:, 1:], tokens.new_zeros(batch, 1)], 1).reshape(-1)
+    keep = torch.cat([valid, valid.new_zeros(batch, 1)], 1).reshape(-1)
+    flat = logits.reshape(batch * pos, d_vocab)  # a view: no copy of the logits
+    dense = int(keep.sum()) * 2 > keep.numel()
+    if not dense:  # e.g. answer tokens only: copy out just those rows
+        flat, targets = flat[keep], targets[keep]
+    flat = flat.float()
     # fused log-softmax + NLL (one pass over the vocabulary)
-    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    nll = torch.nn.functional.cross_entropy(flat, targets, reduction="none")
     # one top-k for every k: hit@k = target among the k largest logits
-    in_top = logits.topk(max(top_k), dim=-1).indices == targets.unsqueeze(-1)
+    in_top = flat.topk(max(top_k), dim=-1).indices == targets.unsqueeze(-1)
     hits = torch.stack([in_top[:, :k].any(-1) for k in top_k])
+    if dense:  # computed on every position; keep the scored ones (row-major order)
+        targets, nll, hits = targets[keep], nll[keep], hits[:, keep]
     return targets, nll, hits
 
 
@@ -432,6 +437,22 @@ def _block_output_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int | N
     return layer
 
 
+_CHUNK_BYTES = 64 * 2**20
+
+
+def _row_chunks(n_rows: int, pos: int, d_vocab: int) -> list[slice]:
+    """Row slices whose logits take at most ``_CHUNK_BYTES`` (at least one row each)."""
+    step = max(1, _CHUNK_BYTES // max(1, pos * d_vocab * 4))
+    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
+
+
+def _unembed(model: Any, normed: Float[Tensor, "batch pos d_model"]) -> Tensor:
+    """Logits from the final (normalised) residual, as ``HookedTransformer.forward`` does."""
+    from transformer_lens.HookedTransformer import apply_softcap
+
+    return apply_softcap(model.unembed(normed), model.cfg.output_logits_soft_cap)
+
+
 def _block_cache_names(layer: int) -> list[str]:
     return [f"blocks.{layer}.{n}" for n in
             ("hook_resid_pre", "attn.hook_z", "hook_resid_mid", "hook_mlp_out")]
@@ -443,11 +464,12 @@ def _resume_from_block(
     cache: Mapping[str, Tensor],
     hooks: Sequence[tuple[Any, Any]],
     tokens: Int[Tensor, "batch pos"],
-) -> Float[Tensor, "batch pos d_vocab"]:
-    """Logits with ``hooks`` applied to block ``layer``'s cached outputs (see above).
+) -> Float[Tensor, "batch pos d_model"]:
+    """The residual after the last block (before ``ln_final``) with ``hooks`` applied to block
+    ``layer``'s cached outputs (see above).
 
     The arithmetic after ``hook_z`` is TransformerLens's own (``F.linear`` with the same
-    flattened ``W_O``, then ``ln2`` and the MLP of the same block), so the logits match a
+    flattened ``W_O``, then ``ln2`` and the MLP of the same block), so the result matches a
     full pass with the hooks.
     """
     block = model.blocks[layer]
@@ -472,7 +494,8 @@ def _resume_from_block(
     else:
         resid_mid, mlp_out = cache[f"blocks.{layer}.hook_resid_mid"], cache[mlp_name]
     resid_post = resid_mid + hooked(mlp_name, mlp_out)
-    return model(resid_post, start_at_layer=layer + 1, tokens=tokens, return_type="logits")
+    return model(resid_post, start_at_layer=layer + 1, stop_at_layer=model.cfg.n_layers,
+                 tokens=tokens)
 
 
 @torch.inference_mode()
@@ -545,6 +568,9 @@ def evaluate_many(
     block_names = [n for l in sorted({l for l in block_layers if l is not None})
                    for n in _block_cache_names(l)]
     device = model_device(model)
+    from transformer_lens import HookedTransformer
+
+    hooked_transformer = isinstance(model, HookedTransformer)
     n_stats = 2 + len(top_k) + (1 + len(top_k) if skip_common else 0)
     seconds = [0.0] * len(hook_lists)
     sums = {name: [torch.zeros(n_stats if ds.target_mask is None else 2 + len(top_k),
@@ -576,26 +602,40 @@ def evaluate_many(
             for i, hooks in enumerate(hook_lists):
                 t1 = time.perf_counter()
                 start = starts[i]
-                if block_layers[i] is not None:
-                    logits = _resume_from_block(model, block_layers[i], cache, hooks, tokens)
-                else:
-                    with model.hooks(fwd_hooks=hooks):
-                        if start in resid:
-                            logits = model(resid[start], start_at_layer=start, tokens=tokens,
-                                           return_type="logits")
+                with model.hooks(fwd_hooks=hooks):
+                    if not hooked_transformer:
+                        logits = model(tokens, return_type="logits")
+                    else:
+                        if block_layers[i] is not None:
+                            final = _resume_from_block(model, block_layers[i], cache, hooks,
+                                                       tokens)
+                        elif start in resid:
+                            final = model(resid[start], start_at_layer=start, tokens=tokens,
+                                          stop_at_layer=n_layers)
                         elif start == n_layers and needed:
-                            logits = model(resid[needed[-1]], start_at_layer=needed[-1],
-                                           tokens=tokens, return_type="logits")
+                            final = model(resid[needed[-1]], start_at_layer=needed[-1],
+                                          tokens=tokens, stop_at_layer=n_layers)
                         else:
-                            logits = model(tokens, return_type="logits")
-                sums[name][i] += batch_statistics(
-                    logits, tokens, mask.to(logits.device), top_k, skip_ids,
-                    None if scored is None else scored.to(logits.device))
-                if name in answer_sums:
-                    answer_sums[name][i] += answer_statistics(logits, view)
+                            final = model(tokens, stop_at_layer=n_layers)
+                        if model.cfg.normalization_type is not None:
+                            final = model.ln_final(final)
+                        # without a user metric, the logits are made a few rows at a time
+                        logits = _unembed(model, final) if user_sums[name][i] else None
+                chunks = ([slice(0, len(view))] if logits is not None
+                          else _row_chunks(len(view), tokens.shape[1], model.cfg.d_vocab))
+                for rows in chunks:
+                    part = logits if logits is not None else _unembed(model, final[rows])
+                    sums[name][i] += batch_statistics(
+                        part, tokens[rows], mask[rows].to(part.device), top_k, skip_ids,
+                        None if scored is None else scored[rows].to(part.device))
+                    if name in answer_sums:
+                        answer_sums[name][i] += answer_statistics(
+                            part, view if logits is not None else view.rows(rows))
+                    del part
                 for metric_name in user_sums[name][i]:
                     user_sums[name][i][metric_name] += _user_metric_sum(
                         metrics[metric_name], metric_name, logits, view, name, labels[i])
+                logits = final = None
                 seconds[i] += time.perf_counter() - t1 + shared
                 bar.update(1)
     bar.close()
