@@ -4,7 +4,8 @@ prompts, steered vs unsteered (issue 15's check).
 The layer, the coefficient and the injection (``front``: the paper's per-position difference
 at the prompt's first positions; ``all``: the mean difference at every position) are chosen on
 the first 4 neutral prompts (tuning): the largest wedding-word frequency over a grid of layers
-and coefficients, among settings whose continuations stay within 2x the unsteered perplexity.
+and coefficients (by default with greedy decoding: one continuation per prompt, which shows
+the steering without sampling noise; ``--samples N`` samples N per prompt at temperature 1).
 The prompt pair (a wedding sentence minus a weather sentence of the same shape) came from
 greedy probes on the same 4 prompts. The whole coefficient curve of the chosen injection and
 layer is then reported on the other 12 prompts (held out), with bootstrap intervals over
@@ -33,7 +34,8 @@ MODES = ("front", "all")
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=0,
+                    help="sampled continuations per prompt (0: one greedy continuation)")
     ap.add_argument("--tokens", type=int, default=24)
     ap.add_argument("--layers", default="1,2,4")
     ap.add_argument("--tune-coeffs", default="1,4")
@@ -45,8 +47,8 @@ def main() -> None:
     torch.set_num_threads(2)
     model = load_model(args.model)
     tune, held_out = list(NEUTRAL_PROMPTS[:4]), list(NEUTRAL_PROMPTS[4:])
-    kw = dict(topic="wedding", max_new_tokens=args.tokens, n_samples=args.samples, seed=0,
-              progress=False)
+    kw = dict(topic="wedding", max_new_tokens=args.tokens, n_samples=max(1, args.samples),
+              greedy=args.samples == 0, seed=0, progress=False)
     t0 = time.perf_counter()
     tuning = {}
     grids = {"front": [float(c) for c in args.tune_coeffs.split(",")],
@@ -63,8 +65,7 @@ def main() -> None:
                 print(f"tuning: {mode} L{layer} c={run.level:g}: wedding {freq:.4f}, ppl ratio "
                       f"{ratio:.2f} (unsteered wedding "
                       f"{gb.original.value('topic_frequency'):.4f})", flush=True)
-    ok = {k: v for k, v in tuning.items() if v[1] <= 2.0}
-    best = max(ok or tuning, key=lambda k: (ok or tuning)[k][0])
+    best = max(tuning, key=lambda k: tuning[k][0])
     mode, layer, _ = best.split("|")
     PLUS, MINUS = PAIR
     layer = int(layer)

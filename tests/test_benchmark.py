@@ -2,12 +2,12 @@ import json
 import os
 
 import pytest
+from browser import check_html_in_browser, find_chromium
 
 from tl_unlearn import benchmark as bm
 from tl_unlearn.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
 from tl_unlearn.cli import main
 from tl_unlearn.report import report_figures
-from tl_unlearn.reporting import check_html_in_browser, find_chromium
 
 SMALL = dict(model="tiny", seq_len=64, fit_tokens=3000, eval_tokens=1500, mia_texts=4,
              options={"sae.training_tokens": 20_000, "sae.d_sae": 256})

@@ -29,6 +29,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tl_unlearn.corpora import BUILTIN_CORPORA
+from tl_unlearn.files import atomic_write_text, save_json
 from tl_unlearn.methods import METHODS, MethodContext, fit_method
 from tl_unlearn.metrics.distances import activation_distances, output_distances, random_tokens
 from tl_unlearn.metrics.evaluation import check_metric_name, check_user_metrics, evaluate
@@ -37,7 +38,6 @@ from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
-from tl_unlearn.reporting import atomic_write_text, save_json
 from tl_unlearn.tasks import BUILTIN_TASKS
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "run_benchmark"]

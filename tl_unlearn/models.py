@@ -15,13 +15,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from tl_unlearn.files import atomic_write_dir
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -87,19 +87,12 @@ def smollm2_hf_dir(cache_dir: str | Path | None = None) -> Path:
     cfg.pop("quantization_config", None)
     plain = LlamaForCausalLM(LlamaConfig(**cfg))
     plain.load_state_dict(hf.state_dict())
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=root))
-    try:
+
+    def write(tmp: Path) -> None:
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if target.exists():  # a concurrent conversion won
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+
+    return atomic_write_dir(target, write)
 
 
 def load_default_model(
@@ -190,18 +183,13 @@ def _save_processed(model: HookedTransformer, target: Path) -> None:
     cfg = dict(model.cfg.to_dict())  # a copy: to_dict() returns the config's own __dict__
     cfg["dtype"] = str(cfg["dtype"]).removeprefix("torch.")
     cfg["device"] = None
-    tmp = Path(tempfile.mkdtemp(prefix=".hooked-", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         params = {k: v.detach().contiguous() for k, v in model.named_parameters()}
         save_file(params, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
-        if target.exists():  # a concurrent conversion won
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_write_dir(target, write)
 
 
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

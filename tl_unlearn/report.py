@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from tl_unlearn.files import atomic_write_text
 from tl_unlearn.metrics.distances import ActivationDistances
 from tl_unlearn.metrics.evaluation import describe_metric
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
-from tl_unlearn.reporting import atomic_write_text
 
 if TYPE_CHECKING:
     from tl_unlearn.benchmark import BenchmarkResult

@@ -45,6 +45,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset
+from tl_unlearn.files import atomic_write_text
 from tl_unlearn.interventions.base import Intervention, check_hook_name, model_device
 from tl_unlearn.metrics.intervals import (
     Interval,
@@ -52,7 +53,6 @@ from tl_unlearn.metrics.intervals import (
     ratio_interval,
     ratio_of_sums,
 )
-from tl_unlearn.reporting import atomic_write_text
 
 __all__ = ["GenerationBehaviour", "GenerationRun", "UnigramDomain", "NEUTRAL_PROMPTS",
            "generate_tokens", "generation_behaviour", "topic_words", "words"]

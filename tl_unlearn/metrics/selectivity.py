@@ -24,6 +24,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from tl_unlearn.data import TokenDataset, require_forget_retain
+from tl_unlearn.files import atomic_write_text
 from tl_unlearn.interventions.base import Intervention
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
@@ -35,7 +36,6 @@ from tl_unlearn.metrics.evaluation import (
     evaluate_many,
     resolve_metric,
 )
-from tl_unlearn.reporting import atomic_write_text
 
 __all__ = ["SelectivityCurve", "selectivity_curve"]
 
