@@ -209,7 +209,10 @@ def main() -> None:
     print("top-1 after each step (step 0 = original): forget (code) | retain (wiki)")
     for name, rs in runs.items():
         st = rs[0]["steps"]
-        print(f"  {name:10s} " + "  ".join(f"{s['forget']:.3f}|{s['retain']:.3f}" for s in st))
+        # taker's pre-pruning entry does not hold the JSONL datasets' accuracies: shown as "-"
+        print(f"  {name:10s} " + "  ".join(
+            f"{s['forget']:.3f}|{s['retain']:.3f}" if s["forget"] or s["retain"] else "-|-"
+            for s in st))
     print("\n| | tl_unlearn | taker | ratio |\n| --- | --- | --- | --- |")
     med = {n: {k: statistics.median(r[k] for r in rs) for k in
                ("wall_s", "peak_rss_gb", "tokens_through_model")} for n, rs in runs.items()}
