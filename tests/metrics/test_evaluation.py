@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from transformer_lens.utilities import lm_accuracy, lm_cross_entropy_loss
 
@@ -255,3 +256,20 @@ def test_block_shortcut_respects_spliced_saes(tiny_sae_model, tiny_data, sae_fac
                                  share_prefix=False)
         for a, b in zip(shared, full):
             assert abs(a["forget"].loss - b["forget"].loss) < 1e-5, hook
+
+
+def test_block_shortcut_applies_non_idempotent_hooks_once(tiny_model, tiny_data):
+    """A scaling hook on hook_z and hook_mlp_out of one layer (the block shortcut) gives the
+    same numbers as full forward passes: each hook runs exactly once."""
+    from tl_unlearn.metrics import evaluate_many
+    from tl_unlearn.metrics.evaluation import _block_output_layer
+
+    hooks = [("blocks.1.attn.hook_z", lambda z, hook: z * 0.5),
+             ("blocks.1.hook_mlp_out", lambda x, hook: x * 2.0 + 0.1)]
+    assert _block_output_layer(tiny_model, hooks) == 1
+    data = {k: v.head(8) for k, v in tiny_data.items()}
+    fast, = evaluate_many(tiny_model, data, [hooks], progress=False)
+    slow, = evaluate_many(tiny_model, data, [hooks], share_prefix=False, progress=False)
+    for name in data:
+        assert fast[name].loss == pytest.approx(slow[name].loss, rel=1e-5)
+        assert fast[name].accuracy == slow[name].accuracy

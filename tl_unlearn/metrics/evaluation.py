@@ -33,6 +33,7 @@ and no attention mask is passed to the model.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -602,7 +603,11 @@ def evaluate_many(
             for i, hooks in enumerate(hook_lists):
                 t1 = time.perf_counter()
                 start = starts[i]
-                with model.hooks(fwd_hooks=hooks):
+                # the block shortcut applies its hooks by hand to the cached outputs; were
+                # they registered too, apply_mlp would run hook_mlp_out's a second time
+                scope = (contextlib.nullcontext() if block_layers[i] is not None
+                         else model.hooks(fwd_hooks=hooks))
+                with scope:
                     if not hooked_transformer:
                         logits = model(tokens, return_type="logits")
                     else:
