@@ -42,6 +42,7 @@ from tl_unlearn.interventions import (
 )
 from tl_unlearn.interventions.ablation import activation_means
 from tl_unlearn.interventions.base import model_device
+from tl_unlearn.metrics.evaluation import _row_chunks, _unembed
 
 __all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution",
            "sae_feature_means",
@@ -109,39 +110,63 @@ def head_attribution(
     ``score[l, h] = A_F[l, h] - A_R[l, h]`` with
     ``A_D[l, h] = mean over D's tokens of (mean_z[l, h] - z[l, h]) . dL/dz[l, h]``, where
     ``mean_z`` is the pooled mean of ``hook_z`` on the retain data (or ``reference``).
+
+    The backward pass runs one block at a time (from residuals cached without a graph), so
+    memory holds the autograd graph of a single block, never of the whole model: a whole
+    graph also keeps TransformerLens's per-forward contiguous weight copies of every layer
+    (about the size of the model). The price is a second forward pass through each block.
     """
     names = [get_act_name("z", l) for l in range(model.cfg.n_layers)]
     means = reference or activation_means(model, retain, names, batch_size=batch_size)
     device = model_device(model)
+    n_layers = model.cfg.n_layers
+    resid_names = [get_act_name("resid_pre", l) for l in range(n_layers)]
+    final_name = get_act_name("resid_post", n_layers - 1)
     # Gradients with respect to the activations only: the parameters are frozen for the
-    # duration (restored after), so autograd keeps no weight gradient and saves no input of a
-    # weight matmul; the graph starts at the first block's residual input.
+    # duration (restored after), so autograd keeps no weight gradient.
     frozen = [p for p in model.parameters() if p.requires_grad]
 
+    def loss_grad(final: Tensor, tokens: Tensor, valid: Tensor) -> Tensor:
+        """d(summed next-token loss at ``valid``)/d(final residual), a few rows at a time."""
+        grad = torch.empty_like(final)
+        for rows in _row_chunks(len(final), final.shape[1], model.cfg.d_vocab):
+            x = final[rows].detach().requires_grad_()
+            with torch.enable_grad():
+                normed = model.ln_final(x) if model.cfg.normalization_type is not None else x
+                logits = _unembed(model, normed)[:, :-1]
+                nll = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]).float(),
+                    tokens[rows, 1:].reshape(-1), reduction="none")
+                (grad[rows],) = torch.autograd.grad(nll[valid[rows].reshape(-1)].sum(), x)
+        return grad
+
     def attribution(data: TokenDataset) -> Tensor:
-        total = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, dtype=torch.float64)
+        total = torch.zeros(n_layers, model.cfg.n_heads, dtype=torch.float64)
         count = 0
         store: dict[str, Tensor] = {}
 
         def keep(acts: Tensor, hook: Any) -> None:
             store[hook.name] = acts
 
-        hooks = [(get_act_name("resid_pre", 0), lambda x, hook: x.detach().requires_grad_()),
-                 *((n, keep) for n in names)]
         for tokens, mask in data.batches(batch_size):
             tokens, mask = tokens.to(device), mask.to(device)
-            with model.hooks(fwd_hooks=hooks), torch.enable_grad():
-                per_tok = model(tokens, return_type="loss", loss_per_token=True)
-                valid = predicted_positions(mask)
-                grads = torch.autograd.grad(per_tok[valid].sum(), [store[n] for n in names])
-            del per_tok
+            valid = predicted_positions(mask)
+            with torch.no_grad():
+                _, cache = model.run_with_cache(tokens, names_filter=[*resid_names, final_name],
+                                                return_type=None)
+            grad = loss_grad(cache[final_name], tokens, valid)
             pos_mask = mask.unsqueeze(-1).unsqueeze(-1)
-            for l, (n, g) in enumerate(zip(names, grads)):
-                z = store[n].detach()
-                delta = ((means[n].to(z.device) - z) * g * pos_mask).sum((0, 1, 3))
+            for l in reversed(range(n_layers)):
+                x = cache[resid_names[l]].detach().requires_grad_()
+                with model.hooks(fwd_hooks=[(names[l], keep)]), torch.enable_grad():
+                    out = model(x, start_at_layer=l, stop_at_layer=l + 1, tokens=tokens)
+                    g_z, grad = torch.autograd.grad(out, [store[names[l]], x], grad)
+                z = store.pop(names[l]).detach()
+                delta = ((means[names[l]].to(z.device) - z) * g_z * pos_mask).sum((0, 1, 3))
                 total[l] += delta.double().cpu()
-            store.clear()
+                del out, x
             count += int(valid.sum())
+            del cache, grad
         return total / max(count, 1)
 
     try:
