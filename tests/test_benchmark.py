@@ -51,7 +51,10 @@ def test_scorecard_matches_curves(run_dir):
     df = result.scorecard.ranked()
     for c in result.curves:
         assert df.loc[c.name, "max_difference"] == pytest.approx(c.max_difference)
-    assert df["max_difference"].is_monotonic_decreasing
+        held = c.held_out()["difference"]
+        assert df.loc[c.name, "held_out_difference_low"] == pytest.approx(held.low)
+    assert result.scorecard.rank_by == "held_out_difference_low"
+    assert df["held_out_difference_low"].is_monotonic_decreasing
 
 
 @pytest.mark.parametrize("change, match", [

@@ -411,7 +411,13 @@ def run_benchmark(
         extra_rows[curve.name] = row
     timings["extra_metrics"] = time.perf_counter() - t0
 
-    scorecard = Scorecard.from_curves(curves, extra_rows)
+    t0 = time.perf_counter()
+    # each pruning method against random neurons of the same count, on the same sequences
+    baselines = {c.name: "prune-random" for c in curves
+                 if c.name.startswith("prune-") and c.name != "prune-random"
+                 and "prune-random" in config.methods}
+    scorecard = Scorecard.from_curves(curves, extra_rows, baselines=baselines)
+    scorecard.seconds = time.perf_counter() - t0
     extras: dict[str, Any] = {"original": original.to_dict()}
     ranked = scorecard.ranked()
     best_name = ranked.index[0]

@@ -62,8 +62,12 @@ def _run(args: argparse.Namespace) -> int:
         setattr(cfg, k, v)
     result = run_benchmark(cfg, output_dir=args.output, progress=not args.quiet)
     ranked = result.scorecard.ranked()
-    cols = [c for c in ("max_difference", "forget_drop_at_best", "retain_drop_at_best",
+    cols = [c for c in ("held_out_difference", "held_out_difference_low",
+                        "held_out_difference_high", "vs_baseline", "vs_baseline_low",
+                        "max_difference", "forget_drop_at_best", "retain_drop_at_best",
                         "fit_seconds", "eval_seconds") if c in ranked]
+    sys.stdout.write(f"ranked by {result.scorecard.rank_by} (95% bootstrap intervals over "
+                     "sequences; held-out = level chosen on other sequences)\n")
     sys.stdout.write(ranked[cols].to_string(float_format=lambda x: f"{x:.4f}") + "\n")
     sys.stdout.write(f"report: {args.output}/report.html\nresults: {args.output}/results.json\n")
     sys.stdout.write(f"total {result.timings['total']:.1f}s\n")

@@ -75,11 +75,28 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
     return figs
 
 
+def _with_intervals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold ``x``, ``x_low``, ``x_high`` into one ``x [low, high]`` cell (narrower tables)."""
+    out = []
+    for r in rows:
+        row = {}
+        for k, v in r.items():
+            if k.endswith(("_low", "_high")) and k.rsplit("_", 1)[0] in r:
+                continue
+            lo, hi = r.get(f"{k}_low"), r.get(f"{k}_high")
+            if isinstance(v, float) and isinstance(lo, float) and isinstance(hi, float):
+                v = f"{v:.4g} [{lo:.3g}, {hi:.3g}]" if lo == lo and hi == hi else f"{v:.4g}"
+            row[k] = v
+        out.append(row)
+    return out
+
+
 def _table(rows: list[dict[str, Any]] | dict[str, Any], key: str = "") -> str:
     if isinstance(rows, dict):
         rows = [{key or "name": k, "value": v} for k, v in rows.items()]
     if not rows:
         return "<p>(none)</p>"
+    rows = _with_intervals(rows)
     cols = list(dict.fromkeys(c for r in rows for c in r))
 
     def fmt(v: Any) -> str:

@@ -1,8 +1,8 @@
 """Streaming forget/retain evaluation: loss, perplexity, top-k and skip-common top-k accuracy.
 
 Batches are streamed through the model (optionally under hooks); per-position statistics are
-reduced to running sums at once, so memory depends on the batch, never on the number of
-evaluated tokens. Definitions follow ``shared/specs/metrics.md``:
+reduced at once to a few sums per sequence (kept for bootstrap intervals over sequences), so
+memory depends on the batch, never on the number of evaluated tokens. Definitions follow ``shared/specs/metrics.md``:
 
 - predicted positions: every non-padding position that has a next token;
 - loss: mean token cross-entropy (nats); perplexity: ``exp(loss)`` (not the mean of
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,9 +49,15 @@ from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import check_hook_name, check_positive_int, model_device
+from tl_unlearn.metrics.intervals import (
+    Interval,
+    bootstrap_indices,
+    dataset_seed,
+    percentile_interval,
+)
 
 __all__ = ["ANSWER_METRICS", "DatasetMetrics", "Evaluation", "ForgetRetainDrops", "MetricFn",
-           "OnDatasets",
+           "OnDatasets", "unit_indices",
            "evaluate", "evaluate_many", "resolve_metric"]
 
 HookList = Sequence[tuple[Any, Any]]
@@ -99,6 +106,10 @@ class DatasetMetrics:
         answer: Answer metrics (prompt→answer data only; see the module docstring).
         custom: User metrics by name, averaged over examples.
         n_examples: Examples (sequences) evaluated.
+        units: Per-sequence sufficient statistics, one list per column, for intervals that
+            resample sequences: ``n`` (scored positions), ``loss`` (summed), ``top{k}``
+            (hits), ``n_skip``, ``top{k}_skip``, and one value per example for each answer
+            metric and each user metric that returns one value per example.
     """
 
     name: str
@@ -110,11 +121,50 @@ class DatasetMetrics:
     answer: dict[str, float] = field(default_factory=dict)
     custom: dict[str, float] = field(default_factory=dict)
     n_examples: int = 0
+    units: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     @property
     def perplexity(self) -> float:
         """``exp(mean loss)``."""
         return math.exp(self.loss)
+
+    @property
+    def n_units(self) -> int:
+        """Sequences with per-sequence statistics (0 for results saved without them)."""
+        return len(self.units.get("n", ()))
+
+    def estimate(self, metric: str, idx: np.ndarray | None = None) -> np.ndarray | float:
+        """``metric`` recomputed from the per-sequence statistics of the sequences ``idx``.
+
+        ``idx`` is an integer array ``[..., n]`` (e.g. bootstrap replicates ``[n_boot, n]``);
+        the metric is a ratio of sums over its last axis (an accuracy is hits / positions,
+        an answer metric a mean over examples), so the result has shape ``idx.shape[:-1]``.
+        Without ``idx``, all sequences (equal to the reported value). NaN where the metric
+        has no per-sequence statistics.
+
+        Example:
+            >>> m = DatasetMetrics("forget", 4, 1.0, {1: 0.5},
+            ...                    units={"n": [1, 3], "loss": [1, 3], "top1": [1, 1]})
+            >>> m.estimate("top1"), m.estimate("top1", np.array([[0, 0], [1, 1]])).tolist()
+            (0.5, [1.0, 0.3333333333333333])
+        """
+        base = "loss" if metric == "perplexity" else metric
+        if base not in self.units:
+            return float("nan") if idx is None else np.full(np.shape(idx)[:-1], np.nan)
+        num = np.asarray(self.units[base], dtype=float)
+        if base == "loss" or re.fullmatch(r"top\d+", base):
+            den = np.asarray(self.units["n"], dtype=float)
+        elif re.fullmatch(r"top\d+_skip", base):
+            den = np.asarray(self.units["n_skip"], dtype=float)
+        else:
+            den = np.ones_like(num)
+        if idx is None:
+            idx = np.arange(len(num))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = num[idx].sum(-1) / den[idx].sum(-1)
+        if metric == "perplexity":
+            value = np.exp(value)
+        return float(value) if np.ndim(value) == 0 else value
 
     def as_dict(self) -> dict[str, Any]:
         """Flat dict (JSON-friendly; ``top1``, ``top5``, ``top1_skip``, ...)."""
@@ -139,6 +189,7 @@ class DatasetMetrics:
             d = dict(d)
             d["accuracy"] = {int(a): b for a, b in d["accuracy"].items()}
             d["accuracy_skip"] = {int(a): b for a, b in d.get("accuracy_skip", {}).items()}
+            d["units"] = {k: list(v) for k, v in d.get("units", {}).items()}
             return cls(**d)
         acc = {int(k[3:]): v for k, v in d.items() if k.startswith("top") and "_" not in k}
         skip = {int(k[3:-5]): v for k, v in d.items() if k.startswith("top") and k.endswith("_skip")}
@@ -185,6 +236,24 @@ class Evaluation:
                                                       "n_examples")]
             raise ValueError(f"Unknown metric {metric!r}; choose one of {choices}.")
         return float(values[metric])
+
+    def metric_interval(self, name: str, metric: MetricSpec = "top1", *, n_boot: int = 1000,
+                        seed: int = 0, confidence: float = 0.95) -> Interval:
+        """:meth:`metric` with a bootstrap interval over sequences (examples).
+
+        Example:
+            >>> m = DatasetMetrics("forget", 4, 1.0, {1: 0.5},
+            ...                    units={"n": [2, 2], "loss": [2, 2], "top1": [2, 0]})
+            >>> iv = Evaluation({"forget": m}).metric_interval("forget", "top1", n_boot=200)
+            >>> iv.value, iv.low, iv.high
+            (0.5, 0.0, 1.0)
+        """
+        value = self.metric(name, metric)
+        idx = unit_indices([self], name, n_boot=n_boot, seed=seed)
+        if idx is None:
+            return Interval(value, float("nan"), float("nan"), confidence)
+        reps = self.datasets[name].estimate(metric_of(metric, name), idx)
+        return Interval(value, *percentile_interval(reps, confidence), confidence)
 
     def relative_drop(self, original: Evaluation, metric: MetricSpec = "top1") -> dict[str, float]:
         """``1 - metric(self) / metric(original)`` per dataset (spec: relative drop).
@@ -256,6 +325,31 @@ class ForgetRetainDrops:
         drops = [e.relative_drop(self.original, metric)[dataset] for e in self.evaluations]
         return np.array([*self.drop_prefix, *drops], dtype=float)
 
+    def drop_replicates(self, dataset: str, idx: np.ndarray,
+                        metric: MetricSpec | None = None) -> np.ndarray:
+        """Relative drops recomputed on the sequences ``idx`` (``[..., n]``), for every point:
+        shape ``idx.shape[:-1] + (n_points,)``. The original and each evaluation use the
+        same sequences (paired)."""
+        name = metric_of(metric or self.metric, dataset)
+        base = self.original[dataset].estimate(name, idx)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drops = [1.0 - e[dataset].estimate(name, idx) / base for e in self.evaluations]
+        prefix = [np.zeros(np.shape(base)) + p for p in self.drop_prefix]
+        return np.stack([*prefix, *drops], -1)
+
+    def drop_interval(self, dataset: str, metric: MetricSpec | None = None, *,
+                      n_boot: int = 1000, seed: int = 0,
+                      confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Paired bootstrap interval ``(low, high)`` of :meth:`drop` at every point (NaN for
+        results without per-sequence statistics)."""
+        idx = unit_indices([self.original, *self.evaluations], dataset, n_boot=n_boot, seed=seed)
+        n_points = len(self.drop_prefix) + len(self.evaluations)
+        if idx is None:
+            return np.full(n_points, np.nan), np.full(n_points, np.nan)
+        reps = self.drop_replicates(dataset, idx, metric)
+        bounds = np.array([percentile_interval(reps[:, j], confidence) for j in range(n_points)])
+        return bounds[:, 0], bounds[:, 1]
+
     @property
     def forget_drop(self) -> np.ndarray:
         return self.drop("forget")
@@ -263,6 +357,32 @@ class ForgetRetainDrops:
     @property
     def retain_drop(self) -> np.ndarray:
         return self.drop("retain")
+
+
+def unit_indices(evaluations: Sequence[Evaluation], dataset: str, *, n_boot: int = 1000,
+                 seed: int = 0, subset: np.ndarray | None = None) -> np.ndarray | None:
+    """Bootstrap indices ``[n_boot, n]`` of ``dataset``'s sequences, shared by evaluations
+    of the same data (paired); None when a result has no per-sequence statistics.
+
+    ``subset`` resamples only those sequences (e.g. a held-out part). The indices depend on
+    ``seed``, the dataset's name and its size only, so every result on the same data is
+    resampled the same way.
+
+    Raises:
+        ValueError: If the evaluations saw different numbers of sequences (not paired).
+    """
+    sizes = {e[dataset].n_units for e in evaluations}
+    if 0 in sizes:
+        return None
+    if len(sizes) > 1:
+        raise ValueError(f"The results have per-sequence statistics for different numbers of "
+                         f"sequences of {dataset!r} ({sorted(sizes)}): they were not evaluated "
+                         "on the same data, so they cannot be compared pairwise.")
+    units = np.arange(sizes.pop()) if subset is None else np.asarray(subset)
+    if len(units) == 0:
+        return None
+    picks = bootstrap_indices(len(units), n_boot=n_boot, seed=dataset_seed(seed, dataset))[0]
+    return units[picks]
 
 
 def _common_targets(ds: TokenDataset, n: int) -> Int[Tensor, " n"]:
@@ -309,34 +429,41 @@ def batch_statistics(
     top_k: Sequence[int],
     skip_ids: Int[Tensor, " n"] | None = None,
     scored: Bool[Tensor, "batch pos_minus_1"] | None = None,
-) -> Float[Tensor, " stats"]:
-    """Sums for one batch: ``[n, loss_sum, hits@k..., n_skip, hits_skip@k...]`` (float64).
+) -> Float[Tensor, "batch stats"]:
+    """Per-sequence sums: ``[n, loss_sum, hits@k..., n_skip, hits_skip@k...]`` (float64).
 
-    ``scored`` restricts the counted positions (default: every predicted position). Computed
-    without Python loops over positions.
+    One row per sequence, so that intervals can resample sequences (the sufficient
+    statistics of every token metric; never logits). ``scored`` restricts the counted
+    positions (default: every predicted position). Computed without Python loops over
+    positions.
     """
     valid = predicted_positions(mask)
     if scored is not None:
         valid = valid & scored
     targets, nll, hits = _scored(logits, tokens, valid, top_k)
-    out = [torch.tensor(float(len(targets)), dtype=torch.float64), nll.double().sum()]
-    out += [h.sum().double() for h in hits]
+    rows = valid.nonzero()[:, 0]  # row of each scored position (row-major, as _scored)
+    n_rows = valid.shape[0]
+
+    def per_row(weights: Tensor) -> Tensor:
+        return torch.bincount(rows, weights=weights.double(), minlength=n_rows)
+
+    out = [valid.sum(1).double(), per_row(nll)] + [per_row(h) for h in hits]
     if skip_ids is not None:
         keep = ~torch.isin(targets, skip_ids.to(targets.device))
-        out.append(keep.sum().double())
-        out += [(h & keep).sum().double() for h in hits]
-    return torch.stack([o.cpu() for o in out])
+        out.append(per_row(keep))
+        out += [per_row(h & keep) for h in hits]
+    return torch.stack(out, 1).cpu()
 
 
 def answer_statistics(
     logits: Float[Tensor, "batch pos d_vocab"], batch: TokenDataset
-) -> Float[Tensor, " stats"]:
-    """Sums over the batch's examples of the answer metrics, in the order of ``_ANSWER_SUMS``.
+) -> Float[Tensor, "batch stats"]:
+    """Per-example answer metrics, in the order of ``_ANSWER_SUMS`` (float64).
 
-    Per example (teacher forcing): the answer's summed log-probability, its per-token mean
-    and ``exp``, exact match (every answer token is the argmax), first-token hit, rank of the
-    first answer token, and the logit difference answer − counterfactual at the last prompt
-    position (0 when there is no counterfactual).
+    Per example (teacher forcing): 1 (the example count), the answer's summed
+    log-probability, its per-token mean and ``exp``, exact match (every answer token is the
+    argmax), first-token hit, rank of the first answer token, and the logit difference
+    answer − counterfactual at the last prompt position (0 when there is no counterfactual).
     """
     valid = batch.scored_positions().to(logits.device)
     _, nll, hits = _scored(logits, batch.tokens.to(logits.device), valid, (1,))
@@ -354,30 +481,31 @@ def answer_statistics(
     if batch.counterfactual is not None:
         cf = final.gather(1, batch.counterfactual.to(logits.device)[:, None])
         ld = (answer_logit - cf).squeeze(1).double()
-    out = [torch.tensor(float(n), dtype=torch.float64), logprob.sum(),
-           (logprob / n_tokens).sum(), logprob.exp().sum(), (misses == 0).double().sum(),
-           (rank == 1).double().sum(), rank.sum(), ld.sum()]
-    return torch.stack([o.cpu() for o in out])
+    out = [torch.ones(n, dtype=torch.float64, device=logits.device), logprob,
+           logprob / n_tokens, logprob.exp(), (misses == 0).double(),
+           (rank == 1).double(), rank, ld]
+    return torch.stack(out, 1).cpu()
 
 
-def _user_metric_sum(
+def _user_metric_values(
     fn: MetricFn, name: str, logits: Tensor, batch: TokenDataset, dataset: str, label: str
-) -> float:
-    """Sum over the batch's examples of a user metric, checked."""
+) -> tuple[Float[Tensor, " batch"], bool]:
+    """A user metric's value per example of the batch, checked, and whether the metric gave
+    one value per example (True) or only the batch mean (False, repeated per example)."""
     value = torch.as_tensor(fn(logits, batch)).detach().double().cpu()
     n = len(batch)
     if value.numel() == 1:
-        total = float(value.reshape(())) * n
+        values, per_example = value.reshape(()).expand(n).clone(), False
     elif tuple(value.shape) == (n,):
-        total = float(value.sum())
+        values, per_example = value, True
     else:
         raise ValueError(f"Metric {name!r} returned shape {tuple(value.shape)} on a batch of "
                          f"{n} examples of {dataset!r}; return a scalar (the batch mean) or "
                          f"one value per example, shape ({n},).")
-    if not math.isfinite(total):
+    if not bool(torch.isfinite(values).all()):
         raise ValueError(f"Metric {name!r} returned NaN or inf on dataset {dataset!r} under "
                          f"{label or 'the original model'!r}.")
-    return total
+    return values, per_example
 
 
 def _start_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int:
@@ -572,17 +700,17 @@ def evaluate_many(
     from transformer_lens import HookedTransformer
 
     hooked_transformer = isinstance(model, HookedTransformer)
-    n_stats = 2 + len(top_k) + (1 + len(top_k) if skip_common else 0)
     seconds = [0.0] * len(hook_lists)
-    sums = {name: [torch.zeros(n_stats if ds.target_mask is None else 2 + len(top_k),
-                               dtype=torch.float64) for _ in hook_lists]
-            for name, ds in data.items()}
-    answer_sums = {name: [torch.zeros(len(_ANSWER_SUMS), dtype=torch.float64) for _ in hook_lists]
-                   for name, ds in data.items() if ds.has_answers}
+    # per-sequence sufficient statistics (a few floats per sequence, never logits), kept
+    # so that every number can be given a bootstrap interval over sequences
+    rows_of: dict[str, list[list[Tensor]]] = {name: [[] for _ in hook_lists] for name in data}
+    answer_rows = {name: [[] for _ in hook_lists] for name, ds in data.items() if ds.has_answers}
     # a user metric given for some datasets only (OnDatasets) is computed only there
-    user_sums = {name: [{k: 0.0 for k, fn in metrics.items()
-                         if not isinstance(fn, OnDatasets) or name in fn.datasets}
-                        for _ in hook_lists] for name in data}
+    user_rows: dict[str, list[dict[str, list[Tensor]]]] = {
+        name: [{k: [] for k, fn in metrics.items()
+                if not isinstance(fn, OnDatasets) or name in fn.datasets}
+               for _ in hook_lists] for name in data}
+    user_per_example = {k: True for k in metrics}
     total = sum(-(-len(d) // batch_size) for d in data.values()) * len(hook_lists)
     bar = tqdm(total=total, desc="evaluate", disable=not progress, leave=False)
     for name, ds in data.items():
@@ -625,21 +753,23 @@ def evaluate_many(
                         if model.cfg.normalization_type is not None:
                             final = model.ln_final(final)
                         # without a user metric, the logits are made a few rows at a time
-                        logits = _unembed(model, final) if user_sums[name][i] else None
+                        logits = _unembed(model, final) if user_rows[name][i] else None
                 chunks = ([slice(0, len(view))] if logits is not None
                           else _row_chunks(len(view), tokens.shape[1], model.cfg.d_vocab))
                 for rows in chunks:
                     part = logits if logits is not None else _unembed(model, final[rows])
-                    sums[name][i] += batch_statistics(
+                    rows_of[name][i].append(batch_statistics(
                         part, tokens[rows], mask[rows].to(part.device), top_k, skip_ids,
-                        None if scored is None else scored[rows].to(part.device))
-                    if name in answer_sums:
-                        answer_sums[name][i] += answer_statistics(
-                            part, view if logits is not None else view.rows(rows))
+                        None if scored is None else scored[rows].to(part.device)))
+                    if name in answer_rows:
+                        answer_rows[name][i].append(answer_statistics(
+                            part, view if logits is not None else view.rows(rows)))
                     del part
-                for metric_name in user_sums[name][i]:
-                    user_sums[name][i][metric_name] += _user_metric_sum(
+                for metric_name, values in user_rows[name][i].items():
+                    v, per_example = _user_metric_values(
                         metrics[metric_name], metric_name, logits, view, name, labels[i])
+                    values.append(v)
+                    user_per_example[metric_name] &= per_example
                 logits = final = None
                 seconds[i] += time.perf_counter() - t1 + shared
                 bar.update(1)
@@ -648,31 +778,45 @@ def evaluate_many(
     for i in range(len(hook_lists)):
         results = {}
         for name in data:
-            s = sums[name][i].tolist()
+            per_seq = torch.cat(rows_of[name][i]).numpy()
+            s = per_seq.sum(0).tolist()
             n = s[0]
             if n == 0:
                 raise ValueError(f"Dataset {name!r} has no predicted position.")
-            acc = {k: s[2 + j] / n for j, k in enumerate(top_k)}
-            skip, n_skip = {}, 0
-            if skip_common and data[name].target_mask is None:
-                n_skip = int(s[2 + len(top_k)])
-                base = 3 + len(top_k)
-                skip = {k: s[base + j] / max(n_skip, 1) for j, k in enumerate(top_k)}
             if not math.isfinite(s[1]):
                 raise ValueError(
                     f"The logits on dataset {name!r} under {labels[i] or 'the intervention'!r} "
                     "are not finite (NaN or inf): a hook or the model produced NaN/inf "
                     "activations, so no accuracy or loss can be reported.")
+            acc = {k: s[2 + j] / n for j, k in enumerate(top_k)}
+            units = {"n": per_seq[:, 0], "loss": per_seq[:, 1],
+                     **{f"top{k}": per_seq[:, 2 + j] for j, k in enumerate(top_k)}}
+            skip, n_skip = {}, 0
+            if per_seq.shape[1] > 2 + len(top_k):  # skip-common was counted (text data)
+                n_skip = int(s[2 + len(top_k)])
+                base = 3 + len(top_k)
+                skip = {k: s[base + j] / max(n_skip, 1) for j, k in enumerate(top_k)}
+                units["n_skip"] = per_seq[:, 2 + len(top_k)]
+                units.update({f"top{k}_skip": per_seq[:, base + j]
+                              for j, k in enumerate(top_k)})
             answer = {}
-            if name in answer_sums:
-                a = dict(zip(_ANSWER_SUMS, answer_sums[name][i].tolist()))
-                n_ex = a.pop("n_examples")
-                answer = {k: v / n_ex for k, v in a.items()}
-                if data[name].counterfactual is None:
-                    answer.pop("logit_diff")
-            custom = {k: v / len(data[name]) for k, v in user_sums[name][i].items()}
-            results[name] = DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip, answer,
-                                           custom, len(data[name]))
+            if name in answer_rows:
+                a_rows = torch.cat(answer_rows[name][i]).numpy()
+                keys = [k for k in _ANSWER_SUMS[1:]
+                        if k != "logit_diff" or data[name].counterfactual is not None]
+                answer = {k: float(a_rows[:, 1 + j].mean()) for j, k in enumerate(_ANSWER_SUMS[1:])
+                          if k in keys}
+                units.update({k: a_rows[:, 1 + j] for j, k in enumerate(_ANSWER_SUMS[1:])
+                              if k in keys})
+            custom = {}
+            for k, values in user_rows[name][i].items():
+                v = torch.cat(values).numpy()
+                custom[k] = float(v.sum()) / len(data[name])
+                if user_per_example[k]:
+                    units[k] = v
+            results[name] = DatasetMetrics(
+                name, int(n), s[1] / n, acc, skip, n_skip, answer, custom, len(data[name]),
+                {k: [float(x) for x in v] for k, v in units.items()})
         out.append(Evaluation(results, labels[i], seconds[i]))
     return out
 

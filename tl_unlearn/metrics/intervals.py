@@ -22,11 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "bootstrap_indices", "ratio_interval", "ratio_of_sums",
+__all__ = ["Interval", "bootstrap_indices", "check_interval_settings", "dataset_seed",
+           "percentile_interval", "ratio_interval", "ratio_of_sums",
            "paired_difference_interval"]
 
 
@@ -59,8 +61,9 @@ class Interval:
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
 
-def _check(n_boot: int, confidence: float) -> None:
-    if not isinstance(n_boot, int) or n_boot < 1:
+def check_interval_settings(n_boot: int, confidence: float) -> None:
+    """Raise ValueError unless ``n_boot`` is a positive int and ``confidence`` in (0, 1)."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}.")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
@@ -97,7 +100,15 @@ def _replicates(arrays: list[np.ndarray], n_boot: int, seed: int) -> list[np.nda
     return [a[units[..., None], samples].sum(axis=(1, 2)) for a in arrays]
 
 
-def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+def dataset_seed(seed: int, dataset: str) -> int:
+    """A resampling seed per dataset: the same dataset gets the same unit indices in every
+    result (so two results on it are paired), different datasets independent ones."""
+    return (int(seed) * 1_000_003 + zlib.crc32(dataset.encode())) % 2**32
+
+
+def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (non-finite replicates ignored)."""
+    values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan")
@@ -119,10 +130,10 @@ def ratio_interval(
         seed: Seed of the resampling.
         confidence: Nominal coverage.
     """
-    _check(n_boot, confidence)
+    check_interval_settings(n_boot, confidence)
     s_num, s_den = _replicates([num, den], n_boot, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _percentiles(s_num / s_den, confidence)
+        return percentile_interval(s_num / s_den, confidence)
 
 
 def paired_difference_interval(
@@ -130,7 +141,7 @@ def paired_difference_interval(
     n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Interval of ``ratio(a) - ratio(b)`` with the same resampled units for both (paired)."""
-    _check(n_boot, confidence)
+    check_interval_settings(n_boot, confidence)
     na, da, nb, db = _replicates([num_a, den_a, num_b, den_b], n_boot, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _percentiles(na / da - nb / db, confidence)
+        return percentile_interval(na / da - nb / db, confidence)

@@ -1,4 +1,12 @@
-"""A scorecard comparing several interventions on one forget/retain task."""
+"""A scorecard comparing several interventions on one forget/retain task.
+
+Each method's row holds its curve's summary with bootstrap intervals (``*_low`` /
+``*_high``): the held-out difference at the level chosen on validation sequences (the
+number the ranking uses, by its lower bound), the in-sample max difference (biased upward,
+shown for reference) and the area. With ``baselines``, a method is also compared with a
+random intervention of the same kind and size on the same sequences (a paired difference):
+``vs_baseline`` with its interval, and ``beats_baseline`` when the interval lies above 0.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +36,8 @@ class Scorecard:
     rows: list[dict[str, Any]]
     rank_by: str = "max_difference"
     columns: list[str] = field(default_factory=list)
+    label: str = "scorecard"
+    seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.rows:
@@ -38,15 +48,39 @@ class Scorecard:
     @classmethod
     def from_curves(
         cls, curves: Sequence[SelectivityCurve],
-        extra: Mapping[str, Mapping[str, Any]] | None = None, rank_by: str = "max_difference",
+        extra: Mapping[str, Mapping[str, Any]] | None = None,
+        rank_by: str = "held_out_difference_low",
+        baselines: Mapping[str, str] | None = None,
     ) -> Scorecard:
-        """Rows from selectivity curves (summary + drops at the best level) and extra metrics."""
+        """Rows from selectivity curves (summary with intervals, drops at the best level),
+        paired comparisons with baselines, and extra metrics.
+
+        Args:
+            curves: One curve per method, all on the same data.
+            extra: More columns per method name.
+            rank_by: Column to rank by (default: the lower bound of the held-out difference).
+            baselines: Method name -> name of its random baseline among ``curves``.
+
+        Raises:
+            ValueError: If a baseline names no curve.
+        """
+        by_name = {c.name: c for c in curves}
+        for method, base in (baselines or {}).items():
+            if method not in by_name or base not in by_name:
+                raise ValueError(f"Baseline pair {method!r} -> {base!r}: no curve named "
+                                 f"{method if method not in by_name else base!r}; curves are "
+                                 f"{sorted(by_name)}.")
         rows = []
         for c in curves:
             i = int(c.difference.argmax())
             row = {"method": c.name, **c.summary(),
                    "forget_drop_at_best": float(c.forget_drop[i]),
                    "retain_drop_at_best": float(c.retain_drop[i])}
+            base = (baselines or {}).get(c.name)
+            if base is not None:
+                vs = c.versus(by_name[base])
+                row.update(baseline=base, vs_baseline=vs.value, vs_baseline_low=vs.low,
+                           vs_baseline_high=vs.high, beats_baseline=bool(vs.low > 0))
             row.update((extra or {}).get(c.name, {}))
             rows.append(row)
         return cls(rows, rank_by)
@@ -61,11 +95,13 @@ class Scorecard:
         return df
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "rank_by": self.rank_by}
+        return {"rows": self.rows, "rank_by": self.rank_by, "label": self.label,
+                "seconds": self.seconds}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Scorecard:
-        return cls([dict(r) for r in d["rows"]], d.get("rank_by", "max_difference"))
+        return cls([dict(r) for r in d["rows"]], d.get("rank_by", "max_difference"),
+                   label=d.get("label", "scorecard"), seconds=float(d.get("seconds", 0.0)))
 
     def figure(self) -> go.Figure:
         """Bars of forget and retain drop at each method's best level, and the ranked table."""
@@ -76,7 +112,17 @@ class Scorecard:
             if col in df:
                 fig.add_trace(go.Bar(x=df.index.tolist(), y=df[col].tolist(), name=col,
                                      marker_color=color), row=1, col=1)
-        shown = [c for c in df.columns if df[c].dtype.kind in "fi"][:8]
+        if "held_out_difference" in df:  # the ranked number, with its interval
+            v, lo, hi = (df[c].astype(float) for c in ("held_out_difference",
+                                                       "held_out_difference_low",
+                                                       "held_out_difference_high"))
+            fig.add_trace(go.Scatter(
+                x=df.index.tolist(), y=v.tolist(), mode="markers", name="held-out difference",
+                marker={"color": "black", "symbol": "diamond"},
+                error_y={"type": "data", "symmetric": False, "array": (hi - v).tolist(),
+                         "arrayminus": (v - lo).tolist()}), row=1, col=1)
+        shown = [c for c in df.columns if df[c].dtype.kind in "fi"
+                 and not c.endswith(("_low", "_high"))][:8]
         cells = [df.index.tolist()] + [[f"{v:.4g}" if v == v else "" for v in df[c]] for c in shown]
         fig.add_trace(go.Table(header={"values": ["method", *shown]}, cells={"values": cells}),
                       row=2, col=1)

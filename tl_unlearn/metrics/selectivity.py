@@ -10,6 +10,14 @@ model once and each level once, streaming, and returns a :class:`SelectivityCurv
 - ``perplexity_ratio``: ``ppl(Mu)/ppl(M0)`` per dataset and level.
 
 The level-0 point (the original model, drop 0) is included when ``include_zero`` is set.
+
+Uncertainty (``shared/specs/metrics.md``, "Intervals and significance"): every drop, the
+max difference and the area get a paired percentile bootstrap interval over sequences
+(``n_boot`` replicates, seeded; one resample per replicate for the whole curve, the same
+sequences for the original and every level). Because the max difference is a maximum over
+levels chosen on the data it is reported on, it is biased upward; :meth:`SelectivityCurve.held_out`
+chooses the level on the first half of each dataset's sequences (validation) and reports the
+difference at that level on the second half (held out), with its interval.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ from tl_unlearn.metrics.evaluation import (
     describe_metric,
     evaluate_many,
     resolve_metric,
+    unit_indices,
 )
+from tl_unlearn.metrics.intervals import Interval, check_interval_settings, percentile_interval
 
 __all__ = ["SelectivityCurve", "selectivity_curve"]
 
@@ -53,6 +63,10 @@ class SelectivityCurve(ForgetRetainDrops):
         level_name: Axis label for the levels.
         include_zero: Whether the curve starts with the original model at level 0.
         fit_seconds: Time spent fitting the family (statistics, means, ...).
+        info: Free-form details of the method (JSON-friendly).
+        n_boot: Bootstrap replicates of the intervals.
+        seed: Seed of the bootstrap.
+        confidence: Nominal coverage of the intervals.
 
     Example:
         >>> from tl_unlearn.metrics.evaluation import DatasetMetrics
@@ -75,6 +89,9 @@ class SelectivityCurve(ForgetRetainDrops):
     include_zero: bool = True
     fit_seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    n_boot: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
         if len(self.levels) != len(self.evaluations):
@@ -116,6 +133,112 @@ class SelectivityCurve(ForgetRetainDrops):
         x, y = self.x, self.difference
         return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
 
+    # ----------------------------------------------------------------- intervals
+    def _indices(self, dataset: str, subset: np.ndarray | None = None) -> np.ndarray | None:
+        return unit_indices([self.original, *self.evaluations], dataset, n_boot=self.n_boot,
+                            seed=self.seed, subset=subset)
+
+    def difference_replicates(self) -> np.ndarray | None:
+        """Bootstrap replicates of the difference curve, ``[n_boot, n_points]`` (forget and
+        retain resampled independently, each paired across levels); None without
+        per-sequence statistics."""
+        f, r = self._indices("forget"), self._indices("retain")
+        if f is None or r is None:
+            return None
+        return self.drop_replicates("forget", f) - self.drop_replicates("retain", r)
+
+    def _interval(self, value: float, reps: np.ndarray | None) -> Interval:
+        lo, hi = (float("nan"),) * 2 if reps is None else percentile_interval(reps,
+                                                                              self.confidence)
+        return Interval(value, lo, hi, self.confidence)
+
+    def intervals(self) -> dict[str, Interval]:
+        """``max_difference`` and ``area_between`` with their bootstrap intervals."""
+        reps = self.difference_replicates()
+        x = self.x
+        area = None if reps is None else np.sum((x[1:] - x[:-1]) * (reps[:, 1:] + reps[:, :-1])
+                                                / 2.0, axis=1)
+        return {"max_difference": self._interval(self.max_difference,
+                                                 None if reps is None else reps.max(1)),
+                "area_between": self._interval(self.area_between, area)}
+
+    def difference_interval(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(low, high)`` of the difference at every point."""
+        reps = self.difference_replicates()
+        if reps is None:
+            return np.full(len(self.x), np.nan), np.full(len(self.x), np.nan)
+        bounds = np.array([percentile_interval(reps[:, j], self.confidence)
+                           for j in range(reps.shape[1])])
+        return bounds[:, 0], bounds[:, 1]
+
+    def held_out(self) -> dict[str, Any]:
+        """The level chosen on validation sequences, and the difference there on held-out ones.
+
+        Each dataset's sequences are split in two halves (they come in a seeded random
+        document order): the level with the largest difference on the first halves is
+        chosen, and the difference at that level is reported on the second halves, with a
+        bootstrap interval over them. Unbiased by the choice, unlike :attr:`max_difference`.
+
+        Returns:
+            ``{"level": float, "difference": Interval, "validation_difference": float}``;
+            the difference is NaN when a dataset has fewer than 2 sequences or no
+            per-sequence statistics.
+        """
+        nan = float("nan")
+        halves = self._halves()
+        if halves is None:
+            return {"level": nan, "validation_difference": nan,
+                    "difference": Interval(nan, nan, nan, self.confidence)}
+        val = (self.drop_replicates("forget", halves["forget"][0])
+               - self.drop_replicates("retain", halves["retain"][0]))
+        j = int(np.nanargmax(val)) if np.isfinite(val).any() else 0
+        value, reps = self.held_out_at(j)
+        return {"level": float(self.x[j]), "validation_difference": float(val[j]),
+                "difference": self._interval(value, reps)}
+
+    def _halves(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        halves = {}
+        for ds in ("forget", "retain"):
+            n = self.original[ds].n_units
+            if n < 2:
+                return None
+            halves[ds] = (np.arange(n // 2), np.arange(n // 2, n))
+        return halves
+
+    def held_out_at(self, point: int) -> tuple[float, np.ndarray | None]:
+        """The difference at point ``point`` of :attr:`x` on the held-out halves, and its
+        bootstrap replicates (the same resampled sequences in every curve on the same data,
+        so replicates of two curves can be subtracted: a paired comparison)."""
+        halves = self._halves()
+        if halves is None:
+            return float("nan"), None
+        held = (self.drop_replicates("forget", halves["forget"][1])
+                - self.drop_replicates("retain", halves["retain"][1]))
+        f, r = (self._indices(ds, halves[ds][1]) for ds in ("forget", "retain"))
+        if f is None or r is None:
+            return float(held[point]), None
+        reps = (self.drop_replicates("forget", f)[:, point]
+                - self.drop_replicates("retain", r)[:, point])
+        return float(held[point]), reps
+
+    def versus(self, baseline: SelectivityCurve) -> Interval:
+        """Held-out difference of this curve minus ``baseline``'s at the same level (the
+        level chosen on validation data for this curve), paired over sequences.
+
+        The baseline is a random intervention of the same kind and size (e.g. random
+        neurons for pruning); it must have been evaluated at that level on the same data.
+        NaN when it has no such level.
+        """
+        level = self.held_out()["level"]
+        nan = float("nan")
+        match = np.flatnonzero(np.isclose(baseline.x, level))
+        if not np.isfinite(level) or len(match) == 0:
+            return Interval(nan, nan, nan, self.confidence)
+        mine, reps = self.held_out_at(int(np.flatnonzero(np.isclose(self.x, level))[0]))
+        theirs, base_reps = baseline.held_out_at(int(match[0]))
+        diff = None if reps is None or base_reps is None else reps - base_reps
+        return self._interval(mine - theirs, diff)
+
     def perplexity_ratio(self, dataset: str) -> np.ndarray:
         """``ppl(Mu) / ppl(M0)`` at each point of :attr:`x`."""
         base = self.original[dataset].perplexity
@@ -123,26 +246,50 @@ class SelectivityCurve(ForgetRetainDrops):
         return np.array(([1.0] if self.include_zero else []) + ratios, dtype=float)
 
     def summary(self) -> dict[str, float]:
-        return {"max_difference": self.max_difference, "best_level": self.best_level,
-                "area_between": self.area_between, "fit_seconds": self.fit_seconds,
-                "eval_seconds": sum(e.seconds for e in self.evaluations) + self.original.seconds}
+        """Summary numbers with their intervals (``*_low``/``*_high``) and the held-out
+        difference at the level chosen on validation sequences."""
+        iv = self.intervals()
+        held = self.held_out()
+        out = {"held_out_difference": held["difference"].value,
+               "held_out_difference_low": held["difference"].low,
+               "held_out_difference_high": held["difference"].high,
+               "validated_level": held["level"],
+               "max_difference": self.max_difference,
+               "max_difference_low": iv["max_difference"].low,
+               "max_difference_high": iv["max_difference"].high,
+               "best_level": self.best_level, "area_between": self.area_between,
+               "area_between_low": iv["area_between"].low,
+               "area_between_high": iv["area_between"].high}
+        out.update(fit_seconds=self.fit_seconds,
+                   eval_seconds=sum(e.seconds for e in self.evaluations) + self.original.seconds)
+        return out
 
     def to_dataframe(self) -> Any:
         """One row per point: level, drops, difference, perplexity ratios."""
         import pandas as pd
 
+        low, high = self.difference_interval()
         data = {self.level_name: self.x, "forget_drop": self.forget_drop,
-                "retain_drop": self.retain_drop, "difference": self.difference}
+                "retain_drop": self.retain_drop, "difference": self.difference,
+                "difference_low": low, "difference_high": high}
         for name in self.original.datasets:
             data[f"ppl_ratio_{name}"] = self.perplexity_ratio(name)
         return pd.DataFrame(data)
 
     # ----------------------------------------------------------------- figures
     def figure(self, metric: MetricSpec | None = None) -> go.Figure:
-        """Forget and retain drop vs level (the selectivity curve)."""
+        """Forget and retain drop vs level (the selectivity curve), with bootstrap bands."""
         metric = metric or self.metric
         fig = go.Figure()
-        for ds, color in (("forget", "#d62728"), ("retain", "#1f77b4")):
+        for ds, color, fill in (("forget", "#d62728", "rgba(214,39,40,0.15)"),
+                                ("retain", "#1f77b4", "rgba(31,119,180,0.15)")):
+            low, high = self.drop_interval(ds, metric, n_boot=self.n_boot, seed=self.seed,
+                                           confidence=self.confidence)
+            if np.isfinite(low).any():
+                fig.add_trace(go.Scatter(
+                    x=[*self.x, *self.x[::-1]], y=[*high, *low[::-1]], fill="toself",
+                    fillcolor=fill, line={"width": 0}, hoverinfo="skip",
+                    name=f"{ds} {self.confidence:.0%} interval", showlegend=True))
             fig.add_trace(go.Scatter(x=self.x, y=self.drop(ds, metric), mode="lines+markers",
                                      name=f"{ds} drop", line={"color": color}))
         fig.update_layout(
@@ -167,7 +314,8 @@ class SelectivityCurve(ForgetRetainDrops):
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "levels": list(self.levels), "metric": self.metric,
                 "level_name": self.level_name, "include_zero": self.include_zero,
-                "fit_seconds": self.fit_seconds, "info": self.info,
+                "fit_seconds": self.fit_seconds, "info": self.info, "n_boot": self.n_boot,
+                "seed": self.seed, "confidence": self.confidence,
                 "original": self.original.to_dict(),
                 "evaluations": [e.to_dict() for e in self.evaluations],
                 "summary": self.summary()}
@@ -177,7 +325,9 @@ class SelectivityCurve(ForgetRetainDrops):
         return cls(d["name"], list(d["levels"]), Evaluation.from_dict(d["original"]),
                    [Evaluation.from_dict(e) for e in d["evaluations"]], d.get("metric", "top1"),
                    d.get("level_name", "fraction removed"), d.get("include_zero", True),
-                   d.get("fit_seconds", 0.0), dict(d.get("info", {})))
+                   d.get("fit_seconds", 0.0), dict(d.get("info", {})),
+                   int(d.get("n_boot", 1000)), int(d.get("seed", 0)),
+                   float(d.get("confidence", 0.95)))
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (atomically: a temporary file renamed into place)."""
@@ -201,6 +351,8 @@ def selectivity_curve(
     original: Evaluation | None = None,
     fit_seconds: float = 0.0,
     progress: bool = True,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
     **evaluate_kwargs: Any,
 ) -> SelectivityCurve:
     """Evaluate ``family(level)`` at each level on forget and retain data.
@@ -222,6 +374,8 @@ def selectivity_curve(
         original: Reuse an evaluation of the original model (saves one pass).
         fit_seconds: Time spent fitting the family, reported with the result.
         progress: Progress bar.
+        n_boot: Bootstrap replicates of the curve's intervals (over sequences, paired).
+        confidence: Nominal coverage of the intervals.
         **evaluate_kwargs: ``batch_size``, ``top_k``, ``skip_common``, ``metrics`` (more
             user metrics) for :func:`evaluate`.
 
@@ -238,6 +392,7 @@ def selectivity_curve(
         3
     """
     require_forget_retain(data, "selectivity_curve()")
+    check_interval_settings(n_boot, confidence)
     metric, evaluate_kwargs["metrics"] = resolve_metric(metric, evaluate_kwargs.get("metrics"))
     check_metric_name(metric, evaluate_kwargs.get("top_k", (1, 5)),
                       evaluate_kwargs.get("skip_common", 50), evaluate_kwargs["metrics"])
@@ -255,4 +410,4 @@ def selectivity_curve(
     else:
         evaluations = results
     return SelectivityCurve(name, levels, original, evaluations, metric, level_name,
-                            include_zero, fit_seconds)
+                            include_zero, fit_seconds, n_boot=n_boot, confidence=confidence)

@@ -1,0 +1,143 @@
+"""Bootstrap intervals over sequences: coverage on synthetic data with a known truth, pairing,
+agreement of the per-sequence statistics with the reported numbers, and round trips."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tl_unlearn import load_tiny_model, make_task
+from tl_unlearn.interventions import zero_ablation
+from tl_unlearn.metrics import SelectivityCurve, evaluate, selectivity_curve
+from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, unit_indices
+from tl_unlearn.metrics.intervals import bootstrap_indices
+
+
+def _clustered(rng, n_seq, p, factor=1.0):
+    """Sequences of 20-60 positions whose own hit rate varies around ``p`` (correlated
+    tokens, as in text); the same sequences with every rate scaled by ``factor``."""
+    n = rng.integers(20, 61, n_seq).astype(float)
+    rates = rng.beta(6 * p, 6 * (1 - p), n_seq)
+    hits = rng.binomial(n.astype(int), rates).astype(float)
+    hits_after = rng.binomial(n.astype(int), rates * factor).astype(float)
+    return n, hits, hits_after
+
+
+def _evaluation(name, n, hits):
+    units = {"n": n.tolist(), "loss": n.tolist(), "top1": hits.tolist()}
+    m = DatasetMetrics(name, int(n.sum()), 1.0, {1: float(hits.sum() / n.sum())}, units=units)
+    return Evaluation({name: m})
+
+
+def test_interval_covers_the_truth_at_its_nominal_rate():
+    """Accuracy (a ratio of sums) and a paired relative drop: the 95% intervals cover the
+    true values in 90-99% of 200 seeded repeats."""
+    p, factor = 0.6, 0.7
+    covered_acc = covered_drop = 0
+    repeats = 200
+    for r in range(repeats):
+        rng = np.random.default_rng(r)
+        n, hits, after = _clustered(rng, 40, p, factor)
+        orig, new = _evaluation("forget", n, hits), _evaluation("forget", n, after)
+        iv = orig.metric_interval("forget", "top1", n_boot=500, seed=r)
+        covered_acc += iv.low <= p <= iv.high
+        idx = unit_indices([orig, new], "forget", n_boot=500, seed=r)
+        reps = 1 - new["forget"].estimate("top1", idx) / orig["forget"].estimate("top1", idx)
+        lo, hi = np.percentile(reps, [2.5, 97.5])
+        covered_drop += lo <= 1 - factor <= hi
+    assert 0.90 <= covered_acc / repeats <= 0.99, covered_acc
+    assert 0.90 <= covered_drop / repeats <= 0.99, covered_drop
+
+
+def test_a_token_level_interval_would_undercover_clustered_data():
+    """The reason intervals resample sequences: a binomial interval over tokens is too narrow
+    for correlated tokens (scipy's exact binomial interval, same data)."""
+    covered = 0
+    for r in range(200):
+        rng = np.random.default_rng(r)
+        n, hits, _ = _clustered(rng, 40, 0.6)
+        ci = stats.binomtest(int(hits.sum()), int(n.sum())).proportion_ci(0.95)
+        covered += ci.low <= 0.6 <= ci.high
+    assert covered / 200 < 0.85
+
+
+def test_paired_drop_interval_is_narrower_than_unpaired():
+    rng = np.random.default_rng(0)
+    n, hits, after = _clustered(rng, 60, 0.6, 0.7)
+    orig, new = _evaluation("forget", n, hits), _evaluation("forget", n, after)
+    idx = unit_indices([orig, new], "forget", n_boot=2000, seed=0)
+    paired = 1 - new["forget"].estimate("top1", idx) / orig["forget"].estimate("top1", idx)
+    other = bootstrap_indices(len(n), n_boot=2000, seed=99)[0]
+    unpaired = 1 - new["forget"].estimate("top1", other) / orig["forget"].estimate("top1", idx)
+    assert np.std(paired) < 0.7 * np.std(unpaired)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = load_tiny_model()
+    data = make_task().tokenize(model.tokenizer, "eval", seq_len=32, max_tokens=1500)
+    return model, data
+
+
+def test_per_sequence_statistics_add_up_to_the_reported_numbers(tiny):
+    model, data = tiny
+    ev = evaluate(model, data, batch_size=3, progress=False)
+    for name, ds in data.items():
+        m = ev[name]
+        assert m.n_units == len(ds)
+        assert sum(m.units["n"]) == m.n_predictions
+        # each sequence's own count of predicted positions, from its mask
+        assert m.units["n"] == [float(ds.attention_mask[i].sum() - 1) for i in range(len(ds))]
+        for metric in ("top1", "top5", "loss", "perplexity", "top1_skip"):
+            assert m.estimate(metric) == pytest.approx(ev.metric(name, metric), rel=1e-9)
+        # one sequence evaluated alone gives its own row
+        alone = evaluate(model, {name: ds.rows(slice(2, 3))}, progress=False, skip_common=0)
+        assert alone[name].units["top1"][0] == m.units["top1"][2]
+        assert alone[name].units["loss"][0] == pytest.approx(m.units["loss"][2], rel=1e-5)
+
+
+def test_curve_intervals_round_trip_and_contain_the_estimates(tiny, tmp_path):
+    model, data = tiny
+    family = lambda k: zero_ablation(model, heads=[(1, h) for h in range(int(k))])  # noqa: E731
+    curve = selectivity_curve(model, data, family, [1, 2, 4], progress=False, n_boot=300)
+    s = curve.summary()
+    assert s["max_difference_low"] <= s["max_difference"] <= s["max_difference_high"]
+    assert s["area_between_low"] <= s["area_between"] <= s["area_between_high"]
+    lo, hi = curve.drop_interval("forget", n_boot=300)
+    assert np.all(lo[1:] <= curve.forget_drop[1:] + 1e-12)
+    assert np.all(curve.forget_drop[1:] <= hi[1:] + 1e-12) and np.all(hi[1:] > lo[1:])
+    held = curve.held_out()
+    assert held["level"] in curve.x.tolist()
+    assert held["difference"].low <= held["difference"].value <= held["difference"].high
+    curve.save(tmp_path / "c.json")
+    again = SelectivityCurve.load(tmp_path / "c.json")
+    assert again.summary() == s and again.n_boot == 300
+
+
+def test_results_on_different_data_are_not_paired(tiny):
+    model, data = tiny
+    a = evaluate(model, data, progress=False)
+    b = evaluate(model, {k: v.rows(slice(0, 3)) for k, v in data.items()}, progress=False)
+    with pytest.raises(ValueError, match="not evaluated on the same data"):
+        unit_indices([a, b], "forget")
+
+
+def test_versus_baseline_is_paired_and_significance_follows_the_interval(tiny):
+    model, data = tiny
+    heads = lambda k: zero_ablation(model, heads=[(1, h) for h in range(int(k))])  # noqa: E731
+    curve = selectivity_curve(model, data, heads, [1, 2, 4], progress=False, n_boot=300)
+    same = curve.versus(curve)
+    assert same.value == 0.0 and same.low == 0.0 and same.high == 0.0
+    other = selectivity_curve(model, data, lambda k: zero_ablation(
+        model, heads=[(0, h) for h in range(int(k))]), [1, 2, 4], progress=False, n_boot=300)
+    vs = curve.versus(other)
+    level = curve.held_out()["level"]
+    j = list(curve.x).index(level)
+    assert vs.value == pytest.approx(curve.held_out_at(j)[0] - other.held_out_at(j)[0])
+    assert vs.low <= vs.value <= vs.high
+    from tl_unlearn.metrics import Scorecard
+
+    sc = Scorecard.from_curves([curve, other], baselines={curve.name: other.name})
+    row = next(r for r in sc.rows if r["method"] == curve.name)
+    assert row["beats_baseline"] == (vs.low > 0) and row["vs_baseline"] == vs.value
+    with pytest.raises(ValueError, match="no curve named"):
+        Scorecard.from_curves([curve], baselines={curve.name: "nope"})
