@@ -54,6 +54,7 @@ from tl_unlearn.metrics.intervals import (
     bootstrap_indices,
     dataset_seed,
     percentile_interval,
+    pointwise_intervals,
 )
 
 __all__ = ["ANSWER_METRICS", "DatasetMetrics", "Evaluation", "ForgetRetainDrops", "MetricFn",
@@ -88,7 +89,7 @@ class OnDatasets:
 
 ANSWER_METRICS = ("answer_accuracy", "first_token_accuracy", "answer_logprob",
                   "answer_logprob_per_token", "answer_prob", "answer_rank", "logit_diff")
-_ANSWER_SUMS = ("n_examples", "answer_logprob", "answer_logprob_per_token", "answer_prob",
+_ANSWER_COLUMNS = ("answer_logprob", "answer_logprob_per_token", "answer_prob",
                 "answer_accuracy", "first_token_accuracy", "answer_rank", "logit_diff")
 
 
@@ -346,9 +347,7 @@ class ForgetRetainDrops:
         n_points = len(self.drop_prefix) + len(self.evaluations)
         if idx is None:
             return np.full(n_points, np.nan), np.full(n_points, np.nan)
-        reps = self.drop_replicates(dataset, idx, metric)
-        bounds = np.array([percentile_interval(reps[:, j], confidence) for j in range(n_points)])
-        return bounds[:, 0], bounds[:, 1]
+        return pointwise_intervals(self.drop_replicates(dataset, idx, metric), confidence)
 
     @property
     def forget_drop(self) -> np.ndarray:
@@ -458,10 +457,9 @@ def batch_statistics(
 def answer_statistics(
     logits: Float[Tensor, "batch pos d_vocab"], batch: TokenDataset
 ) -> Float[Tensor, "batch stats"]:
-    """Per-example answer metrics, in the order of ``_ANSWER_SUMS`` (float64).
+    """Per-example answer metrics, in the order of ``_ANSWER_COLUMNS`` (float64).
 
-    Per example (teacher forcing): 1 (the example count), the answer's summed
-    log-probability, its per-token mean and ``exp``, exact match (every answer token is the
+    Per example (teacher forcing): the answer's summed log-probability, its per-token mean and ``exp``, exact match (every answer token is the
     argmax), first-token hit, rank of the first answer token, and the logit difference
     answer − counterfactual at the last prompt position (0 when there is no counterfactual).
     """
@@ -481,8 +479,7 @@ def answer_statistics(
     if batch.counterfactual is not None:
         cf = final.gather(1, batch.counterfactual.to(logits.device)[:, None])
         ld = (answer_logit - cf).squeeze(1).double()
-    out = [torch.ones(n, dtype=torch.float64, device=logits.device), logprob,
-           logprob / n_tokens, logprob.exp(), (misses == 0).double(),
+    out = [logprob, logprob / n_tokens, logprob.exp(), (misses == 0).double(),
            (rank == 1).double(), rank, ld]
     return torch.stack(out, 1).cpu()
 
@@ -802,12 +799,10 @@ def evaluate_many(
             answer = {}
             if name in answer_rows:
                 a_rows = torch.cat(answer_rows[name][i]).numpy()
-                keys = [k for k in _ANSWER_SUMS[1:]
-                        if k != "logit_diff" or data[name].counterfactual is not None]
-                answer = {k: float(a_rows[:, 1 + j].mean()) for j, k in enumerate(_ANSWER_SUMS[1:])
-                          if k in keys}
-                units.update({k: a_rows[:, 1 + j] for j, k in enumerate(_ANSWER_SUMS[1:])
-                              if k in keys})
+                cols = {k: a_rows[:, j] for j, k in enumerate(_ANSWER_COLUMNS)
+                        if k != "logit_diff" or data[name].counterfactual is not None}
+                answer = {k: float(v.mean()) for k, v in cols.items()}
+                units.update(cols)
             custom = {}
             for k, values in user_rows[name][i].items():
                 v = torch.cat(values).numpy()

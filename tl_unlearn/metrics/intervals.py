@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Interval", "bootstrap_indices", "check_interval_settings", "dataset_seed",
-           "percentile_interval", "ratio_interval", "ratio_of_sums",
+           "percentile_interval", "pointwise_intervals", "ratio_interval", "ratio_of_sums",
            "paired_difference_interval"]
 
 
@@ -115,6 +115,16 @@ def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[f
     tail = (1.0 - confidence) / 2.0 * 100.0
     lo, hi = np.percentile(values, [tail, 100.0 - tail])
     return float(lo), float(hi)
+
+
+def pointwise_intervals(
+    replicates: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)``: the percentile interval of each column of ``[n_boot, n_points]``
+    replicates (e.g. every point of a curve)."""
+    bounds = np.array([percentile_interval(replicates[:, j], confidence)
+                       for j in range(replicates.shape[1])]).reshape(-1, 2)
+    return bounds[:, 0], bounds[:, 1]
 
 
 def ratio_interval(

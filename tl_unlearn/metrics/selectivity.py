@@ -45,7 +45,12 @@ from tl_unlearn.metrics.evaluation import (
     resolve_metric,
     unit_indices,
 )
-from tl_unlearn.metrics.intervals import Interval, check_interval_settings, percentile_interval
+from tl_unlearn.metrics.intervals import (
+    Interval,
+    check_interval_settings,
+    percentile_interval,
+    pointwise_intervals,
+)
 
 __all__ = ["SelectivityCurve", "selectivity_curve"]
 
@@ -167,9 +172,7 @@ class SelectivityCurve(ForgetRetainDrops):
         reps = self.difference_replicates()
         if reps is None:
             return np.full(len(self.x), np.nan), np.full(len(self.x), np.nan)
-        bounds = np.array([percentile_interval(reps[:, j], self.confidence)
-                           for j in range(reps.shape[1])])
-        return bounds[:, 0], bounds[:, 1]
+        return pointwise_intervals(reps, self.confidence)
 
     def held_out(self) -> dict[str, Any]:
         """The level chosen on validation sequences, and the difference there on held-out ones.
