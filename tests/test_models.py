@@ -108,3 +108,19 @@ def test_smollm2_processed_cache_equals_transformer_lens_conversion(smollm2):
     tokens = smollm2.to_tokens("The capital of France is Paris, and of Italy")
     with torch.no_grad():
         assert torch.equal(smollm2(tokens), ref(tokens))
+
+
+def test_processed_cache_is_keyed_by_transformer_lens_version(tmp_path, monkeypatch):
+    """A TransformerLens upgrade may convert differently: its cached weights must not be
+    reused."""
+    import importlib.metadata
+
+    from tl_unlearn.models import _processed_dir
+
+    now = _processed_dir(tmp_path, torch.float32, {"fold_ln": True})
+    assert now == _processed_dir(tmp_path, torch.float32, {"fold_ln": True})
+    assert now != _processed_dir(tmp_path, torch.float32, {"fold_ln": False})
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "0.0.1" if name == "transformer_lens" else real(name))
+    assert _processed_dir(tmp_path, torch.float32, {"fold_ln": True}) != now

@@ -146,9 +146,13 @@ def load_default_model(
 
 def _processed_dir(path: Path, dtype: torch.dtype, kwargs: dict[str, Any]) -> Path | None:
     """Cache folder of the processed (folded, centred) HookedTransformer weights for these
-    loading options, or None when the options cannot be keyed (not plain JSON values)."""
+    loading options and this TransformerLens version (its conversion may change between
+    versions), or None when the options cannot be keyed (not plain JSON values)."""
+    from importlib.metadata import version
+
     try:
-        key = json.dumps({"dtype": str(dtype), **kwargs}, sort_keys=True)
+        key = json.dumps({"dtype": str(dtype), "transformer_lens": version("transformer_lens"),
+                          **kwargs}, sort_keys=True)
     except TypeError:
         return None
     return path / f"hooked-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from tl_unlearn.files import atomic_write_text
 from tl_unlearn.metrics.distances import ActivationDistances
-from tl_unlearn.metrics.evaluation import describe_metric
+from tl_unlearn.metrics.evaluation import Evaluation, describe_metric, unit_indices
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
 
 if TYPE_CHECKING:
@@ -75,6 +76,38 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
     return figs
 
 
+SCORECARD_LEGEND = (
+    "<p class='sub'>Brackets: 95% percentile bootstrap interval over sequences, paired between "
+    "the original and the intervened model. <b>held_out_difference</b>: forget drop minus "
+    "retain drop at <b>validated_level</b>, the level with the largest difference on the first "
+    "half of each dataset's sequences, measured on the second half (the ranking uses its lower "
+    "bound). <b>max_difference</b> / <b>best_level</b>: the largest difference over all levels "
+    "on all sequences (biased upward by the choice). <b>area_between</b>: area between the "
+    "forget and retain drop curves. <b>vs_baseline</b>: held-out difference minus that of "
+    "<b>baseline</b> (random units, same counts, same sequences); <b>beats_baseline</b>: its "
+    "interval lies above 0. <b>forget/retain_drop_at_best</b>: the drops at best_level. "
+    "<b>js_*</b>: Jensen-Shannon distance of the output distributions; <b>mia_auc_loss</b>: "
+    "membership-inference AUC. Seconds: fitting and evaluation time.</p>")
+
+
+def _data_rows(original: Evaluation | None) -> list[dict[str, Any]]:
+    """Per dataset: sequences, tokens, and the original model's loss and top-1 with intervals."""
+    if original is None:
+        return []
+    rows = []
+    for name, m in original.datasets.items():
+        idx = unit_indices([original], name)
+        se = float(np.std(m.estimate("top1", idx))) if idx is not None else float("nan")
+        row: dict[str, Any] = {"dataset": name, "sequences": m.n_units or m.n_examples,
+                               "predicted_tokens": m.n_predictions}
+        for metric in ("loss", "top1"):
+            iv = original.metric_interval(name, metric)
+            row.update({metric: iv.value, f"{metric}_low": iv.low, f"{metric}_high": iv.high})
+        row["top1_se"] = se
+        rows.append(row)
+    return rows
+
+
 def _with_intervals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fold ``x``, ``x_low``, ``x_high`` into one ``x [low, high]`` cell (narrower tables)."""
     out = []
@@ -117,9 +150,8 @@ def render_report(result: BenchmarkResult) -> str:
     cfg = result.config
     ranked = result.scorecard.ranked().reset_index()
     score_rows = ranked.to_dict(orient="records")
-    original = result.extras.get("original", {}).get("datasets", {})
-    base_rows = [{"dataset": k, "loss": v["loss"], "top1": v["accuracy"].get("1", v["accuracy"].get(1)),
-                  "n_predictions": v["n_predictions"]} for k, v in original.items()]
+    base_rows = _data_rows(Evaluation.from_dict(result.extras["original"])
+                           if "original" in result.extras else None)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>tl_unlearn report: {html.escape(cfg.forget)} vs {html.escape(cfg.retain)}</title>",
@@ -128,8 +160,10 @@ def render_report(result: BenchmarkResult) -> str:
         f"<p class='sub'>model <b>{html.escape(str(cfg.model))}</b> · forget <b>"
         f"{html.escape(cfg.forget)}</b> · retain <b>{html.escape(cfg.retain)}</b> · metric "
         f"<b>{html.escape(describe_metric(cfg.metric))}</b> · ranked by {result.scorecard.rank_by}</p>",
-        "<h2>Ranked scorecard</h2>", _table(score_rows),
-        "<h2>Original model</h2>", _table(base_rows),
+        "<h2>Ranked scorecard</h2>", _table(score_rows), SCORECARD_LEGEND,
+        "<h2>Data and the original model</h2>", _table(base_rows),
+        "<p>Sequences are chunks of the eval documents in a seeded random document order; "
+        "top1_se is the bootstrap standard error of top-1 accuracy over sequences.</p>",
     ]
     for i, (title, fig) in enumerate(report_figures(result)):
         parts.append(f"<h2>{html.escape(title)}</h2><div class='fig'>")
