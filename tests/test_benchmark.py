@@ -9,7 +9,7 @@ from tl_unlearn.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
 from tl_unlearn.cli import main
 from tl_unlearn.report import report_figures
 
-SMALL = dict(model="tiny", seq_len=64, fit_tokens=3000, eval_tokens=1500, mia_texts=4,
+SMALL = dict(model="tiny", seq_len=64, fit_tokens=3000, eval_tokens=1500, mia_texts=64,
              options={"sae.training_tokens": 20_000, "sae.d_sae": 256})
 
 
@@ -55,6 +55,32 @@ def test_scorecard_matches_curves(run_dir):
         assert df.loc[c.name, "held_out_difference_low"] == pytest.approx(held.low)
     assert result.scorecard.rank_by == "held_out_difference_low"
     assert df["held_out_difference_low"].is_monotonic_decreasing
+
+
+def test_every_method_is_compared_with_its_random_baseline(run_dir):
+    """Each default method has a random counterpart of the same kind, 3 seeds at its
+    validated level on the held-out halves; the scorecard's comparison is recomputed from the
+    saved evaluations; the membership AUC carries an interval."""
+    from tl_unlearn.metrics.selectivity import RandomBaseline
+
+    out, result = run_dir
+    df = result.scorecard.ranked()
+    saved = json.loads((out / "results.json").read_text())["extras"]["random_baselines"]
+    assert sorted(saved) == sorted(bm.DEFAULT_METHODS)
+    for c in result.curves:
+        base = RandomBaseline.from_dict(saved[c.name])
+        assert base.level == c.held_out()["level"] and base.seeds == [1, 2, 3]
+        if base.level != 0:
+            assert len(base.evaluations) == 3
+            n_held = c.original["forget"].n_units - c.original["forget"].n_units // 2
+            assert base.evaluations[0]["forget"].n_units == n_held
+        vs = c.versus(base)
+        assert df.loc[c.name, "vs_baseline"] == pytest.approx(vs.value)
+        assert df.loc[c.name, "beats_baseline"] == (vs.low > 0)
+        assert df.loc[c.name, "baseline"].endswith("(3 seeds)")
+        row = df.loc[c.name]
+        if row["validated_level"] > 0:
+            assert row["mia_auc_loss_low"] <= row["mia_auc_loss"] <= row["mia_auc_loss_high"]
 
 
 @pytest.mark.parametrize("change, match", [

@@ -20,8 +20,10 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -32,18 +34,23 @@ from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.files import atomic_write_text, save_json
 from tl_unlearn.methods import METHODS, MethodContext, fit_method
 from tl_unlearn.metrics.distances import activation_distances, output_distances, random_tokens
-from tl_unlearn.metrics.evaluation import check_metric_name, check_user_metrics, evaluate
+from tl_unlearn.metrics.evaluation import (
+    check_metric_name,
+    check_user_metrics,
+    evaluate,
+    evaluate_many,
+    metric_of,
+)
 from tl_unlearn.metrics.generation import GenerationBehaviour, UnigramDomain, generation_behaviour
 from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
 from tl_unlearn.metrics.scorecard import Scorecard
-from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
+from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, selectivity_curve
 from tl_unlearn.tasks import BUILTIN_TASKS
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 
-DEFAULT_METHODS = ("prune-abs", "prune-freq", "prune-random", "head-mean", "sae-features",
-                   "actadd")
+DEFAULT_METHODS = ("prune-abs", "prune-freq", "head-mean", "sae-features", "actadd")
 OPTION_KEYS = {"sae.layer", "sae.d_sae", "sae.training_tokens", "actadd.layer",
                "head-mean.attribution_seqs", "generation.topic",
                "actadd.prompt_add", "actadd.prompt_sub",
@@ -69,7 +76,14 @@ class BenchmarkConfig:
             ``{"forget": "logit_diff", "retain": "top1"}`` or the string
             ``"forget=logit_diff,retain=top1"``.
         seed: Seed for data order and random baselines.
-        mia_texts: Forget/held-out texts per side for membership inference (0 disables).
+        mia_texts: Forget/held-out texts per side for membership inference (0, the default,
+            disables it). Off by default because no method here trains on the fit texts, so
+            the AUC only asks whether two samples of documents differ, and because it needs
+            at least 64 texts per side to mean anything (8 per side gave 0.41-0.59 for the
+            same model); when on, the AUC carries a bootstrap interval over texts.
+        baseline_seeds: Random baselines per method (random units of the same kind and
+            count at the method's validated level, evaluated on the held-out halves); the
+            scorecard compares each method with their mean (0 disables).
         extras: Compute logit lens and activation distances for the top-ranked method.
         generation_prompts: Prompts for the generation-behaviour check of ``actadd`` and of
             the top-ranked ablation method (the openings of this many forget eval documents;
@@ -92,7 +106,8 @@ class BenchmarkConfig:
     batch_size: int = 8
     metric: str | dict[str, str] = "top1"
     seed: int = 0
-    mia_texts: int = 8
+    mia_texts: int = 0
+    baseline_seeds: int = 3
     extras: bool = True
     generation_prompts: int = 6
     generation_tokens: int = 20
@@ -144,7 +159,7 @@ class BenchmarkConfig:
         """Check everything that needs no model; raise ValueError saying what to fix."""
         types = {"model": str, "forget": str, "retain": str, "metric": (str, dict), "seq_len": int,
                  "fit_tokens": int, "eval_tokens": int, "batch_size": int, "seed": int,
-                 "mia_texts": int, "extras": bool, "generation_prompts": int,
+                 "mia_texts": int, "baseline_seeds": int, "extras": bool, "generation_prompts": int,
                  "generation_tokens": int, "generation_samples": int, "options": dict}
         for key, kind in types.items():
             value = getattr(self, key)
@@ -176,7 +191,7 @@ class BenchmarkConfig:
 
             topic_words(self.options["generation.topic"])
         minimums = {"seq_len": 2, "fit_tokens": 1, "eval_tokens": 1, "batch_size": 1,
-                    "mia_texts": 0, "seed": 0, "generation_prompts": 0,
+                    "mia_texts": 0, "baseline_seeds": 0, "seed": 0, "generation_prompts": 0,
                     "generation_tokens": 1, "generation_samples": 1}
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
@@ -308,6 +323,34 @@ def _generation(
     return out
 
 
+def random_baselines(
+    config: BenchmarkConfig, model: Any, ev: dict[str, Any], curves: list[SelectivityCurve],
+    fitted: dict[str, Any], metrics: dict[str, Any] | None = None, *, progress: bool = False,
+) -> dict[str, RandomBaseline]:
+    """For each method with a random counterpart: ``config.baseline_seeds`` random
+    interventions of the same kind and size at the level its curve chose on validation
+    sequences, evaluated on the held-out halves (on all sequences for skip-common metrics,
+    whose common tokens are counted per dataset)."""
+    out = {}
+    seeds = [config.seed + 1 + i for i in range(config.baseline_seeds)]
+    bar = tqdm([c for c in curves if fitted[c.name].baseline is not None],
+               desc="random baselines", disable=not progress, leave=False)
+    for curve in bar:
+        fm = fitted[curve.name]
+        level = curve.held_out()["level"]
+        if not math.isfinite(level):
+            continue
+        evaluations = []
+        if level != 0:  # at level 0 nothing is removed: the baseline is the original
+            skip = any("_skip" in metric_of(curve.metric, ds) for ds in ("forget", "retain"))
+            data = ev if skip else curve.held_out_data(ev)
+            evaluations = evaluate_many(
+                model, data, [fm.baseline(level, s) for s in seeds],
+                batch_size=config.batch_size, progress=False, metrics=metrics)
+        out[curve.name] = RandomBaseline(fm.baseline_label, level, seeds, evaluations)
+    return out
+
+
 def run_benchmark(
     config: BenchmarkConfig | None = None,
     *,
@@ -339,6 +382,9 @@ def run_benchmark(
     config = config or BenchmarkConfig()
     metrics = check_user_metrics(metrics)
     config.validate(user_metrics=metrics)  # user metric names are valid drop metrics
+    if 0 < config.mia_texts < 64:
+        warnings.warn(f"mia_texts={config.mia_texts}: a membership-inference AUC from fewer than "
+                      "64 texts per side is mostly noise; read its interval.", stacklevel=2)
     if output_dir is not None:
         out = Path(output_dir)
         clash = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
@@ -390,6 +436,12 @@ def run_benchmark(
         timings[f"fit:{name}"] = fm.fit_seconds
         timings[f"sweep:{name}"] = time.perf_counter() - t0
 
+    # each method against random units of the same kind and count at its validated level
+    t0 = time.perf_counter()
+    baselines = random_baselines(config, model, ev, curves, fitted, metrics,
+                                 progress=progress) if config.baseline_seeds else {}
+    timings["random_baselines"] = time.perf_counter() - t0
+
     # extra metrics at each method's most selective level
     extra_rows: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
@@ -406,19 +458,17 @@ def run_benchmark(
             if config.mia_texts and task.forget.fit and task.forget.eval:
                 n = config.mia_texts
                 mi = membership_inference(model, task.forget.fit[:n], task.forget.eval[:n], iv,
-                                          max_tokens=config.seq_len)
-                row["mia_auc_loss"] = mi.auc["loss"]
+                                          max_tokens=config.seq_len, seed=config.seed)
+                row.update(mia_auc_loss=mi.auc["loss"], mia_auc_loss_low=mi.auc_low["loss"],
+                           mia_auc_loss_high=mi.auc_high["loss"])
         extra_rows[curve.name] = row
     timings["extra_metrics"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    # each pruning method against random neurons of the same count, on the same sequences
-    baselines = {c.name: "prune-random" for c in curves
-                 if c.name.startswith("prune-") and c.name != "prune-random"
-                 and "prune-random" in config.methods}
     scorecard = Scorecard.from_curves(curves, extra_rows, baselines=baselines)
     scorecard.seconds = time.perf_counter() - t0
-    extras: dict[str, Any] = {"original": original.to_dict()}
+    extras: dict[str, Any] = {"original": original.to_dict(),
+                              "random_baselines": {k: b.to_dict() for k, b in baselines.items()}}
     ranked = scorecard.ranked()
     best_name = ranked.index[0]
     best_curve = next(c for c in curves if c.name == best_name)

@@ -1,6 +1,6 @@
 """Command-line entry point: ``tl-unlearn``.
 
-``tl-unlearn run`` runs the benchmark (default: six methods on SmolLM2, Python code vs English
+``tl-unlearn run`` runs the benchmark (default: five methods on SmolLM2, Python code vs English
 prose) and writes ``report.html`` and ``results.json``. Settings come from flags or from
 ``--config FILE`` (YAML or JSON; flags given explicitly override the file).
 
@@ -47,7 +47,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = BenchmarkConfig.from_file(args.config) if args.config else BenchmarkConfig()
     overrides = {k: getattr(args, k) for k in ("model", "forget", "retain", "seq_len",
                                                 "fit_tokens", "eval_tokens", "batch_size",
-                                                "metric", "seed")
+                                                "metric", "seed", "baseline_seeds",
+                                                "mia_texts")
                  if getattr(args, k) is not None}
     if args.metric is not None:  # "top1", or "forget=logit_diff,retain=top1"
         overrides["metric"] = BenchmarkConfig.from_dict({"metric": args.metric}).metric
@@ -64,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     ranked = result.scorecard.ranked()
     cols = [c for c in ("held_out_difference", "held_out_difference_low",
                         "held_out_difference_high", "vs_baseline", "vs_baseline_low",
-                        "max_difference", "forget_drop_at_best", "retain_drop_at_best",
+                        "vs_baseline_high", "max_difference", "forget_drop_at_best", "retain_drop_at_best",
                         "fit_seconds", "eval_seconds") if c in ranked]
     sys.stdout.write(f"ranked by {result.scorecard.rank_by} (95% bootstrap intervals over "
                      "sequences; held-out = level chosen on other sequences)\n")
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--forget", help="forget corpus, task (ioi, induction, greater_than, facts) "
                      "or path (default python_code)")
     run.add_argument("--retain", help="retain corpus, task or path (default wikipedia)")
-    run.add_argument("--methods", help="comma-separated method names (default: all six)")
+    run.add_argument("--methods", help="comma-separated method names (default: prune-abs, prune-freq, "
+                     "head-mean, sae-features, actadd)")
     run.add_argument("--seq-len", type=int, dest="seq_len")
     run.add_argument("--fit-tokens", type=int, dest="fit_tokens")
     run.add_argument("--eval-tokens", type=int, dest="eval_tokens")
@@ -91,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--metric", help="drop metric: top1 (default), top5, top1_skip, loss, "
                      "logit_diff..., or per dataset: forget=logit_diff,retain=top1")
     run.add_argument("--seed", type=int)
+    run.add_argument("--baseline-seeds", type=int, dest="baseline_seeds",
+                     help="random baselines per method, compared at its validated level "
+                     "(default 3; 0 disables)")
+    run.add_argument("--mia-texts", type=int, dest="mia_texts",
+                     help="texts per side for membership inference (default 0: off; use >= 64)")
     run.add_argument("--option", action="append", metavar="KEY=VALUE",
                      help="method option, e.g. sae.layer=10 or actadd.levels=[1,4]")
     run.add_argument("--output", default="runs/latest", help="output folder")

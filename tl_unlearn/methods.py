@@ -42,7 +42,8 @@ from tl_unlearn.interventions import (
 )
 from tl_unlearn.interventions.ablation import activation_means
 from tl_unlearn.interventions.base import model_device
-from tl_unlearn.metrics.evaluation import _row_chunks, _unembed
+from tl_unlearn.interventions.steering import random_steering, steering_matrix
+from tl_unlearn.metrics.evaluation import row_chunks, unembed_residual
 
 __all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution",
            "sae_feature_means",
@@ -53,7 +54,13 @@ DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05)
 
 @dataclass
 class FittedMethod:
-    """A fitted method: the intervention at each level, the levels, and the cost of fitting."""
+    """A fitted method: the intervention at each level, the levels, and the cost of fitting.
+
+    ``baseline(level, seed)`` builds a random intervention of the same kind and size (random
+    neurons, heads, SAE features, or a random steering matrix of the same norms): the control
+    a claim about the chosen units is tested against. None for a method that is itself
+    random (``prune-random``).
+    """
 
     name: str
     family: Callable[[float], Intervention]
@@ -61,6 +68,8 @@ class FittedMethod:
     level_name: str
     fit_seconds: float
     info: dict[str, Any] = field(default_factory=dict)
+    baseline: Callable[[float, int], Intervention] | None = None
+    baseline_label: str = ""
 
 
 @dataclass
@@ -94,9 +103,15 @@ def _pruning(score: str) -> Callable[[MethodContext], FittedMethod]:
         ps = ctx.pruning_stats().rescored(score, seed=ctx.seed)
         seconds = time.perf_counter() - t0
         name = f"prune-{score}"
+
+        def baseline(fraction: float, seed: int) -> Intervention:
+            return ctx.pruning_stats().rescored("random", seed=seed).intervention(
+                fraction, name=f"random neurons@{fraction:g} (seed {seed})")
+
         return FittedMethod(name, lambda f: ps.intervention(f, name=f"{name}@{f:g}"),
                             _levels(ctx, name, DEFAULT_FRACTIONS), "fraction of MLP neurons",
-                            seconds, {"n_units": ps.n_units})
+                            seconds, {"n_units": ps.n_units},
+                            None if score == "random" else baseline, "random MLP neurons")
 
     return fit
 
@@ -129,11 +144,11 @@ def head_attribution(
     def loss_grad(final: Tensor, tokens: Tensor, valid: Tensor) -> Tensor:
         """d(summed next-token loss at ``valid``)/d(final residual), a few rows at a time."""
         grad = torch.empty_like(final)
-        for rows in _row_chunks(len(final), final.shape[1], model.cfg.d_vocab):
+        for rows in row_chunks(len(final), final.shape[1], model.cfg.d_vocab):
             x = final[rows].detach().requires_grad_()
             with torch.enable_grad():
                 normed = model.ln_final(x) if model.cfg.normalization_type is not None else x
-                logits = _unembed(model, normed)[:, :-1]
+                logits = unembed_residual(model, normed)[:, :-1]
                 nll = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]).float(),
                     tokens[rows, 1:].reshape(-1), reduction="none")
@@ -199,11 +214,19 @@ def _head_mean(ctx: MethodContext) -> FittedMethod:
         iv.info["heads"] = [f"L{l}H{h}" for l, h in ranked[:k]]
         return iv
 
+    def baseline(fraction: float, seed: int) -> Intervention:
+        k = max(1, round(fraction * total))
+        pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:k]
+        heads = [(int(i) // n_heads, int(i) % n_heads) for i in pick]
+        return component_intervention(model, heads, "mean", means=means,
+                                      name=f"random heads@{fraction:g} (seed {seed})")
+
     return FittedMethod("head-mean", family,
                         _levels(ctx, "head-mean", (0.01, 0.02, 0.05, 0.1)), "fraction of heads",
                         time.perf_counter() - t0,
                         {"top_heads": [f"L{l}H{h}" for l, h in ranked[:10]],
-                         "top_scores": scores.flatten()[order[:10]].tolist()})
+                         "top_scores": scores.flatten()[order[:10]].tolist()},
+                        baseline, "random heads, mean-ablated")
 
 
 def train_sae(
@@ -300,9 +323,21 @@ def _sae_features(ctx: MethodContext) -> FittedMethod:
         return sae_feature_intervention(model, sae, order[:k], "zero",
                                         name=f"sae-features@{fraction:g}")
 
+    # the control: as many features drawn at random among those alive on the fit data
+    alive = torch.nonzero((f_mean + r_mean) > 0).flatten()
+    alive = alive if len(alive) else torch.arange(d_sae)
+
+    def baseline(fraction: float, seed: int) -> Intervention:
+        k = min(len(alive), max(1, round(fraction * d_sae)))
+        pick = alive[torch.randperm(len(alive), generator=torch.Generator().manual_seed(seed))[:k]]
+        return sae_feature_intervention(model, sae, pick.tolist(), "zero",
+                                        name=f"random SAE features@{fraction:g} (seed {seed})")
+
     return FittedMethod("sae-features", family, _levels(ctx, "sae-features", DEFAULT_FRACTIONS),
                         "fraction of SAE features", time.perf_counter() - t0,
-                        {"hook": hook, "d_sae": d_sae, "alive_on_forget": int((f_mean > 0).sum())})
+                        {"hook": hook, "d_sae": d_sae, "alive_on_forget": int((f_mean > 0).sum()),
+                         "alive_on_fit": int(len(alive))},
+                        baseline, "random SAE features alive on the fit data")
 
 
 def _actadd(ctx: MethodContext) -> FittedMethod:
@@ -316,10 +351,17 @@ def _actadd(ctx: MethodContext) -> FittedMethod:
     def family(coeff: float) -> Intervention:
         return actadd(model, plus, minus, layer, coeff, name=f"actadd@{coeff:g}")
 
+    steer = steering_matrix(model, plus, minus, layer, 1.0)
+
+    def baseline(coeff: float, seed: int) -> Intervention:
+        return random_steering(model, layer, coeff * steer, seed=seed,
+                               name=f"random steering@{coeff:g} (seed {seed})")
+
     return FittedMethod("actadd", family, _levels(ctx, "actadd", (1.0, 2.0, 4.0, 8.0)),
                         "ActAdd coefficient", time.perf_counter() - t0,
                         {"layer": layer, "prompt_add": plus, "prompt_sub": minus,
-                         "n_positions": unit.info["n_positions"]})
+                         "n_positions": unit.info["n_positions"]},
+                        baseline, "random steering matrix, same norms")
 
 
 METHODS: dict[str, Callable[[MethodContext], FittedMethod]] = {

@@ -169,7 +169,11 @@ def test_resuming_from_block_outputs_is_bit_exact(tiny_model, tiny_data):
     """Head / MLP-layer ablations resume from the cached block (hook_z / hook_mlp_out):
     the logits must be exactly those of a full pass with the same hooks."""
     from tl_unlearn.circuits import component_intervention
-    from tl_unlearn.metrics.evaluation import _block_output_layer, _resume_from_block, _unembed
+    from tl_unlearn.metrics.evaluation import (
+        _block_output_layer,
+        _resume_from_block,
+        unembed_residual,
+    )
 
     ref = tiny_data["retain"]
     for model in (tiny_model, _llama_like_model()):
@@ -191,7 +195,7 @@ def test_resuming_from_block_outputs_is_bit_exact(tiny_model, tiny_data):
             with model.hooks(fwd_hooks=list(iv)):
                 full = model(toks)
             final = _resume_from_block(model, layer, cache, list(twin), toks)
-            resumed = _unembed(model, model.ln_final(final))
+            resumed = unembed_residual(model, model.ln_final(final))
             assert torch.equal(full, resumed), iv.name
             assert not torch.equal(full, model(toks)), iv.name
 

@@ -141,3 +141,46 @@ def test_versus_baseline_is_paired_and_significance_follows_the_interval(tiny):
     assert row["beats_baseline"] == (vs.low > 0) and row["vs_baseline"] == vs.value
     with pytest.raises(ValueError, match="no curve named"):
         Scorecard.from_curves([curve], baselines={curve.name: "nope"})
+
+
+def test_random_baseline_on_held_out_halves_matches_a_direct_computation(tiny):
+    """A RandomBaseline evaluated on the held-out halves only: its difference is the mean over
+    seeds of (forget drop - retain drop) computed directly with evaluate() on those halves;
+    the same evaluations on all sequences give the same comparison; and a "baseline" that is
+    the method itself gives a zero-width interval at 0 (the comparison is paired)."""
+    from tl_unlearn.metrics import Scorecard
+    from tl_unlearn.metrics.selectivity import RandomBaseline
+
+    model, data = tiny
+    heads = lambda k: zero_ablation(model, heads=[(1, h) for h in range(int(k))])  # noqa: E731
+    curve = selectivity_curve(model, data, heads, [1, 2, 4], progress=False, n_boot=300,
+                              include_zero=False)
+    level = curve.held_out()["level"]
+    j = list(curve.x).index(level)
+    half = curve.held_out_data(data)
+    assert len(half["forget"]) == len(data["forget"]) - len(data["forget"]) // 2
+    rand = [zero_ablation(model, heads=[(0, (s + h) % 4) for h in range(int(level))])
+            for s in (1, 2)]
+    base_half = RandomBaseline("random heads", level, [1, 2],
+                               [evaluate(model, half, iv, progress=False) for iv in rand])
+    base_full = RandomBaseline("random heads", level, [1, 2],
+                               [evaluate(model, data, iv, progress=False) for iv in rand])
+    orig_half = evaluate(model, half, progress=False)
+    direct = np.mean([e.relative_drop(orig_half)["forget"] - e.relative_drop(orig_half)["retain"]
+                      for e in base_half.evaluations])
+    vs = curve.versus(base_half)
+    assert vs.value == pytest.approx(curve.held_out_at(j)[0] - direct, abs=1e-9)
+    assert vs.low <= vs.value <= vs.high
+    full = curve.versus(base_full)
+    assert (full.value, full.low, full.high) == pytest.approx((vs.value, vs.low, vs.high),
+                                                              abs=1e-9)
+    itself = RandomBaseline("itself", level, [0], [evaluate(model, half, heads(level),
+                                                             progress=False)])
+    same = curve.versus(itself)
+    assert same.value == pytest.approx(0.0, abs=1e-9)
+    assert same.high - same.low == pytest.approx(0.0, abs=1e-9)
+    sc = Scorecard.from_curves([curve], baselines={curve.name: base_half})
+    assert sc.rows[0]["baseline"] == "random heads (2 seeds)"
+    assert sc.rows[0]["vs_baseline"] == vs.value
+    again = RandomBaseline.from_dict(base_half.to_dict())
+    assert curve.versus(again) == vs

@@ -51,3 +51,20 @@ def test_membership_of_fine_tuned_texts_is_detected(tiny_model, task):
     assert trained.auc["loss"] > 0.9 and trained.auc["min_k"] > 0.9
     assert before.auc["loss"] < trained.auc["loss"]
     assert set(trained.to_dict()["auc"]) == {"loss", "zlib", "min_k"}
+
+
+def test_auc_interval_covers_the_true_auc():
+    """Two Gaussian score samples with a known AUC, Phi(d / sqrt 2): the 95% bootstrap
+    interval over texts covers it in 90-99 of 100 seeded repeats."""
+    from scipy.stats import norm
+
+    from tl_unlearn.metrics.membership import auc_interval
+
+    d = 0.5
+    truth = norm.cdf(d / np.sqrt(2))
+    hits = 0
+    for rep in range(100):
+        rng = np.random.default_rng(rep)
+        lo, hi = auc_interval(rng.normal(0, 1, 64), rng.normal(d, 1, 64), n_boot=400, seed=rep)
+        hits += lo <= truth <= hi
+    assert 90 <= hits <= 99  # 96 here; resampling one side only gives 87

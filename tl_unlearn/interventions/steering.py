@@ -29,7 +29,8 @@ from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.interventions.base import Intervention, check_hook_name, check_layer, hook_shapes
 
-__all__ = ["actadd", "mean_difference", "steering_matrix", "vector_steering", "sae_direction_steering"]
+__all__ = ["actadd", "mean_difference", "random_steering", "sae_direction_steering", "steering_matrix",
+           "vector_steering"]
 
 
 def _space_id(tokenizer: Any) -> int:
@@ -141,6 +142,34 @@ def actadd(
         {"kind": "actadd", "layer": layer, "coeff": coeff, "n_positions": int(steer.shape[0]),
          "positions": "front"},
     )
+
+
+def random_steering(
+    model: Any, layer: int, like: Float[Tensor, "pos d_model"], *, seed: int = 0,
+    name: str | None = None,
+) -> Intervention:
+    """A random steering matrix with the same per-position norms as ``like``, added at the
+    prompt's first positions of ``hook_resid_pre`` at ``layer`` (as :func:`actadd` does).
+
+    The control for a steering claim: a random direction of the same size at the same place.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> model = load_tiny_model()
+        >>> steer = steering_matrix(model, "def", "The", layer=1)
+        >>> iv = random_steering(model, 1, 2.0 * steer, seed=0)
+        >>> iv.info["kind"], iv.info["n_positions"] == steer.shape[0]
+        ('random_steering', True)
+    """
+    hook_name = get_act_name("resid_pre", check_layer(model, layer))
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(like.shape, generator=gen, dtype=torch.float32).to(like.device, like.dtype)
+    norms = like.norm(dim=-1, keepdim=True)
+    steer = noise / noise.norm(dim=-1, keepdim=True).clamp_min(1e-12) * norms
+    return Intervention(name or f"random-steering(L{layer}, seed {seed})",
+                        [(hook_name, _front_add(steer))],
+                        {"kind": "random_steering", "layer": layer, "seed": seed,
+                         "n_positions": int(steer.shape[0])})
 
 
 def _add_everywhere(vec: Tensor) -> Any:

@@ -19,7 +19,7 @@ initialised twin Mrand (:func:`random_twin`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,12 @@ from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import check_positive_int, model_device
-from tl_unlearn.metrics.evaluation import check_data
+from tl_unlearn.metrics.evaluation import (
+    check_data,
+    final_residual,
+    row_chunks,
+    unembed_residual,
+)
 
 __all__ = [
     "ActivationDistances",
@@ -88,10 +93,29 @@ class OutputDistances:
         return self.js / LN2
 
 
-def _logits(model: Any, tokens: Tensor, hooks: Hooks) -> Tensor:
-    device = model_device(model)
-    with model.hooks(fwd_hooks=list(hooks)):
-        return model(tokens.to(device), return_type="logits").cpu()
+def _paired_chunks(model_a: Any, hooks_a: Hooks, model_b: Any, hooks_b: Hooks, tokens: Tensor
+                   ) -> Iterator[tuple[slice, Tensor, Tensor]]:
+    """``(rows, logits_a, logits_b)`` of two runs on the same tokens, a few rows at a time.
+
+    HookedTransformers run to their final residuals, which are unembedded at most 64 MB of
+    logits at a time; any other model (a ``TransformerBridge``) gives its whole logits.
+    """
+    from transformer_lens import HookedTransformer
+
+    device = model_device(model_a)
+    tokens = tokens.to(device)
+    if isinstance(model_a, HookedTransformer) and isinstance(model_b, HookedTransformer):
+        fa = final_residual(model_a, tokens, hooks_a)
+        fb = final_residual(model_b, tokens.to(model_device(model_b)), hooks_b)
+        for rows in row_chunks(len(tokens), tokens.shape[1], model_a.cfg.d_vocab):
+            yield (rows, unembed_residual(model_a, fa[rows]),
+                   unembed_residual(model_b, fb[rows]).to(device))
+        return
+    with model_a.hooks(fwd_hooks=list(hooks_a)):
+        la = model_a(tokens, return_type="logits")
+    with model_b.hooks(fwd_hooks=list(hooks_b)):
+        lb = model_b(tokens.to(model_device(model_b)), return_type="logits")
+    yield slice(0, len(tokens)), la, lb.to(device)
 
 
 @torch.inference_mode()
@@ -108,19 +132,29 @@ def output_distances(
     """Mean JS divergence and L2 distance of next-token distributions of two runs.
 
     Run A is ``model_a`` under ``hooks_a``; run B is ``model_b`` (default: ``model_a``) under
-    ``hooks_b``. Streamed batch by batch; averaged over predicted positions.
+    ``hooks_b``. Streamed batch by batch, and within a batch a few rows of logits at a time
+    (at most 64 MB per run: the whole batch's logits of a 49k vocabulary are never held);
+    averaged over predicted positions.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
+        >>> output_distances(m, d).js < 1e-6  # a run against itself
+        True
     """
     check_data(model_a, data, batch_size)
     model_b = model_a if model_b is None else model_b
     sums = torch.zeros(3, dtype=torch.float64)
     for tokens, mask in tqdm(list(data.batches(batch_size)), disable=not progress, leave=False):
-        la = _logits(model_a, tokens, hooks_a)[:, :-1]
-        lb = _logits(model_b, tokens, hooks_b)[:, :-1]
         valid = predicted_positions(mask)
-        js = js_divergence(la, lb, torch.float32)[valid].double()
-        l2 = (la.softmax(-1) - lb.softmax(-1)).norm(dim=-1)[valid]
-        sums += torch.stack([torch.tensor(float(valid.sum()), dtype=torch.float64),
-                             js.sum(), l2.double().sum()])
+        for rows, la, lb in _paired_chunks(model_a, hooks_a, model_b, hooks_b, tokens):
+            v = valid[rows].to(la.device)
+            la, lb = la[:, :-1][v], lb[:, :-1][v]  # only the predicted positions
+            js = js_divergence(la, lb, torch.float32).double()
+            l2 = (la.float().softmax(-1) - lb.float().softmax(-1)).norm(dim=-1).double()
+            sums += torch.stack([torch.tensor(float(v.sum()), dtype=torch.float64),
+                                 js.sum().cpu(), l2.sum().cpu()])
+            del la, lb
     n = float(sums[0])
     if n == 0:
         raise ValueError(f"Dataset {data.name!r} has no predicted position.")
@@ -316,13 +350,14 @@ def completeness(
     check_data(model, data, batch_size)
     total, n = 0.0, 0
     for tokens, mask in data.batches(batch_size):
-        ta = _logits(model, tokens, hooks)[:, :-1].topk(k, dim=-1).indices
-        tb = _logits(retrained_model, tokens, ())[:, :-1].topk(k, dim=-1).indices
-        inter = (ta.unsqueeze(-1) == tb.unsqueeze(-2)).any(-1).sum(-1).double()
-        jac = inter / (2 * k - inter)
         valid = predicted_positions(mask)
-        total += float(jac[valid].sum())
-        n += int(valid.sum())
+        for rows, la, lb in _paired_chunks(model, hooks, retrained_model, (), tokens):
+            v = valid[rows].to(la.device)
+            ta = la[:, :-1][v].topk(k, dim=-1).indices
+            tb = lb[:, :-1][v].topk(k, dim=-1).indices
+            inter = (ta.unsqueeze(-1) == tb.unsqueeze(-2)).any(-1).sum(-1).double()
+            total += float((inter / (2 * k - inter)).sum())
+            n += int(v.sum())
     if n == 0:
         raise ValueError(f"Dataset {data.name!r} has no predicted position.")
     return total / n

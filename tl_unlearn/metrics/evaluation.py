@@ -58,8 +58,8 @@ from tl_unlearn.metrics.intervals import (
 )
 
 __all__ = ["ANSWER_METRICS", "DatasetMetrics", "Evaluation", "ForgetRetainDrops", "MetricFn",
-           "OnDatasets", "unit_indices",
-           "evaluate", "evaluate_many", "resolve_metric"]
+           "OnDatasets", "evaluate", "evaluate_many", "final_residual",
+           "resolve_metric", "row_chunks", "unembed_residual", "unit_indices"]
 
 HookList = Sequence[tuple[Any, Any]]
 MetricFn = Callable[[Tensor, TokenDataset], Any]
@@ -566,17 +566,45 @@ def _block_output_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int | N
 _CHUNK_BYTES = 64 * 2**20
 
 
-def _row_chunks(n_rows: int, pos: int, d_vocab: int) -> list[slice]:
-    """Row slices whose logits take at most ``_CHUNK_BYTES`` (at least one row each)."""
+def row_chunks(n_rows: int, pos: int, d_vocab: int) -> list[slice]:
+    """Row slices whose logits take at most 64 MB in float32 (at least one row each).
+
+    Example:
+        >>> row_chunks(8, 128, 49152)
+        [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None), slice(6, 8, None)]
+    """
     step = max(1, _CHUNK_BYTES // max(1, pos * d_vocab * 4))
     return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
 
 
-def _unembed(model: Any, normed: Float[Tensor, "batch pos d_model"]) -> Tensor:
+def unembed_residual(model: Any, normed: Float[Tensor, "batch pos d_model"]
+                     ) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits from the final (normalised) residual, as ``HookedTransformer.forward`` does."""
     from transformer_lens.HookedTransformer import apply_softcap
 
     return apply_softcap(model.unembed(normed), model.cfg.output_logits_soft_cap)
+
+
+def final_residual(model: Any, tokens: Int[Tensor, "batch pos"],
+                   hooks: Iterable[tuple[Any, Any]] = ()) -> Float[Tensor, "batch pos d_model"]:
+    """The input of the unembedding (``ln_final`` of the last residual) under ``hooks``.
+
+    With :func:`row_chunks` and :func:`unembed_residual` this gives the logits a few rows at
+    a time, so a 49k-token vocabulary never needs the whole batch's logits at once.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model(); t = m.to_tokens(["def f(x):", "import os"])
+        >>> logits = torch.cat([unembed_residual(m, final_residual(m, t)[r])
+        ...                     for r in row_chunks(len(t), t.shape[1], m.cfg.d_vocab)])
+        >>> bool(torch.allclose(logits, m(t), atol=1e-5))
+        True
+    """
+    with model.hooks(fwd_hooks=list(hooks)):
+        final = model(tokens, stop_at_layer=model.cfg.n_layers)
+        if model.cfg.normalization_type is not None:
+            final = model.ln_final(final)
+    return final
 
 
 def _block_cache_names(layer: int) -> list[str]:
@@ -750,11 +778,11 @@ def evaluate_many(
                         if model.cfg.normalization_type is not None:
                             final = model.ln_final(final)
                         # without a user metric, the logits are made a few rows at a time
-                        logits = _unembed(model, final) if user_rows[name][i] else None
+                        logits = unembed_residual(model, final) if user_rows[name][i] else None
                 chunks = ([slice(0, len(view))] if logits is not None
-                          else _row_chunks(len(view), tokens.shape[1], model.cfg.d_vocab))
+                          else row_chunks(len(view), tokens.shape[1], model.cfg.d_vocab))
                 for rows in chunks:
-                    part = logits if logits is not None else _unembed(model, final[rows])
+                    part = logits if logits is not None else unembed_residual(model, final[rows])
                     rows_of[name][i].append(batch_statistics(
                         part, tokens[rows], mask[rows].to(part.device), top_k, skip_ids,
                         None if scored is None else scored[rows].to(part.device)))

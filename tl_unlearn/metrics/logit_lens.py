@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import model_device
-from tl_unlearn.metrics.evaluation import check_data
+from tl_unlearn.metrics.evaluation import check_data, row_chunks, unembed_residual
 
 __all__ = ["LogitLensDiff", "logit_lens_diff"]
 
@@ -127,14 +127,18 @@ def logit_lens_diff(
                 with model.hooks(fwd_hooks=list(run_hooks)):
                     _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
                 valid = predicted_positions(mask).to(device)
-                targets = tokens[:, 1:]
+                targets = tokens[:, 1:][valid]
                 for i, n in enumerate(names):
-                    logits = model.unembed(model.ln_final(cache[n][:, :-1]))
-                    lp = logits.log_softmax(-1)
-                    tlp = lp.gather(-1, targets[..., None]).squeeze(-1)
-                    r = (lp > tlp[..., None]).sum(-1)
-                    sums[i, 0] += tlp[valid].double().sum()
-                    sums[i, 1] += r[valid].double().sum()
+                    # a few rows of logits at a time (a 49k vocabulary x a batch is 200 MB)
+                    resid = cache[n][:, :-1][valid]
+                    for rows in row_chunks(len(resid), 1, model.cfg.d_vocab):
+                        part = resid[rows][:, None]  # [positions, 1, d_model]
+                        logits = unembed_residual(model, model.ln_final(part))[:, 0].float()
+                        target = logits.gather(-1, targets[rows, None])
+                        tlp = target.squeeze(-1) - logits.logsumexp(-1)
+                        # rank: how many tokens have a larger logit (= larger log-prob)
+                        sums[i, 0] += tlp.double().sum().cpu()
+                        sums[i, 1] += (logits > target).sum().double().cpu()
                 count += int(valid.sum())
             if count == 0:
                 raise ValueError(f"Dataset {ds_name!r} has no predicted position.")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from scipy.stats import rankdata
 
 from tl_unlearn.interventions.base import model_device
 
-__all__ = ["MembershipInference", "auc_score", "membership_inference", "text_scores"]
+__all__ = ["MembershipInference", "auc_interval", "auc_score", "membership_inference", "text_scores"]
 
 SCORE_NAMES = ("loss", "zlib", "min_k")
 
@@ -74,34 +74,87 @@ def text_scores(
 
 @dataclass
 class MembershipInference:
-    """AUC of each score at separating held-out texts (1) from forget texts (0)."""
+    """AUC of each score at separating held-out texts (1) from forget texts (0).
+
+    Attributes:
+        label: The intervention's name.
+        auc: AUC per score.
+        n_forget: Forget texts scored.
+        n_heldout: Held-out texts scored.
+        auc_low: Lower end of each AUC's percentile bootstrap interval (forget and held-out
+            texts resampled independently), NaN when not computed.
+        auc_high: Upper end.
+        confidence: Nominal coverage of the intervals.
+    """
 
     label: str
     auc: dict[str, float]
     n_forget: int
     n_heldout: int
+    auc_low: dict[str, float] = field(default_factory=dict)
+    auc_high: dict[str, float] = field(default_factory=dict)
+    confidence: float = 0.95
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "auc": self.auc, "n_forget": self.n_forget,
-                "n_heldout": self.n_heldout}
+                "n_heldout": self.n_heldout, "auc_low": self.auc_low,
+                "auc_high": self.auc_high, "confidence": self.confidence}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MembershipInference:
+        return cls(d["label"], dict(d["auc"]), int(d["n_forget"]), int(d["n_heldout"]),
+                   dict(d.get("auc_low", {})), dict(d.get("auc_high", {})),
+                   float(d.get("confidence", 0.95)))
+
+
+def auc_interval(
+    forget_scores: np.ndarray, heldout_scores: np.ndarray, *, n_boot: int = 1000,
+    confidence: float = 0.95, seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUC, resampling each side's texts independently.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> lo, hi = auc_interval(rng.normal(0, 1, 64), rng.normal(1, 1, 64))
+        >>> 0.5 < lo < hi < 1.0
+        True
+    """
+    from tl_unlearn.metrics.intervals import check_interval_settings, percentile_interval
+
+    check_interval_settings(n_boot, confidence)
+    f, h = np.asarray(forget_scores, float), np.asarray(heldout_scores, float)
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.zeros(len(f)), np.ones(len(h))]
+    reps = np.array([auc_score(labels, np.r_[f[rng.integers(len(f), size=len(f))],
+                                             h[rng.integers(len(h), size=len(h))]])
+                     for _ in range(n_boot)])
+    return percentile_interval(reps, confidence)
 
 
 def membership_inference(
     model: Any, forget_texts: Sequence[str], heldout_texts: Sequence[str],
     hooks: Sequence[tuple[Any, Any]] = (), *, max_tokens: int = 128, k: float = 0.2,
-    label: str = "",
+    label: str = "", n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
 ) -> MembershipInference:
-    """Membership-inference AUC (LOSS, zlib, Min-K%) of forget vs held-out texts.
+    """Membership-inference AUC (LOSS, zlib, Min-K%) of forget vs held-out texts, with
+    bootstrap intervals over texts.
+
+    With few texts the AUC is noise (8 texts per side gave 0.41-0.59 for the same model):
+    use at least 64 per side and read the interval.
 
     Example:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model(); t = make_task()
         >>> mi = membership_inference(model, t.forget.fit[:4], t.forget.eval[:4], max_tokens=32)
-        >>> sorted(mi.auc)
-        ['loss', 'min_k', 'zlib']
+        >>> sorted(mi.auc), mi.auc_low["loss"] <= mi.auc["loss"] <= mi.auc_high["loss"]
+        (['loss', 'min_k', 'zlib'], True)
     """
     f = text_scores(model, forget_texts, hooks, max_tokens=max_tokens, k=k)
     h = text_scores(model, heldout_texts, hooks, max_tokens=max_tokens, k=k)
     labels = [0] * len(forget_texts) + [1] * len(heldout_texts)
     auc = {n: auc_score(labels, np.concatenate([f[n], h[n]])) for n in SCORE_NAMES}
-    return MembershipInference(label, auc, len(forget_texts), len(heldout_texts))
+    bounds = {n: auc_interval(f[n], h[n], n_boot=n_boot, confidence=confidence, seed=seed)
+              for n in SCORE_NAMES}
+    return MembershipInference(label, auc, len(forget_texts), len(heldout_texts),
+                               {n: b[0] for n, b in bounds.items()},
+                               {n: b[1] for n, b in bounds.items()}, confidence)

@@ -17,7 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tl_unlearn.metrics.selectivity import SelectivityCurve
+from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
 
 __all__ = ["Scorecard"]
 
@@ -50,7 +50,7 @@ class Scorecard:
         cls, curves: Sequence[SelectivityCurve],
         extra: Mapping[str, Mapping[str, Any]] | None = None,
         rank_by: str = "held_out_difference_low",
-        baselines: Mapping[str, str] | None = None,
+        baselines: Mapping[str, str | RandomBaseline] | None = None,
     ) -> Scorecard:
         """Rows from selectivity curves (summary with intervals, drops at the best level),
         paired comparisons with baselines, and extra metrics.
@@ -59,14 +59,17 @@ class Scorecard:
             curves: One curve per method, all on the same data.
             extra: More columns per method name.
             rank_by: Column to rank by (default: the lower bound of the held-out difference).
-            baselines: Method name -> name of its random baseline among ``curves``.
+            baselines: Method name -> its random baseline: the name of a curve among
+                ``curves`` (e.g. ``"prune-random"``), or a :class:`RandomBaseline` (random
+                interventions of the same kind and size at the method's validated level,
+                several seeds).
 
         Raises:
             ValueError: If a baseline names no curve.
         """
         by_name = {c.name: c for c in curves}
         for method, base in (baselines or {}).items():
-            if method not in by_name or base not in by_name:
+            if method not in by_name or (isinstance(base, str) and base not in by_name):
                 raise ValueError(f"Baseline pair {method!r} -> {base!r}: no curve named "
                                  f"{method if method not in by_name else base!r}; curves are "
                                  f"{sorted(by_name)}.")
@@ -78,8 +81,10 @@ class Scorecard:
                    "retain_drop_at_best": float(c.retain_drop[i])}
             base = (baselines or {}).get(c.name)
             if base is not None:
-                vs = c.versus(by_name[base])
-                row.update(baseline=base, vs_baseline=vs.value, vs_baseline_low=vs.low,
+                vs = c.versus(by_name[base] if isinstance(base, str) else base)
+                label = (base if isinstance(base, str)
+                         else f"{base.label} ({len(base.seeds)} seeds)")
+                row.update(baseline=label, vs_baseline=vs.value, vs_baseline_low=vs.low,
                            vs_baseline_high=vs.high, beats_baseline=bool(vs.low > 0))
             row.update((extra or {}).get(c.name, {}))
             rows.append(row)

@@ -42,6 +42,7 @@ from tl_unlearn.metrics.evaluation import (
     check_metric_name,
     describe_metric,
     evaluate_many,
+    metric_of,
     resolve_metric,
     unit_indices,
 )
@@ -52,7 +53,39 @@ from tl_unlearn.metrics.intervals import (
     pointwise_intervals,
 )
 
-__all__ = ["SelectivityCurve", "selectivity_curve"]
+__all__ = ["RandomBaseline", "SelectivityCurve", "selectivity_curve"]
+
+
+@dataclass
+class RandomBaseline:
+    """Random interventions of the same kind and size as a method's, at one level.
+
+    Made by the benchmark for each method: at the level the method's curve chose on
+    validation sequences, one random intervention per seed (random neurons, heads, SAE
+    features, or a random steering matrix of the same norms), evaluated on the held-out
+    halves (:meth:`SelectivityCurve.held_out_data`). :meth:`SelectivityCurve.versus`
+    compares the method with the mean over seeds, paired over sequences.
+
+    Attributes:
+        label: What is random (e.g. ``"random heads"``).
+        level: The level (same meaning as the method's levels).
+        seeds: Seed of each random intervention.
+        evaluations: One evaluation per seed.
+    """
+
+    label: str
+    level: float
+    seeds: list[int]
+    evaluations: list[Evaluation]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "level": self.level, "seeds": list(self.seeds),
+                "evaluations": [e.to_dict() for e in self.evaluations]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RandomBaseline:
+        return cls(d["label"], float(d["level"]), [int(x) for x in d["seeds"]],
+                   [Evaluation.from_dict(e) for e in d["evaluations"]])
 
 
 @dataclass
@@ -224,23 +257,85 @@ class SelectivityCurve(ForgetRetainDrops):
                 - self.drop_replicates("retain", r)[:, point])
         return float(held[point]), reps
 
-    def versus(self, baseline: SelectivityCurve) -> Interval:
+    def held_out_data(self, data: Mapping[str, TokenDataset]) -> dict[str, TokenDataset]:
+        """The held-out halves of the forget and retain data this curve was evaluated on
+        (where :meth:`held_out` reports), e.g. to evaluate a :class:`RandomBaseline` there
+        only."""
+        halves = self._halves()
+        if halves is None:
+            raise ValueError("held_out_data() needs per-sequence statistics and at least 2 "
+                             "sequences per dataset.")
+        out = {}
+        for ds in ("forget", "retain"):
+            if len(data[ds]) != self.original[ds].n_units:
+                raise ValueError(f"Dataset {ds!r} has {len(data[ds])} sequences; the curve "
+                                 f"was evaluated on {self.original[ds].n_units}.")
+            out[ds] = data[ds].rows(slice(int(halves[ds][1][0]), None))
+        return out
+
+    def versus(self, baseline: SelectivityCurve | RandomBaseline) -> Interval:
         """Held-out difference of this curve minus ``baseline``'s at the same level (the
         level chosen on validation data for this curve), paired over sequences.
 
-        The baseline is a random intervention of the same kind and size (e.g. random
-        neurons for pruning); it must have been evaluated at that level on the same data.
-        NaN when it has no such level.
+        ``baseline`` is a random intervention of the same kind and size: another curve
+        evaluated at that level on the same data (e.g. random neurons for pruning), or a
+        :class:`RandomBaseline` (several seeds at that level, on all sequences or on the
+        held-out halves only; its difference is the mean over seeds). NaN when the
+        baseline has no such level.
         """
         level = self.held_out()["level"]
         nan = float("nan")
-        match = np.flatnonzero(np.isclose(baseline.x, level))
-        if not np.isfinite(level) or len(match) == 0:
+        point = np.flatnonzero(np.isclose(self.x, level))
+        if not np.isfinite(level) or len(point) == 0:
             return Interval(nan, nan, nan, self.confidence)
-        mine, reps = self.held_out_at(int(np.flatnonzero(np.isclose(self.x, level))[0]))
-        theirs, base_reps = baseline.held_out_at(int(match[0]))
+        if self.include_zero and point[0] == 0:  # nothing removed: the baseline is the same
+            return self._interval(0.0, np.zeros(self.n_boot))
+        mine, reps = self.held_out_at(int(point[0]))
+        if isinstance(baseline, RandomBaseline):
+            if not np.isclose(baseline.level, level):
+                return Interval(nan, nan, nan, self.confidence)
+            theirs, base_reps = self._baseline_held_out(baseline)
+        else:
+            match = np.flatnonzero(np.isclose(baseline.x, level))
+            if len(match) == 0:
+                return Interval(nan, nan, nan, self.confidence)
+            theirs, base_reps = baseline.held_out_at(int(match[0]))
         diff = None if reps is None or base_reps is None else reps - base_reps
         return self._interval(mine - theirs, diff)
+
+    def _baseline_held_out(self, baseline: RandomBaseline) -> tuple[float, np.ndarray | None]:
+        """A random baseline's held-out difference (mean over seeds) and its replicates, on
+        the same resampled sequences as :meth:`held_out_at`."""
+        halves = self._halves()
+        if halves is None or not baseline.evaluations:
+            return float("nan"), None
+        value = 0.0
+        reps: np.ndarray | None = np.zeros(self.n_boot)
+        for ds, sign in (("forget", 1.0), ("retain", -1.0)):
+            held = halves[ds][1]
+            name = metric_of(self.metric, ds)
+            idx = self._indices(ds, held)
+            n_full = self.original[ds].n_units
+            base0 = self.original[ds].estimate(name, held[None])[0]
+            base = None if idx is None else self.original[ds].estimate(name, idx)
+            for ev in baseline.evaluations:
+                n = ev[ds].n_units
+                if n not in (n_full, len(held)):
+                    raise ValueError(f"The random baseline {baseline.label!r} has {n} "
+                                     f"sequences of {ds!r}; expected {n_full} (all) or "
+                                     f"{len(held)} (the held-out half).")
+                # its units are either all sequences or only the held-out half
+                full = n == n_full
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    value += sign * (1.0 - ev[ds].estimate(
+                        name, (held if full else np.arange(len(held)))[None])[0] / base0)
+                    if reps is not None and idx is not None:
+                        local = idx if full else idx - held[0]
+                        reps = reps + sign * (1.0 - ev[ds].estimate(name, local) / base)
+                    else:
+                        reps = None
+        k = len(baseline.evaluations)
+        return value / k, None if reps is None else reps / k
 
     def perplexity_ratio(self, dataset: str) -> np.ndarray:
         """``ppl(Mu) / ppl(M0)`` at each point of :attr:`x`."""
