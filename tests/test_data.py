@@ -106,3 +106,31 @@ def test_make_task_defaults_and_extra():
     task = make_task(extra_retain={"bible": "kjv"})
     assert set(task.datasets()) == {"forget", "retain", "bible"}
     assert "def " in task.forget.fit[0] or "import" in task.forget.fit[0]
+
+
+def test_tokenize_spreads_the_budget_over_documents(tiny_model):
+    """One chunk of every document before a second chunk of any; each row is a real chunk
+    of the document it names; spread=False takes documents whole, one after another."""
+    tok = tiny_model.tokenizer
+    docs = [" ".join(f"w{d}x{i}" for i in range(40 + 7 * d)) for d in range(6)]
+    ds = TextDataset("docs", fit=docs, eval=docs)
+    full = {d: tok(t, add_special_tokens=False)["input_ids"] for d, t in enumerate(docs)}
+    few = ds.tokenize(tok, "eval", seq_len=16, max_tokens=60)
+    assert few.n_documents == len(few) == 4  # 4 sequences from 4 different documents
+    many = ds.tokenize(tok, "eval", seq_len=16, max_tokens=None)
+    counts = torch.bincount(many.document).tolist()
+    chunks = [len([s for s in range(0, len(full[d]), 15) if len(full[d][s:s + 15]) >= 7])
+              for d in range(6)]
+    assert counts == chunks  # everything, each chunk once
+    for row in range(len(many)):
+        body = many.tokens[row, 1:][many.attention_mask[row, 1:]].tolist()
+        ids = full[int(many.document[row])]
+        assert any(ids[s:s + len(body)] == body for s in range(0, len(ids), 15))
+    budget = ds.tokenize(tok, "eval", seq_len=16, max_tokens=16 * 8)
+    per_doc = torch.bincount(budget.document, minlength=6)
+    assert per_doc.max() - per_doc.min() <= 1
+    whole = ds.tokenize(tok, "eval", seq_len=16, max_tokens=16 * 8, spread=False)
+    assert whole.n_documents < budget.n_documents
+    assert torch.equal(whole.document, torch.sort(whole.document, stable=True).values) or \
+        len(torch.unique_consecutive(whole.document)) == whole.n_documents
+    assert whole.rows(slice(0, 2)).document.tolist() == whole.document[:2].tolist()

@@ -409,8 +409,17 @@ def run_benchmark(
     ev = task.tokenize(tok, "eval", max_tokens=config.eval_tokens, **kw)
     timings["tokenize"] = time.perf_counter() - t_start - timings["load_model"]
 
+    sae_data = check = None
+    if "sae-features" in config.methods:
+        # the SAE sees each of its training tokens once: as many distinct fit tokens as it
+        # trains on (half per side); its reconstruction is measured on eval sequences
+        half = max(1, int(config.options.get("sae.training_tokens", 100_000)) // 2)
+        sae_fit = task.tokenize(tok, "fit", max_tokens=half, **kw)
+        sae_data = [sae_fit["forget"], sae_fit["retain"]]
+        check = {k: ev[k].head(config.batch_size) for k in ("forget", "retain")}
     ctx = MethodContext(model, fit["forget"], fit["retain"], batch_size=config.batch_size,
-                        seed=config.seed, options=dict(config.options))
+                        seed=config.seed, options=dict(config.options), sae_data=sae_data,
+                        check_data=check)
     eval_kw = {"batch_size": config.batch_size, "progress": False, "metrics": metrics}
     t0 = time.perf_counter()
     original = evaluate(model, ev, label="original", **eval_kw)
@@ -468,6 +477,10 @@ def run_benchmark(
     scorecard = Scorecard.from_curves(curves, extra_rows, baselines=baselines)
     scorecard.seconds = time.perf_counter() - t0
     extras: dict[str, Any] = {"original": original.to_dict(),
+                              "data": {split: {k: {"sequences": len(d), "tokens": d.n_tokens,
+                                                   "documents": d.n_documents}
+                                               for k, d in part.items()}
+                                       for split, part in (("fit", fit), ("eval", ev))},
                               "random_baselines": {k: b.to_dict() for k, b in baselines.items()}}
     ranked = scorecard.ranked()
     best_name = ranked.index[0]

@@ -136,6 +136,8 @@ class TokenDataset:
             ``tokens[row, :answer_start]``); None for plain text.
         counterfactual: Per row, the first token of the counterfactual answer (for the logit
             difference); None when there is none.
+        document: Per row, the index of the source document it was cut from (text data made
+            by :meth:`TextDataset.tokenize`); None when unknown.
 
     Example:
         >>> t = torch.tensor([[0, 5, 6, 5, 6]])
@@ -150,6 +152,7 @@ class TokenDataset:
     target_mask: Bool[Tensor, "batch pos"] | None = None
     answer_start: Int[Tensor, " batch"] | None = None
     counterfactual: Int[Tensor, " batch"] | None = None
+    document: Int[Tensor, " batch"] | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.shape != self.attention_mask.shape:
@@ -166,7 +169,7 @@ class TokenDataset:
                                  f"{tuple(self.tokens.shape)}.")
             self.target_mask = self.target_mask.bool() & self.attention_mask.bool()
             self.target_mask[:, 0] = False  # BOS is never predicted
-        for field_name in ("answer_start", "counterfactual"):
+        for field_name in ("answer_start", "counterfactual", "document"):
             value = getattr(self, field_name)
             if value is not None and tuple(value.shape) != (len(self.tokens),):
                 raise ValueError(f"TokenDataset {self.name!r}: {field_name} has shape "
@@ -209,6 +212,11 @@ class TokenDataset:
         return int(self.attention_mask[:, 1:].sum())
 
     @property
+    def n_documents(self) -> int | None:
+        """Distinct source documents (None when the rows do not record them)."""
+        return None if self.document is None else int(torch.unique(self.document).numel())
+
+    @property
     def has_answers(self) -> bool:
         """True for prompt→answer data (answer metrics are computed)."""
         return self.answer_start is not None
@@ -220,7 +228,7 @@ class TokenDataset:
 
         return TokenDataset(self.name, self.tokens[index], self.attention_mask[index],
                             take(self.target_mask), take(self.answer_start),
-                            take(self.counterfactual))
+                            take(self.counterfactual), take(self.document))
 
     def head(self, n: int) -> TokenDataset:
         """The first ``n`` sequences (a view, no copy)."""
@@ -244,7 +252,7 @@ class TokenDataset:
             width = int(rows.attention_mask.sum(1).max())
             yield TokenDataset(rows.name, rows.tokens[:, :width], rows.attention_mask[:, :width],
                                None if rows.target_mask is None else rows.target_mask[:, :width],
-                               rows.answer_start, rows.counterfactual)
+                               rows.answer_start, rows.counterfactual, rows.document)
 
     def scored_positions(self) -> Bool[Tensor, "batch pos_minus_1"]:
         """Positions whose logits are scored, aligned with ``logits[:, :-1]``."""
@@ -373,13 +381,21 @@ class TextDataset:
         seed: int = 0,
         n_ctx: int | None = None,
         min_chunk_tokens: int = 8,
+        spread: bool = True,
     ) -> TokenDataset:
         """Tokenize one split into ``[BOS] + text`` chunks of length ``seq_len``.
 
         Documents are visited in a seeded random order and tokenized lazily until
         ``max_tokens`` real tokens are collected, so a small budget is cheap even on a large
         corpus. Chunks never span documents; a document's last chunk is right-padded and
-        masked (dropped if shorter than ``min_chunk_tokens``).
+        masked (dropped if shorter than ``min_chunk_tokens``). Each row records its document
+        (``TokenDataset.document``).
+
+        With ``spread`` (default) the budget is spread over as many documents as it allows:
+        one chunk (a seeded random one) of every document before a second chunk of any, so
+        sequences are as independent as the corpus permits (an interval over sequences
+        assumes so). Without it, each document's chunks are taken in order, all of them,
+        before the next document.
 
         Args:
             tokenizer: A Hugging Face tokenizer (``model.tokenizer``).
@@ -389,6 +405,7 @@ class TextDataset:
             seed: Seed of the document order.
             n_ctx: The model's context length; ``seq_len`` above it raises.
             min_chunk_tokens: Shortest chunk kept.
+            spread: Round-robin over documents (see above).
 
         Raises:
             ValueError: If ``seq_len`` exceeds ``n_ctx`` or the split yields no chunk.
@@ -406,26 +423,53 @@ class TextDataset:
             bos = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos
         body = seq_len - 1
-        order = list(range(len(self.texts(split))))
+        texts = self.texts(split)
+        order = list(range(len(texts)))
         random.Random(seed).shuffle(order)
         rows: list[list[int]] = []
+        docs: list[int] = []
         total = 0
-        for i in order:
-            ids = tokenizer(self.texts(split)[i], add_special_tokens=False)["input_ids"]
-            for start in range(0, len(ids), body):
-                chunk = ids[start : start + body]
-                if len(chunk) + 1 < min_chunk_tokens:
-                    continue
-                if max_tokens is not None:
-                    chunk = chunk[: max(0, max_tokens - total - 1)]
-                    if len(chunk) + 1 < min(min_chunk_tokens, 2):
-                        break
-                rows.append([bos, *chunk])
-                total += len(chunk) + 1
-                if max_tokens is not None and total >= max_tokens:
+
+        def chunks_of(i: int) -> list[list[int]]:
+            ids = tokenizer(texts[i], add_special_tokens=False)["input_ids"]
+            out = [ids[s : s + body] for s in range(0, len(ids), body)]
+            out = [c for c in out if len(c) + 1 >= min_chunk_tokens]
+            if spread:  # a seeded random order of the document's chunks
+                random.Random(f"{seed}/{i}").shuffle(out)
+            return out
+
+        def take(chunk: list[int], i: int) -> bool:
+            """Add a chunk (cut to the budget); True when the budget is spent."""
+            nonlocal total
+            if max_tokens is not None:
+                chunk = chunk[: max(0, max_tokens - total - 1)]
+                if len(chunk) + 1 < min(min_chunk_tokens, 2):
+                    return True
+            rows.append([bos, *chunk])
+            docs.append(i)
+            total += len(chunk) + 1
+            return max_tokens is not None and total >= max_tokens
+
+        if spread:
+            # round robin: one chunk of every document before a second chunk of any
+            tokenized: dict[int, list[list[int]]] = {}
+            done, depth = False, 0
+            while not done:
+                added = False
+                for i in order:
+                    if i not in tokenized:
+                        tokenized[i] = chunks_of(i)
+                    if depth < len(tokenized[i]):
+                        added = True
+                        if take(tokenized[i][depth], i):
+                            done = True
+                            break
+                depth += 1
+                done = done or not added
+        else:
+            for i in order:
+                if any(take(c, i) for c in chunks_of(i)):
                     break
-            if max_tokens is not None and total >= max_tokens:
-                break
         if not rows:
             raise ValueError(
                 f"The {split} split of {self.name!r} yields no chunk of at least "
@@ -436,7 +480,8 @@ class TextDataset:
         for r, row in enumerate(rows):
             tokens[r, : len(row)] = torch.tensor(row)
             mask[r, : len(row)] = True
-        return TokenDataset(name=self.name, tokens=tokens, attention_mask=mask)
+        return TokenDataset(name=self.name, tokens=tokens, attention_mask=mask,
+                            document=torch.tensor(docs))
 
 
 @dataclass

@@ -22,7 +22,7 @@ much the loss rises when its ``hook_z`` output is replaced by the retain mean,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +46,7 @@ from tl_unlearn.interventions.steering import random_steering, steering_matrix
 from tl_unlearn.metrics.evaluation import row_chunks, unembed_residual
 
 __all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution",
-           "sae_feature_means",
-           "train_sae"]
+           "sae_feature_means", "sae_quality", "train_sae"]
 
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05)
 
@@ -74,7 +73,13 @@ class FittedMethod:
 
 @dataclass
 class MethodContext:
-    """What methods are fitted with; holds work shared between methods (pruning statistics)."""
+    """What methods are fitted with; holds work shared between methods (pruning statistics).
+
+    ``sae_data``: the token data ``sae-features`` trains its SAE on (default: the two fit
+    sets); give it as many *distinct* tokens as ``sae.training_tokens``, so the SAE sees no
+    sequence twice. ``check_data``: sequences the SAE's reconstruction quality is measured on
+    (data it was not trained on; default: none, quality not measured).
+    """
 
     model: Any
     forget_fit: TokenDataset
@@ -82,6 +87,8 @@ class MethodContext:
     batch_size: int = 8
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    sae_data: Sequence[TokenDataset] | None = None
+    check_data: dict[str, TokenDataset] | None = None
     _shared: dict[str, Any] = field(default_factory=dict)
 
     def pruning_stats(self) -> PruningScores:
@@ -301,16 +308,58 @@ def sae_feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch
     return total / max(count, 1)
 
 
+@torch.inference_mode()
+def sae_quality(model: Any, sae: Any, hook: str, data: Mapping[str, TokenDataset],
+                batch_size: int = 8) -> dict[str, float]:
+    """Reconstruction quality of an SAE at ``hook`` on each dataset: the fraction of the
+    activations' variance explained (``1 - sum |x - x_hat|^2 / sum |x - mean x|^2``) and
+    L0 (mean number of active features per token).
+
+    Example:
+        >>> from sae_lens import StandardSAE, StandardSAEConfig
+        >>> from tl_unlearn import load_tiny_model, make_task
+        >>> m = load_tiny_model()
+        >>> sae = StandardSAE(StandardSAEConfig(d_in=128, d_sae=256))
+        >>> sae.cfg.metadata.hook_name = "blocks.1.hook_resid_pre"
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> sorted(sae_quality(m, sae, "blocks.1.hook_resid_pre", d))[:2]
+        ['sae_explained_variance_forget', 'sae_explained_variance_retain']
+    """
+    from tl_unlearn.interventions.ablation import _stop_layer
+
+    out = {}
+    device = model_device(model)
+    for name, ds in data.items():
+        xs, err, l0 = [], 0.0, 0.0
+        for tokens, mask in ds.batches(batch_size):
+            _, cache = model.run_with_cache(tokens.to(device), names_filter=[hook],
+                                            return_type=None, **_stop_layer(model, [hook]))
+            x = cache[hook][mask.to(device)]
+            f = sae.encode(x)
+            err += float((sae.decode(f) - x).double().pow(2).sum())
+            l0 += float((f > 0).sum())
+            xs.append(x.double().cpu())
+        x = torch.cat(xs)
+        total = float((x - x.mean(0)).pow(2).sum())
+        out[f"sae_explained_variance_{name}"] = 1.0 - err / total if total > 0 else float("nan")
+        out[f"sae_l0_{name}"] = l0 / max(len(x), 1)
+    return out
+
+
 def _sae_features(ctx: MethodContext) -> FittedMethod:
     t0 = time.perf_counter()
     model = ctx.model
     layer = int(ctx.options.get("sae.layer", max(1, model.cfg.n_layers // 3)))
     hook = f"blocks.{layer}.hook_resid_pre"
-    sae = train_sae(model, [ctx.forget_fit, ctx.retain_fit], hook,
+    train_data = list(ctx.sae_data or [ctx.forget_fit, ctx.retain_fit])
+    sae = train_sae(model, train_data, hook,
                     d_sae=int(ctx.options.get("sae.d_sae", 1024)),
                     training_tokens=int(ctx.options.get("sae.training_tokens", 100_000)),
                     seed=ctx.seed)
     sae.eval()
+    quality = ({"training_tokens_distinct": int(sum(d.n_tokens for d in train_data))}
+               | (sae_quality(model, sae, hook, ctx.check_data, ctx.batch_size)
+                  if ctx.check_data else {}))
     f_mean = sae_feature_means(model, sae, hook, ctx.forget_fit, ctx.batch_size)
     r_mean = sae_feature_means(model, sae, hook, ctx.retain_fit, ctx.batch_size)
     score = f_mean / (r_mean + 1e-6)
@@ -336,7 +385,7 @@ def _sae_features(ctx: MethodContext) -> FittedMethod:
     return FittedMethod("sae-features", family, _levels(ctx, "sae-features", DEFAULT_FRACTIONS),
                         "fraction of SAE features", time.perf_counter() - t0,
                         {"hook": hook, "d_sae": d_sae, "alive_on_forget": int((f_mean > 0).sum()),
-                         "alive_on_fit": int(len(alive))},
+                         "alive_on_fit": int(len(alive)), **quality},
                         baseline, "random SAE features alive on the fit data")
 
 

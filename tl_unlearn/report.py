@@ -83,23 +83,34 @@ SCORECARD_LEGEND = (
     "half of each dataset's sequences, measured on the second half (the ranking uses its lower "
     "bound). <b>max_difference</b> / <b>best_level</b>: the largest difference over all levels "
     "on all sequences (biased upward by the choice). <b>area_between</b>: area between the "
-    "forget and retain drop curves. <b>vs_baseline</b>: held-out difference minus that of "
-    "<b>baseline</b> (random units, same counts, same sequences); <b>beats_baseline</b>: its "
-    "interval lies above 0. <b>forget/retain_drop_at_best</b>: the drops at best_level. "
-    "<b>js_*</b>: Jensen-Shannon distance of the output distributions; <b>mia_auc_loss</b>: "
-    "membership-inference AUC. Seconds: fitting and evaluation time.</p>")
+    "forget and retain drop curves. <b>vs_baseline</b>: held-out difference minus the mean "
+    "held-out difference of <b>baseline</b>, random units of the same kind and count (neurons, "
+    "heads, SAE features, or a steering matrix of the same norms) at validated_level, one per "
+    "seed, on the same sequences (paired); <b>beats_baseline</b>: its interval lies above 0. "
+    "<b>forget/retain_drop_at_best</b>: the drops at best_level. <b>js_*</b>: Jensen-Shannon "
+    "divergence of the output distributions (one batch per dataset); <b>mia_auc_loss</b> "
+    "(when on): membership-inference AUC. Seconds: fitting and evaluation time. Membership "
+    "inference is off by default: no method trains on the fit texts, and an AUC needs at "
+    "least 64 texts per side (--mia-texts 64).</p>")
 
 
-def _data_rows(original: Evaluation | None) -> list[dict[str, Any]]:
-    """Per dataset: sequences, tokens, and the original model's loss and top-1 with intervals."""
+def _data_rows(original: Evaluation | None, data: dict[str, Any] | None = None
+               ) -> list[dict[str, Any]]:
+    """Per eval dataset: sequences, distinct documents, tokens (and the fit set's), and the
+    original model's loss and top-1 with intervals and the bootstrap SE of top-1."""
     if original is None:
         return []
+    data = data or {}
     rows = []
     for name, m in original.datasets.items():
         idx = unit_indices([original], name)
         se = float(np.std(m.estimate("top1", idx))) if idx is not None else float("nan")
+        ev, fit = data.get("eval", {}).get(name, {}), data.get("fit", {}).get(name, {})
         row: dict[str, Any] = {"dataset": name, "sequences": m.n_units or m.n_examples,
-                               "predicted_tokens": m.n_predictions}
+                               "documents": ev.get("documents"),
+                               "predicted_tokens": m.n_predictions,
+                               "fit_sequences": fit.get("sequences"),
+                               "fit_documents": fit.get("documents")}
         for metric in ("loss", "top1"):
             iv = original.metric_interval(name, metric)
             row.update({metric: iv.value, f"{metric}_low": iv.low, f"{metric}_high": iv.high})
@@ -151,7 +162,7 @@ def render_report(result: BenchmarkResult) -> str:
     ranked = result.scorecard.ranked().reset_index()
     score_rows = ranked.to_dict(orient="records")
     base_rows = _data_rows(Evaluation.from_dict(result.extras["original"])
-                           if "original" in result.extras else None)
+                           if "original" in result.extras else None, result.extras.get("data"))
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>tl_unlearn report: {html.escape(cfg.forget)} vs {html.escape(cfg.retain)}</title>",
@@ -162,8 +173,11 @@ def render_report(result: BenchmarkResult) -> str:
         f"<b>{html.escape(describe_metric(cfg.metric))}</b> · ranked by {result.scorecard.rank_by}</p>",
         "<h2>Ranked scorecard</h2>", _table(score_rows), SCORECARD_LEGEND,
         "<h2>Data and the original model</h2>", _table(base_rows),
-        "<p>Sequences are chunks of the eval documents in a seeded random document order; "
-        "top1_se is the bootstrap standard error of top-1 accuracy over sequences.</p>",
+        "<p class='sub'>Sequences are chunks of the eval documents, spread over as many "
+        "documents as the token budget allows (one chunk of every document before a second "
+        "of any). top1_se is the bootstrap standard error of top-1 accuracy over sequences; "
+        "the level of each method is chosen on the first half of the sequences and reported "
+        "on the second half.</p>",
     ]
     for i, (title, fig) in enumerate(report_figures(result)):
         parts.append(f"<h2>{html.escape(title)}</h2><div class='fig'>")
