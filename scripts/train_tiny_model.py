@@ -12,8 +12,8 @@ Usage::
 
     python scripts/train_tiny_model.py                 # ~10 minutes on 2 CPU cores
     python scripts/train_tiny_model.py --steps 50 --out /tmp/tiny   # quick check
-    python scripts/train_tiny_model.py --exclude python_code --out /tmp/tiny_twin
-        # the same recipe without the forget corpus (a retrained twin)
+    python scripts/train_tiny_model.py --exclude python_code --out tl_unlearn/assets/tiny_twin
+        # the same recipe without the forget corpus: the committed retrained twin
 
 Bit-identical weights need the same torch version and thread count; the losses reproduce to
 about 0.01 otherwise.
@@ -102,11 +102,12 @@ def main() -> None:
     print(f"tokenizer trained ({len(tokenizer)} tokens) in {time.time() - t0:.1f}s", flush=True)
 
     corpora = [c for c in CORPORA if c not in args.exclude]  # trained on
-    train = {c: data[c].tokenize(tokenizer, "fit", seq_len=args.seq_len,
+    # spread=False: whole documents one after another, the recipe the committed model used
+    train = {c: data[c].tokenize(tokenizer, "fit", seq_len=args.seq_len, spread=False,
                                  max_tokens=args.train_tokens_per_corpus, seed=args.seed)
              for c in CORPORA}
     test = {c: data[c].tokenize(tokenizer, "eval", seq_len=args.seq_len, max_tokens=40_000,
-                                seed=args.seed) for c in CORPORA}
+                                seed=args.seed, spread=False) for c in CORPORA}
     print({c: train[c].n_tokens for c in CORPORA}, f"{time.time() - t0:.1f}s", flush=True)
 
     cfg_kwargs = dict(

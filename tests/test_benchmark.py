@@ -188,3 +188,34 @@ def test_benchmark_on_a_prompt_answer_task_with_a_user_metric(tmp_path, tiny_mod
         assert a.name == b.name
         assert a.forget_drop == pytest.approx(b.forget_drop, abs=1e-5)
         assert a.retain_drop == pytest.approx(b.retain_drop, abs=1e-9)
+
+
+def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
+    """--relearn-steps: each method at its validated level and one random baseline get a
+    relearning attack and ZRF; the columns, the saved curves and the report figure agree."""
+    cfg = BenchmarkConfig(**{**SMALL, "methods": ["prune-abs"], "mia_texts": 0, "extras": False,
+                             "generation_prompts": 0, "relearn_steps": 8,
+                             "options": {"prune-abs.levels": [0.05, 0.2]}})
+    result = run_benchmark(cfg, model=tiny_model, output_dir=tmp_path, progress=False)
+    row = result.scorecard.ranked().loc["prune-abs"]
+    removal = result.extras["degree_of_removal"]
+    if row["validated_level"] == 0:
+        assert removal == {}
+        return
+    entry = removal["prune-abs"]
+    assert entry["level"] == row["validated_level"]
+    for role, prefix in (("method", ""), ("baseline", "baseline_")):
+        best = entry[role]["best"]
+        assert len(entry[role]["all"]) == 2  # the learning-rate grid
+        assert (row[f"{prefix}relearn_steps"] == best["steps"]
+                or (best["steps"] is None and row[f"{prefix}relearn_steps"] != row[
+                    f"{prefix}relearn_steps"]))
+        assert 0.0 <= row[f"{prefix}zrf"] <= 1.0
+        start = best["curve"][0][1]
+        assert best["target"] == pytest.approx(start + 0.5 * (best["original_top1"] - start))
+    assert "random neurons" in entry["baseline"]["label"]
+    html = (tmp_path / "report.html").read_text()
+    assert "Degree of removal: relearning" in html
+    again = BenchmarkResult.load(tmp_path)
+    assert again.extras["degree_of_removal"]["prune-abs"]["method"]["best"] == entry["method"][
+        "best"]

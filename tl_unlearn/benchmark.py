@@ -33,7 +33,11 @@ from tqdm.auto import tqdm
 from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.files import atomic_write_text, save_json
 from tl_unlearn.methods import METHODS, MethodContext, fit_method
-from tl_unlearn.metrics.distances import activation_distances, output_distances, random_tokens
+from tl_unlearn.metrics.distances import (
+    activation_distances,
+    output_distances_many,
+    random_tokens,
+)
 from tl_unlearn.metrics.evaluation import (
     check_metric_name,
     check_user_metrics,
@@ -52,7 +56,7 @@ __all__ = ["BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 
 DEFAULT_METHODS = ("prune-abs", "prune-freq", "head-mean", "sae-features", "actadd")
 OPTION_KEYS = {"sae.layer", "sae.d_sae", "sae.training_tokens", "actadd.layer",
-               "head-mean.attribution_seqs", "generation.topic",
+               "head-mean.attribution_seqs", "generation.topic", "relearn.lrs",
                "actadd.prompt_add", "actadd.prompt_sub",
                *(f"{m}.levels" for m in METHODS)}
 
@@ -81,6 +85,14 @@ class BenchmarkConfig:
             the AUC only asks whether two samples of documents differ, and because it needs
             at least 64 texts per side to mean anything (8 per side gave 0.41-0.59 for the
             same model); when on, the AUC carries a bootstrap interval over texts.
+        relearn_steps: Degree of removal (0, the default, disables it): a relearning attack
+            on each method at its validated level, and on one of its random baselines:
+            fine-tune a copy of the model on forget fit data with the intervention held
+            (AdamW, learning rates ``relearn.lrs``, default 1e-4 and 1e-3; the strongest
+            reported) for at most this many steps, until half of the forget drop is won
+            back; and ZRF against a randomly initialised twin. Off by default on SmolLM2:
+            a copy with AdamW state is 4x the model's weights and a step costs about three
+            forward passes, beyond the default run's memory and time budget.
         baseline_seeds: Random baselines per method (random units of the same kind and
             count at the method's validated level, evaluated on the held-out halves); the
             scorecard compares each method with their mean (0 disables).
@@ -108,6 +120,7 @@ class BenchmarkConfig:
     seed: int = 0
     mia_texts: int = 0
     baseline_seeds: int = 3
+    relearn_steps: int = 0
     extras: bool = True
     generation_prompts: int = 6
     generation_tokens: int = 20
@@ -159,7 +172,7 @@ class BenchmarkConfig:
         """Check everything that needs no model; raise ValueError saying what to fix."""
         types = {"model": str, "forget": str, "retain": str, "metric": (str, dict), "seq_len": int,
                  "fit_tokens": int, "eval_tokens": int, "batch_size": int, "seed": int,
-                 "mia_texts": int, "baseline_seeds": int, "extras": bool, "generation_prompts": int,
+                 "mia_texts": int, "baseline_seeds": int, "relearn_steps": int, "extras": bool, "generation_prompts": int,
                  "generation_tokens": int, "generation_samples": int, "options": dict}
         for key, kind in types.items():
             value = getattr(self, key)
@@ -191,7 +204,8 @@ class BenchmarkConfig:
 
             topic_words(self.options["generation.topic"])
         minimums = {"seq_len": 2, "fit_tokens": 1, "eval_tokens": 1, "batch_size": 1,
-                    "mia_texts": 0, "baseline_seeds": 0, "seed": 0, "generation_prompts": 0,
+                    "mia_texts": 0, "baseline_seeds": 0, "relearn_steps": 0, "seed": 0,
+                    "generation_prompts": 0,
                     "generation_tokens": 1, "generation_samples": 1}
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
@@ -351,6 +365,67 @@ def random_baselines(
     return out
 
 
+def degree_of_removal(
+    config: BenchmarkConfig, model: Any, fit: dict[str, Any], ev: dict[str, Any],
+    curves: list[SelectivityCurve], fitted: dict[str, Any], *, progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Relearning attack and ZRF for each method at its validated level and for one random
+    baseline of it (see ``BenchmarkConfig.relearn_steps``)."""
+    from tl_unlearn.metrics.distances import completeness, random_twin, zrf_score
+    from tl_unlearn.metrics.relearn import anamnesis_index, relearn, relearn_attack
+
+    lrs = [float(x) for x in config.options.get("relearn.lrs", (1e-4, 1e-3))]
+    steps = config.relearn_steps
+    twin = random_twin(model, seed=config.seed)
+    retrained = None
+    if config.model == "tiny" and config.forget == "python_code":
+        from tl_unlearn.models import TINY_TWIN_DIR, load_tiny_model
+
+        if (TINY_TWIN_DIR / "model.safetensors").exists():  # trained without python_code
+            retrained = load_tiny_model(twin=True)
+    out: dict[str, dict[str, Any]] = {}
+    bar = tqdm(curves, desc="relearn", disable=not progress, leave=False)
+    for curve in bar:
+        level = curve.held_out()["level"]
+        if not math.isfinite(level) or level == 0:
+            continue
+        fm = fitted[curve.name]
+        # measured on the held-out half of the forget eval data (one batch)
+        check = curve.held_out_data(ev)["forget"].head(config.batch_size)
+        runs = {"method": fm.family(level)}
+        if fm.baseline is not None:
+            runs["baseline"] = fm.baseline(level, config.seed + 1)
+        entry: dict[str, Any] = {"level": level, "row": {}}
+        for role, iv in runs.items():
+            best, every = relearn_attack(model, fit["forget"], check, list(iv), lrs=lrs,
+                                         recover=0.5, max_steps=steps,
+                                         eval_every=max(1, steps // 4),
+                                         batch_size=config.batch_size, seed=config.seed,
+                                         label=iv.name)
+            zrf = zrf_score(model, check, list(iv), random_model=twin,
+                            batch_size=config.batch_size)
+            entry[role] = {"label": iv.name, "best": best.to_dict(),
+                           "all": [r.to_dict() for r in every], "zrf": zrf}
+            prefix = "" if role == "method" else "baseline_"
+            entry["row"].update({f"{prefix}relearn_steps": best.steps,
+                                 f"{prefix}relearn_tokens": best.tokens,
+                                 f"{prefix}relearn_lr": best.lr, f"{prefix}zrf": zrf})
+            if retrained is not None:
+                # the retrained twin relearns to the same target with the same optimiser
+                mr = relearn(retrained, fit["forget"], check, (), target=best.target,
+                             lr=best.lr, max_steps=steps, eval_every=max(1, steps // 4),
+                             batch_size=config.batch_size, seed=config.seed,
+                             label="retrained twin")
+                entry[role]["retrained"] = mr.to_dict()
+                entry["row"].update({f"{prefix}ain": anamnesis_index(best, mr),
+                                     f"{prefix}completeness": completeness(
+                                         model, check, retrained, list(iv),
+                                         batch_size=config.batch_size)})
+        entry["row"]["relearn_budget"] = steps
+        out[curve.name] = entry
+    return out
+
+
 def run_benchmark(
     config: BenchmarkConfig | None = None,
     *,
@@ -455,15 +530,18 @@ def run_benchmark(
     extra_rows: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     one_batch = {k: v.head(config.batch_size) for k, v in ev.items()}
+    chosen = {c.name: fitted[c.name].family(c.best_level) for c in curves if c.best_level > 0}
+    # on one batch per dataset (a distance needs far fewer tokens than an accuracy), every
+    # method against one shared run of the original model
+    js = {ds: dict(zip(chosen, output_distances_many(model, one_batch[ds], list(chosen.values()),
+                                                     batch_size=config.batch_size)))
+          for ds in ("forget", "retain")} if chosen else {}
     for curve in curves:
-        iv = fitted[curve.name].family(curve.best_level) if curve.best_level > 0 else None
+        iv = chosen.get(curve.name)
         row: dict[str, Any] = {}
         if iv is not None:
-            # on one batch per dataset: a distance needs far fewer tokens than an accuracy
-            row["js_forget"] = output_distances(model, one_batch["forget"], iv,
-                                                batch_size=config.batch_size).js
-            row["js_retain"] = output_distances(model, one_batch["retain"], iv,
-                                                batch_size=config.batch_size).js
+            row["js_forget"] = js["forget"][curve.name].js
+            row["js_retain"] = js["retain"][curve.name].js
             if config.mia_texts and task.forget.fit and task.forget.eval:
                 n = config.mia_texts
                 mi = membership_inference(model, task.forget.fit[:n], task.forget.eval[:n], iv,
@@ -473,10 +551,21 @@ def run_benchmark(
         extra_rows[curve.name] = row
     timings["extra_metrics"] = time.perf_counter() - t0
 
+    removal: dict[str, Any] = {}
+    if config.relearn_steps:
+        t0 = time.perf_counter()
+        removal = degree_of_removal(config, model, fit, ev, curves, fitted, progress=progress)
+        for name, r in removal.items():
+            extra_rows.setdefault(name, {}).update(r["row"])
+        timings["degree_of_removal"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     scorecard = Scorecard.from_curves(curves, extra_rows, baselines=baselines)
     scorecard.seconds = time.perf_counter() - t0
     extras: dict[str, Any] = {"original": original.to_dict(),
+                              "degree_of_removal": {k: {kk: vv for kk, vv in v.items()
+                                                        if kk != "row"}
+                                                    for k, v in removal.items()},
                               "data": {split: {k: {"sequences": len(d), "tokens": d.n_tokens,
                                                    "documents": d.n_documents}
                                                for k, d in part.items()}
@@ -490,7 +579,9 @@ def run_benchmark(
         iv = fitted[best_name].family(best_curve.best_level)
         n = model.cfg.n_layers
         lens_layers = sorted({round(i * (n - 1) / 7) for i in range(8)}) if n > 8 else None
-        extras["logit_lens"] = logit_lens_diff(model, one_batch, iv, layers=lens_layers,
+        # half a batch per dataset: each lens point costs an unembedding of every position
+        half = {k: v.head(max(1, config.batch_size // 2)) for k, v in one_batch.items()}
+        extras["logit_lens"] = logit_lens_diff(model, half, iv, layers=lens_layers,
                                                batch_size=config.batch_size,
                                                label=iv.name).to_dict()
         rand = random_tokens(model, n=config.batch_size, seq_len=config.seq_len, seed=config.seed)

@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("model", "forget", "retain", "seq_len",
                                                 "fit_tokens", "eval_tokens", "batch_size",
                                                 "metric", "seed", "baseline_seeds",
-                                                "mia_texts")
+                                                "mia_texts", "relearn_steps")
                  if getattr(args, k) is not None}
     if args.metric is not None:  # "top1", or "forget=logit_diff,retain=top1"
         overrides["metric"] = BenchmarkConfig.from_dict({"metric": args.metric}).metric
@@ -65,7 +65,8 @@ def _run(args: argparse.Namespace) -> int:
     ranked = result.scorecard.ranked()
     cols = [c for c in ("held_out_difference", "held_out_difference_low",
                         "held_out_difference_high", "vs_baseline", "vs_baseline_low",
-                        "vs_baseline_high", "max_difference", "forget_drop_at_best", "retain_drop_at_best",
+                        "vs_baseline_high", "relearn_steps", "baseline_relearn_steps", "zrf",
+                        "max_difference", "forget_drop_at_best", "retain_drop_at_best",
                         "fit_seconds", "eval_seconds") if c in ranked]
     sys.stdout.write(f"ranked by {result.scorecard.rank_by} (95% bootstrap intervals over "
                      "sequences; held-out = level chosen on other sequences)\n")
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--baseline-seeds", type=int, dest="baseline_seeds",
                      help="random baselines per method, compared at its validated level "
                      "(default 3; 0 disables)")
+    run.add_argument("--relearn-steps", type=int, dest="relearn_steps",
+                     help="relearning attack + ZRF per method and baseline, at most this many "
+                     "fine-tuning steps (default 0: off)")
     run.add_argument("--mia-texts", type=int, dest="mia_texts",
                      help="texts per side for membership inference (default 0: off; use >= 64)")
     run.add_argument("--option", action="append", metavar="KEY=VALUE",

@@ -34,6 +34,7 @@ __all__ = [
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_MODEL_DIR = Path(__file__).parent / "assets" / "tiny"
+TINY_TWIN_DIR = Path(__file__).parent / "assets" / "tiny_twin"
 TINY_SPECIAL_TOKENS = {
     "bos_token": "<|endoftext|>",
     "eos_token": "<|endoftext|>",
@@ -140,7 +141,36 @@ def load_default_model(
     if processed is not None:
         model = _load_processed(processed, tokenizer)
     model.to(device, print_details=False)
+    use_transposed_layout(model)
     model.eval()
+    return model
+
+
+# TransformerLens multiplies these weights as F.linear(x, W.T.contiguous()): a copy of each one
+# on every forward pass, unless W.T is already contiguous
+_TRANSPOSED_WEIGHTS = ("mlp.W_in", "mlp.W_gate", "mlp.W_out", "unembed.W_U")
+
+
+def use_transposed_layout(model: HookedTransformer) -> HookedTransformer:
+    """Store the MLP and unembedding matrices transposed in memory (same values, same shape).
+
+    TransformerLens 3.9 computes ``F.linear(x, W.T.contiguous())``, which copies every such
+    matrix on every forward pass (for SmolLM2 about 430 MB per pass: a sixth of a batch's
+    forward time and half of a KV-cached decoding step's). With ``W.T`` already contiguous
+    the copy is a no-op and ``F.linear`` gets the same operand, so outputs are bit-identical.
+    Applied to the models tl_unlearn loads itself (never to a model you pass in).
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model(); t = m.to_tokens("def f(x):")
+        >>> before = m(t); _ = use_transposed_layout(m)
+        >>> m.blocks[0].mlp.W_in.T.is_contiguous(), bool(torch.equal(m(t), before))
+        (True, True)
+    """
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(_TRANSPOSED_WEIGHTS) and param.ndim == 2 and param.is_contiguous():
+                param.data = param.data.T.contiguous().T
     return model
 
 
@@ -239,8 +269,15 @@ def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
     return model
 
 
-def load_tiny_model(device: str | torch.device = "cpu") -> HookedTransformer:
+def load_tiny_model(device: str | torch.device = "cpu", *, twin: bool = False
+                    ) -> HookedTransformer:
     """Load the committed 2-layer test model (4,096-token BPE; trained on the builtin corpora).
+
+    Args:
+        device: Where to put it.
+        twin: Load its *retrained twin* instead: the same recipe, seed and tokenizer, trained
+            without the forget corpus (``python_code``), for the Anamnesis Index and
+            completeness (``scripts/train_tiny_model.py --exclude python_code``).
 
     Example:
         >>> model = load_tiny_model()
@@ -250,11 +287,13 @@ def load_tiny_model(device: str | torch.device = "cpu") -> HookedTransformer:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    cfg = json.loads((TINY_MODEL_DIR / "config.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
+    folder = TINY_TWIN_DIR if twin else TINY_MODEL_DIR
+    cfg = json.loads((folder / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)  # the twin shares it
     model = HookedTransformer(HookedTransformerConfig(**cfg), tokenizer=tokenizer)
-    model.load_state_dict(load_file(str(TINY_MODEL_DIR / "model.safetensors")))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
     model.to(device, print_details=False)
+    use_transposed_layout(model)
     model.eval()
     return model
 
@@ -264,7 +303,7 @@ def load_model(model: Any = None, **kwargs: Any) -> Any:
 
     Args:
         model: ``None`` or ``"smollm2"`` for the embedded default, ``"tiny"`` for the test
-            model, any other string for ``HookedTransformer.from_pretrained(model)`` (needs a
+            model (``"tiny-twin"``: its twin retrained without the forget corpus), any other string for ``HookedTransformer.from_pretrained(model)`` (needs a
             network for hub models, e.g. ``"gpt2"``), or a loaded ``HookedTransformer`` /
             ``HookedSAETransformer`` / ``TransformerBridge``, returned unchanged.
         **kwargs: Passed to the loader.
@@ -282,6 +321,8 @@ def load_model(model: Any = None, **kwargs: Any) -> Any:
     if isinstance(model, str):
         if model == "tiny":
             return load_tiny_model(**kwargs)
+        if model == "tiny-twin":
+            return load_tiny_model(twin=True, **kwargs)
         try:
             return HookedTransformer.from_pretrained(model, **kwargs)
         except Exception as exc:  # report which model and why, keep the cause chained

@@ -53,6 +53,28 @@ def selectivity_scatter(result: BenchmarkResult) -> go.Figure:
     return fig
 
 
+def relearn_figure(removal: dict[str, Any]) -> go.Figure:
+    """Forget top-1 against fine-tuning steps of the strongest relearning attack, per
+    method (solid) and its random baseline (dotted), with each run's target."""
+    fig = go.Figure()
+    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    for i, (name, entry) in enumerate(removal.items()):
+        for role, dash in (("method", "solid"), ("baseline", "dot")):
+            if role not in entry:
+                continue
+            best = entry[role]["best"]
+            curve = best["curve"]
+            fig.add_trace(go.Scatter(
+                x=[c[0] for c in curve], y=[c[1] for c in curve], mode="lines+markers",
+                name=f"{name} {'' if role == 'method' else 'random baseline '}(lr {best['lr']:g})",
+                line={"color": colors[i % len(colors)], "dash": dash}))
+    fig.update_layout(title="Relearning attack: forget top-1 while fine-tuning on forget data "
+                      "(intervention held); target: half of the drop won back",
+                      xaxis_title="fine-tuning step", yaxis_title="forget top-1",
+                      template="plotly_white")
+    return fig
+
+
 def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
     """Every figure of the report, with its section title, in order."""
     figs: list[tuple[str, go.Figure]] = [
@@ -62,6 +84,9 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
     for c in result.curves:
         figs.append((f"Selectivity curve: {c.name}", c.figure()))
         figs.append((f"Perplexity ratio: {c.name}", c.perplexity_figure()))
+    if result.extras.get("degree_of_removal"):
+        figs.append(("Degree of removal: relearning", relearn_figure(
+            result.extras["degree_of_removal"])))
     if "logit_lens" in result.extras:
         lens = LogitLensDiff(**result.extras["logit_lens"])
         figs.append(("Logit lens (top-ranked method)", lens.figure()))
@@ -91,7 +116,12 @@ SCORECARD_LEGEND = (
     "divergence of the output distributions (one batch per dataset); <b>mia_auc_loss</b> "
     "(when on): membership-inference AUC. Seconds: fitting and evaluation time. Membership "
     "inference is off by default: no method trains on the fit texts, and an AUC needs at "
-    "least 64 texts per side (--mia-texts 64).</p>")
+    "least 64 texts per side (--mia-texts 64). <b>relearn_steps</b> / <b>relearn_tokens</b> "
+    "(with --relearn-steps N): fine-tuning steps / tokens of the strongest relearning attack "
+    "(learning-rate grid, intervention held) to win back half of the forget drop, empty when "
+    "not reached within relearn_budget steps (more steps: more robust removal); "
+    "<b>baseline_relearn_*</b>: the same for a random baseline; <b>zrf</b>: 1 - JS(intervened, "
+    "random twin) / ln 2 on forget data.</p>")
 
 
 def _data_rows(original: Evaluation | None, data: dict[str, Any] | None = None

@@ -54,3 +54,22 @@ def test_anamnesis_index():
     with pytest.raises(ValueError, match="same target"):
         anamnesis_index(a, RelearnResult("r", 0.4, 0.55, 24, 4.0))
     assert torch.isinf(torch.tensor(anamnesis_index(a, RelearnResult("r", 0.5, 0.55, 0, 0.0))))
+
+
+def test_recover_half_of_the_drop_sets_the_target_from_step_zero(tiny_model, forget):
+    """recover=0.5: the target is halfway between the intervened model's forget top-1 at
+    step 0 (checked with evaluate() and the hooks) and the original's; tokens count steps x
+    batch x sequence length."""
+    from tl_unlearn.metrics import evaluate
+
+    fit, ev = forget
+    iv = zero_ablation(tiny_model, neurons={0: list(range(64)), 1: list(range(64))})
+    start = evaluate(tiny_model, ev, iv, progress=False, skip_common=0)["forget"].accuracy[1]
+    orig = evaluate(tiny_model, ev, progress=False, skip_common=0)["forget"].accuracy[1]
+    r = relearn(tiny_model, fit, ev, iv, lr=1e-3, max_steps=40, eval_every=4, recover=0.5,
+                batch_size=4)
+    assert r.curve[0][1] == pytest.approx(start)
+    assert r.target == pytest.approx(start + 0.5 * (orig - start))
+    assert r.reached and r.tokens == r.steps * 4 * fit.tokens.shape[1]
+    with pytest.raises(ValueError, match="recover"):
+        relearn(tiny_model, fit, ev, iv, recover=1.5)

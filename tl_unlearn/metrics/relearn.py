@@ -45,6 +45,7 @@ class RelearnResult:
         curve: ``(step, forget top-1, forget loss, seconds)`` at each evaluation.
         lr: Learning rate used.
         max_steps: Step budget.
+        tokens_per_step: Tokens per fine-tuning step (``batch_size x seq_len``).
     """
 
     label: str
@@ -55,6 +56,12 @@ class RelearnResult:
     curve: list[tuple[int, float, float, float]] = field(default_factory=list)
     lr: float = 0.0
     max_steps: int = 0
+    tokens_per_step: int = 0
+
+    @property
+    def tokens(self) -> int | None:
+        """Tokens fine-tuned on until the target was reached (None when not reached)."""
+        return None if self.steps is None else self.steps * self.tokens_per_step
 
     @property
     def reached(self) -> bool:
@@ -69,12 +76,14 @@ class RelearnResult:
         return {"label": self.label, "target": self.target, "original_top1": self.original_top1,
                 "steps": self.steps, "seconds": self.seconds, "reached": self.reached,
                 "curve": [list(c) for c in self.curve], "lr": self.lr,
-                "max_steps": self.max_steps}
+                "max_steps": self.max_steps, "tokens_per_step": self.tokens_per_step,
+                "tokens": self.tokens}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RelearnResult:
         return cls(d["label"], d["target"], d["original_top1"], d["steps"], d["seconds"],
-                   [tuple(c) for c in d["curve"]], d.get("lr", 0.0), d.get("max_steps", 0))
+                   [tuple(c) for c in d["curve"]], d.get("lr", 0.0), d.get("max_steps", 0),
+                   d.get("tokens_per_step", 0))
 
     def figure(self) -> go.Figure:
         """Forget top-1 vs fine-tuning step, with the target line."""
@@ -97,6 +106,8 @@ def relearn(
     *,
     original_top1: float | None = None,
     alpha: float = 0.05,
+    recover: float | None = None,
+    target: float | None = None,
     lr: float = 1e-3,
     max_steps: int = 100,
     eval_every: int = 5,
@@ -113,6 +124,10 @@ def relearn(
         hooks: The intervention (kept during fine-tuning and evaluation).
         original_top1: Forget top-1 of M0 (computed when None).
         alpha: Target is ``(1 - alpha) * original_top1``.
+        recover: Instead of ``alpha``: the target is this share of the forget drop recovered,
+            ``top1(step 0) + recover * (original_top1 - top1(step 0))`` (0.5: half of it).
+        target: Instead of both: this forget top-1 (e.g. another run's target, so that two
+            relearn times can be compared, as the Anamnesis Index needs).
         lr: Constant AdamW learning rate.
         max_steps: Step budget; the result says "not reached" past it.
         eval_every: Evaluate every this many steps.
@@ -139,7 +154,11 @@ def relearn(
     if original_top1 is None:
         original_top1 = evaluate(model, forget_eval, progress=False, skip_common=0)[
             forget_eval.name].accuracy[1]
-    target = (1.0 - alpha) * original_top1
+    if recover is not None and not (isinstance(recover, (int, float)) and 0.0 < recover <= 1.0):
+        raise ValueError(f"recover must be in (0, 1] (the share of the forget drop to win "
+                         f"back), got {recover!r}.")
+    fixed_target = target
+    target = (1.0 - alpha) * original_top1 if fixed_target is None else float(fixed_target)
     student = copy.deepcopy(model)
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
@@ -159,7 +178,12 @@ def relearn(
 
     steps = seconds = None
     with student.hooks(fwd_hooks=hooks):
-        if measure(0):
+        reached = measure(0)
+        if recover is not None and fixed_target is None:
+            start = curve[0][1]
+            target = start + recover * (original_top1 - start)
+            reached = start >= target
+        if reached:
             steps, seconds = 0, 0.0
         else:
             for step in range(1, max_steps + 1):
@@ -176,7 +200,8 @@ def relearn(
                     if measure(step):
                         steps, seconds = step, curve[-1][3]
                         break
-    return RelearnResult(label, target, original_top1, steps, seconds, curve, lr, max_steps)
+    return RelearnResult(label, target, original_top1, steps, seconds, curve, lr, max_steps,
+                         batch_size * forget_fit.tokens.shape[1])
 
 
 def relearn_attack(
