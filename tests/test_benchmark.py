@@ -206,7 +206,7 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     assert entry["level"] == row["validated_level"]
     for role, prefix in (("method", ""), ("baseline", "baseline_")):
         best = entry[role]["best"]
-        assert len(entry[role]["all"]) == 2  # the learning-rate grid
+        assert len(entry[role]["all"]) == 3  # the learning-rate grid
         assert (row[f"{prefix}relearn_steps"] == best["steps"]
                 or (best["steps"] is None and row[f"{prefix}relearn_steps"] != row[
                     f"{prefix}relearn_steps"]))

@@ -106,6 +106,10 @@ def test_smollm2_processed_cache_equals_transformer_lens_conversion(smollm2):
 
     assert settings(ref.cfg) == settings(smollm2.cfg)
     tokens = smollm2.to_tokens("The capital of France is Paris, and of Italy")
+    # the loaded model stores its gated-MLP and unembedding matrices transposed (no copy per
+    # forward); the logits are still bit-identical to the conversion's
+    assert smollm2.blocks[0].mlp.W_gate.T.is_contiguous() and smollm2.unembed.W_U.T.is_contiguous()
+    assert ref.blocks[0].mlp.W_gate.is_contiguous()
     with torch.no_grad():
         assert torch.equal(smollm2(tokens), ref(tokens))
 

@@ -88,7 +88,7 @@ class BenchmarkConfig:
         relearn_steps: Degree of removal (0, the default, disables it): a relearning attack
             on each method at its validated level, and on one of its random baselines:
             fine-tune a copy of the model on forget fit data with the intervention held
-            (AdamW, learning rates ``relearn.lrs``, default 1e-4 and 1e-3; the strongest
+            (AdamW, learning rates ``relearn.lrs``, default 1e-4, 3e-4, 1e-3; the strongest
             reported) for at most this many steps, until half of the forget drop is won
             back; and ZRF against a randomly initialised twin. Off by default on SmolLM2:
             a copy with AdamW state is 4x the model's weights and a step costs about three
@@ -374,7 +374,7 @@ def degree_of_removal(
     from tl_unlearn.metrics.distances import completeness, random_twin, zrf_score
     from tl_unlearn.metrics.relearn import anamnesis_index, relearn, relearn_attack
 
-    lrs = [float(x) for x in config.options.get("relearn.lrs", (1e-4, 1e-3))]
+    lrs = [float(x) for x in config.options.get("relearn.lrs", (1e-4, 3e-4, 1e-3))]
     steps = config.relearn_steps
     twin = random_twin(model, seed=config.seed)
     retrained = None

@@ -148,29 +148,42 @@ def load_default_model(
 
 # TransformerLens multiplies these weights as F.linear(x, W.T.contiguous()): a copy of each one
 # on every forward pass, unless W.T is already contiguous
-_TRANSPOSED_WEIGHTS = ("mlp.W_in", "mlp.W_gate", "mlp.W_out", "unembed.W_U")
+_TRANSPOSED_WEIGHTS = {"GatedMLP": ("W_in", "W_gate", "W_out"), "Unembed": ("W_U",)}
 
 
+@torch.no_grad()
 def use_transposed_layout(model: HookedTransformer) -> HookedTransformer:
-    """Store the MLP and unembedding matrices transposed in memory (same values, same shape).
+    """Store gated-MLP and unembedding matrices transposed in memory (same values and shape).
 
-    TransformerLens 3.9 computes ``F.linear(x, W.T.contiguous())``, which copies every such
-    matrix on every forward pass (for SmolLM2 about 430 MB per pass: a sixth of a batch's
-    forward time and half of a KV-cached decoding step's). With ``W.T`` already contiguous
-    the copy is a no-op and ``F.linear`` gets the same operand, so outputs are bit-identical.
-    Applied to the models tl_unlearn loads itself (never to a model you pass in).
+    TransformerLens 3.9 computes ``F.linear(x, W.T.contiguous())`` in gated MLPs (SmolLM2,
+    Llama) and the unembedding, which copies every such matrix on every forward pass (for
+    SmolLM2 about 430 MB per pass, half of a KV-cached decoding step's time). With ``W.T``
+    already contiguous the copy is a no-op and ``F.linear`` gets the same operand. Each
+    module is checked on a small input before and after: where the output is not
+    bit-identical (another TransformerLens version, another kind of MLP), its layout is put
+    back. Applied to the models tl_unlearn loads itself, never to a model you pass in.
 
     Example:
         >>> from tl_unlearn import load_tiny_model
-        >>> m = load_tiny_model(); t = m.to_tokens("def f(x):")
-        >>> before = m(t); _ = use_transposed_layout(m)
-        >>> m.blocks[0].mlp.W_in.T.is_contiguous(), bool(torch.equal(m(t), before))
+        >>> m = load_tiny_model()  # already applied: its unembedding
+        >>> m.unembed.W_U.T.is_contiguous(), m.blocks[0].mlp.W_in.is_contiguous()
         (True, True)
     """
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith(_TRANSPOSED_WEIGHTS) and param.ndim == 2 and param.is_contiguous():
-                param.data = param.data.T.contiguous().T
+    gen = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        names = _TRANSPOSED_WEIGHTS.get(type(module).__name__, ())
+        params = [getattr(module, n, None) for n in names]
+        if not names or any(p is None or p.ndim != 2 or not p.is_contiguous() for p in params):
+            continue
+        first = params[0]
+        x = torch.randn(2, 3, first.shape[0], generator=gen).to(first.device, first.dtype)
+        before = module(x)
+        saved = [p.data for p in params]
+        for p in params:
+            p.data = p.data.T.contiguous().T
+        if not torch.equal(module(x), before):
+            for p, data in zip(params, saved):
+                p.data = data
     return model
 
 
