@@ -1,6 +1,6 @@
 """Command-line entry point: ``tl-unlearn``.
 
-``tl-unlearn run`` runs the benchmark (default: five methods on SmolLM2, Python code vs English
+``tl-unlearn run`` runs the benchmark (default: four methods on SmolLM2, Python code vs English
 prose) and writes ``report.html`` and ``results.json``. Settings come from flags or from
 ``--config FILE`` (YAML or JSON; flags given explicitly override the file).
 
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--forget", help="forget corpus, task (ioi, induction, greater_than, facts) "
                      "or path (default python_code)")
     run.add_argument("--retain", help="retain corpus, task or path (default wikipedia)")
-    run.add_argument("--methods", help="comma-separated method names (default: prune-abs, prune-freq, "
-                     "head-mean, sae-features, actadd)")
+    run.add_argument("--methods", help="comma-separated method names (default: prune-abs, head-mean, "
+                     "sae-features, actadd; also prune-freq, prune-random)")
     run.add_argument("--seq-len", type=int, dest="seq_len")
     run.add_argument("--fit-tokens", type=int, dest="fit_tokens")
     run.add_argument("--eval-tokens", type=int, dest="eval_tokens")

@@ -73,10 +73,18 @@ def js_divergence(
     """
     lp = torch.log_softmax(logits_p.to(dtype), dim=-1)
     lq = torch.log_softmax(logits_q.to(dtype), dim=-1)
-    lm = torch.logsumexp(torch.stack([lp, lq]), dim=0) - LN2
-    kl_pm = (lp.exp() * (lp - lm)).sum(-1)
-    kl_qm = (lq.exp() * (lq - lm)).sum(-1)
-    return (0.5 * kl_pm + 0.5 * kl_qm).clamp(min=0.0, max=LN2)
+    return _js_from_log_probs(lp, lq)
+
+
+def _js_from_log_probs(lp: Tensor, lq: Tensor, p: Tensor | None = None, q: Tensor | None = None
+                       ) -> Tensor:
+    """JS from log-probabilities: ``0.5 sum p log p + 0.5 sum q log q - sum m log m`` with
+    ``m = (p + q) / 2`` (``xlogy``: 0 log 0 = 0), a few passes over the vocabulary."""
+    p = lp.exp() if p is None else p
+    q = lq.exp() if q is None else q
+    m = 0.5 * (p + q)
+    neg_entropy = 0.5 * ((p * lp).sum(-1) + (q * lq).sum(-1))
+    return (neg_entropy - torch.special.xlogy(m, m).sum(-1)).clamp(min=0.0, max=LN2)
 
 
 @dataclass
@@ -157,8 +165,10 @@ def _distance_sums(la: Tensor, lb: Tensor, valid: Tensor) -> Tensor:
     """``[positions, sum of JS, sum of L2]`` over the ``valid`` predicted positions."""
     v = valid.to(la.device)
     la, lb = la[:, :-1][v], lb[:, :-1][v]  # only the predicted positions
-    js = js_divergence(la, lb, torch.float32).double()
-    l2 = (la.float().softmax(-1) - lb.float().softmax(-1)).norm(dim=-1).double()
+    lp, lq = la.float().log_softmax(-1), lb.float().log_softmax(-1)
+    p, q = lp.exp(), lq.exp()
+    js = _js_from_log_probs(lp, lq, p, q).double()
+    l2 = (p - q).norm(dim=-1).double()
     return torch.stack([torch.tensor(float(v.sum()), dtype=torch.float64), js.sum().cpu(),
                         l2.sum().cpu()])
 
