@@ -213,6 +213,12 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
         assert 0.0 <= row[f"{prefix}zrf"] <= 1.0
         start = best["curve"][0][1]
         assert best["target"] == pytest.approx(start + 0.5 * (best["original_top1"] - start))
+        # the committed twin retrained without python_code relearns to the same target
+        mr = entry[role]["retrained"]
+        assert mr["target"] == pytest.approx(best["target"]) and mr["lr"] == best["lr"]
+        assert 0.0 <= row[f"{prefix}completeness"] <= 1.0
+        if best["steps"] and mr["steps"]:
+            assert row[f"{prefix}ain"] == pytest.approx(best["steps"] / mr["steps"])
     assert "random neurons" in entry["baseline"]["label"]
     html = (tmp_path / "report.html").read_text()
     assert "Degree of removal: relearning" in html

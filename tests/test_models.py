@@ -128,3 +128,17 @@ def test_processed_cache_is_keyed_by_transformer_lens_version(tmp_path, monkeypa
     monkeypatch.setattr(importlib.metadata, "version",
                         lambda name: "0.0.1" if name == "transformer_lens" else real(name))
     assert _processed_dir(tmp_path, torch.float32, {"fold_ln": True}) != now
+
+
+def test_tiny_twin_was_trained_without_the_forget_corpus(tiny_model, task):
+    """The committed twin (same recipe and tokenizer, no python_code) is much worse than the
+    tiny model on held-out code and close to it on held-out prose, measured here."""
+    from tl_unlearn.metrics import evaluate
+    from tl_unlearn.models import load_model
+
+    twin = load_model("tiny-twin")
+    assert twin.tokenizer.get_vocab() == tiny_model.tokenizer.get_vocab()
+    data = task.tokenize(tiny_model.tokenizer, "eval", seq_len=128, max_tokens=4000)
+    mine, theirs = (evaluate(m, data, progress=False) for m in (tiny_model, twin))
+    assert theirs["forget"].loss > mine["forget"].loss + 1.0
+    assert abs(theirs["retain"].loss - mine["retain"].loss) < 0.1 * mine["retain"].loss
