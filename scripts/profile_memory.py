@@ -56,7 +56,8 @@ def _wrap(module, name: str) -> None:
 def main() -> None:
     torch.set_num_threads(2)
     threading.Thread(target=_sample, daemon=True).start()
-    for name in ("fit_method", "selectivity_curve", "evaluate", "output_distances",
+    for name in ("fit_method", "selectivity_curve", "evaluate", "output_distances_many",
+                 "random_baselines",
                  "membership_inference", "logit_lens_diff", "activation_distances",
                  "_generation"):
         _wrap(bench, name)
