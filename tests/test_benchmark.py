@@ -65,7 +65,7 @@ def test_every_method_is_compared_with_its_random_baseline(run_dir):
 
     out, result = run_dir
     df = result.scorecard.ranked()
-    saved = json.loads((out / "results.json").read_text())["extras"]["random_baselines"]
+    saved = json.loads((out / "results.json").read_text())["random_baselines"]
     assert sorted(saved) == sorted(bm.DEFAULT_METHODS)
     for c in result.curves:
         base = RandomBaseline.from_dict(saved[c.name])
@@ -198,7 +198,7 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
                              "options": {"prune-abs.levels": [0.05, 0.2]}})
     result = run_benchmark(cfg, model=tiny_model, output_dir=tmp_path, progress=False)
     row = result.scorecard.ranked().loc["prune-abs"]
-    removal = result.extras["degree_of_removal"]
+    removal = result.degree_of_removal
     if row["validated_level"] == 0:
         assert removal == {}
         return
@@ -223,5 +223,5 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     html = (tmp_path / "report.html").read_text()
     assert "Degree of removal: relearning" in html
     again = BenchmarkResult.load(tmp_path)
-    assert again.extras["degree_of_removal"]["prune-abs"]["method"]["best"] == entry["method"][
+    assert again.degree_of_removal["prune-abs"]["method"]["best"] == entry["method"][
         "best"]

@@ -41,7 +41,7 @@ def test_map_figures_hold_the_numbers(tiny_model, small):
     np.testing.assert_allclose(np.array(heat.data[0].z), cmap.forget_drop.reshape(2, 4))
     diff = cmap.figure("difference")
     np.testing.assert_allclose(np.array(diff.data[0].z), cmap.selectivity.reshape(2, 4))
-    sc = cmap.scatter()
+    sc = cmap.figure("scatter")
     assert list(sc.data[0].text) == [f"L{l}H{h}" for l in range(2) for h in range(4)]
     np.testing.assert_allclose(sc.data[0].x, cmap.retain_drop)
     assert "L1H3" in sc.to_html(include_plotlyjs=False)

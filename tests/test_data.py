@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from tl_unlearn.corpora import BUILTIN_CORPORA
-from tl_unlearn.data import TextDataset, TokenDataset, make_task
+from tl_unlearn.data import TextDataset, TokenDataset
+from tl_unlearn.tasks import make_task
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_CORPORA))

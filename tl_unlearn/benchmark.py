@@ -19,27 +19,23 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.files import atomic_write_text, save_json
-from tl_unlearn.methods import METHODS, MethodContext, fit_method
+from tl_unlearn.methods import MethodContext, fit_method
 from tl_unlearn.metrics.distances import (
     activation_distances,
     output_distances_many,
     random_tokens,
 )
 from tl_unlearn.metrics.evaluation import (
-    check_metric_name,
     check_user_metrics,
     evaluate,
     evaluate_many,
@@ -50,231 +46,9 @@ from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, selectivity_curve
-from tl_unlearn.tasks import BUILTIN_TASKS
+from tl_unlearn.runs import DEFAULT_METHODS, BenchmarkConfig, BenchmarkResult
 
-__all__ = ["BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
-
-# prune-freq and prune-random are available by name; prune-freq is not a default because on the
-# default task no level of it was ever more selective than removing nothing (held-out
-# difference 0 [0, 0] in every default run), and each method costs about a minute
-DEFAULT_METHODS = ("prune-abs", "head-mean", "sae-features", "actadd")
-OPTION_KEYS = {"sae.layer", "sae.d_sae", "sae.training_tokens", "actadd.layer",
-               "head-mean.attribution_seqs", "generation.topic", "relearn.lrs",
-               "actadd.prompt_add", "actadd.prompt_sub",
-               *(f"{m}.levels" for m in METHODS)}
-
-
-@dataclass
-class BenchmarkConfig:
-    """Settings of a benchmark run (all have defaults for the default task on SmolLM2).
-
-    Attributes:
-        model: ``"smollm2"`` (offline default), ``"tiny"``, or a TransformerLens model name.
-        forget: Forget source: a builtin corpus, a builtin prompt→answer task (``ioi``,
-            ``induction``, ``greater_than``, ``facts``) or a path.
-        retain: Retain source (the same kinds).
-        methods: Method names from :data:`tl_unlearn.methods.METHODS`.
-        seq_len: Tokens per sequence (BOS included).
-        fit_tokens: Token budget per dataset for fitting methods.
-        eval_tokens: Token budget per dataset for evaluation.
-        batch_size: Sequences per forward pass.
-        metric: Metric of the selectivity drops (``top1``, ``top1_skip``, ``loss``, an answer
-            metric such as ``logit_diff``...), or one per dataset: a mapping
-            ``{"forget": "logit_diff", "retain": "top1"}`` or the string
-            ``"forget=logit_diff,retain=top1"``.
-        seed: Seed for data order and random baselines.
-        mia_texts: Forget/held-out texts per side for membership inference (0, the default,
-            disables it). Off by default because no method here trains on the fit texts, so
-            the AUC only asks whether two samples of documents differ, and because it needs
-            at least 64 texts per side to mean anything (8 per side gave 0.41-0.59 for the
-            same model); when on, the AUC carries a bootstrap interval over texts.
-        relearn_steps: Degree of removal (0, the default, disables it): a relearning attack
-            on each method at its validated level, and on one of its random baselines:
-            fine-tune a copy of the model on forget fit data with the intervention held
-            (AdamW, learning rates ``relearn.lrs``, default 1e-4, 3e-4, 1e-3; the strongest
-            reported) for at most this many steps, until half of the forget drop is won
-            back; and ZRF against a randomly initialised twin. Off by default on SmolLM2:
-            a copy with AdamW state is 4x the model's weights and a step costs about three
-            forward passes, beyond the default run's memory and time budget.
-        baseline_seeds: Random baselines per method (random units of the same kind and
-            count at the method's validated level, evaluated on the held-out halves); the
-            scorecard compares each method with their mean (0 disables).
-        extras: Compute logit lens and activation distances for the top-ranked method.
-        generation_prompts: Prompts for the generation-behaviour check of ``actadd`` and of
-            the top-ranked ablation method (the openings of this many forget eval documents;
-            0 disables it).
-        generation_tokens: New tokens per continuation.
-        generation_samples: Sampled continuations per prompt.
-        options: Method options (``sae.layer``, ``sae.d_sae``, ``sae.training_tokens``,
-            ``actadd.layer``, ``actadd.prompt_add``, ``actadd.prompt_sub``,
-            ``<method>.levels``, ``generation.topic``: a committed topic word list, default
-            ``"code"`` when the forget set is ``python_code``).
-    """
-
-    model: str = "smollm2"
-    forget: str = "python_code"
-    retain: str = "wikipedia"
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
-    seq_len: int = 128
-    fit_tokens: int = 4000
-    eval_tokens: int = 2000
-    batch_size: int = 8
-    metric: str | dict[str, str] = "top1"
-    seed: int = 0
-    mia_texts: int = 0
-    baseline_seeds: int = 3
-    relearn_steps: int = 0
-    extras: bool = True
-    generation_prompts: int = 6
-    generation_tokens: int = 20
-    generation_samples: int = 2
-    options: dict[str, Any] = field(default_factory=lambda: {"sae.training_tokens": 40_000})
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> BenchmarkConfig:
-        """Read a YAML or JSON config file (keys are the attribute names)."""
-        path = Path(path)
-        if not path.exists():
-            raise ValueError(f"Config file {str(path)!r} does not exist.")
-        text = path.read_text()
-        try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
-        except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError: say where
-            first = str(exc).strip().splitlines()
-            raise ValueError(f"Config file {str(path)!r} is not valid "
-                             f"{'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
-                             f"{' '.join(line.strip() for line in first)}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"Config file {str(path)!r} must hold a mapping of settings.")
-        return cls.from_dict(data)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BenchmarkConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown config key(s) {unknown}; valid keys are {sorted(known)}.")
-        data = dict(data)
-        if isinstance(data.get("methods"), str):  # "prune-abs" or "prune-abs, head-mean"
-            data["methods"] = [m.strip() for m in data["methods"].split(",") if m.strip()]
-        metric = data.get("metric")
-        if isinstance(metric, str) and "=" in metric:  # "forget=logit_diff,retain=top1"
-            pairs = [p.split("=", 1) for p in metric.split(",") if p.strip()]
-            if any(len(p) != 2 for p in pairs):
-                raise ValueError(f"metric {metric!r}: write one name, or dataset=name pairs "
-                                 "separated by commas.")
-            data["metric"] = {k.strip(): v.strip() for k, v in pairs}
-        return cls(**data)
-
-    def validate(self, user_metrics: Any = ()) -> None:
-        """Check everything that needs no model; raise ValueError saying what to fix."""
-        types = {"model": str, "forget": str, "retain": str, "metric": (str, dict), "seq_len": int,
-                 "fit_tokens": int, "eval_tokens": int, "batch_size": int, "seed": int,
-                 "mia_texts": int, "baseline_seeds": int, "relearn_steps": int, "extras": bool, "generation_prompts": int,
-                 "generation_tokens": int, "generation_samples": int, "options": dict}
-        for key, kind in types.items():
-            value = getattr(self, key)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple)
-                                                         else (kind,)))
-                raise ValueError(f"Setting {key} must be a {kinds}, got {value!r}.")
-        if not isinstance(self.methods, (list, tuple)) or not all(
-                isinstance(m, str) for m in self.methods):
-            raise ValueError(f"Setting methods must be a list of method names, got "
-                             f"{self.methods!r}.")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad:
-            raise ValueError(f"Unknown method(s) {bad}; choose from {sorted(METHODS)}.")
-        if not self.methods:
-            raise ValueError("No method selected.")
-        for side in ("forget", "retain"):
-            src = getattr(self, side)
-            if src not in BUILTIN_CORPORA and src not in BUILTIN_TASKS and not Path(src).exists():
-                raise ValueError(
-                    f"{side}={src!r} is neither a builtin corpus {sorted(BUILTIN_CORPORA)}, a "
-                    f"builtin task {sorted(BUILTIN_TASKS)}, nor an existing file or folder."
-                )
-        bad_opts = sorted(set(self.options) - OPTION_KEYS)
-        if bad_opts:
-            raise ValueError(f"Unknown option(s) {bad_opts}; valid options: {sorted(OPTION_KEYS)}.")
-        if "generation.topic" in self.options:
-            from tl_unlearn.metrics.generation import topic_words
-
-            topic_words(self.options["generation.topic"])
-        minimums = {"seq_len": 2, "fit_tokens": 1, "eval_tokens": 1, "batch_size": 1,
-                    "mia_texts": 0, "baseline_seeds": 0, "relearn_steps": 0, "seed": 0,
-                    "generation_prompts": 0,
-                    "generation_tokens": 1, "generation_samples": 1}
-        for name, minimum in minimums.items():
-            if getattr(self, name) < minimum:
-                raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
-        if isinstance(self.metric, dict) and sorted(self.metric) != ["forget", "retain"]:
-            raise ValueError(f"A per-dataset metric names 'forget' and 'retain', got "
-                             f"{sorted(self.metric)}.")
-        check_metric_name(self.metric, custom=user_metrics)
-
-    def validate_for_model(self, model: Any) -> None:
-        """Checks that need the model's config (layers, hooks)."""
-        from tl_unlearn.interventions.base import check_hook_name, check_layer
-
-        if "sae.layer" in self.options:
-            check_layer(model, int(self.options["sae.layer"]))
-            check_hook_name(model, f"blocks.{int(self.options['sae.layer'])}.hook_resid_pre")
-        if "actadd.layer" in self.options:
-            check_layer(model, int(self.options["actadd.layer"]))
-        if self.seq_len > model.cfg.n_ctx:
-            raise ValueError(f"seq_len={self.seq_len} is longer than the model's n_ctx={model.cfg.n_ctx}.")
-
-
-@dataclass
-class BenchmarkResult:
-    """Everything a run produced: curves, scorecard, extras, generation behaviour, settings,
-    timings, versions."""
-
-    config: BenchmarkConfig
-    curves: list[SelectivityCurve]
-    scorecard: Scorecard
-    extras: dict[str, Any]
-    timings: dict[str, float]
-    environment: dict[str, str]
-    method_info: dict[str, dict[str, Any]]
-    generation: dict[str, GenerationBehaviour] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "curves": [c.to_dict() for c in self.curves],
-                "scorecard": self.scorecard.to_dict(), "extras": self.extras,
-                "timings": self.timings, "environment": self.environment,
-                "method_info": self.method_info,
-                "generation": {k: g.to_dict() for k, g in self.generation.items()}}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BenchmarkResult:
-        return cls(BenchmarkConfig.from_dict(d["config"]),
-                   [SelectivityCurve.from_dict(c) for c in d["curves"]],
-                   Scorecard.from_dict(d["scorecard"]), d["extras"], d["timings"],
-                   d["environment"], d.get("method_info", {}),
-                   {k: GenerationBehaviour.from_dict(g)
-                    for k, g in d.get("generation", {}).items()})
-
-    @classmethod
-    def load(cls, path: str | Path) -> BenchmarkResult:
-        """Load ``results.json`` (or the folder that holds it)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "results.json"
-        return cls.from_dict(json.loads(path.read_text()))
-
-    def curve(self, name: str) -> SelectivityCurve:
-        for c in self.curves:
-            if c.name == name:
-                return c
-        raise KeyError(f"No curve {name!r}; have {[c.name for c in self.curves]}.")
-
+__all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 
 def _release_free_memory() -> None:
     """Give freed heap memory back to the operating system (glibc ``malloc_trim``).
@@ -472,9 +246,9 @@ def run_benchmark(
     Raises:
         ValueError: On a bad configuration, before any heavy work.
     """
-    from tl_unlearn.data import make_task
     from tl_unlearn.models import load_model
     from tl_unlearn.report import render_report
+    from tl_unlearn.tasks import make_task
 
     config = config or BenchmarkConfig()
     metrics = check_user_metrics(metrics)
@@ -587,15 +361,10 @@ def run_benchmark(
     t0 = time.perf_counter()
     scorecard = Scorecard.from_curves(curves, extra_rows, baselines=baselines)
     scorecard.seconds = time.perf_counter() - t0
-    extras: dict[str, Any] = {"original": original.to_dict(),
-                              "degree_of_removal": {k: {kk: vv for kk, vv in v.items()
-                                                        if kk != "row"}
-                                                    for k, v in removal.items()},
-                              "data": {split: {k: {"sequences": len(d), "tokens": d.n_tokens,
-                                                   "documents": d.n_documents}
-                                               for k, d in part.items()}
-                                       for split, part in (("fit", fit), ("eval", ev))},
-                              "random_baselines": {k: b.to_dict() for k, b in baselines.items()}}
+    data_sizes = {split: {k: {"sequences": len(d), "tokens": d.n_tokens,
+                              "documents": d.n_documents} for k, d in part.items()}
+                  for split, part in (("fit", fit), ("eval", ev))}
+    lens = distances = None
     ranked = scorecard.ranked()
     best_name = ranked.index[0]
     best_curve = next(c for c in curves if c.name == best_name)
@@ -606,13 +375,12 @@ def run_benchmark(
         lens_layers = sorted({round(i * (n - 1) / 7) for i in range(8)}) if n > 8 else None
         # half a batch per dataset: each lens point costs an unembedding of every position
         half = {k: v.head(max(1, config.batch_size // 2)) for k, v in one_batch.items()}
-        extras["logit_lens"] = logit_lens_diff(model, half, iv, layers=lens_layers,
-                                               batch_size=config.batch_size,
-                                               label=iv.name).to_dict()
+        lens = logit_lens_diff(model, half, iv, layers=lens_layers,
+                               batch_size=config.batch_size, label=iv.name)
         rand = random_tokens(model, n=config.batch_size, seq_len=config.seq_len, seed=config.seed)
-        extras["activation_distances"] = asdict(activation_distances(
+        distances = activation_distances(
             model, {**one_batch, "random": rand}, None, iv, batch_size=config.batch_size,
-            label=f"original vs {iv.name}"))
+            label=f"original vs {iv.name}")
         timings["extras"] = time.perf_counter() - t0
     generation: dict[str, GenerationBehaviour] = {}
     if config.generation_prompts:
@@ -620,8 +388,13 @@ def run_benchmark(
         generation = _generation(config, model, task, fit, fitted, curves, ranked, progress)
         timings["generation"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-    result = BenchmarkResult(config, curves, scorecard, extras, timings, _environment(),
-                             method_info, generation)
+    result = BenchmarkResult(
+        config, curves, scorecard, timings, _environment(), method_info, generation,
+        original=original, random_baselines=dict(baselines), logit_lens=lens,
+        activation_distances=distances,
+        degree_of_removal={k: {kk: vv for kk, vv in v.items() if kk != "row"}
+                           for k, v in removal.items()},
+        data=data_sizes, seconds=timings["total"])
     if output_dir is not None:
         # render both first, then write both: an interrupt leaves neither file half-written,
         # and a failure writing the report takes results.json back out

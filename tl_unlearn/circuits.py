@@ -16,9 +16,10 @@ intervention with its selectivity curve.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import plotly.graph_objects as go
@@ -44,6 +45,7 @@ from tl_unlearn.metrics.evaluation import (
     resolve_metric,
 )
 from tl_unlearn.metrics.selectivity import SelectivityCurve
+from tl_unlearn.results import Result
 
 __all__ = ["ComponentMap", "component_intervention", "component_selectivity_map",
            "greedy_circuit"]
@@ -96,7 +98,7 @@ def component_intervention(
 
 
 @dataclass
-class ComponentMap(ForgetRetainDrops):
+class ComponentMap(ForgetRetainDrops, Result):
     """Forget and retain drop of ablating each component alone.
 
     Attributes:
@@ -106,6 +108,9 @@ class ComponentMap(ForgetRetainDrops):
         metric: Metric of the drops (one name, or one per dataset).
         method: Ablation method used.
         n_layers, n_heads: Model shape, for the heatmaps.
+        info: Free-form details (JSON-friendly).
+        label: What the map is of (default ``"{method} ablation map"``).
+        seconds: Wall time of the map (means included).
         metrics: The user metric functions the map was computed with (not saved; give them
             again to :func:`greedy_circuit` after loading a map that uses one).
     """
@@ -118,9 +123,13 @@ class ComponentMap(ForgetRetainDrops):
     n_layers: int = 0
     n_heads: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    seconds: float = 0.0
     metrics: dict[str, MetricFn] = field(default_factory=dict, repr=False, compare=False)
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("difference", "forget", "retain", "scatter")
 
     def __post_init__(self) -> None:
+        self.label = self.label or f"{self.method} ablation map"
         if len(self.components) != len(self.evaluations):
             raise ValueError("one evaluation per component is needed")
         self.original.relative_drop(self.original, self.metric)  # raises if a baseline is 0
@@ -161,16 +170,23 @@ class ComponentMap(ForgetRetainDrops):
                 "original": self.original.to_dict(),
                 "evaluations": [e.to_dict() for e in self.evaluations], "metric": self.metric,
                 "method": self.method, "n_layers": self.n_layers, "n_heads": self.n_heads,
-                "info": self.info}
+                "info": self.info, "label": self.label, "seconds": self.seconds}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ComponentMap:
         return cls([(c[0], c[1]) for c in d["components"]], Evaluation.from_dict(d["original"]),
                    [Evaluation.from_dict(e) for e in d["evaluations"]], d["metric"], d["method"],
-                   d["n_layers"], d["n_heads"], dict(d.get("info", {})))
+                   d["n_layers"], d["n_heads"], dict(d.get("info", {})), d.get("label", ""),
+                   float(d.get("seconds", 0.0)))
 
-    def figure(self, kind: Literal["forget", "retain", "difference"] = "difference") -> go.Figure:
-        """Layer x head heatmap of the forget drop, the retain drop or their difference."""
+    def figure(self, kind: Literal["difference", "forget", "retain", "scatter"] = "difference"
+               ) -> go.Figure:
+        """Layer x head heatmap of the forget drop, the retain drop or their difference
+        (``kind="forget"``, ``"retain"``, ``"difference"``), or ``kind="scatter"``: forget
+        drop vs retain drop per component, hover labels ``L{l}H{h}``."""
+        self._check_kind(kind)
+        if kind == "scatter":
+            return self._scatter()
         values = {"forget": self.forget_drop, "retain": self.retain_drop,
                   "difference": self.selectivity}[kind]
         grid = self.head_grid(values)
@@ -184,8 +200,7 @@ class ComponentMap(ForgetRetainDrops):
                           xaxis_title="head", yaxis_title="layer", template="plotly_white")
         return fig
 
-    def scatter(self) -> go.Figure:
-        """Forget drop vs retain drop per component, hover labels ``L{l}H{h}``."""
+    def _scatter(self) -> go.Figure:
         fig = go.Figure(go.Scatter(
             x=self.retain_drop.tolist(), y=self.forget_drop.tolist(), mode="markers",
             text=self.labels, hovertemplate="%{text}<br>retain %{x:.4f}<br>forget %{y:.4f}",
@@ -255,6 +270,7 @@ def component_selectivity_map(
         raise ValueError(f"Unknown method {method!r}; choose 'zero', 'mean' or 'resample'.")
     if method != "zero" and reference is None:
         raise ValueError(f"method={method!r} needs reference data.")
+    t0 = time.perf_counter()
     means = (component_means(model, reference, batch_size,
                              per_position=kwargs.get("per_position", False))
              if method == "mean" else None)
@@ -264,7 +280,7 @@ def component_selectivity_map(
                             share_prefix=share_prefix, progress=progress,
                             labels=["original", *(iv.name for iv in ivs)], metrics=metrics)
     return ComponentMap(comps, results[0], results[1:], metric, method, cfg.n_layers,
-                        cfg.n_heads, metrics=metrics)
+                        cfg.n_heads, seconds=time.perf_counter() - t0, metrics=metrics)
 
 
 def greedy_circuit(
@@ -300,6 +316,7 @@ def greedy_circuit(
     metrics = {**cmap.metrics, **(metrics or {})}
     check_metric_name(cmap.metric, custom=metrics)
     cmap.original.relative_drop(cmap.original, cmap.metric)  # raises if a baseline is 0
+    t0 = time.perf_counter()
     chosen: list[Component] = []
     levels: list[float] = []
     evaluations: list[Evaluation] = []
@@ -321,5 +338,5 @@ def greedy_circuit(
                                 name=f"circuit({len(chosen)} components)", **kwargs)
     iv.info["components"] = [component_label(c) for c in chosen]
     curve = SelectivityCurve("greedy circuit", levels, cmap.original, evaluations, cmap.metric,
-                             "components in circuit")
+                             "components in circuit", seconds=time.perf_counter() - t0)
     return iv, curve

@@ -20,9 +20,9 @@ __all__ = ["main"]
 
 
 def _smoke(args: argparse.Namespace) -> int:
-    from tl_unlearn.data import make_task
     from tl_unlearn.metrics.evaluation import evaluate
     from tl_unlearn.models import load_model
+    from tl_unlearn.tasks import make_task
 
     t0 = time.time()
     model = load_model(args.model)

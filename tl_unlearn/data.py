@@ -13,13 +13,11 @@ document is right-padded and masked), up to a token budget, in a seeded random d
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import hashlib
 import json
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,15 +28,15 @@ from torch import Tensor
 
 from tl_unlearn.corpora import BUILTIN_CORPORA, load_corpus
 
-__all__ = ["ForgetRetainTask", "TextDataset", "TokenDataset", "TextSource", "make_task",
-           "predicted_positions", "require_forget_retain"]
+__all__ = ["TextDataset", "TextSource", "TokenDataset", "predicted_positions",
+           "require_forget_retain", "split_of"]
 
 Split = Literal["fit", "eval"]
 TextSource = str | Path | Sequence[str] | datasets.Dataset
 """A builtin corpus name, a .txt/.json/.jsonl file or directory, a list of strings, or a Dataset."""
 
 
-def _split_of(text: str, eval_fraction: float, salt: str) -> Split:
+def split_of(text: str, eval_fraction: float, salt: str) -> Split:
     digest = hashlib.sha256((salt + "\x00" + text).encode("utf-8")).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     return "eval" if u < eval_fraction else "fit"
@@ -357,7 +355,7 @@ class TextDataset:
             raise ValueError(f"Text source {name!r} has no non-empty documents.")
         fit, ev = [], []
         for doc in unique:
-            (ev if _split_of(doc, eval_fraction, "tl_unlearn") == "eval" else fit).append(doc)
+            (ev if split_of(doc, eval_fraction, "tl_unlearn") == "eval" else fit).append(doc)
         if not fit or not ev:
             raise ValueError(
                 f"Text source {name!r} has {len(unique)} distinct document(s): too few to make "
@@ -484,87 +482,3 @@ class TextDataset:
                             document=torch.tensor(docs))
 
 
-@dataclass
-class ForgetRetainTask:
-    """A forget set and a retain set, each with fit and eval splits.
-
-    Example:
-        >>> task = make_task(forget=["def f(x):\\n    return x"] * 1 + [f"x = {i}" for i in range(30)],
-        ...                  retain=[f"The cat number {i} sat." for i in range(30)])
-        >>> task.forget.name, task.retain.name
-        ('forget', 'retain')
-    """
-
-    forget: TextDataset
-    retain: TextDataset
-    extra: dict[str, TextDataset] = field(default_factory=dict)
-
-    def datasets(self) -> dict[str, TextDataset]:
-        """All text datasets by name: forget, retain, then any extra retain sets."""
-        return {"forget": self.forget, "retain": self.retain, **self.extra}
-
-    def tokenize(
-        self, tokenizer: Any, split: Split = "eval", **kwargs: Any
-    ) -> dict[str, TokenDataset]:
-        """Tokenize every dataset of the task; keyword arguments go to :meth:`TextDataset.tokenize`."""
-        return {k: v.tokenize(tokenizer, split, **kwargs) for k, v in self.datasets().items()}
-
-
-def _side(source: Any, name: str, kw: dict[str, Any]) -> Any:
-    """One side of a task: a builtin or given prompt→answer task, else text documents."""
-    from tl_unlearn.tasks import BUILTIN_TASKS, PromptAnswers, builtin_task
-
-    if isinstance(source, str) and source in BUILTIN_TASKS:
-        source = builtin_task(source)
-    if isinstance(source, PromptAnswers):
-        return dataclasses.replace(source, name=name)
-    if hasattr(source, "tokenize") and hasattr(source, "texts"):  # induction, deferred IOI
-        source = copy.copy(source)
-        source.name = name
-        return source
-    return TextDataset.from_source(source, name=name, **kw)
-
-
-def make_task(
-    forget: TextSource = "python_code",
-    retain: TextSource = "wikipedia",
-    *,
-    extra_retain: dict[str, TextSource] | None = None,
-    eval_fraction: float = 0.2,
-    text_column: str = "text",
-) -> ForgetRetainTask:
-    """Build a forget/retain task from any text sources.
-
-    Args:
-        forget: What the intervention should make the model worse at (default: Python code):
-            any text source, a builtin prompt→answer task (``"ioi"``, ``"induction"``,
-            ``"greater_than"``, ``"facts"``) or a :class:`~tl_unlearn.tasks.PromptAnswers`.
-        retain: What the model should stay good at (default: English Wikipedia prose); the
-            same kinds of source.
-        extra_retain: More retain sets by name (e.g. ``{"shakespeare": "shakespeare"}``).
-        eval_fraction: Share of documents held out for evaluation.
-        text_column: Text column for datasets / JSON sources.
-
-    Returns:
-        The task, with deterministic, disjoint fit/eval splits.
-
-    Example:
-        >>> task = make_task("python_code", "kjv")
-        >>> len(task.forget.fit) > len(task.forget.eval) > 0
-        True
-    """
-    kw = dict(eval_fraction=eval_fraction, text_column=text_column)
-    extra = {k: _side(v, k, kw) for k, v in (extra_retain or {}).items()}
-    task = ForgetRetainTask(forget=_side(forget, "forget", kw), retain=_side(retain, "retain", kw),
-                            extra=extra)
-    forget_docs = set(task.forget.fit) | set(task.forget.eval)
-    for name, ds in task.datasets().items():
-        if name == "forget":
-            continue
-        shared = forget_docs & (set(ds.fit) | set(ds.eval))
-        if shared:
-            raise ValueError(
-                f"The forget and {name} sets share {len(shared)} document(s) (e.g. "
-                f"{next(iter(shared))[:60]!r}): a text cannot be both forgotten and retained. "
-                "Remove the overlap.")
-    return task

@@ -22,7 +22,7 @@ much the loss rises when its ``hook_z`` output is replaced by the retain mean,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +42,11 @@ from tl_unlearn.interventions import (
 )
 from tl_unlearn.interventions.ablation import activation_means
 from tl_unlearn.interventions.base import model_device
+from tl_unlearn.interventions.sae import sae_feature_means, sae_quality, train_sae
 from tl_unlearn.interventions.steering import random_steering, steering_matrix
 from tl_unlearn.metrics.evaluation import row_chunks, unembed_residual
 
-__all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution",
-           "sae_feature_means", "sae_quality", "train_sae"]
+__all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution"]
 
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05)
 
@@ -234,116 +234,6 @@ def _head_mean(ctx: MethodContext) -> FittedMethod:
                         {"top_heads": [f"L{l}H{h}" for l, h in ranked[:10]],
                          "top_scores": scores.flatten()[order[:10]].tolist()},
                         baseline, "random heads, mean-ablated")
-
-
-def train_sae(
-    model: Any, data: Sequence[TokenDataset], hook_name: str, *, d_sae: int = 1024,
-    training_tokens: int = 100_000, l1_coefficient: float = 5.0, lr: float = 3e-3,
-    batch_size_tokens: int = 1024, seed: int = 0,
-) -> Any:
-    """Train a small standard SAE with ``sae_lens``'s training runner, offline, on token data.
-
-    The token datasets (fit splits) are passed to sae_lens as a pre-tokenized
-    ``datasets.Dataset``; wandb logging and checkpoints are off.
-    """
-    import datasets as hf_datasets
-    from sae_lens import (
-        LanguageModelSAERunnerConfig,
-        LanguageModelSAETrainingRunner,
-        LoggingConfig,
-        StandardTrainingSAEConfig,
-    )
-
-    from tl_unlearn.interventions.base import check_hook_name, hook_shapes
-
-    check_hook_name(model, hook_name)
-    d_in = hook_shapes(model, [hook_name])[hook_name][-1]
-    tokens = torch.cat([d.tokens for d in data])
-    context = tokens.shape[1]
-    ds = hf_datasets.Dataset.from_dict({"input_ids": tokens.tolist()})
-    device = str(model_device(model))
-    cfg = LanguageModelSAERunnerConfig(
-        sae=StandardTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=l1_coefficient),
-        model_name=getattr(model.cfg, "model_name", "model"), hook_name=hook_name,
-        dataset_path="", is_dataset_tokenized=True, context_size=context,
-        training_tokens=training_tokens, train_batch_size_tokens=batch_size_tokens,
-        store_batch_size_prompts=8,
-        n_batches_in_buffer=max(4, -(-2 * batch_size_tokens // context)),
-        device=device, act_store_device=device, logger=LoggingConfig(log_to_wandb=False),
-        n_checkpoints=0, save_final_checkpoint=False, output_path=None, verbose=False, lr=lr,
-        prepend_bos=False, seed=seed, checkpoint_path=None,
-    )
-    # sae_lens installs its own SIGINT/SIGTERM handlers (and, with a checkpoint path, saves a
-    # checkpoint into the current directory on Ctrl-C): keep ours, and re-raise Ctrl-C as
-    # KeyboardInterrupt with nothing written
-    import signal
-
-    from sae_lens.training._interruption import InterruptedException
-
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return LanguageModelSAETrainingRunner(cfg, override_dataset=ds,
-                                              override_model=model).run()
-    except InterruptedException as exc:
-        raise KeyboardInterrupt from exc
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-
-@torch.inference_mode()
-def sae_feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch_size: int = 8
-                   ) -> Tensor:
-    from tl_unlearn.interventions.ablation import _stop_layer
-
-    total = torch.zeros(int(sae.cfg.d_sae), dtype=torch.float64)
-    count = 0
-    device = model_device(model)
-    for tokens, mask in data.batches(batch_size):
-        _, cache = model.run_with_cache(tokens.to(device), names_filter=[hook], return_type=None,
-                                         **_stop_layer(model, [hook]))
-        f = sae.encode(cache[hook][mask.to(device)])
-        total += f.double().sum(0).cpu()
-        count += int(mask.sum())
-    return total / max(count, 1)
-
-
-@torch.inference_mode()
-def sae_quality(model: Any, sae: Any, hook: str, data: Mapping[str, TokenDataset],
-                batch_size: int = 8) -> dict[str, float]:
-    """Reconstruction quality of an SAE at ``hook`` on each dataset: the fraction of the
-    activations' variance explained (``1 - sum |x - x_hat|^2 / sum |x - mean x|^2``) and
-    L0 (mean number of active features per token).
-
-    Example:
-        >>> from sae_lens import StandardSAE, StandardSAEConfig
-        >>> from tl_unlearn import load_tiny_model, make_task
-        >>> m = load_tiny_model()
-        >>> sae = StandardSAE(StandardSAEConfig(d_in=128, d_sae=256))
-        >>> sae.cfg.metadata.hook_name = "blocks.1.hook_resid_pre"
-        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
-        >>> sorted(sae_quality(m, sae, "blocks.1.hook_resid_pre", d))[:2]
-        ['sae_explained_variance_forget', 'sae_explained_variance_retain']
-    """
-    from tl_unlearn.interventions.ablation import _stop_layer
-
-    out = {}
-    device = model_device(model)
-    for name, ds in data.items():
-        xs, err, l0 = [], 0.0, 0.0
-        for tokens, mask in ds.batches(batch_size):
-            _, cache = model.run_with_cache(tokens.to(device), names_filter=[hook],
-                                            return_type=None, **_stop_layer(model, [hook]))
-            x = cache[hook][mask.to(device)]
-            f = sae.encode(x)
-            err += float((sae.decode(f) - x).double().pow(2).sum())
-            l0 += float((f > 0).sum())
-            xs.append(x.double().cpu())
-        x = torch.cat(xs)
-        total = float((x - x.mean(0)).pow(2).sum())
-        out[f"sae_explained_variance_{name}"] = 1.0 - err / total if total > 0 else float("nan")
-        out[f"sae_l0_{name}"] = l0 / max(len(x), 1)
-    return out
 
 
 def _sae_features(ctx: MethodContext) -> FittedMethod:

@@ -5,19 +5,15 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from tl_unlearn.files import atomic_write_text
-from tl_unlearn.metrics.distances import ActivationDistances
 from tl_unlearn.metrics.evaluation import Evaluation, describe_metric, unit_indices
-from tl_unlearn.metrics.logit_lens import LogitLensDiff
-
-if TYPE_CHECKING:
-    from tl_unlearn.benchmark import BenchmarkResult
+from tl_unlearn.runs import BenchmarkResult, relearn_figure, selectivity_scatter
 
 __all__ = ["report_figures", "selectivity_scatter", "write_report"]
 
@@ -31,50 +27,6 @@ padding:1rem;overflow:auto;font-size:.8rem}
 """
 
 
-def selectivity_scatter(result: BenchmarkResult) -> go.Figure:
-    """Forget drop vs retain drop of every point of every method (level-free comparison).
-
-    Points above the diagonal hurt the forget set more than the retain set.
-    """
-    fig = go.Figure()
-    top = 0.0
-    for c in result.curves:
-        f, r = c.forget_drop, c.retain_drop
-        top = max(top, float(max(f.max(), r.max())))
-        fig.add_trace(go.Scatter(
-            x=r.tolist(), y=f.tolist(), mode="lines+markers", name=c.name,
-            text=[f"{c.level_name}={x:g}" for x in c.x],
-            hovertemplate="%{text}<br>retain drop %{x:.3f}<br>forget drop %{y:.3f}"))
-    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="not selective",
-                             line={"dash": "dot", "color": "#999"}))
-    fig.update_layout(title=f"Forget vs retain drop ({describe_metric(result.config.metric)})",
-                      xaxis_title="retain drop", yaxis_title="forget drop",
-                      template="plotly_white")
-    return fig
-
-
-def relearn_figure(removal: dict[str, Any]) -> go.Figure:
-    """Forget top-1 against fine-tuning steps of the strongest relearning attack, per
-    method (solid) and its random baseline (dotted), with each run's target."""
-    fig = go.Figure()
-    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    for i, (name, entry) in enumerate(removal.items()):
-        for role, dash in (("method", "solid"), ("baseline", "dot")):
-            if role not in entry:
-                continue
-            best = entry[role]["best"]
-            curve = best["curve"]
-            fig.add_trace(go.Scatter(
-                x=[c[0] for c in curve], y=[c[1] for c in curve], mode="lines+markers",
-                name=f"{name} {'' if role == 'method' else 'random baseline '}(lr {best['lr']:g})",
-                line={"color": colors[i % len(colors)], "dash": dash}))
-    fig.update_layout(title="Relearning attack: forget top-1 while fine-tuning on forget data "
-                      "(intervention held); target: half of the drop won back",
-                      xaxis_title="fine-tuning step", yaxis_title="forget top-1",
-                      template="plotly_white")
-    return fig
-
-
 def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
     """Every figure of the report, with its section title, in order."""
     figs: list[tuple[str, go.Figure]] = [
@@ -83,18 +35,15 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
     ]
     for c in result.curves:
         figs.append((f"Selectivity curve: {c.name}", c.figure()))
-        figs.append((f"Perplexity ratio: {c.name}", c.perplexity_figure()))
-    if result.extras.get("degree_of_removal"):
-        figs.append(("Degree of removal: relearning", relearn_figure(
-            result.extras["degree_of_removal"])))
-    if "logit_lens" in result.extras:
-        lens = LogitLensDiff(**result.extras["logit_lens"])
-        figs.append(("Logit lens (top-ranked method)", lens.figure()))
-        figs.append(("Logit-lens diff heatmap", lens.heatmap()))
-    if "activation_distances" in result.extras:
-        dist = ActivationDistances(**result.extras["activation_distances"])
+        figs.append((f"Perplexity ratio: {c.name}", c.figure("perplexity")))
+    if result.degree_of_removal:
+        figs.append(("Degree of removal: relearning", relearn_figure(result.degree_of_removal)))
+    if result.logit_lens is not None:
+        figs.append(("Logit lens (top-ranked method)", result.logit_lens.figure()))
+        figs.append(("Logit-lens diff heatmap", result.logit_lens.figure("heatmap")))
+    if result.activation_distances is not None:
         figs.append(("Activation distance per layer (top-ranked method)",
-                     dist.figure(relative=True)))
+                     result.activation_distances.figure("relative_l2")))
     for name, gen in result.generation.items():
         for kind in gen.metrics:
             figs.append((f"Generated text, {name}: {kind}", gen.figure(kind)))
@@ -191,8 +140,7 @@ def render_report(result: BenchmarkResult) -> str:
     cfg = result.config
     ranked = result.scorecard.ranked().reset_index()
     score_rows = ranked.to_dict(orient="records")
-    base_rows = _data_rows(Evaluation.from_dict(result.extras["original"])
-                           if "original" in result.extras else None, result.extras.get("data"))
+    base_rows = _data_rows(result.original, result.data)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>tl_unlearn report: {html.escape(cfg.forget)} vs {html.escape(cfg.retain)}</title>",

@@ -2,7 +2,7 @@
 
 A :class:`PromptAnswers` holds prompts, one answer per prompt (one or more tokens), optional
 counterfactual answers (for the logit difference) and optional corrupted prompts (the usual
-patching baseline). It is one side of a :class:`~tl_unlearn.data.ForgetRetainTask`, like a
+patching baseline). It is one side of a :class:`ForgetRetainTask`, like a
 :class:`~tl_unlearn.data.TextDataset`: split into *fit* and *eval* examples by a hash of each
 example's group (so several templates of one fact never straddle the split), and tokenized
 into a :class:`~tl_unlearn.data.TokenDataset` whose scored positions are the answer tokens
@@ -21,7 +21,9 @@ Builtin tasks (offline, usable as ``make_task(forget="ioi")`` or ``--forget ioi`
 
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -32,10 +34,10 @@ from typing import Any
 import datasets
 import torch
 
-from tl_unlearn.data import Split, TokenDataset, _split_of
+from tl_unlearn.data import Split, TextDataset, TextSource, TokenDataset, split_of
 
-__all__ = ["BUILTIN_TASKS", "InductionTask", "PromptAnswers", "builtin_task", "facts_task",
-           "greater_than_task", "induction_vocab", "ioi_task"]
+__all__ = ["BUILTIN_TASKS", "ForgetRetainTask", "InductionTask", "PromptAnswers", "builtin_task",
+           "facts_task", "greater_than_task", "induction_vocab", "ioi_task", "make_task"]
 
 FACTS_PATH = Path(__file__).parent / "assets" / "facts.json"
 
@@ -130,7 +132,7 @@ class PromptAnswers:
         keys = self.groups or self.prompts
         fit, ev = [], []
         for i, key in enumerate(keys):
-            (ev if _split_of(key, self.eval_fraction, "tl_unlearn") == "eval" else fit).append(i)
+            (ev if split_of(key, self.eval_fraction, "tl_unlearn") == "eval" else fit).append(i)
         if not fit or not ev:
             raise ValueError(
                 f"PromptAnswers {self.name!r} has {len(set(keys))} distinct group(s): too few "
@@ -505,3 +507,87 @@ def builtin_task(name: str) -> Any:
     if name not in BUILTIN_TASKS:
         raise ValueError(f"Unknown task {name!r}; builtin tasks are {sorted(BUILTIN_TASKS)}.")
     return BUILTIN_TASKS[name]()
+
+
+@dataclass
+class ForgetRetainTask:
+    """A forget set and a retain set, each with fit and eval splits.
+
+    Example:
+        >>> task = make_task(forget=["def f(x):\\n    return x"] * 1 + [f"x = {i}" for i in range(30)],
+        ...                  retain=[f"The cat number {i} sat." for i in range(30)])
+        >>> task.forget.name, task.retain.name
+        ('forget', 'retain')
+    """
+
+    forget: TextDataset
+    retain: TextDataset
+    extra: dict[str, TextDataset] = field(default_factory=dict)
+
+    def datasets(self) -> dict[str, TextDataset]:
+        """All text datasets by name: forget, retain, then any extra retain sets."""
+        return {"forget": self.forget, "retain": self.retain, **self.extra}
+
+    def tokenize(
+        self, tokenizer: Any, split: Split = "eval", **kwargs: Any
+    ) -> dict[str, TokenDataset]:
+        """Tokenize every dataset of the task; keyword arguments go to :meth:`TextDataset.tokenize`."""
+        return {k: v.tokenize(tokenizer, split, **kwargs) for k, v in self.datasets().items()}
+
+
+def _side(source: Any, name: str, kw: dict[str, Any]) -> Any:
+    """One side of a task: a builtin or given prompt→answer task, else text documents."""
+    if isinstance(source, str) and source in BUILTIN_TASKS:
+        source = builtin_task(source)
+    if isinstance(source, PromptAnswers):
+        return dataclasses.replace(source, name=name)
+    if hasattr(source, "tokenize") and hasattr(source, "texts"):  # induction, deferred IOI
+        source = copy.copy(source)
+        source.name = name
+        return source
+    return TextDataset.from_source(source, name=name, **kw)
+
+
+def make_task(
+    forget: TextSource = "python_code",
+    retain: TextSource = "wikipedia",
+    *,
+    extra_retain: dict[str, TextSource] | None = None,
+    eval_fraction: float = 0.2,
+    text_column: str = "text",
+) -> ForgetRetainTask:
+    """Build a forget/retain task from any text sources.
+
+    Args:
+        forget: What the intervention should make the model worse at (default: Python code):
+            any text source, a builtin prompt→answer task (``"ioi"``, ``"induction"``,
+            ``"greater_than"``, ``"facts"``) or a :class:`~tl_unlearn.tasks.PromptAnswers`.
+        retain: What the model should stay good at (default: English Wikipedia prose); the
+            same kinds of source.
+        extra_retain: More retain sets by name (e.g. ``{"shakespeare": "shakespeare"}``).
+        eval_fraction: Share of documents held out for evaluation.
+        text_column: Text column for datasets / JSON sources.
+
+    Returns:
+        The task, with deterministic, disjoint fit/eval splits.
+
+    Example:
+        >>> task = make_task("python_code", "kjv")
+        >>> len(task.forget.fit) > len(task.forget.eval) > 0
+        True
+    """
+    kw = dict(eval_fraction=eval_fraction, text_column=text_column)
+    extra = {k: _side(v, k, kw) for k, v in (extra_retain or {}).items()}
+    task = ForgetRetainTask(forget=_side(forget, "forget", kw), retain=_side(retain, "retain", kw),
+                            extra=extra)
+    forget_docs = set(task.forget.fit) | set(task.forget.eval)
+    for name, ds in task.datasets().items():
+        if name == "forget":
+            continue
+        shared = forget_docs & (set(ds.fit) | set(ds.eval))
+        if shared:
+            raise ValueError(
+                f"The forget and {name} sets share {len(shared)} document(s) (e.g. "
+                f"{next(iter(shared))[:60]!r}): a text cannot be both forgotten and retained. "
+                "Remove the overlap.")
+    return task

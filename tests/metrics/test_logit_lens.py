@@ -24,6 +24,6 @@ def test_final_lens_point_equals_model_output(tiny_model, tiny_data):
     assert lens.diff("forget")[-1] < 0
     fig = lens.figure()
     np.testing.assert_allclose(fig.data[1].y, lens.logprob["forget"]["intervened"])
-    heat = lens.heatmap()
+    heat = lens.figure("heatmap")
     np.testing.assert_allclose(np.array(heat.data[0].z)[0], lens.diff("forget"))
     assert "Logit" in heat.to_html(include_plotlyjs=False)

@@ -30,7 +30,7 @@ def test_relearn_reports_not_reached_when_budget_runs_out(tiny_model, forget):
     iv = zero_ablation(tiny_model, heads=[(l, h) for l in range(2) for h in range(4)],
                        neurons={l: list(range(512)) for l in range(2)})
     r = relearn(tiny_model, fit, ev, iv, lr=1e-5, max_steps=3, eval_every=1)
-    assert not r.reached and r.steps is None and r.seconds is None
+    assert not r.reached and r.steps is None and r.seconds_to_target is None
     assert r.describe() == "not reached within 3 steps"
     assert [c[0] for c in r.curve] == [0, 1, 2, 3]
     assert anamnesis_index(r, r) is None

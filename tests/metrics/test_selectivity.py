@@ -41,7 +41,7 @@ def test_figures_hold_the_numbers_and_render(curve):
     np.testing.assert_allclose(forget.x, c.x)
     html = fig.to_html(include_plotlyjs=False)
     assert "forget drop" in html
-    pfig = c.perplexity_figure()
+    pfig = c.figure("perplexity")
     np.testing.assert_allclose(next(t for t in pfig.data if t.name == "retain").y,
                                c.perplexity_ratio("retain"))
     assert pfig.layout.yaxis.type == "log"

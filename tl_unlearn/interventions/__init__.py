@@ -8,7 +8,8 @@ context manager. Interventions compose with ``+`` and never change model weights
 
 - ``ablation``: :func:`zero_ablation`, :func:`mean_ablation`, :func:`resample_ablation`,
   :func:`keep_only_circuit`, :func:`directional_ablation`.
-- ``sae``: :func:`sae_feature_intervention` (zero / clamp / scale SAE features).
+- ``sae``: :func:`sae_feature_intervention` (zero / clamp / scale SAE features), and the
+  SAE helpers :func:`train_sae`, :func:`sae_feature_means`, :func:`sae_quality`.
 - ``steering``: :func:`actadd`, :func:`vector_steering`, :func:`sae_direction_steering`.
 - ``pruning``: :func:`pruning_scores`, :func:`selective_pruning`.
 """
@@ -23,7 +24,12 @@ from tl_unlearn.interventions.ablation import (
 )
 from tl_unlearn.interventions.base import Intervention, compose
 from tl_unlearn.interventions.pruning import PruningScores, pruning_scores, selective_pruning
-from tl_unlearn.interventions.sae import sae_feature_intervention
+from tl_unlearn.interventions.sae import (
+    sae_feature_intervention,
+    sae_feature_means,
+    sae_quality,
+    train_sae,
+)
 from tl_unlearn.interventions.steering import actadd, sae_direction_steering, vector_steering
 
 __all__ = [
@@ -39,7 +45,10 @@ __all__ = [
     "resample_ablation",
     "sae_direction_steering",
     "sae_feature_intervention",
+    "sae_feature_means",
+    "sae_quality",
     "selective_pruning",
+    "train_sae",
     "vector_steering",
     "zero_ablation",
 ]

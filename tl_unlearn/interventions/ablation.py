@@ -114,7 +114,7 @@ def select_sites(
     return sites
 
 
-def _replace_hook(
+def replace_hook(
     site: Bool[Tensor, "..."],
     positions: Positions,
     value: Callable[[Tensor], Tensor],
@@ -166,7 +166,7 @@ def zero_ablation(
     """
     sites = select_sites(model, heads, neurons, hooks)
     zero = torch.zeros(())
-    hooks_ = [(n, _replace_hook(m, positions, lambda a, z=zero: z)) for n, m in sites.items()]
+    hooks_ = [(n, replace_hook(m, positions, lambda a, z=zero: z)) for n, m in sites.items()]
     info: dict[str, Any] = {"kind": "zero", "sites": {n: int(m.sum()) for n, m in sites.items()}}
     if positions_mask(positions, 1) is None and all(
             n.endswith(("mlp.hook_post", "attn.hook_z")) for n in sites):
@@ -176,7 +176,7 @@ def zero_ablation(
     return Intervention(name or _label("zero", heads, neurons, hooks), hooks_, info)
 
 
-def _iter_data(data: TokenDataset | Tensor, batch_size: int):
+def iter_batches(data: TokenDataset | Tensor, batch_size: int):
     if isinstance(data, TokenDataset):
         yield from data.batches(batch_size)
     else:
@@ -185,7 +185,7 @@ def _iter_data(data: TokenDataset | Tensor, batch_size: int):
             yield t, torch.ones_like(t, dtype=torch.bool)
 
 
-def _stop_layer(model: Any, names: Sequence[str]) -> dict[str, Any]:
+def stop_at_layer_kwargs(model: Any, names: Sequence[str]) -> dict[str, Any]:
     """``stop_at_layer`` kwargs that skip layers after the last needed hook (HookedTransformer)."""
     from transformer_lens import HookedTransformer
 
@@ -245,9 +245,9 @@ def activation_means(
         return hook
 
     device = model_device(model)
-    stop = _stop_layer(model, hook_names)
+    stop = stop_at_layer_kwargs(model, hook_names)
     with model.hooks(fwd_hooks=[(n, accumulate(n)) for n in hook_names]):
-        for tokens, mask in _iter_data(data, batch_size):
+        for tokens, mask in iter_batches(data, batch_size):
             current["mask"] = mask
             model(tokens.to(device), return_type=None, **stop)
     if not sums:
@@ -319,7 +319,7 @@ def mean_ablation(
 
         return value
 
-    hooks_ = [(n, _replace_hook(m, positions, value_fn(means[n]))) for n, m in sites.items()]
+    hooks_ = [(n, replace_hook(m, positions, value_fn(means[n]))) for n, m in sites.items()]
     return Intervention(
         name or _label("mean", heads, neurons, hooks), hooks_,
         {"kind": "mean", "per_position": per_position, "fit_seconds": time.perf_counter() - t0,
@@ -331,7 +331,7 @@ def mean_ablation(
 def _collect(model: Any, tokens: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
     device = model_device(model)
     _, cache = model.run_with_cache(tokens.to(device), names_filter=list(names),
-                                     return_type=None, **_stop_layer(model, names))
+                                     return_type=None, **stop_at_layer_kwargs(model, names))
     return {n: cache[n].clone() for n in names}
 
 
@@ -384,7 +384,7 @@ def resample_ablation(
 
         return value
 
-    hooks_ = [(n, _replace_hook(m, positions, value_fn(stored[n]))) for n, m in sites.items()]
+    hooks_ = [(n, replace_hook(m, positions, value_fn(stored[n]))) for n, m in sites.items()]
     return Intervention(
         name or _label("resample", heads, neurons, hooks), hooks_,
         {"kind": "resample", "seed": seed, "n_reference": int(tokens.shape[0]),
@@ -497,5 +497,5 @@ def directional_ablation(
         return acts - (acts @ qq) @ qq.T
 
     return Intervention(name or f"direction-ablation({hook_name}, {q.shape[1]} dirs)",
-                        [(hook_name, _replace_hook(full_site, positions, project_out))],
+                        [(hook_name, replace_hook(full_site, positions, project_out))],
                         {"kind": "directional", "n_directions": q.shape[1]})

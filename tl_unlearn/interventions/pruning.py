@@ -35,7 +35,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions.ablation import _iter_data, _replace_hook, _stop_layer
+from tl_unlearn.interventions.ablation import iter_batches, replace_hook, stop_at_layer_kwargs
 from tl_unlearn.interventions.base import (
     HookFn,
     Intervention,
@@ -153,10 +153,10 @@ def collect_statistics(
         return hook
 
     device = model_device(model)
-    stop = _stop_layer(model, hook_names)
+    stop = stop_at_layer_kwargs(model, hook_names)
     n_batches = 0
     with model.hooks(fwd_hooks=[*fwd_hooks, *((n, reader(n)) for n in hook_names)]):
-        for tokens, mask in _iter_data(data, batch_size):
+        for tokens, mask in iter_batches(data, batch_size):
             current["mask"] = mask
             model(tokens.to(device), return_type=None, **stop)
             n_batches += 1
@@ -274,7 +274,7 @@ class PruningScores:
                 value = torch.zeros(())
             else:
                 value = self.retain_stats[n].mean.float().reshape(self.shapes[n])
-            hooks.append((n, _replace_hook(site, "all", lambda a, v=value: v.to(a.device))))
+            hooks.append((n, replace_hook(site, "all", lambda a, v=value: v.to(a.device))))
         total = sum(int(s.sum()) for s in selected.values())
         label = name or f"prune-{self.score}({total} units, {mode})"
         return Intervention(label, hooks, {

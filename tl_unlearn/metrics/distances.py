@@ -19,9 +19,10 @@ initialised twin Mrand (:func:`random_twin`).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 import torch
@@ -37,6 +38,7 @@ from tl_unlearn.metrics.evaluation import (
     row_chunks,
     unembed_residual,
 )
+from tl_unlearn.results import Result, dataset_colour
 
 __all__ = [
     "ActivationDistances",
@@ -88,13 +90,32 @@ def _js_from_log_probs(lp: Tensor, lq: Tensor, p: Tensor | None = None, q: Tenso
 
 
 @dataclass
-class OutputDistances:
-    """Mean output distances between two runs on one dataset."""
+class OutputDistances(Result):
+    """Mean output distances between two runs on one dataset.
 
-    name: str
+    Attributes:
+        label: The dataset's name.
+        n_positions: Predicted positions averaged over.
+        js: Mean Jensen-Shannon divergence (nats, at most ``ln 2``).
+        prob_l2: Mean L2 distance of the next-token probability vectors.
+        seconds: Wall time.
+    """
+
+    label: str
     n_positions: int
     js: float
     prob_l2: float
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("distances",)
+
+    def figure(self, kind: str = "distances") -> go.Figure:
+        """``kind="distances"``: normalised JS and probability L2, as bars."""
+        self._check_kind(kind)
+        fig = go.Figure(go.Bar(x=["JS / ln 2", "probability L2"],
+                               y=[self.js_normalised, self.prob_l2]))
+        fig.update_layout(title=f"Output distances on {self.label} ({self.n_positions} positions)",
+                          template="plotly_white")
+        return fig
 
     @property
     def js_normalised(self) -> float:
@@ -152,13 +173,14 @@ def output_distances(
         True
     """
     check_data(model_a, data, batch_size)
+    t0 = time.perf_counter()
     model_b = model_a if model_b is None else model_b
     sums = torch.zeros(3, dtype=torch.float64)
     for tokens, mask in tqdm(list(data.batches(batch_size)), disable=not progress, leave=False):
         valid = predicted_positions(mask)
         for rows, la, lb in _paired_chunks(model_a, hooks_a, model_b, hooks_b, tokens):
             sums += _distance_sums(la, lb, valid[rows])
-    return _distances(data, sums)
+    return _distances(data, sums, time.perf_counter() - t0)
 
 
 def _distance_sums(la: Tensor, lb: Tensor, valid: Tensor) -> Tensor:
@@ -173,11 +195,11 @@ def _distance_sums(la: Tensor, lb: Tensor, valid: Tensor) -> Tensor:
                         l2.sum().cpu()])
 
 
-def _distances(data: TokenDataset, sums: Tensor) -> OutputDistances:
+def _distances(data: TokenDataset, sums: Tensor, seconds: float) -> OutputDistances:
     n = float(sums[0])
     if n == 0:
         raise ValueError(f"Dataset {data.name!r} has no predicted position.")
-    return OutputDistances(data.name, int(n), float(sums[1]) / n, float(sums[2]) / n)
+    return OutputDistances(data.name, int(n), float(sums[1]) / n, float(sums[2]) / n, seconds)
 
 
 @torch.inference_mode()
@@ -200,6 +222,7 @@ def output_distances_many(
     from transformer_lens import HookedTransformer
 
     check_data(model, data, batch_size)
+    t0 = time.perf_counter()
     if not isinstance(model, HookedTransformer):
         return [output_distances(model, data, list(h), batch_size=batch_size)
                 for h in interventions]
@@ -214,7 +237,8 @@ def output_distances_many(
             for rows in row_chunks(len(tokens), tokens.shape[1], model.cfg.d_vocab):
                 sums[i] += _distance_sums(unembed_residual(model, final[rows]),
                                           unembed_residual(model, original[rows]), valid[rows])
-    return [_distances(data, s) for s in sums]
+    seconds = (time.perf_counter() - t0) / max(1, len(sums))  # shared passes, split evenly
+    return [_distances(data, s, seconds) for s in sums]
 
 
 def zrf_score(
@@ -292,7 +316,7 @@ def random_tokens(model: Any, n: int = 16, seq_len: int = 64, seed: int = 0) -> 
 
 
 @dataclass
-class ActivationDistances:
+class ActivationDistances(Result):
     """Per-hook activation distances between two runs on several datasets.
 
     Attributes:
@@ -300,12 +324,15 @@ class ActivationDistances:
         l2: ``{dataset: {hook: mean L2 distance}}``.
         cosine: ``{dataset: {hook: mean cosine similarity}}``.
         norm: ``{dataset: {hook: mean L2 norm of run A's activation}}`` (for scale).
+        seconds: Wall time.
     """
 
     label: str
     l2: dict[str, dict[str, float]]
     cosine: dict[str, dict[str, float]]
     norm: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("l2", "relative_l2", "cosine")
 
     def to_dataframe(self) -> Any:
         import pandas as pd
@@ -315,16 +342,25 @@ class ActivationDistances:
                 for d, per in self.l2.items() for h, v in per.items()]
         return pd.DataFrame(rows)
 
-    def figure(self, relative: bool = False) -> go.Figure:
-        """Mean L2 distance (or L2 relative to the activation norm) per hook, one line per dataset."""
+    def figure(self, kind: str = "l2") -> go.Figure:
+        """Per hook, one line per dataset: ``kind="l2"`` mean L2 distance, ``"relative_l2"``
+        L2 relative to run A's activation norm, ``"cosine"`` mean cosine similarity."""
+        self._check_kind(kind)
         fig = go.Figure()
         for ds, per in self.l2.items():
             hooks = list(per)
-            y = [per[h] / self.norm[ds][h] if relative and self.norm[ds][h] else per[h]
-                 for h in hooks]
-            fig.add_trace(go.Scatter(x=hooks, y=y, mode="lines+markers", name=ds))
+            if kind == "cosine":
+                y = [self.cosine[ds][h] for h in hooks]
+            elif kind == "relative_l2":
+                y = [per[h] / self.norm[ds][h] if self.norm[ds][h] else float("nan")
+                     for h in hooks]
+            else:
+                y = [per[h] for h in hooks]
+            fig.add_trace(go.Scatter(x=hooks, y=y, mode="lines+markers", name=ds,
+                                     line={"color": dataset_colour(ds)}))
         fig.update_layout(title=f"Activation distance: {self.label}", xaxis_title="hook",
-                          yaxis_title="relative L2" if relative else "mean L2 distance",
+                          yaxis_title={"l2": "mean L2 distance", "relative_l2": "relative L2",
+                                       "cosine": "cosine similarity"}[kind],
                           template="plotly_white")
         return fig
 
@@ -352,6 +388,7 @@ def activation_distances(
     """
     from tl_unlearn.interventions.base import check_hook_name
 
+    t0 = time.perf_counter()
     model_b = model_a if model_b is None else model_b
     data = check_data(model_a, data, batch_size)
     names = list(hook_names or [f"blocks.{l}.hook_resid_post" for l in range(model_a.cfg.n_layers)])
@@ -381,7 +418,7 @@ def activation_distances(
         l2[ds_name] = {n: float(sums[i, 0]) / count for i, n in enumerate(names)}
         cos[ds_name] = {n: float(sums[i, 1]) / count for i, n in enumerate(names)}
         norm[ds_name] = {n: float(sums[i, 2]) / count for i, n in enumerate(names)}
-    return ActivationDistances(label, l2, cos, norm)
+    return ActivationDistances(label, l2, cos, norm, time.perf_counter() - t0)
 
 
 @torch.inference_mode()

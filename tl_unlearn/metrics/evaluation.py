@@ -39,7 +39,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -56,6 +56,7 @@ from tl_unlearn.metrics.intervals import (
     percentile_interval,
     pointwise_intervals,
 )
+from tl_unlearn.results import Result, dataset_colour
 
 __all__ = ["ANSWER_METRICS", "DatasetMetrics", "Evaluation", "ForgetRetainDrops", "MetricFn",
            "OnDatasets", "evaluate", "evaluate_many", "final_residual",
@@ -167,8 +168,9 @@ class DatasetMetrics:
             value = np.exp(value)
         return float(value) if np.ndim(value) == 0 else value
 
-    def as_dict(self) -> dict[str, Any]:
-        """Flat dict (JSON-friendly; ``top1``, ``top5``, ``top1_skip``, ...)."""
+    def flat_metrics(self) -> dict[str, Any]:
+        """Every metric by its :meth:`Evaluation.metric` name (``top1``, ``top5``,
+        ``top1_skip``, answer and user metrics...), for tables; not a saved shape."""
         out: dict[str, Any] = {
             "name": self.name,
             "n_predictions": self.n_predictions,
@@ -183,29 +185,22 @@ class DatasetMetrics:
         out.update(self.custom)
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        """The one saved shape: every field, nested."""
+        return asdict(self)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DatasetMetrics:
-        """From :meth:`as_dict` (flat) or ``dataclasses.asdict`` (nested) output."""
-        if "accuracy" in d:
-            d = dict(d)
-            d["accuracy"] = {int(a): b for a, b in d["accuracy"].items()}
-            d["accuracy_skip"] = {int(a): b for a, b in d.get("accuracy_skip", {}).items()}
-            d["units"] = {k: list(v) for k, v in d.get("units", {}).items()}
-            return cls(**d)
-        acc = {int(k[3:]): v for k, v in d.items() if k.startswith("top") and "_" not in k}
-        skip = {int(k[3:-5]): v for k, v in d.items() if k.startswith("top") and k.endswith("_skip")}
-        known = {"name", "n_predictions", "loss", "perplexity", "n_predictions_skip",
-                 "n_examples", *ANSWER_METRICS}
-        custom = {k: float(v) for k, v in d.items()
-                  if k not in known and not k.startswith("top")}
-        return cls(d["name"], int(d["n_predictions"]), float(d["loss"]), acc, skip,
-                   int(d.get("n_predictions_skip", 0)),
-                   {k: float(d[k]) for k in ANSWER_METRICS if k in d}, custom,
-                   int(d.get("n_examples", 0)))
+        """From :meth:`to_dict`'s output."""
+        d = dict(d)
+        d["accuracy"] = {int(a): b for a, b in d["accuracy"].items()}
+        d["accuracy_skip"] = {int(a): b for a, b in d.get("accuracy_skip", {}).items()}
+        d["units"] = {k: list(v) for k, v in d.get("units", {}).items()}
+        return cls(**d)
 
 
 @dataclass
-class Evaluation:
+class Evaluation(Result):
     """Metrics of one model (or one intervention) on several datasets.
 
     Example:
@@ -217,6 +212,7 @@ class Evaluation:
     datasets: dict[str, DatasetMetrics]
     label: str = ""
     seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("metric",)
 
     def __getitem__(self, name: str) -> DatasetMetrics:
         return self.datasets[name]
@@ -225,7 +221,7 @@ class Evaluation:
         """One number of a dataset: ``loss``, ``perplexity``, ``top{k}``, ``top{k}_skip``, an
         answer metric (prompt→answer data) or a user metric's name."""
         metric = metric_of(metric, name)
-        values = self.datasets[name].as_dict()
+        values = self.datasets[name].flat_metrics()
         if metric not in values or metric in ("name", "n_predictions", "n_examples",
                                               "n_predictions_skip"):
             if metric in ANSWER_METRICS:
@@ -294,7 +290,7 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "seconds": self.seconds,
-                "datasets": {k: asdict(v) for k, v in self.datasets.items()}}
+                "datasets": {k: v.to_dict() for k, v in self.datasets.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
@@ -305,7 +301,30 @@ class Evaluation:
         """One row per dataset (pandas DataFrame)."""
         import pandas as pd
 
-        return pd.DataFrame([m.as_dict() for m in self.datasets.values()]).set_index("name")
+        return pd.DataFrame([m.flat_metrics() for m in self.datasets.values()]).set_index("name")
+
+    def figure(self, kind: str = "metric", metric: MetricSpec = "top1", *,
+               n_boot: int = 1000) -> Any:
+        """``kind="metric"``: one bar per dataset with its bootstrap interval.
+
+        Example:
+            >>> m = DatasetMetrics("forget", 4, 1.0, {1: 0.5},
+            ...                    units={"n": [2, 2], "loss": [2, 2], "top1": [2, 0]})
+            >>> Evaluation({"forget": m}).figure(n_boot=50).data[0].y
+            (0.5,)
+        """
+        import plotly.graph_objects as go
+
+        self._check_kind(kind)
+        names = list(self.datasets)
+        ivs = [self.metric_interval(n, metric, n_boot=n_boot) for n in names]
+        error = {"type": "data", "array": [i.high - i.value for i in ivs],
+                 "arrayminus": [i.value - i.low for i in ivs]}
+        fig = go.Figure(go.Bar(x=names, y=[i.value for i in ivs], error_y=error,
+                               marker_color=[dataset_colour(n) for n in names]))
+        fig.update_layout(title=f"{describe_metric(metric)}: {self.label or 'evaluation'}",
+                          yaxis_title=describe_metric(metric), template="plotly_white")
+        return fig
 
 
 class ForgetRetainDrops:

@@ -28,13 +28,11 @@ batched only with prompts of the same token length, so no padding ever shifts th
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +43,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset
-from tl_unlearn.files import atomic_write_text
 from tl_unlearn.interventions.base import Intervention, check_hook_name, model_device
 from tl_unlearn.metrics.intervals import (
     Interval,
@@ -53,6 +50,7 @@ from tl_unlearn.metrics.intervals import (
     ratio_interval,
     ratio_of_sums,
 )
+from tl_unlearn.results import Result
 
 __all__ = ["GenerationBehaviour", "GenerationRun", "UnigramDomain", "NEUTRAL_PROMPTS",
            "generate_tokens", "generation_behaviour", "topic_words", "words"]
@@ -262,7 +260,7 @@ class GenerationRun:
 
 
 @dataclass
-class GenerationBehaviour:
+class GenerationBehaviour(Result):
     """Generation metrics of a family of interventions at several levels vs the original model.
 
     Attributes:
@@ -412,13 +410,6 @@ class GenerationBehaviour:
                    dict(d.get("settings", {})), float(d.get("seconds", 0.0)),
                    int(d.get("n_boot", 1000)), float(d.get("confidence", 0.95)))
 
-    def save(self, path: str | Path) -> Path:
-        """Write JSON atomically."""
-        return atomic_write_text(path, json.dumps(self.to_dict()))
-
-    @classmethod
-    def load(cls, path: str | Path) -> GenerationBehaviour:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def _prompt_tokens(model: Any, prompts: Sequence[str]) -> list[Tensor]:

@@ -9,9 +9,10 @@ original model and the intervened one, on each dataset.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import plotly.graph_objects as go
@@ -21,12 +22,13 @@ from plotly.subplots import make_subplots
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import model_device
 from tl_unlearn.metrics.evaluation import check_data, row_chunks, unembed_residual
+from tl_unlearn.results import Result, dataset_colour
 
 __all__ = ["LogitLensDiff", "logit_lens_diff"]
 
 
 @dataclass
-class LogitLensDiff:
+class LogitLensDiff(Result):
     """Per-layer correct-token log-prob and rank, original vs intervened, per dataset.
 
     Attributes:
@@ -34,28 +36,31 @@ class LogitLensDiff:
         layers: Lens points: ``"L0"`` ... ``"L{n-1}"`` (resid_pre) and ``"final"``.
         logprob: ``{dataset: {"original": [...], "intervened": [...]}}`` mean log-prob.
         rank: Same layout, mean rank of the correct token.
+        seconds: Wall time of the lens.
     """
 
     label: str
     layers: list[str]
     logprob: dict[str, dict[str, list[float]]]
     rank: dict[str, dict[str, list[float]]]
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("lines", "heatmap")
 
     def diff(self, dataset: str, stat: str = "logprob") -> np.ndarray:
         """Intervened minus original, per layer."""
         d = (self.logprob if stat == "logprob" else self.rank)[dataset]
         return np.array(d["intervened"]) - np.array(d["original"])
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "layers": self.layers, "logprob": self.logprob,
-                "rank": self.rank}
-
-    def figure(self) -> go.Figure:
-        """Lines: correct-token log-prob per layer, original (dashed) vs intervened, per dataset."""
+    def figure(self, kind: str = "lines") -> go.Figure:
+        """``kind="lines"``: correct-token log-prob per layer, original (dashed) vs
+        intervened, per dataset; ``kind="heatmap"``: the log-prob and rank change
+        (intervened - original), dataset x layer."""
+        self._check_kind(kind)
+        if kind == "heatmap":
+            return self._heatmap()
         fig = go.Figure()
-        colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
-        for i, (ds, d) in enumerate(self.logprob.items()):
-            c = colors[i % len(colors)]
+        for ds, d in self.logprob.items():
+            c = dataset_colour(ds)
             fig.add_trace(go.Scatter(x=self.layers, y=d["original"], name=f"{ds} original",
                                      line={"color": c, "dash": "dash"}))
             fig.add_trace(go.Scatter(x=self.layers, y=d["intervened"], name=f"{ds} intervened",
@@ -64,8 +69,7 @@ class LogitLensDiff:
                           yaxis_title="mean log-prob of correct token", template="plotly_white")
         return fig
 
-    def heatmap(self) -> go.Figure:
-        """Heatmap of the log-prob and rank change (intervened - original), dataset x layer."""
+    def _heatmap(self) -> go.Figure:
         fig = make_subplots(rows=1, cols=2, subplot_titles=("Δ log-prob", "Δ rank"))
         names = list(self.logprob)
         for col, stat in ((1, "logprob"), (2, "rank")):
@@ -109,6 +113,7 @@ def logit_lens_diff(
     data = check_data(model, data, batch_size)
     from tl_unlearn.interventions.base import check_layer
 
+    t0 = time.perf_counter()
     n_layers = model.cfg.n_layers
     chosen = list(range(n_layers)) if layers is None else [check_layer(model, l) for l in layers]
     names = [f"blocks.{l}.hook_resid_pre" for l in chosen]
@@ -144,4 +149,5 @@ def logit_lens_diff(
                 raise ValueError(f"Dataset {ds_name!r} has no predicted position.")
             logprob[ds_name][run] = (sums[:, 0] / count).tolist()
             rank[ds_name][run] = (sums[:, 1] / count).tolist()
-    return LogitLensDiff(label or "intervention", lens_points, logprob, rank)
+    return LogitLensDiff(label or "intervention", lens_points, logprob, rank,
+                         time.perf_counter() - t0)

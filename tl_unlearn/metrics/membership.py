@@ -13,16 +13,18 @@ one half). AUC 0.5: the model cannot tell them apart.
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from scipy.stats import rankdata
 
 from tl_unlearn.interventions.base import model_device
+from tl_unlearn.results import Result
 
 __all__ = ["MembershipInference", "auc_interval", "auc_score", "membership_inference", "text_scores"]
 
@@ -73,7 +75,7 @@ def text_scores(
 
 
 @dataclass
-class MembershipInference:
+class MembershipInference(Result):
     """AUC of each score at separating held-out texts (1) from forget texts (0).
 
     Attributes:
@@ -85,6 +87,7 @@ class MembershipInference:
             texts resampled independently), NaN when not computed.
         auc_high: Upper end.
         confidence: Nominal coverage of the intervals.
+        seconds: Wall time.
     """
 
     label: str
@@ -94,17 +97,25 @@ class MembershipInference:
     auc_low: dict[str, float] = field(default_factory=dict)
     auc_high: dict[str, float] = field(default_factory=dict)
     confidence: float = 0.95
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("auc",)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "auc": self.auc, "n_forget": self.n_forget,
-                "n_heldout": self.n_heldout, "auc_low": self.auc_low,
-                "auc_high": self.auc_high, "confidence": self.confidence}
+    def figure(self, kind: str = "auc") -> Any:
+        """``kind="auc"``: each score's AUC with its interval; 0.5 = no separation."""
+        import plotly.graph_objects as go
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MembershipInference:
-        return cls(d["label"], dict(d["auc"]), int(d["n_forget"]), int(d["n_heldout"]),
-                   dict(d.get("auc_low", {})), dict(d.get("auc_high", {})),
-                   float(d.get("confidence", 0.95)))
+        self._check_kind(kind)
+        names = list(self.auc)
+        v = [self.auc[n] for n in names]
+        hi = [self.auc_high.get(n, float("nan")) - x for n, x in zip(names, v)]
+        lo = [x - self.auc_low.get(n, float("nan")) for n, x in zip(names, v)]
+        fig = go.Figure(go.Bar(x=names, y=v, error_y={"type": "data", "array": hi,
+                                                      "arrayminus": lo}))
+        fig.add_hline(y=0.5, line_dash="dash", annotation_text="chance")
+        fig.update_layout(title=f"Membership inference: {self.label} "
+                                f"({self.n_forget} forget vs {self.n_heldout} held-out texts)",
+                          yaxis_title="AUC", template="plotly_white")
+        return fig
 
 
 def auc_interval(
@@ -149,6 +160,7 @@ def membership_inference(
         >>> sorted(mi.auc), mi.auc_low["loss"] <= mi.auc["loss"] <= mi.auc_high["loss"]
         (['loss', 'min_k', 'zlib'], True)
     """
+    t0 = time.perf_counter()
     f = text_scores(model, forget_texts, hooks, max_tokens=max_tokens, k=k)
     h = text_scores(model, heldout_texts, hooks, max_tokens=max_tokens, k=k)
     labels = [0] * len(forget_texts) + [1] * len(heldout_texts)
@@ -157,4 +169,5 @@ def membership_inference(
               for n in SCORE_NAMES}
     return MembershipInference(label, auc, len(forget_texts), len(heldout_texts),
                                {n: b[0] for n, b in bounds.items()},
-                               {n: b[1] for n, b in bounds.items()}, confidence)
+                               {n: b[1] for n, b in bounds.items()}, confidence,
+                               time.perf_counter() - t0)

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 import torch
@@ -26,6 +26,7 @@ import torch
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import check_positive_int, model_device
 from tl_unlearn.metrics.evaluation import check_data, evaluate
+from tl_unlearn.results import Result
 
 __all__ = ["RelearnResult", "anamnesis_index", "relearn", "relearn_attack"]
 
@@ -33,7 +34,7 @@ Hooks = Sequence[tuple[Any, Any]]
 
 
 @dataclass
-class RelearnResult:
+class RelearnResult(Result):
     """Outcome of relearning the forget set.
 
     Attributes:
@@ -41,22 +42,25 @@ class RelearnResult:
         target: Forget top-1 to reach, ``(1 - alpha) * top1(M0)``.
         original_top1: Forget top-1 of the original model.
         steps: Steps to reach the target, or None when not reached within ``max_steps``.
-        seconds: Wall time to reach the target, or None.
+        seconds_to_target: Wall time to reach the target, or None.
         curve: ``(step, forget top-1, forget loss, seconds)`` at each evaluation.
         lr: Learning rate used.
         max_steps: Step budget.
         tokens_per_step: Tokens per fine-tuning step (``batch_size x seq_len``).
+        seconds: Wall time of the whole run (model copy and evaluations included).
     """
 
     label: str
     target: float
     original_top1: float
     steps: int | None
-    seconds: float | None
+    seconds_to_target: float | None
     curve: list[tuple[int, float, float, float]] = field(default_factory=list)
     lr: float = 0.0
     max_steps: int = 0
     tokens_per_step: int = 0
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("curve",)
 
     @property
     def tokens(self) -> int | None:
@@ -69,24 +73,15 @@ class RelearnResult:
 
     def describe(self) -> str:
         if self.reached:
-            return f"{self.steps} steps ({self.seconds:.1f}s)"
+            return f"{self.steps} steps ({self.seconds_to_target:.1f}s)"
         return f"not reached within {self.max_steps} steps"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "target": self.target, "original_top1": self.original_top1,
-                "steps": self.steps, "seconds": self.seconds, "reached": self.reached,
-                "curve": [list(c) for c in self.curve], "lr": self.lr,
-                "max_steps": self.max_steps, "tokens_per_step": self.tokens_per_step,
-                "tokens": self.tokens}
+        return {**super().to_dict(), "reached": self.reached, "tokens": self.tokens}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RelearnResult:
-        return cls(d["label"], d["target"], d["original_top1"], d["steps"], d["seconds"],
-                   [tuple(c) for c in d["curve"]], d.get("lr", 0.0), d.get("max_steps", 0),
-                   d.get("tokens_per_step", 0))
-
-    def figure(self) -> go.Figure:
-        """Forget top-1 vs fine-tuning step, with the target line."""
+    def figure(self, kind: str = "curve") -> go.Figure:
+        """``kind="curve"``: forget top-1 vs fine-tuning step, with the target line."""
+        self._check_kind(kind)
         fig = go.Figure()
         steps = [c[0] for c in self.curve]
         fig.add_trace(go.Scatter(x=steps, y=[c[1] for c in self.curve], mode="lines+markers",
@@ -201,7 +196,8 @@ def relearn(
                         steps, seconds = step, curve[-1][3]
                         break
     return RelearnResult(label, target, original_top1, steps, seconds, curve, lr, max_steps,
-                         batch_size * forget_fit.tokens.shape[1])
+                         batch_size * forget_fit.tokens.shape[1],
+                         time.perf_counter() - t0)
 
 
 def relearn_attack(

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
+from tl_unlearn.results import Result, dataset_colour
 
 __all__ = ["Scorecard"]
 
 
 @dataclass
-class Scorecard:
+class Scorecard(Result):
     """One row of numbers per method; ranked by a chosen column (higher is better).
 
     Example:
@@ -38,6 +39,7 @@ class Scorecard:
     columns: list[str] = field(default_factory=list)
     label: str = "scorecard"
     seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("ranked",)
 
     def __post_init__(self) -> None:
         if not self.rows:
@@ -99,21 +101,15 @@ class Scorecard:
             df = df.sort_values(self.rank_by, ascending=False, kind="stable")
         return df
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "rank_by": self.rank_by, "label": self.label,
-                "seconds": self.seconds}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Scorecard:
-        return cls([dict(r) for r in d["rows"]], d.get("rank_by", "max_difference"),
-                   label=d.get("label", "scorecard"), seconds=float(d.get("seconds", 0.0)))
-
-    def figure(self) -> go.Figure:
-        """Bars of forget and retain drop at each method's best level, and the ranked table."""
+    def figure(self, kind: str = "ranked") -> go.Figure:
+        """``kind="ranked"``: bars of forget and retain drop at each method's best level, the
+        held-out difference with its interval, and the ranked table."""
+        self._check_kind(kind)
         df = self.ranked()
         fig = make_subplots(rows=2, cols=1, row_heights=[0.55, 0.45], vertical_spacing=0.08,
                             specs=[[{"type": "xy"}], [{"type": "table"}]])
-        for col, color in (("forget_drop_at_best", "#d62728"), ("retain_drop_at_best", "#1f77b4")):
+        for col, color in (("forget_drop_at_best", dataset_colour("forget")),
+                           ("retain_drop_at_best", dataset_colour("retain"))):
             if col in df:
                 fig.add_trace(go.Bar(x=df.index.tolist(), y=df[col].tolist(), name=col,
                                      marker_color=color), row=1, col=1)

@@ -22,17 +22,15 @@ difference at that level on the second half (held out), with its interval.
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import plotly.graph_objects as go
 
 from tl_unlearn.data import TokenDataset, require_forget_retain
-from tl_unlearn.files import atomic_write_text
 from tl_unlearn.interventions.base import Intervention
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
@@ -52,12 +50,13 @@ from tl_unlearn.metrics.intervals import (
     percentile_interval,
     pointwise_intervals,
 )
+from tl_unlearn.results import Result, dataset_colour
 
 __all__ = ["RandomBaseline", "SelectivityCurve", "selectivity_curve"]
 
 
 @dataclass
-class RandomBaseline:
+class RandomBaseline(Result):
     """Random interventions of the same kind and size as a method's, at one level.
 
     Made by the benchmark for each method: at the level the method's curve chose on
@@ -71,29 +70,35 @@ class RandomBaseline:
         level: The level (same meaning as the method's levels).
         seeds: Seed of each random intervention.
         evaluations: One evaluation per seed.
+        seconds: Wall time of the evaluations.
     """
 
     label: str
     level: float
     seeds: list[int]
     evaluations: list[Evaluation]
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("metric",)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "level": self.level, "seeds": list(self.seeds),
-                "evaluations": [e.to_dict() for e in self.evaluations]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RandomBaseline:
-        return cls(d["label"], float(d["level"]), [int(x) for x in d["seeds"]],
-                   [Evaluation.from_dict(e) for e in d["evaluations"]])
+    def figure(self, kind: str = "metric", metric: MetricSpec = "top1") -> go.Figure:
+        """``kind="metric"``: the metric of each seed's evaluation, one bar group per dataset."""
+        self._check_kind(kind)
+        fig = go.Figure()
+        names = list(self.evaluations[0].datasets) if self.evaluations else []
+        for seed, ev in zip(self.seeds, self.evaluations, strict=True):
+            fig.add_trace(go.Bar(x=names, y=[ev.metric(n, metric) for n in names],
+                                 name=f"seed {seed}"))
+        fig.update_layout(title=f"{self.label} at level {self.level:g}",
+                          yaxis_title=describe_metric(metric), template="plotly_white")
+        return fig
 
 
 @dataclass
-class SelectivityCurve(ForgetRetainDrops):
+class SelectivityCurve(ForgetRetainDrops, Result):
     """Evaluations of a family of interventions at several levels, against the original.
 
     Attributes:
-        name: Name of the method (e.g. ``"prune-abs"``).
+        label: Name of the method (e.g. ``"prune-abs"``; also readable as ``name``).
         levels: Level of each evaluated point (e.g. fraction of units removed).
         original: Evaluation of the unmodified model.
         evaluations: One evaluation per level.
@@ -105,6 +110,7 @@ class SelectivityCurve(ForgetRetainDrops):
         n_boot: Bootstrap replicates of the intervals.
         seed: Seed of the bootstrap.
         confidence: Nominal coverage of the intervals.
+        seconds: Wall time of the whole curve (fitting included).
 
     Example:
         >>> from tl_unlearn.metrics.evaluation import DatasetMetrics
@@ -118,7 +124,7 @@ class SelectivityCurve(ForgetRetainDrops):
         (0.5, 0.3125)
     """
 
-    name: str
+    label: str
     levels: list[float]
     original: Evaluation
     evaluations: list[Evaluation]
@@ -130,6 +136,13 @@ class SelectivityCurve(ForgetRetainDrops):
     n_boot: int = 1000
     seed: int = 0
     confidence: float = 0.95
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("drops", "perplexity")
+
+    @property
+    def name(self) -> str:
+        """The method's name (the same as :attr:`label`)."""
+        return self.label
 
     def __post_init__(self) -> None:
         if len(self.levels) != len(self.evaluations):
@@ -375,12 +388,22 @@ class SelectivityCurve(ForgetRetainDrops):
         return pd.DataFrame(data)
 
     # ----------------------------------------------------------------- figures
-    def figure(self, metric: MetricSpec | None = None) -> go.Figure:
-        """Forget and retain drop vs level (the selectivity curve), with bootstrap bands."""
+    def figure(self, kind: str = "drops", metric: MetricSpec | None = None) -> go.Figure:
+        """The curve's pictures.
+
+        Args:
+            kind: ``"drops"``: forget and retain drop vs level (the selectivity curve), with
+                bootstrap bands; ``"perplexity"``: perplexity ratio ``ppl(Mu)/ppl(M0)`` per
+                dataset vs level (log y axis).
+            metric: The drops' metric (default: the curve's).
+        """
+        self._check_kind(kind)
+        if kind == "perplexity":
+            return self._perplexity_figure()
         metric = metric or self.metric
         fig = go.Figure()
-        for ds, color, fill in (("forget", "#d62728", "rgba(214,39,40,0.15)"),
-                                ("retain", "#1f77b4", "rgba(31,119,180,0.15)")):
+        for ds, fill in (("forget", "rgba(214,39,40,0.15)"), ("retain", "rgba(31,119,180,0.15)")):
+            color = dataset_colour(ds)
             low, high = self.drop_interval(ds, metric, n_boot=self.n_boot, seed=self.seed,
                                            confidence=self.confidence)
             if np.isfinite(low).any():
@@ -397,12 +420,11 @@ class SelectivityCurve(ForgetRetainDrops):
         )
         return fig
 
-    def perplexity_figure(self) -> go.Figure:
-        """Perplexity ratio ``ppl(Mu)/ppl(M0)`` per dataset vs level (log y axis)."""
+    def _perplexity_figure(self) -> go.Figure:
         fig = go.Figure()
         for ds in self.original.datasets:
             fig.add_trace(go.Scatter(x=self.x, y=self.perplexity_ratio(ds), mode="lines+markers",
-                                     name=ds))
+                                     name=ds, line={"color": dataset_colour(ds)}))
         fig.update_layout(title=f"Perplexity ratio: {self.name}", xaxis_title=self.level_name,
                           yaxis_title="ppl(intervened) / ppl(original)", yaxis_type="log",
                           template="plotly_white")
@@ -410,30 +432,22 @@ class SelectivityCurve(ForgetRetainDrops):
 
     # ----------------------------------------------------------------- persistence
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "levels": list(self.levels), "metric": self.metric,
+        return {"label": self.label, "levels": list(self.levels), "metric": self.metric,
                 "level_name": self.level_name, "include_zero": self.include_zero,
                 "fit_seconds": self.fit_seconds, "info": self.info, "n_boot": self.n_boot,
                 "seed": self.seed, "confidence": self.confidence,
                 "original": self.original.to_dict(),
                 "evaluations": [e.to_dict() for e in self.evaluations],
-                "summary": self.summary()}
+                "seconds": self.seconds, "summary": self.summary()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SelectivityCurve:
-        return cls(d["name"], list(d["levels"]), Evaluation.from_dict(d["original"]),
+        return cls(d["label"] if "label" in d else d["name"], list(d["levels"]), Evaluation.from_dict(d["original"]),
                    [Evaluation.from_dict(e) for e in d["evaluations"]], d.get("metric", "top1"),
                    d.get("level_name", "fraction removed"), d.get("include_zero", True),
                    d.get("fit_seconds", 0.0), dict(d.get("info", {})),
                    int(d.get("n_boot", 1000)), int(d.get("seed", 0)),
-                   float(d.get("confidence", 0.95)))
-
-    def save(self, path: str | Path) -> None:
-        """Write as JSON (atomically: a temporary file renamed into place)."""
-        atomic_write_text(path, json.dumps(self.to_dict(), default=str))
-
-    @classmethod
-    def load(cls, path: str | Path) -> SelectivityCurve:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+                   float(d.get("confidence", 0.95)), float(d.get("seconds", 0.0)))
 
 
 def selectivity_curve(
@@ -497,6 +511,7 @@ def selectivity_curve(
     levels = [float(level) for level in levels]
     if not levels:
         raise ValueError("selectivity_curve() needs at least one level.")
+    t0 = time.perf_counter()
     interventions = [family(level) for level in levels]
     name = name or interventions[0].name
     runs: list[Any] = ([] if original is not None else [[]]) + interventions
@@ -508,4 +523,5 @@ def selectivity_curve(
     else:
         evaluations = results
     return SelectivityCurve(name, levels, original, evaluations, metric, level_name,
-                            include_zero, fit_seconds, n_boot=n_boot, confidence=confidence)
+                            include_zero, fit_seconds, n_boot=n_boot, confidence=confidence,
+                            seconds=fit_seconds + time.perf_counter() - t0)

@@ -12,27 +12,39 @@ are cleared afterwards and no optimiser step is taken).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import check_positive_int, model_device
 from tl_unlearn.metrics.evaluation import check_data
+from tl_unlearn.results import Result
 
 __all__ = ["FisherUncertainty", "fisher_uncertainty"]
 
 
 @dataclass
-class FisherUncertainty:
-    """Empirical Fisher trace and efficacy on one dataset."""
+class FisherUncertainty(Result):
+    """Empirical Fisher trace and efficacy on one dataset.
 
-    name: str
+    Attributes:
+        label: The dataset's name.
+        n_samples: Sequences whose gradients were taken.
+        fisher_trace: Trace of the empirical Fisher (mean squared per-sequence gradient norm).
+        grad_norm_sq: Squared norm of the mean gradient.
+        seconds: Wall time.
+    """
+
+    label: str
     n_samples: int
     fisher_trace: float
     grad_norm_sq: float
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("efficacy",)
 
     @property
     def efficacy(self) -> float:
@@ -44,9 +56,19 @@ class FisherUncertainty:
         return float("inf") if self.grad_norm_sq == 0 else 1.0 / self.grad_norm_sq
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "n_samples": self.n_samples, "fisher_trace": self.fisher_trace,
-                "efficacy": self.efficacy, "grad_norm_sq": self.grad_norm_sq,
+        return {**super().to_dict(), "efficacy": self.efficacy,
                 "efficacy_bound": self.efficacy_bound}
+
+    def figure(self, kind: str = "efficacy") -> Any:
+        """``kind="efficacy"``: efficacy ``1 / tr F`` beside its cheap bound (log y axis)."""
+        import plotly.graph_objects as go
+
+        self._check_kind(kind)
+        fig = go.Figure(go.Bar(x=["efficacy (1 / tr F)", "bound (1 / |grad|^2)"],
+                               y=[self.efficacy, self.efficacy_bound]))
+        fig.update_layout(title=f"Fisher efficacy on {self.label} ({self.n_samples} sequences)",
+                          yaxis_type="log", template="plotly_white")
+        return fig
 
 
 def _seq_loglik(model: Any, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -74,6 +96,7 @@ def fisher_uncertainty(
     """
     check_positive_int(max_samples, "max_samples")
     check_data(model, data, 1)
+    t0 = time.perf_counter()
     n = min(max_samples, len(data))
     if n == 0:
         raise ValueError("fisher_uncertainty() got an empty dataset.")
@@ -99,4 +122,4 @@ def fisher_uncertainty(
     finally:
         model.train(was_training)
     grad_sq = float(sum(g.double().pow(2).sum() for g in mean_grad))
-    return FisherUncertainty(data.name, n, total / n, grad_sq)
+    return FisherUncertainty(data.name, n, total / n, grad_sq, time.perf_counter() - t0)

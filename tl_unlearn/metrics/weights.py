@@ -14,36 +14,51 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from tl_unlearn.interventions.base import Intervention
+from tl_unlearn.results import Result
 
 __all__ = ["WeightDistance", "equivalent_weight_edit", "weight_distance"]
 
 
 @dataclass
-class WeightDistance:
+class WeightDistance(Result):
     """Per-parameter and per-layer distances between two sets of weights.
 
     Attributes:
         per_param: ``{name: (||W_a - W_b||, ||W_a - W_b|| / ||W_a||)}``.
         per_layer: ``{layer or "other": ||W_a - W_b||}`` over that layer's parameters.
         note: Explanation when no distance applies ("n/a").
+        label: What is compared.
+        seconds: Wall time.
     """
 
     per_param: dict[str, tuple[float, float]]
     per_layer: dict[str, float]
     note: str = ""
+    label: str = "weight distance"
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("per_layer",)
 
     @property
     def total(self) -> float:
         return float(sum(v**2 for v in self.per_layer.values()) ** 0.5)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"per_param": self.per_param, "per_layer": self.per_layer, "total": self.total,
-                "note": self.note}
+        return {**super().to_dict(), "total": self.total}
+
+    def figure(self, kind: str = "per_layer") -> Any:
+        """``kind="per_layer"``: ``||W_a - W_b||`` per layer."""
+        import plotly.graph_objects as go
+
+        self._check_kind(kind)
+        fig = go.Figure(go.Bar(x=list(self.per_layer), y=list(self.per_layer.values())))
+        fig.update_layout(title=f"{self.label}: total {self.total:.4g}", xaxis_title="layer",
+                          yaxis_title="||W_a - W_b||", template="plotly_white")
+        return fig
 
 
 def _layer_of(name: str) -> str:

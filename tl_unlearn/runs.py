@@ -1,0 +1,328 @@
+"""The settings and the typed output of a benchmark run: :class:`BenchmarkConfig` and
+:class:`BenchmarkResult` (with its run-level figures).
+
+:mod:`tl_unlearn.benchmark` produces them and :mod:`tl_unlearn.report` renders them; this
+module imports neither, so the three import one way (benchmark -> report -> runs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import plotly.graph_objects as go
+
+from tl_unlearn.corpora import BUILTIN_CORPORA
+from tl_unlearn.methods import METHODS
+from tl_unlearn.metrics.distances import ActivationDistances
+from tl_unlearn.metrics.evaluation import Evaluation, check_metric_name, describe_metric
+from tl_unlearn.metrics.generation import GenerationBehaviour
+from tl_unlearn.metrics.logit_lens import LogitLensDiff
+from tl_unlearn.metrics.scorecard import Scorecard
+from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
+from tl_unlearn.results import Result
+from tl_unlearn.tasks import BUILTIN_TASKS
+
+__all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "relearn_figure",
+           "selectivity_scatter"]
+
+# prune-freq and prune-random are available by name; prune-freq is not a default because on the
+# default task no level of it was ever more selective than removing nothing (held-out
+# difference 0 [0, 0] in every default run), and each method costs about a minute
+DEFAULT_METHODS = ("prune-abs", "head-mean", "sae-features", "actadd")
+OPTION_KEYS = {"sae.layer", "sae.d_sae", "sae.training_tokens", "actadd.layer",
+               "head-mean.attribution_seqs", "generation.topic", "relearn.lrs",
+               "actadd.prompt_add", "actadd.prompt_sub",
+               *(f"{m}.levels" for m in METHODS)}
+
+
+@dataclass
+class BenchmarkConfig:
+    """Settings of a benchmark run (all have defaults for the default task on SmolLM2).
+
+    Attributes:
+        model: ``"smollm2"`` (offline default), ``"tiny"``, or a TransformerLens model name.
+        forget: Forget source: a builtin corpus, a builtin prompt→answer task (``ioi``,
+            ``induction``, ``greater_than``, ``facts``) or a path.
+        retain: Retain source (the same kinds).
+        methods: Method names from :data:`tl_unlearn.methods.METHODS`.
+        seq_len: Tokens per sequence (BOS included).
+        fit_tokens: Token budget per dataset for fitting methods.
+        eval_tokens: Token budget per dataset for evaluation.
+        batch_size: Sequences per forward pass.
+        metric: Metric of the selectivity drops (``top1``, ``top1_skip``, ``loss``, an answer
+            metric such as ``logit_diff``...), or one per dataset: a mapping
+            ``{"forget": "logit_diff", "retain": "top1"}`` or the string
+            ``"forget=logit_diff,retain=top1"``.
+        seed: Seed for data order and random baselines.
+        mia_texts: Forget/held-out texts per side for membership inference (0, the default,
+            disables it). Off by default because no method here trains on the fit texts, so
+            the AUC only asks whether two samples of documents differ, and because it needs
+            at least 64 texts per side to mean anything (8 per side gave 0.41-0.59 for the
+            same model); when on, the AUC carries a bootstrap interval over texts.
+        relearn_steps: Degree of removal (0, the default, disables it): a relearning attack
+            on each method at its validated level, and on one of its random baselines:
+            fine-tune a copy of the model on forget fit data with the intervention held
+            (AdamW, learning rates ``relearn.lrs``, default 1e-4, 3e-4, 1e-3; the strongest
+            reported) for at most this many steps, until half of the forget drop is won
+            back; and ZRF against a randomly initialised twin. Off by default on SmolLM2:
+            a copy with AdamW state is 4x the model's weights and a step costs about three
+            forward passes, beyond the default run's memory and time budget.
+        baseline_seeds: Random baselines per method (random units of the same kind and
+            count at the method's validated level, evaluated on the held-out halves); the
+            scorecard compares each method with their mean (0 disables).
+        extras: Compute logit lens and activation distances for the top-ranked method.
+        generation_prompts: Prompts for the generation-behaviour check of ``actadd`` and of
+            the top-ranked ablation method (the openings of this many forget eval documents;
+            0 disables it).
+        generation_tokens: New tokens per continuation.
+        generation_samples: Sampled continuations per prompt.
+        options: Method options (``sae.layer``, ``sae.d_sae``, ``sae.training_tokens``,
+            ``actadd.layer``, ``actadd.prompt_add``, ``actadd.prompt_sub``,
+            ``<method>.levels``, ``generation.topic``: a committed topic word list, default
+            ``"code"`` when the forget set is ``python_code``).
+    """
+
+    model: str = "smollm2"
+    forget: str = "python_code"
+    retain: str = "wikipedia"
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    seq_len: int = 128
+    fit_tokens: int = 4000
+    eval_tokens: int = 2000
+    batch_size: int = 8
+    metric: str | dict[str, str] = "top1"
+    seed: int = 0
+    mia_texts: int = 0
+    baseline_seeds: int = 3
+    relearn_steps: int = 0
+    extras: bool = True
+    generation_prompts: int = 6
+    generation_tokens: int = 20
+    generation_samples: int = 2
+    options: dict[str, Any] = field(default_factory=lambda: {"sae.training_tokens": 40_000})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> BenchmarkConfig:
+        """Read a YAML or JSON config file (keys are the attribute names)."""
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"Config file {str(path)!r} does not exist.")
+        text = path.read_text()
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError: say where
+            first = str(exc).strip().splitlines()
+            raise ValueError(f"Config file {str(path)!r} is not valid "
+                             f"{'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                             f"{' '.join(line.strip() for line in first)}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"Config file {str(path)!r} must hold a mapping of settings.")
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchmarkConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown config key(s) {unknown}; valid keys are {sorted(known)}.")
+        data = dict(data)
+        if isinstance(data.get("methods"), str):  # "prune-abs" or "prune-abs, head-mean"
+            data["methods"] = [m.strip() for m in data["methods"].split(",") if m.strip()]
+        metric = data.get("metric")
+        if isinstance(metric, str) and "=" in metric:  # "forget=logit_diff,retain=top1"
+            pairs = [p.split("=", 1) for p in metric.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"metric {metric!r}: write one name, or dataset=name pairs "
+                                 "separated by commas.")
+            data["metric"] = {k.strip(): v.strip() for k, v in pairs}
+        return cls(**data)
+
+    def validate(self, user_metrics: Any = ()) -> None:
+        """Check everything that needs no model; raise ValueError saying what to fix."""
+        types = {"model": str, "forget": str, "retain": str, "metric": (str, dict), "seq_len": int,
+                 "fit_tokens": int, "eval_tokens": int, "batch_size": int, "seed": int,
+                 "mia_texts": int, "baseline_seeds": int, "relearn_steps": int, "extras": bool, "generation_prompts": int,
+                 "generation_tokens": int, "generation_samples": int, "options": dict}
+        for key, kind in types.items():
+            value = getattr(self, key)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple)
+                                                         else (kind,)))
+                raise ValueError(f"Setting {key} must be a {kinds}, got {value!r}.")
+        if not isinstance(self.methods, (list, tuple)) or not all(
+                isinstance(m, str) for m in self.methods):
+            raise ValueError(f"Setting methods must be a list of method names, got "
+                             f"{self.methods!r}.")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"Unknown method(s) {bad}; choose from {sorted(METHODS)}.")
+        if not self.methods:
+            raise ValueError("No method selected.")
+        for side in ("forget", "retain"):
+            src = getattr(self, side)
+            if src not in BUILTIN_CORPORA and src not in BUILTIN_TASKS and not Path(src).exists():
+                raise ValueError(
+                    f"{side}={src!r} is neither a builtin corpus {sorted(BUILTIN_CORPORA)}, a "
+                    f"builtin task {sorted(BUILTIN_TASKS)}, nor an existing file or folder."
+                )
+        bad_opts = sorted(set(self.options) - OPTION_KEYS)
+        if bad_opts:
+            raise ValueError(f"Unknown option(s) {bad_opts}; valid options: {sorted(OPTION_KEYS)}.")
+        if "generation.topic" in self.options:
+            from tl_unlearn.metrics.generation import topic_words
+
+            topic_words(self.options["generation.topic"])
+        minimums = {"seq_len": 2, "fit_tokens": 1, "eval_tokens": 1, "batch_size": 1,
+                    "mia_texts": 0, "baseline_seeds": 0, "relearn_steps": 0, "seed": 0,
+                    "generation_prompts": 0,
+                    "generation_tokens": 1, "generation_samples": 1}
+        for name, minimum in minimums.items():
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
+        if isinstance(self.metric, dict) and sorted(self.metric) != ["forget", "retain"]:
+            raise ValueError(f"A per-dataset metric names 'forget' and 'retain', got "
+                             f"{sorted(self.metric)}.")
+        check_metric_name(self.metric, custom=user_metrics)
+
+    def validate_for_model(self, model: Any) -> None:
+        """Checks that need the model's config (layers, hooks)."""
+        from tl_unlearn.interventions.base import check_hook_name, check_layer
+
+        if "sae.layer" in self.options:
+            check_layer(model, int(self.options["sae.layer"]))
+            check_hook_name(model, f"blocks.{int(self.options['sae.layer'])}.hook_resid_pre")
+        if "actadd.layer" in self.options:
+            check_layer(model, int(self.options["actadd.layer"]))
+        if self.seq_len > model.cfg.n_ctx:
+            raise ValueError(f"seq_len={self.seq_len} is longer than the model's n_ctx={model.cfg.n_ctx}.")
+
+
+@dataclass
+class BenchmarkResult(Result):
+    """Everything a run produced, typed.
+
+    Attributes:
+        config: The run's settings.
+        curves: One selectivity curve per method.
+        scorecard: The ranked methods.
+        timings: Seconds per phase (``total`` included).
+        environment: Package versions and machine.
+        method_info: Per-method details (levels, fitted state summaries).
+        generation: Generation behaviour per method (when ``generation_prompts``).
+        original: The original model's evaluation on the eval data.
+        random_baselines: Each method's random baseline (see :class:`RandomBaseline`).
+        logit_lens: Logit lens of the top-ranked method (when ``extras``).
+        activation_distances: Activation distances of the top-ranked method (when ``extras``).
+        degree_of_removal: Relearning attack, ZRF (and AIN/completeness with a retrained
+            twin) per method and its random baseline (when ``relearn_steps``); the relearning
+            runs in it are :meth:`RelearnResult.to_dict` data.
+        data: Sequences, tokens and documents of each fit and eval dataset.
+        label: ``"benchmark"``.
+        seconds: Wall time of the run.
+    """
+
+    config: BenchmarkConfig
+    curves: list[SelectivityCurve]
+    scorecard: Scorecard
+    timings: dict[str, float]
+    environment: dict[str, str]
+    method_info: dict[str, dict[str, Any]]
+    generation: dict[str, GenerationBehaviour] = field(default_factory=dict)
+    original: Evaluation | None = None
+    random_baselines: dict[str, RandomBaseline] = field(default_factory=dict)
+    logit_lens: LogitLensDiff | None = None
+    activation_distances: ActivationDistances | None = None
+    degree_of_removal: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    label: str = "benchmark"
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("scorecard", "scatter", "relearn")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "config": asdict(self.config)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BenchmarkResult:
+        d = dict(d)
+        d.update(d.pop("extras", None) or {})  # results.json written before typed fields
+        out = super().from_dict(d)  # the config comes back as a dict: rebuilt and checked
+        out.config = BenchmarkConfig.from_dict(d["config"])
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchmarkResult:
+        """Load ``results.json`` (or the folder that holds it)."""
+        path = Path(path)
+        return super().load(path / "results.json" if path.is_dir() else path)
+
+    def figure(self, kind: str = "scorecard") -> go.Figure:
+        """``"scorecard"``: the ranked scorecard; ``"scatter"``: forget vs retain drop of
+        every point of every method; ``"relearn"``: the relearning attacks (needs
+        ``relearn_steps``)."""
+        self._check_kind(kind)
+        if kind == "scatter":
+            return selectivity_scatter(self)
+        if kind == "relearn":
+            if not self.degree_of_removal:
+                raise ValueError("This run has no relearning attack (relearn_steps=0).")
+            return relearn_figure(self.degree_of_removal)
+        return self.scorecard.figure()
+
+    def curve(self, name: str) -> SelectivityCurve:
+        for c in self.curves:
+            if c.name == name:
+                return c
+        raise KeyError(f"No curve {name!r}; have {[c.name for c in self.curves]}.")
+
+
+def selectivity_scatter(result: BenchmarkResult) -> go.Figure:
+    """Forget drop vs retain drop of every point of every method (level-free comparison).
+
+    Points above the diagonal hurt the forget set more than the retain set.
+    """
+    fig = go.Figure()
+    top = 0.0
+    for c in result.curves:
+        f, r = c.forget_drop, c.retain_drop
+        top = max(top, float(max(f.max(), r.max())))
+        fig.add_trace(go.Scatter(
+            x=r.tolist(), y=f.tolist(), mode="lines+markers", name=c.name,
+            text=[f"{c.level_name}={x:g}" for x in c.x],
+            hovertemplate="%{text}<br>retain drop %{x:.3f}<br>forget drop %{y:.3f}"))
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="not selective",
+                             line={"dash": "dot", "color": "#999"}))
+    fig.update_layout(title=f"Forget vs retain drop ({describe_metric(result.config.metric)})",
+                      xaxis_title="retain drop", yaxis_title="forget drop",
+                      template="plotly_white")
+    return fig
+
+
+def relearn_figure(removal: dict[str, Any]) -> go.Figure:
+    """Forget top-1 against fine-tuning steps of the strongest relearning attack, per
+    method (solid) and its random baseline (dotted), with each run's target."""
+    fig = go.Figure()
+    colors = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]  # per method
+    for i, (name, entry) in enumerate(removal.items()):
+        for role, dash in (("method", "solid"), ("baseline", "dot")):
+            if role not in entry:
+                continue
+            best = entry[role]["best"]
+            curve = best["curve"]
+            fig.add_trace(go.Scatter(
+                x=[c[0] for c in curve], y=[c[1] for c in curve], mode="lines+markers",
+                name=f"{name} {'' if role == 'method' else 'random baseline '}(lr {best['lr']:g})",
+                line={"color": colors[i % len(colors)], "dash": dash}))
+    fig.update_layout(title="Relearning attack: forget top-1 while fine-tuning on forget data "
+                      "(intervention held); target: half of the drop won back",
+                      xaxis_title="fine-tuning step", yaxis_title="forget top-1",
+                      template="plotly_white")
+    return fig
