@@ -24,7 +24,15 @@ def test_toggle_shows_exactly_what_the_evaluation_api_returns(tiny_model, small)
     bars = w._ui["bars"].data[1].y
     assert list(bars) == [n["forget"]["top1"], n["retain"]["top1"], n["forget"]["loss"],
                           n["retain"]["loss"]]
-    assert w._ui["point"].data[0].y == (n["forget"]["drop"],)
+    point = w._ui["point"]
+    assert point.data[1].y == (n["forget"]["drop"],) and point.data[1].x == (n["retain"]["drop"],)
+    # the axes hold the point shown (they used to keep a stale range that did not)
+    lo, hi = point.layout.yaxis.range
+    assert lo < n["forget"]["drop"] < hi
+    lo, hi = point.layout.xaxis.range
+    assert lo < n["retain"]["drop"] < hi
+    # the two figures fit side by side in a notebook cell of a 1,400 px window
+    assert w._ui["bars"].layout.width + point.layout.width <= 1000
     assert w._ui["buttons"][(1, 2)].value is True
     assert "L0MLP" in w._ui["status"].value
     # toggling back restores the original numbers exactly

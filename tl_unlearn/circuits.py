@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import plotly.graph_objects as go
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, require_forget_retain
 from tl_unlearn.interventions import (
@@ -80,7 +81,7 @@ def component_intervention(
     them (useful when building many interventions on the same reference data).
     """
     heads = [(l, h) for l, h in components if h is not None]
-    mlps = [f"blocks.{l}.hook_mlp_out" for l, h in components if h is None]
+    mlps = [get_act_name("mlp_out", l) for l, h in components if h is None]
     label = name or f"{method}({', '.join(component_label(c) for c in components)})"
     if not components:
         return Intervention(label)

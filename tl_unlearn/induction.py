@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset
 
@@ -54,7 +55,7 @@ def previous_token_scores(model: Any, data: TokenDataset) -> Float[Tensor, "laye
 
 def _offset_scores(model: Any, data: TokenDataset, key_of: Any) -> Tensor:
     length = (data.tokens.shape[1] - 1) // 2
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
+    names = [get_act_name("pattern", l) for l in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(data.tokens, names_filter=names, return_type=None)
     scores = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     q = torch.arange(length + 1, 2 * length + 1)  # positions of the second copy

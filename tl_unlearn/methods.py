@@ -240,7 +240,7 @@ def _sae_features(ctx: MethodContext) -> FittedMethod:
     t0 = time.perf_counter()
     model = ctx.model
     layer = int(ctx.options.get("sae.layer", max(1, model.cfg.n_layers // 3)))
-    hook = f"blocks.{layer}.hook_resid_pre"
+    hook = get_act_name("resid_pre", layer)
     train_data = list(ctx.sae_data or [ctx.forget_fit, ctx.retain_fit])
     sae = train_sae(model, train_data, hook,
                     d_sae=int(ctx.options.get("sae.d_sae", 1024)),

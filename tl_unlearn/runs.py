@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import plotly.graph_objects as go
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.methods import METHODS
@@ -199,7 +200,7 @@ class BenchmarkConfig:
 
         if "sae.layer" in self.options:
             check_layer(model, int(self.options["sae.layer"]))
-            check_hook_name(model, f"blocks.{int(self.options['sae.layer'])}.hook_resid_pre")
+            check_hook_name(model, get_act_name("resid_pre", int(self.options["sae.layer"])))
         if "actadd.layer" in self.options:
             check_layer(model, int(self.options["actadd.layer"]))
         if self.seq_len > model.cfg.n_ctx:

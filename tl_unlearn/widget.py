@@ -39,6 +39,21 @@ from tl_unlearn.metrics.evaluation import (
 
 __all__ = ["AblationWidget"]
 
+BARS_WIDTH, POINT_WIDTH = 520, 420  # px; side by side in a 1,000 px notebook cell
+
+
+def point_range(value: float) -> list[float]:
+    """An axis range for a relative drop: [-0.1, 1.05], widened to hold ``value`` (drops can
+    be negative, or above 1 for losses) with a margin.
+
+    Example:
+        >>> point_range(0.3), point_range(-0.7)
+        ([-0.1, 1.05], [-0.8, 1.05])
+    """
+    if value != value:  # NaN: keep the default range
+        return [-0.1, 1.05]
+    return [round(min(-0.1, value - 0.1), 6), round(max(1.05, value + 0.1), 6)]
+
 
 class AblationWidget:
     """Interactive component ablation on a small cached forget/retain batch.
@@ -187,14 +202,22 @@ class AblationWidget:
                 buttons[comp] = b
                 row.append(b)
             rows.append(w.HBox(row))
+        # fixed widths that fit a notebook cell side by side (~1,000 px), wrapping below that
         bars = go.FigureWidget(layout={"title": "top-1 and loss", "barmode": "group",
-                                       "height": 320, "template": "plotly_white"})
+                                       "height": 320, "width": BARS_WIDTH, "autosize": False,
+                                       "margin": {"l": 50, "r": 20, "t": 50, "b": 50},
+                                       "template": "plotly_white"})
         for kind in ("original", "current"):
             bars.add_bar(name=kind, x=["forget top1", "retain top1", "forget loss",
                                        "retain loss"], y=[0, 0, 0, 0])
         point = go.FigureWidget(layout={"title": "selectivity point", "height": 320,
+                                        "width": POINT_WIDTH, "autosize": False,
+                                        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
                                         "xaxis_title": "retain drop", "yaxis_title": "forget drop",
-                                        "template": "plotly_white"})
+                                        "showlegend": False, "template": "plotly_white"})
+        # the diagonal: points above it hurt the forget set more than the retain set
+        point.add_scatter(x=[-1, 2], y=[-1, 2], mode="lines", name="not selective",
+                          line={"dash": "dot", "color": "#999"}, hoverinfo="skip")
         point.add_scatter(x=[0], y=[0], mode="markers", marker={"size": 14}, name="selection")
         status = w.HTML()
         code = w.Textarea(layout=w.Layout(width="100%", height="60px"))
@@ -202,7 +225,8 @@ class AblationWidget:
         show_code = w.Button(description="show code")
         export.on_click(lambda _: self.export())
         show_code.on_click(lambda _: setattr(code, "value", self.code()))
-        root = w.VBox([w.VBox(rows), w.HBox([bars, point]), status,
+        figures = w.HBox([bars, point], layout=w.Layout(flex_flow="row wrap", width="100%"))
+        root = w.VBox([w.VBox(rows), figures, status,
                        w.HBox([export, show_code]), code])
         return {"root": root, "buttons": buttons, "bars": bars, "point": point,
                 "status": status, "code": code}
@@ -224,9 +248,13 @@ class AblationWidget:
         with ui["bars"].batch_update():
             ui["bars"].data[0].y = orig
             ui["bars"].data[1].y = cur
+        x, y = n["retain"]["drop"], n["forget"]["drop"]
         with ui["point"].batch_update():
-            ui["point"].data[0].x = [n["retain"]["drop"]]
-            ui["point"].data[0].y = [n["forget"]["drop"]]
+            ui["point"].data[1].x = [x]
+            ui["point"].data[1].y = [y]
+            # explicit ranges that always hold the point (autorange kept stale ranges)
+            ui["point"].layout.xaxis.range = point_range(x)
+            ui["point"].layout.yaxis.range = point_range(y)
         for comp, b in ui["buttons"].items():
             if b.value != (comp in self._selected):
                 b.value = comp in self._selected

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions.base import (
@@ -86,13 +87,13 @@ def select_sites(
     for layer, hs in _pairs(heads).items():
         check_layer(model, layer)
         idx = check_indices(hs, cfg.n_heads, f"Head (layer {layer})")
-        wanted[check_hook_name(model, f"blocks.{layer}.attn.hook_z")] = ("head", idx)
+        wanted[check_hook_name(model, get_act_name("z", layer))] = ("head", idx)
     for layer, ns in _pairs(neurons).items():
         check_layer(model, layer)
         if cfg.d_mlp is None:
             raise ValueError("This model has no MLP neurons (cfg.d_mlp is None).")
         idx = check_indices(ns, cfg.d_mlp, f"Neuron (layer {layer})")
-        wanted[check_hook_name(model, f"blocks.{layer}.mlp.hook_post")] = ("last", idx)
+        wanted[check_hook_name(model, get_act_name("post", layer))] = ("last", idx)
     if hooks is not None:
         items = hooks.items() if isinstance(hooks, Mapping) else ((h, None) for h in hooks)
         for name, idx in items:

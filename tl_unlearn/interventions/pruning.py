@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions.ablation import iter_batches, replace_hook, stop_at_layer_kwargs
@@ -122,9 +123,9 @@ def _hooks_for(model: Any, components: Components) -> list[str]:
     names = []
     for layer in range(model.cfg.n_layers):
         if components in ("attn", "both"):
-            names.append(f"blocks.{layer}.attn.hook_z")
+            names.append(get_act_name("z", layer))
         if components in ("mlp", "both"):
-            names.append(f"blocks.{layer}.mlp.hook_post")
+            names.append(get_act_name("post", layer))
     return names
 
 

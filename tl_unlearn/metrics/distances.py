@@ -29,6 +29,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import check_positive_int, model_device
@@ -391,7 +392,8 @@ def activation_distances(
     t0 = time.perf_counter()
     model_b = model_a if model_b is None else model_b
     data = check_data(model_a, data, batch_size)
-    names = list(hook_names or [f"blocks.{l}.hook_resid_post" for l in range(model_a.cfg.n_layers)])
+    names = list(hook_names or [get_act_name("resid_post", l)
+                              for l in range(model_a.cfg.n_layers)])
     for n in names:
         check_hook_name(model_a, n)
         check_hook_name(model_b, n)

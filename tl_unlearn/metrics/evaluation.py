@@ -46,6 +46,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import check_hook_name, check_positive_int, model_device
@@ -662,10 +663,10 @@ def _resume_from_block(
         w = block.attn.W_O.reshape(-1, model.cfg.d_model).T.contiguous()
         attn_out = torch.nn.functional.linear(z.reshape(*z.shape[:2], -1).to(w.dtype), w,
                                               block.attn.b_O)
-        resid_mid = cache[f"blocks.{layer}.hook_resid_pre"] + attn_out
+        resid_mid = cache[get_act_name("resid_pre", layer)] + attn_out
         mlp_out = block.apply_mlp(block.ln2(resid_mid))
     else:
-        resid_mid, mlp_out = cache[f"blocks.{layer}.hook_resid_mid"], cache[mlp_name]
+        resid_mid, mlp_out = cache[get_act_name("resid_mid", layer)], cache[mlp_name]
     resid_post = resid_mid + hooked(mlp_name, mlp_out)
     return model(resid_post, start_at_layer=layer + 1, stop_at_layer=model.cfg.n_layers,
                  tokens=tokens)
@@ -735,7 +736,7 @@ def evaluate_many(
     # the original model (no hook) also resumes from the deepest needed cached layer
     needed = sorted({s for s in starts if 0 < s < n_layers}
                     | {l for l in block_layers if l is not None})
-    if any(f"blocks.{l}.hook_resid_pre" not in model.hook_dict for l in needed):
+    if any(get_act_name("resid_pre", l) not in model.hook_dict for l in needed):
         # e.g. an SAE spliced in at resid_pre
         needed, starts, block_layers = [], [0] * len(hook_lists), [None] * len(hook_lists)
     block_names = [n for l in sorted({l for l in block_layers if l is not None})
@@ -767,10 +768,10 @@ def evaluate_many(
             t0 = time.perf_counter()
             resid: dict[int, Tensor] = {}
             if needed:
-                names = sorted({f"blocks.{l}.hook_resid_pre" for l in needed} | set(block_names))
+                names = sorted({get_act_name("resid_pre", l) for l in needed} | set(block_names))
                 _, cache = model.run_with_cache(tokens, names_filter=names,
                                                 stop_at_layer=needed[-1] + 1, return_type=None)
-                resid = {l: cache[f"blocks.{l}.hook_resid_pre"] for l in needed}
+                resid = {l: cache[get_act_name("resid_pre", l)] for l in needed}
             shared = (time.perf_counter() - t0) / len(hook_lists)
             for i, hooks in enumerate(hook_lists):
                 t1 = time.perf_counter()

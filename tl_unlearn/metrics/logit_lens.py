@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import model_device
@@ -116,8 +117,8 @@ def logit_lens_diff(
     t0 = time.perf_counter()
     n_layers = model.cfg.n_layers
     chosen = list(range(n_layers)) if layers is None else [check_layer(model, l) for l in layers]
-    names = [f"blocks.{l}.hook_resid_pre" for l in chosen]
-    names.append(f"blocks.{n_layers - 1}.hook_resid_post")
+    names = [get_act_name("resid_pre", l) for l in chosen]
+    names.append(get_act_name("resid_post", n_layers - 1))
     lens_points = [f"L{l}" for l in chosen] + ["final"]
     logprob: dict[str, dict[str, list[float]]] = {}
     rank: dict[str, dict[str, list[float]]] = {}
