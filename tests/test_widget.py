@@ -89,3 +89,69 @@ def test_widget_with_a_user_metric_on_a_prompt_answer_task(tiny_model, tiny_data
     assert n["retain"]["metric"] == expected["retain"].accuracy[1]
     assert n["forget"]["drop"] == pytest.approx(
         1 - n["forget"]["metric"] / n["forget"]["original_metric"])
+
+
+WIDGET_CELL = """from tl_unlearn import AblationWidget, load_tiny_model, make_task
+model = load_tiny_model()
+data = {k: v.head(4) for k, v in make_task().tokenize(model.tokenizer, "eval", seq_len=64,
+                                                       max_tokens=3000).items()}
+w = AblationWidget(model, data)
+w.widget()"""
+
+
+def test_widget_in_jupyterlab_in_headless_chromium(tmp_path, tiny_model, small):
+    """JupyterLab on localhost, the notebook opened in headless Chromium (1400 px window):
+    clicking L1H2 shows the numbers the Python API gives, and both figures lie inside the
+    cell's output with axes that hold the selectivity point."""
+    import re
+
+    import nbformat
+    from browser import jupyterlab_server, require_browser_stack
+
+    chromium = require_browser_stack("playwright", "jupyterlab")
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(WIDGET_CELL)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, tmp_path / "widget.ipynb")
+    expected = AblationWidget(tiny_model, small)  # the same data as the cell's
+    expected.toggle(1, 2)
+    want = expected.numbers
+    with jupyterlab_server(tmp_path, tmp_path / "jupyter.log") as (url, token), \
+            sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/lab/tree/widget.ipynb?token={token}")
+            page.wait_for_function("window.jupyterapp && window.jupyterapp.commands"
+                                   ".hasCommand('notebook:run-all-cells')", timeout=90_000)
+            page.wait_for_selector(".jp-Notebook", timeout=60_000)
+            page.wait_for_timeout(2000)  # the kernel session
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            button = page.get_by_role("button", name="L1H2", exact=True)
+            button.wait_for(timeout=180_000)
+            button.click()
+            page.wait_for_function(
+                "[...document.querySelectorAll('.widget-html-content')]"
+                ".some(e => e.innerText.includes('ablated (zero): L1H2'))", timeout=60_000)
+            status = page.locator(".widget-html-content").filter(has_text="ablated").inner_text()
+            page.screenshot(path=str(tmp_path / "widget.png"))
+            plots = page.locator(".js-plotly-plot")
+            boxes = [plots.nth(i).bounding_box() for i in range(plots.count())]
+            ranges = plots.nth(1).evaluate(
+                "el => [el._fullLayout.xaxis.range, el._fullLayout.yaxis.range]")
+            output = page.locator(".jp-OutputArea-output").first.bounding_box()
+        finally:
+            browser.close()
+    drops = re.search(r"forget drop (-?[\d.]+), retain drop (-?[\d.]+)", status)
+    assert drops, status
+    assert drops.group(1) == f"{want['forget']['drop']:.3f}"
+    assert drops.group(2) == f"{want['retain']['drop']:.3f}"
+    assert len(boxes) == 2
+    for box in boxes:  # nothing cut off at the right edge
+        assert box["x"] + box["width"] <= output["x"] + output["width"] + 1
+    (x_lo, x_hi), (y_lo, y_hi) = ranges
+    assert x_lo < want["retain"]["drop"] < x_hi and y_lo < want["forget"]["drop"] < y_hi
