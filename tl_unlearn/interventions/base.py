@@ -26,6 +26,7 @@ from torch import Tensor
 
 __all__ = [
     "HookFn",
+    "Hooks",
     "Intervention",
     "compose",
     "check_hook_name",
@@ -39,6 +40,9 @@ def model_device(model: Any) -> str | torch.device:
     return getattr(model.cfg, "device", None) or "cpu"
 
 HookFn = Callable[[Tensor, Any], Tensor | None]
+#: Any hook list TransformerLens takes: an :class:`Intervention` or ``[(hook_name, fn), ...]``
+#: (the one hook-list type of the package).
+Hooks = Sequence[tuple[Any, Any]]
 Positions = str | int | Sequence[int] | Tensor | None
 
 

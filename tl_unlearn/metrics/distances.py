@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import check_positive_int, model_device
+from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
 from tl_unlearn.metrics.evaluation import (
     check_data,
     final_residual,
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 LN2 = math.log(2.0)
-Hooks = Sequence[tuple[Any, Any]]
 
 
 def js_divergence(

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import check_hook_name, check_positive_int, model_device
+from tl_unlearn.interventions.base import Hooks, check_hook_name, check_positive_int, model_device
 from tl_unlearn.metrics.intervals import (
     Interval,
     bootstrap_indices,
@@ -63,7 +63,6 @@ __all__ = ["ANSWER_METRICS", "DatasetMetrics", "Evaluation", "ForgetRetainDrops"
            "OnDatasets", "evaluate", "evaluate_many", "final_residual",
            "resolve_metric", "row_chunks", "unembed_residual", "unit_indices"]
 
-HookList = Sequence[tuple[Any, Any]]
 MetricFn = Callable[[Tensor, TokenDataset], Any]
 """A user metric: ``metric(logits, batch)`` -> scalar or one value per example."""
 MetricSpec = str | Mapping[str, str]
@@ -525,7 +524,7 @@ def _user_metric_values(
     return values, per_example
 
 
-def _start_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int:
+def _start_layer(model: Any, hooks: Hooks) -> int:
     """First layer an intervention touches (0 when it touches anything before the blocks)."""
     from transformer_lens import HookedTransformer
 
@@ -542,7 +541,7 @@ def _start_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int:
 _BLOCK_OUTPUTS = ("attn.hook_z", "hook_mlp_out")
 
 
-def _block_output_layer(model: Any, hooks: Sequence[tuple[Any, Any]]) -> int | None:
+def _block_output_layer(model: Any, hooks: Hooks) -> int | None:
     """The layer ``l`` when every hook is on ``hook_z`` or ``hook_mlp_out`` of block ``l``.
 
     Such an intervention (a head or MLP-layer ablation) leaves everything in block ``l``
@@ -636,7 +635,7 @@ def _resume_from_block(
     model: Any,
     layer: int,
     cache: Mapping[str, Tensor],
-    hooks: Sequence[tuple[Any, Any]],
+    hooks: Hooks,
     tokens: Int[Tensor, "batch pos"],
 ) -> Float[Tensor, "batch pos d_model"]:
     """The residual after the last block (before ``ln_final``) with ``hooks`` applied to block
@@ -676,7 +675,7 @@ def _resume_from_block(
 def evaluate_many(
     model: Any,
     data: TokenDataset | Mapping[str, TokenDataset],
-    interventions: Sequence[HookList | Iterable[tuple[Any, Any]]],
+    interventions: Sequence[Hooks | Iterable[tuple[Any, Any]]],
     *,
     batch_size: int = 8,
     top_k: Sequence[int] = (1, 5),
@@ -867,7 +866,7 @@ def evaluate_many(
 def evaluate(
     model: Any,
     data: TokenDataset | Mapping[str, TokenDataset],
-    hooks: HookList | Iterable[tuple[Any, Any]] = (),
+    hooks: Hooks | Iterable[tuple[Any, Any]] = (),
     *,
     batch_size: int = 8,
     top_k: Sequence[int] = (1, 5),

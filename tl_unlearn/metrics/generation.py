@@ -43,7 +43,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions.base import Intervention, check_hook_name, model_device
+from tl_unlearn.interventions.base import Hooks, Intervention, check_hook_name, model_device
 from tl_unlearn.metrics.intervals import (
     Interval,
     paired_difference_interval,
@@ -475,7 +475,7 @@ def generation_behaviour(
     model: Any,
     prompts: Sequence[str],
     interventions: Intervention | Callable[[float], Intervention]
-    | Sequence[tuple[Any, Any]],
+    | Hooks,
     levels: Sequence[float] | None = None,
     *,
     topic: str | Iterable[str] | None = "wedding",

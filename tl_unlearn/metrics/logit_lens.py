@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import model_device
+from tl_unlearn.interventions.base import Hooks, model_device
 from tl_unlearn.metrics.evaluation import check_data, row_chunks, unembed_residual
 from tl_unlearn.results import Result, dataset_colour
 
@@ -86,7 +86,7 @@ class LogitLensDiff(Result):
 def logit_lens_diff(
     model: Any,
     data: TokenDataset | Mapping[str, TokenDataset],
-    hooks: Sequence[tuple[Any, Any]] = (),
+    hooks: Hooks = (),
     *,
     layers: Sequence[int] | None = None,
     batch_size: int = 8,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from tl_unlearn.interventions.base import model_device
+from tl_unlearn.interventions.base import Hooks, model_device
 from tl_unlearn.results import Result
 
 __all__ = ["MembershipInference", "auc_interval", "auc_score", "membership_inference", "text_scores"]
@@ -49,7 +49,7 @@ def auc_score(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 @torch.inference_mode()
 def text_scores(
-    model: Any, texts: Sequence[str], hooks: Sequence[tuple[Any, Any]] = (), *,
+    model: Any, texts: Sequence[str], hooks: Hooks = (), *,
     max_tokens: int = 128, k: float = 0.2,
 ) -> dict[str, np.ndarray]:
     """LOSS, zlib and Min-K% scores of each text (first ``max_tokens`` tokens, BOS first)."""
@@ -144,7 +144,7 @@ def auc_interval(
 
 def membership_inference(
     model: Any, forget_texts: Sequence[str], heldout_texts: Sequence[str],
-    hooks: Sequence[tuple[Any, Any]] = (), *, max_tokens: int = 128, k: float = 0.2,
+    hooks: Hooks = (), *, max_tokens: int = 128, k: float = 0.2,
     label: str = "", n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
 ) -> MembershipInference:
     """Membership-inference AUC (LOSS, zlib, Min-K%) of forget vs held-out texts, with

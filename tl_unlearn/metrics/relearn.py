@@ -24,13 +24,12 @@ import plotly.graph_objects as go
 import torch
 
 from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import check_positive_int, model_device
+from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
 from tl_unlearn.metrics.evaluation import check_data, evaluate
 from tl_unlearn.results import Result
 
 __all__ = ["RelearnResult", "anamnesis_index", "relearn", "relearn_attack"]
 
-Hooks = Sequence[tuple[Any, Any]]
 
 
 @dataclass

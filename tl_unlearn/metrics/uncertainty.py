@@ -13,14 +13,13 @@ are cleared afterwards and no optimiser step is taken).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import check_positive_int, model_device
+from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
 from tl_unlearn.metrics.evaluation import check_data
 from tl_unlearn.results import Result
 
@@ -80,7 +79,7 @@ def _seq_loglik(model: Any, tokens: torch.Tensor, mask: torch.Tensor) -> torch.T
 def fisher_uncertainty(
     model: Any,
     data: TokenDataset,
-    hooks: Sequence[tuple[Any, Any]] = (),
+    hooks: Hooks = (),
     *,
     max_samples: int = 16,
 ) -> FisherUncertainty:

@@ -1,0 +1,83 @@
+"""The package as a whole: its import graph has no cycle (lazy imports included), and the
+quickstart path is importable from the root."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import tl_unlearn
+
+PACKAGE = Path(tl_unlearn.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = f.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = f
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the tl_unlearn modules it imports anywhere (function-level imports too),
+    leaving out a module's own parent packages (re-export ``__init__`` files)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, f in mods.items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for t in targets:
+                if t in mods and t != m and not m.startswith(t + "."):
+                    graph[m].add(t)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle, or None (depth-first search)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state:
+                found = visit(n)
+                if found:
+                    return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert "tl_unlearn.runs" in graph["tl_unlearn.report"]  # the graph sees real imports
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+    # the check can fail: a report that imported the benchmark back would be a cycle
+    graph["tl_unlearn.runs"].add("tl_unlearn.benchmark")
+    assert find_cycle(graph) is not None
+
+
+def test_quickstart_path_from_the_root():
+    for name in tl_unlearn.__all__:
+        assert getattr(tl_unlearn, name) is not None, name
+    from tl_unlearn.benchmark import run_benchmark
+    from tl_unlearn.interventions import zero_ablation
+
+    assert tl_unlearn.zero_ablation is zero_ablation and tl_unlearn.run_benchmark is run_benchmark
