@@ -26,13 +26,8 @@ import plotly.graph_objects as go
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, require_forget_retain
-from tl_unlearn.interventions import (
-    Intervention,
-    mean_ablation,
-    resample_ablation,
-    zero_ablation,
-)
-from tl_unlearn.interventions.ablation import activation_means
+from tl_unlearn.interventions import Intervention
+from tl_unlearn.interventions.ablation import AblationMethod, ablation, activation_means
 from tl_unlearn.interventions.base import check_positive_int
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
@@ -51,7 +46,7 @@ from tl_unlearn.results import Result
 __all__ = ["ComponentMap", "component_intervention", "component_selectivity_map",
            "greedy_circuit"]
 
-Method = Literal["zero", "mean", "resample"]
+Method = AblationMethod
 Component = tuple[int, int | None]  # (layer, head) or (layer, None) for the MLP
 
 
@@ -85,17 +80,12 @@ def component_intervention(
     label = name or f"{method}({', '.join(component_label(c) for c in components)})"
     if not components:
         return Intervention(label)
-    if method == "zero":
-        return zero_ablation(model, heads or None, hooks=mlps or None, name=label)
-    if reference is None and not (method == "mean" and means is not None):
-        raise ValueError(f"method={method!r} needs reference data.")
+    if method == "zero":  # reference-data options (per_position, seed...) do not apply
+        return ablation(model, "zero", heads=heads or None, hooks=mlps or None, name=label)
     if method == "mean":
-        return mean_ablation(model, reference, heads or None, hooks=mlps or None, name=label,
-                             means=means, **kwargs)
-    if method == "resample":
-        return resample_ablation(model, reference, heads or None, hooks=mlps or None,
-                                 name=label, **kwargs)
-    raise ValueError(f"Unknown method {method!r}; choose 'zero', 'mean' or 'resample'.")
+        kwargs["means"] = means
+    return ablation(model, method, reference, heads or None, hooks=mlps or None, name=label,
+                    **kwargs)
 
 
 @dataclass

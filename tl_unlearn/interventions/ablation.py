@@ -400,7 +400,7 @@ def keep_only_circuit(
     *,
     layers: Sequence[int] | None = None,
     include_mlp: bool = False,
-    method: Literal["zero", "mean", "resample"] = "mean",
+    method: AblationMethod = "mean",
     reference: TokenDataset | Tensor | None = None,
     name: str | None = None,
     **kwargs: Any,
@@ -437,17 +437,49 @@ def keep_only_circuit(
         ablate_n = {l: [n for n in range(cfg.d_mlp) if (l, n) not in keep_n] for l in layers}
         ablate_n = {l: v for l, v in ablate_n.items() if v}
     label = name or f"keep-only({len(keep_h)} heads, {len(keep_n)} neurons; {method})"
-    if method == "zero":
-        iv = zero_ablation(model, ablate_h or None, ablate_n or None, name=label, **kwargs)
-    elif method in ("mean", "resample"):
-        if reference is None:
-            raise ValueError(f"method={method!r} needs reference data.")
-        fn = mean_ablation if method == "mean" else resample_ablation
-        iv = fn(model, reference, ablate_h or None, ablate_n or None, name=label, **kwargs)
-    else:
-        raise ValueError(f"Unknown method {method!r}; choose 'zero', 'mean' or 'resample'.")
+    iv = ablation(model, method, reference, ablate_h or None, ablate_n or None, name=label,
+                  **kwargs)
     iv.info.update({"ablated_heads": ablate_h, "kept_heads": sorted(keep_h)})
     return iv
+
+
+AblationMethod = Literal["zero", "mean", "resample"]
+
+
+def ablation(
+    model: Any,
+    method: AblationMethod,
+    reference: TokenDataset | Tensor | None = None,
+    heads: HeadSpec = None,
+    neurons: NeuronSpec = None,
+    hooks: HookSpec = None,
+    **kwargs: Any,
+) -> Intervention:
+    """Zero, mean or resample ablation by name (the one dispatcher of the package).
+
+    Args:
+        model: The model.
+        method: ``"zero"``, ``"mean"`` or ``"resample"``.
+        reference: Reference data (mean and resample; mean also accepts ``means=``).
+        heads, neurons, hooks: What to ablate, as in :func:`zero_ablation`.
+        **kwargs: Passed to the ablation (``name``, ``positions``, ``means``, ``seed``...).
+
+    Raises:
+        ValueError: An unknown method, or mean/resample without reference data.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> ablation(load_tiny_model(), "zero", heads=[(1, 2)]).hook_names
+        ['blocks.1.attn.hook_z']
+    """
+    if method == "zero":
+        return zero_ablation(model, heads, neurons, hooks, **kwargs)
+    if method not in ("mean", "resample"):
+        raise ValueError(f"Unknown method {method!r}; choose 'zero', 'mean' or 'resample'.")
+    if reference is None and not (method == "mean" and kwargs.get("means") is not None):
+        raise ValueError(f"method={method!r} needs reference data.")
+    fn = mean_ablation if method == "mean" else resample_ablation
+    return fn(model, reference, heads, neurons, hooks, **kwargs)
 
 
 def directional_ablation(
