@@ -223,5 +223,8 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     html = (tmp_path / "report.html").read_text()
     assert "Degree of removal: relearning" in html
     again = BenchmarkResult.load(tmp_path)
+    from tl_unlearn import load_result
+
+    assert type(load_result(tmp_path / "results.json")) is BenchmarkResult
     assert again.degree_of_removal["prune-abs"]["method"]["best"] == entry["method"][
         "best"]

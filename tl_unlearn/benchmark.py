@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from tl_unlearn.files import atomic_write_text, save_json
+from tl_unlearn.files import atomic_write_text
 from tl_unlearn.methods import MethodContext, fit_method
 from tl_unlearn.metrics.distances import (
     activation_distances,
@@ -401,7 +401,7 @@ def run_benchmark(
         out = Path(output_dir)
         report_html = render_report(result)
         existed = (out / "results.json").exists()
-        save_json(out / "results.json", result.to_dict())
+        result.save(out / "results.json")
         try:
             atomic_write_text(out / "report.html", report_html)
         except BaseException:
