@@ -36,7 +36,8 @@ __all__ = ["Result", "dataset_colour", "load_result", "result_types"]
 
 #: One colour per dataset in every figure: forget red, retain blue, others in a fixed order.
 DATASET_COLOURS = {"forget": "#d62728", "retain": "#1f77b4"}
-_OTHER_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+#: Colours for everything else (other datasets, methods): never forget red or retain blue.
+OTHER_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
 def dataset_colour(name: str) -> str:
@@ -48,7 +49,7 @@ def dataset_colour(name: str) -> str:
     """
     if name in DATASET_COLOURS:
         return DATASET_COLOURS[name]
-    return _OTHER_COLOURS[sum(name.encode()) % len(_OTHER_COLOURS)]
+    return OTHER_COLOURS[sum(name.encode()) % len(OTHER_COLOURS)]
 
 R = TypeVar("R", bound="Result")
 

@@ -24,7 +24,7 @@ from tl_unlearn.metrics.generation import GenerationBehaviour
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
-from tl_unlearn.results import Result
+from tl_unlearn.results import OTHER_COLOURS, Result
 from tl_unlearn.tasks import BUILTIN_TASKS
 
 __all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "relearn_figure",
@@ -311,7 +311,7 @@ def relearn_figure(removal: dict[str, Any]) -> go.Figure:
     """Forget top-1 against fine-tuning steps of the strongest relearning attack, per
     method (solid) and its random baseline (dotted), with each run's target."""
     fig = go.Figure()
-    colors = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]  # per method
+    colors = OTHER_COLOURS  # one per method
     for i, (name, entry) in enumerate(removal.items()):
         for role, dash in (("method", "solid"), ("baseline", "dot")):
             if role not in entry:

@@ -54,6 +54,7 @@ from tl_unlearn.metrics.intervals import (
     Interval,
     bootstrap_indices,
     dataset_seed,
+    error_bars,
     percentile_interval,
     pointwise_intervals,
 )
@@ -318,9 +319,7 @@ class Evaluation(Result):
         self._check_kind(kind)
         names = list(self.datasets)
         ivs = [self.metric_interval(n, metric, n_boot=n_boot) for n in names]
-        error = {"type": "data", "array": [i.high - i.value for i in ivs],
-                 "arrayminus": [i.value - i.low for i in ivs]}
-        fig = go.Figure(go.Bar(x=names, y=[i.value for i in ivs], error_y=error,
+        fig = go.Figure(go.Bar(x=names, y=[i.value for i in ivs], error_y=error_bars(ivs),
                                marker_color=[dataset_colour(n) for n in names]))
         fig.update_layout(title=f"{describe_metric(metric)}: {self.label or 'evaluation'}",
                           yaxis_title=describe_metric(metric), template="plotly_white")

@@ -46,6 +46,7 @@ from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions.base import Hooks, Intervention, check_hook_name, model_device
 from tl_unlearn.metrics.intervals import (
     Interval,
+    error_bars,
     paired_difference_interval,
     ratio_interval,
     ratio_of_sums,
@@ -389,9 +390,7 @@ class GenerationBehaviour(Result):
         fig.add_trace(go.Scatter(
             x=x, y=[i.value for i in ivs], mode="lines+markers", name=self.label,
             line={"color": "#d62728"},
-            error_y={"type": "data", "symmetric": False,
-                     "array": [i.high - i.value for i in ivs],
-                     "arrayminus": [i.value - i.low for i in ivs]}))
+            error_y=error_bars(ivs)))
         fig.update_layout(title=f"Generated text: {kind} ({self.label})",
                           xaxis_title=self.level_name, yaxis_title=kind,
                           template="plotly_white")

@@ -23,12 +23,14 @@ Example:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 __all__ = ["Interval", "bootstrap_indices", "check_interval_settings", "dataset_seed",
-           "percentile_interval", "pointwise_intervals", "ratio_interval", "ratio_of_sums",
+           "error_bars", "percentile_interval", "pointwise_intervals", "ratio_interval", "ratio_of_sums",
            "paired_difference_interval"]
 
 
@@ -59,6 +61,19 @@ class Interval:
 
     def __str__(self) -> str:
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
+
+
+def error_bars(intervals: Sequence[Interval]) -> dict[str, Any]:
+    """A Plotly ``error_x``/``error_y`` spec drawing each interval around its value.
+
+    Example:
+        >>> bars = error_bars([Interval(0.5, 0.25, 1.0)])
+        >>> bars["array"], bars["arrayminus"]
+        ([0.5], [0.25])
+    """
+    return {"type": "data", "symmetric": False,
+            "array": [i.high - i.value for i in intervals],
+            "arrayminus": [i.value - i.low for i in intervals]}
 
 
 def check_interval_settings(n_boot: int, confidence: float) -> None:

@@ -24,6 +24,7 @@ import torch
 from scipy.stats import rankdata
 
 from tl_unlearn.interventions.base import Hooks, model_device
+from tl_unlearn.metrics.intervals import Interval, error_bars
 from tl_unlearn.results import Result
 
 __all__ = ["MembershipInference", "auc_interval", "auc_score", "membership_inference", "text_scores"]
@@ -106,11 +107,10 @@ class MembershipInference(Result):
 
         self._check_kind(kind)
         names = list(self.auc)
-        v = [self.auc[n] for n in names]
-        hi = [self.auc_high.get(n, float("nan")) - x for n, x in zip(names, v)]
-        lo = [x - self.auc_low.get(n, float("nan")) for n, x in zip(names, v)]
-        fig = go.Figure(go.Bar(x=names, y=v, error_y={"type": "data", "array": hi,
-                                                      "arrayminus": lo}))
+        nan = float("nan")
+        ivs = [Interval(self.auc[n], self.auc_low.get(n, nan), self.auc_high.get(n, nan))
+               for n in names]
+        fig = go.Figure(go.Bar(x=names, y=[i.value for i in ivs], error_y=error_bars(ivs)))
         fig.add_hline(y=0.5, line_dash="dash", annotation_text="chance")
         fig.update_layout(title=f"Membership inference: {self.label} "
                                 f"({self.n_forget} forget vs {self.n_heldout} held-out texts)",
