@@ -107,6 +107,7 @@ def test_results_measure_their_time_and_keep_their_numbers(results):
     assert again.curves[0].max_difference == run.curves[0].max_difference
     assert again.logit_lens == run.logit_lens and again.config == run.config
     assert again.random_baselines["prune-abs"].seeds == [1]
+    assert run.random_baselines["prune-abs"].seconds > 0  # computed by the benchmark
 
 
 def test_load_refuses_another_type(results, tmp_path):

@@ -50,6 +50,7 @@ from tl_unlearn.runs import DEFAULT_METHODS, BenchmarkConfig, BenchmarkResult
 
 __all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 
+
 def _release_free_memory() -> None:
     """Give freed heap memory back to the operating system (glibc ``malloc_trim``).
 
@@ -150,6 +151,7 @@ def random_baselines(
         level = curve.held_out()["level"]
         if not math.isfinite(level):
             continue
+        t0 = time.perf_counter()
         evaluations = []
         if level != 0:  # at level 0 nothing is removed: the baseline is the original
             skip = any("_skip" in metric_of(curve.metric, ds) for ds in ("forget", "retain"))
@@ -157,7 +159,8 @@ def random_baselines(
             evaluations = evaluate_many(
                 model, data, [fm.baseline(level, s) for s in seeds],
                 batch_size=config.batch_size, progress=False, metrics=metrics)
-        out[curve.name] = RandomBaseline(fm.baseline_label, level, seeds, evaluations)
+        out[curve.name] = RandomBaseline(fm.baseline_label, level, seeds, evaluations,
+                                         time.perf_counter() - t0)
     return out
 
 
