@@ -188,8 +188,7 @@ def train_sae(
         >>> m = load_tiny_model()
         >>> d = make_task().tokenize(m.tokenizer, "fit", seq_len=64, max_tokens=2000)
         >>> sae = train_sae(m, [d["forget"], d["retain"]], "blocks.1.hook_resid_pre",
-        ...                 d_sae=64, training_tokens=2048)  # doctest: +ELLIPSIS
-        ...
+        ...                 d_sae=64, training_tokens=2048)
         >>> sae.cfg.d_sae
         64
     """
