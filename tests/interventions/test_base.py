@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tl_unlearn.interventions import Intervention, compose, mean_ablation, zero_ablation
-from tl_unlearn.interventions.base import check_hook_name, positions_mask
+from tl_unlearn.interventions.base import check_hook_name, positions_mask, stream_activations
 
 
 def test_unknown_hook_name_suggests_close_names(tiny_model):
@@ -94,3 +94,29 @@ def test_every_intervention_leaves_weights_bit_identical(tiny_model, tiny_data, 
             assert isinstance(iv, Intervention)
             with iv.applied(tiny_model):
                 tiny_model(ref.tokens[:2, :32])
+
+
+def test_stream_activations_reads_masked_activations_after_fwd_hooks(tiny_model, tiny_data,
+                                                                     weights_guard):
+    """The one streaming loop hands each hook the activations of every batch (with the
+    fwd_hooks applied first) and its mask, as run_with_cache does on the same batch."""
+    data = tiny_data["forget"]
+    names = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"]
+    iv = zero_ablation(tiny_model, heads=[(0, 1)])
+    seen: dict[str, list] = {n: [] for n in names}
+    with weights_guard(tiny_model):
+        n = stream_activations(tiny_model, data, names,
+                               lambda name, acts, mask: seen[name].append(acts[mask].clone()),
+                               batch_size=3, fwd_hooks=list(iv))
+        ref: dict[str, list] = {nm: [] for nm in names}
+        for tokens, mask in data.batches(3):
+            with tiny_model.hooks(fwd_hooks=list(iv)):
+                _, cache = tiny_model.run_with_cache(tokens, names_filter=names)
+            for nm in names:
+                ref[nm].append(cache[nm][mask])
+    assert n == -(-len(data) // 3)
+    for nm in names:
+        assert torch.equal(torch.cat(seen[nm]), torch.cat(ref[nm]))
+    assert not tiny_model.hook_dict[names[0]].fwd_hooks
+    with pytest.raises(ValueError, match="hook_zz"):
+        stream_activations(tiny_model, data, ["blocks.1.attn.hook_zz"], lambda *a: None)

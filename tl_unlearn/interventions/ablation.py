@@ -38,6 +38,8 @@ from tl_unlearn.interventions.base import (
     hook_shapes,
     model_device,
     positions_mask,
+    stop_at_layer_kwargs,
+    stream_activations,
 )
 
 __all__ = [
@@ -177,24 +179,6 @@ def zero_ablation(
     return Intervention(name or _label("zero", heads, neurons, hooks), hooks_, info)
 
 
-def iter_batches(data: TokenDataset | Tensor, batch_size: int):
-    if isinstance(data, TokenDataset):
-        yield from data.batches(batch_size)
-    else:
-        for s in range(0, len(data), batch_size):
-            t = data[s : s + batch_size]
-            yield t, torch.ones_like(t, dtype=torch.bool)
-
-
-def stop_at_layer_kwargs(model: Any, names: Sequence[str]) -> dict[str, Any]:
-    """``stop_at_layer`` kwargs that skip layers after the last needed hook (HookedTransformer)."""
-    from transformer_lens import HookedTransformer
-
-    if not isinstance(model, HookedTransformer) or not all(n.startswith("blocks.") for n in names):
-        return {}
-    return {"stop_at_layer": max(int(n.split(".")[1]) for n in names) + 1}
-
-
 def _add_rows(total: Tensor | None, x: Tensor) -> Tensor:
     """``total + x``; per-position sums of batches of different widths are added row by row
     (the shorter one counts as zero-padded)."""
@@ -226,31 +210,19 @@ def activation_means(
     Raises:
         ValueError: If ``data`` is empty or a hook name is unknown.
     """
-    for n in hook_names:
-        check_hook_name(model, n)
     sums: dict[str, Tensor] = {}
     counts: dict[str, Tensor] = {}
-    current: dict[str, Tensor] = {}
 
-    def accumulate(name: str) -> HookFn:
-        def hook(acts: Tensor, hook: Any) -> None:
-            m = current["mask"].to(acts.device)
-            w = m.reshape(*m.shape, *([1] * (acts.ndim - 2))).double()
-            s = (acts.double() * w).sum(0)
-            c = m.double().sum(0)
-            if not per_position:
-                s, c = s.sum(0), c.sum()
-            sums[name] = _add_rows(sums.get(name), s)
-            counts[name] = _add_rows(counts.get(name), c)
+    def accumulate(name: str, acts: Tensor, m: Tensor) -> None:
+        w = m.reshape(*m.shape, *([1] * (acts.ndim - 2))).double()
+        s = (acts.double() * w).sum(0)
+        c = m.double().sum(0)
+        if not per_position:
+            s, c = s.sum(0), c.sum()
+        sums[name] = _add_rows(sums.get(name), s)
+        counts[name] = _add_rows(counts.get(name), c)
 
-        return hook
-
-    device = model_device(model)
-    stop = stop_at_layer_kwargs(model, hook_names)
-    with model.hooks(fwd_hooks=[(n, accumulate(n)) for n in hook_names]):
-        for tokens, mask in iter_batches(data, batch_size):
-            current["mask"] = mask
-            model(tokens.to(device), return_type=None, **stop)
+    stream_activations(model, data, hook_names, accumulate, batch_size=batch_size)
     if not sums:
         raise ValueError("activation_means() got an empty dataset.")
     out = {}

@@ -31,13 +31,97 @@ __all__ = [
     "compose",
     "check_hook_name",
     "hook_shapes",
+    "iter_batches",
     "positions_mask",
+    "stop_at_layer_kwargs",
+    "stream_activations",
 ]
 
 
 def model_device(model: Any) -> str | torch.device:
     """The device inputs of ``model`` go to (``model.cfg.device``, or CPU when unset)."""
     return getattr(model.cfg, "device", None) or "cpu"
+
+
+def iter_batches(data: Any, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(tokens, attention_mask)`` batches of a :class:`~tl_unlearn.data.TokenDataset` or of
+    a ``[batch, pos]`` token tensor (every token real)."""
+    if hasattr(data, "batches"):
+        yield from data.batches(batch_size)
+    else:
+        for s in range(0, len(data), batch_size):
+            t = data[s : s + batch_size]
+            yield t, torch.ones_like(t, dtype=torch.bool)
+
+
+def stop_at_layer_kwargs(model: Any, names: Sequence[str]) -> dict[str, Any]:
+    """``stop_at_layer`` kwargs that skip layers after the last needed hook (HookedTransformer)."""
+    from transformer_lens import HookedTransformer
+
+    if not isinstance(model, HookedTransformer) or not all(n.startswith("blocks.") for n in names):
+        return {}
+    return {"stop_at_layer": max(int(n.split(".")[1]) for n in names) + 1}
+
+
+@torch.inference_mode()
+def stream_activations(
+    model: Any,
+    data: Any,
+    hook_names: Sequence[str],
+    read: Callable[[str, Tensor, Tensor], None],
+    *,
+    batch_size: int = 8,
+    fwd_hooks: Sequence[tuple[str, HookFn]] = (),
+) -> int:
+    """Run ``model`` over ``data`` batch by batch and hand every activation at ``hook_names``
+    to ``read(hook_name, acts, mask)``: the one streaming loop behind every statistic the
+    package fits (activation means, pruning statistics, SAE feature means and quality).
+
+    ``mask`` is the batch's ``[batch, pos]`` attention mask on the activations' device (True
+    on real tokens). Nothing but what ``read`` keeps is held: no cache of the dataset. The
+    forward pass stops after the last layer a hook needs. ``fwd_hooks`` (e.g. an intervention
+    already applied) run before the activations are read.
+
+    Args:
+        model: A HookedTransformer (or TransformerBridge).
+        data: A :class:`~tl_unlearn.data.TokenDataset` or a ``[batch, pos]`` token tensor.
+        hook_names: Hook points to read (checked first).
+        read: Called once per hook and batch.
+        batch_size: Sequences per forward pass.
+        fwd_hooks: Hooks applied during the passes.
+
+    Returns:
+        The number of batches run.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model(); tokens = m.to_tokens(["def f(x):", "import os"])
+        >>> seen = []
+        >>> stream_activations(m, tokens, ["blocks.0.hook_resid_post"],
+        ...                    lambda name, acts, mask: seen.append(acts[mask].shape))
+        1
+        >>> seen
+        [torch.Size([12, 128])]
+    """
+    for name in hook_names:
+        check_hook_name(model, name)
+    current: dict[str, Tensor] = {}
+
+    def reader(name: str) -> HookFn:
+        def hook(acts: Tensor, hook: Any) -> None:
+            read(name, acts, current["mask"].to(acts.device))
+
+        return hook
+
+    device = model_device(model)
+    stop = stop_at_layer_kwargs(model, hook_names)
+    n_batches = 0
+    with model.hooks(fwd_hooks=[*fwd_hooks, *((n, reader(n)) for n in hook_names)]):
+        for tokens, mask in iter_batches(data, batch_size):
+            current["mask"] = mask
+            model(tokens.to(device), return_type=None, **stop)
+            n_batches += 1
+    return n_batches
 
 HookFn = Callable[[Tensor, Any], Tensor | None]
 #: Any hook list TransformerLens takes: an :class:`Intervention` or ``[(hook_name, fn), ...]``

@@ -36,14 +36,14 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions.ablation import iter_batches, replace_hook, stop_at_layer_kwargs
+from tl_unlearn.interventions.ablation import replace_hook
 from tl_unlearn.interventions.base import (
     HookFn,
     Intervention,
     check_fraction,
     check_positive_int,
     hook_shapes,
-    model_device,
+    stream_activations,
 )
 
 __all__ = ["SCORES", "PruningScores", "UnitStats", "collect_statistics", "pruning_scores",
@@ -144,23 +144,13 @@ def collect_statistics(
     """
     shapes = hook_shapes(model, hook_names)
     stats = {n: UnitStats.empty(int(torch.tensor(shapes[n]).prod())) for n in hook_names}
-    current: dict[str, Tensor] = {}
 
-    def reader(name: str) -> HookFn:
-        def hook(acts: Tensor, hook: Any) -> None:
-            x = acts[current["mask"].to(acts.device)]
-            stats[name].update(x.reshape(x.shape[0], -1).cpu())
+    def read(name: str, acts: Tensor, mask: Tensor) -> None:
+        x = acts[mask]
+        stats[name].update(x.reshape(x.shape[0], -1).cpu())
 
-        return hook
-
-    device = model_device(model)
-    stop = stop_at_layer_kwargs(model, hook_names)
-    n_batches = 0
-    with model.hooks(fwd_hooks=[*fwd_hooks, *((n, reader(n)) for n in hook_names)]):
-        for tokens, mask in iter_batches(data, batch_size):
-            current["mask"] = mask
-            model(tokens.to(device), return_type=None, **stop)
-            n_batches += 1
+    n_batches = stream_activations(model, data, hook_names, read, batch_size=batch_size,
+                                   fwd_hooks=fwd_hooks)
     if n_batches == 0 or not any(s.n for s in stats.values()):
         raise ValueError("collect_statistics() got an empty dataset.")
     return stats

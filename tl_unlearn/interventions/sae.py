@@ -30,6 +30,7 @@ from tl_unlearn.interventions.base import (
     hook_shapes,
     model_device,
     positions_mask,
+    stream_activations,
 )
 
 __all__ = ["sae_feature_intervention", "sae_feature_means", "sae_hook_name", "sae_quality",
@@ -249,17 +250,15 @@ def sae_feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch
         >>> sae_feature_means(m, sae, "blocks.1.hook_resid_pre", d["forget"]).shape
         torch.Size([256])
     """
-    from tl_unlearn.interventions.ablation import stop_at_layer_kwargs
-
     total = torch.zeros(int(sae.cfg.d_sae), dtype=torch.float64)
     count = 0
-    device = model_device(model)
-    for tokens, mask in data.batches(batch_size):
-        _, cache = model.run_with_cache(tokens.to(device), names_filter=[hook], return_type=None,
-                                         **stop_at_layer_kwargs(model, [hook]))
-        f = sae.encode(cache[hook][mask.to(device)])
-        total += f.double().sum(0).cpu()
+
+    def read(name: str, acts: Tensor, mask: Tensor) -> None:
+        nonlocal total, count
+        total += sae.encode(acts[mask]).double().sum(0).cpu()
         count += int(mask.sum())
+
+    stream_activations(model, data, [hook], read, batch_size=batch_size)
     return total / max(count, 1)
 
 
@@ -280,21 +279,24 @@ def sae_quality(model: Any, sae: Any, hook: str, data: Mapping[str, TokenDataset
         >>> sorted(sae_quality(m, sae, "blocks.1.hook_resid_pre", d))[:2]
         ['sae_explained_variance_forget', 'sae_explained_variance_retain']
     """
-    from tl_unlearn.interventions.ablation import stop_at_layer_kwargs
-
-    out = {}
-    device = model_device(model)
-    for name, ds in data.items():
+    def measure(ds: TokenDataset) -> tuple[Tensor, float, float]:
+        """Activations (float64), summed squared reconstruction error, summed L0."""
         xs, err, l0 = [], 0.0, 0.0
-        for tokens, mask in ds.batches(batch_size):
-            _, cache = model.run_with_cache(tokens.to(device), names_filter=[hook],
-                                            return_type=None, **stop_at_layer_kwargs(model, [hook]))
-            x = cache[hook][mask.to(device)]
+
+        def read(_: str, acts: Tensor, mask: Tensor) -> None:
+            nonlocal err, l0
+            x = acts[mask]
             f = sae.encode(x)
             err += float((sae.decode(f) - x).double().pow(2).sum())
             l0 += float((f > 0).sum())
             xs.append(x.double().cpu())
-        x = torch.cat(xs)
+
+        stream_activations(model, ds, [hook], read, batch_size=batch_size)
+        return torch.cat(xs), err, l0
+
+    out = {}
+    for name, ds in data.items():
+        x, err, l0 = measure(ds)
         total = float((x - x.mean(0)).pow(2).sum())
         out[f"sae_explained_variance_{name}"] = 1.0 - err / total if total > 0 else float("nan")
         out[f"sae_l0_{name}"] = l0 / max(len(x), 1)
