@@ -126,3 +126,16 @@ def weights_guard():
         assert n_hooks(model) == hooks, "a hook was left on the model"
 
     return guard
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, tiny_model):
+    """One small benchmark run (every default method) written to a folder: (folder, result)."""
+    from settings import SMALL
+
+    from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
+
+    out = tmp_path_factory.mktemp("run")
+    result = run_benchmark(BenchmarkConfig(**SMALL), model=tiny_model, output_dir=out,
+                           progress=False)
+    return out, result

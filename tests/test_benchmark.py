@@ -1,24 +1,12 @@
 import json
-import os
 
 import pytest
-from browser import check_html_in_browser, find_chromium
+from settings import SMALL
 
 from tl_unlearn import benchmark as bm
 from tl_unlearn.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
 from tl_unlearn.cli import main
 from tl_unlearn.report import report_figures
-
-SMALL = dict(model="tiny", seq_len=64, fit_tokens=3000, eval_tokens=1500, mia_texts=64,
-             options={"sae.training_tokens": 20_000, "sae.d_sae": 256})
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_model):
-    out = tmp_path_factory.mktemp("run")
-    result = run_benchmark(BenchmarkConfig(**SMALL), model=tiny_model, output_dir=out,
-                           progress=False)
-    return out, result
 
 
 def test_run_writes_report_and_json_that_load_back(run_dir):
@@ -102,54 +90,6 @@ def test_bad_configuration_stops_before_heavy_work(tmp_path, change, match, monk
                       progress=False)
     assert not fitted
     assert not (tmp_path / "out").exists()
-
-
-def test_failed_report_leaves_no_half_written_file(tmp_path, tiny_model, monkeypatch):
-    from tl_unlearn import report
-
-    def broken(result):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(report, "render_report", broken)
-    cfg = BenchmarkConfig(**{**SMALL, "methods": ["prune-random"], "mia_texts": 0})
-    with pytest.raises(RuntimeError, match="disk full"):
-        run_benchmark(cfg, model=tiny_model, output_dir=tmp_path, progress=False)
-    assert list(tmp_path.iterdir()) == []  # the report is rendered before either file is written
-
-
-def test_cli_with_yaml_config_and_flags(tmp_path, capsys):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("model: tiny\nseq_len: 64\nfit_tokens: 2000\neval_tokens: 1000\n"
-                   "mia_texts: 0\nextras: false\nmethods: [prune-abs]\n")
-    out = tmp_path / "out"
-    code = main(["run", "--config", str(cfg), "--methods", "prune-abs,prune-random",
-                 "--option", "prune-abs.levels=[0.01,0.05]", "--output", str(out), "--quiet"])
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert "prune-abs" in printed and "prune-random" in printed and "report:" in printed
-    result = BenchmarkResult.load(out)
-    assert result.config.methods == ["prune-abs", "prune-random"]
-    assert result.curve("prune-abs").levels == [0.01, 0.05]
-
-
-def test_cli_bad_method_exits_2_with_message(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["run", "--model", "tiny", "--methods", "prune-abs,nope", "--output",
-              str(tmp_path / "o")])
-    assert exc.value.code == 2
-    assert "Unknown method(s) ['nope']" in capsys.readouterr().err
-
-
-def test_report_draws_every_figure_in_headless_chromium(run_dir):
-    if find_chromium() is None:
-        if os.environ.get("TL_UNLEARN_REQUIRE_CHROMIUM"):
-            pytest.fail("Chromium is required here (TL_UNLEARN_REQUIRE_CHROMIUM) but not found")
-        pytest.skip("no Chromium installed")
-    out, result = run_dir
-    seen = check_html_in_browser(out / "report.html", screenshot=out / "shot.png")
-    n = len(report_figures(result))
-    assert seen["figures"] == n and seen["drawn"] == n
-    assert (out / "shot.png").stat().st_size > 10_000
 
 
 @pytest.mark.smollm2

@@ -54,3 +54,77 @@ def test_head_attribution_equals_full_backward_reference(tiny_model, tiny_data, 
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
     # the parameters are left as they were: trainable, with no gradient
     assert all(p.requires_grad and p.grad is None for p in tiny_model.parameters())
+
+
+# ---------------------------------------------------------------- the typed method registry
+
+def test_method_options_are_typed_and_checked_where_read(tiny_model, weights_guard):
+    import pytest
+
+    from tl_unlearn.methods import (
+        METHODS,
+        ActAddOptions,
+        PruningOptions,
+        SAEOptions,
+        check_options,
+        option_keys,
+    )
+
+    assert PruningOptions.read({"prune-abs.levels": [0.1, 1]}, "prune-abs").levels == (0.1, 1.0)
+    assert PruningOptions.read({"prune-abs.levels": [0.1]}, "prune-freq").levels != (0.1,)
+    assert SAEOptions.read({}) == SAEOptions()
+    assert METHODS["actadd"].read_options({"actadd.layer": 1}) == ActAddOptions(layer=1)
+    # every key a method reads is a known key, with its help text
+    keys = option_keys()
+    assert {"sae.layer", "actadd.prompt_add", "head-mean.attribution_seqs",
+            "prune-random.levels"} <= set(keys) and all(keys.values())
+    bad = [({"sae.layer": "3"}, "Option sae.layer must be an integer, got '3'"),
+           ({"sae.layer": True}, "Option sae.layer must be an integer"),
+           ({"actadd.levels": []}, "actadd.levels must be a non-empty list of numbers"),
+           ({"head-mean.levels": [0.1, "x"]}, "head-mean.levels must be a non-empty list"),
+           ({"actadd.prompt_add": 3}, "actadd.prompt_add must be a string"),
+           ({"sae.layr": 1}, "did you mean 'sae.layer'")]
+    for options, match in bad:
+        with pytest.raises(ValueError, match=match):
+            check_options(options)
+    check_options({"sae.layer": 1, "actadd.levels": [1, 2]}, model=tiny_model)
+    for options in ({"sae.layer": 9}, {"actadd.layer": -1}):
+        with pytest.raises(ValueError, match="out of range"):
+            check_options(options, model=tiny_model)
+
+
+def test_fitted_methods_follow_their_options(tiny_model, tiny_data, task, weights_guard):
+    """Each method sweeps the levels its options give, at the layer they give, and its random
+    baseline removes as many units of the same kind; head-mean removes the heads with the
+    largest attribution, computed here independently."""
+    from tl_unlearn.interventions import activation_means
+    from tl_unlearn.methods import MethodContext, fit_method
+
+    m = tiny_model
+    fit = task.tokenize(m.tokenizer, "fit", seq_len=64, max_tokens=1500)
+    options = {"prune-abs.levels": [0.02, 0.1], "head-mean.levels": [0.25],
+               "head-mean.attribution_seqs": 4, "actadd.levels": [3.0], "actadd.layer": 1,
+               "sae-features.levels": [0.05], "sae.layer": 1, "sae.d_sae": 64,
+               "sae.training_tokens": 2000}
+    ctx = MethodContext(m, fit["forget"], fit["retain"], batch_size=4, options=options)
+    with weights_guard(m):
+        prune = fit_method("prune-abs", ctx)
+        heads = fit_method("head-mean", ctx)
+        steer = fit_method("actadd", ctx)
+        sae = fit_method("sae-features", ctx)
+    assert prune.levels == [0.02, 0.1] and heads.levels == [0.25]
+    assert steer.levels == [3.0] and sae.levels == [0.05]
+    n_mlp = m.cfg.n_layers * m.cfg.d_mlp
+    for level in prune.levels:
+        ours, rnd = prune.family(level), prune.baseline(level, 1)
+        assert ours.info["n_pruned"] == rnd.info["n_pruned"] == round(level * n_mlp)
+    k = round(0.25 * m.cfg.n_layers * m.cfg.n_heads)
+    names = [f"blocks.{l}.attn.hook_z" for l in range(m.cfg.n_layers)]
+    means = activation_means(m, fit["retain"], names)
+    scores = head_attribution(m, fit["forget"].head(4), fit["retain"].head(4), reference=means)
+    top = torch.topk(scores.flatten(), k).indices.tolist()
+    chosen = heads.family(0.25).info["heads"]
+    assert sorted(chosen) == sorted(f"L{i // m.cfg.n_heads}H{i % m.cfg.n_heads}" for i in top)
+    assert len(chosen) == k
+    assert [n for n, _ in steer.family(3.0)] == ["blocks.1.hook_resid_pre"]
+    assert sae.info["hook"] == "blocks.1.hook_resid_pre" and sae.info["d_sae"] == 64

@@ -29,7 +29,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tl_unlearn.files import atomic_write_text
-from tl_unlearn.methods import MethodContext, fit_method
+from tl_unlearn.methods import METHODS, MethodContext, fit_method
 from tl_unlearn.metrics.distances import (
     activation_distances,
     output_distances_many,
@@ -46,7 +46,7 @@ from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, selectivity_curve
-from tl_unlearn.runs import DEFAULT_METHODS, BenchmarkConfig, BenchmarkResult
+from tl_unlearn.runs import DEFAULT_METHODS, BenchmarkConfig, BenchmarkResult, RunOptions
 
 __all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 
@@ -116,8 +116,8 @@ def _generation(
         prompts = _generation_prompts(model, task.forget.eval, config.generation_prompts)
     if not prompts:
         return {}
-    topic = config.options.get("generation.topic",
-                               "code" if config.forget == "python_code" else None)
+    topic = RunOptions.read(config.options).topic
+    topic = ("code" if config.forget == "python_code" else None) if topic is None else topic
     domain = UnigramDomain.fit(fit["forget"], fit["retain"], model.cfg.d_vocab)
     names = [m for m in ranked.index if m != "actadd"][:1]
     if "actadd" in fitted:
@@ -173,7 +173,7 @@ def degree_of_removal(
     from tl_unlearn.metrics.distances import completeness, random_twin, zrf_score
     from tl_unlearn.metrics.relearn import anamnesis_index, relearn, relearn_attack
 
-    lrs = [float(x) for x in config.options.get("relearn.lrs", (1e-4, 3e-4, 1e-3))]
+    lrs = list(RunOptions.read(config.options).relearn_lrs)
     steps = config.relearn_steps
     twin = random_twin(model, seed=config.seed)
     retrained = None
@@ -287,7 +287,7 @@ def run_benchmark(
     if "sae-features" in config.methods:
         # the SAE sees each of its training tokens once: as many distinct fit tokens as it
         # trains on (half per side); its reconstruction is measured on eval sequences
-        half = max(1, int(config.options.get("sae.training_tokens", 100_000)) // 2)
+        half = max(1, METHODS["sae-features"].read_options(config.options).training_tokens // 2)
         sae_fit = task.tokenize(tok, "fit", max_tokens=half, **kw)
         sae_data = [sae_fit["forget"], sae_fit["retain"]]
         check = {k: ev[k].head(config.batch_size) for k in ("forget", "retain")}

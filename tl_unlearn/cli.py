@@ -4,6 +4,8 @@
 prose) and writes ``report.html`` and ``results.json``. Settings come from flags or from
 ``--config FILE`` (YAML or JSON; flags given explicitly override the file).
 
+``tl-unlearn options`` lists the methods and every ``--option`` key with its meaning.
+
 ``tl-unlearn smoke`` loads a model (default: the embedded SmolLM2-135M, offline), builds the
 default forget/retain task (Python code vs English Wikipedia prose) and prints loss, perplexity
 and top-1 accuracy on each.
@@ -58,7 +60,10 @@ def _run(args: argparse.Namespace) -> int:
         if "=" not in opt:
             raise ValueError(f"--option must look like key=value, got {opt!r}")
         key, value = opt.split("=", 1)
-        cfg.options[key] = json.loads(value) if value[:1] in "[{0123456789-" else value
+        try:
+            cfg.options[key] = json.loads(value) if value[:1] in "[{0123456789-" else value
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--option {opt}: not valid JSON ({exc.msg}).") from None
     for k, v in overrides.items():
         setattr(cfg, k, v)
     result = run_benchmark(cfg, output_dir=args.output, progress=not args.quiet)
@@ -73,6 +78,19 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.write(ranked[cols].to_string(float_format=lambda x: f"{x:.4f}") + "\n")
     sys.stdout.write(f"report: {args.output}/report.html\nresults: {args.output}/results.json\n")
     sys.stdout.write(f"total {result.timings['total']:.1f}s\n")
+    return 0
+
+
+def _options(args: argparse.Namespace) -> int:
+    from tl_unlearn.methods import METHODS, option_keys
+    from tl_unlearn.runs import DEFAULT_METHODS, RunOptions
+
+    sys.stdout.write("methods (default: " + ", ".join(DEFAULT_METHODS) + "):\n")
+    for name, spec in METHODS.items():
+        sys.stdout.write(f"  {name:14s} {spec.summary}\n")
+    sys.stdout.write("options (--option KEY=VALUE):\n")
+    for key, help_text in sorted(option_keys(RunOptions).items()):
+        sys.stdout.write(f"  {key:28s} {help_text}\n")
     return 0
 
 
@@ -107,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--output", default="runs/latest", help="output folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
+    options = sub.add_parser("options", help="list the methods and their options")
+    options.set_defaults(func=_options)
     smoke = sub.add_parser("smoke", help="load the model and print forget/retain loss")
     smoke.add_argument("--model", default="smollm2",
                        help="'smollm2' (default, offline), 'tiny', or a TransformerLens name")

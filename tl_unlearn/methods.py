@@ -14,6 +14,11 @@ to sweep, and the fit time. Methods:
 ``actadd``         ActAdd steering with a prompt pair, swept over the coefficient
 ================== =======================================================================
 
+Each method is a :class:`MethodSpec` in :data:`METHODS` with a typed options class (a
+frozen dataclass of :class:`Options`): ``BenchmarkConfig.options`` holds them under dotted
+keys (``"sae.layer": 3``), and :func:`check_options` parses and checks every key, its type,
+and (with a model) its layer, in this module, where the methods read them.
+
 Head attribution is attribution patching: for each head, the first-order estimate of how
 much the loss rises when its ``hook_z`` output is replaced by the retain mean,
 ``sum_pos (mean_z - z) . dL/dz``, on forget minus on retain, averaged over tokens.
@@ -22,9 +27,11 @@ much the loss rises when its ``hook_z`` output is replaced by the retain mean,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from jaxtyping import Float
@@ -44,11 +51,134 @@ from tl_unlearn.interventions.ablation import activation_means
 from tl_unlearn.interventions.base import model_device
 from tl_unlearn.interventions.sae import sae_feature_means, sae_quality, train_sae
 from tl_unlearn.interventions.steering import random_steering, steering_matrix
-from tl_unlearn.metrics.evaluation import row_chunks, unembed_residual
+from tl_unlearn.metrics.forward import row_chunks, unembed_residual
 
-__all__ = ["METHODS", "FittedMethod", "MethodContext", "fit_method", "head_attribution"]
+__all__ = ["METHODS", "ActAddOptions", "FittedMethod", "HeadMeanOptions", "MethodContext",
+           "MethodSpec", "Options", "PruningOptions", "SAEOptions", "check_options",
+           "fit_method", "head_attribution", "option_keys"]
 
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05)
+_O = TypeVar("_O", bound="Options")
+
+
+def option(key: str, default: Any, help: str) -> Any:
+    """A field of an :class:`Options` class, read from ``options[key]`` (``{method}`` in
+    ``key`` stands for the method's name)."""
+    return field(default=default, metadata={"key": key, "help": help})
+
+
+def _typed(key: str, value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (int, float, str, ``X | None``, ``tuple[float, ...]``), or a
+    ValueError naming the option."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        args = typing.get_args(kind)
+        if value is None and type(None) in args:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if typing.get_origin(kind) is tuple:
+        if (not isinstance(value, (list, tuple)) or not value
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise ValueError(f"Option {key} must be a non-empty list of numbers, got {value!r}.")
+        return tuple(float(v) for v in value)
+    ok = {int: isinstance(value, int), float: isinstance(value, (int, float)),
+          str: isinstance(value, str)}[kind] and not isinstance(value, bool)
+    if not ok:
+        what = {int: "an integer", float: "a number", str: "a string"}[kind]
+        raise ValueError(f"Option {key} must be {what}, got {value!r}.")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Typed options of one method (or of a run), read from dotted keys of a mapping.
+
+    Subclasses are frozen dataclasses whose fields are made with :func:`option`.
+
+    Example:
+        >>> SAEOptions.read({"sae.layer": 3, "sae-features.levels": [0.01, 0.1]})
+        SAEOptions(levels=(0.01, 0.1), layer=3, d_sae=1024, training_tokens=100000)
+        >>> SAEOptions.read({"sae.layer": "3"})
+        Traceback (most recent call last):
+        ...
+        ValueError: Option sae.layer must be an integer, got '3'.
+    """
+
+    method: ClassVar[str] = ""
+
+    @classmethod
+    def keys(cls, method: str | None = None) -> dict[str, str]:
+        """Option key -> field name."""
+        name = cls.method if method is None else method
+        return {f.metadata["key"].format(method=name): f.name for f in fields(cls)}
+
+    @classmethod
+    def read(cls: type[_O], options: Mapping[str, Any], method: str | None = None) -> _O:
+        """The options of ``options`` that belong to this class, typed and checked (other
+        keys are ignored; missing ones take their defaults)."""
+        hints = typing.get_type_hints(cls)
+        return cls(**{name: _typed(key, options[key], hints[name])
+                      for key, name in cls.keys(method).items() if key in options})
+
+    def check_model(self, model: Any) -> None:
+        """Checks that need the model (layers); raise ValueError saying what to fix."""
+
+
+@dataclass(frozen=True)
+class PruningOptions(Options):
+    """Options of ``prune-abs``, ``prune-freq`` and ``prune-random``."""
+
+    levels: tuple[float, ...] = option("{method}.levels", DEFAULT_FRACTIONS,
+                                       "fractions of MLP neurons pruned")
+
+
+@dataclass(frozen=True)
+class HeadMeanOptions(Options):
+    """Options of ``head-mean``."""
+
+    method: ClassVar[str] = "head-mean"
+    levels: tuple[float, ...] = option("{method}.levels", (0.01, 0.02, 0.05, 0.1),
+                                       "fractions of heads mean-ablated")
+    attribution_seqs: int = option("head-mean.attribution_seqs", 16,
+                                   "sequences per side the head attribution runs on "
+                                   "(gradients cost about three forward passes)")
+
+
+@dataclass(frozen=True)
+class SAEOptions(Options):
+    """Options of ``sae-features``."""
+
+    method: ClassVar[str] = "sae-features"
+    levels: tuple[float, ...] = option("{method}.levels", DEFAULT_FRACTIONS,
+                                       "fractions of SAE features zero-ablated")
+    layer: int | None = option("sae.layer", None,
+                               "layer whose resid_pre the SAE reads (default n_layers // 3)")
+    d_sae: int = option("sae.d_sae", 1024, "SAE width")
+    training_tokens: int = option("sae.training_tokens", 100_000, "SAE training tokens")
+
+    def check_model(self, model: Any) -> None:
+        from tl_unlearn.interventions.base import check_hook_name, check_layer
+
+        if self.layer is not None:
+            check_layer(model, self.layer)
+            check_hook_name(model, get_act_name("resid_pre", self.layer))
+
+
+@dataclass(frozen=True)
+class ActAddOptions(Options):
+    """Options of ``actadd``."""
+
+    method: ClassVar[str] = "actadd"
+    levels: tuple[float, ...] = option("{method}.levels", (1.0, 2.0, 4.0, 8.0),
+                                       "ActAdd coefficients")
+    layer: int | None = option("actadd.layer", None, "layer steered (default min(6, n_layers - 1))")
+    prompt_add: str = option("actadd.prompt_add", "The history of the city", "the + prompt")
+    prompt_sub: str = option("actadd.prompt_sub", "import os\nimport sys", "the - prompt")
+
+    def check_model(self, model: Any) -> None:
+        from tl_unlearn.interventions.base import check_layer
+
+        if self.layer is not None:
+            check_layer(model, self.layer)
 
 
 @dataclass
@@ -99,12 +229,8 @@ class MethodContext:
         return self._shared["pruning"]
 
 
-def _levels(ctx: MethodContext, name: str, default: Sequence[float]) -> list[float]:
-    return [float(x) for x in ctx.options.get(f"{name}.levels", default)]
-
-
-def _pruning(score: str) -> Callable[[MethodContext], FittedMethod]:
-    def fit(ctx: MethodContext) -> FittedMethod:
+def _pruning(score: str) -> Callable[[MethodContext, PruningOptions], FittedMethod]:
+    def fit(ctx: MethodContext, opts: PruningOptions) -> FittedMethod:
         t0 = time.perf_counter()
         # the shared statistics pass is charged to the first pruning method that needs it
         ps = ctx.pruning_stats().rescored(score, seed=ctx.seed)
@@ -116,7 +242,7 @@ def _pruning(score: str) -> Callable[[MethodContext], FittedMethod]:
                 fraction, name=f"random neurons@{fraction:g} (seed {seed})")
 
         return FittedMethod(name, lambda f: ps.intervention(f, name=f"{name}@{f:g}"),
-                            _levels(ctx, name, DEFAULT_FRACTIONS), "fraction of MLP neurons",
+                            list(opts.levels), "fraction of MLP neurons",
                             seconds, {"n_units": ps.n_units},
                             None if score == "random" else baseline, "random MLP neurons")
 
@@ -200,13 +326,13 @@ def head_attribution(
             p.requires_grad_(True)
 
 
-def _head_mean(ctx: MethodContext) -> FittedMethod:
+def _head_mean(ctx: MethodContext, opts: HeadMeanOptions) -> FittedMethod:
     t0 = time.perf_counter()
     model = ctx.model
     names = [get_act_name("z", l) for l in range(model.cfg.n_layers)]
     means = activation_means(model, ctx.retain_fit, names, batch_size=ctx.batch_size)
-    # gradients cost ~3 forward passes: attribute on at most 16 sequences per side
-    n = int(ctx.options.get("head-mean.attribution_seqs", 16))
+    # gradients cost ~3 forward passes: attribute on a few sequences per side
+    n = opts.attribution_seqs
     scores = head_attribution(model, ctx.forget_fit.head(n), ctx.retain_fit.head(n),
                               batch_size=ctx.batch_size, reference=means)
     order = torch.argsort(scores.flatten(), descending=True, stable=True)
@@ -229,22 +355,21 @@ def _head_mean(ctx: MethodContext) -> FittedMethod:
                                       name=f"random heads@{fraction:g} (seed {seed})")
 
     return FittedMethod("head-mean", family,
-                        _levels(ctx, "head-mean", (0.01, 0.02, 0.05, 0.1)), "fraction of heads",
+                        list(opts.levels), "fraction of heads",
                         time.perf_counter() - t0,
                         {"top_heads": [f"L{l}H{h}" for l, h in ranked[:10]],
                          "top_scores": scores.flatten()[order[:10]].tolist()},
                         baseline, "random heads, mean-ablated")
 
 
-def _sae_features(ctx: MethodContext) -> FittedMethod:
+def _sae_features(ctx: MethodContext, opts: SAEOptions) -> FittedMethod:
     t0 = time.perf_counter()
     model = ctx.model
-    layer = int(ctx.options.get("sae.layer", max(1, model.cfg.n_layers // 3)))
+    layer = max(1, model.cfg.n_layers // 3) if opts.layer is None else opts.layer
     hook = get_act_name("resid_pre", layer)
     train_data = list(ctx.sae_data or [ctx.forget_fit, ctx.retain_fit])
     sae = train_sae(model, train_data, hook,
-                    d_sae=int(ctx.options.get("sae.d_sae", 1024)),
-                    training_tokens=int(ctx.options.get("sae.training_tokens", 100_000)),
+                    d_sae=opts.d_sae, training_tokens=opts.training_tokens,
                     seed=ctx.seed)
     sae.eval()
     quality = ({"training_tokens_distinct": int(sum(d.n_tokens for d in train_data))}
@@ -272,19 +397,18 @@ def _sae_features(ctx: MethodContext) -> FittedMethod:
         return sae_feature_intervention(model, sae, pick.tolist(), "zero",
                                         name=f"random SAE features@{fraction:g} (seed {seed})")
 
-    return FittedMethod("sae-features", family, _levels(ctx, "sae-features", DEFAULT_FRACTIONS),
+    return FittedMethod("sae-features", family, list(opts.levels),
                         "fraction of SAE features", time.perf_counter() - t0,
                         {"hook": hook, "d_sae": d_sae, "alive_on_forget": int((f_mean > 0).sum()),
                          "alive_on_fit": int(len(alive)), **quality},
                         baseline, "random SAE features alive on the fit data")
 
 
-def _actadd(ctx: MethodContext) -> FittedMethod:
+def _actadd(ctx: MethodContext, opts: ActAddOptions) -> FittedMethod:
     t0 = time.perf_counter()
     model = ctx.model
-    layer = int(ctx.options.get("actadd.layer", min(6, model.cfg.n_layers - 1)))
-    plus = str(ctx.options.get("actadd.prompt_add", "The history of the city"))
-    minus = str(ctx.options.get("actadd.prompt_sub", "import os\nimport sys"))
+    layer = min(6, model.cfg.n_layers - 1) if opts.layer is None else opts.layer
+    plus, minus = opts.prompt_add, opts.prompt_sub
     unit = actadd(model, plus, minus, layer, 1.0)  # validates the layer now, before sweeping
 
     def family(coeff: float) -> Intervention:
@@ -296,25 +420,88 @@ def _actadd(ctx: MethodContext) -> FittedMethod:
         return random_steering(model, layer, coeff * steer, seed=seed,
                                name=f"random steering@{coeff:g} (seed {seed})")
 
-    return FittedMethod("actadd", family, _levels(ctx, "actadd", (1.0, 2.0, 4.0, 8.0)),
+    return FittedMethod("actadd", family, list(opts.levels),
                         "ActAdd coefficient", time.perf_counter() - t0,
                         {"layer": layer, "prompt_add": plus, "prompt_sub": minus,
                          "n_positions": unit.info["n_positions"]},
                         baseline, "random steering matrix, same norms")
 
 
-METHODS: dict[str, Callable[[MethodContext], FittedMethod]] = {
-    "prune-abs": _pruning("abs"),
-    "prune-freq": _pruning("freq"),
-    "prune-random": _pruning("random"),
-    "head-mean": _head_mean,
-    "sae-features": _sae_features,
-    "actadd": _actadd,
-}
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its fit function and its typed options.
+
+    Attributes:
+        name: The name a config selects it by.
+        fit: ``fit(ctx, options) -> FittedMethod``.
+        options: Its :class:`Options` class.
+        summary: One line on what it removes.
+    """
+
+    name: str
+    fit: Callable[[MethodContext, Any], FittedMethod]
+    options: type[Options]
+    summary: str
+
+    def read_options(self, options: Mapping[str, Any]) -> Options:
+        """This method's options in ``options``, typed and checked."""
+        return self.options.read(options, self.name)
+
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec("prune-abs", _pruning("abs"), PruningOptions,
+               "selective pruning of MLP neurons, abs score"),
+    MethodSpec("prune-freq", _pruning("freq"), PruningOptions,
+               "selective pruning of MLP neurons, freq score"),
+    MethodSpec("prune-random", _pruning("random"), PruningOptions,
+               "random MLP neurons, same counts"),
+    MethodSpec("head-mean", _head_mean, HeadMeanOptions,
+               "mean ablation of the heads most attributed to the forget task"),
+    MethodSpec("sae-features", _sae_features, SAEOptions,
+               "zero-ablation of the most forget-selective features of an SAE"),
+    MethodSpec("actadd", _actadd, ActAddOptions, "ActAdd steering, swept over the coefficient"),
+)}
+
+
+def option_keys(*extra: type[Options]) -> dict[str, str]:
+    """Every method option key (and those of ``extra`` classes) -> its help text."""
+    out = {}
+    for cls, method in [*((s.options, s.name) for s in METHODS.values()),
+                        *((c, None) for c in extra)]:
+        help_of = {f.name: f.metadata["help"] for f in fields(cls)}
+        out.update({key: help_of[name] for key, name in cls.keys(method).items()})
+    return out
+
+
+def check_options(options: Mapping[str, Any], *extra: type[Options], model: Any = None) -> None:
+    """Check every key of ``options`` (method options, and those of the ``extra`` classes):
+    known, of its type, and, with a ``model``, valid for it. Raises ValueError naming the
+    bad option.
+
+    Example:
+        >>> check_options({"sae.layr": 3})
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown option(s) ['sae.layr']; did you mean 'sae.layer'? ...
+    """
+    import difflib
+
+    known = option_keys(*extra)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"Unknown option(s) {unknown}; {hint}valid options: {sorted(known)}.")
+    parsed = [spec.read_options(options) for spec in METHODS.values()]
+    parsed += [cls.read(options) for cls in extra]
+    if model is not None:
+        for opts in parsed:
+            opts.check_model(model)
 
 
 def fit_method(name: str, ctx: MethodContext) -> FittedMethod:
-    """Fit one method by name (see :data:`METHODS`)."""
+    """Fit one method by name (see :data:`METHODS`) with its options from ``ctx.options``."""
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; choose from {sorted(METHODS)}.")
-    return METHODS[name](ctx)
+    spec = METHODS[name]
+    return spec.fit(ctx, spec.read_options(ctx.options))

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import plotly.graph_objects as go
-from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.corpora import BUILTIN_CORPORA
-from tl_unlearn.methods import METHODS
+from tl_unlearn.methods import METHODS, Options, check_options, option
 from tl_unlearn.metrics.distances import ActivationDistances
 from tl_unlearn.metrics.evaluation import Evaluation, check_metric_name, describe_metric
 from tl_unlearn.metrics.generation import GenerationBehaviour
@@ -27,17 +26,24 @@ from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
 from tl_unlearn.results import OTHER_COLOURS, Result
 from tl_unlearn.tasks import BUILTIN_TASKS
 
-__all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "relearn_figure",
-           "selectivity_scatter"]
+__all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "RunOptions",
+           "relearn_figure", "selectivity_scatter"]
 
 # prune-freq and prune-random are available by name; prune-freq is not a default because on the
 # default task no level of it was ever more selective than removing nothing (held-out
 # difference 0 [0, 0] in every default run), and each method costs about a minute
 DEFAULT_METHODS = ("prune-abs", "head-mean", "sae-features", "actadd")
-OPTION_KEYS = {"sae.layer", "sae.d_sae", "sae.training_tokens", "actadd.layer",
-               "head-mean.attribution_seqs", "generation.topic", "relearn.lrs",
-               "actadd.prompt_add", "actadd.prompt_sub",
-               *(f"{m}.levels" for m in METHODS)}
+
+
+@dataclass(frozen=True)
+class RunOptions(Options):
+    """Options of a run that belong to no method (in ``BenchmarkConfig.options``)."""
+
+    topic: str | None = option("generation.topic", None,
+                               "a committed topic word list for the generation check "
+                               "(default 'code' when the forget set is python_code)")
+    relearn_lrs: tuple[float, ...] = option("relearn.lrs", (1e-4, 3e-4, 1e-3),
+                                            "learning rates of the relearning attack")
 
 
 @dataclass
@@ -81,10 +87,11 @@ class BenchmarkConfig:
             0 disables it).
         generation_tokens: New tokens per continuation.
         generation_samples: Sampled continuations per prompt.
-        options: Method options (``sae.layer``, ``sae.d_sae``, ``sae.training_tokens``,
-            ``actadd.layer``, ``actadd.prompt_add``, ``actadd.prompt_sub``,
-            ``<method>.levels``, ``generation.topic``: a committed topic word list, default
-            ``"code"`` when the forget set is ``python_code``).
+        options: Method options by dotted key (``sae.layer``, ``sae.d_sae``,
+            ``sae.training_tokens``, ``actadd.layer``, ``actadd.prompt_add``,
+            ``actadd.prompt_sub``, ``head-mean.attribution_seqs``, ``<method>.levels``:
+            the typed :class:`~tl_unlearn.methods.Options` of each method) and the run's
+            :class:`RunOptions` (``generation.topic``, ``relearn.lrs``).
     """
 
     model: str = "smollm2"
@@ -175,13 +182,12 @@ class BenchmarkConfig:
                     f"{side}={src!r} is neither a builtin corpus {sorted(BUILTIN_CORPORA)}, a "
                     f"builtin task {sorted(BUILTIN_TASKS)}, nor an existing file or folder."
                 )
-        bad_opts = sorted(set(self.options) - OPTION_KEYS)
-        if bad_opts:
-            raise ValueError(f"Unknown option(s) {bad_opts}; valid options: {sorted(OPTION_KEYS)}.")
-        if "generation.topic" in self.options:
+        check_options(self.options, RunOptions)
+        topic = RunOptions.read(self.options).topic
+        if topic is not None:
             from tl_unlearn.metrics.generation import topic_words
 
-            topic_words(self.options["generation.topic"])
+            topic_words(topic)
         minimums = {"seq_len": 2, "fit_tokens": 1, "eval_tokens": 1, "batch_size": 1,
                     "mia_texts": 0, "baseline_seeds": 0, "relearn_steps": 0, "seed": 0,
                     "generation_prompts": 0,
@@ -196,13 +202,7 @@ class BenchmarkConfig:
 
     def validate_for_model(self, model: Any) -> None:
         """Checks that need the model's config (layers, hooks)."""
-        from tl_unlearn.interventions.base import check_hook_name, check_layer
-
-        if "sae.layer" in self.options:
-            check_layer(model, int(self.options["sae.layer"]))
-            check_hook_name(model, get_act_name("resid_pre", int(self.options["sae.layer"])))
-        if "actadd.layer" in self.options:
-            check_layer(model, int(self.options["actadd.layer"]))
+        check_options(self.options, RunOptions, model=model)
         if self.seq_len > model.cfg.n_ctx:
             raise ValueError(f"seq_len={self.seq_len} is longer than the model's n_ctx={model.cfg.n_ctx}.")
 

@@ -33,7 +33,6 @@ and no attention mask is passed to the model.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import time
@@ -46,10 +45,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import Hooks, check_hook_name, check_positive_int, model_device
+from tl_unlearn.metrics.forward import ForwardOutput, plan_forward
 from tl_unlearn.metrics.intervals import (
     Interval,
     bootstrap_indices,
@@ -61,8 +60,7 @@ from tl_unlearn.metrics.intervals import (
 from tl_unlearn.results import Result, dataset_colour
 
 __all__ = ["ANSWER_METRICS", "DatasetMetrics", "Evaluation", "ForgetRetainDrops", "MetricFn",
-           "OnDatasets", "evaluate", "evaluate_many", "final_residual",
-           "resolve_metric", "row_chunks", "unembed_residual", "unit_indices"]
+           "OnDatasets", "evaluate", "evaluate_many", "resolve_metric", "unit_indices"]
 
 MetricFn = Callable[[Tensor, TokenDataset], Any]
 """A user metric: ``metric(logits, batch)`` -> scalar or one value per example."""
@@ -523,151 +521,84 @@ def _user_metric_values(
     return values, per_example
 
 
-def _start_layer(model: Any, hooks: Hooks) -> int:
-    """First layer an intervention touches (0 when it touches anything before the blocks)."""
-    from transformer_lens import HookedTransformer
+@dataclass
+class _Accumulator:
+    """The *reduce* half of :func:`evaluate_many` for one dataset under one intervention:
+    per-sequence sufficient statistics (a few floats per sequence, never logits), kept so
+    that every number can be given a bootstrap interval over sequences."""
 
-    if not isinstance(model, HookedTransformer) or not hooks:
-        return 0 if hooks else model.cfg.n_layers
-    layers = []
-    for name, _ in hooks:
-        if not isinstance(name, str) or not name.startswith("blocks."):
-            return 0
-        layers.append(int(name.split(".")[1]))
-    return min(layers)
+    name: str
+    label: str
+    top_k: tuple[int, ...]
+    skip_ids: Tensor | None
+    answers: bool
+    metrics: dict[str, MetricFn]
+    rows: list[Tensor] = field(default_factory=list)
+    answer_rows: list[Tensor] = field(default_factory=list)
+    user_rows: dict[str, list[Tensor]] = field(default_factory=dict)
+    per_example: dict[str, bool] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.user_rows = {k: [] for k in self.metrics}
+        self.per_example = dict.fromkeys(self.metrics, True)
 
-_BLOCK_OUTPUTS = ("attn.hook_z", "hook_mlp_out")
+    def add(self, out: ForwardOutput, view: TokenDataset, tokens: Tensor) -> None:
+        """Add one batch's statistics (``out``: its forward pass under the intervention)."""
+        mask = view.attention_mask
+        scored = view.scored_positions() if view.target_mask is not None else None
+        whole = out.logits is not None
+        for rows, part in out.logit_chunks():
+            self.rows.append(batch_statistics(
+                part, tokens[rows], mask[rows].to(part.device), self.top_k, self.skip_ids,
+                None if scored is None else scored[rows].to(part.device)))
+            if self.answers:
+                self.answer_rows.append(answer_statistics(part, view if whole else view.rows(rows)))
+            del part
+        for metric_name, values in self.user_rows.items():
+            v, per_example = _user_metric_values(self.metrics[metric_name], metric_name,
+                                                 out.logits, view, self.name, self.label)
+            values.append(v)
+            self.per_example[metric_name] &= per_example
 
-
-def _block_output_layer(model: Any, hooks: Hooks) -> int | None:
-    """The layer ``l`` when every hook is on ``hook_z`` or ``hook_mlp_out`` of block ``l``.
-
-    Such an intervention (a head or MLP-layer ablation) leaves everything in block ``l``
-    before those hook points as in the original model, so the forward pass can resume from
-    cached activations: for ``hook_z`` only the output projection, the block's MLP and the
-    later layers are recomputed; for ``hook_mlp_out`` alone only the later layers. Returns
-    None when that shortcut does not apply (other hooks, hooks already on the model, an SAE
-    spliced in, or a block layout other than pre-norm attention then MLP).
-    """
-    from transformer_lens import HookedTransformer
-    from transformer_lens.components import TransformerBlock
-    from transformer_lens.hook_points import HookPoint
-    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
-
-    if not isinstance(model, HookedTransformer) or not hooks:
-        return None
-    cfg = model.cfg
-    if (cfg.attn_only or cfg.parallel_attn_mlp or cfg.use_normalization_before_and_after
-            or cfg.use_attn_result or cfg.load_in_4bit or cfg.use_hook_mlp_in
-            or cfg.original_architecture in POST_NORM_ARCHITECTURES):
-        return None
-    layers = set()
-    for name, _ in hooks:
-        parts = name.split(".", 2) if isinstance(name, str) else []
-        if len(parts) != 3 or parts[0] != "blocks" or parts[2] not in _BLOCK_OUTPUTS:
-            return None
-        layers.add(int(parts[1]))
-    if len(layers) != 1:
-        return None
-    layer = layers.pop()
-    block = model.blocks[layer]
-    skipped = (block.attn.hook_z, block.hook_attn_out, block.hook_resid_mid,
-               block.hook_mlp_out, block.hook_resid_post)
-    if type(block) is not TransformerBlock or any(type(m) is not HookPoint for m in skipped):
-        return None  # e.g. an SAE spliced in where the shortcut does not call the module
-    if any(hp.fwd_hooks for hp in model.hook_dict.values()):
-        return None  # hooks the user left on the model would be skipped
-    return layer
-
-
-_CHUNK_BYTES = 64 * 2**20
-
-
-def row_chunks(n_rows: int, pos: int, d_vocab: int) -> list[slice]:
-    """Row slices whose logits take at most 64 MB in float32 (at least one row each).
-
-    Example:
-        >>> row_chunks(8, 128, 49152)
-        [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None), slice(6, 8, None)]
-    """
-    step = max(1, _CHUNK_BYTES // max(1, pos * d_vocab * 4))
-    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
-
-
-def unembed_residual(model: Any, normed: Float[Tensor, "batch pos d_model"]
-                     ) -> Float[Tensor, "batch pos d_vocab"]:
-    """Logits from the final (normalised) residual, as ``HookedTransformer.forward`` does."""
-    from transformer_lens.HookedTransformer import apply_softcap
-
-    return apply_softcap(model.unembed(normed), model.cfg.output_logits_soft_cap)
-
-
-def final_residual(model: Any, tokens: Int[Tensor, "batch pos"],
-                   hooks: Iterable[tuple[Any, Any]] = ()) -> Float[Tensor, "batch pos d_model"]:
-    """The input of the unembedding (``ln_final`` of the last residual) under ``hooks``.
-
-    With :func:`row_chunks` and :func:`unembed_residual` this gives the logits a few rows at
-    a time, so a 49k-token vocabulary never needs the whole batch's logits at once.
-
-    Example:
-        >>> from tl_unlearn import load_tiny_model
-        >>> m = load_tiny_model(); t = m.to_tokens(["def f(x):", "import os"])
-        >>> logits = torch.cat([unembed_residual(m, final_residual(m, t)[r])
-        ...                     for r in row_chunks(len(t), t.shape[1], m.cfg.d_vocab)])
-        >>> bool(torch.allclose(logits, m(t), atol=1e-5))
-        True
-    """
-    with model.hooks(fwd_hooks=list(hooks)):
-        final = model(tokens, stop_at_layer=model.cfg.n_layers)
-        if model.cfg.normalization_type is not None:
-            final = model.ln_final(final)
-    return final
-
-
-def _block_cache_names(layer: int) -> list[str]:
-    return [f"blocks.{layer}.{n}" for n in
-            ("hook_resid_pre", "attn.hook_z", "hook_resid_mid", "hook_mlp_out")]
-
-
-def _resume_from_block(
-    model: Any,
-    layer: int,
-    cache: Mapping[str, Tensor],
-    hooks: Hooks,
-    tokens: Int[Tensor, "batch pos"],
-) -> Float[Tensor, "batch pos d_model"]:
-    """The residual after the last block (before ``ln_final``) with ``hooks`` applied to block
-    ``layer``'s cached outputs (see above).
-
-    The arithmetic after ``hook_z`` is TransformerLens's own (``F.linear`` with the same
-    flattened ``W_O``, then ``ln2`` and the MLP of the same block), so the result matches a
-    full pass with the hooks.
-    """
-    block = model.blocks[layer]
-    z_name, mlp_name = (f"blocks.{layer}.{n}" for n in _BLOCK_OUTPUTS)
-
-    def hooked(name: str, act: Tensor) -> Tensor:
-        fns = [fn for hook_name, fn in hooks if hook_name == name]
-        if fns:
-            act = act.clone()  # hooks may edit in place; the cache serves every intervention
-        for fn in fns:
-            out = fn(act, hook=model.hook_dict[name])
-            act = act if out is None else out
-        return act
-
-    if any(name == z_name for name, _ in hooks):
-        z = hooked(z_name, cache[z_name])
-        w = block.attn.W_O.reshape(-1, model.cfg.d_model).T.contiguous()
-        attn_out = torch.nn.functional.linear(z.reshape(*z.shape[:2], -1).to(w.dtype), w,
-                                              block.attn.b_O)
-        resid_mid = cache[get_act_name("resid_pre", layer)] + attn_out
-        mlp_out = block.apply_mlp(block.ln2(resid_mid))
-    else:
-        resid_mid, mlp_out = cache[get_act_name("resid_mid", layer)], cache[mlp_name]
-    resid_post = resid_mid + hooked(mlp_name, mlp_out)
-    return model(resid_post, start_at_layer=layer + 1, stop_at_layer=model.cfg.n_layers,
-                 tokens=tokens)
+    def reduce(self, ds: TokenDataset, per_example: Mapping[str, bool]) -> DatasetMetrics:
+        """The dataset's metrics; ``per_example``: user metrics that gave one value per
+        example on every batch (their per-example values are kept for intervals)."""
+        name, top_k = self.name, self.top_k
+        per_seq = torch.cat(self.rows).numpy()
+        s = per_seq.sum(0).tolist()
+        n = s[0]
+        if n == 0:
+            raise ValueError(f"Dataset {name!r} has no predicted position.")
+        if not math.isfinite(s[1]):
+            raise ValueError(
+                f"The logits on dataset {name!r} under {self.label or 'the intervention'!r} "
+                "are not finite (NaN or inf): a hook or the model produced NaN/inf "
+                "activations, so no accuracy or loss can be reported.")
+        acc = {k: s[2 + j] / n for j, k in enumerate(top_k)}
+        units = {"n": per_seq[:, 0], "loss": per_seq[:, 1],
+                 **{f"top{k}": per_seq[:, 2 + j] for j, k in enumerate(top_k)}}
+        skip, n_skip = {}, 0
+        if per_seq.shape[1] > 2 + len(top_k):  # skip-common was counted (text data)
+            n_skip = int(s[2 + len(top_k)])
+            base = 3 + len(top_k)
+            skip = {k: s[base + j] / max(n_skip, 1) for j, k in enumerate(top_k)}
+            units["n_skip"] = per_seq[:, 2 + len(top_k)]
+            units.update({f"top{k}_skip": per_seq[:, base + j] for j, k in enumerate(top_k)})
+        answer = {}
+        if self.answers:
+            a_rows = torch.cat(self.answer_rows).numpy()
+            cols = {k: a_rows[:, j] for j, k in enumerate(_ANSWER_COLUMNS)
+                    if k != "logit_diff" or ds.counterfactual is not None}
+            answer = {k: float(v.mean()) for k, v in cols.items()}
+            units.update(cols)
+        custom = {}
+        for k, values in self.user_rows.items():
+            v = torch.cat(values).numpy()
+            custom[k] = float(v.sum()) / len(ds)
+            if per_example[k]:
+                units[k] = v
+        return DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip, answer, custom, len(ds),
+                              {k: [float(x) for x in v] for k, v in units.items()})
 
 
 @torch.inference_mode()
@@ -728,137 +659,40 @@ def evaluate_many(
     metrics = check_user_metrics(metrics)
     if labels is None:
         labels = [getattr(h, "name", "") for h in interventions]
-    n_layers = model.cfg.n_layers
-    starts = [_start_layer(model, h) if share_prefix else 0 for h in hook_lists]
-    block_layers = [_block_output_layer(model, h) if share_prefix else None for h in hook_lists]
-    # the original model (no hook) also resumes from the deepest needed cached layer
-    needed = sorted({s for s in starts if 0 < s < n_layers}
-                    | {l for l in block_layers if l is not None})
-    if any(get_act_name("resid_pre", l) not in model.hook_dict for l in needed):
-        # e.g. an SAE spliced in at resid_pre
-        needed, starts, block_layers = [], [0] * len(hook_lists), [None] * len(hook_lists)
-    block_names = [n for l in sorted({l for l in block_layers if l is not None})
-                   for n in _block_cache_names(l)]
+    plan = plan_forward(model, hook_lists, share_prefix=share_prefix)
     device = model_device(model)
-    from transformer_lens import HookedTransformer
-
-    hooked_transformer = isinstance(model, HookedTransformer)
     seconds = [0.0] * len(hook_lists)
-    # per-sequence sufficient statistics (a few floats per sequence, never logits), kept
-    # so that every number can be given a bootstrap interval over sequences
-    rows_of: dict[str, list[list[Tensor]]] = {name: [[] for _ in hook_lists] for name in data}
-    answer_rows = {name: [[] for _ in hook_lists] for name, ds in data.items() if ds.has_answers}
     # a user metric given for some datasets only (OnDatasets) is computed only there
-    user_rows: dict[str, list[dict[str, list[Tensor]]]] = {
-        name: [{k: [] for k, fn in metrics.items()
-                if not isinstance(fn, OnDatasets) or name in fn.datasets}
-               for _ in hook_lists] for name in data}
-    user_per_example = {k: True for k in metrics}
+    acc = {name: [_Accumulator(
+        name, labels[i], top_k,
+        # skip-common is for text: on scored answers it would drop the answers themselves
+        _common_targets(ds, skip_common) if skip_common and ds.target_mask is None else None,
+        ds.has_answers,
+        {k: fn for k, fn in metrics.items()
+         if not isinstance(fn, OnDatasets) or name in fn.datasets})
+        for i in range(len(hook_lists))] for name, ds in data.items()}
     total = sum(-(-len(d) // batch_size) for d in data.values()) * len(hook_lists)
     bar = tqdm(total=total, desc="evaluate", disable=not progress, leave=False)
     for name, ds in data.items():
-        # skip-common is for text: on scored answers it would drop the answers themselves
-        skip_ids = (_common_targets(ds, skip_common)
-                    if skip_common and ds.target_mask is None else None)
         for view in ds.views(batch_size):
-            tokens, mask = view.tokens.to(device), view.attention_mask
-            scored = view.scored_positions() if view.target_mask is not None else None
+            tokens = view.tokens.to(device)
             t0 = time.perf_counter()
-            resid: dict[int, Tensor] = {}
-            if needed:
-                names = sorted({get_act_name("resid_pre", l) for l in needed} | set(block_names))
-                _, cache = model.run_with_cache(tokens, names_filter=names,
-                                                stop_at_layer=needed[-1] + 1, return_type=None)
-                resid = {l: cache[get_act_name("resid_pre", l)] for l in needed}
+            cache = plan.prefix(model, tokens)
             shared = (time.perf_counter() - t0) / len(hook_lists)
             for i, hooks in enumerate(hook_lists):
                 t1 = time.perf_counter()
-                start = starts[i]
-                # the block shortcut applies its hooks by hand to the cached outputs; were
-                # they registered too, apply_mlp would run hook_mlp_out's a second time
-                scope = (contextlib.nullcontext() if block_layers[i] is not None
-                         else model.hooks(fwd_hooks=hooks))
-                with scope:
-                    if not hooked_transformer:
-                        logits = model(tokens, return_type="logits")
-                    else:
-                        if block_layers[i] is not None:
-                            final = _resume_from_block(model, block_layers[i], cache, hooks,
-                                                       tokens)
-                        elif start in resid:
-                            final = model(resid[start], start_at_layer=start, tokens=tokens,
-                                          stop_at_layer=n_layers)
-                        elif start == n_layers and needed:
-                            final = model(resid[needed[-1]], start_at_layer=needed[-1],
-                                          tokens=tokens, stop_at_layer=n_layers)
-                        else:
-                            final = model(tokens, stop_at_layer=n_layers)
-                        if model.cfg.normalization_type is not None:
-                            final = model.ln_final(final)
-                        # without a user metric, the logits are made a few rows at a time
-                        logits = unembed_residual(model, final) if user_rows[name][i] else None
-                chunks = ([slice(0, len(view))] if logits is not None
-                          else row_chunks(len(view), tokens.shape[1], model.cfg.d_vocab))
-                for rows in chunks:
-                    part = logits if logits is not None else unembed_residual(model, final[rows])
-                    rows_of[name][i].append(batch_statistics(
-                        part, tokens[rows], mask[rows].to(part.device), top_k, skip_ids,
-                        None if scored is None else scored[rows].to(part.device)))
-                    if name in answer_rows:
-                        answer_rows[name][i].append(answer_statistics(
-                            part, view if logits is not None else view.rows(rows)))
-                    del part
-                for metric_name, values in user_rows[name][i].items():
-                    v, per_example = _user_metric_values(
-                        metrics[metric_name], metric_name, logits, view, name, labels[i])
-                    values.append(v)
-                    user_per_example[metric_name] &= per_example
-                logits = final = None
+                out = plan.forward(model, i, hooks, tokens, cache,
+                                   full_logits=bool(acc[name][i].metrics))
+                acc[name][i].add(out, view, tokens)
+                del out
                 seconds[i] += time.perf_counter() - t1 + shared
                 bar.update(1)
+            del cache
     bar.close()
-    out = []
-    for i in range(len(hook_lists)):
-        results = {}
-        for name in data:
-            per_seq = torch.cat(rows_of[name][i]).numpy()
-            s = per_seq.sum(0).tolist()
-            n = s[0]
-            if n == 0:
-                raise ValueError(f"Dataset {name!r} has no predicted position.")
-            if not math.isfinite(s[1]):
-                raise ValueError(
-                    f"The logits on dataset {name!r} under {labels[i] or 'the intervention'!r} "
-                    "are not finite (NaN or inf): a hook or the model produced NaN/inf "
-                    "activations, so no accuracy or loss can be reported.")
-            acc = {k: s[2 + j] / n for j, k in enumerate(top_k)}
-            units = {"n": per_seq[:, 0], "loss": per_seq[:, 1],
-                     **{f"top{k}": per_seq[:, 2 + j] for j, k in enumerate(top_k)}}
-            skip, n_skip = {}, 0
-            if per_seq.shape[1] > 2 + len(top_k):  # skip-common was counted (text data)
-                n_skip = int(s[2 + len(top_k)])
-                base = 3 + len(top_k)
-                skip = {k: s[base + j] / max(n_skip, 1) for j, k in enumerate(top_k)}
-                units["n_skip"] = per_seq[:, 2 + len(top_k)]
-                units.update({f"top{k}_skip": per_seq[:, base + j]
-                              for j, k in enumerate(top_k)})
-            answer = {}
-            if name in answer_rows:
-                a_rows = torch.cat(answer_rows[name][i]).numpy()
-                cols = {k: a_rows[:, j] for j, k in enumerate(_ANSWER_COLUMNS)
-                        if k != "logit_diff" or data[name].counterfactual is not None}
-                answer = {k: float(v.mean()) for k, v in cols.items()}
-                units.update(cols)
-            custom = {}
-            for k, values in user_rows[name][i].items():
-                v = torch.cat(values).numpy()
-                custom[k] = float(v.sum()) / len(data[name])
-                if user_per_example[k]:
-                    units[k] = v
-            results[name] = DatasetMetrics(
-                name, int(n), s[1] / n, acc, skip, n_skip, answer, custom, len(data[name]),
-                {k: [float(x) for x in v] for k, v in units.items()})
-        out.append(Evaluation(results, labels[i], seconds[i]))
+    per_example = {k: all(a.per_example.get(k, True) for accs in acc.values() for a in accs)
+                   for k in metrics}
+    out = [Evaluation({name: acc[name][i].reduce(ds, per_example) for name, ds in data.items()},
+                      labels[i], seconds[i]) for i in range(len(hook_lists))]
     return out
 
 

@@ -1,0 +1,66 @@
+"""The HTML report: every figure drawn in a real browser, rendered from the typed result (the
+same page from results.json as from the run), escaped, and never half-written."""
+
+import os
+
+import pytest
+from browser import check_html_in_browser, find_chromium
+from settings import SMALL
+
+from tl_unlearn.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
+from tl_unlearn.report import render_report, report_figures, write_report
+
+
+def test_report_draws_every_figure_in_headless_chromium(run_dir):
+    if find_chromium() is None:
+        if os.environ.get("TL_UNLEARN_REQUIRE_CHROMIUM"):
+            pytest.fail("Chromium is required here (TL_UNLEARN_REQUIRE_CHROMIUM) but not found")
+        pytest.skip("no Chromium installed")
+    out, result = run_dir
+    seen = check_html_in_browser(out / "report.html", screenshot=out / "shot.png")
+    n = len(report_figures(result))
+    assert seen["figures"] == n and seen["drawn"] == n
+    assert (out / "shot.png").stat().st_size > 10_000
+
+
+def test_failed_report_leaves_no_half_written_file(tmp_path, tiny_model, monkeypatch):
+    from tl_unlearn import report
+
+    def broken(result):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "render_report", broken)
+    cfg = BenchmarkConfig(**{**SMALL, "methods": ["prune-random"], "mia_texts": 0})
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_benchmark(cfg, model=tiny_model, output_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []  # the report is rendered before either file is written
+
+
+def test_report_renders_the_same_from_results_json(run_dir, tmp_path):
+    """The report needs nothing but the typed result: rendered from the loaded results.json
+    it is the page the run wrote, and its scorecard table holds the scorecard's numbers."""
+    out, result = run_dir
+    again = BenchmarkResult.load(out)
+    page = render_report(again)
+    assert page == (out / "report.html").read_text()
+    assert [t for t, _ in report_figures(again)] == [t for t, _ in report_figures(result)]
+    ranked = result.scorecard.ranked()
+    for name in ranked.index:
+        row = ranked.loc[name]
+        cell = (f"{row['held_out_difference']:.4g} [{row['held_out_difference_low']:.3g}, "
+                f"{row['held_out_difference_high']:.3g}]")
+        assert f"<td>{cell}</td>" in page, name
+    path = write_report(again, tmp_path / "again.html")
+    assert path.read_text() == page
+
+
+def test_report_escapes_what_the_user_named(run_dir):
+    """Names that come from the user (a forget path, a label) are escaped, never markup."""
+    _, result = run_dir
+    again = BenchmarkResult.from_dict(result.to_dict())
+    again.config.forget = "<script>alert(1)</script>.txt"
+    again.method_info = {"<b>m</b>": {"note": "<i>x</i>"}}
+    page = render_report(again)
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.txt" in page
+    assert "<b>m</b>" not in page and "&lt;b&gt;m&lt;/b&gt;" in page
