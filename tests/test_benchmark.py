@@ -143,28 +143,40 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
         assert removal == {}
         return
     entry = removal["prune-abs"]
-    assert entry["level"] == row["validated_level"]
-    for role, prefix in (("method", ""), ("baseline", "baseline_")):
-        best = entry[role]["best"]
-        assert len(entry[role]["all"]) == 3  # the learning-rate grid
-        assert (row[f"{prefix}relearn_steps"] == best["steps"]
-                or (best["steps"] is None and row[f"{prefix}relearn_steps"] != row[
+    assert entry.level == row["validated_level"] and entry.max_steps == 8
+    for attacked, prefix in ((entry.method, ""), (entry.baseline, "baseline_")):
+        best = attacked.best
+        assert len(attacked.runs) == 3  # the learning-rate grid
+        assert best.steps == min((r.steps for r in attacked.runs if r.reached), default=None)
+        assert (row[f"{prefix}relearn_steps"] == best.steps
+                or (best.steps is None and row[f"{prefix}relearn_steps"] != row[
                     f"{prefix}relearn_steps"]))
         assert 0.0 <= row[f"{prefix}zrf"] <= 1.0
-        start = best["curve"][0][1]
-        assert best["target"] == pytest.approx(start + 0.5 * (best["original_top1"] - start))
+        start = best.curve[0][1]
+        assert best.target == pytest.approx(start + 0.5 * (best.original_top1 - start))
         # the committed twin retrained without python_code relearns to the same target
-        mr = entry[role]["retrained"]
-        assert mr["target"] == pytest.approx(best["target"]) and mr["lr"] == best["lr"]
+        mr = attacked.retrained
+        assert mr.target == pytest.approx(best.target) and mr.lr == best.lr
         assert 0.0 <= row[f"{prefix}completeness"] <= 1.0
-        if best["steps"] and mr["steps"]:
-            assert row[f"{prefix}ain"] == pytest.approx(best["steps"] / mr["steps"])
-    assert "random neurons" in entry["baseline"]["label"]
+        if best.steps and mr.steps:
+            assert row[f"{prefix}ain"] == pytest.approx(best.steps / mr.steps)
+    assert "random neurons" in entry.baseline.label
     html = (tmp_path / "report.html").read_text()
     assert "Degree of removal: relearning" in html
     again = BenchmarkResult.load(tmp_path)
     from tl_unlearn import load_result
 
     assert type(load_result(tmp_path / "results.json")) is BenchmarkResult
-    assert again.degree_of_removal["prune-abs"]["method"]["best"] == entry["method"][
-        "best"]
+    assert again.degree_of_removal["prune-abs"].to_dict() == entry.to_dict()
+    assert len(result.figure("relearn").data) == 2
+    # a results.json written before DegreeOfRemoval (plain dicts) still loads, typed
+    old = result.to_dict()
+    old["degree_of_removal"] = {"prune-abs": {
+        "level": entry.level, "row": {"relearn_budget": 8},
+        **{role: {"label": a.label, "best": a.best.to_dict(),
+                  "all": [r.to_dict() for r in a.runs], "zrf": a.zrf}
+           for role, a in (("method", entry.method), ("baseline", entry.baseline))}}}
+    legacy = BenchmarkResult.from_dict(old).degree_of_removal["prune-abs"]
+    assert legacy.label == "prune-abs" and legacy.max_steps == 8
+    assert legacy.method.best.to_dict() == entry.method.best.to_dict()
+    assert len(legacy.baseline.runs) == 3

@@ -13,6 +13,7 @@ from tl_unlearn import component_selectivity_map, evaluate, selectivity_curve
 from tl_unlearn.interventions import pruning_scores, zero_ablation
 from tl_unlearn.metrics import (
     activation_distances,
+    degree_of_removal,
     fisher_uncertainty,
     logit_lens_diff,
     membership_inference,
@@ -58,6 +59,9 @@ def results(tiny_model, tiny_data, task):
         weight_distance(m, m),
         relearn(m, fit["forget"], data["forget"], head, max_steps=2, eval_every=1,
                 batch_size=2, label="L1H0"),
+        degree_of_removal(m, fit["forget"], data["forget"], head,
+                          baseline=zero_ablation(m, heads=[(0, 1)]), level=1, lrs=[1e-3],
+                          max_steps=2, batch_size=2, retrained_model=m, label="L1H0"),
         Scorecard.from_curves([curve]),
         generation_behaviour(m, ["The"], lambda c: head, [1.0], max_new_tokens=4, n_samples=2,
                              topic="code", progress=False, n_boot=50, label="heads"),
@@ -98,7 +102,7 @@ def test_results_measure_their_time_and_keep_their_numbers(results):
     # computed results report a positive wall time (hand-built ones may say 0.0)
     for name in ("Evaluation", "SelectivityCurve", "ComponentMap", "LogitLensDiff",
                  "ActivationDistances", "OutputDistances", "MembershipInference",
-                 "FisherUncertainty", "RelearnResult", "GenerationBehaviour",
+                 "FisherUncertainty", "RelearnResult", "DegreeOfRemoval", "GenerationBehaviour",
                  "BenchmarkResult"):
         assert by_type[name].seconds > 0, name
     run = by_type["BenchmarkResult"]

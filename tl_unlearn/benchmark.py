@@ -44,6 +44,7 @@ from tl_unlearn.metrics.evaluation import (
 from tl_unlearn.metrics.generation import GenerationBehaviour, UnigramDomain, generation_behaviour
 from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
+from tl_unlearn.metrics.relearn import DegreeOfRemoval
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, selectivity_curve
 from tl_unlearn.runs import DEFAULT_METHODS, BenchmarkConfig, BenchmarkResult, RunOptions
@@ -167,14 +168,13 @@ def random_baselines(
 def degree_of_removal(
     config: BenchmarkConfig, model: Any, fit: dict[str, Any], ev: dict[str, Any],
     curves: list[SelectivityCurve], fitted: dict[str, Any], *, progress: bool = False,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, DegreeOfRemoval]:
     """Relearning attack and ZRF for each method at its validated level and for one random
     baseline of it (see ``BenchmarkConfig.relearn_steps``)."""
-    from tl_unlearn.metrics.distances import completeness, random_twin, zrf_score
-    from tl_unlearn.metrics.relearn import anamnesis_index, relearn, relearn_attack
+    from tl_unlearn.metrics.distances import random_twin
+    from tl_unlearn.metrics.relearn import degree_of_removal as attack
 
-    lrs = list(RunOptions.read(config.options).relearn_lrs)
-    steps = config.relearn_steps
+    lrs = RunOptions.read(config.options).relearn_lrs
     twin = random_twin(model, seed=config.seed)
     retrained = None
     if config.model == "tiny" and config.forget == "python_code":
@@ -182,7 +182,7 @@ def degree_of_removal(
 
         if (TINY_TWIN_DIR / "model.safetensors").exists():  # trained without python_code
             retrained = load_tiny_model(twin=True)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, DegreeOfRemoval] = {}
     bar = tqdm(curves, desc="relearn", disable=not progress, leave=False)
     for curve in bar:
         level = curve.held_out()["level"]
@@ -191,37 +191,12 @@ def degree_of_removal(
         fm = fitted[curve.name]
         # measured on the held-out half of the forget eval data (one batch)
         check = curve.held_out_data(ev)["forget"].head(config.batch_size)
-        runs = {"method": fm.family(level)}
-        if fm.baseline is not None:
-            runs["baseline"] = fm.baseline(level, config.seed + 1)
-        entry: dict[str, Any] = {"level": level, "row": {}}
-        for role, iv in runs.items():
-            best, every = relearn_attack(model, fit["forget"], check, list(iv), lrs=lrs,
-                                         recover=0.5, max_steps=steps,
-                                         eval_every=max(1, steps // 4),
-                                         batch_size=config.batch_size, seed=config.seed,
-                                         label=iv.name)
-            zrf = zrf_score(model, check, list(iv), random_model=twin,
-                            batch_size=config.batch_size)
-            entry[role] = {"label": iv.name, "best": best.to_dict(),
-                           "all": [r.to_dict() for r in every], "zrf": zrf}
-            prefix = "" if role == "method" else "baseline_"
-            entry["row"].update({f"{prefix}relearn_steps": best.steps,
-                                 f"{prefix}relearn_tokens": best.tokens,
-                                 f"{prefix}relearn_lr": best.lr, f"{prefix}zrf": zrf})
-            if retrained is not None:
-                # the retrained twin relearns to the same target with the same optimiser
-                mr = relearn(retrained, fit["forget"], check, (), target=best.target,
-                             lr=best.lr, max_steps=steps, eval_every=max(1, steps // 4),
-                             batch_size=config.batch_size, seed=config.seed,
-                             label="retrained twin")
-                entry[role]["retrained"] = mr.to_dict()
-                entry["row"].update({f"{prefix}ain": anamnesis_index(best, mr),
-                                     f"{prefix}completeness": completeness(
-                                         model, check, retrained, list(iv),
-                                         batch_size=config.batch_size)})
-        entry["row"]["relearn_budget"] = steps
-        out[curve.name] = entry
+        base = fm.baseline(level, config.seed + 1) if fm.baseline is not None else None
+        out[curve.name] = attack(model, fit["forget"], check, fm.family(level), baseline=base,
+                                 level=level, lrs=lrs, max_steps=config.relearn_steps,
+                                 batch_size=config.batch_size, seed=config.seed,
+                                 random_model=twin, retrained_model=retrained,
+                                 label=curve.name)
     return out
 
 
@@ -353,12 +328,12 @@ def run_benchmark(
         extra_rows[curve.name] = row
     timings["extra_metrics"] = time.perf_counter() - t0
 
-    removal: dict[str, Any] = {}
+    removal: dict[str, DegreeOfRemoval] = {}
     if config.relearn_steps:
         t0 = time.perf_counter()
         removal = degree_of_removal(config, model, fit, ev, curves, fitted, progress=progress)
         for name, r in removal.items():
-            extra_rows.setdefault(name, {}).update(r["row"])
+            extra_rows.setdefault(name, {}).update(r.row())
         timings["degree_of_removal"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -395,8 +370,7 @@ def run_benchmark(
         config, curves, scorecard, timings, _environment(), method_info, generation,
         original=original, random_baselines=dict(baselines), logit_lens=lens,
         activation_distances=distances,
-        degree_of_removal={k: {kk: vv for kk, vv in v.items() if kk != "row"}
-                           for k, v in removal.items()},
+        degree_of_removal=removal,
         data=data_sizes, seconds=timings["total"])
     if output_dir is not None:
         # render both first, then write both: an interrupt leaves neither file half-written,

@@ -13,7 +13,7 @@ from plotly.offline import get_plotlyjs
 
 from tl_unlearn.files import atomic_write_text
 from tl_unlearn.metrics.evaluation import Evaluation, describe_metric, unit_indices
-from tl_unlearn.runs import BenchmarkResult, relearn_figure, selectivity_scatter
+from tl_unlearn.runs import BenchmarkResult, selectivity_scatter
 
 __all__ = ["report_figures", "selectivity_scatter", "write_report"]
 
@@ -37,7 +37,7 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
         figs.append((f"Selectivity curve: {c.name}", c.figure()))
         figs.append((f"Perplexity ratio: {c.name}", c.figure("perplexity")))
     if result.degree_of_removal:
-        figs.append(("Degree of removal: relearning", relearn_figure(result.degree_of_removal)))
+        figs.append(("Degree of removal: relearning", result.figure("relearn")))
     if result.logit_lens is not None:
         figs.append(("Logit lens (top-ranked method)", result.logit_lens.figure()))
         figs.append(("Logit-lens diff heatmap", result.logit_lens.figure("heatmap")))

@@ -163,6 +163,10 @@ def _from_json(value: Any, hint: Any) -> Any:
             return _from_json(value, arg)
     if isinstance(hint, type) and issubclass(hint, Result):
         return hint.from_dict(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a plain part of a result
+        hints = typing.get_type_hints(hint)
+        return hint(**{f.name: _from_json(value[f.name], hints.get(f.name, Any))
+                       for f in dataclasses.fields(hint) if f.init and f.name in value})
     if origin is dict and args:
         key_type, val_type = args
         return {(int(k) if key_type is int else k): _from_json(v, val_type)

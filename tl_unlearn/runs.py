@@ -21,9 +21,10 @@ from tl_unlearn.metrics.distances import ActivationDistances
 from tl_unlearn.metrics.evaluation import Evaluation, check_metric_name, describe_metric
 from tl_unlearn.metrics.generation import GenerationBehaviour
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
+from tl_unlearn.metrics.relearn import DegreeOfRemoval, relearn_figure
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
-from tl_unlearn.results import OTHER_COLOURS, Result
+from tl_unlearn.results import Result
 from tl_unlearn.tasks import BUILTIN_TASKS
 
 __all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "RunOptions",
@@ -224,8 +225,7 @@ class BenchmarkResult(Result):
         logit_lens: Logit lens of the top-ranked method (when ``extras``).
         activation_distances: Activation distances of the top-ranked method (when ``extras``).
         degree_of_removal: Relearning attack, ZRF (and AIN/completeness with a retrained
-            twin) per method and its random baseline (when ``relearn_steps``); the relearning
-            runs in it are :meth:`RelearnResult.to_dict` data.
+            twin) per method and its random baseline (when ``relearn_steps``).
         data: Sequences, tokens and documents of each fit and eval dataset.
         label: ``"benchmark"``.
         seconds: Wall time of the run.
@@ -242,7 +242,7 @@ class BenchmarkResult(Result):
     random_baselines: dict[str, RandomBaseline] = field(default_factory=dict)
     logit_lens: LogitLensDiff | None = None
     activation_distances: ActivationDistances | None = None
-    degree_of_removal: dict[str, dict[str, Any]] = field(default_factory=dict)
+    degree_of_removal: dict[str, DegreeOfRemoval] = field(default_factory=dict)
     data: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     label: str = "benchmark"
     seconds: float = 0.0
@@ -255,6 +255,13 @@ class BenchmarkResult(Result):
     def from_dict(cls, d: Mapping[str, Any]) -> BenchmarkResult:
         d = dict(d)
         d.update(d.pop("extras", None) or {})  # results.json written before typed fields
+        d["degree_of_removal"] = {  # ... and before DegreeOfRemoval
+            name: e if "label" in e else {
+                "label": name, "level": e["level"],
+                "max_steps": e.get("row", {}).get("relearn_budget", 0),
+                **{role: {**e[role], "runs": e[role]["all"]}
+                   for role in ("method", "baseline") if role in e}}
+            for name, e in (d.get("degree_of_removal") or {}).items()}
         out = super().from_dict(d)  # the config comes back as a dict: rebuilt and checked
         out.config = BenchmarkConfig.from_dict(d["config"])
         return out
@@ -275,7 +282,7 @@ class BenchmarkResult(Result):
         if kind == "relearn":
             if not self.degree_of_removal:
                 raise ValueError("This run has no relearning attack (relearn_steps=0).")
-            return relearn_figure(self.degree_of_removal)
+            return relearn_figure(list(self.degree_of_removal.values()))
         return self.scorecard.figure()
 
     def curve(self, name: str) -> SelectivityCurve:
@@ -303,27 +310,5 @@ def selectivity_scatter(result: BenchmarkResult) -> go.Figure:
                              line={"dash": "dot", "color": "#999"}))
     fig.update_layout(title=f"Forget vs retain drop ({describe_metric(result.config.metric)})",
                       xaxis_title="retain drop", yaxis_title="forget drop",
-                      template="plotly_white")
-    return fig
-
-
-def relearn_figure(removal: dict[str, Any]) -> go.Figure:
-    """Forget top-1 against fine-tuning steps of the strongest relearning attack, per
-    method (solid) and its random baseline (dotted), with each run's target."""
-    fig = go.Figure()
-    colors = OTHER_COLOURS  # one per method
-    for i, (name, entry) in enumerate(removal.items()):
-        for role, dash in (("method", "solid"), ("baseline", "dot")):
-            if role not in entry:
-                continue
-            best = entry[role]["best"]
-            curve = best["curve"]
-            fig.add_trace(go.Scatter(
-                x=[c[0] for c in curve], y=[c[1] for c in curve], mode="lines+markers",
-                name=f"{name} {'' if role == 'method' else 'random baseline '}(lr {best['lr']:g})",
-                line={"color": colors[i % len(colors)], "dash": dash}))
-    fig.update_layout(title="Relearning attack: forget top-1 while fine-tuning on forget data "
-                      "(intervention held); target: half of the drop won back",
-                      xaxis_title="fine-tuning step", yaxis_title="forget top-1",
                       template="plotly_white")
     return fig

@@ -7,7 +7,8 @@ converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figur
 - ``selectivity``: :func:`selectivity_curve` (max difference, area between, perplexity ratio).
 - ``distances``: :func:`js_divergence`, :func:`output_distances`, :func:`zrf_score`,
   :func:`activation_distances`, :func:`completeness`, :func:`random_twin`.
-- ``relearn``: :func:`relearn`, :func:`relearn_attack`, :func:`anamnesis_index`.
+- ``relearn``: :func:`relearn`, :func:`relearn_attack`, :func:`anamnesis_index`,
+  :func:`degree_of_removal`.
 - ``membership``: :func:`membership_inference` (LOSS, zlib, Min-K% AUC).
 - ``uncertainty``: :func:`fisher_uncertainty` (empirical Fisher trace, efficacy).
 - ``weights``: :func:`weight_distance`, :func:`equivalent_weight_edit`.
@@ -38,7 +39,14 @@ from tl_unlearn.metrics.generation import (
 from tl_unlearn.metrics.intervals import Interval
 from tl_unlearn.metrics.logit_lens import LogitLensDiff, logit_lens_diff
 from tl_unlearn.metrics.membership import auc_score, membership_inference
-from tl_unlearn.metrics.relearn import RelearnResult, anamnesis_index, relearn, relearn_attack
+from tl_unlearn.metrics.relearn import (
+    DegreeOfRemoval,
+    RelearnResult,
+    anamnesis_index,
+    degree_of_removal,
+    relearn,
+    relearn_attack,
+)
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
 from tl_unlearn.metrics.uncertainty import fisher_uncertainty
@@ -47,6 +55,7 @@ from tl_unlearn.metrics.weights import equivalent_weight_edit, weight_distance
 __all__ = [
     "NEUTRAL_PROMPTS",
     "ActivationDistances",
+    "DegreeOfRemoval",
     "GenerationBehaviour",
     "Interval",
     "UnigramDomain",
@@ -61,6 +70,7 @@ __all__ = [
     "anamnesis_index",
     "auc_score",
     "completeness",
+    "degree_of_removal",
     "equivalent_weight_edit",
     "evaluate",
     "evaluate_many",

@@ -9,6 +9,11 @@ seconds) until forget top-1 >= ``(1 - alpha) * top1(M0)``, or *not reached* with
 
 ``AIN = relearn_steps(Mu) / relearn_steps(Mr)`` for a retrained model Mr, same target and
 optimiser: near 1 is ideal; much below 1 means the information is still there.
+
+:func:`degree_of_removal` puts it together for one intervention at one level, beside a
+random baseline of the same size: the strongest relearning attack (a learning-rate grid),
+ZRF against a random twin, and, with a model retrained without the forget data, AIN and
+completeness. It returns a :class:`DegreeOfRemoval`.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import torch
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
+from tl_unlearn.metrics.distances import completeness, random_twin, zrf_score
 from tl_unlearn.metrics.evaluation import check_data, evaluate
-from tl_unlearn.results import Result
+from tl_unlearn.results import OTHER_COLOURS, Result
 
-__all__ = ["RelearnResult", "anamnesis_index", "relearn", "relearn_attack"]
+__all__ = ["AttackedIntervention", "DegreeOfRemoval", "RelearnResult", "anamnesis_index",
+           "degree_of_removal", "relearn", "relearn_attack", "relearn_figure"]
 
 
 
@@ -234,3 +241,178 @@ def anamnesis_index(unlearned: RelearnResult, retrained: RelearnResult) -> float
     if retrained.steps == 0:
         return float("inf") if unlearned.steps else 1.0
     return unlearned.steps / retrained.steps
+
+
+@dataclass
+class AttackedIntervention:
+    """One intervention under the relearning attack (a part of :class:`DegreeOfRemoval`).
+
+    Attributes:
+        label: The intervention's name.
+        best: The strongest run (fewest steps to the target) of the learning-rate grid.
+        runs: Every run of the grid.
+        zrf: ZRF on the check data: ``1 - JS(intervened, random twin) / ln 2``.
+        retrained: The retrained model relearning to ``best``'s target with its learning rate
+            (None without a retrained model).
+        ain: ``best.steps / retrained.steps`` (None when either did not reach the target).
+        completeness: Top-10 Jaccard with the retrained model on the check data.
+    """
+
+    label: str
+    best: RelearnResult
+    runs: list[RelearnResult]
+    zrf: float
+    retrained: RelearnResult | None = None
+    ain: float | None = None
+    completeness: float | None = None
+
+    def row(self, prefix: str = "") -> dict[str, Any]:
+        """Scorecard columns (``relearn_steps``, ``relearn_tokens``, ``relearn_lr``, ``zrf``
+        and, with a retrained model, ``ain`` and ``completeness``), names ``prefix``-ed."""
+        row = {"relearn_steps": self.best.steps, "relearn_tokens": self.best.tokens,
+               "relearn_lr": self.best.lr, "zrf": self.zrf}
+        if self.retrained is not None:
+            row.update(ain=self.ain, completeness=self.completeness)
+        return {prefix + k: v for k, v in row.items()}
+
+
+@dataclass
+class DegreeOfRemoval(Result):
+    """How removed a capability is under one intervention, beside a random baseline.
+
+    Attributes:
+        label: The method (or intervention) it is about.
+        level: The level the intervention was taken at.
+        method: The intervention under the attack.
+        baseline: A random intervention of the same kind and size under the same attack
+            (None when not given).
+        max_steps: The attack's step budget.
+        seconds: Wall time of all of it.
+    """
+
+    label: str
+    level: float
+    method: AttackedIntervention
+    baseline: AttackedIntervention | None = None
+    max_steps: int = 0
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("relearn",)
+
+    def row(self) -> dict[str, Any]:
+        """The scorecard's degree-of-removal columns (see :meth:`AttackedIntervention.row`;
+        the baseline's start with ``baseline_``) and ``relearn_budget``."""
+        row = self.method.row()
+        if self.baseline is not None:
+            row.update(self.baseline.row("baseline_"))
+        return {**row, "relearn_budget": self.max_steps}
+
+    def figure(self, kind: str = "relearn") -> go.Figure:
+        """``"relearn"``: forget top-1 against fine-tuning steps of the strongest attack on the
+        intervention (solid) and on its random baseline (dotted)."""
+        self._check_kind(kind)
+        return relearn_figure([self])
+
+
+def relearn_figure(removals: Sequence[DegreeOfRemoval]) -> go.Figure:
+    """Forget top-1 against fine-tuning steps of the strongest relearning attack, one colour
+    per method (solid) and its random baseline (dotted)."""
+    fig = go.Figure()
+    for i, removal in enumerate(removals):
+        for attacked, dash in ((removal.method, "solid"), (removal.baseline, "dot")):
+            if attacked is None:
+                continue
+            best = attacked.best
+            role = "" if attacked is removal.method else "random baseline "
+            fig.add_trace(go.Scatter(
+                x=[c[0] for c in best.curve], y=[c[1] for c in best.curve],
+                mode="lines+markers", name=f"{removal.label} {role}(lr {best.lr:g})",
+                line={"color": OTHER_COLOURS[i % len(OTHER_COLOURS)], "dash": dash}))
+    fig.update_layout(title="Relearning attack: forget top-1 while fine-tuning on forget data "
+                      "(intervention held); target: half of the drop won back",
+                      xaxis_title="fine-tuning step", yaxis_title="forget top-1",
+                      template="plotly_white")
+    return fig
+
+
+def degree_of_removal(
+    model: Any,
+    forget_fit: TokenDataset,
+    forget_check: TokenDataset,
+    intervention: Hooks,
+    *,
+    baseline: Hooks | None = None,
+    level: float = float("nan"),
+    lrs: Sequence[float] = (1e-4, 3e-4, 1e-3),
+    max_steps: int = 100,
+    recover: float = 0.5,
+    batch_size: int = 8,
+    seed: int = 0,
+    random_model: Any | None = None,
+    retrained_model: Any | None = None,
+    label: str = "",
+) -> DegreeOfRemoval:
+    """Relearning attack, ZRF (and with ``retrained_model`` AIN and completeness) of an
+    intervention, and of a random ``baseline`` of it under the same attack.
+
+    Each attack fine-tunes a copy of ``model`` on ``forget_fit`` with the intervention held,
+    at every learning rate of ``lrs``, until ``recover`` of the forget drop on
+    ``forget_check`` is won back (at most ``max_steps`` steps; forget top-1 is measured four
+    times over the budget); the fewest steps is the attack's strength. The model is never
+    changed.
+
+    Args:
+        model: The original model.
+        forget_fit: Data the attack fine-tunes on.
+        forget_check: Data the forget top-1 (and ZRF, completeness) is measured on.
+        intervention: The intervention (hooks), e.g. a method at its validated level.
+        baseline: A random intervention of the same kind and size (optional).
+        level: The level ``intervention`` is at (recorded).
+        lrs: The attack's learning-rate grid.
+        max_steps: Step budget of every run.
+        recover: Share of the forget drop to win back.
+        batch_size: Sequences per fine-tuning step.
+        seed: Seed of the batch order (and of the random twin).
+        random_model: The randomly initialised twin ZRF compares with (default:
+            :func:`~tl_unlearn.metrics.distances.random_twin` of ``model``).
+        retrained_model: A model trained without the forget data (optional).
+        label: What it is about (default: the intervention's name).
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model, make_task
+        >>> from tl_unlearn.interventions import zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=300)
+        >>> r = degree_of_removal(m, d["forget"], d["forget"].head(4),
+        ...                       zero_ablation(m, heads=[(1, 0)]), lrs=[1e-3], max_steps=2)
+        >>> sorted(r.row())
+        ['relearn_budget', 'relearn_lr', 'relearn_steps', 'relearn_tokens', 'zrf']
+    """
+    check_positive_int(max_steps, "max_steps")
+    t0 = time.perf_counter()
+    twin = random_model if random_model is not None else random_twin(model, seed=seed)
+
+    def attack(hooks: Hooks) -> AttackedIntervention:
+        name = getattr(hooks, "name", "") or "intervention"
+        best, every = relearn_attack(model, forget_fit, forget_check, list(hooks), lrs=lrs,
+                                     recover=recover, max_steps=max_steps,
+                                     eval_every=max(1, max_steps // 4), batch_size=batch_size,
+                                     seed=seed, label=name)
+        zrf = zrf_score(model, forget_check, list(hooks), random_model=twin,
+                        batch_size=batch_size)
+        out = AttackedIntervention(name, best, every, zrf)
+        if retrained_model is not None:
+            # the retrained model relearns to the same target with the same optimiser
+            out.retrained = relearn(retrained_model, forget_fit, forget_check, (),
+                                    target=best.target, lr=best.lr, max_steps=max_steps,
+                                    eval_every=max(1, max_steps // 4), batch_size=batch_size,
+                                    seed=seed, label="retrained model")
+            out.ain = anamnesis_index(best, out.retrained)
+            out.completeness = completeness(model, forget_check, retrained_model, list(hooks),
+                                            batch_size=batch_size)
+        return out
+
+    method = attack(intervention)
+    base = attack(baseline) if baseline is not None else None
+    return DegreeOfRemoval(label or method.label, float(level), method, base, max_steps,
+                           time.perf_counter() - t0)
+
