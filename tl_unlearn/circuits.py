@@ -59,8 +59,7 @@ def component_means(model: Any, reference: TokenDataset, batch_size: int = 8, *,
                     per_position: bool = False) -> dict[str, Any]:
     """Means of every ``hook_z`` and ``hook_mlp_out`` on ``reference`` (one pass), pooled
     or per position."""
-    names = [f"blocks.{l}.{n}" for l in range(model.cfg.n_layers)
-             for n in ("attn.hook_z", "hook_mlp_out")]
+    names = [get_act_name(n, l) for l in range(model.cfg.n_layers) for n in ("z", "mlp_out")]
     return activation_means(model, reference, names, batch_size=batch_size,
                             per_position=per_position)
 

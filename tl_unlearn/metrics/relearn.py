@@ -93,10 +93,14 @@ class RelearnResult(Result):
         fig.add_trace(go.Scatter(x=steps, y=[c[1] for c in self.curve], mode="lines+markers",
                                  name=f"{self.label} forget top-1"))
         fig.add_hline(y=self.target, line_dash="dash", annotation_text="target")
-        fig.update_layout(title=f"Relearning: {self.label} ({self.describe()})",
-                          xaxis_title="fine-tuning step", yaxis_title="forget top-1",
-                          template="plotly_white")
-        return fig
+        return _relearn_layout(fig, f"Relearning: {self.label} ({self.describe()})")
+
+
+def _relearn_layout(fig: go.Figure, title: str) -> go.Figure:
+    """The axes every relearning figure shares: forget top-1 against fine-tuning steps."""
+    fig.update_layout(title=title, xaxis_title="fine-tuning step", yaxis_title="forget top-1",
+                      template="plotly_white")
+    return fig
 
 
 def relearn(
@@ -327,11 +331,8 @@ def relearn_figure(removals: Sequence[DegreeOfRemoval]) -> go.Figure:
                 x=[c[0] for c in best.curve], y=[c[1] for c in best.curve],
                 mode="lines+markers", name=f"{removal.label} {role}(lr {best.lr:g})",
                 line={"color": OTHER_COLOURS[i % len(OTHER_COLOURS)], "dash": dash}))
-    fig.update_layout(title="Relearning attack: forget top-1 while fine-tuning on forget data "
-                      "(intervention held); target: half of the drop won back",
-                      xaxis_title="fine-tuning step", yaxis_title="forget top-1",
-                      template="plotly_white")
-    return fig
+    return _relearn_layout(fig, "Relearning attack: forget top-1 while fine-tuning on forget "
+                           "data (intervention held); target: half of the drop won back")
 
 
 def degree_of_removal(
