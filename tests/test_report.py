@@ -4,23 +4,23 @@ same page from results.json as from the run), escaped, and never half-written.""
 import os
 
 import pytest
-from browser import check_html_in_browser, find_chromium
+from browser import check_html_in_browser, find_chromium, require_browser_stack
 from settings import SMALL
 
 from tl_unlearn.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
 from tl_unlearn.report import render_report, report_figures, write_report
 
 
-def test_report_draws_every_figure_in_headless_chromium(run_dir):
+def test_report_draws_every_figure_in_headless_chromium(run_dir, tmp_path):
     if find_chromium() is None:
         if os.environ.get("TL_UNLEARN_REQUIRE_CHROMIUM"):
             pytest.fail("Chromium is required here (TL_UNLEARN_REQUIRE_CHROMIUM) but not found")
         pytest.skip("no Chromium installed")
     out, result = run_dir
-    seen = check_html_in_browser(out / "report.html", screenshot=out / "shot.png")
+    seen = check_html_in_browser(out / "report.html", screenshot=tmp_path / "shot.png")
     n = len(report_figures(result))
     assert seen["figures"] == n and seen["drawn"] == n
-    assert (out / "shot.png").stat().st_size > 10_000
+    assert (tmp_path / "shot.png").stat().st_size > 10_000
 
 
 def test_failed_report_leaves_no_half_written_file(tmp_path, tiny_model, monkeypatch):
@@ -47,9 +47,9 @@ def test_report_renders_the_same_from_results_json(run_dir, tmp_path):
     ranked = result.scorecard.ranked()
     for name in ranked.index:
         row = ranked.loc[name]
-        cell = (f"{row['held_out_difference']:.4g} [{row['held_out_difference_low']:.3g}, "
-                f"{row['held_out_difference_high']:.3g}]")
-        assert f"<td>{cell}</td>" in page, name
+        cell = (f"{row['held_out_difference']:.3g}<br><span class='ci'>["
+                f"{row['held_out_difference_low']:.3g}, {row['held_out_difference_high']:.3g}]")
+        assert f"<td class='n'>{cell}</span></td>" in page, name
     path = write_report(again, tmp_path / "again.html")
     assert path.read_text() == page
 
@@ -64,3 +64,26 @@ def test_report_escapes_what_the_user_named(run_dir):
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.txt" in page
     assert "<b>m</b>" not in page and "&lt;b&gt;m&lt;/b&gt;" in page
+
+
+def test_report_tables_fit_a_1280_pixel_window(run_dir):
+    """In Chromium at 1280 x 800, no table runs past the window: the ranked scorecard (with
+    its intervals), the transposed table of further measures (membership columns here) and
+    the transposed methods table fit."""
+    chromium = require_browser_stack("playwright")
+    from playwright.sync_api import sync_playwright
+
+    out, _ = run_dir
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto((out / "report.html").as_uri())
+            rights = page.evaluate("""() => [...document.querySelectorAll('table')].map(
+                t => [t.rows[0].cells.length, t.getBoundingClientRect().right])""")
+            scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        finally:
+            browser.close()
+    assert rights and rights[0][0] >= 11  # the ranked scorecard
+    assert all(right <= 1280 for _, right in rights), rights
+    assert scroll_width <= 1280

@@ -20,10 +20,11 @@ __all__ = ["report_figures", "selectivity_scatter", "write_report"]
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;
 color:#222;padding:0 1rem} h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:1rem 0;font-size:.9rem} td,th{border:1px solid #ddd;
-padding:.3rem .6rem;text-align:right} th{background:#f4f4f4} td:first-child,th:first-child{
-text-align:left} .fig{margin:1.5rem 0;border:1px solid #eee} pre{background:#f7f7f7;
-padding:1rem;overflow:auto;font-size:.8rem}
+table{border-collapse:collapse;margin:1rem 0;font-size:.8rem} td,th{border:1px solid #ddd;
+padding:.25rem .4rem;text-align:right;vertical-align:top} th{background:#f4f4f4;
+font-weight:600} td:first-child,th:first-child{text-align:left} td{overflow-wrap:anywhere} td.n{white-space:nowrap}
+.ci{color:#666;font-size:.7rem;white-space:nowrap} .wide{overflow-x:auto} .fig{margin:1.5rem 0;border:1px solid #eee}
+pre{background:#f7f7f7;padding:1rem;overflow:auto;font-size:.8rem}
 """
 
 
@@ -49,6 +50,11 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
             figs.append((f"Generated text, {name}: {kind}", gen.figure(kind)))
     return figs
 
+
+#: Columns of the ranked table (with their ``_low``/``_high``); the rest go in a second table.
+SCORECARD_CORE = ("method", "held_out_difference", "validated_level", "vs_baseline",
+                  "beats_baseline", "baseline", "max_difference", "best_level", "area_between",
+                  "forget_drop_at_best", "retain_drop_at_best")
 
 SCORECARD_LEGEND = (
     "<p class='sub'>Brackets: 95% percentile bootstrap interval over sequences, paired between "
@@ -98,8 +104,12 @@ def _data_rows(original: Evaluation | None, data: dict[str, Any] | None = None
     return rows
 
 
+class _Interval(tuple):
+    """A table cell ``(value, low, high)``: drawn as the value over ``[low, high]``."""
+
+
 def _with_intervals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fold ``x``, ``x_low``, ``x_high`` into one ``x [low, high]`` cell (narrower tables)."""
+    """Fold ``x``, ``x_low``, ``x_high`` into one ``x`` cell (narrower tables)."""
     out = []
     for r in rows:
         row = {}
@@ -107,32 +117,53 @@ def _with_intervals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if k.endswith(("_low", "_high")) and k.rsplit("_", 1)[0] in r:
                 continue
             lo, hi = r.get(f"{k}_low"), r.get(f"{k}_high")
-            if isinstance(v, float) and isinstance(lo, float) and isinstance(hi, float):
-                v = f"{v:.4g} [{lo:.3g}, {hi:.3g}]" if lo == lo and hi == hi else f"{v:.4g}"
+            if (isinstance(v, float) and isinstance(lo, float) and isinstance(hi, float)
+                    and lo == lo and hi == hi):
+                v = _Interval((v, lo, hi))
             row[k] = v
         out.append(row)
     return out
 
 
-def _table(rows: list[dict[str, Any]] | dict[str, Any], key: str = "") -> str:
+def _table(rows: list[dict[str, Any]] | dict[str, Any], key: str = "", *,
+           transpose: str = "") -> str:
+    """An HTML table of ``rows`` (or of a mapping, one row per key). Intervals go under their
+    value and headers break at underscores, so that wide tables fit the page;
+    ``transpose`` (the first column's header) makes one column per row, named by its first
+    value (for few rows with many keys)."""
     if isinstance(rows, dict):
         rows = [{key or "name": k, "value": v} for k, v in rows.items()]
     if not rows:
         return "<p>(none)</p>"
     rows = _with_intervals(rows)
     cols = list(dict.fromkeys(c for r in rows for c in r))
+    if transpose:
+        first = cols[0]
+        rows = [{transpose: c, **{str(r.get(first)): r.get(c, "") for r in rows}}
+                for c in cols[1:]]
+        cols = list(dict.fromkeys(c for r in rows for c in r))
+
+    def cell(v: Any) -> str:
+        number = isinstance(v, (float, int, _Interval)) and not isinstance(v, bool)
+        return f"<td class='n'>{fmt(v)}</td>" if number else f"<td>{fmt(v)}</td>"
 
     def fmt(v: Any) -> str:
+        if isinstance(v, _Interval):
+            value, lo, hi = v
+            return f"{value:.3g}<br><span class='ci'>[{lo:.3g}, {hi:.3g}]</span>"
         if isinstance(v, float):
-            return f"{v:.4g}"
+            return f"{v:.3g}"
         if isinstance(v, (list, dict)):
             return html.escape(json.dumps(v)[:200])
         return html.escape(str(v))
 
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>"
-                   for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    def header(c: Any) -> str:
+        return html.escape(str(c)).replace("_", "_<wbr>")
+
+    head = "".join(f"<th>{header(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(cell(r.get(c, "")) for c in cols) + "</tr>" for r in rows)
+    # a table wider than the page (many optional columns) scrolls instead of being clipped
+    return f"<div class='wide'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def render_report(result: BenchmarkResult) -> str:
@@ -140,6 +171,14 @@ def render_report(result: BenchmarkResult) -> str:
     cfg = result.config
     ranked = result.scorecard.ranked().reset_index()
     score_rows = ranked.to_dict(orient="records")
+    # the ranking's own columns in the ranked table; every other measure (JS, membership,
+    # relearning, seconds: a number that depends on the run's options) in a transposed table
+    # with one column per method, so that neither runs off the page
+    core = [c for c in ranked.columns if c.rsplit("_", 1)[0] in SCORECARD_CORE
+            or c in SCORECARD_CORE]
+    main_rows = [{k: r[k] for k in core} for r in score_rows]
+    more_rows = [{k: v for k, v in r.items() if k not in core or k == "method"}
+                 for r in score_rows]
     base_rows = _data_rows(result.original, result.data)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -149,7 +188,9 @@ def render_report(result: BenchmarkResult) -> str:
         f"<p class='sub'>model <b>{html.escape(str(cfg.model))}</b> · forget <b>"
         f"{html.escape(cfg.forget)}</b> · retain <b>{html.escape(cfg.retain)}</b> · metric "
         f"<b>{html.escape(describe_metric(cfg.metric))}</b> · ranked by {result.scorecard.rank_by}</p>",
-        "<h2>Ranked scorecard</h2>", _table(score_rows), SCORECARD_LEGEND,
+        "<h2>Ranked scorecard</h2>", _table(main_rows),
+        "<h3>Further measures per method</h3>", _table(more_rows, transpose="measure"),
+        SCORECARD_LEGEND,
         "<h2>Data and the original model</h2>", _table(base_rows),
         "<p class='sub'>Sequences are chunks of the eval documents, spread over as many "
         "documents as the token budget allows (one chunk of every document before a second "
@@ -174,7 +215,9 @@ def render_report(result: BenchmarkResult) -> str:
                   _table(gen.to_dataframe().to_dict(orient="records")),
                   gen.samples_html(2)]
     parts += [
-        "<h2>Methods</h2>", _table([{"method": k, **v} for k, v in result.method_info.items()]),
+        "<h2>Methods</h2>",
+        _table([{"method": k, **v} for k, v in result.method_info.items()],
+               transpose="setting"),
         "<h2>Timings (seconds)</h2>", _table(result.timings, "step"),
         "<h2>Settings</h2>", f"<pre>{html.escape(json.dumps(result.to_dict()['config'], indent=1))}</pre>",
         "<h2>Environment</h2>", _table(result.environment, "package"),
