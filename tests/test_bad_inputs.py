@@ -343,6 +343,9 @@ def test_zrf_with_a_bridge(tiny_bridge):
 
 WRAPPER = textwrap.dedent('''
     import os, signal, sys, importlib
+    # Ctrl-C as in a terminal, even when this test runs with SIGINT ignored (a shell's
+    # background job starts its children so, and Python then installs no handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     target = os.environ["STOP_AT"]
     module, _, attr = target.rpartition(":")
     owner = importlib.import_module(module)
