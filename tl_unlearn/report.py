@@ -174,8 +174,8 @@ def render_report(result: BenchmarkResult) -> str:
     # the ranking's own columns in the ranked table; every other measure (JS, membership,
     # relearning, seconds: a number that depends on the run's options) in a transposed table
     # with one column per method, so that neither runs off the page
-    core = [c for c in ranked.columns if c.rsplit("_", 1)[0] in SCORECARD_CORE
-            or c in SCORECARD_CORE]
+    core = [c for c in ranked.columns if c in SCORECARD_CORE
+            or (c.endswith(("_low", "_high")) and c.rsplit("_", 1)[0] in SCORECARD_CORE)]
     main_rows = [{k: r[k] for k in core} for r in score_rows]
     more_rows = [{k: v for k, v in r.items() if k not in core or k == "method"}
                  for r in score_rows]
