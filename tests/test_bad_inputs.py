@@ -163,6 +163,11 @@ CASES = [
      ValueError, "lr"),
     ("relearn-steps", lambda m, d, f, t: relearn(m, f["forget"], d["forget"], max_steps=0),
      ValueError, "max_steps"),
+    ("relearn-rank", lambda m, d, f, t: relearn(m, f["forget"], d["forget"], adapter_rank=-2),
+     ValueError, "adapter_rank"),
+    ("relearn-micro-batch", lambda m, d, f, t: relearn(m, f["forget"], d["forget"],
+                                                         micro_batch_size=0),
+     ValueError, "micro_batch_size"),
     ("map-components", lambda m, d, f, t: component_selectivity_map(m, d, "bogus"),
      ValueError, "bogus"),
     ("map-metric", lambda m, d, f, t: component_selectivity_map(m, d, metric="top3"),
@@ -214,6 +219,9 @@ CASES = [
     ("bench-generation-tokens", lambda m, d, f, t: run_benchmark(
         BenchmarkConfig(model="tiny", generation_tokens=0), output_dir=t / "o"), ValueError,
      "generation_tokens"),
+    ("bench-relearn-rank", lambda m, d, f, t: run_benchmark(
+        BenchmarkConfig(model="tiny", relearn_steps=2, options={"relearn.rank": -1}),
+        output_dir=t / "o"), ValueError, "relearn.rank"),
 ]
 
 

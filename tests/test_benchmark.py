@@ -146,7 +146,8 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     assert entry.level == row["validated_level"] and entry.max_steps == 8
     for attacked, prefix in ((entry.method, ""), (entry.baseline, "baseline_")):
         best = attacked.best
-        assert len(attacked.runs) == 3  # the learning-rate grid
+        assert [r.lr for r in attacked.runs] == [3e-3, 1e-2]  # the adapters' default grid
+        assert {r.adapter_rank for r in attacked.runs} == {8}  # the default attack
         assert best.steps == min((r.steps for r in attacked.runs if r.reached), default=None)
         assert (row[f"{prefix}relearn_steps"] == best.steps
                 or (best.steps is None and row[f"{prefix}relearn_steps"] != row[
@@ -179,4 +180,4 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     legacy = BenchmarkResult.from_dict(old).degree_of_removal["prune-abs"]
     assert legacy.label == "prune-abs" and legacy.max_steps == 8
     assert legacy.method.best.to_dict() == entry.method.best.to_dict()
-    assert len(legacy.baseline.runs) == 3
+    assert len(legacy.baseline.runs) == len(entry.baseline.runs) == 2

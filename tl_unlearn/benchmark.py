@@ -174,7 +174,7 @@ def degree_of_removal(
     from tl_unlearn.metrics.distances import random_twin
     from tl_unlearn.metrics.relearn import degree_of_removal as attack
 
-    lrs = RunOptions.read(config.options).relearn_lrs
+    opts = RunOptions.read(config.options)
     twin = random_twin(model, seed=config.seed)
     retrained = None
     if config.model == "tiny" and config.forget == "python_code":
@@ -193,8 +193,10 @@ def degree_of_removal(
         check = curve.held_out_data(ev)["forget"].head(config.batch_size)
         base = fm.baseline(level, config.seed + 1) if fm.baseline is not None else None
         out[curve.name] = attack(model, fit["forget"], check, fm.family(level), baseline=base,
-                                 level=level, lrs=lrs, max_steps=config.relearn_steps,
+                                 level=level, lrs=opts.lrs, max_steps=config.relearn_steps,
                                  batch_size=config.batch_size, seed=config.seed,
+                                 adapter_rank=opts.relearn_rank,
+                                 micro_batch_size=opts.relearn_micro_batch,
                                  random_model=twin, retrained_model=retrained,
                                  label=curve.name)
     return out

@@ -43,8 +43,29 @@ class RunOptions(Options):
     topic: str | None = option("generation.topic", None,
                                "a committed topic word list for the generation check "
                                "(default 'code' when the forget set is python_code)")
-    relearn_lrs: tuple[float, ...] = option("relearn.lrs", (1e-4, 3e-4, 1e-3),
-                                            "learning rates of the relearning attack")
+    relearn_lrs: tuple[float, ...] | None = option(
+        "relearn.lrs", None, "learning rates of the relearning attack (default: 3e-3, 1e-2 "
+        "for adapters; 1e-4, 3e-4, 1e-3 for a full fine-tune)")
+    relearn_rank: int = option(
+        "relearn.rank", 8, "rank of the adapters the relearning attack trains beside every "
+        "MLP (0: fine-tune every weight of a copy of the model, about 4x its memory)")
+    relearn_micro_batch: int = option(
+        "relearn.micro_batch", 2, "sequences per forward/backward pass of the relearning "
+        "attack (a step accumulates batch_size of them; less activation memory)")
+
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The attack's learning rates (``relearn.lrs``, or the default for its kind)."""
+        if self.relearn_lrs is not None:
+            return self.relearn_lrs
+        return (3e-3, 1e-2) if self.relearn_rank else (1e-4, 3e-4, 1e-3)
+
+    def __post_init__(self) -> None:
+        if self.relearn_rank < 0:
+            raise ValueError(f"Option relearn.rank must be >= 0, got {self.relearn_rank}.")
+        if self.relearn_micro_batch < 1:
+            raise ValueError(f"Option relearn.micro_batch must be >= 1, got "
+                             f"{self.relearn_micro_batch}.")
 
 
 @dataclass
@@ -71,14 +92,16 @@ class BenchmarkConfig:
             the AUC only asks whether two samples of documents differ, and because it needs
             at least 64 texts per side to mean anything (8 per side gave 0.41-0.59 for the
             same model); when on, the AUC carries a bootstrap interval over texts.
-        relearn_steps: Degree of removal (0, the default, disables it): a relearning attack
-            on each method at its validated level, and on one of its random baselines:
-            fine-tune a copy of the model on forget fit data with the intervention held
-            (AdamW, learning rates ``relearn.lrs``, default 1e-4, 3e-4, 1e-3; the strongest
-            reported) for at most this many steps, until half of the forget drop is won
-            back; and ZRF against a randomly initialised twin. Off by default on SmolLM2:
-            a copy with AdamW state is 4x the model's weights and a step costs about three
-            forward passes, beyond the default run's memory and time budget.
+        relearn_steps: Degree of removal (0 disables it): a relearning attack on each method
+            at its validated level, and on one of its random baselines, for at most this many
+            steps of ``batch_size`` forget fit sequences, until half of the forget drop is won
+            back (forget top-1 on ``batch_size`` held-out sequences); and ZRF against a
+            randomly initialised twin. By default the attack trains rank-8 adapters beside
+            every MLP with the intervention held and the model's weights frozen
+            (``relearn.rank``; AdamW at ``relearn.lrs``, the strongest reported): no copy
+            of the model, so it fits the default run's memory. ``relearn.rank: 0``
+            fine-tunes every weight of a copy instead (the stronger attack; about 4x the
+            model's memory).
         baseline_seeds: Random baselines per method (random units of the same kind and
             count at the method's validated level, evaluated on the held-out halves); the
             scorecard compares each method with their mean (0 disables).
@@ -92,7 +115,8 @@ class BenchmarkConfig:
             ``sae.training_tokens``, ``actadd.layer``, ``actadd.prompt_add``,
             ``actadd.prompt_sub``, ``head-mean.attribution_seqs``, ``<method>.levels``:
             the typed :class:`~tl_unlearn.methods.Options` of each method) and the run's
-            :class:`RunOptions` (``generation.topic``, ``relearn.lrs``).
+            :class:`RunOptions` (``generation.topic``, ``relearn.lrs``, ``relearn.rank``,
+            ``relearn.micro_batch``).
     """
 
     model: str = "smollm2"

@@ -74,3 +74,62 @@ def test_recover_half_of_the_drop_sets_the_target_from_step_zero(tiny_model, for
     assert r.reached and r.tokens == r.steps * 8 * fit.tokens.shape[1]
     with pytest.raises(ValueError, match="recover"):
         relearn(tiny_model, fit, ev, iv, recover=1.5)
+
+
+def test_adapter_relearn_learns_and_leaves_the_model_as_it_was(tiny_model, forget, weights_guard):
+    fit, ev = forget
+    iv = zero_ablation(tiny_model, neurons={1: list(range(512))})
+    flags = [p.requires_grad for p in tiny_model.parameters()]
+    with weights_guard(tiny_model):
+        r = relearn(tiny_model, fit, ev, iv, lr=1e-2, max_steps=10, eval_every=5,
+                    adapter_rank=8, alpha=0.0)
+    assert [p.requires_grad for p in tiny_model.parameters()] == flags
+    assert all(p.grad is None for p in tiny_model.parameters())
+    assert r.adapter_rank == 8 and RelearnResult.from_dict(r.to_dict()) == r
+    # the adapters start at zero (step 0 is the intervened model) and then learn
+    losses = [c[2] for c in r.curve]
+    assert losses[-1] < losses[0] - 0.05
+
+
+def test_adapters_add_to_the_mlp_output_and_keep_an_ablated_output_ablated(tiny_model):
+    from transformer_lens.utils import get_act_name
+
+    from tl_unlearn.metrics.relearn import _Adapters
+
+    tokens = tiny_model.to_tokens(["def f(x):\n    return x + 1", "import os"], padding_side="right")
+    adapters = _Adapters(tiny_model, rank=4, seed=0)
+    with torch.no_grad():
+        for up in adapters.up:
+            up.normal_()
+    out0, out1 = get_act_name("mlp_out", 0), get_act_name("mlp_out", 1)
+    norm1 = get_act_name("normalized", 1, "ln2")
+    iv = [(out0, lambda act, hook: torch.zeros_like(act))]   # layer 0's MLP ablated
+    seen = {}
+
+    def keep(act, hook):
+        seen[hook.name] = act.detach().clone()
+
+    watch = [(n, keep) for n in (out0, out1, norm1)]
+    with torch.no_grad():
+        tiny_model.run_with_hooks(tokens, fwd_hooks=adapters.hooks(iv) + watch)
+        with_adapters = dict(seen)
+        # reference by hand: the same intervention without adapters, then layer 1's MLP
+        # output plus normalised input @ down @ up
+        tiny_model.run_with_hooks(tokens, fwd_hooks=iv + watch)
+    assert torch.count_nonzero(with_adapters[out0]) == 0   # the ablation holds
+    # layer 1 sees a different residual (layer 0's adapter is ablated, so only its own adds)
+    expected = seen[out1] + seen[norm1] @ adapters.down[1] @ adapters.up[1]
+    torch.testing.assert_close(with_adapters[out1], expected, rtol=1e-5, atol=1e-5)
+    assert tiny_model.hook_dict[out1].fwd_hooks == []
+
+
+@pytest.mark.parametrize("adapter_rank", [0, 4])
+def test_micro_batches_give_the_same_steps_as_the_whole_batch(tiny_model, forget, adapter_rank):
+    fit, ev = forget
+    iv = zero_ablation(tiny_model, neurons={1: list(range(256))})
+    runs = [relearn(tiny_model, fit, ev.head(8), iv, lr=1e-2, max_steps=3, eval_every=1,
+                    alpha=0.0, batch_size=4, adapter_rank=adapter_rank, micro_batch_size=micro)
+            for micro in (None, 1)]
+    whole, micro = ([c[2] for c in r.curve] for r in runs)
+    assert whole[-1] != whole[0]
+    assert whole == pytest.approx(micro, rel=1e-4)

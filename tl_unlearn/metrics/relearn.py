@@ -3,6 +3,10 @@
 Relearn time fine-tunes a *copy* of the model on forget data with the intervention kept in
 place as hooks (pruned parts stay pruned: their hooks overwrite the activations, so no
 gradient reaches them) using AdamW at a constant learning rate with gradient clipping 1.0.
+With ``adapter_rank=r`` it trains rank-``r`` adapters beside every block's MLP instead (a
+linear map of the MLP's normalised input added to its output, the intervention's hooks still
+in place after it): no copy of the model, no weight gradients and no optimiser state for
+the weights, so it fits where a full fine-tune does not (a weaker attack than a full one).
 Every ``eval_every`` steps forget top-1 is measured; relearn time is the number of steps (and
 seconds) until forget top-1 >= ``(1 - alpha) * top1(M0)``, or *not reached* within
 ``max_steps``. The whole curve is kept. The user's model is never modified.
@@ -21,12 +25,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 import torch
+from transformer_lens.utils import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
@@ -54,6 +60,8 @@ class RelearnResult(Result):
         max_steps: Step budget.
         tokens_per_step: Tokens per fine-tuning step (``batch_size x seq_len``).
         seconds: Wall time of the whole run (model copy and evaluations included).
+        adapter_rank: 0 when every weight of a copy was fine-tuned; else the rank of the
+            adapters trained beside each MLP.
     """
 
     label: str
@@ -66,6 +74,7 @@ class RelearnResult(Result):
     max_steps: int = 0
     tokens_per_step: int = 0
     seconds: float = 0.0
+    adapter_rank: int = 0
     FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("curve",)
 
     @property
@@ -103,6 +112,69 @@ def _relearn_layout(fig: go.Figure, title: str) -> go.Figure:
     return fig
 
 
+class _Adapters(torch.nn.Module):
+    """Rank-``r`` linear adapters beside every block's MLP (its attention in an attention-only
+    model): ``out += normalised_in @ down @ up``, ``up`` starting at zero so that the model
+    starts unchanged. :meth:`hooks` wraps an intervention's hooks so that the adapter reads
+    the input the MLP sees *after* the intervention and adds to the output *before* the
+    intervention's hooks on it (an ablated output stays ablated)."""
+
+    def __init__(self, model: Any, rank: int, seed: int) -> None:
+        super().__init__()
+        cfg = model.cfg
+        part, ln = ("attn", "ln1") if getattr(cfg, "attn_only", False) else ("mlp", "ln2")
+        self.names = []
+        for layer in range(cfg.n_layers):
+            read = get_act_name("normalized", layer, ln)
+            if read not in model.hook_dict:  # no normalisation: read the residual stream
+                read = get_act_name("resid_pre" if part == "attn" else "resid_mid", layer)
+            write = get_act_name(f"{part}_out", layer)
+            missing = [n for n in (read, write) if n not in model.hook_dict]
+            if missing:
+                raise ValueError(f"adapter_rank needs the hook points {missing}, which this "
+                                 f"model does not have; use adapter_rank=0 (full fine-tune).")
+            self.names.append((read, write))
+        gen = torch.Generator().manual_seed(seed)
+        d, dtype, device = cfg.d_model, cfg.dtype, model_device(model)
+        self.down = torch.nn.ParameterList(
+            torch.nn.Parameter((torch.randn(d, rank, generator=gen) / math.sqrt(d))
+                               .to(device=device, dtype=dtype)) for _ in self.names)
+        self.up = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.zeros(rank, d, device=device, dtype=dtype))
+            for _ in self.names)
+        self._inputs: dict[int, torch.Tensor] = {}
+
+    def hooks(self, intervention: Hooks) -> list[tuple[str, Any]]:
+        def read(layer: int) -> Any:
+            def hook(act: torch.Tensor, hook: Any) -> None:
+                self._inputs[layer] = act
+            return hook
+
+        def write(layer: int) -> Any:
+            def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                x = self._inputs.pop(layer)
+                if "normalized" not in self.names[layer][0]:
+                    x = x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+                return act + x @ self.down[layer] @ self.up[layer]
+            return hook
+
+        return ([(w, write(i)) for i, (_, w) in enumerate(self.names)] + list(intervention)
+                + [(r, read(i)) for i, (r, _) in enumerate(self.names)])
+
+
+@contextmanager
+def _frozen(model: Any) -> Iterator[None]:
+    """The model's parameters without gradients inside the block (restored after)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def relearn(
     model: Any,
     forget_fit: TokenDataset,
@@ -118,9 +190,12 @@ def relearn(
     eval_every: int = 5,
     batch_size: int = 8,
     seed: int = 0,
+    adapter_rank: int = 0,
+    micro_batch_size: int | None = None,
     label: str = "",
 ) -> RelearnResult:
-    """Fine-tune a copy of the model on ``forget_fit`` with ``hooks`` kept in place.
+    """Fine-tune a copy of the model (or adapters beside it) on ``forget_fit`` with ``hooks``
+    kept in place.
 
     Args:
         model: The (original) model; it is copied, never changed.
@@ -137,7 +212,14 @@ def relearn(
         max_steps: Step budget; the result says "not reached" past it.
         eval_every: Evaluate every this many steps.
         batch_size: Sequences per step.
-        seed: Seed of the batch order.
+        seed: Seed of the batch order (and of the adapters' initialisation).
+        adapter_rank: 0 (default): fine-tune every weight of a copy of the model (memory:
+            the copy, its gradients and AdamW state, about 4x the weights). ``r > 0``: train
+            rank-``r`` adapters beside every MLP instead, on the model itself with its weights
+            frozen (restored after): no copy, far less memory, a weaker attack.
+        micro_batch_size: Sequences per forward/backward pass; a step accumulates the
+            gradients of ``batch_size`` sequences (the same step, less activation memory).
+            Default: the whole batch at once.
 
     Example:
         >>> from tl_unlearn import load_tiny_model, make_task
@@ -146,6 +228,8 @@ def relearn(
         >>> r = relearn(model, d["forget"], d["forget"], max_steps=2, eval_every=1, alpha=0.0)
         >>> r.curve[0][0], r.reached
         (0, True)
+        >>> relearn(model, d["forget"], d["forget"], max_steps=2, adapter_rank=4).adapter_rank
+        4
     """
     if not (isinstance(alpha, (int, float)) and 0.0 <= alpha < 1.0):
         raise ValueError(f"alpha must be in [0, 1) (the target is (1 - alpha) x the original "
@@ -154,6 +238,12 @@ def relearn(
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
     check_positive_int(max_steps, "max_steps")
     check_positive_int(eval_every, "eval_every")
+    if not (isinstance(adapter_rank, int) and not isinstance(adapter_rank, bool)
+            and adapter_rank >= 0):
+        raise ValueError(f"adapter_rank must be an integer >= 0 (0: full fine-tune), got "
+                         f"{adapter_rank!r}.")
+    micro = batch_size if micro_batch_size is None else micro_batch_size
+    check_positive_int(micro, "micro_batch_size")
     check_data(model, {"forget_fit": forget_fit, "forget_eval": forget_eval}, batch_size)
     hooks = list(hooks)
     if original_top1 is None:
@@ -164,9 +254,16 @@ def relearn(
                          f"back), got {recover!r}.")
     fixed_target = target
     target = (1.0 - alpha) * original_top1 if fixed_target is None else float(fixed_target)
-    student = copy.deepcopy(model)
-    student.train()
-    params = [p for p in student.parameters() if p.requires_grad]
+    if adapter_rank:
+        adapters = _Adapters(model, adapter_rank, seed)
+        student, training, frozen = model, model.training, _frozen(model)
+        params = list(adapters.parameters())
+        held = adapters.hooks(hooks)
+    else:
+        student, training, frozen = copy.deepcopy(model), True, nullcontext()
+        student.train()
+        params = [p for p in student.parameters() if p.requires_grad]
+        held = hooks
     opt = torch.optim.AdamW(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     device = model_device(student)
@@ -177,12 +274,12 @@ def relearn(
         # hooks are already on the student (outer context): evaluate without adding them again
         student.eval()
         m = evaluate(student, forget_eval, progress=False, skip_common=0)[forget_eval.name]
-        student.train()
+        student.train(training)
         curve.append((step, m.accuracy[1], m.loss, time.perf_counter() - t0))
         return m.accuracy[1] >= target
 
     steps = seconds = None
-    with student.hooks(fwd_hooks=hooks):
+    with frozen, student.hooks(fwd_hooks=held):
         reached = measure(0)
         if recover is not None and fixed_target is None:
             start = curve[0][1]
@@ -195,10 +292,12 @@ def relearn(
                 idx = torch.randint(len(forget_fit), (batch_size,), generator=gen)
                 tokens = forget_fit.tokens[idx].to(device)
                 mask = forget_fit.attention_mask[idx].to(device)
-                per_tok = student(tokens, return_type="loss", loss_per_token=True)
-                loss = per_tok[predicted_positions(mask)].mean()
+                scored = predicted_positions(mask)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                for s in range(0, batch_size, micro):  # gradients accumulate: the batch mean
+                    per_tok = student(tokens[s : s + micro], return_type="loss",
+                                      loss_per_token=True)
+                    (per_tok[scored[s : s + micro]].sum() / scored.sum()).backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
                 if step % eval_every == 0 or step == max_steps:
@@ -207,7 +306,8 @@ def relearn(
                         break
     return RelearnResult(label, target, original_top1, steps, seconds, curve, lr, max_steps,
                          batch_size * forget_fit.tokens.shape[1],
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, adapter_rank)
+
 
 
 def relearn_attack(
@@ -350,6 +450,8 @@ def degree_of_removal(
     seed: int = 0,
     random_model: Any | None = None,
     retrained_model: Any | None = None,
+    adapter_rank: int = 0,
+    micro_batch_size: int | None = None,
     label: str = "",
 ) -> DegreeOfRemoval:
     """Relearning attack, ZRF (and with ``retrained_model`` AIN and completeness) of an
@@ -376,6 +478,9 @@ def degree_of_removal(
         random_model: The randomly initialised twin ZRF compares with (default:
             :func:`~tl_unlearn.metrics.distances.random_twin` of ``model``).
         retrained_model: A model trained without the forget data (optional).
+        adapter_rank: 0: every attack fine-tunes every weight of a copy; ``r``: it trains
+            rank-``r`` adapters beside every MLP instead (see :func:`relearn`).
+        micro_batch_size: Sequences per forward/backward pass (see :func:`relearn`).
         label: What it is about (default: the intervention's name).
 
     Example:
@@ -390,23 +495,23 @@ def degree_of_removal(
     """
     check_positive_int(max_steps, "max_steps")
     t0 = time.perf_counter()
+    tuning = {"max_steps": max_steps, "eval_every": max(1, max_steps // 4),
+              "batch_size": batch_size, "seed": seed, "adapter_rank": adapter_rank,
+              "micro_batch_size": micro_batch_size}
     twin = random_model if random_model is not None else random_twin(model, seed=seed)
 
     def attack(hooks: Hooks) -> AttackedIntervention:
         name = getattr(hooks, "name", "") or "intervention"
         best, every = relearn_attack(model, forget_fit, forget_check, list(hooks), lrs=lrs,
-                                     recover=recover, max_steps=max_steps,
-                                     eval_every=max(1, max_steps // 4), batch_size=batch_size,
-                                     seed=seed, label=name)
+                                     recover=recover, label=name, **tuning)
         zrf = zrf_score(model, forget_check, list(hooks), random_model=twin,
                         batch_size=batch_size)
         out = AttackedIntervention(name, best, every, zrf)
         if retrained_model is not None:
             # the retrained model relearns to the same target with the same optimiser
             out.retrained = relearn(retrained_model, forget_fit, forget_check, (),
-                                    target=best.target, lr=best.lr, max_steps=max_steps,
-                                    eval_every=max(1, max_steps // 4), batch_size=batch_size,
-                                    seed=seed, label="retrained model")
+                                    target=best.target, lr=best.lr, label="retrained model",
+                                    **tuning)
             out.ain = anamnesis_index(best, out.retrained)
             out.completeness = completeness(model, forget_check, retrained_model, list(hooks),
                                             batch_size=batch_size)
