@@ -73,7 +73,8 @@ SCORECARD_LEGEND = (
     "inference is off by default: no method trains on the fit texts, and an AUC needs at "
     "least 64 texts per side (--mia-texts 64). <b>relearn_steps</b> / <b>relearn_tokens</b> "
     "(with --relearn-steps N): fine-tuning steps / tokens of the strongest relearning attack "
-    "(learning-rate grid, intervention held) to win back half of the forget drop, empty when "
+    "(learning-rate grid, intervention held; rank-8 adapters beside every MLP unless "
+    "relearn.rank is 0, a full fine-tune) to win back half of the forget drop, empty when "
     "not reached within relearn_budget steps (more steps: more robust removal); "
     "<b>baseline_relearn_*</b>: the same for a random baseline; <b>zrf</b>: 1 - JS(intervened, "
     "random twin) / ln 2 on forget data.</p>")
