@@ -142,6 +142,8 @@ class _Adapters(torch.nn.Module):
         self.up = torch.nn.ParameterList(
             torch.nn.Parameter(torch.zeros(rank, d, device=device, dtype=dtype))
             for _ in self.names)
+        # a residual stream read without the model's normalisation is normalised here
+        self.raw = ["normalized" not in read for read, _ in self.names]
         self._inputs: dict[int, torch.Tensor] = {}
 
     def hooks(self, intervention: Hooks) -> list[tuple[str, Any]]:
@@ -153,7 +155,7 @@ class _Adapters(torch.nn.Module):
         def write(layer: int) -> Any:
             def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
                 x = self._inputs.pop(layer)
-                if "normalized" not in self.names[layer][0]:
+                if self.raw[layer]:
                     x = x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
                 return act + x @ self.down[layer] @ self.up[layer]
             return hook
@@ -198,7 +200,8 @@ def relearn(
     kept in place.
 
     Args:
-        model: The (original) model; it is copied, never changed.
+        model: The (original) model; it is copied (or, with adapters, its weights are frozen
+            and restored), never changed.
         forget_fit: Data to fine-tune on.
         forget_eval: Data the forget top-1 is measured on.
         hooks: The intervention (kept during fine-tuning and evaluation).
@@ -307,7 +310,6 @@ def relearn(
     return RelearnResult(label, target, original_top1, steps, seconds, curve, lr, max_steps,
                          batch_size * forget_fit.tokens.shape[1],
                          time.perf_counter() - t0, adapter_rank)
-
 
 
 def relearn_attack(
