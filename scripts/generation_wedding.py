@@ -8,7 +8,7 @@ and coefficients (by default with greedy decoding: one continuation per prompt, 
 the steering without sampling noise; ``--samples N`` samples N per prompt at temperature 1).
 The prompt pair (a wedding sentence minus a weather sentence of the same shape) came from
 greedy probes on the same 4 prompts. The whole coefficient curve of the chosen injection and
-layer is then reported on the other 12 prompts (held out), with bootstrap intervals over
+layer is then reported on the other 47 prompts (held out), with bootstrap intervals over
 prompts and samples.
 
     python scripts/generation_wedding.py [--json out.json] [--samples 4] [--tokens 24]
