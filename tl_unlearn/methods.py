@@ -51,7 +51,7 @@ from tl_unlearn.interventions.ablation import activation_means
 from tl_unlearn.interventions.base import model_device
 from tl_unlearn.interventions.sae import sae_feature_means, sae_quality, train_sae
 from tl_unlearn.interventions.steering import random_steering, steering_matrix
-from tl_unlearn.metrics.forward import row_chunks, unembed_residual
+from tl_unlearn.metrics.forward import row_chunks, run_from_layer, unembed_residual
 
 __all__ = ["METHODS", "ActAddOptions", "FittedMethod", "HeadMeanOptions", "MethodContext",
            "MethodSpec", "Options", "PruningOptions", "SAEOptions", "check_options",
@@ -307,7 +307,7 @@ def head_attribution(
             for l in reversed(range(n_layers)):
                 x = cache[resid_names[l]].detach().requires_grad_()
                 with model.hooks(fwd_hooks=[(names[l], keep)]), torch.enable_grad():
-                    out = model(x, start_at_layer=l, stop_at_layer=l + 1, tokens=tokens)
+                    out = run_from_layer(model, x, l, l + 1, tokens)
                     g_z, grad = torch.autograd.grad(out, [store[names[l]], x], grad)
                 z = store.pop(names[l]).detach()
                 delta = ((means[names[l]].to(z.device) - z) * g_z * pos_mask).sum((0, 1, 3))

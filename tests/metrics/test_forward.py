@@ -86,13 +86,57 @@ def _llama_like_model():
     return HookedTransformer(cfg).eval()
 
 
+def _shortformer_model(attn_only: bool = False):
+    """A small random model with shortformer positions (added to queries and keys only, as in
+    TransformerLens's attn-only toy models): a pass that starts at a layer needs them given."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=3, d_model=64, n_heads=4, d_head=16, d_mlp=128,
+                                  d_vocab=300, n_ctx=64, act_fn="gelu",
+                                  normalization_type="LN", attn_only=attn_only,
+                                  positional_embedding_type="shortformer")
+    return HookedTransformer(cfg).eval()
+
+
+@pytest.mark.parametrize("attn_only", [False, True])
+def test_plan_forward_on_a_shortformer_model(tiny_data, attn_only):
+    """Resumed passes (from a cached residual, or the block shortcut) give a shortformer
+    model's full-pass logits: without its positional embedding given, a pass from layer 1
+    attends as if every token were at no position."""
+    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.metrics import evaluate_many
+
+    model = _shortformer_model(attn_only)
+    tokens = tiny_data["forget"].tokens[:4] % model.cfg.d_vocab
+    ivs = [[], zero_ablation(model, heads=[(1, 0)]), zero_ablation(model, heads=[(2, 3)]),
+           component_intervention(model, [(1, 2)])]
+    if not attn_only:
+        ivs.append(zero_ablation(model, neurons={1: [3]}))
+    plan = plan_forward(model, ivs)
+    assert max(plan.starts) > 0  # some pass does resume
+    cache = plan.prefix(model, tokens)
+    for i, iv in enumerate(ivs):
+        got = plan.forward(model, i, iv, tokens, cache, full_logits=True).logits
+        with model.hooks(fwd_hooks=list(iv)):
+            want = model(tokens)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    data = {k: TokenDataset(k, d.tokens[:6] % model.cfg.d_vocab, d.attention_mask[:6])
+            for k, d in tiny_data.items()}
+    shared = evaluate_many(model, data, ivs, progress=False)
+    full = evaluate_many(model, data, ivs, progress=False, share_prefix=False)
+    for a, b in zip(shared, full):
+        for k in data:
+            assert a[k].loss == pytest.approx(b[k].loss, abs=1e-5)
+
+
 def test_resuming_from_block_outputs_is_bit_exact(tiny_model, tiny_data):
     """Head / MLP-layer ablations resume from the cached block (hook_z / hook_mlp_out):
     the logits must be exactly those of a full pass with the same hooks."""
     from tl_unlearn.circuits import component_intervention
     
     ref = tiny_data["retain"]
-    for model in (tiny_model, _llama_like_model()):
+    for model in (tiny_model, _llama_like_model(), _shortformer_model()):
         toks = tiny_data["forget"].tokens[:4] % model.cfg.d_vocab
         ref = TokenDataset("ref", ref.tokens % model.cfg.d_vocab, ref.attention_mask)
         _, cache = model.run_with_cache(toks)

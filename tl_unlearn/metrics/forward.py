@@ -32,7 +32,8 @@ from transformer_lens.utilities import get_act_name
 from tl_unlearn.interventions.base import Hooks
 
 __all__ = ["ForwardOutput", "ForwardPlan", "block_output_layer", "final_residual",
-           "plan_forward", "resume_from_block", "row_chunks", "unembed_residual"]
+           "plan_forward", "resume_from_block", "row_chunks", "run_from_layer",
+           "unembed_residual"]
 
 _CHUNK_BYTES = 64 * 2**20
 _BLOCK_OUTPUTS = ("attn.hook_z", "hook_mlp_out")
@@ -77,6 +78,21 @@ def final_residual(model: Any, tokens: Int[Tensor, "batch pos"],
         if model.cfg.normalization_type is not None:
             final = model.ln_final(final)
     return final
+
+
+def run_from_layer(model: Any, resid: Float[Tensor, "batch pos d_model"], start: int,
+                   stop: int, tokens: Int[Tensor, "batch pos"]) -> Tensor:
+    """``model(resid, start_at_layer=start, stop_at_layer=stop)``, bit-equal to those layers
+    of a full pass on ``tokens``.
+
+    A shortformer model adds its positional embedding to every layer's queries and keys, and
+    TransformerLens leaves it out when a pass starts at a layer unless it is given; it is
+    computed here the way the full pass computes it.
+    """
+    extra = {}
+    if model.cfg.positional_embedding_type == "shortformer":
+        extra["shortformer_pos_embed"] = model.input_to_embed(tokens)[2]
+    return model(resid, start_at_layer=start, stop_at_layer=stop, tokens=tokens, **extra)
 
 
 def start_layer(model: Any, hooks: Hooks) -> int:
@@ -177,8 +193,7 @@ def resume_from_block(
     else:
         resid_mid, mlp_out = cache[get_act_name("resid_mid", layer)], cache[mlp_name]
     resid_post = resid_mid + hooked(mlp_name, mlp_out)
-    return model(resid_post, start_at_layer=layer + 1, stop_at_layer=model.cfg.n_layers,
-                 tokens=tokens)
+    return run_from_layer(model, resid_post, layer + 1, model.cfg.n_layers, tokens)
 
 
 @dataclass
@@ -246,12 +261,11 @@ class ForwardPlan:
             if block is not None:
                 final = resume_from_block(model, block, cache, hooks, tokens)
             elif start < n_layers and resid_name in cache:
-                final = model(cache[resid_name], start_at_layer=start, tokens=tokens,
-                              stop_at_layer=n_layers)
+                final = run_from_layer(model, cache[resid_name], start, n_layers, tokens)
             elif start == n_layers and self.needed:  # the original model
                 last = self.needed[-1]
-                final = model(cache[get_act_name("resid_pre", last)], start_at_layer=last,
-                              tokens=tokens, stop_at_layer=n_layers)
+                final = run_from_layer(model, cache[get_act_name("resid_pre", last)], last,
+                                       n_layers, tokens)
             else:
                 final = model(tokens, stop_at_layer=n_layers)
             if model.cfg.normalization_type is not None:
