@@ -3,14 +3,17 @@
 What it does, deterministically given ``--seed``:
 1. trains a 4,096-token byte-level BPE tokenizer on the *fit* splits of the four builtin
    corpora (Python stdlib code, Wikipedia, Shakespeare, KJV);
-2. trains a 2-layer HookedTransformer (d_model 128, 4 heads, d_mlp 512, n_ctx 256) on
-   balanced batches of those fit splits with AdamW;
+2. trains a 2-layer HookedTransformer (d_model 128, 4 heads, d_mlp 512, n_ctx 256,
+   shortformer positions: added to queries and keys only) with AdamW, first on repeated
+   random-token rows alone (``--induction-steps``; an induction circuit forms there), then on
+   balanced batches of those fit splits with ``--induction-rows`` repeated rows beside every
+   step (which keep the circuit);
 3. evaluates held-out loss on every corpus's *eval* split and a unigram baseline, and writes
    ``config.json``, ``model.safetensors``, ``tokenizer.json`` and ``train_log.json``.
 
 Usage::
 
-    python scripts/train_tiny_model.py                 # ~10 minutes on 2 CPU cores
+    python scripts/train_tiny_model.py                 # ~10-15 minutes on 2 CPU cores
     python scripts/train_tiny_model.py --steps 50 --out /tmp/tiny   # quick check
     python scripts/train_tiny_model.py --exclude python_code --out tl_unlearn/assets/tiny_twin
         # the same recipe without the forget corpus: the committed retrained twin
@@ -36,6 +39,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.data import TextDataset
 from tl_unlearn.models import TINY_MODEL_DIR, TINY_SPECIAL_TOKENS
+from tl_unlearn.tasks import InductionTask, induction_vocab
 
 CORPORA = list(BUILTIN_CORPORA)
 
@@ -62,6 +66,26 @@ def unigram_loss(train: torch.Tensor, train_mask: torch.Tensor, test: torch.Tens
     return float(-logp[test[:, 1:][test_mask[:, 1:]]].mean())
 
 
+def repeated_rows(vocab: torch.Tensor, bos: int, n: int, length: int, periods: tuple[int, int],
+                  gen: torch.Generator) -> torch.Tensor:
+    """``n`` rows ``[BOS] + A + A + ...`` of ``length`` tokens: a random segment ``A`` of
+    ``vocab`` ids, its length drawn from ``periods`` (inclusive) per row, repeated."""
+    rows = []
+    for _ in range(n):
+        period = int(torch.randint(periods[0], periods[1] + 1, (1,), generator=gen))
+        seg = vocab[torch.randint(len(vocab), (period,), generator=gen)]
+        rows.append(torch.cat([torch.tensor([bos]), seg.repeat(length // period + 1)[: length - 1]]))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def induction_top1(model: HookedTransformer, tokenizer) -> float:
+    """Top-1 on the scored second copy of the builtin ``induction`` task (eval rows)."""
+    ds = InductionTask().tokenize(tokenizer, "eval", max_tokens=64 * 49)
+    pred = model(ds.tokens)[:, :-1].argmax(-1)
+    return float((pred == ds.tokens[:, 1:])[ds.target_mask[:, 1:]].float().mean())
+
+
 @torch.no_grad()
 def heldout_loss(model: HookedTransformer, tokens: torch.Tensor, mask: torch.Tensor) -> float:
     total, n = 0.0, 0
@@ -80,10 +104,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--batch-per-corpus", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--train-tokens-per-corpus", type=int, default=2_000_000)
+    ap.add_argument("--induction-steps", type=int, default=1000,
+                    help="steps of repeated random-token rows alone, before the text steps")
+    ap.add_argument("--induction-rows", type=int, default=32,
+                    help="repeated random-token rows beside every text step (0: none)")
     ap.add_argument("--exclude", action="append", default=[], choices=CORPORA,
                     help="leave a corpus out of the model's training (e.g. the forget corpus, "
                          "for a retrained twin; the tokenizer still sees every corpus)")
@@ -114,30 +142,62 @@ def main() -> None:
         n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, d_vocab=len(tokenizer),
         n_ctx=256, act_fn="gelu_new", normalization_type="LN", seed=args.seed,
         default_prepend_bos=True, model_name="tl-unlearn-tiny",
+        positional_embedding_type="shortformer",
     )
     model = HookedTransformer(HookedTransformerConfig(**cfg_kwargs), tokenizer=tokenizer)
+    gen = torch.Generator().manual_seed(args.seed)
+    vocab, bos = induction_vocab(tokenizer), tokenizer.bos_token_id
+    log = []
+
+    def text_batch(per_corpus: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = {c: torch.randint(len(train[c]), (per_corpus,), generator=gen) for c in corpora}
+        return (torch.cat([train[c].tokens[idx[c]] for c in corpora]),
+                torch.cat([train[c].attention_mask[idx[c]] for c in corpora]))
+
+    def text_loss(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        per_tok = model(tokens, return_type="loss", loss_per_token=True, attention_mask=mask)
+        return per_tok[mask[:, 1:]].mean()
+
+    def update(loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    def record(phase: str, step: int, loss: torch.Tensor) -> None:
+        log.append({"phase": phase, "step": step, "loss": float(loss),
+                    "induction_top1": induction_top1(model, tokenizer),
+                    "seconds": time.time() - t0})
+        print(log[-1], flush=True)
+
+    def induction_rows(n: int) -> torch.Tensor:  # as long as the builtin task's rows
+        return repeated_rows(vocab, bos, n, 49, (8, 24), gen)
+
+    # Phase 1: repeated rows alone. With shortformer positions (and the unembedding starting
+    # as the embedding, so copying is easy) the induction loss drops sharply after ~600 steps.
+    with torch.no_grad():
+        model.unembed.W_U.copy_(model.W_E.T)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    for step in range(args.induction_steps):
+        loss = model(induction_rows(64), return_type="loss")
+        update(loss, opt)
+        if step % 100 == 0 or step == args.induction_steps - 1:
+            record("induction", step, loss)
+    # Phase 2: text of every trained corpus, balanced, and repeated rows beside it (their
+    # loss added with equal weight, which keeps the circuit).
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup)
         * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
-    gen = torch.Generator().manual_seed(args.seed)
-    log = []
     for step in range(args.steps):
-        idx = {c: torch.randint(len(train[c]), (args.batch_per_corpus,), generator=gen)
-               for c in corpora}
-        tokens = torch.cat([train[c].tokens[idx[c]] for c in corpora])
-        mask = torch.cat([train[c].attention_mask[idx[c]] for c in corpora])
-        per_tok = model(tokens, return_type="loss", loss_per_token=True, attention_mask=mask)
-        loss = per_tok[mask[:, 1:]].mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = text_loss(*text_batch(args.batch_per_corpus))
+        if args.induction_rows:
+            loss = loss + model(induction_rows(args.induction_rows), return_type="loss")
+        update(loss, opt)
         sched.step()
         if step % 100 == 0 or step == args.steps - 1:
-            log.append({"step": step, "loss": float(loss), "seconds": time.time() - t0})
-            print(log[-1], flush=True)
+            record("text", step, loss)
 
     model.eval()
     results = {
@@ -148,6 +208,7 @@ def main() -> None:
         }
         for c in CORPORA
     }
+    results["induction"] = {"top1": induction_top1(model, tokenizer)}
     print(json.dumps(results, indent=1))
     (args.out / "config.json").write_text(json.dumps(cfg_kwargs, indent=1))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},

@@ -73,6 +73,40 @@ def test_greedy_circuit_respects_limits(tiny_model, small):
         greedy_circuit(tiny_model, small, cmap, max_retain_drop=-1.0)
 
 
+def test_tiny_head_map_on_its_induction_circuit(tiny_model, tiny_data):
+    """The committed tiny model is trained with repeated random-token rows
+    (``scripts/train_tiny_model.py``), so it does induction. Its circuit is redundant: all four
+    layer-1 heads are induction heads (by attention, measured on other data), and no single
+    head carries it. So: the map of single mean ablations (induction vs prose) has finite drops
+    and its top head hurts induction more than prose; ablating the induction heads together
+    removes induction; the greedy circuit grows past single heads to a large forget drop."""
+    from tl_unlearn.tasks import InductionTask
+
+    rep = InductionTask().tokenize(tiny_model.tokenizer, "eval", max_tokens=16 * 49)
+    probe = InductionTask().tokenize(tiny_model.tokenizer, "fit", max_tokens=16 * 49)
+    data = {"forget": rep, "retain": tiny_data["retain"].head(16)}
+    ref = tiny_data["forget"]
+    clean = evaluate(tiny_model, data, progress=False)
+    assert clean["forget"].accuracy[1] > 0.9
+    cmap = component_selectivity_map(tiny_model, data, method="mean", reference=ref,
+                                     progress=False)
+    assert len(cmap.components) == 8
+    assert np.isfinite(cmap.forget_drop).all() and np.isfinite(cmap.retain_drop).all()
+    top = cmap.components.index(cmap.ranked("forget")[0])
+    assert cmap.forget_drop[top] > max(cmap.retain_drop[top], 0.1)
+    ind = induction_scores(tiny_model, probe)
+    heads = [(1, h) for h in range(4) if ind[1, h] > 0.5]
+    assert len(heads) >= 2  # redundant induction heads
+    ablated = evaluate(tiny_model, data, component_intervention(tiny_model, heads, "mean", ref),
+                       progress=False)
+    assert ablated["forget"].accuracy[1] < 0.1
+    assert ablated["retain"].accuracy[1] > clean["retain"].accuracy[1] - 0.15
+    iv, curve = greedy_circuit(tiny_model, data, cmap, target_forget_drop=0.5,
+                               max_retain_drop=0.3, max_components=4, reference=ref)
+    assert np.isfinite(curve.forget_drop).all()
+    assert curve.forget_drop[-1] > max(cmap.forget_drop) and len(iv.info["components"]) >= 2
+
+
 @pytest.mark.smollm2
 def test_smollm2_head_map_finds_the_induction_circuit(smollm2, task):
     """Forget = repeated random tokens, retain = prose, all 270 heads mean-ablated one by one.

@@ -19,6 +19,7 @@ from tl_unlearn.tasks import (
     PromptAnswers,
     facts_task,
     greater_than_task,
+    induction_vocab,
     ioi_task,
 )
 
@@ -143,10 +144,59 @@ def test_user_metric_scalar_and_per_example_agree(tiny_model, mixed):
     assert ev.custom["pe"] == pytest.approx(ev.custom["sc"], abs=1e-5)
 
 
+def test_induction_second_copy_on_tiny_model(tiny_model):
+    """The committed tiny model does induction (it is trained with repeated rows): the second
+    copy is predicted, the first copy is not."""
+    ds = InductionTask().tokenize(tiny_model.tokenizer, max_tokens=49 * 32)
+    ev = evaluate(tiny_model, ds, progress=False)["induction"]
+    first_copy = TokenDataset("first", ds.tokens, ds.attention_mask,
+                              torch.zeros_like(ds.tokens, dtype=torch.bool).index_fill_(
+                                  1, torch.arange(2, 25), True))
+    ev_first = evaluate(tiny_model, first_copy, progress=False)["first"]
+    assert ev.accuracy[1] > 0.5 > 0.05 > ev_first.accuracy[1]
+
+
+def test_word_induction_prompt_answer_task_on_tiny_model(tiny_model, tiny_data):
+    """A prompt→answer task the tiny model can do: a list of words, then its start again; the
+    answer is the word that came next in the list, the counterfactual the word two before it.
+    The clean answer accuracy and logit difference are well above chance, and mean-ablating
+    the tiny model's induction heads (chosen by attention on other data) takes most of both
+    away."""
+    import random
+
+    from tl_unlearn.induction import induction_scores
+
+    tok = tiny_model.tokenizer
+    vocab = [tok.decode([i]) for i in induction_vocab(tok).tolist()]
+    words = sorted({w[1:] for w in vocab if w[:1] == " " and w[1:].isalpha() and len(w) >= 5})
+    assert len(words) >= 50
+    rng = random.Random(0)
+    prompts, answers, cfs = [], [], []
+    for _ in range(96):
+        seq = rng.sample(words, 12)
+        k = rng.randrange(3, 11)
+        prompts.append(" ".join(seq + seq[:k]))
+        answers.append(" " + seq[k])
+        cfs.append(" " + seq[k - 2])
+    pa = PromptAnswers("word_induction", prompts, answers, cfs, eval_fraction=0.5)
+    data = {"forget": pa.tokenize(tok, "eval", max_tokens=None)}
+    clean = evaluate(tiny_model, data, progress=False)
+    acc, ld = clean.metric("forget", "answer_accuracy"), clean.metric("forget", "logit_diff")
+    assert clean["forget"].n_examples >= 30
+    assert acc > 0.5 and ld > 2.0, (acc, ld)
+    probe = InductionTask().tokenize(tok, "fit", max_tokens=16 * 49)
+    ind = induction_scores(tiny_model, probe)
+    heads = [(1, h) for h in range(tiny_model.cfg.n_heads) if ind[1, h] > 0.5]
+    iv = component_intervention(tiny_model, heads, "mean", tiny_data["retain"])
+    ablated = evaluate(tiny_model, data, iv, progress=False)
+    assert ablated.metric("forget", "answer_accuracy") < acc / 2
+    assert ablated.metric("forget", "logit_diff") < ld / 2
+
+
 @pytest.mark.smollm2
 def test_induction_second_copy_on_smollm2(smollm2):
     """Only the second copy is scored, and it is the predictable part (SmolLM2 has induction
-    heads; the committed tiny model does not)."""
+    heads)."""
     ds = InductionTask(half=20).tokenize(smollm2.tokenizer, max_tokens=41 * 8)
     ev = evaluate(smollm2, ds, progress=False)["induction"]
     first_copy = TokenDataset("first", ds.tokens, ds.attention_mask,

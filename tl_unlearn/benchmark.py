@@ -309,7 +309,10 @@ def run_benchmark(
     extra_rows: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     one_batch = {k: v.head(config.batch_size) for k, v in ev.items()}
-    chosen = {c.name: fitted[c.name].family(c.best_level) for c in curves if c.best_level > 0}
+    # at the validated level, like the baselines and the relearning attack
+    levels = {c.name: c.held_out()["level"] for c in curves}
+    chosen = {name: fitted[name].family(level) for name, level in levels.items()
+              if math.isfinite(level) and level > 0}
     # on one batch per dataset (a distance needs far fewer tokens than an accuracy), every
     # method against one shared run of the original model
     js = {ds: dict(zip(chosen, output_distances_many(model, one_batch[ds], list(chosen.values()),

@@ -43,9 +43,9 @@ def test_actadd_adds_at_front_positions_only(tiny_model):
 
 
 def test_generate_skips_single_token_decode_steps(tiny_model):
-    iv = actadd(tiny_model, "import os", "The", layer=1, coeff=8.0)
+    iv = actadd(tiny_model, "import os", "The", layer=0, coeff=8.0)
     seen = []
-    record = ("blocks.1.hook_resid_pre", lambda x, hook: seen.append(x.shape[1]))
+    record = ("blocks.0.hook_resid_pre", lambda x, hook: seen.append(x.shape[1]))
     with tiny_model.hooks(fwd_hooks=[*iv.fwd_hooks, record]):
         steered = tiny_model.generate("x = ", max_new_tokens=4, do_sample=False, verbose=False,
                                       use_past_kv_cache=True)

@@ -98,9 +98,9 @@ def test_metrics_match_hand_counts(tiny_model, task):
 def test_seeded_and_paired(tiny_model):
     model = tiny_model
     kw = dict(topic="code", max_new_tokens=10, n_samples=2, seed=3, n_boot=50, progress=False)
-    a = generation_behaviour(model, PROMPTS, lambda c: actadd(model, "def", "The", 1, c),
+    a = generation_behaviour(model, PROMPTS, lambda c: actadd(model, "def", "The", 0, c),
                              [0.0, 8.0], **kw)
-    b = generation_behaviour(model, PROMPTS, lambda c: actadd(model, "def", "The", 1, c),
+    b = generation_behaviour(model, PROMPTS, lambda c: actadd(model, "def", "The", 0, c),
                              [0.0, 8.0], **kw)
     assert a.runs[1].continuations == b.runs[1].continuations
     # coefficient 0 changes nothing, and every run uses the same seed: identical samples

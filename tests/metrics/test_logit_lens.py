@@ -18,7 +18,10 @@ def test_final_lens_point_equals_model_output(tiny_model, tiny_data):
         assert lens.logprob["forget"][run][-1] == pytest.approx(float(tlp[valid].double().mean()),
                                                                  rel=1e-5)
         rank = (lp > tlp[..., None]).sum(-1)[valid].double().mean()
-        assert lens.rank["forget"][run][-1] == pytest.approx(float(rank), rel=1e-6)
+        # the lens unembeds its own copy of the last residual: a float near-tie may flip a rank
+        # by one at a few of the positions
+        assert lens.rank["forget"][run][-1] == pytest.approx(float(rank),
+                                                             abs=3 / int(valid.sum()))
     # layer 0's resid_pre and layer 1's resid_pre are before the MLP-1 ablation: no change
     np.testing.assert_allclose(lens.diff("forget")[:2], 0.0, atol=1e-9)
     assert lens.diff("forget")[-1] < 0
