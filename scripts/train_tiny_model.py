@@ -38,6 +38,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.data import TextDataset
+from tl_unlearn.metrics import evaluate
 from tl_unlearn.models import TINY_MODEL_DIR, TINY_SPECIAL_TOKENS
 from tl_unlearn.tasks import InductionTask, induction_vocab
 
@@ -76,14 +77,6 @@ def repeated_rows(vocab: torch.Tensor, bos: int, n: int, length: int, periods: t
         seg = vocab[torch.randint(len(vocab), (period,), generator=gen)]
         rows.append(torch.cat([torch.tensor([bos]), seg.repeat(length // period + 1)[: length - 1]]))
     return torch.stack(rows)
-
-
-@torch.no_grad()
-def induction_top1(model: HookedTransformer, tokenizer) -> float:
-    """Top-1 on the scored second copy of the builtin ``induction`` task (eval rows)."""
-    ds = InductionTask().tokenize(tokenizer, "eval", max_tokens=64 * 49)
-    pred = model(ds.tokens)[:, :-1].argmax(-1)
-    return float((pred == ds.tokens[:, 1:])[ds.target_mask[:, 1:]].float().mean())
 
 
 @torch.no_grad()
@@ -147,7 +140,12 @@ def main() -> None:
     model = HookedTransformer(HookedTransformerConfig(**cfg_kwargs), tokenizer=tokenizer)
     gen = torch.Generator().manual_seed(args.seed)
     vocab, bos = induction_vocab(tokenizer), tokenizer.bos_token_id
+    induction_eval = InductionTask().tokenize(tokenizer, "eval", max_tokens=64 * 49)
     log = []
+
+    def induction_top1() -> float:
+        """Top-1 on the scored second copy of the builtin ``induction`` task (eval rows)."""
+        return evaluate(model, induction_eval, progress=False)["induction"].accuracy[1]
 
     def text_batch(per_corpus: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = {c: torch.randint(len(train[c]), (per_corpus,), generator=gen) for c in corpora}
@@ -166,7 +164,7 @@ def main() -> None:
 
     def record(phase: str, step: int, loss: torch.Tensor) -> None:
         log.append({"phase": phase, "step": step, "loss": float(loss),
-                    "induction_top1": induction_top1(model, tokenizer),
+                    "induction_top1": induction_top1(),
                     "seconds": time.time() - t0})
         print(log[-1], flush=True)
 
@@ -208,7 +206,7 @@ def main() -> None:
         }
         for c in CORPORA
     }
-    results["induction"] = {"top1": induction_top1(model, tokenizer)}
+    results["induction"] = {"top1": induction_top1()}
     print(json.dumps(results, indent=1))
     (args.out / "config.json").write_text(json.dumps(cfg_kwargs, indent=1))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},

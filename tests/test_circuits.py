@@ -95,7 +95,7 @@ def test_tiny_head_map_on_its_induction_circuit(tiny_model, tiny_data):
     top = cmap.components.index(cmap.ranked("forget")[0])
     assert cmap.forget_drop[top] > max(cmap.retain_drop[top], 0.1)
     ind = induction_scores(tiny_model, probe)
-    heads = [(1, h) for h in range(4) if ind[1, h] > 0.5]
+    heads = [(1, h) for h in range(tiny_model.cfg.n_heads) if ind[1, h] > 0.5]
     assert len(heads) >= 2  # redundant induction heads
     ablated = evaluate(tiny_model, data, component_intervention(tiny_model, heads, "mean", ref),
                        progress=False)
