@@ -20,6 +20,8 @@ import psutil
 import torch
 
 import tl_unlearn.benchmark as bench
+import tl_unlearn.metrics.distances  # noqa: F401  (the modules, not their functions)
+import tl_unlearn.metrics.relearn  # noqa: F401
 import tl_unlearn.models as models
 
 PROC = psutil.Process()
@@ -59,9 +61,13 @@ def main() -> None:
     for name in ("fit_method", "selectivity_curve", "evaluate", "output_distances_many",
                  "random_baselines",
                  "membership_inference", "logit_lens_diff", "activation_distances",
-                 "_generation"):
+                 "_generation", "degree_of_removal"):
         _wrap(bench, name)
     _wrap(models, "load_model")
+    relearn = sys.modules["tl_unlearn.metrics.relearn"]  # the package exports a function too
+    for name in ("relearn", "zrf_scores", "completeness"):  # inside degree_of_removal
+        _wrap(relearn, name)
+    _wrap(sys.modules["tl_unlearn.metrics.distances"], "random_twin")
     cfg = bench.BenchmarkConfig(**json.loads(sys.argv[1])) if len(sys.argv) > 1 else None
     result = bench.run_benchmark(cfg, output_dir=None, progress=False)
     print(f"whole run: peak RSS {STATE['peak'] / 1e9:.2f} GB, "

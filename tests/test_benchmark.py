@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 from settings import SMALL
@@ -95,7 +96,7 @@ def test_bad_configuration_stops_before_heavy_work(tmp_path, change, match, monk
 @pytest.mark.smollm2
 def test_selective_pruning_beats_random_on_smollm2(smollm2):
     cfg = BenchmarkConfig(methods=["prune-abs", "prune-random"], seq_len=128, fit_tokens=2000,
-                          eval_tokens=1000, mia_texts=0, extras=False)
+                          eval_tokens=1000, mia_texts=0, extras=False, relearn_steps=0)
     result = run_benchmark(cfg, model=smollm2, output_dir=None, progress=False)
     assert result.curve("prune-abs").max_difference > result.curve("prune-random").max_difference
 
@@ -135,7 +136,8 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     relearning attack and ZRF; the columns, the saved curves and the report figure agree."""
     cfg = BenchmarkConfig(**{**SMALL, "methods": ["prune-abs"], "mia_texts": 0, "extras": False,
                              "generation_prompts": 0, "relearn_steps": 8,
-                             "options": {"prune-abs.levels": [0.05, 0.2]}})
+                             "options": {"prune-abs.levels": [0.05, 0.2],
+                                         "relearn.lrs": [3e-3, 1e-2]}})
     result = run_benchmark(cfg, model=tiny_model, output_dir=tmp_path, progress=False)
     row = result.scorecard.ranked().loc["prune-abs"]
     removal = result.degree_of_removal
@@ -146,7 +148,7 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     assert entry.level == row["validated_level"] and entry.max_steps == 8
     for attacked, prefix in ((entry.method, ""), (entry.baseline, "baseline_")):
         best = attacked.best
-        assert [r.lr for r in attacked.runs] == [3e-3, 1e-2]  # the adapters' default grid
+        assert [r.lr for r in attacked.runs] == [3e-3, 1e-2]  # the grid asked for
         assert {r.adapter_rank for r in attacked.runs} == {8}  # the default attack
         assert best.steps == min((r.steps for r in attacked.runs if r.reached), default=None)
         assert (row[f"{prefix}relearn_steps"] == best.steps
@@ -181,3 +183,19 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     assert legacy.label == "prune-abs" and legacy.max_steps == 8
     assert legacy.method.best.to_dict() == entry.method.best.to_dict()
     assert len(legacy.baseline.runs) == len(entry.baseline.runs) == 2
+
+
+def test_default_run_has_the_degree_of_removal(run_dir):
+    """The relearning attack and ZRF are on by default (4 steps, adapters, lr 1e-2), for every
+    method with something removed at its validated level, and their columns are ranked."""
+    out, result = run_dir
+    assert result.config.relearn_steps == 4 == BenchmarkConfig().relearn_steps
+    ranked = result.scorecard.ranked()
+    attacked = {n for n in ranked.index if 0 < ranked.loc[n, "validated_level"] < math.inf}
+    assert attacked and set(result.degree_of_removal) == attacked
+    for name, entry in result.degree_of_removal.items():
+        for side in (entry.method, entry.baseline):
+            assert [(r.lr, r.adapter_rank, r.max_steps) for r in side.runs] == [(1e-2, 8, 4)]
+        assert ranked.loc[name, "zrf"] == pytest.approx(entry.method.zrf)
+        assert ranked.loc[name, "baseline_zrf"] == pytest.approx(entry.baseline.zrf)
+    assert "Degree of removal: relearning" in (out / "report.html").read_text()

@@ -43,7 +43,8 @@ def results(tiny_model, tiny_data, task):
                           [evaluate(m, data, scores.intervention(level), progress=False)])
     run = run_benchmark(BenchmarkConfig(model="tiny", seq_len=64, fit_tokens=1500,
                                         eval_tokens=800, methods=["prune-abs"], mia_texts=0,
-                                        generation_prompts=0, baseline_seeds=1),
+                                        generation_prompts=0, baseline_seeds=1,
+                                        relearn_steps=0),  # a run without: the figure refuses
                         model=m, progress=False)
     return [
         evaluate(m, data, head, progress=False, label="L1H0"),

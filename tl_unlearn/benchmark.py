@@ -171,11 +171,9 @@ def degree_of_removal(
 ) -> dict[str, DegreeOfRemoval]:
     """Relearning attack and ZRF for each method at its validated level and for one random
     baseline of it (see ``BenchmarkConfig.relearn_steps``)."""
-    from tl_unlearn.metrics.distances import random_twin
     from tl_unlearn.metrics.relearn import degree_of_removal as attack
 
     opts = RunOptions.read(config.options)
-    twin = random_twin(model, seed=config.seed)
     retrained = None
     if config.model == "tiny" and config.forget == "python_code":
         from tl_unlearn.models import TINY_TWIN_DIR, load_tiny_model
@@ -197,8 +195,10 @@ def degree_of_removal(
                                  batch_size=config.batch_size, seed=config.seed,
                                  adapter_rank=opts.relearn_rank,
                                  micro_batch_size=opts.relearn_micro_batch,
-                                 random_model=twin, retrained_model=retrained,
+                                 # every method here calls its hooks deterministically
+                                 recompute=True, retrained_model=retrained,
                                  label=curve.name)
+        _release_free_memory()
     return out
 
 
@@ -335,6 +335,7 @@ def run_benchmark(
 
     removal: dict[str, DegreeOfRemoval] = {}
     if config.relearn_steps:
+        _release_free_memory()
         t0 = time.perf_counter()
         removal = degree_of_removal(config, model, fit, ev, curves, fitted, progress=progress)
         for name, r in removal.items():

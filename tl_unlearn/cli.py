@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                      "(default 3; 0 disables)")
     run.add_argument("--relearn-steps", type=int, dest="relearn_steps",
                      help="relearning attack + ZRF per method and baseline, at most this many "
-                     "fine-tuning steps (default 0: off; the attack trains rank-8 adapters, "
+                     "fine-tuning steps (default 4; 0: off; the attack trains rank-8 adapters, "
                      "--option relearn.rank=0 fine-tunes every weight of a copy)")
     run.add_argument("--mia-texts", type=int, dest="mia_texts",
                      help="texts per side for membership inference (default 0: off; use >= 64)")

@@ -1,4 +1,5 @@
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from tl_unlearn.metrics import (
     random_tokens,
     random_twin,
     zrf_score,
+    zrf_scores,
 )
 
 
@@ -52,6 +54,28 @@ def test_zrf_equals_one_minus_mean_normalised_js_with_random_twin(tiny_model, ti
     assert 0 <= zrf <= 1
     # a model is at distance 0 from itself: output JS 0
     assert output_distances(tiny_model, ds).js == pytest.approx(0.0, abs=1e-6)  # float32 path
+
+
+def test_zrf_scores_share_one_twin_built_inside(tiny_model, tiny_data, monkeypatch):
+    """Several interventions, the twin built (and freed) inside, and the distances taken a
+    few positions at a time: each equals scipy on a twin built here with the same seed."""
+    monkeypatch.setattr(sys.modules["tl_unlearn.metrics.distances"], "_BLOCK_BYTES",
+                        4 * tiny_model.cfg.d_vocab * 5)  # blocks of 5 positions
+    ds = tiny_data["forget"]
+    ivs = [zero_ablation(tiny_model, neurons={0: list(range(50))}), []]
+    scores = zrf_scores(tiny_model, ds, ivs, seed=3, batch_size=3)
+    twin = random_twin(tiny_model, seed=3, dtype=torch.bfloat16)  # the one built inside
+    assert twin.W_E.dtype == torch.bfloat16
+    for iv, zrf in zip(ivs, scores):
+        p, q = _probs(tiny_model, ds, iv), _probs(twin, ds)
+        js = np.array([jensenshannon(p[i], q[i]) ** 2 for i in range(len(p))])
+        assert zrf == pytest.approx(1 - (js / math.log(2)).mean(), abs=1e-6)
+    assert scores[0] != pytest.approx(scores[1], abs=1e-4)
+    # a float32 twin of the same seed: a random model all the same
+    fp32 = zrf_scores(tiny_model, ds, ivs, random_model=random_twin(tiny_model, seed=3))
+    assert fp32 == pytest.approx(scores, abs=2e-3)
+    assert zrf_score(tiny_model, ds, ivs[0], seed=3, batch_size=3) == pytest.approx(
+        scores[0], abs=1e-12)
 
 
 def test_output_l2_by_hand(tiny_model, tiny_data):

@@ -6,7 +6,7 @@ converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figur
 - ``evaluation``: :func:`evaluate` (loss, perplexity, top-k, skip-common top-k; streamed).
 - ``selectivity``: :func:`selectivity_curve` (max difference, area between, perplexity ratio).
 - ``distances``: :func:`js_divergence`, :func:`output_distances`, :func:`zrf_score`,
-  :func:`activation_distances`, :func:`completeness`, :func:`random_twin`.
+  :func:`zrf_scores`, :func:`activation_distances`, :func:`completeness`, :func:`random_twin`.
 - ``relearn``: :func:`relearn`, :func:`relearn_attack`, :func:`anamnesis_index`,
   :func:`degree_of_removal`.
 - ``membership``: :func:`membership_inference` (LOSS, zlib, Min-K% AUC).
@@ -28,6 +28,7 @@ from tl_unlearn.metrics.distances import (
     random_tokens,
     random_twin,
     zrf_score,
+    zrf_scores,
 )
 from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, evaluate, evaluate_many
 from tl_unlearn.metrics.generation import (
@@ -86,4 +87,5 @@ __all__ = [
     "selectivity_curve",
     "weight_distance",
     "zrf_score",
+    "zrf_scores",
 ]

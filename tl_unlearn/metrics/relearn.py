@@ -36,7 +36,7 @@ from transformer_lens.utils import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
-from tl_unlearn.metrics.distances import completeness, random_twin, zrf_score
+from tl_unlearn.metrics.distances import completeness, zrf_scores
 from tl_unlearn.metrics.evaluation import check_data, evaluate
 from tl_unlearn.results import OTHER_COLOURS, Result
 
@@ -165,6 +165,42 @@ class _Adapters(torch.nn.Module):
 
 
 @contextmanager
+def _recomputed_blocks(model: Any) -> Iterator[None]:
+    """Inside the block, each transformer block of ``model`` keeps no activations for the
+    backward pass: :func:`torch.utils.checkpoint.checkpoint` runs it again there (its hooks
+    too), so a backward pass holds the graph of one block at a time. Restored after."""
+    from torch.utils.checkpoint import checkpoint
+
+    blocks = list(model.blocks)
+    for block in blocks:
+        def forward(*args: Any, _inner: Any = block.forward, **kwargs: Any) -> Any:
+            if not torch.is_grad_enabled():
+                return _inner(*args, **kwargs)
+            return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+
+        block.forward = forward
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward  # the instance attribute: the class's forward again
+
+
+def _check_recomputable(hooks: Hooks) -> None:
+    """Recomputing a block calls its hooks again: a hook that draws at random per call (resample
+    ablation) would give the backward pass another forward pass than the one the loss saw."""
+    def kinds(info: dict[str, Any]) -> Iterator[Any]:
+        yield info.get("kind")
+        for part in info.get("parts", []):
+            yield from kinds(part)
+
+    if "resample" in kinds(getattr(hooks, "info", {})):
+        raise ValueError(f"recompute=True calls every hook again in the backward pass, and "
+                         f"{hooks.name!r} (resample ablation) draws new donors on every call; "
+                         f"use recompute=False.")
+
+
+@contextmanager
 def _frozen(model: Any) -> Iterator[None]:
     """The model's parameters without gradients inside the block (restored after)."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -194,6 +230,7 @@ def relearn(
     seed: int = 0,
     adapter_rank: int = 0,
     micro_batch_size: int | None = None,
+    recompute: bool = False,
     label: str = "",
 ) -> RelearnResult:
     """Fine-tune a copy of the model (or adapters beside it) on ``forget_fit`` with ``hooks``
@@ -223,6 +260,11 @@ def relearn(
         micro_batch_size: Sequences per forward/backward pass; a step accumulates the
             gradients of ``batch_size`` sequences (the same step, less activation memory).
             Default: the whole batch at once.
+        recompute: Keep no block's activations for the backward pass; recompute each block
+            there instead (:func:`torch.utils.checkpoint.checkpoint`): the same gradients,
+            activation memory of one block instead of all, about one more forward pass of
+            time. The hooks are called again, so they must give the same output twice (every
+            tl_unlearn intervention but resample ablation does; that one is refused).
 
     Example:
         >>> from tl_unlearn import load_tiny_model, make_task
@@ -248,6 +290,8 @@ def relearn(
     micro = batch_size if micro_batch_size is None else micro_batch_size
     check_positive_int(micro, "micro_batch_size")
     check_data(model, {"forget_fit": forget_fit, "forget_eval": forget_eval}, batch_size)
+    if recompute:
+        _check_recomputable(hooks)
     hooks = list(hooks)
     if original_top1 is None:
         original_top1 = evaluate(model, forget_eval, progress=False, skip_common=0)[
@@ -282,7 +326,8 @@ def relearn(
         return m.accuracy[1] >= target
 
     steps = seconds = None
-    with frozen, student.hooks(fwd_hooks=held):
+    recomputed = _recomputed_blocks(student) if recompute else nullcontext()
+    with frozen, recomputed, student.hooks(fwd_hooks=held):
         reached = measure(0)
         if recover is not None and fixed_target is None:
             start = curve[0][1]
@@ -454,6 +499,7 @@ def degree_of_removal(
     retrained_model: Any | None = None,
     adapter_rank: int = 0,
     micro_batch_size: int | None = None,
+    recompute: bool = False,
     label: str = "",
 ) -> DegreeOfRemoval:
     """Relearning attack, ZRF (and with ``retrained_model`` AIN and completeness) of an
@@ -477,12 +523,15 @@ def degree_of_removal(
         recover: Share of the forget drop to win back.
         batch_size: Sequences per fine-tuning step.
         seed: Seed of the batch order (and of the random twin).
-        random_model: The randomly initialised twin ZRF compares with (default:
-            :func:`~tl_unlearn.metrics.distances.random_twin` of ``model``).
+        random_model: The randomly initialised twin ZRF compares with (default: a
+            :func:`~tl_unlearn.metrics.distances.random_twin` of ``model`` in bfloat16, made
+            for ZRF and let go before the attacks; see
+            :func:`~tl_unlearn.metrics.distances.zrf_scores`).
         retrained_model: A model trained without the forget data (optional).
         adapter_rank: 0: every attack fine-tunes every weight of a copy; ``r``: it trains
             rank-``r`` adapters beside every MLP instead (see :func:`relearn`).
         micro_batch_size: Sequences per forward/backward pass (see :func:`relearn`).
+        recompute: Recompute each block in the backward pass (see :func:`relearn`).
         label: What it is about (default: the intervention's name).
 
     Example:
@@ -496,19 +545,25 @@ def degree_of_removal(
         ['relearn_budget', 'relearn_lr', 'relearn_steps', 'relearn_tokens', 'zrf']
     """
     check_positive_int(max_steps, "max_steps")
+    if recompute:
+        for hooks in (intervention, baseline):
+            _check_recomputable(hooks if hooks is not None else ())
     t0 = time.perf_counter()
     tuning = {"max_steps": max_steps, "eval_every": max(1, max_steps // 4),
               "batch_size": batch_size, "seed": seed, "adapter_rank": adapter_rank,
-              "micro_batch_size": micro_batch_size}
-    twin = random_model if random_model is not None else random_twin(model, seed=seed)
+              "micro_batch_size": micro_batch_size, "recompute": recompute}
+    # ZRF first, one run of the random twin for both: a twin made there is let go before the
+    # attacks, which need memory of their own
+    scored = [h for h in (intervention, baseline) if h is not None]
+    zrf = dict(zip(map(id, scored), zrf_scores(model, forget_check, scored,
+                                              random_model=random_model, seed=seed,
+                                              batch_size=batch_size)))
 
     def attack(hooks: Hooks) -> AttackedIntervention:
         name = getattr(hooks, "name", "") or "intervention"
         best, every = relearn_attack(model, forget_fit, forget_check, list(hooks), lrs=lrs,
                                      recover=recover, label=name, **tuning)
-        zrf = zrf_score(model, forget_check, list(hooks), random_model=twin,
-                        batch_size=batch_size)
-        out = AttackedIntervention(name, best, every, zrf)
+        out = AttackedIntervention(name, best, every, zrf[id(hooks)])
         if retrained_model is not None:
             # the retrained model relearns to the same target with the same optimiser
             out.retrained = relearn(retrained_model, forget_fit, forget_check, (),
