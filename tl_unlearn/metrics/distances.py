@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -201,6 +201,28 @@ def _distance_sums(la: Tensor, lb: Tensor, valid: Tensor) -> Tensor:
     return sums
 
 
+def _sums_against_reference(
+    model: Any,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    interventions: Sequence[Hooks],
+    reference_finals: Iterable[Tensor],
+    reference_logits: Callable[[Tensor], Tensor],
+) -> list[Tensor]:
+    """:func:`_distance_sums` of each intervention on ``model`` against a reference run, per
+    intervention: ``reference_finals`` are the reference's final residuals of ``batches`` (in
+    their order), made into logits by ``reference_logits`` a few rows at a time (again for
+    each intervention, rather than holding a batch's logits)."""
+    sums = [torch.zeros(3, dtype=torch.float64) for _ in interventions]
+    for (tokens, mask), reference in zip(batches, reference_finals):
+        valid = predicted_positions(mask)
+        for i, hooks in enumerate(interventions):
+            final = final_residual(model, tokens, list(hooks))
+            for rows in row_chunks(len(tokens), tokens.shape[1], model.cfg.d_vocab):
+                sums[i] += _distance_sums(unembed_residual(model, final[rows]),
+                                          reference_logits(reference[rows]), valid[rows])
+    return sums
+
+
 def _distances(data: TokenDataset, sums: Tensor, seconds: float) -> OutputDistances:
     n = float(sums[0])
     if n == 0:
@@ -232,17 +254,11 @@ def output_distances_many(
     if not isinstance(model, HookedTransformer):
         return [output_distances(model, data, list(h), batch_size=batch_size)
                 for h in interventions]
-    sums = [torch.zeros(3, dtype=torch.float64) for _ in interventions]
     device = model_device(model)
-    for tokens, mask in data.batches(batch_size):
-        tokens = tokens.to(device)
-        valid = predicted_positions(mask)
-        original = final_residual(model, tokens)
-        for i, hooks in enumerate(interventions):
-            final = final_residual(model, tokens, list(hooks))
-            for rows in row_chunks(len(tokens), tokens.shape[1], model.cfg.d_vocab):
-                sums[i] += _distance_sums(unembed_residual(model, final[rows]),
-                                          unembed_residual(model, original[rows]), valid[rows])
+    batches = [(tokens.to(device), mask) for tokens, mask in data.batches(batch_size)]
+    originals = (final_residual(model, tokens) for tokens, _ in batches)  # one batch at a time
+    sums = _sums_against_reference(model, batches, interventions, originals,
+                                   lambda normed: unembed_residual(model, normed))
     seconds = (time.perf_counter() - t0) / max(1, len(sums))  # shared passes, split evenly
     return [_distances(data, s, seconds) for s in sums]
 
@@ -323,16 +339,9 @@ def zrf_scores(
     twin_final = [final_residual(twin, tokens.to(model_device(twin))) for tokens, _ in batches]
     twin_unembed, cap = twin.unembed, twin.cfg.output_logits_soft_cap
     del twin  # one built here is freed but for its unembedding
-    sums = [torch.zeros(3, dtype=torch.float64) for _ in interventions]
-    for (tokens, mask), twin_rows in zip(batches, twin_final):
-        valid = predicted_positions(mask)
-        for i, hooks in enumerate(interventions):
-            final = final_residual(model, tokens, list(hooks))
-            for rows in row_chunks(len(tokens), tokens.shape[1], model.cfg.d_vocab):
-                random_logits = apply_softcap(twin_unembed(twin_rows[rows]), cap).to(
-                    device, torch.float32)
-                sums[i] += _distance_sums(unembed_residual(model, final[rows]), random_logits,
-                                          valid[rows])
+    sums = _sums_against_reference(
+        model, batches, interventions, twin_final,
+        lambda normed: apply_softcap(twin_unembed(normed), cap).to(device, torch.float32))
     return [1.0 - _distances(data, s, 0.0).js_normalised for s in sums]
 
 

@@ -545,16 +545,16 @@ def degree_of_removal(
         ['relearn_budget', 'relearn_lr', 'relearn_steps', 'relearn_tokens', 'zrf']
     """
     check_positive_int(max_steps, "max_steps")
+    scored = [h for h in (intervention, baseline) if h is not None]
     if recompute:
-        for hooks in (intervention, baseline):
-            _check_recomputable(hooks if hooks is not None else ())
+        for hooks in scored:
+            _check_recomputable(hooks)
     t0 = time.perf_counter()
     tuning = {"max_steps": max_steps, "eval_every": max(1, max_steps // 4),
               "batch_size": batch_size, "seed": seed, "adapter_rank": adapter_rank,
               "micro_batch_size": micro_batch_size, "recompute": recompute}
     # ZRF first, one run of the random twin for both: a twin made there is let go before the
     # attacks, which need memory of their own
-    scored = [h for h in (intervention, baseline) if h is not None]
     zrf = dict(zip(map(id, scored), zrf_scores(model, forget_check, scored,
                                               random_model=random_model, seed=seed,
                                               batch_size=batch_size)))
