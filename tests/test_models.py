@@ -1,8 +1,10 @@
+import copy
+
 import pytest
 import torch
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from tl_unlearn import TextDataset, evaluate, load_model
+from tl_unlearn import TextDataset, evaluate, load_model, use_fused_attention
 from tl_unlearn.corpora import BUILTIN_CORPORA
 
 
@@ -81,7 +83,7 @@ def test_processed_weights_round_trip_and_bad_files(tiny_model, tmp_path):
     _save_processed(tiny_model, folder)
     assert tiny_model.cfg.to_dict() == before  # the model's config is left alone
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hooked-")]
-    loaded = _load_processed(folder, tiny_model.tokenizer)
+    loaded = use_fused_attention(_load_processed(folder, tiny_model.tokenizer))
     tokens = torch.tensor([[0, 17, 230, 44, 981, 12, 7]])
     assert torch.equal(loaded(tokens), tiny_model(tokens))
     assert all(torch.equal(p, q) for p, q in zip(loaded.parameters(), tiny_model.parameters()))
@@ -111,7 +113,13 @@ def test_smollm2_processed_cache_equals_transformer_lens_conversion(smollm2):
     assert smollm2.blocks[0].mlp.W_gate.T.is_contiguous() and smollm2.unembed.W_U.T.is_contiguous()
     assert ref.blocks[0].mlp.W_gate.is_contiguous()
     with torch.no_grad():
-        assert torch.equal(smollm2(tokens), ref(tokens))
+        fused = smollm2(tokens)  # fused attention: rounding only
+        assert torch.allclose(fused, ref(tokens), rtol=0, atol=2e-4)
+        try:
+            use_fused_attention(smollm2, enabled=False)
+            assert torch.equal(smollm2(tokens), ref(tokens))
+        finally:
+            use_fused_attention(smollm2)
 
 
 def test_processed_cache_is_keyed_by_transformer_lens_version(tmp_path, monkeypatch):
@@ -142,3 +150,106 @@ def test_tiny_twin_was_trained_without_the_forget_corpus(tiny_model, task):
     mine, theirs = (evaluate(m, data, progress=False) for m in (tiny_model, twin))
     assert theirs["forget"].loss > mine["forget"].loss + 1.0
     assert abs(theirs["retain"].loss - mine["retain"].loss) < 0.1 * mine["retain"].loss
+
+
+def _rotary_gqa_model():
+    """A random rotary, grouped-query, RMS-normed model (SmolLM2's kind of attention)."""
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=64, n_heads=4, n_key_value_heads=2, d_head=16, d_mlp=128,
+        d_vocab=300, n_ctx=64, act_fn="silu", normalization_type="RMS", gated_mlp=True,
+        positional_embedding_type="rotary", rotary_dim=16, seed=0)
+    return HookedTransformer(cfg).eval()
+
+
+def _fused_layers(model):
+    return sum("forward" in vars(b.attn) for b in model.blocks)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "rotary-gqa"])
+def test_fused_attention_equals_transformer_lens_attention(kind):
+    """The fused path gives TL's logits (to rounding), with right and left padding, runs the
+    same hook_z hooks, and gives TL's gradients; a model passed in is changed only on request."""
+    model = load_model("tiny") if kind == "tiny" else _rotary_gqa_model()
+    if kind == "rotary-gqa":
+        assert _fused_layers(model) == 0  # not loaded by tl_unlearn: left alone
+        use_fused_attention(model)
+    assert _fused_layers(model) == model.cfg.n_layers
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, min(300, model.cfg.d_vocab), (3, 40), generator=gen)
+    mask = torch.ones_like(tokens)
+    mask[1, :9] = 0  # left padding: queries with no key to attend to
+    mask[2, :1] = 0
+
+    def scale_head(z, hook):
+        z = z.clone()
+        z[:, :, 1] *= 0.5
+        return z
+
+    seen = []
+    hooks = [("blocks.1.attn.hook_z", scale_head),
+             ("blocks.0.attn.hook_z", lambda z, hook: seen.append(z.clone()))]
+
+    def run(**kwargs):
+        with model.hooks(fwd_hooks=hooks):
+            return model(tokens, **kwargs)
+
+    with torch.no_grad():
+        fused, fused_masked = run(), run(attention_mask=mask)
+        use_fused_attention(model, enabled=False)
+        assert _fused_layers(model) == 0
+        exact, exact_masked = run(), run(attention_mask=mask)
+    assert not torch.equal(fused, exact)  # the fused path did run
+    assert torch.allclose(fused, exact, rtol=0, atol=1e-4)
+    real = mask.bool()
+    assert torch.allclose(fused_masked[real], exact_masked[real], rtol=0, atol=1e-4)
+    assert torch.allclose(seen[0], seen[2], atol=1e-5)
+    assert torch.allclose(seen[1], seen[3], atol=1e-5)  # z is 0 where TL's pattern is NaN
+    assert not seen[1].isnan().any()
+
+    grads = []
+    for enabled in (True, False):
+        use_fused_attention(model, enabled=enabled)
+        model.zero_grad()
+        model(tokens, return_type="loss").backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    model.zero_grad()
+    for g, h in zip(*grads):
+        assert torch.allclose(g, h, rtol=1e-3, atol=1e-5)
+
+
+def test_fused_attention_gives_way_to_what_needs_the_pattern(tiny_model):
+    """Hooks or a cache on the scores / pattern, and KV-cached generation, take TL's own path:
+    bit-identical to a model without the fused path. A deep copy keeps its own fused path."""
+    reference = copy.deepcopy(tiny_model)
+    use_fused_attention(reference, enabled=False)
+    assert _fused_layers(tiny_model) == 2 and _fused_layers(reference) == 0
+    tokens = tiny_model.to_tokens(["def f(x): return x + 1", "The river flows north"])
+    names = lambda n: n.endswith("hook_pattern")  # noqa: E731
+    with torch.no_grad():
+        logits, cache = tiny_model.run_with_cache(tokens, names_filter=names)
+        ref_logits, ref_cache = reference.run_with_cache(tokens, names_filter=names)
+        assert torch.equal(logits, ref_logits)
+        assert all(torch.equal(cache[k], ref_cache[k]) for k in ref_cache.keys())
+        zero_scores = [(f"blocks.{i}.attn.hook_attn_scores", lambda s, hook: s * 0.5)
+                       for i in range(2)]
+        assert torch.equal(tiny_model.run_with_hooks(tokens, fwd_hooks=zero_scores),
+                           reference.run_with_hooks(tokens, fwd_hooks=zero_scores))
+        kwargs = {"max_new_tokens": 6, "do_sample": False, "verbose": False}
+        assert tiny_model.generate("def f(x):", **kwargs) == reference.generate("def f(x):", **kwargs)
+    twin = copy.deepcopy(tiny_model)
+    assert _fused_layers(twin) == 2
+    with torch.no_grad():
+        twin.blocks[0].attn.W_O.mul_(0)
+        assert not torch.equal(twin(tokens), tiny_model(tokens))  # the copy's own weights
+        assert torch.allclose(tiny_model(tokens), ref_logits, atol=1e-4)
+
+
+def test_fused_attention_leaves_unsupported_attention_alone():
+    """ALiBi and bidirectional attention are not implemented by the fused path: not switched."""
+    base = {"n_layers": 1, "d_model": 32, "n_heads": 2, "d_head": 16, "d_vocab": 50,
+            "n_ctx": 16, "attn_only": True}
+    alibi = HookedTransformer(HookedTransformerConfig(**base, positional_embedding_type="alibi"))
+    bidirectional = HookedTransformer(HookedTransformerConfig(**base, attention_dir="bidirectional"))
+    for model in (alibi, bidirectional):
+        use_fused_attention(model)
+        assert _fused_layers(model) == 0

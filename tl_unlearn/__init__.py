@@ -8,7 +8,8 @@ The quickstart path is importable from here::
     from tl_unlearn import load_model, make_task, zero_ablation, selectivity_curve
 
 Modules:
-    models: load the embedded SmolLM2-135M default offline, the tiny test model, any TL model.
+    models: load the embedded SmolLM2-135M default offline, the tiny test model, any TL model;
+        fused attention for a faster forward pass.
     corpora: builtin offline corpora (Python code, Wikipedia, Shakespeare, KJV).
     data: text and token datasets, fit/eval splits, token chunks and batches.
     tasks: forget/retain tasks (make_task) and prompt→answer tasks (your own, or builtin
@@ -45,7 +46,12 @@ from tl_unlearn.interventions import (
 from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, evaluate
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
-from tl_unlearn.models import load_default_model, load_model, load_tiny_model
+from tl_unlearn.models import (
+    load_default_model,
+    load_model,
+    load_tiny_model,
+    use_fused_attention,
+)
 from tl_unlearn.results import load_result
 from tl_unlearn.tasks import ForgetRetainTask, PromptAnswers, make_task
 
@@ -83,6 +89,7 @@ __all__ = [
     "selective_pruning",
     "selectivity_curve",
     "train_sae",
+    "use_fused_attention",
     "vector_steering",
     "zero_ablation",
 ]

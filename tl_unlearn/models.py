@@ -7,10 +7,13 @@
   ``scripts/train_tiny_model.py``).
 - :func:`load_model` accepts ``None``/``"smollm2"`` (default), ``"tiny"``, any TransformerLens
   model name (hub path, needs a network), or an already-loaded model, which it returns as is.
+- :func:`use_fused_attention` computes attention with PyTorch's fused kernel whenever nothing
+  reads the attention scores or pattern (applied to the models loaded here; opt-in for yours).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -18,8 +21,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import einops
 import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.components.abstract_attention import AbstractAttention
 
 from tl_unlearn.files import atomic_write_dir
 
@@ -29,6 +37,7 @@ __all__ = [
     "load_model",
     "load_tiny_model",
     "smollm2_hf_dir",
+    "use_fused_attention",
 ]
 
 DEFAULT_MODEL = "smollm2"
@@ -142,6 +151,7 @@ def load_default_model(
         model = _load_processed(processed, tokenizer)
     model.to(device, print_details=False)
     use_transposed_layout(model)
+    use_fused_attention(model)
     model.eval()
     return model
 
@@ -184,6 +194,131 @@ def use_transposed_layout(model: HookedTransformer) -> HookedTransformer:
         if not torch.equal(module(x), before):
             for p, data in zip(params, saved):
                 p.data = data
+    return model
+
+
+# what the fused path cannot do: these architectures change the scores between q.k and softmax
+_UNFUSED_ARCHITECTURES = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
+_SCORE_HOOKS = ("hook_attn_scores", "hook_pattern")
+
+
+def _fusable(attn: AbstractAttention, past_kv_cache_entry: Any, additive_attention_mask: Any,
+             position_bias: Any) -> bool:
+    """Whether this call of ``attn`` may skip materialising the scores and the pattern."""
+    cfg = attn.cfg
+    if past_kv_cache_entry is not None or additive_attention_mask is not None \
+            or position_bias is not None:
+        return False
+    if cfg.positional_embedding_type not in ("standard", "shortformer", "rotary") \
+            or (attn._attention_dir_override or cfg.attention_dir) != "causal" \
+            or getattr(attn, "attn_type", "global") != "global" \
+            or cfg.original_architecture in _UNFUSED_ARCHITECTURES:
+        return False
+    if any(getattr(cfg, flag, False) for flag in (
+            "use_attn_result", "load_in_4bit", "use_attention_sinks", "use_logn_attn")):
+        return False
+    if getattr(cfg, "clip_qkv", None) is not None or (cfg.attn_scores_soft_cap or 0) > 0:
+        return False
+    for name in _SCORE_HOOKS:  # a hook (or a cache) reads them: TransformerLens's own path
+        point = getattr(attn, name)
+        if point._forward_hooks or point._forward_pre_hooks or point._backward_hooks \
+                or point._backward_pre_hooks:
+            return False
+    return True
+
+
+def _fused_attention_forward(
+    attn: AbstractAttention,
+    query_input: Float[Tensor, "batch pos d_model"],
+    key_input: Float[Tensor, "batch kv_pos d_model"],
+    value_input: Float[Tensor, "batch kv_pos d_model"],
+    past_kv_cache_entry: Any = None,
+    additive_attention_mask: Float[Tensor, "batch 1 1 kv_pos"] | None = None,
+    attention_mask: Int[Tensor, "batch offset_pos"] | None = None,
+    position_bias: Float[Tensor, "1 head_index pos kv_pos"] | None = None,
+) -> Float[Tensor, "batch pos d_model"]:
+    """``AbstractAttention.forward`` with ``scaled_dot_product_attention`` in place of the
+    scores, mask, softmax and pattern: the same hooks on q, k, v, the rotations and z."""
+    if not _fusable(attn, past_kv_cache_entry, additive_attention_mask, position_bias):
+        return type(attn).forward(
+            attn, query_input, key_input, value_input, past_kv_cache_entry=past_kv_cache_entry,
+            additive_attention_mask=additive_attention_mask, attention_mask=attention_mask,
+            position_bias=position_bias)
+    q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
+    if attn.cfg.positional_embedding_type == "rotary":
+        q = attn.hook_rot_q(attn.apply_rotary(q, 0, attention_mask))
+        k = attn.hook_rot_k(attn.apply_rotary(k, 0, attention_mask))
+    if k.shape[2] != q.shape[2]:  # grouped-query attention: TL's repeat_interleave of k and v
+        k, v = (torch.repeat_interleave(x, q.shape[2] // x.shape[2], dim=2) for x in (k, v))
+    q_, k_, v_ = (x.transpose(1, 2) for x in (q, k.to(q.dtype), v.to(q.dtype)))
+    scale = 1.0 / float(attn.attn_scale)
+    if attention_mask is None:
+        z = F.scaled_dot_product_attention(q_, k_, v_, is_causal=True, scale=scale)
+    else:
+        n_q, n_k = q.shape[1], k.shape[1]
+        mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
+        mask = mask & attention_mask.to(q.device).bool()[:, None, None, :]
+        z = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=mask, scale=scale)
+        # a query with no key to attend to: TL's pattern row is NaN, set to 0, so z is 0
+        z = torch.where(mask.any(-1, keepdim=True), z, torch.zeros((), dtype=z.dtype))
+    z = attn.hook_z(z.transpose(1, 2))  # [batch, pos, head_index, d_head]
+    w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)")
+    w = w.contiguous().to(z.device)
+    z = z.to(w.dtype).reshape(z.shape[0], z.shape[1], -1)
+    return F.linear(z, w, attn.b_O.to(z.device))
+
+
+@torch.no_grad()
+def use_fused_attention(model: Any, enabled: bool = True) -> Any:
+    """Compute attention with PyTorch's fused kernel when nothing reads the scores or pattern.
+
+    TransformerLens materialises every head's ``[query_pos, key_pos]`` scores and pattern and
+    masks them with ``torch.where``: on a CPU that is half of SmolLM2's forward pass at 512
+    tokens. With this, each attention layer of ``model`` calls
+    ``torch.nn.functional.scaled_dot_product_attention`` instead, and runs the same hooks on
+    ``hook_q``/``hook_k``/``hook_v``, ``hook_rot_q``/``hook_rot_k`` and ``hook_z``. A call
+    takes TransformerLens's own path whenever it must: a hook (or ``run_with_cache``) on
+    ``hook_attn_scores`` or ``hook_pattern``, a KV cache, ``use_attn_result``, and any
+    attention this does not implement (ALiBi, local or bidirectional attention, softcaps,
+    sinks). The results differ from TransformerLens's by float rounding only (SmolLM2's
+    logits by up to 1e-4); each layer is checked on a probe input before it is switched, and
+    left alone where the check fails. ``enabled=False`` restores TransformerLens's path.
+
+    Applied to the models tl_unlearn loads itself (:func:`load_model`); a model you pass in is
+    never changed unless you call this on it.
+
+    Args:
+        model: A ``HookedTransformer`` (or subclass). Other models are returned unchanged.
+        enabled: Switch the fused path on (default) or off.
+
+    Returns:
+        The same model.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model()  # already applied
+        >>> t = m.to_tokens("def f(x): return x")
+        >>> fused = m(t)
+        >>> exact = use_fused_attention(m, enabled=False)(t)
+        >>> bool(torch.allclose(fused, exact, atol=1e-4)), bool(torch.equal(fused, exact))
+        (True, False)
+        >>> _ = use_fused_attention(m)
+    """
+    gen = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if not isinstance(module, AbstractAttention):
+            continue
+        vars(module).pop("forward", None)  # the class's forward again
+        if not enabled or not _fusable(module, None, None, None) \
+                or module.cfg.use_split_qkv_input or module.cfg.use_attn_in:
+            continue
+        p = module.W_O
+        x = torch.randn(2, 7, module.cfg.d_model, generator=gen).to(p.device, p.dtype)
+        exact = module(x, x, x)
+        fused = _fused_attention_forward(module, x, x, x)
+        tol = float(torch.finfo(p.dtype).eps) ** 0.5 * max(1.0, float(exact.abs().max()))
+        if fused.shape == exact.shape and bool(torch.allclose(fused, exact, rtol=0, atol=tol)):
+            module.forward = functools.partial(_fused_attention_forward, module)
     return model
 
 
@@ -307,6 +442,7 @@ def load_tiny_model(device: str | torch.device = "cpu", *, twin: bool = False
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     model.to(device, print_details=False)
     use_transposed_layout(model)
+    use_fused_attention(model)
     model.eval()
     return model
 

@@ -93,3 +93,83 @@ def test_code_selective_pruning_is_selective(tiny_model, task):
     print(rise)
     assert rise["abs"]["forget"] >= 3 * max(rise["abs"]["retain"], 1e-6)
     assert rise["abs"]["forget"] > rise["random"]["forget"]
+
+
+def test_partial_statistics_track_only_what_a_score_reads():
+    """Each statistic tracked alone equals the one of a full collection; an untracked one is
+    refused with a message naming it, before any work."""
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.normal(0.5, 1.0, size=(900, 5)))
+    full = UnitStats.empty(5)
+    parts = {k: UnitStats.empty(5, [k]) for k in ("mean", "m2", "mean_abs", "mean_sqrt",
+                                                  "pos_freq")}
+    for chunk in torch.split(x, 128):
+        full.update(chunk)
+        for s in parts.values():
+            s.update(chunk)
+    for k, s in parts.items():
+        assert torch.allclose(getattr(s, k), getattr(full, k), rtol=1e-12, atol=1e-12), k
+    only_abs = parts["mean_abs"]
+    assert only_abs.mean is None and only_abs.tracked == ("mean_abs",)
+    with pytest.raises(ValueError, match=r"\['m2'\]"):
+        _ = only_abs.var
+    with pytest.raises(ValueError, match="Unknown statistics"):
+        UnitStats.empty(5, ["median"])
+
+
+def test_rescoring_partial_statistics_names_what_is_missing(tiny_model, fit_data):
+    with pytest.raises(ValueError, match="'std' score needs the statistics"):
+        pruning_scores(tiny_model, fit_data["forget"], fit_data["retain"], score="std",
+                       statistics=["mean_abs"])  # refused before any forward pass
+    ps = pruning_scores(tiny_model, fit_data["forget"], fit_data["retain"],
+                        statistics=["mean_abs"])
+    with pytest.raises(ValueError, match="'freq' score needs the statistics"):
+        ps.rescored("freq")
+    with pytest.raises(ValueError, match="mode='mean' pruning needs"):
+        ps.intervention(0.05, mode="mean")
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_statistics_read_in_the_evaluation_passes_equal_their_own_passes(tiny_model, task,
+                                                                         mode):
+    """With evaluate_on holding the fit sequences first, each step's statistics are read in
+    the evaluation's passes: the same pruned units and evaluations as separate collection
+    passes, in 4 passes per side instead of 7 (counted at hook_embed)."""
+    fit = task.tokenize(tiny_model.tokenizer, "fit", seq_len=64, max_tokens=3000)
+    more = task.tokenize(tiny_model.tokenizer, "fit", seq_len=64, max_tokens=3500)
+    assert len(more["forget"]) > len(fit["forget"])  # the evaluation has extra sequences
+    passes = []
+    counter = ("blocks.1.hook_resid_post", lambda x, hook: passes.append(x.shape[0]))
+    opts = {"progress": False, "skip_common": 0}
+
+    def run(**kwargs):
+        passes.clear()
+        with tiny_model.hooks(fwd_hooks=[counter]):
+            iv = selective_pruning(tiny_model, fit["forget"], fit["retain"], 0.06, steps=3,
+                                   mode=mode, batch_size=4, **kwargs)
+        return iv, sum(passes)
+
+    separate_evals = []
+    separate, n_separate = run(on_step=lambda step, iv: separate_evals.append(
+        evaluate(tiny_model, more, iv, batch_size=4, **opts)))
+    fused, n_fused = run(evaluate_on=more, evaluate_options=opts)
+    assert fused.info["statistics_read_in_evaluation"] == ["forget", "retain"]
+    assert fused.info["pruned"] == separate.info["pruned"]
+    evals = fused.info["evaluations"]
+    assert len(evals) == 4
+    for a, b in zip(evals[1:], separate_evals):
+        for k in ("forget", "retain"):
+            assert a[k].accuracy == b[k].accuracy and abs(a[k].loss - b[k].loss) < 1e-6
+    n_fit = len(fit["forget"]) + len(fit["retain"])
+    n_eval = len(more["forget"]) + len(more["retain"])
+    # 3 collections + 3 evaluations (and a prefix pass where a step prunes only layer 1)
+    assert n_separate >= 3 * n_fit + 3 * n_eval
+    assert n_fused == 4 * n_eval  # step 0 and 3 steps, the collections inside them
+    # evaluation data that does not start with the fit sequences: separate passes, same units
+    other = task.tokenize(tiny_model.tokenizer, "eval", seq_len=64, max_tokens=1000)
+    apart, _ = run(evaluate_on=other, evaluate_options=opts)
+    assert apart.info["statistics_read_in_evaluation"] == []
+    assert apart.info["pruned"] == separate.info["pruned"]
+    with pytest.raises(ValueError, match="evaluate_options takes"):
+        selective_pruning(tiny_model, fit["forget"], fit["retain"], 0.06, evaluate_on=more,
+                          evaluate_options={"batch_size": 3})

@@ -22,7 +22,16 @@ def _full(model, ds):
     return logits.detach(), valid, float(acc), float(ce.detach())
 
 
-def test_top1_and_loss_match_transformer_lens(tiny_model, tiny_data):
+@pytest.fixture(params=["rows", "position-blocks"])
+def scoring_blocks(request, monkeypatch):
+    """Score whole rows (the default at these sizes) or 5 positions at a time (what a
+    512-token SmolLM2 row gets: its logits exceed the scoring budget)."""
+    if request.param == "position-blocks":
+        monkeypatch.setattr("tl_unlearn.metrics.forward._BLOCK_BYTES", 5 * 4096 * 4)
+    return request.param
+
+
+def test_top1_and_loss_match_transformer_lens(tiny_model, tiny_data, scoring_blocks):
     ev = evaluate(tiny_model, tiny_data, batch_size=5, progress=False)
     for name, ds in tiny_data.items():
         _, valid, acc, ce = _full(tiny_model, ds)
@@ -41,7 +50,7 @@ def test_unpadded_batches_match_tl_mean_loss(tiny_model, tiny_data):
     assert abs(ev["x"].loss - float(ref)) < 1e-5
 
 
-def test_topk_and_skip_common_by_hand(tiny_model, tiny_data):
+def test_topk_and_skip_common_by_hand(tiny_model, tiny_data, scoring_blocks):
     ds = tiny_data["forget"]
     ev = evaluate(tiny_model, ds, top_k=(1, 5), skip_common=20, progress=False)[ds.name]
     logits, valid, _, _ = _full(tiny_model, ds)
@@ -56,6 +65,27 @@ def test_topk_and_skip_common_by_hand(tiny_model, tiny_data):
     assert ev.n_predictions_skip == int(keep.sum())
     assert abs(ev.accuracy_skip[1] - float(hit1[keep].double().mean())) < 1e-9
     assert abs(ev.accuracy_skip[5] - float(hit5[keep].double().mean())) < 1e-9
+    # per sequence too (what the intervals resample)
+    per_seq = hit5.logical_and(valid).sum(1).double()
+    assert torch.equal(torch.tensor(ev.units["top5"]), per_seq)
+
+
+def test_position_blocks_give_the_statistics_of_whole_rows(tiny_model, tiny_data, monkeypatch):
+    """Scored positions (a target mask) and every per-sequence statistic are the same when a
+    row's logits come in blocks of positions (blocks overlap by one position)."""
+    ds = tiny_data["forget"]
+    gen = torch.Generator().manual_seed(0)
+    scored = TokenDataset("x", ds.tokens, ds.attention_mask,
+                          torch.rand(ds.tokens.shape, generator=gen) < 0.6)
+    whole = evaluate(tiny_model, scored, skip_common=10, progress=False)["x"]
+    for width in (2, 3, 7, 63):
+        monkeypatch.setattr("tl_unlearn.metrics.forward._BLOCK_BYTES", width * 4096 * 4)
+        blocks = evaluate(tiny_model, scored, skip_common=10, progress=False)["x"]
+        assert blocks.n_predictions == whole.n_predictions > 0
+        assert blocks.accuracy == whole.accuracy and blocks.accuracy_skip == whole.accuracy_skip
+        assert abs(blocks.loss - whole.loss) < 1e-6
+        for k, v in whole.units.items():
+            assert torch.allclose(torch.tensor(blocks.units[k]), torch.tensor(v), atol=1e-4), k
 
 
 def test_relative_drop_json_round_trip_and_dataframe(tiny_model, tiny_data):

@@ -547,18 +547,37 @@ class _Accumulator:
         mask = view.attention_mask
         scored = view.scored_positions() if view.target_mask is not None else None
         whole = out.logits is not None
-        for rows, part in out.logit_chunks():
-            self.rows.append(batch_statistics(
-                part, tokens[rows], mask[rows].to(part.device), self.top_k, self.skip_ids,
-                None if scored is None else scored[rows].to(part.device)))
-            if self.answers:
+        if not self.answers:
+            self._add_blocks(out, mask, scored, tokens)
+        else:  # answer metrics read whole rows
+            for rows, part in out.logit_chunks():
+                self.rows.append(batch_statistics(
+                    part, tokens[rows], mask[rows].to(part.device), self.top_k, self.skip_ids,
+                    None if scored is None else scored[rows].to(part.device)))
                 self.answer_rows.append(answer_statistics(part, view if whole else view.rows(rows)))
-            del part
+                del part
         for metric_name, values in self.user_rows.items():
             v, per_example = _user_metric_values(self.metrics[metric_name], metric_name,
                                                  out.logits, view, self.name, self.label)
             values.append(v)
             self.per_example[metric_name] &= per_example
+
+    def _add_blocks(self, out: ForwardOutput, mask: Tensor, scored: Tensor | None,
+                    tokens: Tensor) -> None:
+        """Token statistics a block of logits at a time (:meth:`ForwardOutput.logit_blocks`),
+        summed per sequence over the blocks of a row."""
+        row_sums: list[Tensor] = []
+        for rows, cols, part in out.logit_blocks():
+            part_scored = None if scored is None else scored[rows, cols.start:cols.stop - 1]
+            stats = batch_statistics(
+                part, tokens[rows, cols], mask[rows, cols].to(part.device), self.top_k,
+                self.skip_ids, None if part_scored is None else part_scored.to(part.device))
+            del part
+            if cols.start > 0:  # another block of the same row
+                row_sums[-1] += stats
+            else:
+                row_sums.append(stats)
+        self.rows.extend(row_sums)
 
     def reduce(self, ds: TokenDataset, per_example: Mapping[str, bool]) -> DatasetMetrics:
         """The dataset's metrics; ``per_example``: user metrics that gave one value per
@@ -614,6 +633,7 @@ def evaluate_many(
     share_prefix: bool = True,
     progress: bool = True,
     metrics: Mapping[str, MetricFn] | None = None,
+    batch_hooks: Callable[[str, int, TokenDataset], Hooks] | None = None,
 ) -> list[Evaluation]:
     """Evaluate several interventions in one streaming pass over the data.
 
@@ -629,6 +649,11 @@ def evaluate_many(
 
     ``metrics`` are user metrics ``metric(logits, batch)`` (see the module docstring),
     computed on every batch under every intervention, with the same shortcuts.
+
+    ``batch_hooks(name, first_row, batch)``, if given, returns hooks that run with every
+    intervention on that batch of dataset ``name`` (whose first row is row ``first_row`` of
+    the dataset), e.g. to read activations in the same pass (``selective_pruning`` reads its
+    statistics so); every pass then runs from the tokens.
 
     Returns:
         One :class:`Evaluation` per intervention, in order.
@@ -659,7 +684,7 @@ def evaluate_many(
     metrics = check_user_metrics(metrics)
     if labels is None:
         labels = [getattr(h, "name", "") for h in interventions]
-    plan = plan_forward(model, hook_lists, share_prefix=share_prefix)
+    plan = plan_forward(model, hook_lists, share_prefix=share_prefix and batch_hooks is None)
     device = model_device(model)
     seconds = [0.0] * len(hook_lists)
     # a user metric given for some datasets only (OnDatasets) is computed only there
@@ -674,15 +699,16 @@ def evaluate_many(
     total = sum(-(-len(d) // batch_size) for d in data.values()) * len(hook_lists)
     bar = tqdm(total=total, desc="evaluate", disable=not progress, leave=False)
     for name, ds in data.items():
-        for view in ds.views(batch_size):
+        for b, view in enumerate(ds.views(batch_size)):
             tokens = view.tokens.to(device)
             t0 = time.perf_counter()
             cache = plan.prefix(model, tokens)
+            extra = list(batch_hooks(name, b * batch_size, view)) if batch_hooks else []
             shared = (time.perf_counter() - t0) / len(hook_lists)
             for i, hooks in enumerate(hook_lists):
                 t1 = time.perf_counter()
-                out = plan.forward(model, i, hooks, tokens, cache,
-                                   full_logits=bool(acc[name][i].metrics))
+                out = plan.forward(model, i, [*hooks, *extra] if extra else hooks, tokens,
+                                   cache, full_logits=bool(acc[name][i].metrics))
                 acc[name][i].add(out, view, tokens)
                 del out
                 seconds[i] += time.perf_counter() - t1 + shared

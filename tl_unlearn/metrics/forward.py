@@ -36,6 +36,9 @@ __all__ = ["ForwardOutput", "ForwardPlan", "block_output_layer", "final_residual
            "unembed_residual"]
 
 _CHUNK_BYTES = 64 * 2**20
+# scoring (log-softmax, top-k) makes a few copies of a block's logits: smaller blocks keep
+# the peak low (a 512-token SmolLM2 row is 100 MB of logits)
+_BLOCK_BYTES = 16 * 2**20
 _BLOCK_OUTPUTS = ("attn.hook_z", "hook_mlp_out")
 
 
@@ -213,6 +216,30 @@ class ForwardOutput:
         n, pos = self.final.shape[:2]
         for rows in row_chunks(n, pos, self.model.cfg.d_vocab):
             yield rows, unembed_residual(self.model, self.final[rows])
+
+    def logit_blocks(self, max_bytes: int | None = None
+                     ) -> Iterator[tuple[slice, slice, Float[Tensor, "rows block d_vocab"]]]:
+        """``(rows, positions, logits)``: like :meth:`logit_chunks`, but a row whose logits
+        exceed ``max_bytes`` comes a block of positions at a time. Consecutive blocks of a
+        row overlap by one position (a block's last position predicts the next block's first
+        token), so the next-token statistics of the blocks add up to the row's."""
+        if self.logits is not None:
+            yield slice(0, len(self.logits)), slice(0, self.logits.shape[1]), self.logits
+            return
+        n, pos = self.final.shape[:2]
+        d_vocab = self.model.cfg.d_vocab
+        width = max(2, (max_bytes or _BLOCK_BYTES) // (d_vocab * 4))
+        if pos <= width:
+            per = max(1, width // pos)
+            for r in range(0, n, per):
+                rows = slice(r, min(r + per, n))
+                yield rows, slice(0, pos), unembed_residual(self.model, self.final[rows])
+            return
+        for r in range(n):
+            for start in range(0, pos - 1, width - 1):
+                cols = slice(start, min(start + width, pos))
+                yield slice(r, r + 1), cols, unembed_residual(
+                    self.model, self.final[r : r + 1, cols])
 
 
 @dataclass
