@@ -27,6 +27,7 @@ def scoring_blocks(request, monkeypatch):
     """Score whole rows (the default at these sizes) or 5 positions at a time (what a
     512-token SmolLM2 row gets: its logits exceed the scoring budget)."""
     if request.param == "position-blocks":
+        monkeypatch.setattr("tl_unlearn.metrics.forward._ROW_BYTES", 5 * 4096 * 4)
         monkeypatch.setattr("tl_unlearn.metrics.forward._BLOCK_BYTES", 5 * 4096 * 4)
     return request.param
 
@@ -79,6 +80,7 @@ def test_position_blocks_give_the_statistics_of_whole_rows(tiny_model, tiny_data
                           torch.rand(ds.tokens.shape, generator=gen) < 0.6)
     whole = evaluate(tiny_model, scored, skip_common=10, progress=False)["x"]
     for width in (2, 3, 7, 63):
+        monkeypatch.setattr("tl_unlearn.metrics.forward._ROW_BYTES", width * 4096 * 4)
         monkeypatch.setattr("tl_unlearn.metrics.forward._BLOCK_BYTES", width * 4096 * 4)
         blocks = evaluate(tiny_model, scored, skip_common=10, progress=False)["x"]
         assert blocks.n_predictions == whole.n_predictions > 0

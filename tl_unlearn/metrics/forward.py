@@ -36,9 +36,11 @@ __all__ = ["ForwardOutput", "ForwardPlan", "block_output_layer", "final_residual
            "unembed_residual"]
 
 _CHUNK_BYTES = 64 * 2**20
-# scoring (log-softmax, top-k) makes a few copies of a block's logits: smaller blocks keep
-# the peak low (a 512-token SmolLM2 row is 100 MB of logits)
-_BLOCK_BYTES = 16 * 2**20
+# scoring (log-softmax, top-k) makes a few copies of a block's logits: a row up to 32 MB is
+# scored whole (several rows up to 32 MB), a longer one (a 512-token SmolLM2 row is 100 MB)
+# 8 MB of positions at a time, which keeps the peak low
+_ROW_BYTES = 32 * 2**20
+_BLOCK_BYTES = 8 * 2**20
 _BLOCK_OUTPUTS = ("attn.hook_z", "hook_mlp_out")
 
 
@@ -217,24 +219,23 @@ class ForwardOutput:
         for rows in row_chunks(n, pos, self.model.cfg.d_vocab):
             yield rows, unembed_residual(self.model, self.final[rows])
 
-    def logit_blocks(self, max_bytes: int | None = None
-                     ) -> Iterator[tuple[slice, slice, Float[Tensor, "rows block d_vocab"]]]:
-        """``(rows, positions, logits)``: like :meth:`logit_chunks`, but a row whose logits
-        exceed ``max_bytes`` comes a block of positions at a time. Consecutive blocks of a
+    def logit_blocks(self) -> Iterator[tuple[slice, slice, Float[Tensor, "rows block d_vocab"]]]:
+        """``(rows, positions, logits)``: whole rows, up to 32 MB of logits at a time; a row
+        whose logits exceed 32 MB comes 8 MB of positions at a time. Consecutive blocks of a
         row overlap by one position (a block's last position predicts the next block's first
         token), so the next-token statistics of the blocks add up to the row's."""
         if self.logits is not None:
             yield slice(0, len(self.logits)), slice(0, self.logits.shape[1]), self.logits
             return
         n, pos = self.final.shape[:2]
-        d_vocab = self.model.cfg.d_vocab
-        width = max(2, (max_bytes or _BLOCK_BYTES) // (d_vocab * 4))
-        if pos <= width:
-            per = max(1, width // pos)
+        position_bytes = self.model.cfg.d_vocab * 4
+        if pos * position_bytes <= _ROW_BYTES:
+            per = max(1, _ROW_BYTES // (pos * position_bytes))
             for r in range(0, n, per):
                 rows = slice(r, min(r + per, n))
                 yield rows, slice(0, pos), unembed_residual(self.model, self.final[rows])
             return
+        width = max(2, _BLOCK_BYTES // position_bytes)
         for r in range(n):
             for start in range(0, pos - 1, width - 1):
                 cols = slice(start, min(start + width, pos))
