@@ -187,23 +187,16 @@ def use_transposed_layout(model: HookedTransformer) -> HookedTransformer:
             continue
         first = params[0]
         x = torch.randn(2, 3, first.shape[0], generator=gen).to(first.device, first.dtype)
-        if all(p.T.is_contiguous() and not p.is_contiguous() for p in params):
-            # stored transposed already (read so by _load_processed): check it the other way
-            transposed = module(x)
-            saved = [p.data for p in params]
-            for p in params:
-                p.data = p.data.contiguous()
-            if torch.equal(module(x), transposed):
-                for p, data in zip(params, saved):
-                    p.data = data
-            continue
-        if not all(p.is_contiguous() for p in params):
+        # stored transposed already (read so by _load_processed): checked the other way round
+        transposed = all(p.T.is_contiguous() and not p.is_contiguous() for p in params)
+        if not transposed and not all(p.is_contiguous() for p in params):
             continue
         before = module(x)
         saved = [p.data for p in params]
         for p in params:
-            p.data = p.data.T.contiguous().T
-        if not torch.equal(module(x), before):
+            p.data = p.data.contiguous() if transposed else p.data.T.contiguous().T
+        # keep the transposed layout exactly where it gives the same output
+        if torch.equal(module(x), before) == transposed:
             for p, data in zip(params, saved):
                 p.data = data
     return model

@@ -541,8 +541,8 @@ def selective_pruning(
     current = Intervention("none")
     read: dict[str, dict[str, UnitStats]] = {}
     if eval_data is not None:
-        ev, read = _evaluate_reading(model, eval_data, current, read_from if steps else {},
-                                     names, statistics, batch_size, options)
+        ev, read = _evaluate_reading(model, eval_data, current, read_from, names, statistics,
+                                     batch_size, options)
         evaluations.append(ev)
     pruned: dict[str, Tensor] = {}
     total = None

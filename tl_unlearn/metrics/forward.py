@@ -44,14 +44,16 @@ _BLOCK_BYTES = 8 * 2**20
 _BLOCK_OUTPUTS = ("attn.hook_z", "hook_mlp_out")
 
 
-def row_chunks(n_rows: int, pos: int, d_vocab: int) -> list[slice]:
-    """Row slices whose logits take at most 64 MB in float32 (at least one row each).
+def row_chunks(n_rows: int, pos: int, d_vocab: int, max_bytes: int | None = None
+               ) -> list[slice]:
+    """Row slices whose logits take at most ``max_bytes`` (default 64 MB) in float32 (at
+    least one row each).
 
     Example:
         >>> row_chunks(8, 128, 49152)
         [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None), slice(6, 8, None)]
     """
-    step = max(1, _CHUNK_BYTES // max(1, pos * d_vocab * 4))
+    step = max(1, (max_bytes or _CHUNK_BYTES) // max(1, pos * d_vocab * 4))
     return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
 
 
@@ -230,9 +232,7 @@ class ForwardOutput:
         n, pos = self.final.shape[:2]
         position_bytes = self.model.cfg.d_vocab * 4
         if pos * position_bytes <= _ROW_BYTES:
-            per = max(1, _ROW_BYTES // (pos * position_bytes))
-            for r in range(0, n, per):
-                rows = slice(r, min(r + per, n))
+            for rows in row_chunks(n, pos, self.model.cfg.d_vocab, _ROW_BYTES):
                 yield rows, slice(0, pos), unembed_residual(self.model, self.final[rows])
             return
         width = max(2, _BLOCK_BYTES // position_bytes)
