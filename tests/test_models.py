@@ -1,5 +1,6 @@
 import copy
 
+import einops
 import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -87,6 +88,8 @@ def test_processed_weights_round_trip_and_bad_files(tiny_model, tmp_path):
     tokens = torch.tensor([[0, 17, 230, 44, 981, 12, 7]])
     assert torch.equal(loaded(tokens), tiny_model(tokens))
     assert all(torch.equal(p, q) for p, q in zip(loaded.parameters(), tiny_model.parameters()))
+    attn = loaded.blocks[0].attn  # read straight into the order TL flattens it in
+    assert attn.W_Q.permute(0, 2, 1).is_contiguous() and not attn.W_Q.is_contiguous()
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[:-100])
     with pytest.raises(ValueError, match="truncated"):
@@ -108,9 +111,12 @@ def test_smollm2_processed_cache_equals_transformer_lens_conversion(smollm2):
 
     assert settings(ref.cfg) == settings(smollm2.cfg)
     tokens = smollm2.to_tokens("The capital of France is Paris, and of Italy")
-    # the loaded model stores its gated-MLP and unembedding matrices transposed (no copy per
-    # forward); the logits are still bit-identical to the conversion's
+    # the loaded model stores its gated-MLP, unembedding and attention matrices in the order
+    # TL multiplies them in (no copy per forward); the logits are still bit-identical to the
+    # conversion's
     assert smollm2.blocks[0].mlp.W_gate.T.is_contiguous() and smollm2.unembed.W_U.T.is_contiguous()
+    assert smollm2.blocks[0].attn.W_O.permute(2, 0, 1).is_contiguous()
+    assert smollm2.blocks[0].attn._W_K.permute(0, 2, 1).is_contiguous()
     assert ref.blocks[0].mlp.W_gate.is_contiguous()
     with torch.no_grad():
         fused = smollm2(tokens)  # fused attention: rounding only
@@ -159,6 +165,52 @@ def _rotary_gqa_model():
         d_vocab=300, n_ctx=64, act_fn="silu", normalization_type="RMS", gated_mlp=True,
         positional_embedding_type="rotary", rotary_dim=16, seed=0)
     return HookedTransformer(cfg).eval()
+
+
+def _standard_attention_model():
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64,
+                                  d_vocab=300, n_ctx=64, act_fn="gelu", seed=0)
+    return HookedTransformer(cfg).eval()
+
+
+@pytest.mark.parametrize("kind", ["standard", "rotary-gqa"])
+def test_weight_layout_changes_no_output(kind):
+    """use_transposed_layout relays the attention, gated-MLP and unembedding weights into the
+    order TransformerLens flattens them in; logits, activations and gradients stay
+    bit-identical, on TL's attention path and on the fused one."""
+    from tl_unlearn.models import _LAYOUTS, _layout_params, use_transposed_layout
+
+    model = _standard_attention_model() if kind == "standard" else _rotary_gqa_model()
+    ref = copy.deepcopy(model)
+    use_transposed_layout(model)
+    relaid = [(type(m).__name__, n) for m in model.modules() for n, p, perm in _layout_params(m)
+              if p.permute(perm).is_contiguous() and not p.is_contiguous()]
+    expected = {"standard": {"Attention", "Unembed"},
+                "rotary-gqa": {"GroupedQueryAttention", "GatedMLP", "Unembed"}}[kind]
+    assert {t for t, _ in relaid} == expected
+    assert len(relaid) == sum(len(_LAYOUTS[t]) * sum(type(m).__name__ == t
+                                                     for m in model.modules()) for t in expected)
+    tokens = torch.randint(1, 300, (2, 20), generator=torch.Generator().manual_seed(0))
+    attn = model.blocks[0].attn  # TL's flattenings are views now: no copy per forward pass
+    for w, pattern in ((attn.W_Q, "h m d -> (h d) m"), (attn.W_O, "h d m -> m (h d)")):
+        assert einops.rearrange(w, pattern).data_ptr() == w.data_ptr()
+
+    def names(name):
+        return name.endswith(("hook_q", "hook_k", "hook_v", "hook_z", "attn_out"))
+
+    for fused in (False, True):
+        for m in (model, ref):
+            use_fused_attention(m, enabled=fused)
+        with torch.no_grad():
+            (a, cache_a), (b, cache_b) = (m.run_with_cache(tokens, names_filter=names)
+                                          for m in (model, ref))
+        assert torch.equal(a, b)
+        assert all(torch.equal(cache_a[k], cache_b[k]) for k in cache_b)
+    for m in (model, ref):
+        m.zero_grad()
+        m(tokens, return_type="loss").backward()
+    for (n, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert torch.equal(p.grad, q.grad), n
 
 
 def _fused_layers(model):

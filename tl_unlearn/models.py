@@ -25,7 +25,7 @@ import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.components.abstract_attention import AbstractAttention
 
@@ -156,48 +156,81 @@ def load_default_model(
     return model
 
 
-# TransformerLens multiplies these weights as F.linear(x, W.T.contiguous()): a copy of each one
-# on every forward pass, unless W.T is already contiguous
-_TRANSPOSED_WEIGHTS = {"GatedMLP": ("W_in", "W_gate", "W_out"), "Unembed": ("W_U",)}
+# TransformerLens multiplies these weights after a copy into another memory order on every
+# forward pass: F.linear(x, W.T.contiguous()) for gated MLPs and the unembedding, and an einops
+# flattening of the attention weights (W_Q: "head_index d_model d_head -> (head_index d_head)
+# d_model", W_O: "... -> d_model (head_index d_head)"). Per module type and parameter: the
+# permutation under which the stored tensor is contiguous in that order (the copy is then a
+# view and the operand is the same)
+_LAYOUTS: dict[str, dict[str, tuple[int, ...]]] = {
+    "GatedMLP": {"W_in": (1, 0), "W_gate": (1, 0), "W_out": (1, 0)},
+    "Unembed": {"W_U": (1, 0)},
+    "Attention": {"W_Q": (0, 2, 1), "W_K": (0, 2, 1), "W_V": (0, 2, 1), "W_O": (2, 0, 1)},
+    "GroupedQueryAttention": {"W_Q": (0, 2, 1), "_W_K": (0, 2, 1), "_W_V": (0, 2, 1),
+                              "W_O": (2, 0, 1)},
+}
+
+
+def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted(range(len(perm)), key=perm.__getitem__))
+
+
+def _laid_out(shape: torch.Size, perm: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """An empty tensor of ``shape`` stored contiguously in the order ``perm``."""
+    return torch.empty([shape[i] for i in perm], dtype=dtype).permute(_inverse(perm))
+
+
+def _layout_params(module: Any) -> list[tuple[str, nn.Parameter, tuple[int, ...]]]:
+    """``(name, parameter, order)`` of ``module``'s weights in :data:`_LAYOUTS`."""
+    orders = _LAYOUTS.get(type(module).__name__, {})
+    out = [(n, module._parameters.get(n), perm) for n, perm in orders.items()]
+    if any(p is None or p.ndim != len(perm) for _, p, perm in out):
+        return []  # another variant of the module: left alone
+    return out
 
 
 @torch.no_grad()
 def use_transposed_layout(model: HookedTransformer) -> HookedTransformer:
-    """Store gated-MLP and unembedding matrices transposed in memory (same values and shape).
+    """Store weight matrices in the memory order TransformerLens multiplies them in (same
+    values and shapes).
 
     TransformerLens 3.9 computes ``F.linear(x, W.T.contiguous())`` in gated MLPs (SmolLM2,
-    Llama) and the unembedding, which copies every such matrix on every forward pass (for
-    SmolLM2 about 430 MB per pass, half of a KV-cached decoding step's time). With ``W.T``
-    already contiguous the copy is a no-op and ``F.linear`` gets the same operand. Each
-    module is checked on a small input before and after: where the output is not
-    bit-identical (another TransformerLens version, another kind of MLP), its layout is put
-    back. Applied to the models tl_unlearn loads itself, never to a model you pass in.
+    Llama) and the unembedding, and flattens ``W_Q``/``W_K``/``W_V``/``W_O`` with einops in
+    attention: each copies its matrix on every forward pass (for SmolLM2 about 430 MB per
+    pass, half of a KV-cached decoding step's time). Stored in that order, the copy is a view
+    and ``F.linear`` gets the same operand. Each module is checked on a small input before and
+    after: where the output is not bit-identical (another TransformerLens version, another
+    kind of MLP), its layout is put back. Applied to the models tl_unlearn loads itself,
+    never to a model you pass in.
 
     Example:
         >>> from tl_unlearn import load_tiny_model
-        >>> m = load_tiny_model()  # already applied: its unembedding
-        >>> m.unembed.W_U.T.is_contiguous(), m.blocks[0].mlp.W_in.is_contiguous()
+        >>> m = load_tiny_model()  # already applied: its unembedding and attention
+        >>> m.unembed.W_U.T.is_contiguous(), m.blocks[0].attn.W_O.permute(2, 0, 1).is_contiguous()
         (True, True)
     """
     gen = torch.Generator().manual_seed(0)
     for module in model.modules():
-        names = _TRANSPOSED_WEIGHTS.get(type(module).__name__, ())
-        params = [getattr(module, n, None) for n in names]
-        if not names or any(p is None or p.ndim != 2 for p in params):
+        params = _layout_params(module)
+        if not params:
             continue
-        first = params[0]
-        x = torch.randn(2, 3, first.shape[0], generator=gen).to(first.device, first.dtype)
-        # stored transposed already (read so by _load_processed): checked the other way round
-        transposed = all(p.T.is_contiguous() and not p.is_contiguous() for p in params)
-        if not transposed and not all(p.is_contiguous() for p in params):
+        first = params[0][1]
+        d_in = first.shape[1] if first.ndim == 3 else first.shape[0]
+        x = torch.randn(2, 3, d_in, generator=gen).to(first.device, first.dtype)
+        probe = (x, x, x) if isinstance(module, AbstractAttention) else (x,)
+        # stored in that order already (read so by _load_processed): checked the other way
+        ordered = all(p.permute(perm).is_contiguous() and not p.is_contiguous()
+                      for _, p, perm in params)
+        if not ordered and not all(p.is_contiguous() for _, p, _ in params):
             continue
-        before = module(x)
-        saved = [p.data for p in params]
-        for p in params:
-            p.data = p.data.contiguous() if transposed else p.data.T.contiguous().T
-        # keep the transposed layout exactly where it gives the same output
-        if torch.equal(module(x), before) == transposed:
-            for p, data in zip(params, saved):
+        before = module(*probe)
+        saved = [p.data for _, p, _ in params]
+        for _, p, perm in params:
+            p.data = p.data.contiguous() if ordered else \
+                p.data.permute(perm).contiguous().permute(_inverse(perm))
+        # keep the layout exactly where it gives the same output
+        if torch.equal(module(*probe), before) == ordered:
+            for (_, p, _), data in zip(params, saved):
                 p.data = data
     return model
 
@@ -395,15 +428,15 @@ def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
     cfg["init_weights"] = False  # every parameter is overwritten below
     cfg["device"] = "cpu"  # the caller moves the model
     model = HookedTransformer(HookedTransformerConfig(**cfg), tokenizer, move_to_device=False)
-    # the gated-MLP matrices are read straight into the layout use_transposed_layout wants:
-    # relaid after loading, 90 SmolLM2 matrices of 3.5 MB leave as many holes in glibc's heap
-    # (+0.1-0.17 GB resident for the rest of the process)
+    # the matrices are read straight into the layout use_transposed_layout wants: relaid
+    # after loading, SmolLM2's 90 gated-MLP matrices of 3.5 MB leave as many holes in glibc's
+    # heap (+0.1-0.17 GB resident for the rest of the process)
+    # (not W_U: a large memory-mapped block leaves no hole when relaid, and checking it the
+    # other way round would copy it twice)
     for module in model.modules():
-        if type(module).__name__ == "GatedMLP":
-            for n in _TRANSPOSED_WEIGHTS["GatedMLP"]:
-                p = getattr(module, n, None)
-                if p is not None and p.ndim == 2:
-                    p.data = torch.empty(p.shape[::-1], dtype=p.dtype).T
+        if type(module).__name__ != "Unembed":
+            for _, p, perm in _layout_params(module):
+                p.data = _laid_out(p.shape, perm, p.dtype)
     params = dict(model.named_parameters())
     buffer = torch.empty(max((p.numel() * p.element_size() for p in params.values()
                               if not p.is_contiguous()), default=0), dtype=torch.uint8)
@@ -432,7 +465,7 @@ def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
             if fh.readinto(memoryview(buf)) != end - begin:
                 raise ValueError(f"{str(file)!r} is truncated; delete {str(folder)!r} to "
                                  "convert again.")
-            if not direct:  # stored transposed: copy the row-major bytes in
+            if not direct:  # stored in another order: copy the row-major bytes in
                 param.data.copy_(buffer[: end - begin].view(param.dtype).view(param.shape))
     return model
 

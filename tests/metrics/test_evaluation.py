@@ -22,10 +22,17 @@ def _full(model, ds):
     return logits.detach(), valid, float(acc), float(ce.detach())
 
 
-@pytest.fixture(params=["rows", "position-blocks"])
+@pytest.fixture(params=["vocab-slices", "rows", "position-blocks"])
 def scoring_blocks(request, monkeypatch):
-    """Score whole rows (the default at these sizes) or 5 positions at a time (what a
-    512-token SmolLM2 row gets: its logits exceed the scoring budget)."""
+    """Score from the final residual 7 vocabulary entries by 5 positions at a time (what a
+    TransformerLens unembedding gets, here with every boundary case), or from logits (an
+    unembedding with a hook on it): whole rows, or 5 positions at a time (what a 512-token
+    SmolLM2 row gets: its logits exceed the scoring budget)."""
+    if request.param == "vocab-slices":
+        monkeypatch.setattr("tl_unlearn.metrics.scoring._VOCAB_SLICE", 7)
+        monkeypatch.setattr("tl_unlearn.metrics.scoring._SLICE_POSITIONS", 5)
+    else:
+        monkeypatch.setattr("tl_unlearn.metrics.evaluation.plain_unembed", lambda model: False)
     if request.param == "position-blocks":
         monkeypatch.setattr("tl_unlearn.metrics.forward._ROW_BYTES", 5 * 4096 * 4)
         monkeypatch.setattr("tl_unlearn.metrics.forward._BLOCK_BYTES", 5 * 4096 * 4)
@@ -73,11 +80,13 @@ def test_topk_and_skip_common_by_hand(tiny_model, tiny_data, scoring_blocks):
 
 def test_position_blocks_give_the_statistics_of_whole_rows(tiny_model, tiny_data, monkeypatch):
     """Scored positions (a target mask) and every per-sequence statistic are the same when a
-    row's logits come in blocks of positions (blocks overlap by one position)."""
+    row's logits come in blocks of positions (blocks overlap by one position; the path of an
+    unembedding with a hook on it)."""
     ds = tiny_data["forget"]
     gen = torch.Generator().manual_seed(0)
     scored = TokenDataset("x", ds.tokens, ds.attention_mask,
                           torch.rand(ds.tokens.shape, generator=gen) < 0.6)
+    monkeypatch.setattr("tl_unlearn.metrics.evaluation.plain_unembed", lambda model: False)
     whole = evaluate(tiny_model, scored, skip_common=10, progress=False)["x"]
     for width in (2, 3, 7, 63):
         monkeypatch.setattr("tl_unlearn.metrics.forward._ROW_BYTES", width * 4096 * 4)

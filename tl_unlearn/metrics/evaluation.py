@@ -42,11 +42,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions.base import Hooks, check_hook_name, check_positive_int, model_device
 from tl_unlearn.metrics.forward import ForwardOutput, plan_forward
 from tl_unlearn.metrics.intervals import (
@@ -56,6 +56,12 @@ from tl_unlearn.metrics.intervals import (
     error_bars,
     percentile_interval,
     pointwise_intervals,
+)
+from tl_unlearn.metrics.scoring import (
+    _scored,
+    batch_statistics,
+    plain_unembed,
+    residual_statistics,
 )
 from tl_unlearn.results import Result, dataset_colour
 
@@ -408,68 +414,6 @@ def _common_targets(ds: TokenDataset, n: int) -> Int[Tensor, " n"]:
     return torch.topk(counts, min(n, int((counts > 0).sum()))).indices
 
 
-def _scored(
-    logits: Float[Tensor, "batch pos d_vocab"],
-    tokens: Int[Tensor, "batch pos"],
-    valid: Bool[Tensor, "batch pos_minus_1"],
-    top_k: Sequence[int],
-) -> tuple[Int[Tensor, " n"], Float[Tensor, " n"], Bool[Tensor, "k n"]]:
-    """Targets, cross-entropy and hit@k at the ``valid`` positions (row-major order).
-
-    Only those positions go through the full-vocabulary log-softmax and top-k.
-    """
-    batch, pos, d_vocab = logits.shape
-    # position t of row b predicts tokens[b, t + 1]; the last position predicts nothing
-    targets = torch.cat([tokens[:, 1:], tokens.new_zeros(batch, 1)], 1).reshape(-1)
-    keep = torch.cat([valid, valid.new_zeros(batch, 1)], 1).reshape(-1)
-    flat = logits.reshape(batch * pos, d_vocab)  # a view: no copy of the logits
-    dense = int(keep.sum()) * 2 > keep.numel()
-    if not dense:  # e.g. answer tokens only: copy out just those rows
-        flat, targets = flat[keep], targets[keep]
-    flat = flat.float()
-    # fused log-softmax + NLL (one pass over the vocabulary)
-    nll = torch.nn.functional.cross_entropy(flat, targets, reduction="none")
-    # one top-k for every k: hit@k = target among the k largest logits
-    in_top = flat.topk(max(top_k), dim=-1).indices == targets.unsqueeze(-1)
-    hits = torch.stack([in_top[:, :k].any(-1) for k in top_k])
-    if dense:  # computed on every position; keep the scored ones (row-major order)
-        targets, nll, hits = targets[keep], nll[keep], hits[:, keep]
-    return targets, nll, hits
-
-
-def batch_statistics(
-    logits: Float[Tensor, "batch pos d_vocab"],
-    tokens: Int[Tensor, "batch pos"],
-    mask: Bool[Tensor, "batch pos"],
-    top_k: Sequence[int],
-    skip_ids: Int[Tensor, " n"] | None = None,
-    scored: Bool[Tensor, "batch pos_minus_1"] | None = None,
-) -> Float[Tensor, "batch stats"]:
-    """Per-sequence sums: ``[n, loss_sum, hits@k..., n_skip, hits_skip@k...]`` (float64).
-
-    One row per sequence, so that intervals can resample sequences (the sufficient
-    statistics of every token metric; never logits). ``scored`` restricts the counted
-    positions (default: every predicted position). Computed without Python loops over
-    positions.
-    """
-    valid = predicted_positions(mask)
-    if scored is not None:
-        valid = valid & scored
-    targets, nll, hits = _scored(logits, tokens, valid, top_k)
-    rows = valid.nonzero()[:, 0]  # row of each scored position (row-major, as _scored)
-    n_rows = valid.shape[0]
-
-    def per_row(weights: Tensor) -> Tensor:
-        return torch.bincount(rows, weights=weights.double(), minlength=n_rows)
-
-    out = [valid.sum(1).double(), per_row(nll)] + [per_row(h) for h in hits]
-    if skip_ids is not None:
-        keep = ~torch.isin(targets, skip_ids.to(targets.device))
-        out.append(per_row(keep))
-        out += [per_row(h & keep) for h in hits]
-    return torch.stack(out, 1).cpu()
-
-
 def answer_statistics(
     logits: Float[Tensor, "batch pos d_vocab"], batch: TokenDataset
 ) -> Float[Tensor, "batch stats"]:
@@ -564,8 +508,14 @@ class _Accumulator:
 
     def _add_blocks(self, out: ForwardOutput, mask: Tensor, scored: Tensor | None,
                     tokens: Tensor) -> None:
-        """Token statistics a block of logits at a time (:meth:`ForwardOutput.logit_blocks`),
-        summed per sequence over the blocks of a row."""
+        """Token statistics of one batch: from the final residual, the vocabulary a slice at
+        a time, where the unembedding allows it (:func:`residual_statistics`); otherwise a
+        block of logits at a time (:meth:`ForwardOutput.logit_blocks`), summed per sequence
+        over the blocks of a row."""
+        if out.logits is None and plain_unembed(out.model):
+            self.rows.append(residual_statistics(out.model, out.final, tokens, mask,
+                                                 self.top_k, self.skip_ids, scored))
+            return
         row_sums: list[Tensor] = []
         for rows, cols, part in out.logit_blocks():
             part_scored = None if scored is None else scored[rows, cols.start:cols.stop - 1]
