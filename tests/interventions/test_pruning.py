@@ -22,6 +22,29 @@ def test_welford_matches_numpy_in_float64():
     np.testing.assert_allclose(s.pos_freq.numpy(), (x > 0).mean(0), rtol=1e-12)
 
 
+def test_reading_units_takes_exactly_the_masked_positions():
+    """Whole prefixes of one row and whole rows are read as views, other masks by indexing:
+    every way reads exactly the masked positions."""
+    from tl_unlearn.interventions.pruning import _read_units
+
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.randn(3, 9, 4, 5, generator=gen)
+    one_row = torch.zeros(1, 9, dtype=torch.bool)
+    one_row[0, :6] = True
+    ragged = torch.ones(3, 9, dtype=torch.bool)
+    ragged[1, 4:] = False
+    gap = torch.ones(1, 9, dtype=torch.bool)
+    gap[0, 2] = False
+    for x, mask in ((acts[:1], one_row), (acts, torch.ones(3, 9, dtype=torch.bool)),
+                    (acts, ragged), (acts[:1], gap), (acts[:1], torch.zeros(1, 9, dtype=bool))):
+        got, ref = UnitStats.empty(20), UnitStats.empty(20)
+        _read_units(got, x, mask)
+        ref.update(x[mask].reshape(-1, 20))
+        assert got.n == ref.n == int(mask.sum())
+        for k in ("mean", "m2", "mean_abs", "pos_freq"):
+            assert torch.equal(getattr(got, k), getattr(ref, k)), k
+
+
 @pytest.fixture(scope="module")
 def fit_data(tiny_model, task):
     return task.tokenize(tiny_model.tokenizer, "fit", seq_len=64, max_tokens=6000)

@@ -122,12 +122,20 @@ def _scored_residual(
             else:
                 torch.mm(x, w_u[:, v0:v1], out=out)
             logits = (apply_softcap(out, cap) if cap > 0 else out).float()
-            inside = ((tgt >= v0) & (tgt < v1)).nonzero()[:, 0]
-            if len(inside):  # the target's own slice: its logit, and who comes before it
-                rows = logits[inside]
-                t = rows.gather(1, (tgt[inside] - v0)[:, None])
-                target_logit[inside] = t
-                own[inside] = _ahead(rows, t, tgt[inside] - v0)
+            inside = (tgt >= v0) & (tgt < v1)
+            n_inside = int(inside.sum())
+            # the target's own slice: its logit, and who comes before it
+            if n_inside * 2 > m:  # most rows (the most common ids): on the whole slice
+                col = (tgt - v0).clamp(0, v1 - v0 - 1)
+                t = logits.gather(1, col[:, None])
+                target_logit = torch.where(inside[:, None], t, target_logit)
+                own = torch.where(inside, _ahead(logits, t, col), own)
+            elif n_inside:  # a few rows: copied out
+                rows = inside.nonzero()[:, 0]
+                block = logits[rows]
+                t = block.gather(1, (tgt[rows] - v0)[:, None])
+                target_logit[rows] = t
+                own[rows] = _ahead(block, t, tgt[rows] - v0)
             top = logits.topk(min(k_max, v1 - v0), dim=-1).values  # sorted, largest first
             tops.append(top)
             shift = top[:, :1].clamp(min=torch.finfo(torch.float32).min)  # not -inf - -inf
