@@ -14,11 +14,13 @@ def _stable_ahead(logits, targets):
     return (order == targets[:, None]).float().argmax(-1)
 
 
-@pytest.fixture
-def small_slices(monkeypatch):
-    """Slices of 7 vocabulary entries by 5 positions: every boundary case at test sizes."""
-    monkeypatch.setattr("tl_unlearn.metrics.scoring._VOCAB_SLICE", 7)
-    monkeypatch.setattr("tl_unlearn.metrics.scoring._SLICE_POSITIONS", 5)
+@pytest.fixture(params=["7 x 5", "one slice"])
+def small_slices(request, monkeypatch):
+    """Slices of 7 vocabulary entries by 5 positions (every boundary case at test sizes), or
+    the whole vocabulary in one slice (the tiny model's 4,096 entries by default)."""
+    vocab, positions = (7, 5) if request.param == "7 x 5" else (4096, 512)
+    monkeypatch.setattr("tl_unlearn.metrics.scoring._VOCAB_SLICE", vocab)
+    monkeypatch.setattr("tl_unlearn.metrics.scoring._SLICE_POSITIONS", positions)
 
 
 def _inputs(model, data, batch=3, pos=12):

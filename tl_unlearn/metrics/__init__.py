@@ -4,6 +4,8 @@ Definitions follow ``shared/specs/metrics.md``. Every result object holds its nu
 converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figure``.
 
 - ``evaluation``: :func:`evaluate` (loss, perplexity, top-k, skip-common top-k; streamed).
+- ``scoring``: the per-sequence sums behind them, from logits or from the final residual
+  (the vocabulary a slice at a time); ``forward``: the passes they come from.
 - ``selectivity``: :func:`selectivity_curve` (max difference, area between, perplexity ratio).
 - ``distances``: :func:`js_divergence`, :func:`output_distances`, :func:`zrf_score`,
   :func:`zrf_scores`, :func:`activation_distances`, :func:`completeness`, :func:`random_twin`.

@@ -7,7 +7,8 @@ memory depends on the batch, never on the number of evaluated tokens. Definition
 - predicted positions: every non-padding position that has a next token;
 - loss: mean token cross-entropy (nats); perplexity: ``exp(loss)`` (not the mean of
   per-token ``exp``);
-- top-k accuracy: share of predicted positions whose target is among the k largest logits;
+- top-k accuracy: share of predicted positions whose target is among the k largest logits
+  (ties go to the smaller token id, as ``argmax`` takes the first of tied maxima);
 - skip variants: the same, excluding targets among the ``skip_common`` most frequent target
   tokens of that dataset (counted on the evaluated data itself).
 
@@ -20,6 +21,9 @@ forcing over the answer tokens), and answer data also gets the answer metrics of
 ``answer_rank`` (1 + entries with a larger logit than the first answer token, mean over
 examples) and ``logit_diff`` (first answer token minus first counterfactual token, at the
 last prompt position). Only the scored positions go through the full-vocabulary softmax.
+Token metrics of a TransformerLens unembedding with no hook on it are scored from the final
+residual, the vocabulary a slice at a time (:mod:`~tl_unlearn.metrics.scoring`): a batch's
+logits are never made whole.
 
 User metrics follow the TransformerLens patching convention ``metric(logits, batch)`` and
 return a scalar (the batch mean) or one value per example; ``batch`` is a

@@ -38,8 +38,13 @@ def _ahead(block: Float[Tensor, "n vocab"], target_logit: Float[Tensor, "n 1"],
            column: Int[Tensor, " n"]) -> Int[Tensor, " n"]:
     """Entries of each row of ``block`` that come before the one at ``column`` (a larger
     logit, or an equal one at a smaller column)."""
-    ahead = (block > target_logit).sum(-1)
-    tied = ((block == target_logit).sum(-1) > 1).nonzero()[:, 0]
+    # signs of the differences: 1 above, 0 equal, -1 below (exact, and their float sums are
+    # exact counts); 3x faster than summing boolean comparisons, which go through int64
+    sign = (block - target_logit).sign_()
+    above_minus_below = sign.sum(-1)
+    not_equal = sign.abs_().sum(-1)
+    ahead = ((above_minus_below + not_equal) / 2).long()
+    tied = (not_equal < block.shape[-1] - 1).nonzero()[:, 0]
     if len(tied):  # rare: count the equal logits at smaller ids, only for those rows
         cols = torch.arange(block.shape[-1], device=block.device)
         ahead[tied] += ((block[tied] == target_logit[tied])
@@ -136,9 +141,13 @@ def _scored_residual(
                 t = block.gather(1, (tgt[rows] - v0)[:, None])
                 target_logit[rows] = t
                 own[rows] = _ahead(block, t, tgt[rows] - v0)
-            top = logits.topk(min(k_max, v1 - v0), dim=-1).values  # sorted, largest first
-            tops.append(top)
-            shift = top[:, :1].clamp(min=torch.finfo(torch.float32).min)  # not -inf - -inf
+            if v1 - v0 < d_vocab:  # other rows' targets: this slice's top k
+                top = logits.topk(min(k_max, v1 - v0), dim=-1).values  # largest first
+                tops.append(top)
+                shift = top[:, :1]
+            else:  # one slice: every target's rank was counted whole
+                shift = logits.amax(-1, keepdim=True)
+            shift = shift.clamp(min=torch.finfo(torch.float32).min)  # not -inf - -inf
             maxes.append(shift[:, 0])
             # the slice's sum of exp(logit - max), in place (the logits are not needed now)
             sums.append(logits.sub_(shift).exp_().sum(-1))
