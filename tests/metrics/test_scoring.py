@@ -100,6 +100,13 @@ def test_ties_go_to_the_smaller_token_id(tiny_model, tiny_data, small_slices):
     assert stats[:, 3].sum() == float((tokens[:, 1:][valid] < 5).sum())
 
 
+def test_a_target_outside_the_vocabulary_is_refused(tiny_model, tiny_data):
+    tokens, mask, normed = _inputs(tiny_model, tiny_data["forget"])
+    tokens[0, 3] = tiny_model.cfg.d_vocab
+    with pytest.raises(ValueError, match="Target token ids must be in 0..4095"):
+        residual_statistics(tiny_model, normed, tokens, mask, (1,))
+
+
 def test_softcap_and_bias_are_applied_per_slice(tiny_model, tiny_data, small_slices):
     model = copy.deepcopy(tiny_model)
     gen = torch.Generator().manual_seed(3)

@@ -116,7 +116,9 @@ def _scored_residual(
         x = normed[p0:p0 + _SLICE_POSITIONS].to(w_u.dtype)
         tgt = targets[p0:p0 + _SLICE_POSITIONS]
         m = len(x)
-        target_logit = torch.empty(m, 1, dtype=torch.float32, device=x.device)
+        # NaN until the target's slice sets it (an id outside the vocabulary stays NaN, and
+        # evaluation refuses a non-finite loss)
+        target_logit = torch.full((m, 1), torch.nan, dtype=torch.float32, device=x.device)
         own = torch.zeros(m, dtype=torch.long, device=x.device)
         maxes, sums, tops = [], [], []
         for v0 in range(0, d_vocab, _VOCAB_SLICE):
@@ -242,5 +244,9 @@ def residual_statistics(
     device = normed.device
     valid = _valid(mask.to(device), None if scored is None else scored.to(device))
     targets = tokens.to(device)[:, 1:][valid]
+    d_vocab = model.unembed.W_U.shape[1]
+    if len(targets) and not 0 <= int(targets.min()) <= int(targets.max()) < d_vocab:
+        raise ValueError(f"Target token ids must be in 0..{d_vocab - 1} (the unembedding's "
+                         f"vocabulary); got {int(targets.min())}..{int(targets.max())}.")
     nll, hits = _scored_residual(model, normed[:, :-1][valid], targets, top_k)
     return _row_sums(valid, targets, nll, hits, skip_ids)
