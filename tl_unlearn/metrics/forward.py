@@ -36,9 +36,10 @@ __all__ = ["ForwardOutput", "ForwardPlan", "block_output_layer", "final_residual
            "unembed_residual"]
 
 _CHUNK_BYTES = 64 * 2**20
-# scoring (log-softmax, top-k) makes a few copies of a block's logits: a row up to 32 MB is
-# scored whole (several rows up to 32 MB), a longer one (a 512-token SmolLM2 row is 100 MB)
-# 8 MB of positions at a time, which keeps the peak low
+# token metrics from logits (an unembedding with a hook on it; a plain one is scored from the
+# residual, metrics/scoring.py): scoring makes a few copies of a block's logits, so a row up
+# to 32 MB is scored whole (several rows up to 32 MB), a longer one (a 512-token SmolLM2 row
+# is 100 MB) 8 MB of positions at a time, which keeps the peak low
 _ROW_BYTES = 32 * 2**20
 _BLOCK_BYTES = 8 * 2**20
 _BLOCK_OUTPUTS = ("attn.hook_z", "hook_mlp_out")
@@ -225,7 +226,9 @@ class ForwardOutput:
         """``(rows, positions, logits)``: whole rows, up to 32 MB of logits at a time; a row
         whose logits exceed 32 MB comes 8 MB of positions at a time. Consecutive blocks of a
         row overlap by one position (a block's last position predicts the next block's first
-        token), so the next-token statistics of the blocks add up to the row's."""
+        token), so the next-token statistics of the blocks add up to the row's. Evaluation
+        uses them where the unembedding has a hook on it (otherwise
+        :func:`~tl_unlearn.metrics.scoring.residual_statistics` needs no logits)."""
         if self.logits is not None:
             yield slice(0, len(self.logits)), slice(0, self.logits.shape[1]), self.logits
             return
