@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ __all__ = [
     "load_model",
     "load_tiny_model",
     "smollm2_hf_dir",
+    "edge_flags",
+    "set_edge_flags",
     "use_fused_attention",
 ]
 
@@ -537,3 +541,46 @@ def load_model(model: Any = None, **kwargs: Any) -> Any:
     raise TypeError(
         f"Expected a model name or a TransformerLens model, got {type(model).__name__}."
     )
+
+
+#: The TransformerLens config switches edge-level patching needs: every head reads its own
+#: query / key / value input (``hook_q_input``...), writes its own output (``hook_result``),
+#: grouped key/value heads are expanded per query head, and the MLP input has a hook.
+#: Tested on TransformerLens 3.9; all four are read at forward time, not at construction.
+EDGE_FLAGS = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in",
+              "ungroup_grouped_query_attention")
+
+
+def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Switch the per-edge hook points of ``model`` on (``enabled``) or back to ``saved``.
+
+    Returns the values the flags had before (give them back as ``saved`` to restore).
+    Nothing but these config switches changes; no weight is touched.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model()
+        >>> before = set_edge_flags(m, True); m.cfg.use_attn_result
+        True
+        >>> _ = set_edge_flags(m, False, before); m.cfg.use_attn_result
+        False
+    """
+    cfg = model.cfg
+    old = {flag: getattr(cfg, flag, False) for flag in EDGE_FLAGS}
+    for flag in EDGE_FLAGS:
+        value = True if enabled else (saved or {}).get(flag, False)
+        if flag == "ungroup_grouped_query_attention" and not getattr(cfg, "n_key_value_heads", None):
+            value = old[flag]  # no grouped heads: leave it as it was
+        setattr(cfg, flag, value)
+    return old
+
+
+@contextlib.contextmanager
+def edge_flags(model: Any) -> Iterator[Any]:
+    """Context manager: the per-edge hook points on inside, the config as it was after."""
+    saved = set_edge_flags(model, True)
+    try:
+        yield model
+    finally:
+        set_edge_flags(model, False, saved)
