@@ -47,7 +47,8 @@ from tl_unlearn.interventions.counterfactual import (
 from tl_unlearn.models import set_edge_flags
 from tl_unlearn.results import Result
 
-__all__ = ["Circuit", "EdgeMethod", "edge_ablation", "parent_hooks"]
+__all__ = ["Circuit", "EdgeMethod", "EdgeValues", "edge_ablation", "parent_hooks",
+           "prepare_edge_values"]
 
 EdgeMethod = Literal["counterfactual", "mean", "zero"]
 _EDGE_RE = re.compile(r"^(?P<parent>[^<>\-]+)->(?P<child>[^<>\-]+)(<(?P<qkv>[qkv])>)?$")
@@ -418,10 +419,26 @@ def _plan(circuit: Circuit, ablated: np.ndarray) -> list[_Group]:
     return groups
 
 
+@dataclass
+class EdgeValues:
+    """The ablated value of every parent (see :func:`prepare_edge_values`)."""
+
+    method: str
+    values: dict[str, Tensor]
+    rows: PairedRows | None
+
+
+def prepare_edge_values(model: Any, method: EdgeMethod = "counterfactual", *,
+                        clean: Any = None, corrupted: Any = None, reference: Any = None,
+                        batch_size: int = 8) -> EdgeValues:
+    """The ablated value of every parent for :func:`edge_ablation`: each example's corrupted
+    activations (``"counterfactual"``), means over ``reference`` (``"mean"``) or zeros."""
+    values, rows = _ablated_values(model, method, clean, corrupted, reference, batch_size)
+    return EdgeValues(method, plain_tensors(values), rows)
+
+
 def _ablated_values(model: Any, method: str, clean: Any, corrupted: Any, reference: Any,
                     batch_size: int) -> tuple[dict[str, Tensor], PairedRows | None]:
-    """The ablated value at every parent hook: corrupted activations per example, means, or
-    zeros."""
     names = parent_hooks(model)
     if method == "counterfactual":
         if clean is None or corrupted is None:
@@ -453,6 +470,7 @@ def edge_ablation(
     ablate: Literal["outside", "inside"] = "outside",
     batch_size: int = 8,
     name: str | None = None,
+    prepared: EdgeValues | None = None,
 ) -> Intervention:
     """Ablate edges: the complement of ``circuit`` (``ablate="outside"``, the faithfulness
     test) or the circuit's own edges (``"inside"``, the removal test).
@@ -473,6 +491,8 @@ def edge_ablation(
         ablate: ``"outside"`` or ``"inside"`` the circuit.
         batch_size: Batch size of the passes that store corrupted activations or means.
         name: Label for results.
+        prepared: The ablated values from :func:`prepare_edge_values` (same method and
+            data), to build many circuits' ablations without recomputing them.
 
     Returns:
         The intervention (no hook when no edge is ablated).
@@ -503,8 +523,12 @@ def edge_ablation(
             "n_ablated_edges": int(ablated.sum()), "n_edges": circuit.n_edges}
     if not ablated.any():
         return Intervention(label, [], info)
-    values, rows = _ablated_values(model, method, clean, corrupted, reference, batch_size)
-    values = plain_tensors(values)
+    if prepared is None:
+        prepared = prepare_edge_values(model, method, clean=clean, corrupted=corrupted,
+                                       reference=reference, batch_size=batch_size)
+    elif prepared.method != method:
+        raise ValueError(f"prepared= holds {prepared.method!r} values, not {method!r}.")
+    values, rows = prepared.values, prepared.rows
     groups = _plan(circuit, ablated)
     stored = sorted({p for g in groups for p in g.parents})
     hooks = _edge_hooks(model, groups, stored, values, rows)
