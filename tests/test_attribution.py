@@ -1,0 +1,115 @@
+"""Activation patching, EAP and EAP-IG against TransformerLens and hand-written gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformer_lens import patching
+
+from tl_unlearn.attribution import activation_patching, answer_logit_diff, edge_attribution
+from tl_unlearn.interventions.counterfactual import counterfactual_ablation, counterfactual_pair
+from tl_unlearn.models import edge_flags
+from tl_unlearn.tasks import ioi_task
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_model):
+    return counterfactual_pair(ioi_task(tiny_model.tokenizer, n=60), tiny_model.tokenizer,
+                               max_examples=10)
+
+
+def tl_head_map(model, clean, corrupted):
+    """TransformerLens's head-output patch, clean and corrupted swapped: the clean run with
+    one head's output from the corrupted cache."""
+    _, corrupted_cache = model.run_with_cache(corrupted.tokens)
+    return patching.get_act_patch_attn_head_out_all_pos(
+        model, clean.tokens, corrupted_cache,
+        lambda logits: answer_logit_diff(logits, clean).mean()).numpy()
+
+
+def test_head_map_equals_transformer_lens_patching(tiny_model, pair):
+    clean, corrupted = pair
+    ours = activation_patching(tiny_model, clean, corrupted, batch_size=3)
+    assert np.abs(ours.head_grid() - tl_head_map(tiny_model, clean, corrupted)).max() < 1e-5
+
+
+def test_patching_scores_equal_the_counterfactual_node_map(tiny_model, pair):
+    clean, corrupted = pair
+    ours = activation_patching(tiny_model, clean, corrupted)
+    with torch.no_grad():
+        base = answer_logit_diff(tiny_model(clean.tokens), clean).mean()
+        for name, score in zip(ours.nodes, ours.scores):
+            layer = int(name[1:].split(".")[0])
+            if name.startswith("a"):
+                iv = counterfactual_ablation(tiny_model, clean, corrupted,
+                                             heads=[(layer, int(name.split(".h")[1]))])
+            else:
+                iv = counterfactual_ablation(tiny_model, clean, corrupted,
+                                             hooks=[f"blocks.{layer}.hook_mlp_out"])
+            with iv.applied(tiny_model):
+                value = answer_logit_diff(tiny_model(clean.tokens), clean).mean()
+            assert abs(float(value - base) - score) < 1e-5, name
+
+
+def test_eap_equals_gradient_times_difference_by_hand(tiny_model, pair):
+    clean, corrupted = pair
+    m = tiny_model
+    eap = edge_attribution(m, clean, corrupted, batch_size=4)
+    is_result = lambda n: n.endswith(("hook_result", "hook_embed", "mlp_out"))  # noqa: E731
+    with edge_flags(m):
+        with torch.no_grad():
+            _, cc = m.run_with_cache(corrupted.tokens, names_filter=is_result)
+            _, cl = m.run_with_cache(clean.tokens, names_filter=is_result)
+        kept = {}
+
+        def keep(acts, hook):
+            acts.retain_grad()
+            kept[hook.name] = acts
+
+        emb = m.embed(clean.tokens).detach().requires_grad_(True)
+        hooks = [("hook_embed", lambda a, hook: emb), ("blocks.1.hook_k_input", keep),
+                 ("blocks.1.hook_v_input", keep), ("blocks.1.hook_mlp_in", keep)]
+        with m.hooks(fwd_hooks=hooks):
+            answer_logit_diff(m(clean.tokens), clean).mean().backward()
+    m.zero_grad(set_to_none=True)
+    cases = {
+        "a0.h1->a1.h2<k>": (cc["blocks.0.attn.hook_result"][:, :, 1]
+                            - cl["blocks.0.attn.hook_result"][:, :, 1],
+                            kept["blocks.1.hook_k_input"].grad[:, :, 2]),
+        "input->a1.h0<v>": (cc["hook_embed"] - cl["hook_embed"],
+                            kept["blocks.1.hook_v_input"].grad[:, :, 0]),
+        "m0->m1": (cc["blocks.0.hook_mlp_out"] - cl["blocks.0.hook_mlp_out"],
+                   kept["blocks.1.hook_mlp_in"].grad),
+    }
+    for edge, (diff, grad) in cases.items():
+        hand = float((diff * grad).sum())
+        assert abs(eap.scores[eap.parse_edge(edge)] - hand) < 1e-6 * max(1, abs(hand)), edge
+    assert np.abs(eap.scores).max() > 0
+    # the model's own gradients were not touched
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_eap_ig_with_one_step_is_eap_and_more_steps_differ(tiny_model, pair):
+    clean, corrupted = pair
+    eap = edge_attribution(tiny_model, clean, corrupted)
+    one = edge_attribution(tiny_model, clean, corrupted, method="eap-ig", steps=1)
+    assert np.abs(eap.scores - one.scores).max() < 1e-9
+    five = edge_attribution(tiny_model, clean, corrupted, method="eap-ig", steps=5)
+    assert np.abs(eap.scores - five.scores).max() > 1e-6
+
+
+def test_bad_method_and_metric(tiny_model, pair):
+    clean, corrupted = pair
+    with pytest.raises(ValueError, match="method must be 'eap' or 'eap-ig'"):
+        edge_attribution(tiny_model, clean, corrupted, method="acdc")
+    with pytest.raises(ValueError, match="one value per example"):
+        activation_patching(tiny_model, clean, corrupted, lambda logits, b: logits.sum())
+
+
+@pytest.mark.smollm2
+def test_smollm2_head_map_equals_transformer_lens(smollm2):
+    clean, corrupted = counterfactual_pair(ioi_task(smollm2.tokenizer, n=40),
+                                           smollm2.tokenizer, max_examples=3)
+    ours = activation_patching(smollm2, clean, corrupted, include_mlp=False)
+    assert np.abs(ours.head_grid() - tl_head_map(smollm2, clean, corrupted)).max() < 1e-5
