@@ -18,6 +18,9 @@ Modules:
     metrics: streaming evaluation, selectivity curves, distances, relearning, generation,
         membership inference, scorecards.
     circuits: component maps and greedy circuits.
+    edges: edge-level circuits (EAP-IG / MIB file format) and edge ablation.
+    attribution: activation patching, EAP and EAP-IG discovery by counterfactual patching.
+    faithfulness: MIB faithfulness curves (CPR, CMD) with intervals and a random band.
     results: the protocol every result follows (label, seconds, save/load, figure).
     benchmark / report / cli: the one-command benchmark and its HTML report.
     widget: the interactive ablation widget for Jupyter.
@@ -25,13 +28,17 @@ Modules:
 
 from typing import Any
 
+from tl_unlearn.attribution import NodeScores, activation_patching, edge_attribution
 from tl_unlearn.circuits import ComponentMap, component_selectivity_map, greedy_circuit
 from tl_unlearn.corpora import load_corpus
 from tl_unlearn.data import TextDataset, TokenDataset
+from tl_unlearn.edges import Circuit, edge_ablation
+from tl_unlearn.faithfulness import FaithfulnessCurves, faithfulness_curves
 from tl_unlearn.interventions import (
     Intervention,
     actadd,
     compose,
+    counterfactual_ablation,
     directional_ablation,
     keep_only_circuit,
     mean_ablation,
@@ -43,6 +50,7 @@ from tl_unlearn.interventions import (
     vector_steering,
     zero_ablation,
 )
+from tl_unlearn.metrics.cached import evaluate_logits
 from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, evaluate
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
@@ -58,21 +66,30 @@ from tl_unlearn.tasks import ForgetRetainTask, PromptAnswers, make_task
 __all__ = [
     "AblationWidget",
     "BenchmarkConfig",
+    "Circuit",
     "ComponentMap",
     "DatasetMetrics",
     "Evaluation",
+    "FaithfulnessCurves",
     "ForgetRetainTask",
     "Intervention",
+    "NodeScores",
     "PromptAnswers",
     "Scorecard",
     "SelectivityCurve",
     "TextDataset",
     "TokenDataset",
     "actadd",
+    "activation_patching",
     "component_selectivity_map",
     "compose",
+    "counterfactual_ablation",
     "directional_ablation",
+    "edge_ablation",
+    "edge_attribution",
     "evaluate",
+    "evaluate_logits",
+    "faithfulness_curves",
     "greedy_circuit",
     "keep_only_circuit",
     "load_corpus",

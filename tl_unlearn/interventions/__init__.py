@@ -11,6 +11,7 @@ context manager. Interventions compose with ``+`` and never change model weights
 - ``sae``: :func:`sae_feature_intervention` (zero / clamp / scale SAE features), and the
   SAE helpers :func:`train_sae`, :func:`sae_feature_means`, :func:`sae_quality`.
 - ``steering``: :func:`actadd`, :func:`vector_steering`, :func:`sae_direction_steering`.
+- ``counterfactual``: :func:`counterfactual_ablation` (each example's corrupted partner).
 - ``pruning``: :func:`pruning_scores`, :func:`selective_pruning`.
 """
 
@@ -23,6 +24,7 @@ from tl_unlearn.interventions.ablation import (
     zero_ablation,
 )
 from tl_unlearn.interventions.base import Intervention, compose
+from tl_unlearn.interventions.counterfactual import counterfactual_ablation, counterfactual_pair
 from tl_unlearn.interventions.pruning import PruningScores, pruning_scores, selective_pruning
 from tl_unlearn.interventions.sae import (
     sae_feature_intervention,
@@ -38,6 +40,8 @@ __all__ = [
     "activation_means",
     "actadd",
     "compose",
+    "counterfactual_ablation",
+    "counterfactual_pair",
     "directional_ablation",
     "keep_only_circuit",
     "mean_ablation",
