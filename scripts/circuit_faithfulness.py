@@ -47,13 +47,14 @@ def main() -> None:
     ev_clean, ev_corr = counterfactual_pair(ioi, tok, "eval", max_examples=args.eval)
     timings = {}
     t = time.perf_counter()
-    patching = activation_patching(model, fit_clean, fit_corr)
+    patching = activation_patching(model, fit_clean, fit_corr, progress=True)
     timings["activation patching"] = time.perf_counter() - t
     t = time.perf_counter()
-    eap = edge_attribution(model, fit_clean, fit_corr, method="eap")
+    eap = edge_attribution(model, fit_clean, fit_corr, method="eap", progress=True)
     timings["EAP"] = time.perf_counter() - t
     t = time.perf_counter()
-    eap_ig = edge_attribution(model, fit_clean, fit_corr, method="eap-ig", steps=args.ig_steps)
+    eap_ig = edge_attribution(model, fit_clean, fit_corr, method="eap-ig", steps=args.ig_steps,
+                              progress=True)
     timings["EAP-IG"] = time.perf_counter() - t
     scores = {"activation patching": patching.edge_scores(model.cfg.d_model), "EAP": eap,
               "EAP-IG": eap_ig}

@@ -128,3 +128,47 @@ def test_fitted_methods_follow_their_options(tiny_model, tiny_data, task, weight
     assert len(chosen) == k
     assert [n for n, _ in steer.family(3.0)] == ["blocks.1.hook_resid_pre"]
     assert sae.info["hook"] == "blocks.1.hook_resid_pre" and sae.info["d_sae"] == 64
+
+
+def test_edge_methods_remove_their_top_edges(tiny_model, tiny_data, weights_guard):
+    import numpy as np
+    import pytest
+
+    from tl_unlearn.attribution import edge_attribution
+    from tl_unlearn.interventions.counterfactual import counterfactual_pair
+    from tl_unlearn.methods import MethodContext, fit_method
+    from tl_unlearn.tasks import ioi_task
+
+    clean, corrupted = counterfactual_pair(ioi_task(tiny_model.tokenizer, n=60),
+                                           tiny_model.tokenizer, "fit", max_examples=8)
+    ctx = MethodContext(tiny_model, clean, tiny_data["retain"].head(8),
+                        forget_fit_corrupted=corrupted,
+                        options={"eap.levels": [0.05, 0.2], "eap.attribution_examples": 6})
+    fm = fit_method("eap", ctx)
+    assert fm.levels == [0.05, 0.2] and fm.info["n_real_edges"] == 110
+    want = edge_attribution(tiny_model, clean.head(6), corrupted.head(6)).top(22)
+    iv = fm.family(0.2)
+    assert iv.info["ablate"] == "inside" and iv.info["n_ablated_edges"] == 22
+    assert iv.info["edges"] == want.edges[:20]
+    base = fm.baseline(0.2, 1)
+    assert base.info["n_ablated_edges"] == 22 and base.info["edges"] != iv.info["edges"]
+    # removing the edges changes the model, and only while applied
+    with torch.no_grad():
+        before = tiny_model(clean.tokens)
+        with iv.applied(tiny_model):
+            after = tiny_model(clean.tokens)
+    assert (after - before).abs().max() > 1e-3
+    assert np.allclose(tiny_model(clean.tokens).detach(), before)
+    # a forget set without corrupted partners is refused by name
+    with pytest.raises(ValueError, match="needs a forget task with corrupted prompts"):
+        fit_method("eap", MethodContext(tiny_model, clean, clean))
+
+
+def test_benchmark_refuses_edge_methods_without_pairs_before_loading():
+    import pytest
+
+    from tl_unlearn import BenchmarkConfig, run_benchmark
+
+    cfg = BenchmarkConfig(model="no-such-model", forget="python_code", methods=["eap-ig"])
+    with pytest.raises(ValueError, match=r"Method\(s\) \['eap-ig'\] patch from corrupted"):
+        run_benchmark(cfg, progress=False)

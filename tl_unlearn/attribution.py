@@ -42,7 +42,8 @@ from tl_unlearn.interventions.counterfactual import EMBED_HOOK, as_token_dataset
 from tl_unlearn.models import edge_flags
 from tl_unlearn.results import Result
 
-__all__ = ["NodeScores", "activation_patching", "answer_logit_diff", "edge_attribution"]
+__all__ = ["NodeScores", "activation_patching", "answer_logit_diff", "edge_attribution",
+           "scored_logprob"]
 
 PatchMetric = Callable[[Tensor, TokenDataset], Tensor]
 
@@ -67,6 +68,23 @@ def answer_logit_diff(logits: Tensor, batch: TokenDataset) -> Tensor:
     rows = torch.arange(len(batch), device=final.device)
     return (final[rows, batch.answers.to(final.device)]
             - final[rows, batch.counterfactual.to(final.device)])
+
+
+def scored_logprob(logits: Tensor, batch: TokenDataset) -> Tensor:
+    """Per example: the mean log-probability of its scored target tokens (for tasks without a
+    counterfactual answer, e.g. induction's second copy).
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> from tl_unlearn.tasks import InductionTask
+        >>> m = load_tiny_model(); b = InductionTask(half=6).tokenize(m.tokenizer, max_tokens=26)
+        >>> scored_logprob(m(b.tokens), b).shape
+        torch.Size([2])
+    """
+    valid = batch.scored_positions().to(logits.device)
+    lp = logits[:, :-1].log_softmax(-1).gather(-1, batch.tokens[:, 1:, None].to(logits.device))
+    lp = (lp[..., 0] * valid).sum(1)
+    return lp / valid.sum(1).clamp_min(1)
 
 
 def _pairs(clean: Any, corrupted: Any) -> tuple[TokenDataset, TokenDataset]:
@@ -168,6 +186,7 @@ def activation_patching(
     *,
     batch_size: int = 8,
     include_mlp: bool = True,
+    rows_per_pass: int = 64,
     progress: bool = False,
 ) -> NodeScores:
     """Exact activation patching of every head (``hook_z``) and MLP (``hook_mlp_out``), all
@@ -179,6 +198,8 @@ def activation_patching(
         metric: ``metric(logits, batch)``, one value per example.
         batch_size: Examples per forward pass.
         include_mlp: Patch MLP outputs too (else heads only).
+        rows_per_pass: Rows of one forward pass: the batch is repeated once per node, up
+            to this many rows, each copy with its own node patched.
         progress: Show a progress bar.
 
     Returns:
@@ -216,27 +237,48 @@ def activation_patching(
         tokens = view.tokens.to(device)
         _, cache = model.run_with_cache(corrupt_view.tokens.to(device), names_filter=names)
         clean_values[rows] = _per_example(metric, model(tokens), view).double().cpu().numpy()
-        for i, (_, hook_name, head) in enumerate(nodes):
-            source = cache[hook_name]
-
-            def patch(acts: Tensor, hook: Any, source: Tensor = source, head: int | None = head
-                      ) -> Tensor:
-                out = acts.clone()
-                if head is None:
-                    out[:] = source
-                else:
-                    out[:, :, head] = source[:, :, head]
-                return out
-
-            logits = model.run_with_hooks(tokens, fwd_hooks=[(hook_name, patch)])
-            patched[i, rows] = _per_example(metric, logits, view).double().cpu().numpy()
-            bar.update()
+        # several nodes per pass: the batch repeated once per node, each copy patching one
+        per_pass = max(1, rows_per_pass // len(view))
+        for first in range(0, len(nodes), per_pass):
+            group = nodes[first: first + per_pass]
+            hooks = _patch_hooks(group, cache, len(view))
+            logits = model.run_with_hooks(tokens.repeat(len(group), 1), fwd_hooks=hooks)
+            for j in range(len(group)):
+                part = logits[j * len(view): (j + 1) * len(view)]
+                patched[first + j, rows] = _per_example(metric, part, view).double().cpu().numpy()
+            bar.update(len(group))
         start += len(view)
     bar.close()
     return NodeScores([n for n, _, _ in nodes], patched.mean(1) - clean_values.mean(), patched,
                       clean_values, cfg.n_layers, cfg.n_heads,
                       seconds=time.perf_counter() - t0,
                       info={"n_examples": len(clean_ds), "metric": getattr(metric, "__name__", "metric")})
+
+
+def _patch_hooks(group: list[tuple[str, str, int | None]], cache: Any, n: int
+                 ) -> list[tuple[str, Any]]:
+    """Hooks patching node ``j`` of ``group`` in rows ``j * n .. (j + 1) * n`` of a batch
+    repeated ``len(group)`` times, from the corrupted ``cache``."""
+    by_hook: dict[str, list[tuple[int, int | None]]] = {}
+    for j, (_, hook_name, head) in enumerate(group):
+        by_hook.setdefault(hook_name, []).append((j, head))
+
+    def patch(hook_name: str, targets: list[tuple[int, int | None]]) -> Any:
+        source = cache[hook_name]
+
+        def hook(acts: Tensor, hook: Any) -> Tensor:
+            out = acts.clone()
+            for j, head in targets:
+                rows = slice(j * n, (j + 1) * n)
+                if head is None:
+                    out[rows] = source
+                else:
+                    out[rows, :, head] = source[:, :, head]
+            return out
+
+        return hook
+
+    return [(name, patch(name, targets)) for name, targets in by_hook.items()]
 
 
 def edge_attribution(

@@ -29,7 +29,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tl_unlearn.files import atomic_write_text
-from tl_unlearn.methods import METHODS, MethodContext, fit_method
+from tl_unlearn.methods import EDGE_METHODS, METHODS, MethodContext, fit_method
 from tl_unlearn.metrics.distances import (
     activation_distances,
     output_distances_many,
@@ -202,6 +202,16 @@ def degree_of_removal(
     return out
 
 
+def _has_corrupted(side: Any) -> bool:
+    """Whether a task side can tokenize corrupted partners of its rows."""
+    from tl_unlearn.tasks import InductionTask, PromptAnswers
+
+    if isinstance(side, InductionTask):
+        return True
+    plain = getattr(side, "_plain", side)  # builtin tasks built per tokenizer
+    return isinstance(plain, PromptAnswers) and plain.corrupted is not None
+
+
 def run_benchmark(
     config: BenchmarkConfig | None = None,
     *,
@@ -249,6 +259,11 @@ def run_benchmark(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     task = make_task(config.forget, config.retain)
+    edge_methods = [m for m in config.methods if m in EDGE_METHODS]
+    if edge_methods and not _has_corrupted(task.forget):
+        raise ValueError(f"Method(s) {edge_methods} patch from corrupted prompts, but the forget "
+                         f"task {config.forget!r} has none: use forget='ioi', 'greater_than', "
+                         "'induction', or a PromptAnswers with corrupted prompts.")
     t0 = time.perf_counter()
     model = load_model(model if model is not None else config.model)
     timings["load_model"] = time.perf_counter() - t0
@@ -268,9 +283,16 @@ def run_benchmark(
         sae_fit = task.tokenize(tok, "fit", max_tokens=half, **kw)
         sae_data = [sae_fit["forget"], sae_fit["retain"]]
         check = {k: ev[k].head(config.batch_size) for k in ("forget", "retain")}
+    corrupted = None
+    if any(m in EDGE_METHODS for m in config.methods):
+        from tl_unlearn.interventions.counterfactual import check_pairs
+
+        corrupted = task.forget.tokenize(tok, "fit", corrupted=True, max_tokens=None,
+                                         max_examples=len(fit["forget"]), **kw)
+        check_pairs(fit["forget"], corrupted)
     ctx = MethodContext(model, fit["forget"], fit["retain"], batch_size=config.batch_size,
                         seed=config.seed, options=dict(config.options), sae_data=sae_data,
-                        check_data=check)
+                        check_data=check, forget_fit_corrupted=corrupted)
     eval_kw = {"batch_size": config.batch_size, "progress": False, "metrics": metrics}
     t0 = time.perf_counter()
     original = evaluate(model, ev, label="original", **eval_kw)

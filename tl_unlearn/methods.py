@@ -12,7 +12,15 @@ to sweep, and the fit time. Methods:
 ``sae-features``   zero-ablation of the most forget-selective features of an SAE trained on
                    the fly with ``sae_lens`` on fit data
 ``actadd``         ActAdd steering with a prompt pair, swept over the coefficient
+``eap``            the top edges of the model's graph by attribution patching (EAP) on
+                   clean/corrupted forget pairs, removed (retain-fit means)
+``eap-ig``         the same with EAP-IG scores (integrated gradients)
+``patching``       the edges among the top nodes by exact activation patching
 ================== =======================================================================
+
+The circuit-discovery methods need a forget task with corrupted prompts (``ioi``,
+``greater_than``, ``induction``, or your ``PromptAnswers`` with ``corrupted``); their random
+baseline removes random edges of the same count.
 
 Each method is a :class:`MethodSpec` in :data:`METHODS` with a typed options class (a
 frozen dataclass of :class:`Options`): ``BenchmarkConfig.options`` holds them under dotted
@@ -54,7 +62,7 @@ from tl_unlearn.interventions.steering import random_steering, steering_matrix
 from tl_unlearn.metrics.forward import row_chunks, run_from_layer, unembed_residual
 
 __all__ = ["METHODS", "ActAddOptions", "FittedMethod", "HeadMeanOptions", "MethodContext",
-           "MethodSpec", "Options", "PruningOptions", "SAEOptions", "check_options",
+           "EDGE_METHODS", "EdgeOptions", "MethodSpec", "Options", "PruningOptions", "SAEOptions", "check_options",
            "fit_method", "head_attribution", "option_keys"]
 
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05)
@@ -181,6 +189,17 @@ class ActAddOptions(Options):
             check_layer(model, self.layer)
 
 
+@dataclass(frozen=True)
+class EdgeOptions(Options):
+    """Options of the circuit-discovery methods ``eap``, ``eap-ig`` and ``patching``."""
+
+    levels: tuple[float, ...] = option("{method}.levels", (0.001, 0.002, 0.005, 0.01),
+                                       "fractions of the graph's edges removed (mean-ablated)")
+    attribution_examples: int = option("{method}.attribution_examples", 16,
+                                       "clean/corrupted fit pairs the scores are computed on")
+    steps: int = option("eap-ig.steps", 5, "integrated-gradient steps of eap-ig")
+
+
 @dataclass
 class FittedMethod:
     """A fitted method: the intervention at each level, the levels, and the cost of fitting.
@@ -205,6 +224,8 @@ class FittedMethod:
 class MethodContext:
     """What methods are fitted with; holds work shared between methods (pruning statistics).
 
+    ``forget_fit_corrupted``: the corrupted partner of each forget fit row (prompt→answer
+    tasks with corrupted prompts), which the circuit-discovery methods patch from.
     ``sae_data``: the token data ``sae-features`` trains its SAE on (default: the two fit
     sets); give it as many *distinct* tokens as ``sae.training_tokens``, so the SAE sees no
     sequence twice. ``check_data``: sequences the SAE's reconstruction quality is measured on
@@ -215,6 +236,7 @@ class MethodContext:
     forget_fit: TokenDataset
     retain_fit: TokenDataset
     batch_size: int = 8
+    forget_fit_corrupted: TokenDataset | None = None
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     sae_data: Sequence[TokenDataset] | None = None
@@ -427,6 +449,69 @@ def _actadd(ctx: MethodContext, opts: ActAddOptions) -> FittedMethod:
                         baseline, "random steering matrix, same norms")
 
 
+#: Methods that find an edge circuit by counterfactual patching (they need paired data).
+EDGE_METHODS = ("eap", "eap-ig", "patching")
+
+
+def _edge_method(kind: str) -> Callable[[MethodContext, EdgeOptions], FittedMethod]:
+    """``eap`` / ``eap-ig`` / ``patching``: score every edge on clean/corrupted fit pairs,
+    then remove the top edges (their retain-fit means replace what the child reads)."""
+
+    def fit(ctx: MethodContext, opts: EdgeOptions) -> FittedMethod:
+        from tl_unlearn.attribution import activation_patching, edge_attribution
+        from tl_unlearn.edges import Circuit, edge_ablation, prepare_edge_values
+        from tl_unlearn.faithfulness import random_scores
+
+        if ctx.forget_fit_corrupted is None:
+            raise ValueError(f"Method {kind!r} needs a forget task with corrupted prompts "
+                             "(ioi, greater_than, induction, or PromptAnswers with corrupted=).")
+        t0 = time.perf_counter()
+        model, n = ctx.model, opts.attribution_examples
+        clean, corrupted = ctx.forget_fit.head(n), ctx.forget_fit_corrupted.head(n)
+        metric = _patch_metric(clean)
+        if kind == "patching":
+            scores = activation_patching(model, clean, corrupted, metric,
+                                         batch_size=ctx.batch_size).edge_scores(model.cfg.d_model)
+        else:
+            scores = edge_attribution(model, clean, corrupted, metric, method=kind,
+                                      steps=opts.steps, batch_size=ctx.batch_size)
+        prepared = prepare_edge_values(model, "mean", reference=ctx.retain_fit,
+                                       batch_size=ctx.batch_size)
+        total = Circuit.of_model(model).n_real_edges
+
+        def remove(circuit: Any, label: str) -> Intervention:
+            iv = edge_ablation(model, circuit, "mean", ablate="inside", prepared=prepared,
+                               name=label)
+            iv.info["edges"] = circuit.edges[:20]
+            return iv
+
+        def family(fraction: float) -> Intervention:
+            k = max(1, round(fraction * total))
+            return remove(scores.top(k), f"{kind}@{fraction:g}")
+
+        def baseline(fraction: float, seed: int) -> Intervention:
+            k = max(1, round(fraction * total))
+            return remove(random_scores(scores, seed).top(k),
+                          f"random edges@{fraction:g} (seed {seed})")
+
+        top = scores.top(10)
+        return FittedMethod(kind, family, list(opts.levels), "fraction of edges removed",
+                            time.perf_counter() - t0,
+                            {"top_edges": top.edges, "n_real_edges": total,
+                             "attribution_examples": len(clean)},
+                            baseline, "random edges, mean-ablated")
+
+    return fit
+
+
+def _patch_metric(data: TokenDataset) -> Callable[[Tensor, TokenDataset], Tensor]:
+    """The patching metric of a forget set: the answer logit difference where there are
+    counterfactual answers, else the scored tokens' mean log-probability."""
+    from tl_unlearn.attribution import answer_logit_diff, scored_logprob
+
+    return answer_logit_diff if data.counterfactual is not None else scored_logprob
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A registered method: its fit function and its typed options.
@@ -460,6 +545,12 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("sae-features", _sae_features, SAEOptions,
                "zero-ablation of the most forget-selective features of an SAE"),
     MethodSpec("actadd", _actadd, ActAddOptions, "ActAdd steering, swept over the coefficient"),
+    MethodSpec("eap", _edge_method("eap"), EdgeOptions,
+               "the top edges by attribution patching (EAP), mean-ablated"),
+    MethodSpec("eap-ig", _edge_method("eap-ig"), EdgeOptions,
+               "the top edges by EAP with integrated gradients, mean-ablated"),
+    MethodSpec("patching", _edge_method("patching"), EdgeOptions,
+               "the edges among the top nodes by activation patching, mean-ablated"),
 )}
 
 

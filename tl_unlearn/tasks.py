@@ -452,8 +452,13 @@ class InductionTask:
 
     def tokenize(self, tokenizer: Any, split: Split = "eval", *,
                  max_tokens: int | None = 20_000, seed: int = 0, n_ctx: int | None = None,
-                 **_ignored: Any) -> TokenDataset:
-        """Rows of ``1 + 2 * half`` tokens up to ``max_tokens`` (at least one row)."""
+                 corrupted: bool = False, **_ignored: Any) -> TokenDataset:
+        """Rows of ``1 + 2 * half`` tokens up to ``max_tokens`` (at least one row).
+
+        With ``corrupted=True`` the same rows come with their first copy replaced by other
+        random tokens (``[BOS] + B + A``, same length): the counterfactual partner of each row,
+        where induction has nothing to copy from.
+        """
         if split not in ("fit", "eval"):
             raise ValueError(f"split must be 'fit' or 'eval', got {split!r}")
         width = 1 + 2 * self.half
@@ -464,7 +469,15 @@ class InductionTask:
         gen = torch.Generator().manual_seed(seed * 2 + (split == "eval"))
         half = vocab[torch.randint(len(vocab), (n, self.half), generator=gen)]
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        tokens = torch.cat([torch.full((n, 1), bos), half, half], 1)
+        first = half
+        if corrupted:  # other tokens in the first copy, drawn from the same vocabulary
+            other = torch.Generator().manual_seed(seed * 2 + (split == "eval") + 1_000_003)
+            first = vocab[torch.randint(len(vocab), (n, self.half), generator=other)]
+            same = first == half
+            while same.any():  # never the token the second copy repeats at that place
+                first[same] = vocab[torch.randint(len(vocab), (int(same.sum()),), generator=other)]
+                same = first == half
+        tokens = torch.cat([torch.full((n, 1), bos), first, half], 1)
         target = torch.zeros_like(tokens, dtype=torch.bool)
         target[:, self.half + 2:] = True
         return TokenDataset(self.name, tokens, torch.ones_like(target), target)

@@ -63,3 +63,18 @@ def test_a_row_that_is_not_clean_data_raises(tiny_model, pair):
     with pytest.raises(ValueError, match="Batch row 0 is not one of the 9 clean"), \
             iv.applied(tiny_model):
         tiny_model(tiny_model.to_tokens(["something else entirely here"]))
+
+
+def test_induction_pairs_corrupt_the_first_copy(tiny_model):
+    from tl_unlearn.attribution import scored_logprob
+    from tl_unlearn.tasks import InductionTask
+
+    task = InductionTask(half=10)
+    clean, corrupted = counterfactual_pair(task, tiny_model.tokenizer, max_tokens=210)
+    assert clean.tokens.shape == corrupted.tokens.shape
+    assert torch.equal(clean.tokens[:, 11:], corrupted.tokens[:, 11:])  # second copy kept
+    assert not (clean.tokens[:, 1:11] == corrupted.tokens[:, 1:11]).any()  # first copy not
+    with torch.no_grad():  # the tiny model does induction: the corruption takes it away
+        good = scored_logprob(tiny_model(clean.tokens), clean).mean()
+        bad = scored_logprob(tiny_model(corrupted.tokens), clean).mean()
+    assert good > bad + 1.0

@@ -186,9 +186,11 @@ def counterfactual_pair(task: Any, tokenizer: Any, split: str = "eval", **kwargs
         True
     """
     clean = task.tokenize(tokenizer, split, **kwargs)
-    if "max_examples" not in kwargs:  # the same examples whatever the corrupted lengths
-        kwargs = {**kwargs, "max_examples": len(clean), "max_tokens": None}
     corrupted = task.tokenize(tokenizer, split, corrupted=True, **kwargs)
+    if len(corrupted) != len(clean) and "max_examples" not in kwargs:
+        # a token budget cut the corrupted prompts elsewhere: take the same examples
+        kwargs = {**kwargs, "max_examples": len(clean), "max_tokens": None}
+        corrupted = task.tokenize(tokenizer, split, corrupted=True, **kwargs)
     check_pairs(clean, corrupted)
     return clean, corrupted
 
