@@ -22,7 +22,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "top induction heads" in text and "max difference" in text
-    assert "clean IOI logit diff" in text
+    assert "clean IOI logit diff" in text and "faithfulness" in text
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) >= 3
     assert os.environ.get("TL_UNLEARN_NB_TOKENS") == "512"

@@ -426,9 +426,9 @@ def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDa
 
             def backward(grad: Tensor) -> None:
                 g = grad if grad.ndim == 4 else grad[:, :, None]
-                diff = state["diff"][:, :, :n_prev]  # [batch pos parent d_model]
-                s = torch.einsum("bpfd,bpcd->fc", diff.double(), g.double())
-                scores[:n_prev, cols[0]: cols[-1] + 1] += s / (steps * n_total)
+                g = g.permute(2, 0, 1, 3).reshape(g.shape[2], -1).to(state["diff"].dtype)
+                s = state["diff"][:n_prev] @ g.T  # [parent, batch*pos*d_model] @ [.., child]
+                scores[:n_prev, cols[0]: cols[-1] + 1] += s.double() / (steps * n_total)
 
             if acts.requires_grad:
                 acts.register_hook(backward)
@@ -446,8 +446,8 @@ def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDa
             with torch.enable_grad():
                 logits = model(tokens)
                 if k == steps:
-                    state["diff"] = torch.stack(
-                        [c - x for c, x in zip(corrupt_out, clean_out)], 2)
+                    state["diff"] = torch.stack(  # [parent, batch*pos*d_model]
+                        [(c - x).reshape(-1) for c, x in zip(corrupt_out, clean_out)])
                 value = _per_example(metric, logits, view).sum()
                 value.backward()
         bar.update()
