@@ -184,3 +184,11 @@ def test_wrong_model_shape_is_refused_before_hooks(tiny_model):
     assert not any(hp.fwd_hooks for hp in tiny_model.hook_dict.values())
     with pytest.raises(ValueError, match="needs clean= and corrupted="):
         edge_ablation(tiny_model, Circuit.of_model(tiny_model), "counterfactual")
+
+
+def test_a_transformer_bridge_is_refused_by_name(tiny_bridge):
+    with pytest.raises(TypeError, match="needs a HookedTransformer, got TransformerBridge"):
+        Circuit.of_model(tiny_bridge)
+    with pytest.raises(TypeError, match="needs a HookedTransformer, got TransformerBridge"):
+        counterfactual_ablation(tiny_bridge, tiny_bridge.to_tokens(["a b"]),
+                                tiny_bridge.to_tokens(["a c"]), heads=[(0, 0)])

@@ -43,6 +43,7 @@ from tl_unlearn.interventions.counterfactual import (
     check_pairs,
     corrupted_activations,
     plain_tensors,
+    require_hooked_transformer,
 )
 from tl_unlearn.models import set_edge_flags
 from tl_unlearn.results import Result
@@ -193,6 +194,7 @@ class Circuit(Result):
     @classmethod
     def of_model(cls, model: Any, fill: bool = False, **kwargs: Any) -> Circuit:
         """The full (``fill=True``) or empty graph of ``model``."""
+        require_hooked_transformer(model, "An edge circuit")
         cfg = model.cfg
         if getattr(cfg, "parallel_attn_mlp", False):
             raise ValueError("Edge circuits of parallel attention/MLP blocks (GPT-J, NeoX) are "

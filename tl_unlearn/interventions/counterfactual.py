@@ -47,6 +47,16 @@ def as_token_dataset(data: TokenDataset | Tensor, name: str) -> TokenDataset:
                     f"{type(data).__name__}.")
 
 
+def require_hooked_transformer(model: Any, what: str) -> None:
+    """Raise a TypeError unless ``model`` is a HookedTransformer (counterfactual rows and edge
+    patching rely on its embedding and per-head hook points)."""
+    from transformer_lens import HookedTransformer
+
+    if not isinstance(model, HookedTransformer):
+        raise TypeError(f"{what} needs a HookedTransformer, got {type(model).__name__} "
+                        "(a TransformerBridge is not supported here yet).")
+
+
 def check_pairs(clean: TokenDataset, corrupted: TokenDataset) -> None:
     """Raise a ``ValueError`` naming the first example whose clean and corrupted rows differ
     in length (or when the row counts differ): patching position by position needs both
@@ -88,9 +98,7 @@ class PairedRows:
     """
 
     def __init__(self, model: Any, clean: TokenDataset) -> None:
-        if not hasattr(model, "embed") or EMBED_HOOK not in model.hook_dict:
-            raise TypeError("Counterfactual and edge ablation need a HookedTransformer (with "
-                            f"an embedding and {EMBED_HOOK!r}).")
+        require_hooked_transformer(model, "Counterfactual ablation")
         lengths = clean.attention_mask.sum(1)
         self.keys: dict[tuple[int, ...], list[int]] = {}
         for i, (row, n) in enumerate(zip(clean.tokens.tolist(), lengths.tolist())):
