@@ -22,7 +22,7 @@ import torch
 
 from tl_unlearn import load_model
 from tl_unlearn.attribution import answer_logit_diff, edge_attribution
-from tl_unlearn.edges import Circuit, edge_ablation, prepare_edge_values
+from tl_unlearn.edges import edge_ablation, prepare_edge_values
 from tl_unlearn.faithfulness import random_scores
 from tl_unlearn.interventions.counterfactual import counterfactual_pair
 from tl_unlearn.tasks import ioi_task
