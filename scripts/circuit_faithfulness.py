@@ -102,7 +102,7 @@ def main() -> None:
         curve.save(out / f"selectivity_{name.replace(' ', '_')}.json")
         f_lo, f_hi = curve.drop_interval("forget")
         r_lo, r_hi = curve.drop_interval("retain")
-        for j, k in enumerate(curve.levels):
+        for j, k in enumerate(curve.x):  # x and the drops start with the level-0 point
             if k == 0:
                 continue
             print(f"| {name} | {int(k)} | {curve.forget_drop[j]:.3f} [{f_lo[j]:.3f}, "

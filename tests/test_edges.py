@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tl_unlearn import load_tiny_model
-from tl_unlearn.edges import Circuit, edge_ablation
+from tl_unlearn.edges import Circuit, edge_ablation, means_after_first
 from tl_unlearn.interventions.ablation import mean_ablation, zero_ablation
 from tl_unlearn.interventions.counterfactual import counterfactual_ablation, counterfactual_pair
 from tl_unlearn.tasks import ioi_task
@@ -69,9 +69,12 @@ def test_empty_circuit_is_the_fully_ablated_model(model64, pair, method):
     clean, corrupted = pair
     heads, mlps = all_nodes(model64)
     hooks = ["hook_embed", *mlps]
-    if method == "mean":
+    if method == "mean":  # means after position 0, which keeps its own value
         iv = edge_ablation(model64, Circuit.of_model(model64), "mean", reference=corrupted)
-        node = mean_ablation(model64, corrupted, heads=heads, hooks=hooks)
+        names = ["hook_embed", *[f"blocks.{l}.attn.hook_z" for l in range(2)], *mlps]
+        means = means_after_first(model64, corrupted, names)
+        node = mean_ablation(model64, None, heads=heads, hooks=hooks, means=means,
+                             positions=list(range(1, clean.tokens.shape[1])))
     else:
         iv = edge_ablation(model64, Circuit.of_model(model64), "zero")
         node = zero_ablation(model64, heads=heads, hooks=hooks)

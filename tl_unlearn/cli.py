@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                      "or path (default python_code)")
     run.add_argument("--retain", help="retain corpus, task or path (default wikipedia)")
     run.add_argument("--methods", help="comma-separated method names (default: prune-abs, head-mean, "
-                     "sae-features, actadd; also prune-freq, prune-random)")
+                     "sae-features, actadd; also prune-freq, prune-random; with a paired "
+                     "forget task such as ioi: eap, eap-ig, patching)")
     run.add_argument("--seq-len", type=int, dest="seq_len")
     run.add_argument("--fit-tokens", type=int, dest="fit_tokens")
     run.add_argument("--eval-tokens", type=int, dest="eval_tokens")

@@ -35,7 +35,7 @@ from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.files import save_json
-from tl_unlearn.interventions.base import HookFn, Intervention
+from tl_unlearn.interventions.base import HookFn, Intervention, stream_activations
 from tl_unlearn.interventions.counterfactual import (
     EMBED_HOOK,
     PairedRows,
@@ -439,6 +439,40 @@ def prepare_edge_values(model: Any, method: EdgeMethod = "counterfactual", *,
     return EdgeValues(method, plain_tensors(values), rows)
 
 
+@torch.inference_mode()
+def means_after_first(model: Any, reference: TokenDataset | Tensor, hook_names: Sequence[str],
+                      *, batch_size: int = 8) -> dict[str, Tensor]:
+    """Mean activation at each hook over the real tokens of ``reference`` after position 0.
+
+    Position 0 (BOS) is an attention sink whose activations can be orders of magnitude larger
+    than the others' (SmolLM2's are): a mean pooled with it is dominated by it, so edge
+    mean-ablation takes its means after it and leaves position 0 as it is.
+
+    Example:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model(); t = m.to_tokens(["def f(x): return x"])
+        >>> _, c = m.run_with_cache(t, names_filter="hook_embed")
+        >>> mean = means_after_first(m, t, ["hook_embed"])["hook_embed"]
+        >>> bool(torch.allclose(mean, c["hook_embed"][0, 1:].mean(0), atol=1e-6))
+        True
+    """
+    sums: dict[str, Tensor] = {}
+    count = torch.zeros((), dtype=torch.float64)
+
+    def read(name: str, acts: Tensor, mask: Tensor) -> None:
+        m = mask.clone()
+        m[:, 0] = False
+        total = (acts.double() * m.reshape(*m.shape, *([1] * (acts.ndim - 2)))).sum((0, 1))
+        sums[name] = total if name not in sums else sums[name] + total
+        if name == hook_names[0]:
+            count.add_(m.sum())
+
+    stream_activations(model, reference, hook_names, read, batch_size=batch_size)
+    if not sums or count == 0:
+        raise ValueError("The reference data has no token after position 0 to take means of.")
+    return {n: (sums[n] / count).float() for n in hook_names}
+
+
 def _ablated_values(model: Any, method: str, clean: Any, corrupted: Any, reference: Any,
                     batch_size: int) -> tuple[dict[str, Tensor], PairedRows | None]:
     names = parent_hooks(model)
@@ -451,11 +485,9 @@ def _ablated_values(model: Any, method: str, clean: Any, corrupted: Any, referen
         rows = PairedRows(model, clean_ds)
         return corrupted_activations(model, corrupted_ds, names, batch_size=batch_size), rows
     if method == "mean":
-        from tl_unlearn.interventions.ablation import activation_means
-
         if reference is None:
             raise ValueError("method='mean' needs reference= data for the means.")
-        return activation_means(model, reference, names, batch_size=batch_size), None
+        return means_after_first(model, reference, names, batch_size=batch_size), None
     if method == "zero":
         return {}, None
     raise ValueError(f"Unknown method {method!r}; choose 'counterfactual', 'mean' or 'zero'.")
@@ -486,7 +518,8 @@ def edge_ablation(
         model: A HookedTransformer (sequential attention then MLP blocks).
         circuit: The circuit (its shape must match the model).
         method: ``"counterfactual"`` (each example's corrupted run: give ``clean`` and
-            ``corrupted``), ``"mean"`` (means over ``reference``) or ``"zero"``.
+            ``corrupted``), ``"mean"`` (means over ``reference`` after position 0; position 0,
+            the BOS attention sink, keeps its own value) or ``"zero"``.
         clean, corrupted: Paired data for ``"counterfactual"``; the intervention then runs
             on the rows of ``clean`` only.
         reference: Data for the means of ``"mean"``.
@@ -533,18 +566,34 @@ def edge_ablation(
     values, rows = prepared.values, prepared.rows
     groups = _plan(circuit, ablated)
     stored = sorted({p for g in groups for p in g.parents})
-    hooks = _edge_hooks(model, groups, stored, values, rows)
+    hooks = _edge_hooks(model, groups, stored, values, rows, keep_first=method == "mean")
     info["fit_seconds"] = time.perf_counter() - t0
     return Intervention(label, hooks, info)
 
 
 def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dict[str, Tensor],
-                rows: PairedRows | None) -> list[tuple[str, HookFn]]:
-    """The forward hooks of an edge ablation (see :func:`edge_ablation`)."""
+                rows: PairedRows | None, keep_first: bool = False) -> list[tuple[str, HookFn]]:
+    """The forward hooks of an edge ablation (see :func:`edge_ablation`).
+
+    The differences ``ablated_p - current_p`` of the parents some child reads explicitly are
+    written into one buffer ``[slot, batch, pos, d_model]`` (slots in parent order), and each
+    child group's correction is one matrix product over a prefix of it (or over the rows it
+    needs, when those are few); every other parent only enters the running total."""
     cfg = model.cfg
     n_heads, n_layers = cfg.n_heads, cfg.n_layers
-    keep = set(stored)
+    slot = {p: i for i, p in enumerate(stored)}
     state: dict[str, Any] = {}
+    plans = {}
+    for g in groups:
+        slots = [slot[p] for p in g.parents]
+        prefix = (max(slots) + 1) if slots else 0
+        if slots and len(slots) < prefix / 2:  # few rows: gather them
+            plans[g.hook] = (torch.tensor(slots), g.weights)
+        else:  # most rows of the prefix: one product over the prefix, zero weights elsewhere
+            w = torch.zeros(prefix, len(g.columns))
+            if slots:
+                w[torch.tensor(slots)] = g.weights
+            plans[g.hook] = (prefix, w)
 
     def ablated(name: str, acts: Tensor) -> Tensor:
         if name not in values:
@@ -554,24 +603,33 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
             v = v[state["rows"], : acts.shape[1]]
         return v.to(acts.device, acts.dtype)
 
+    def difference(abl: Tensor, acts: Tensor) -> Tensor:
+        diff = abl - acts
+        if keep_first:  # mean ablation leaves position 0 (BOS) as it is
+            diff[:, 0] = 0
+        return diff
+
     def record(index: int, diff: Tensor) -> None:
         state["total"] = diff if state.get("total") is None else state["total"] + diff
-        if index in keep:
-            state["diffs"][index] = diff if index not in state["diffs"] else state["diffs"][index] + diff
+        if index in slot:
+            state["buf"][slot[index]] += diff
 
     def on_embed(acts: Tensor, hook: Any) -> None:
-        if "flags" not in state or state["flags"] is None:
+        if state.get("flags") is None:
             state["flags"] = set_edge_flags(model, True)
-        state["total"], state["diffs"] = None, {}
+        state["total"] = None
+        state["buf"] = acts.new_zeros(len(stored), *acts.shape)
         if rows is not None:
             state["rows"] = rows.rows_of(acts)
-        record(0, ablated(EMBED_HOOK, acts) - acts)
+        record(0, difference(ablated(EMBED_HOOK, acts), acts))
 
     def on_pos(acts: Tensor, hook: Any) -> None:
-        record(0, ablated("hook_pos_embed", acts) - acts)
+        record(0, difference(ablated("hook_pos_embed", acts), acts))
 
     def on_result(layer: int) -> HookFn:
         w_o = model.blocks[layer].attn.W_O  # [head_index d_head d_model]
+        first = 1 + layer * (n_heads + 1)
+        kept = [(h, slot[first + h]) for h in range(n_heads) if first + h in slot]
 
         def hook(acts: Tensor, hook: Any) -> None:
             name = get_act_name("z", layer)
@@ -581,32 +639,36 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
                 abl = torch.einsum("bphd,hdm->bphm", z, w_o.to(acts.dtype))
             else:
                 abl = torch.zeros((), dtype=acts.dtype, device=acts.device)
-            diff = abl - acts
+            diff = difference(abl, acts)
             state["total"] = state["total"] + diff.sum(2)
-            first = 1 + layer * (n_heads + 1)
-            for h in range(n_heads):
-                if first + h in keep:
-                    state["diffs"][first + h] = diff[:, :, h]
+            for h, i in kept:
+                state["buf"][i] = diff[:, :, h]
 
         return hook
 
     def on_mlp_out(layer: int) -> HookFn:
         def hook(acts: Tensor, hook: Any) -> None:
             record(1 + layer * (n_heads + 1) + n_heads,
-                   ablated(get_act_name("mlp_out", layer), acts) - acts)
+                   difference(ablated(get_act_name("mlp_out", layer), acts), acts))
 
         return hook
 
     def on_child(group: _Group, last: bool) -> HookFn:
-        weights, use_total = group.weights, group.use_total
+        use_total = group.use_total
+        rows_or_prefix, weights = plans[group.hook]
 
         def hook(acts: Tensor, hook: Any) -> Tensor:
             total = state["total"]
-            w = weights.to(acts.device, acts.dtype)
             corr = use_total.to(acts.device, acts.dtype)[:, None] * total[:, :, None, :]
-            if group.parents:
-                diffs = torch.stack([state["diffs"][p] for p in group.parents], 2)
-                corr = corr + torch.einsum("bped,ec->bpcd", diffs, w)
+            buf = state["buf"]
+            if isinstance(rows_or_prefix, Tensor):
+                part = buf.index_select(0, rows_or_prefix.to(buf.device))
+            else:
+                part = buf[:rows_or_prefix]
+            if len(part):
+                w = weights.to(acts.device, acts.dtype)
+                extra = (w.T @ part.reshape(len(part), -1)).reshape(-1, *buf.shape[1:])
+                corr = corr + extra.permute(1, 2, 0, 3)
             out = acts + (corr if acts.ndim == 4 else corr[:, :, 0])
             if last:
                 _restore()
@@ -618,7 +680,7 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
         if state.get("flags") is not None:
             set_edge_flags(model, False, state["flags"])
         state["flags"] = None
-        state["diffs"] = {}
+        state["buf"] = None
 
     def on_last(acts: Tensor, hook: Any) -> None:
         _restore()
