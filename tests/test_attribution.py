@@ -56,7 +56,7 @@ def test_eap_equals_gradient_times_difference_by_hand(tiny_model, pair):
     clean, corrupted = pair
     m = tiny_model
     eap = edge_attribution(m, clean, corrupted, batch_size=4)
-    is_result = lambda n: n.endswith(("hook_result", "hook_embed", "mlp_out"))  # noqa: E731
+    is_result = lambda n: n.endswith(("hook_z", "hook_embed", "mlp_out"))  # noqa: E731
     with edge_flags(m):
         with torch.no_grad():
             _, cc = m.run_with_cache(corrupted.tokens, names_filter=is_result)
@@ -74,8 +74,8 @@ def test_eap_equals_gradient_times_difference_by_hand(tiny_model, pair):
             answer_logit_diff(m(clean.tokens), clean).mean().backward()
     m.zero_grad(set_to_none=True)
     cases = {
-        "a0.h1->a1.h2<k>": (cc["blocks.0.attn.hook_result"][:, :, 1]
-                            - cl["blocks.0.attn.hook_result"][:, :, 1],
+        "a0.h1->a1.h2<k>": ((cc["blocks.0.attn.hook_z"][:, :, 1]
+                             - cl["blocks.0.attn.hook_z"][:, :, 1]) @ m.blocks[0].attn.W_O[1],
                             kept["blocks.1.hook_k_input"].grad[:, :, 2]),
         "input->a1.h0<v>": (cc["hook_embed"] - cl["hook_embed"],
                             kept["blocks.1.hook_v_input"].grad[:, :, 0]),

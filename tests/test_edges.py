@@ -56,7 +56,7 @@ def test_empty_circuit_is_the_corrupted_run(model64, pair):
     mask = clean.attention_mask
     assert (got - want)[mask].abs().max() < 1e-6
     # the switches TransformerLens needed are back off, no hook is left
-    assert not model64.cfg.use_attn_result and not model64.cfg.use_split_qkv_input
+    assert not model64.cfg.use_split_qkv_input and not model64.cfg.use_hook_mlp_in
     assert not any(hp.fwd_hooks for hp in model64.hook_dict.values())
     # any row order and batch size: rows are recognised, not assumed
     perm = torch.tensor([7, 2, 9, 0])

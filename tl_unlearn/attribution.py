@@ -361,9 +361,12 @@ def _parent_outputs(model: Any, store: list[Tensor | None]) -> list[tuple[str, A
         store[0] = acts.detach() if store[0] is None else store[0] + acts.detach()
 
     def result(layer: int) -> Any:
+        w_o = model.blocks[layer].attn.W_O  # a head's output is z @ W_O[head]
+
         def hook(acts: Tensor, hook: Any) -> None:
+            out = torch.einsum("bphd,hdm->bphm", acts.detach(), w_o.detach().to(acts.dtype))
             for head in range(h):
-                store[1 + layer * (h + 1) + head] = acts[:, :, head].detach()
+                store[1 + layer * (h + 1) + head] = out[:, :, head]
 
         return hook
 
@@ -376,7 +379,7 @@ def _parent_outputs(model: Any, store: list[Tensor | None]) -> list[tuple[str, A
     hooks: list[tuple[str, Any]] = [(n, embed) for n in parent_hooks(model)
                                     if n in (EMBED_HOOK, "hook_pos_embed")]
     for layer in range(cfg.n_layers):
-        hooks += [(f"blocks.{layer}.attn.hook_result", result(layer)),
+        hooks += [(get_act_name("z", layer), result(layer)),
                   (get_act_name("mlp_out", layer), mlp(layer))]
     return hooks
 

@@ -541,7 +541,7 @@ def edge_ablation(
         >>> empty = Circuit.of_model(m)
         >>> iv = edge_ablation(m, empty, "zero")
         >>> logits = m.run_with_hooks(t, fwd_hooks=list(iv))
-        >>> m.cfg.use_attn_result  # switched back after the pass
+        >>> m.cfg.use_split_qkv_input  # switched back after the pass
         False
     """
     if not isinstance(circuit, Circuit):
@@ -605,6 +605,7 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
 
     def difference(abl: Tensor, acts: Tensor) -> Tensor:
         diff = abl - acts
+        diff = diff if diff.shape == acts.shape else diff.expand_as(acts).clone()
         if keep_first:  # mean ablation leaves position 0 (BOS) as it is
             diff[:, 0] = 0
         return diff
@@ -626,20 +627,16 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
     def on_pos(acts: Tensor, hook: Any) -> None:
         record(0, difference(ablated("hook_pos_embed", acts), acts))
 
-    def on_result(layer: int) -> HookFn:
+    def on_z(layer: int) -> HookFn:
         w_o = model.blocks[layer].attn.W_O  # [head_index d_head d_model]
         first = 1 + layer * (n_heads + 1)
         kept = [(h, slot[first + h]) for h in range(n_heads) if first + h in slot]
+        name = get_act_name("z", layer)
 
         def hook(acts: Tensor, hook: Any) -> None:
-            name = get_act_name("z", layer)
-            if name in values:
-                z = ablated(name, acts[..., :1])  # [batch pos head_index d_head] or means
-                z = z if z.ndim == 4 else z[None, None]
-                abl = torch.einsum("bphd,hdm->bphm", z, w_o.to(acts.dtype))
-            else:
-                abl = torch.zeros((), dtype=acts.dtype, device=acts.device)
-            diff = difference(abl, acts)
+            # a head's output is z @ W_O[head]: its difference is (z_ablated - z) @ W_O[head]
+            dz = difference(ablated(name, acts), acts)
+            diff = torch.einsum("bphd,hdm->bphm", dz, w_o.to(acts.dtype))
             state["total"] = state["total"] + diff.sum(2)
             for h, i in kept:
                 state["buf"][i] = diff[:, :, h]
@@ -695,7 +692,7 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
             g = by_hook.get(f"blocks.{layer}.hook_{letter}_input")
             if g is not None:
                 fwd.append((g.hook, on_child(g, False)))
-        fwd.append((f"blocks.{layer}.attn.hook_result", on_result(layer)))
+        fwd.append((get_act_name("z", layer), on_z(layer)))
         g = by_hook.get(f"blocks.{layer}.hook_mlp_in")
         if g is not None:
             fwd.append((g.hook, on_child(g, False)))

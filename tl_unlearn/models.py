@@ -544,11 +544,12 @@ def load_model(model: Any = None, **kwargs: Any) -> Any:
 
 
 #: The TransformerLens config switches edge-level patching needs: every head reads its own
-#: query / key / value input (``hook_q_input``...), writes its own output (``hook_result``),
-#: grouped key/value heads are expanded per query head, and the MLP input has a hook.
-#: Tested on TransformerLens 3.9; all four are read at forward time, not at construction.
-EDGE_FLAGS = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in",
-              "ungroup_grouped_query_attention")
+#: query / key / value input (``hook_q_input``...), grouped key/value heads are expanded per
+#: query head, and the MLP input has a hook. (Per-head outputs are taken from ``hook_z``
+#: times ``W_O``: TransformerLens's ``use_attn_result`` materialises a
+#: ``[batch, pos, head, d_head, d_model]`` product and made a SmolLM2 pass 11x slower.)
+#: Tested on TransformerLens 3.9; all three are read at forward time, not at construction.
+EDGE_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
 
 
 def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = None
@@ -561,9 +562,9 @@ def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = Non
     Example:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
-        >>> before = set_edge_flags(m, True); m.cfg.use_attn_result
+        >>> before = set_edge_flags(m, True); m.cfg.use_split_qkv_input
         True
-        >>> _ = set_edge_flags(m, False, before); m.cfg.use_attn_result
+        >>> _ = set_edge_flags(m, False, before); m.cfg.use_split_qkv_input
         False
     """
     cfg = model.cfg
