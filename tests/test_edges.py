@@ -195,3 +195,38 @@ def test_a_transformer_bridge_is_refused_by_name(tiny_bridge):
     with pytest.raises(TypeError, match="needs a HookedTransformer, got TransformerBridge"):
         counterfactual_ablation(tiny_bridge, tiny_bridge.to_tokens(["a b"]),
                                 tiny_bridge.to_tokens(["a c"]), heads=[(0, 0)])
+
+
+@pytest.mark.smollm2
+def test_smollm2_edges_grouped_heads_and_rotary(smollm2):
+    """SmolLM2 has grouped key/value heads and rotary positions: the empty circuit is the
+    corrupted run, and one key edge into a head whose group-mates keep theirs (the pass must
+    ungroup that key/value head) matches TransformerLens's own split-input path."""
+    from tl_unlearn.models import edge_flags
+
+    m = smollm2
+    clean, corrupted = counterfactual_pair(ioi_task(m.tokenizer, n=40), m.tokenizer,
+                                           max_examples=3)
+    mask = clean.attention_mask
+    with torch.no_grad():
+        want = m(corrupted.tokens)
+    got = run(m, edge_ablation(m, Circuit.of_model(m), clean=clean, corrupted=corrupted),
+              clean.tokens)
+    assert (got - want)[mask].abs().max() < 2e-3 * want.abs().max()
+    c = Circuit.of_model(m, fill=True).with_edges(["a3.h1->a7.h4<k>"], in_graph=False)
+    got = run(m, edge_ablation(m, c, clean=clean, corrupted=corrupted), clean.tokens)
+    with torch.no_grad(), edge_flags(m):
+        _, cc = m.run_with_cache(corrupted.tokens, names_filter="blocks.3.attn.hook_z")
+        _, cl = m.run_with_cache(clean.tokens, names_filter="blocks.3.attn.hook_z")
+        w_o = m.blocks[3].attn.W_O[1]
+        delta = (cc["blocks.3.attn.hook_z"][:, :, 1] - cl["blocks.3.attn.hook_z"][:, :, 1]) @ w_o
+
+        def patch(x, hook):  # TransformerLens's per-head key input, by hand
+            x = x.clone()
+            x[:, :, 4] = x[:, :, 4] + delta
+            return x
+
+        ref = m.run_with_hooks(clean.tokens, fwd_hooks=[("blocks.7.hook_k_input", patch)])
+        base = m(clean.tokens)
+    assert (got - ref)[mask].abs().max() < 1e-3 * ref.abs().max()
+    assert (got - base)[mask].abs().max() > 1e-4

@@ -617,7 +617,7 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
 
     def on_embed(acts: Tensor, hook: Any) -> None:
         if state.get("flags") is None:
-            state["flags"] = set_edge_flags(model, True)
+            state["flags"] = set_edge_flags(model, True, flags=flags)
         state["total"] = None
         state["buf"] = acts.new_zeros(len(stored), *acts.shape)
         if rows is not None:
@@ -625,7 +625,10 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
         record(0, difference(ablated(EMBED_HOOK, acts), acts))
 
     def on_pos(acts: Tensor, hook: Any) -> None:
-        record(0, difference(ablated("hook_pos_embed", acts), acts))
+        if cfg.positional_embedding_type == "shortformer":  # added to queries and keys only
+            state["pos"] = acts
+        else:
+            record(0, difference(ablated("hook_pos_embed", acts), acts))
 
     def on_z(layer: int) -> HookFn:
         w_o = model.blocks[layer].attn.W_O  # [head_index d_head d_model]
@@ -634,12 +637,13 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
         name = get_act_name("z", layer)
 
         def hook(acts: Tensor, hook: Any) -> None:
-            # a head's output is z @ W_O[head]: its difference is (z_ablated - z) @ W_O[head]
+            # a head's output is z @ W_O[head]: its difference is (z_ablated - z) @ W_O[head];
+            # their sum is one product with W_O, like the attention's own output projection
             dz = difference(ablated(name, acts), acts)
-            diff = torch.einsum("bphd,hdm->bphm", dz, w_o.to(acts.dtype))
-            state["total"] = state["total"] + diff.sum(2)
+            w = w_o.to(acts.dtype)
+            state["total"] = state["total"] + dz.flatten(2) @ w.flatten(0, 1)
             for h, i in kept:
-                state["buf"][i] = diff[:, :, h]
+                state["buf"][i] = dz[:, :, h] @ w[h]
 
         return hook
 
@@ -675,23 +679,22 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
 
     def _restore() -> None:
         if state.get("flags") is not None:
-            set_edge_flags(model, False, state["flags"])
+            set_edge_flags(model, False, state["flags"], flags=flags)
         state["flags"] = None
         state["buf"] = None
 
     def on_last(acts: Tensor, hook: Any) -> None:
         _restore()
 
+    heads_hooks, needs_ungroup = _head_input_hooks(model, groups, slot, state)
+    flags = ("use_hook_mlp_in", *(("ungroup_grouped_query_attention",) if needs_ungroup else ()))
     fwd: list[tuple[str, HookFn]] = [(EMBED_HOOK, on_embed)]
-    if cfg.positional_embedding_type == "standard":
+    if cfg.positional_embedding_type in ("standard", "shortformer"):
         fwd.append(("hook_pos_embed", on_pos))
     by_hook = {g.hook: g for g in groups}
     last_hook = get_act_name("resid_post", n_layers - 1)
     for layer in range(n_layers):
-        for letter in "qkv":
-            g = by_hook.get(f"blocks.{layer}.hook_{letter}_input")
-            if g is not None:
-                fwd.append((g.hook, on_child(g, False)))
+        fwd += heads_hooks.get(layer, [])
         fwd.append((get_act_name("z", layer), on_z(layer)))
         g = by_hook.get(f"blocks.{layer}.hook_mlp_in")
         if g is not None:
@@ -700,6 +703,115 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
     fwd.append((last_hook, on_child(by_hook[last_hook], True) if last_hook in by_hook
                 else on_last))
     return fwd
+
+
+def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
+                      state: dict[str, Any]) -> tuple[dict[int, list[tuple[str, HookFn]]], bool]:
+    """Hooks giving heads their corrected query / key / value inputs.
+
+    Rather than TransformerLens's split inputs (a layer norm and a projection per head and
+    input, always), heads whose corrections are equal share one: for each distinct correction
+    ``c`` of a layer's q (k, v) inputs, ``ln1(resid_pre + c)`` is projected with those heads'
+    weights and written over their ``hook_q`` (``hook_k``, ``hook_v``) slices. With grouped
+    key/value heads, a key/value group whose query heads need different inputs makes the pass
+    ungroup them (``ungroup_grouped_query_attention``). Returns the hooks per layer and whether
+    ungrouping is needed.
+    """
+    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    cfg = model.cfg
+    if cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        raise ValueError(f"Edge ablation needs pre-norm blocks; {cfg.original_architecture} "
+                         "normalises after attention.")
+    n_heads = cfg.n_heads
+    n_kv = getattr(cfg, "n_key_value_heads", None) or n_heads
+    repeat = n_heads // n_kv
+    shortformer = cfg.positional_embedding_type == "shortformer"
+    by_hook = {g.hook: g for g in groups}
+    classes: dict[tuple[int, str], list[tuple[tuple, list[int]]]] = {}
+    needs_ungroup = False
+    for layer in range(cfg.n_layers):
+        for letter in "qkv":
+            g = by_hook.get(f"blocks.{layer}.hook_{letter}_input")
+            if g is None:
+                continue
+            sigs = []
+            for c in range(len(g.columns)):
+                w = g.weights[:, c]
+                terms = tuple((slot[p], float(w[e])) for e, p in enumerate(g.parents) if w[e])
+                use_total = bool(g.use_total[c])
+                sigs.append((use_total, terms) if use_total or terms else None)
+            by_sig: dict[tuple, list[int]] = {}
+            for h, sig in enumerate(sigs):
+                if sig is not None:
+                    by_sig.setdefault(sig, []).append(h)
+            classes[(layer, letter)] = list(by_sig.items())
+            if letter != "q" and repeat > 1:
+                for kv in range(n_kv):
+                    if len({sigs[h] for h in range(kv * repeat, (kv + 1) * repeat)}) > 1:
+                        needs_ungroup = True
+
+    def correction(sig: tuple, like: Tensor) -> Tensor:
+        use_total, terms = sig
+        corr = state["total"] if use_total else torch.zeros_like(like)
+        if terms:
+            buf = state["buf"]
+            idx = torch.tensor([t[0] for t in terms], device=buf.device)
+            coeff = torch.tensor([t[1] for t in terms], dtype=buf.dtype, device=buf.device)
+            part = buf.index_select(0, idx)
+            corr = corr + (coeff @ part.reshape(len(terms), -1)).reshape(buf.shape[1:])
+        return corr
+
+    def on_resid_pre(layer: int) -> HookFn:
+        def hook(acts: Tensor, hook: Any) -> None:
+            state["resid_pre"] = acts
+            state["inputs"] = {}
+
+        return hook
+
+    def on_input(layer: int, letter: str, layer_classes: list) -> HookFn:
+        block = model.blocks[layer]
+        attn = block.attn
+
+        def hook(acts: Tensor, hook: Any) -> Tensor:
+            out = acts.clone()
+            grouped = letter != "q" and acts.shape[2] != n_heads
+            if letter == "q":
+                w_all, b_all = attn.W_Q, attn.b_Q
+            elif repeat > 1:  # the stored [n_kv, ...] weights; head h reads group h // repeat
+                w_all = attn._W_K if letter == "k" else attn._W_V
+                b_all = attn._b_K if letter == "k" else attn._b_V
+            else:
+                w_all = attn.W_K if letter == "k" else attn.W_V
+                b_all = attn.b_K if letter == "k" else attn.b_V
+            for sig, heads in layer_classes:
+                # the same input serves q, k and v heads with the same correction
+                key = (layer, sig)
+                if key not in state["inputs"]:
+                    state["inputs"][key] = block.ln1(
+                        state["resid_pre"] + correction(sig, state["resid_pre"]))
+                x = state["inputs"][key]
+                if shortformer and letter != "v":
+                    x = x + state["pos"]
+                idx = sorted({h // repeat for h in heads}) if grouped else heads
+                src = idx if (grouped or letter == "q" or repeat == 1) else [h // repeat for h in heads]
+                idx_t = torch.tensor(idx, device=acts.device)
+                src_t = torch.tensor(src, device=acts.device)
+                w = w_all.index_select(0, src_t).to(acts.dtype)
+                b = b_all.index_select(0, src_t).to(acts.dtype)
+                proj = x.to(acts.dtype) @ w.permute(1, 0, 2).flatten(1)  # one product
+                out[:, :, idx_t] = proj.unflatten(-1, w.shape[::2]) + b
+            return out
+
+        return hook
+
+    hooks: dict[int, list[tuple[str, HookFn]]] = {}
+    for (layer, letter), layer_classes in classes.items():
+        if not layer_classes:
+            continue
+        lst = hooks.setdefault(layer, [(get_act_name("resid_pre", layer), on_resid_pre(layer))])
+        lst.append((get_act_name(letter, layer), on_input(layer, letter, layer_classes)))
+    return hooks, needs_ungroup
 
 
 def as_circuits(items: Mapping[str, Circuit] | Sequence[Circuit]) -> dict[str, Circuit]:

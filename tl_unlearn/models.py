@@ -552,11 +552,12 @@ def load_model(model: Any = None, **kwargs: Any) -> Any:
 EDGE_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
 
 
-def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = None, *,
+                   flags: tuple[str, ...] = EDGE_FLAGS) -> dict[str, Any]:
     """Switch the per-edge hook points of ``model`` on (``enabled``) or back to ``saved``.
 
     Returns the values the flags had before (give them back as ``saved`` to restore).
+    ``flags`` picks some of :data:`EDGE_FLAGS`.
     Nothing but these config switches changes; no weight is touched.
 
     Example:
@@ -568,8 +569,8 @@ def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = Non
         False
     """
     cfg = model.cfg
-    old = {flag: getattr(cfg, flag, False) for flag in EDGE_FLAGS}
-    for flag in EDGE_FLAGS:
+    old = {flag: getattr(cfg, flag, False) for flag in flags}
+    for flag in flags:
         value = True if enabled else (saved or {}).get(flag, False)
         if flag == "ungroup_grouped_query_attention" and not getattr(cfg, "n_key_value_heads", None):
             value = old[flag]  # no grouped heads: leave it as it was
