@@ -510,9 +510,11 @@ def edge_ablation(
     test) or the circuit's own edges (``"inside"``, the removal test).
 
     An ablated edge ``p -> c`` makes child ``c`` read ``p``'s ablated output instead of its
-    current one; everything else runs as usual. While the intervention's forward pass runs,
-    TransformerLens's per-head input and output hook points are switched on (the config
-    switches in :data:`tl_unlearn.models.EDGE_FLAGS`) and switched back at the last block.
+    current one; everything else runs as usual. Heads get their corrected inputs through
+    ``hook_q``/``hook_k``/``hook_v`` (heads with equal corrections share one layer norm and
+    projection); during the pass ``use_hook_mlp_in`` (and, for grouped key/value heads whose
+    query heads need different inputs, ``ungroup_grouped_query_attention``) is switched on,
+    and switched back at the last block.
 
     Args:
         model: A HookedTransformer (sequential attention then MLP blocks).
