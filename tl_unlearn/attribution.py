@@ -336,10 +336,9 @@ def edge_attribution(
     try:
         for p in params:
             p.requires_grad_(False)
-        with edge_flags(model):
-            for view, corrupt_view in batches:
-                _attribute_batch(model, circuit, scores, view, corrupt_view, metric, steps,
-                                 len(clean_ds), bar)
+        for view, corrupt_view in batches:
+            _attribute_batch(model, circuit, scores, view, corrupt_view, metric, steps,
+                             len(clean_ds), bar)
     finally:
         for p, on in zip(params, grads_on):
             p.requires_grad_(on)
@@ -429,8 +428,9 @@ def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDa
 
             def backward(grad: Tensor) -> None:
                 g = grad if grad.ndim == 4 else grad[:, :, None]
-                g = g.permute(2, 0, 1, 3).reshape(g.shape[2], -1).to(state["diff"].dtype)
-                s = state["diff"][:n_prev] @ g.T  # [parent, batch*pos*d_model] @ [.., child]
+                g = g[active]  # [active positions, child, d_model]
+                g = g.transpose(0, 1).reshape(g.shape[1], -1).to(state["diff"].dtype)
+                s = state["diff"][:n_prev] @ g.T  # [parent, positions*d_model] @ [.., child]
                 scores[:n_prev, cols[0]: cols[-1] + 1] += s.double() / (steps * n_total)
 
             if acts.requires_grad:
@@ -439,18 +439,23 @@ def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDa
         return fwd
 
     tokens = view.tokens.to(device)
+    # before a row's first token that differs from its corrupted partner, every parent's
+    # output is the same on both prompts (causal attention): those positions add nothing
+    active = ((tokens != corrupt_view.tokens.to(device)).cumsum(1) > 0) \
+        & view.attention_mask.to(device)
     children = [(name, grad_hook(cols)) for name, cols in _child_hooks(circuit)]
     for k in range(steps, 0, -1):  # alpha = 1 (the clean input) first: it gives the diff
         state["alpha"] = k / steps
         fwd = [(n, interpolate) for n in input_hooks]
         if k == steps:
             fwd += _parent_outputs(model, clean_out)
-        with model.hooks(fwd_hooks=fwd + children):
+        # per-head inputs (TransformerLens's split inputs) only where gradients are read
+        with edge_flags(model), model.hooks(fwd_hooks=fwd + children):
             with torch.enable_grad():
                 logits = model(tokens)
                 if k == steps:
-                    state["diff"] = torch.stack(  # [parent, batch*pos*d_model]
-                        [(c - x).reshape(-1) for c, x in zip(corrupt_out, clean_out)])
+                    state["diff"] = torch.stack(  # [parent, active positions*d_model]
+                        [(c - x)[active].reshape(-1) for c, x in zip(corrupt_out, clean_out)])
                 value = _per_example(metric, logits, view).sum()
                 value.backward()
         bar.update()
