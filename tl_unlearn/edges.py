@@ -731,6 +731,7 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
     shortformer = cfg.positional_embedding_type == "shortformer"
     by_hook = {g.hook: g for g in groups}
     classes: dict[tuple[int, str], list[tuple[tuple, list[int]]]] = {}
+    majority: dict[tuple[int, str], tuple] = {}
     needs_ungroup = False
     for layer in range(cfg.n_layers):
         for letter in "qkv":
@@ -744,10 +745,16 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
                 use_total = bool(g.use_total[c])
                 sigs.append((use_total, terms) if use_total or terms else None)
             by_sig: dict[tuple, list[int]] = {}
-            for h, sig in enumerate(sigs):
-                if sig is not None:
-                    by_sig.setdefault(sig, []).append(h)
-            classes[(layer, letter)] = list(by_sig.items())
+            for h, sig in enumerate(sigs):  # None: no correction
+                by_sig.setdefault((False, ()) if sig is None else sig, []).append(h)
+            # the most common input is given to every head at ln1 (TransformerLens calls it
+            # once for q, once for k, once for v); the others are projected per head
+            major = max(by_sig, key=lambda k: len(by_sig[k]))
+            if major != (False, ()):
+                majority[(layer, letter)] = major
+            else:
+                del by_sig[major]
+            classes[(layer, letter)] = [(k, v) for k, v in by_sig.items() if k != major]
             if letter != "q" and repeat > 1:
                 for kv in range(n_kv):
                     if len({sigs[h] for h in range(kv * repeat, (kv + 1) * repeat)}) > 1:
@@ -767,7 +774,37 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
     def on_resid_pre(layer: int) -> HookFn:
         def hook(acts: Tensor, hook: Any) -> None:
             state["resid_pre"] = acts
-            state["inputs"] = {}
+            state["inputs"], state["normalized"] = {}, {}
+            state["ln_calls"] = 0
+
+        return hook
+
+    def corrected_input(layer: int, sig: tuple) -> Tensor:
+        """``ln1(resid_pre + correction)``, once per layer and correction (q, k and v heads
+        with the same correction share it)."""
+        key = (layer, sig)
+        if key not in state["inputs"]:
+            state["in_ln"] = True  # our own ln1 call: the hook below only records its value
+            try:
+                state["inputs"][key] = model.blocks[layer].ln1(
+                    state["resid_pre"] + correction(sig, state["resid_pre"]))
+                state["normalized"][key] = state.pop("seen", None)
+            finally:
+                state["in_ln"] = False
+        return state["inputs"][key]
+
+    def on_normalized(layer: int) -> HookFn:
+        def hook(acts: Tensor, hook: Any) -> Tensor | None:
+            if state.get("in_ln"):  # normalised, before the norm's own weight and bias
+                state["seen"] = acts
+                return None
+            letter = "qkv"[min(state["ln_calls"], 2)]
+            state["ln_calls"] += 1
+            sig = majority.get((layer, letter))
+            if sig is None:
+                return None
+            corrected_input(layer, sig)
+            return state["normalized"][(layer, sig)].to(acts.dtype)
 
         return hook
 
@@ -787,12 +824,7 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
                 w_all = attn.W_K if letter == "k" else attn.W_V
                 b_all = attn.b_K if letter == "k" else attn.b_V
             for sig, heads in layer_classes:
-                # the same input serves q, k and v heads with the same correction
-                key = (layer, sig)
-                if key not in state["inputs"]:
-                    state["inputs"][key] = block.ln1(
-                        state["resid_pre"] + correction(sig, state["resid_pre"]))
-                x = state["inputs"][key]
+                x = corrected_input(layer, sig)
                 if shortformer and letter != "v":
                     x = x + state["pos"]
                 idx = sorted({h // repeat for h in heads}) if grouped else heads
@@ -808,6 +840,10 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
         return hook
 
     hooks: dict[int, list[tuple[str, HookFn]]] = {}
+    for layer in range(cfg.n_layers):
+        if any((layer, letter) in majority for letter in "qkv"):
+            hooks.setdefault(layer, [(get_act_name("resid_pre", layer), on_resid_pre(layer))])
+            hooks[layer].append((f"blocks.{layer}.ln1.hook_normalized", on_normalized(layer)))
     for (layer, letter), layer_classes in classes.items():
         if not layer_classes:
             continue
