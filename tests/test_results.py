@@ -41,6 +41,13 @@ def results(tiny_model, tiny_data, task):
     level = curve.held_out()["level"] or 0.05
     base = RandomBaseline("random neurons", level, [1],
                           [evaluate(m, data, scores.intervention(level), progress=False)])
+    from tl_unlearn import activation_patching, edge_attribution, faithfulness_curves
+    from tl_unlearn.interventions import counterfactual_pair
+    from tl_unlearn.tasks import ioi_task
+
+    clean, corrupted = counterfactual_pair(ioi_task(m.tokenizer, n=40), m.tokenizer,
+                                           max_examples=4)
+    eap = edge_attribution(m, clean, corrupted)
     run = run_benchmark(BenchmarkConfig(model="tiny", seq_len=64, fit_tokens=1500,
                                         eval_tokens=800, methods=["prune-abs"], mia_texts=0,
                                         generation_prompts=0, baseline_seeds=1,
@@ -67,6 +74,10 @@ def results(tiny_model, tiny_data, task):
         generation_behaviour(m, ["The"], lambda c: head, [1.0], max_new_tokens=4, n_samples=2,
                              topic="code", progress=False, n_boot=50, label="heads"),
         run,
+        activation_patching(m, clean, corrupted),
+        eap.top(12, label="EAP top 12"),
+        faithfulness_curves(m, clean, corrupted, {"EAP": eap}, fractions=[0.1, 1.0],
+                            n_random=1, n_boot=50),
     ]
 
 
