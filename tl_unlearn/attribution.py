@@ -383,21 +383,6 @@ def _parent_outputs(model: Any, store: list[Tensor | None]) -> list[tuple[str, A
     return hooks
 
 
-def _child_hooks(circuit: Circuit) -> list[tuple[str, np.ndarray]]:
-    """The hook point of every child input and its columns in the edge matrix."""
-    h = circuit.n_heads
-    out = []
-    for layer in range(circuit.n_layers):
-        base = layer * (3 * h + 1)
-        for j, letter in enumerate("qkv"):
-            out.append((f"blocks.{layer}.hook_{letter}_input",
-                        np.arange(base + j * h, base + (j + 1) * h)))
-        out.append((f"blocks.{layer}.hook_mlp_in", np.array([base + 3 * h])))
-    out.append((get_act_name("resid_post", circuit.n_layers - 1),
-                np.array([circuit.n_children - 1])))
-    return out
-
-
 def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDataset,
                      corrupt_view: TokenDataset, metric: PatchMetric, steps: int, n_total: int,
                      bar: Any) -> None:
@@ -443,7 +428,7 @@ def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDa
     # output is the same on both prompts (causal attention): those positions add nothing
     active = ((tokens != corrupt_view.tokens.to(device)).cumsum(1) > 0) \
         & view.attention_mask.to(device)
-    children = [(name, grad_hook(cols)) for name, cols in _child_hooks(circuit)]
+    children = [(name, grad_hook(cols)) for name, cols in circuit.child_hooks()]
     for k in range(steps, 0, -1):  # alpha = 1 (the clean input) first: it gives the diff
         state["alpha"] = k / steps
         fwd = [(n, interpolate) for n in input_hooks]

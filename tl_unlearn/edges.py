@@ -162,6 +162,21 @@ class Circuit(Result):
             out += [1 + layer * (h + 1)] * (3 * h) + [1 + layer * (h + 1) + h]
         return np.array([*out, self.n_parents])
 
+    def child_hooks(self) -> list[tuple[str, np.ndarray]]:
+        """The hook point of every child input (``blocks.L.hook_q_input``...,
+        ``hook_mlp_in``, the last ``hook_resid_post`` for ``logits``) and its columns."""
+        h = self.n_heads
+        out = []
+        for layer in range(self.n_layers):
+            base = layer * (3 * h + 1)
+            for j, letter in enumerate("qkv"):
+                out.append((f"blocks.{layer}.hook_{letter}_input",
+                            np.arange(base + j * h, base + (j + 1) * h)))
+            out.append((f"blocks.{layer}.hook_mlp_in", np.array([base + 3 * h])))
+        out.append((get_act_name("resid_post", self.n_layers - 1),
+                    np.array([self.n_children - 1])))
+        return out
+
     def real_edges(self) -> np.ndarray:
         """``[n_parents, n_children]`` True where an edge exists."""
         return np.arange(self.n_parents)[:, None] < self.prev_index()[None, :]
@@ -397,15 +412,7 @@ def _plan(circuit: Circuit, ablated: np.ndarray) -> list[_Group]:
     """Per child hook point, the cheapest way to add its ablated parents' differences:
     the explicit sum over ablated parents, or the running total minus the kept parents."""
     prev = circuit.prev_index()
-    h, n_layers = circuit.n_heads, circuit.n_layers
-    hooks: list[tuple[str, np.ndarray]] = []
-    for layer in range(n_layers):
-        base = layer * (3 * h + 1)
-        for j, letter in enumerate("qkv"):
-            hooks.append((f"blocks.{layer}.hook_{letter}_input",
-                          np.arange(base + j * h, base + (j + 1) * h)))
-        hooks.append((f"blocks.{layer}.hook_mlp_in", np.array([base + 3 * h])))
-    hooks.append((get_act_name("resid_post", n_layers - 1), np.array([circuit.n_children - 1])))
+    hooks = circuit.child_hooks()
     groups = []
     for hook, cols in hooks:
         if not ablated[:, cols].any():
@@ -850,10 +857,3 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
         lst = hooks.setdefault(layer, [(get_act_name("resid_pre", layer), on_resid_pre(layer))])
         lst.append((get_act_name(letter, layer), on_input(layer, letter, layer_classes)))
     return hooks, needs_ungroup
-
-
-def as_circuits(items: Mapping[str, Circuit] | Sequence[Circuit]) -> dict[str, Circuit]:
-    """Circuits by label (a mapping is kept as given)."""
-    if isinstance(items, Mapping):
-        return dict(items)
-    return {c.label: c for c in items}
