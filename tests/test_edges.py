@@ -202,7 +202,7 @@ def test_smollm2_edges_grouped_heads_and_rotary(smollm2):
     """SmolLM2 has grouped key/value heads and rotary positions: the empty circuit is the
     corrupted run, and one key edge into a head whose group-mates keep theirs (the pass must
     ungroup that key/value head) matches TransformerLens's own split-input path."""
-    from tl_unlearn.models import edge_flags
+    from tl_unlearn.engine.tl_patches import edge_flags
 
     m = smollm2
     clean, corrupted = counterfactual_pair(ioi_task(m.tokenizer, n=40), m.tokenizer,

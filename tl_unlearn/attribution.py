@@ -37,9 +37,9 @@ from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.edges import Circuit, parent_hooks
+from tl_unlearn.engine.tl_patches import edge_flags
 from tl_unlearn.interventions.base import check_positive_int, model_device
 from tl_unlearn.interventions.counterfactual import EMBED_HOOK, as_token_dataset, check_pairs
-from tl_unlearn.models import edge_flags
 from tl_unlearn.results import Result
 
 __all__ = ["NodeScores", "activation_patching", "answer_logit_diff", "edge_attribution",

@@ -34,6 +34,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset
+from tl_unlearn.engine.tl_patches import set_edge_flags
 from tl_unlearn.files import save_json
 from tl_unlearn.interventions.base import HookFn, Intervention, stream_activations
 from tl_unlearn.interventions.counterfactual import (
@@ -45,7 +46,6 @@ from tl_unlearn.interventions.counterfactual import (
     plain_tensors,
     require_hooked_transformer,
 )
-from tl_unlearn.models import set_edge_flags
 from tl_unlearn.results import Result
 
 __all__ = ["Circuit", "EdgeMethod", "EdgeValues", "edge_ablation", "parent_hooks",
@@ -480,9 +480,25 @@ def means_after_first(model: Any, reference: TokenDataset | Tensor, hook_names: 
     return {n: (sums[n] / count).float() for n in hook_names}
 
 
+def _linear_attn_out(model: Any) -> bool:
+    """Whether ``hook_attn_out`` is the sum of the heads' ``z @ W_O`` plus ``b_O`` (no norm
+    after attention), so the heads' total difference can be read there."""
+    return not getattr(model.cfg, "use_normalization_before_and_after", False)
+
+
+def _value_hooks(model: Any) -> list[str]:
+    """The hooks whose ablated values an edge ablation reads: the parents' and, where it is
+    linear, each layer's ``hook_attn_out`` (the heads' summed difference without a product
+    with ``W_O``)."""
+    names = parent_hooks(model)
+    if _linear_attn_out(model):
+        names += [get_act_name("attn_out", layer) for layer in range(model.cfg.n_layers)]
+    return names
+
+
 def _ablated_values(model: Any, method: str, clean: Any, corrupted: Any, reference: Any,
                     batch_size: int) -> tuple[dict[str, Tensor], PairedRows | None]:
-    names = parent_hooks(model)
+    names = _value_hooks(model)
     if method == "counterfactual":
         if clean is None or corrupted is None:
             raise ValueError("method='counterfactual' needs clean= and corrupted= data.")
@@ -619,25 +635,31 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
             diff[:, 0] = 0
         return diff
 
-    def record(index: int, diff: Tensor) -> None:
+    def record(index: int, diff: Tensor, first: bool = True) -> None:
         state["total"] = diff if state.get("total") is None else state["total"] + diff
-        if index in slot:
-            state["buf"][slot[index]] += diff
+        if index in slot:  # every stored parent is written before a child reads it
+            if first:
+                state["buf"][slot[index]] = diff
+            else:
+                state["buf"][slot[index]] += diff
 
     def on_embed(acts: Tensor, hook: Any) -> None:
         if state.get("flags") is None:
             state["flags"] = set_edge_flags(model, True, flags=flags)
         state["total"] = None
-        state["buf"] = acts.new_zeros(len(stored), *acts.shape)
+        state["buf"] = acts.new_empty(len(stored), *acts.shape)
         if rows is not None:
-            state["rows"] = rows.rows_of(acts)
+            r = rows.rows_of(acts)
+            start = int(r[0])
+            consecutive = bool((r == torch.arange(start, start + len(r))).all())
+            state["rows"] = slice(start, start + len(r)) if consecutive else r  # view, no copy
         record(0, difference(ablated(EMBED_HOOK, acts), acts))
 
     def on_pos(acts: Tensor, hook: Any) -> None:
         if cfg.positional_embedding_type == "shortformer":  # added to queries and keys only
             state["pos"] = acts
         else:
-            record(0, difference(ablated("hook_pos_embed", acts), acts))
+            record(0, difference(ablated("hook_pos_embed", acts), acts), first=False)
 
     def on_z(layer: int) -> HookFn:
         w_o = model.blocks[layer].attn.W_O  # [head_index d_head d_model]
@@ -647,12 +669,28 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
 
         def hook(acts: Tensor, hook: Any) -> None:
             # a head's output is z @ W_O[head]: its difference is (z_ablated - z) @ W_O[head];
-            # their sum is one product with W_O, like the attention's own output projection
+            # their sum is one product with W_O, like the attention's own output projection,
+            # unless hook_attn_out gives it as a difference of two sums (see on_attn_out)
+            if not kept and by_attn_out:
+                return
             dz = difference(ablated(name, acts), acts)
             w = w_o.to(acts.dtype)
-            state["total"] = state["total"] + dz.flatten(2) @ w.flatten(0, 1)
+            if not by_attn_out:
+                state["total"] = state["total"] + dz.flatten(2) @ w.flatten(0, 1)
             for h, i in kept:
                 state["buf"][i] = dz[:, :, h] @ w[h]
+
+        return hook
+
+    def on_attn_out(layer: int) -> HookFn:
+        name = get_act_name("attn_out", layer)
+        b_o = model.blocks[layer].attn.b_O
+
+        def hook(acts: Tensor, hook: Any) -> None:
+            # sum_h (z_ablated_h - z_h) @ W_O[h] = attn_out(ablated) - attn_out; zeroed heads
+            # leave only the bias
+            abl = ablated(name, acts) if name in values else b_o.to(acts.dtype)
+            state["total"] = state["total"] + difference(abl, acts)
 
         return hook
 
@@ -695,8 +733,10 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
     def on_last(acts: Tensor, hook: Any) -> None:
         _restore()
 
-    heads_hooks, needs_ungroup = _head_input_hooks(model, groups, slot, state)
-    flags = ("use_hook_mlp_in", *(("ungroup_grouped_query_attention",) if needs_ungroup else ()))
+    by_attn_out = _linear_attn_out(model) and (
+        not values or all(get_act_name("attn_out", layer) in values for layer in range(n_layers)))
+    heads_hooks = _head_input_hooks(model, groups, slot, state)
+    flags = ("use_hook_mlp_in", "ungroup_grouped_query_attention")
     fwd: list[tuple[str, HookFn]] = [(EMBED_HOOK, on_embed)]
     if cfg.positional_embedding_type in ("standard", "shortformer"):
         fwd.append(("hook_pos_embed", on_pos))
@@ -705,6 +745,8 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
     for layer in range(n_layers):
         fwd += heads_hooks.get(layer, [])
         fwd.append((get_act_name("z", layer), on_z(layer)))
+        if by_attn_out:
+            fwd.append((get_act_name("attn_out", layer), on_attn_out(layer)))
         g = by_hook.get(f"blocks.{layer}.hook_mlp_in")
         if g is not None:
             fwd.append((g.hook, on_child(g, False)))
@@ -715,18 +757,18 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
 
 
 def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
-                      state: dict[str, Any]) -> tuple[dict[int, list[tuple[str, HookFn]]], bool]:
+                      state: dict[str, Any]) -> dict[int, list[tuple[str, HookFn]]]:
     """Hooks giving heads their corrected query / key / value inputs.
 
     Rather than TransformerLens's split inputs (a layer norm and a projection per head and
     input, always), heads whose corrections are equal share one: for each distinct correction
     ``c`` of a layer's q (k, v) inputs, ``ln1(resid_pre + c)`` is projected with those heads'
     weights and written over their ``hook_q`` (``hook_k``, ``hook_v``) slices. With grouped
-    key/value heads, a key/value group whose query heads need different inputs makes the pass
-    ungroup them (``ungroup_grouped_query_attention``). Returns the hooks per layer and whether
-    ungrouping is needed.
+    key/value heads, a key/value group whose query heads need different inputs makes its layer
+    ungroup them (``ungroup_grouped_query_attention``, set at each layer's ``hook_resid_pre``).
+    Returns the hooks per layer.
     """
-    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    from tl_unlearn.engine.tl_patches import POST_NORM_ARCHITECTURES
 
     cfg = model.cfg
     if cfg.original_architecture in POST_NORM_ARCHITECTURES:
@@ -739,7 +781,7 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
     by_hook = {g.hook: g for g in groups}
     classes: dict[tuple[int, str], list[tuple[tuple, list[int]]]] = {}
     majority: dict[tuple[int, str], tuple] = {}
-    needs_ungroup = False
+    ungroup: set[int] = set()
     for layer in range(cfg.n_layers):
         for letter in "qkv":
             g = by_hook.get(f"blocks.{layer}.hook_{letter}_input")
@@ -765,7 +807,7 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
             if letter != "q" and repeat > 1:
                 for kv in range(n_kv):
                     if len({sigs[h] for h in range(kv * repeat, (kv + 1) * repeat)}) > 1:
-                        needs_ungroup = True
+                        ungroup.add(layer)
 
     def correction(sig: tuple, like: Tensor) -> Tensor:
         use_total, terms = sig
@@ -783,6 +825,9 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
             state["resid_pre"] = acts
             state["inputs"], state["normalized"] = {}, {}
             state["ln_calls"] = 0
+            if repeat > 1:  # ungroup key/value heads only in the layers that need it
+                cfg.ungroup_grouped_query_attention = layer in ungroup or bool(
+                    state["flags"].get("ungroup_grouped_query_attention"))
 
         return hook
 
@@ -830,24 +875,43 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
             else:
                 w_all = attn.W_K if letter == "k" else attn.W_V
                 b_all = attn.b_K if letter == "k" else attn.b_V
-            for sig, heads in layer_classes:
+            for c, (sig, heads) in enumerate(layer_classes):
                 x = corrected_input(layer, sig)
                 if shortformer and letter != "v":
                     x = x + state["pos"]
                 idx = sorted({h // repeat for h in heads}) if grouped else heads
                 src = idx if (grouped or letter == "q" or repeat == 1) else [h // repeat for h in heads]
-                idx_t = torch.tensor(idx, device=acts.device)
-                src_t = torch.tensor(src, device=acts.device)
-                w = w_all.index_select(0, src_t).to(acts.dtype)
-                b = b_all.index_select(0, src_t).to(acts.dtype)
-                proj = x.to(acts.dtype) @ w.permute(1, 0, 2).flatten(1)  # one product
-                out[:, :, idx_t] = proj.unflatten(-1, w.shape[::2]) + b
+                idx_t, w, b = weights(c, grouped, idx, src, w_all, b_all, acts)
+                proj = x.to(acts.dtype) @ w  # one product for the class's heads
+                out[:, :, idx_t] = proj.unflatten(-1, (len(src), -1)) + b
             return out
+
+        cache: dict[tuple, tuple[tuple, tuple[Tensor, Tensor, Tensor]]] = {}
+
+        def weights(c: int, grouped: bool, idx: list[int], src: list[int], w_all: Tensor,
+                    b_all: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            """The class's heads' weights as one ``[d_model, heads * d_head]`` matrix, kept
+            while the model's weights are unchanged (their version counters say so)."""
+            grad = torch.is_grad_enabled() and (w_all.requires_grad or b_all.requires_grad)
+            version = (like.dtype, like.device, w_all._version, b_all._version,
+                       w_all.data_ptr(), b_all.data_ptr())
+            hit = cache.get((c, grouped))
+            if grad or hit is None or hit[0] != version:  # fine-tuning: no cache, keep grads
+                src_t = torch.tensor(src, device=like.device)
+                w = w_all.index_select(0, src_t).to(like.dtype)
+                hit = (version, (torch.tensor(idx, device=like.device),
+                                 w.permute(1, 0, 2).flatten(1).contiguous(),
+                                 b_all.index_select(0, src_t).to(like.dtype)))
+                if not grad:
+                    cache[(c, grouped)] = hit
+            return hit[1]
 
         return hook
 
     hooks: dict[int, list[tuple[str, HookFn]]] = {}
     for layer in range(cfg.n_layers):
+        if repeat > 1:  # the hook that sets the layer's grouping
+            hooks[layer] = [(get_act_name("resid_pre", layer), on_resid_pre(layer))]
         if any((layer, letter) in majority for letter in "qkv"):
             hooks.setdefault(layer, [(get_act_name("resid_pre", layer), on_resid_pre(layer))])
             hooks[layer].append((f"blocks.{layer}.ln1.hook_normalized", on_normalized(layer)))
@@ -856,4 +920,4 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
             continue
         lst = hooks.setdefault(layer, [(get_act_name("resid_pre", layer), on_resid_pre(layer))])
         lst.append((get_act_name(letter, layer), on_input(layer, letter, layer_classes)))
-    return hooks, needs_ungroup
+    return hooks

@@ -48,6 +48,7 @@ from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.circuits import component_intervention
 from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.engine.forward import row_chunks, run_from_layer, unembed_residual
 from tl_unlearn.interventions import (
     Intervention,
     PruningScores,
@@ -59,7 +60,6 @@ from tl_unlearn.interventions.ablation import activation_means
 from tl_unlearn.interventions.base import model_device
 from tl_unlearn.interventions.sae import sae_feature_means, sae_quality, train_sae
 from tl_unlearn.interventions.steering import random_steering, steering_matrix
-from tl_unlearn.metrics.forward import row_chunks, run_from_layer, unembed_residual
 
 __all__ = ["METHODS", "ActAddOptions", "FittedMethod", "HeadMeanOptions", "MethodContext",
            "EDGE_METHODS", "EdgeOptions", "MethodSpec", "Options", "PruningOptions", "SAEOptions", "check_options",

@@ -7,30 +7,30 @@
   ``scripts/train_tiny_model.py``).
 - :func:`load_model` accepts ``None``/``"smollm2"`` (default), ``"tiny"``, any TransformerLens
   model name (hub path, needs a network), or an already-loaded model, which it returns as is.
-- :func:`use_fused_attention` computes attention with PyTorch's fused kernel whenever nothing
-  reads the attention scores or pattern (applied to the models loaded here; opt-in for yours).
+- The models loaded here get :func:`~tl_unlearn.engine.tl_patches.use_fused_attention` and
+  :func:`~tl_unlearn.engine.tl_patches.use_transposed_layout` (same values, faster passes);
+  a model you pass in is left alone.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import einops
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, Int
-from torch import Tensor, nn
 from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.components.abstract_attention import AbstractAttention
 
+from tl_unlearn.engine.tl_patches import (
+    _laid_out,
+    _layout_params,
+    hooked_from_hf,
+    use_fused_attention,
+    use_transposed_layout,
+)
 from tl_unlearn.files import atomic_write_dir
 
 __all__ = [
@@ -39,8 +39,6 @@ __all__ = [
     "load_model",
     "load_tiny_model",
     "smollm2_hf_dir",
-    "edge_flags",
-    "set_edge_flags",
     "use_fused_attention",
 ]
 
@@ -160,210 +158,6 @@ def load_default_model(
     return model
 
 
-# TransformerLens multiplies these weights after a copy into another memory order on every
-# forward pass: F.linear(x, W.T.contiguous()) for gated MLPs and the unembedding, and an einops
-# flattening of the attention weights (W_Q: "head_index d_model d_head -> (head_index d_head)
-# d_model", W_O: "... -> d_model (head_index d_head)"). Per module type and parameter: the
-# permutation under which the stored tensor is contiguous in that order (the copy is then a
-# view and the operand is the same)
-_LAYOUTS: dict[str, dict[str, tuple[int, ...]]] = {
-    "GatedMLP": {"W_in": (1, 0), "W_gate": (1, 0), "W_out": (1, 0)},
-    "Unembed": {"W_U": (1, 0)},
-    "Attention": {"W_Q": (0, 2, 1), "W_K": (0, 2, 1), "W_V": (0, 2, 1), "W_O": (2, 0, 1)},
-    "GroupedQueryAttention": {"W_Q": (0, 2, 1), "_W_K": (0, 2, 1), "_W_V": (0, 2, 1),
-                              "W_O": (2, 0, 1)},
-}
-
-
-def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(sorted(range(len(perm)), key=perm.__getitem__))
-
-
-def _laid_out(shape: torch.Size, perm: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """An empty tensor of ``shape`` stored contiguously in the order ``perm``."""
-    return torch.empty([shape[i] for i in perm], dtype=dtype).permute(_inverse(perm))
-
-
-def _layout_params(module: Any) -> list[tuple[str, nn.Parameter, tuple[int, ...]]]:
-    """``(name, parameter, order)`` of ``module``'s weights in :data:`_LAYOUTS`."""
-    orders = _LAYOUTS.get(type(module).__name__, {})
-    out = [(n, module._parameters.get(n), perm) for n, perm in orders.items()]
-    if any(p is None or p.ndim != len(perm) for _, p, perm in out):
-        return []  # another variant of the module: left alone
-    return out
-
-
-@torch.no_grad()
-def use_transposed_layout(model: HookedTransformer) -> HookedTransformer:
-    """Store weight matrices in the memory order TransformerLens multiplies them in (same
-    values and shapes).
-
-    TransformerLens 3.9 computes ``F.linear(x, W.T.contiguous())`` in gated MLPs (SmolLM2,
-    Llama) and the unembedding, and flattens ``W_Q``/``W_K``/``W_V``/``W_O`` with einops in
-    attention: each copies its matrix on every forward pass (for SmolLM2 about 430 MB per
-    pass, half of a KV-cached decoding step's time). Stored in that order, the copy is a view
-    and ``F.linear`` gets the same operand. Each module is checked on a small input before and
-    after: where the output is not bit-identical (another TransformerLens version, another
-    kind of MLP), its layout is put back. Applied to the models tl_unlearn loads itself,
-    never to a model you pass in.
-
-    Example:
-        >>> from tl_unlearn import load_tiny_model
-        >>> m = load_tiny_model()  # already applied: its unembedding and attention
-        >>> m.unembed.W_U.T.is_contiguous(), m.blocks[0].attn.W_O.permute(2, 0, 1).is_contiguous()
-        (True, True)
-    """
-    gen = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        params = _layout_params(module)
-        if not params:
-            continue
-        first = params[0][1]
-        d_in = first.shape[1] if first.ndim == 3 else first.shape[0]
-        x = torch.randn(2, 3, d_in, generator=gen).to(first.device, first.dtype)
-        probe = (x, x, x) if isinstance(module, AbstractAttention) else (x,)
-        # stored in that order already (read so by _load_processed): checked the other way
-        ordered = all(p.permute(perm).is_contiguous() and not p.is_contiguous()
-                      for _, p, perm in params)
-        if not ordered and not all(p.is_contiguous() for _, p, _ in params):
-            continue
-        before = module(*probe)
-        saved = [p.data for _, p, _ in params]
-        for _, p, perm in params:
-            p.data = p.data.contiguous() if ordered else \
-                p.data.permute(perm).contiguous().permute(_inverse(perm))
-        # keep the layout exactly where it gives the same output
-        if torch.equal(module(*probe), before) == ordered:
-            for (_, p, _), data in zip(params, saved):
-                p.data = data
-    return model
-
-
-# what the fused path cannot do: these architectures change the scores between q.k and softmax
-_UNFUSED_ARCHITECTURES = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
-_SCORE_HOOKS = ("hook_attn_scores", "hook_pattern")
-
-
-def _fusable(attn: AbstractAttention, past_kv_cache_entry: Any, additive_attention_mask: Any,
-             position_bias: Any) -> bool:
-    """Whether this call of ``attn`` may skip materialising the scores and the pattern."""
-    cfg = attn.cfg
-    if past_kv_cache_entry is not None or additive_attention_mask is not None \
-            or position_bias is not None:
-        return False
-    if cfg.positional_embedding_type not in ("standard", "shortformer", "rotary") \
-            or (attn._attention_dir_override or cfg.attention_dir) != "causal" \
-            or getattr(attn, "attn_type", "global") != "global" \
-            or cfg.original_architecture in _UNFUSED_ARCHITECTURES:
-        return False
-    if any(getattr(cfg, flag, False) for flag in (
-            "use_attn_result", "load_in_4bit", "use_attention_sinks", "use_logn_attn")):
-        return False
-    if getattr(cfg, "clip_qkv", None) is not None or (cfg.attn_scores_soft_cap or 0) > 0:
-        return False
-    for name in _SCORE_HOOKS:  # a hook (or a cache) reads them: TransformerLens's own path
-        point = getattr(attn, name)
-        if point._forward_hooks or point._forward_pre_hooks or point._backward_hooks \
-                or point._backward_pre_hooks:
-            return False
-    return True
-
-
-def _fused_attention_forward(
-    attn: AbstractAttention,
-    query_input: Float[Tensor, "batch pos d_model"],
-    key_input: Float[Tensor, "batch kv_pos d_model"],
-    value_input: Float[Tensor, "batch kv_pos d_model"],
-    past_kv_cache_entry: Any = None,
-    additive_attention_mask: Float[Tensor, "batch 1 1 kv_pos"] | None = None,
-    attention_mask: Int[Tensor, "batch offset_pos"] | None = None,
-    position_bias: Float[Tensor, "1 head_index pos kv_pos"] | None = None,
-) -> Float[Tensor, "batch pos d_model"]:
-    """``AbstractAttention.forward`` with ``scaled_dot_product_attention`` in place of the
-    scores, mask, softmax and pattern: the same hooks on q, k, v, the rotations and z."""
-    if not _fusable(attn, past_kv_cache_entry, additive_attention_mask, position_bias):
-        return type(attn).forward(
-            attn, query_input, key_input, value_input, past_kv_cache_entry=past_kv_cache_entry,
-            additive_attention_mask=additive_attention_mask, attention_mask=attention_mask,
-            position_bias=position_bias)
-    q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
-    if attn.cfg.positional_embedding_type == "rotary":
-        q = attn.hook_rot_q(attn.apply_rotary(q, 0, attention_mask))
-        k = attn.hook_rot_k(attn.apply_rotary(k, 0, attention_mask))
-    if k.shape[2] != q.shape[2]:  # grouped-query attention: TL's repeat_interleave of k and v
-        k, v = (torch.repeat_interleave(x, q.shape[2] // x.shape[2], dim=2) for x in (k, v))
-    q_, k_, v_ = (x.transpose(1, 2) for x in (q, k.to(q.dtype), v.to(q.dtype)))
-    scale = 1.0 / float(attn.attn_scale)
-    if attention_mask is None:
-        z = F.scaled_dot_product_attention(q_, k_, v_, is_causal=True, scale=scale)
-    else:
-        n_q, n_k = q.shape[1], k.shape[1]
-        mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
-        mask = mask & attention_mask.to(q.device).bool()[:, None, None, :]
-        z = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=mask, scale=scale)
-        # a query with no key to attend to: TL's pattern row is NaN, set to 0, so z is 0
-        z = torch.where(mask.any(-1, keepdim=True), z, torch.zeros((), dtype=z.dtype))
-    z = attn.hook_z(z.transpose(1, 2))  # [batch, pos, head_index, d_head]
-    w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)")
-    w = w.contiguous().to(z.device)
-    z = z.to(w.dtype).reshape(z.shape[0], z.shape[1], -1)
-    return F.linear(z, w, attn.b_O.to(z.device))
-
-
-@torch.no_grad()
-def use_fused_attention(model: Any, enabled: bool = True) -> Any:
-    """Compute attention with PyTorch's fused kernel when nothing reads the scores or pattern.
-
-    TransformerLens materialises every head's ``[query_pos, key_pos]`` scores and pattern and
-    masks them with ``torch.where``: on a CPU that is half of SmolLM2's forward pass at 512
-    tokens. With this, each attention layer of ``model`` calls
-    ``torch.nn.functional.scaled_dot_product_attention`` instead, and runs the same hooks on
-    ``hook_q``/``hook_k``/``hook_v``, ``hook_rot_q``/``hook_rot_k`` and ``hook_z``. A call
-    takes TransformerLens's own path whenever it must: a hook (or ``run_with_cache``) on
-    ``hook_attn_scores`` or ``hook_pattern``, a KV cache, ``use_attn_result``, and any
-    attention this does not implement (ALiBi, local or bidirectional attention, softcaps,
-    sinks). The results differ from TransformerLens's by float rounding only (SmolLM2's
-    logits by up to 1e-4); each layer is checked on a probe input before it is switched, and
-    left alone where the check fails. ``enabled=False`` restores TransformerLens's path.
-
-    Applied to the models tl_unlearn loads itself (:func:`load_model`); a model you pass in is
-    never changed unless you call this on it.
-
-    Args:
-        model: A ``HookedTransformer`` (or subclass). Other models are returned unchanged.
-        enabled: Switch the fused path on (default) or off.
-
-    Returns:
-        The same model.
-
-    Example:
-        >>> from tl_unlearn import load_tiny_model
-        >>> m = load_tiny_model()  # already applied
-        >>> t = m.to_tokens("def f(x): return x")
-        >>> fused = m(t)
-        >>> exact = use_fused_attention(m, enabled=False)(t)
-        >>> bool(torch.allclose(fused, exact, atol=1e-4)), bool(torch.equal(fused, exact))
-        (True, False)
-        >>> _ = use_fused_attention(m)
-    """
-    gen = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if not isinstance(module, AbstractAttention):
-            continue
-        vars(module).pop("forward", None)  # the class's forward again
-        if not enabled or not _fusable(module, None, None, None) \
-                or module.cfg.use_split_qkv_input or module.cfg.use_attn_in:
-            continue
-        p = module.W_O
-        x = torch.randn(2, 7, module.cfg.d_model, generator=gen).to(p.device, p.dtype)
-        exact = module(x, x, x)
-        fused = _fused_attention_forward(module, x, x, x)
-        tol = float(torch.finfo(p.dtype).eps) ** 0.5 * max(1.0, float(exact.abs().max()))
-        if fused.shape == exact.shape and bool(torch.allclose(fused, exact, rtol=0, atol=tol)):
-            module.forward = functools.partial(_fused_attention_forward, module)
-    return model
-
-
 def _processed_dir(path: Path, dtype: torch.dtype, kwargs: dict[str, Any]) -> Path | None:
     """Cache folder of the processed (folded, centred) HookedTransformer weights for these
     loading options and this TransformerLens version (its conversion may change between
@@ -383,20 +177,11 @@ def _convert_to_hooked(
 ) -> HookedTransformer:
     """TransformerLens's own conversion of the Hugging Face weights (peaks at about 5x the
     weights' size; run once, then :func:`_load_processed` reads the result)."""
-    from transformer_lens import loading_from_pretrained as loading
     from transformers import AutoModelForCausalLM
 
     hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    cfg = loading.get_pretrained_model_config(
-        str(path), hf_cfg=hf_model.config.to_dict(), device="cpu", dtype=dtype,
-        fold_ln=kwargs.get("fold_ln", True),
-    )
-    cfg.model_name = "SmolLM2-135M-Instruct"
-    state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
-    del hf_model
-    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(state_dict, **kwargs)
-    return model
+    return hooked_from_hf(path, hf_model, tokenizer, dtype=dtype,
+                          model_name="SmolLM2-135M-Instruct", **kwargs)
 
 
 def _save_processed(model: HookedTransformer, target: Path) -> None:
@@ -541,48 +326,3 @@ def load_model(model: Any = None, **kwargs: Any) -> Any:
     raise TypeError(
         f"Expected a model name or a TransformerLens model, got {type(model).__name__}."
     )
-
-
-#: The TransformerLens config switches edge-level patching needs: every head reads its own
-#: query / key / value input (``hook_q_input``...), grouped key/value heads are expanded per
-#: query head, and the MLP input has a hook. (Per-head outputs are taken from ``hook_z``
-#: times ``W_O``: TransformerLens's ``use_attn_result`` materialises a
-#: ``[batch, pos, head, d_head, d_model]`` product and made a SmolLM2 pass 11x slower.)
-#: Tested on TransformerLens 3.9; all three are read at forward time, not at construction.
-EDGE_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
-
-
-def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = None, *,
-                   flags: tuple[str, ...] = EDGE_FLAGS) -> dict[str, Any]:
-    """Switch the per-edge hook points of ``model`` on (``enabled``) or back to ``saved``.
-
-    Returns the values the flags had before (give them back as ``saved`` to restore).
-    ``flags`` picks some of :data:`EDGE_FLAGS`.
-    Nothing but these config switches changes; no weight is touched.
-
-    Example:
-        >>> from tl_unlearn import load_tiny_model
-        >>> m = load_tiny_model()
-        >>> before = set_edge_flags(m, True); m.cfg.use_split_qkv_input
-        True
-        >>> _ = set_edge_flags(m, False, before); m.cfg.use_split_qkv_input
-        False
-    """
-    cfg = model.cfg
-    old = {flag: getattr(cfg, flag, False) for flag in flags}
-    for flag in flags:
-        value = True if enabled else (saved or {}).get(flag, False)
-        if flag == "ungroup_grouped_query_attention" and not getattr(cfg, "n_key_value_heads", None):
-            value = old[flag]  # no grouped heads: leave it as it was
-        setattr(cfg, flag, value)
-    return old
-
-
-@contextlib.contextmanager
-def edge_flags(model: Any) -> Iterator[Any]:
-    """Context manager: the per-edge hook points on inside, the config as it was after."""
-    saved = set_edge_flags(model, True)
-    try:
-        yield model
-    finally:
-        set_edge_flags(model, False, saved)

@@ -29,13 +29,13 @@ def scoring_blocks(request, monkeypatch):
     unembedding with a hook on it): whole rows, or 5 positions at a time (what a 512-token
     SmolLM2 row gets: its logits exceed the scoring budget)."""
     if request.param == "vocab-slices":
-        monkeypatch.setattr("tl_unlearn.metrics.scoring._VOCAB_SLICE", 7)
-        monkeypatch.setattr("tl_unlearn.metrics.scoring._SLICE_POSITIONS", 5)
+        monkeypatch.setattr("tl_unlearn.engine.scoring._VOCAB_SLICE", 7)
+        monkeypatch.setattr("tl_unlearn.engine.scoring._SLICE_POSITIONS", 5)
     else:
         monkeypatch.setattr("tl_unlearn.metrics.evaluation.plain_unembed", lambda model: False)
     if request.param == "position-blocks":
-        monkeypatch.setattr("tl_unlearn.metrics.forward._ROW_BYTES", 5 * 4096 * 4)
-        monkeypatch.setattr("tl_unlearn.metrics.forward._BLOCK_BYTES", 5 * 4096 * 4)
+        monkeypatch.setattr("tl_unlearn.engine.forward._ROW_BYTES", 5 * 4096 * 4)
+        monkeypatch.setattr("tl_unlearn.engine.forward._BLOCK_BYTES", 5 * 4096 * 4)
     return request.param
 
 
@@ -89,8 +89,8 @@ def test_position_blocks_give_the_statistics_of_whole_rows(tiny_model, tiny_data
     monkeypatch.setattr("tl_unlearn.metrics.evaluation.plain_unembed", lambda model: False)
     whole = evaluate(tiny_model, scored, skip_common=10, progress=False)["x"]
     for width in (2, 3, 7, 63):
-        monkeypatch.setattr("tl_unlearn.metrics.forward._ROW_BYTES", width * 4096 * 4)
-        monkeypatch.setattr("tl_unlearn.metrics.forward._BLOCK_BYTES", width * 4096 * 4)
+        monkeypatch.setattr("tl_unlearn.engine.forward._ROW_BYTES", width * 4096 * 4)
+        monkeypatch.setattr("tl_unlearn.engine.forward._BLOCK_BYTES", width * 4096 * 4)
         blocks = evaluate(tiny_model, scored, skip_common=10, progress=False)["x"]
         assert blocks.n_predictions == whole.n_predictions > 0
         assert blocks.accuracy == whole.accuracy and blocks.accuracy_skip == whole.accuracy_skip

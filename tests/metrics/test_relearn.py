@@ -97,7 +97,7 @@ def test_adapter_relearn_learns_and_leaves_the_model_as_it_was(tiny_model, forge
 
 
 def test_adapters_add_to_the_mlp_output_and_keep_an_ablated_output_ablated(tiny_model):
-    from transformer_lens.utils import get_act_name
+    from transformer_lens.utilities import get_act_name
 
     from tl_unlearn.metrics.relearn import _Adapters
 

@@ -25,6 +25,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.engine.forward import ForwardOutput, row_chunks, unembed_residual
 from tl_unlearn.metrics.distances import ActivationDistances
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
@@ -33,7 +34,6 @@ from tl_unlearn.metrics.evaluation import (
     _common_targets,
     check_user_metrics,
 )
-from tl_unlearn.metrics.forward import ForwardOutput, row_chunks, unembed_residual
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
 
 __all__ = ["activation_distances_from_caches", "evaluate_logits", "logit_lens_from_caches"]

@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.engine.forward import final_residual, row_chunks, unembed_residual
 from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
 from tl_unlearn.metrics.evaluation import check_data
-from tl_unlearn.metrics.forward import final_residual, row_chunks, unembed_residual
 from tl_unlearn.results import Result, dataset_colour
 
 _BLOCK_BYTES = 8 << 20  # float32 logits of the positions one distance block takes
@@ -325,7 +325,8 @@ def zrf_scores(
         True
     """
     from transformer_lens import HookedTransformer
-    from transformer_lens.HookedTransformer import apply_softcap
+
+    from tl_unlearn.engine.tl_patches import apply_softcap
 
     check_data(model, data, batch_size)
     twin = random_model if random_model is not None else random_twin(

@@ -22,7 +22,7 @@ forcing over the answer tokens), and answer data also gets the answer metrics of
 examples) and ``logit_diff`` (first answer token minus first counterfactual token, at the
 last prompt position). Only the scored positions go through the full-vocabulary softmax.
 Token metrics of a TransformerLens unembedding with no hook on it are scored from the final
-residual, the vocabulary a slice at a time (:mod:`~tl_unlearn.metrics.scoring`): a batch's
+residual, the vocabulary a slice at a time (:mod:`~tl_unlearn.engine.scoring`): a batch's
 logits are never made whole.
 
 User metrics follow the TransformerLens patching convention ``metric(logits, batch)`` and
@@ -51,8 +51,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_unlearn.data import TokenDataset
+from tl_unlearn.engine.forward import ForwardOutput, plan_forward
+from tl_unlearn.engine.scoring import (
+    _scored,
+    batch_statistics,
+    plain_unembed,
+    residual_statistics,
+)
 from tl_unlearn.interventions.base import Hooks, check_hook_name, check_positive_int, model_device
-from tl_unlearn.metrics.forward import ForwardOutput, plan_forward
 from tl_unlearn.metrics.intervals import (
     Interval,
     bootstrap_indices,
@@ -60,12 +66,6 @@ from tl_unlearn.metrics.intervals import (
     error_bars,
     percentile_interval,
     pointwise_intervals,
-)
-from tl_unlearn.metrics.scoring import (
-    _scored,
-    batch_statistics,
-    plain_unembed,
-    residual_statistics,
 )
 from tl_unlearn.results import Result, dataset_colour
 

@@ -215,7 +215,8 @@ def generate_tokens(
         torch.Size([1, 4])
     """
     from transformer_lens import HookedTransformer
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    from tl_unlearn.engine.tl_patches import TransformerLensKeyValueCache
 
     if use_kv_cache is None:
         use_kv_cache = isinstance(model, HookedTransformer)

@@ -21,9 +21,9 @@ from plotly.subplots import make_subplots
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.engine.forward import row_chunks, unembed_residual
 from tl_unlearn.interventions.base import Hooks, model_device
 from tl_unlearn.metrics.evaluation import check_data
-from tl_unlearn.metrics.forward import row_chunks, unembed_residual
 from tl_unlearn.results import Result, dataset_colour
 
 __all__ = ["LogitLensDiff", "logit_lens_diff"]

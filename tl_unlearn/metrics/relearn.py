@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 import torch
-from transformer_lens.utils import get_act_name
+from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset, predicted_positions
 from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tl_unlearn import evaluate
-from tl_unlearn.metrics.scoring import batch_statistics, plain_unembed, residual_statistics
+from tl_unlearn.engine.scoring import batch_statistics, plain_unembed, residual_statistics
 
 
 def _stable_ahead(logits, targets):
@@ -19,8 +19,8 @@ def small_slices(request, monkeypatch):
     """Slices of 7 vocabulary entries by 5 positions (every boundary case at test sizes), or
     the whole vocabulary in one slice (the tiny model's 4,096 entries by default)."""
     vocab, positions = (7, 5) if request.param == "7 x 5" else (4096, 512)
-    monkeypatch.setattr("tl_unlearn.metrics.scoring._VOCAB_SLICE", vocab)
-    monkeypatch.setattr("tl_unlearn.metrics.scoring._SLICE_POSITIONS", positions)
+    monkeypatch.setattr("tl_unlearn.engine.scoring._VOCAB_SLICE", vocab)
+    monkeypatch.setattr("tl_unlearn.engine.scoring._SLICE_POSITIONS", positions)
 
 
 def _inputs(model, data, batch=3, pos=12):

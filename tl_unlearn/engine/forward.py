@@ -37,7 +37,7 @@ __all__ = ["ForwardOutput", "ForwardPlan", "block_output_layer", "final_residual
 
 _CHUNK_BYTES = 64 * 2**20
 # token metrics from logits (an unembedding with a hook on it; a plain one is scored from the
-# residual, metrics/scoring.py): scoring makes a few copies of a block's logits, so a row up
+# residual, engine/scoring.py): scoring makes a few copies of a block's logits, so a row up
 # to 32 MB is scored whole (several rows up to 32 MB), a longer one (a 512-token SmolLM2 row
 # is 100 MB) 8 MB of positions at a time, which keeps the peak low
 _ROW_BYTES = 32 * 2**20
@@ -61,7 +61,7 @@ def row_chunks(n_rows: int, pos: int, d_vocab: int, max_bytes: int | None = None
 def unembed_residual(model: Any, normed: Float[Tensor, "batch pos d_model"]
                      ) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits from the final (normalised) residual, as ``HookedTransformer.forward`` does."""
-    from transformer_lens.HookedTransformer import apply_softcap
+    from tl_unlearn.engine.tl_patches import apply_softcap
 
     return apply_softcap(model.unembed(normed), model.cfg.output_logits_soft_cap)
 
@@ -129,9 +129,8 @@ def block_output_layer(model: Any, hooks: Hooks) -> int | None:
     spliced in, or a block layout other than pre-norm attention then MLP).
     """
     from transformer_lens import HookedTransformer
-    from transformer_lens.components import TransformerBlock
-    from transformer_lens.hook_points import HookPoint
-    from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+    from tl_unlearn.engine.tl_patches import POST_NORM_ARCHITECTURES, HookPoint, TransformerBlock
 
     if not isinstance(model, HookedTransformer) or not hooks:
         return None
@@ -228,7 +227,7 @@ class ForwardOutput:
         row overlap by one position (a block's last position predicts the next block's first
         token), so the next-token statistics of the blocks add up to the row's. Evaluation
         uses them where the unembedding has a hook on it (otherwise
-        :func:`~tl_unlearn.metrics.scoring.residual_statistics` needs no logits)."""
+        :func:`~tl_unlearn.engine.scoring.residual_statistics` needs no logits)."""
         if self.logits is not None:
             yield slice(0, len(self.logits)), slice(0, self.logits.shape[1]), self.logits
             return

@@ -83,7 +83,7 @@ def _scored(
 def plain_unembed(model: Any) -> bool:
     """Whether ``model`` unembeds with TransformerLens's own ``Unembed``, with no hook on it
     (then :func:`residual_statistics` gives its scores without its whole logits)."""
-    from transformer_lens.components import Unembed
+    from tl_unlearn.engine.tl_patches import Unembed
 
     unembed = getattr(model, "unembed", None)
     if type(unembed) is not Unembed:
@@ -101,7 +101,7 @@ def _scored_residual(
 ) -> tuple[Float[Tensor, " n"], Bool[Tensor, "k n"]]:
     """Cross-entropy and hit@k of ``targets`` from the normalised final residual, the
     vocabulary a slice at a time (see the module docstring)."""
-    from transformer_lens.HookedTransformer import apply_softcap
+    from tl_unlearn.engine.tl_patches import apply_softcap
 
     w_u, b_u = model.unembed.W_U, model.unembed.b_U  # [d_model, d_vocab], [d_vocab]
     bias = b_u is not None and bool(b_u.any())

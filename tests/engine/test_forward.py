@@ -6,13 +6,13 @@ import torch
 
 from tl_unlearn import evaluate
 from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions import zero_ablation
-from tl_unlearn.metrics.forward import (
+from tl_unlearn.engine.forward import (
     block_output_layer,
     plan_forward,
     resume_from_block,
     unembed_residual,
 )
+from tl_unlearn.interventions import zero_ablation
 
 
 def test_plan_forward_gives_the_logits_of_full_passes(any_model, tiny_data):
