@@ -21,7 +21,7 @@ import torch
 
 import tl_unlearn.benchmark as bench
 import tl_unlearn.metrics.distances  # noqa: F401  (the modules, not their functions)
-import tl_unlearn.metrics.relearn  # noqa: F401
+import tl_unlearn.metrics.relearning  # noqa: F401
 import tl_unlearn.models as models
 
 PROC = psutil.Process()
@@ -64,7 +64,7 @@ def main() -> None:
                  "_generation", "degree_of_removal"):
         _wrap(bench, name)
     _wrap(models, "load_model")
-    relearn = sys.modules["tl_unlearn.metrics.relearn"]  # the package exports a function too
+    relearn = sys.modules["tl_unlearn.metrics.relearning"]  # the package exports a function too
     for name in ("relearn", "zrf_scores", "completeness"):  # inside degree_of_removal
         _wrap(relearn, name)
     _wrap(sys.modules["tl_unlearn.metrics.distances"], "random_twin")

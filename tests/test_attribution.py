@@ -46,7 +46,7 @@ def test_patching_scores_equal_the_counterfactual_node_map(tiny_model, pair):
                                              heads=[(layer, int(name.split(".h")[1]))])
             else:
                 iv = counterfactual_ablation(tiny_model, clean, corrupted,
-                                             hooks=[f"blocks.{layer}.hook_mlp_out"])
+                                             hook_points=[f"blocks.{layer}.hook_mlp_out"])
             with iv.applied(tiny_model):
                 value = answer_logit_diff(tiny_model(clean.tokens), clean).mean()
             assert abs(float(value - base) - score) < 1e-5, name

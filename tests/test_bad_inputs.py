@@ -77,7 +77,7 @@ CASES = [
      "10000"),
     ("neuron-negative", lambda m, d, f, t: zero_ablation(m, neurons={0: [-1]}), ValueError,
      "-1"),
-    ("hook-name", lambda m, d, f, t: zero_ablation(m, hooks=["blocks.0.hook_resid_prex"]),
+    ("hook-name", lambda m, d, f, t: zero_ablation(m, hook_points=["blocks.0.hook_resid_prex"]),
      ValueError, "hook_resid_prex"),
     ("nothing", lambda m, d, f, t: zero_ablation(m), ValueError, "heads=, neurons="),
     ("means-shape", lambda m, d, f, t: mean_ablation(
@@ -105,6 +105,14 @@ CASES = [
     ("prune-score", lambda m, d, f, t: pruning_scores(
         m, f["forget"], f["retain"], score="bogus"), ValueError, "bogus"),
     ("actadd-layer", lambda m, d, f, t: actadd(m, "a", "b", layer=9), ValueError, "Layer 9"),
+    ("actadd-empty-prompts", lambda m, d, f, t: actadd(m, "", "", layer=1), ValueError,
+     "prompt_add and prompt_sub are the same"),
+    ("mask-all-false", lambda m, d, f, t: TokenDataset(
+        "x", torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4, dtype=torch.bool)),
+     ValueError, "attention_mask has no True entry in any row"),
+    ("mask-row-false", lambda m, d, f, t: TokenDataset(
+        "x", torch.zeros(2, 4, dtype=torch.long), torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])),
+     ValueError, "attention_mask has no True entry in row 1"),
     ("steer-size", lambda m, d, f, t: vector_steering(
         m, "blocks.0.hook_resid_pre", torch.ones(3)), ValueError, "size 3"),
     ("keep-only-method", lambda m, d, f, t: keep_only_circuit(
@@ -283,7 +291,7 @@ def test_methods_string_in_yaml_is_one_method():
 
 def test_resample_draws_new_rows_on_every_call(tiny_model, small_data):
     ref = small_data["retain"]
-    iv = resample_ablation(tiny_model, ref, hooks=["blocks.0.hook_resid_pre"], n_reference=16)
+    iv = resample_ablation(tiny_model, ref, hook_points=["blocks.0.hook_resid_pre"], n_reference=16)
     (name, fn), = list(iv)
     acts = torch.zeros(2, 8, tiny_model.cfg.d_model)
     rows = set()

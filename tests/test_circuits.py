@@ -159,7 +159,7 @@ def test_mean_map_entries_equal_mean_ablation(tiny_model, small, tiny_data, per_
     cmap = component_selectivity_map(tiny_model, small, comps, method="mean", reference=ref,
                                      per_position=per_position, progress=False)
     direct = [mean_ablation(tiny_model, ref, heads=[(0, 1)], per_position=per_position),
-              mean_ablation(tiny_model, ref, hooks=["blocks.1.hook_mlp_out"],
+              mean_ablation(tiny_model, ref, hook_points=["blocks.1.hook_mlp_out"],
                             per_position=per_position)]
     for ev, iv in zip(cmap.evaluations, direct):
         d = evaluate(tiny_model, small, iv, progress=False)

@@ -73,11 +73,11 @@ def test_empty_circuit_is_the_fully_ablated_model(model64, pair, method):
         iv = edge_ablation(model64, Circuit.of_model(model64), "mean", reference=corrupted)
         names = ["hook_embed", *[f"blocks.{l}.attn.hook_z" for l in range(2)], *mlps]
         means = means_after_first(model64, corrupted, names)
-        node = mean_ablation(model64, None, heads=heads, hooks=hooks, means=means,
+        node = mean_ablation(model64, None, heads=heads, hook_points=hooks, means=means,
                              positions=list(range(1, clean.tokens.shape[1])))
     else:
         iv = edge_ablation(model64, Circuit.of_model(model64), "zero")
-        node = zero_ablation(model64, heads=heads, hooks=hooks)
+        node = zero_ablation(model64, heads=heads, hook_points=hooks)
     assert (run(model64, iv, clean.tokens) - run(model64, node, clean.tokens)).abs().max() < 1e-6
 
 
@@ -87,7 +87,7 @@ def test_node_complete_circuit_equals_node_ablation(model64, pair):
     circuit = Circuit.from_nodes(model64, kept)
     heads = [(l, h) for l in range(2) for h in range(4) if (l, h) not in kept]
     node = counterfactual_ablation(model64, clean, corrupted, heads=heads,
-                                   hooks=["blocks.0.hook_mlp_out"])
+                                   hook_points=["blocks.0.hook_mlp_out"])
     edges = edge_ablation(model64, circuit, clean=clean, corrupted=corrupted)
     got, want = run(model64, edges, clean.tokens), run(model64, node, clean.tokens)
     mask = clean.attention_mask

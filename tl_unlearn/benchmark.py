@@ -44,7 +44,7 @@ from tl_unlearn.metrics.evaluation import (
 from tl_unlearn.metrics.generation import GenerationBehaviour, UnigramDomain, generation_behaviour
 from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
-from tl_unlearn.metrics.relearn import DegreeOfRemoval
+from tl_unlearn.metrics.relearning import DegreeOfRemoval
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, selectivity_curve
 from tl_unlearn.runs import DEFAULT_METHODS, BenchmarkConfig, BenchmarkResult, RunOptions
@@ -165,13 +165,13 @@ def random_baselines(
     return out
 
 
-def degree_of_removal(
+def relearn_methods(
     config: BenchmarkConfig, model: Any, fit: dict[str, Any], ev: dict[str, Any],
     curves: list[SelectivityCurve], fitted: dict[str, Any], *, progress: bool = False,
 ) -> dict[str, DegreeOfRemoval]:
     """Relearning attack and ZRF for each method at its validated level and for one random
     baseline of it (see ``BenchmarkConfig.relearn_steps``)."""
-    from tl_unlearn.metrics.relearn import degree_of_removal as attack
+    from tl_unlearn.metrics.relearning import degree_of_removal
 
     opts = RunOptions.read(config.options)
     retrained = None
@@ -190,7 +190,7 @@ def degree_of_removal(
         # measured on the held-out half of the forget eval data (one batch)
         check = curve.held_out_data(ev)["forget"].head(config.batch_size)
         base = fm.baseline(level, config.seed + 1) if fm.baseline is not None else None
-        out[curve.name] = attack(model, fit["forget"], check, fm.family(level), baseline=base,
+        out[curve.name] = degree_of_removal(model, fit["forget"], check, fm.family(level), baseline=base,
                                  level=level, lrs=opts.lrs, max_steps=config.relearn_steps,
                                  batch_size=config.batch_size, seed=config.seed,
                                  adapter_rank=opts.relearn_rank,
@@ -359,7 +359,7 @@ def run_benchmark(
     if config.relearn_steps:
         _release_free_memory()
         t0 = time.perf_counter()
-        removal = degree_of_removal(config, model, fit, ev, curves, fitted, progress=progress)
+        removal = relearn_methods(config, model, fit, ev, curves, fitted, progress=progress)
         for name, r in removal.items():
             extra_rows.setdefault(name, {}).update(r.row())
         timings["degree_of_removal"] = time.perf_counter() - t0

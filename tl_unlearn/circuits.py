@@ -80,10 +80,10 @@ def component_intervention(
     if not components:
         return Intervention(label)
     if method == "zero":  # reference-data options (per_position, seed...) do not apply
-        return ablation(model, "zero", heads=heads or None, hooks=mlps or None, name=label)
+        return ablation(model, "zero", heads=heads or None, hook_points=mlps or None, name=label)
     if method == "mean":
         kwargs["means"] = means
-    return ablation(model, method, reference, heads or None, hooks=mlps or None, name=label,
+    return ablation(model, method, reference, heads or None, hook_points=mlps or None, name=label,
                     **kwargs)
 
 

@@ -181,6 +181,13 @@ class TokenDataset:
                             f"{self.tokens.dtype}.")
         if self.attention_mask.dtype != torch.bool:
             self.attention_mask = self.attention_mask.bool()
+        empty_rows = (~self.attention_mask.any(1)).nonzero().flatten()
+        if len(empty_rows):
+            raise ValueError(
+                f"TokenDataset {self.name!r}: attention_mask has no True entry in "
+                + ("any row" if len(empty_rows) == len(self.tokens)
+                   else f"row {int(empty_rows[0])}")
+                + " (True marks real tokens, False padding): every row needs at least BOS.")
         neg = self.tokens[self.attention_mask] < 0
         if neg.any():
             raise ValueError(f"TokenDataset {self.name!r} has negative token id "

@@ -21,7 +21,7 @@ from tl_unlearn.metrics.distances import ActivationDistances
 from tl_unlearn.metrics.evaluation import Evaluation, check_metric_name, describe_metric
 from tl_unlearn.metrics.generation import GenerationBehaviour
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
-from tl_unlearn.metrics.relearn import DegreeOfRemoval, relearn_figure
+from tl_unlearn.metrics.relearning import DegreeOfRemoval, relearn_figure
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
 from tl_unlearn.results import Result

@@ -52,7 +52,7 @@ def test_zero_neurons_and_positions(tiny_model):
     (dict(heads=[(2, 0)]), r"Layer 2 is out of range.*0\.\.1"),
     (dict(heads=[(0, 4)]), r"Head \(layer 0\) index 4 is out of range.*0\.\.3"),
     (dict(neurons={1: [512]}), r"Neuron \(layer 1\) index 512.*0\.\.511"),
-    (dict(hooks={"blocks.0.hook_resid_pre": [128]}), r"index 128.*0\.\.127"),
+    (dict(hook_points={"blocks.0.hook_resid_pre": [128]}), r"index 128.*0\.\.127"),
     (dict(), "Nothing selected"),
 ])
 def test_bad_selection_errors_name_the_value(tiny_model, kwargs, match, weights_guard):
@@ -88,7 +88,7 @@ def test_per_position_means_match_direct_computation(tiny_model, tiny_data):
     m = ref.attention_mask.unsqueeze(-1).float()
     direct = (cache[name] * m).sum(0) / m.sum(0).clamp(min=1)
     torch.testing.assert_close(means, direct, atol=1e-4, rtol=1e-4)
-    iv = mean_ablation(tiny_model, ref, hooks=[name], per_position=True)
+    iv = mean_ablation(tiny_model, ref, hook_points=[name], per_position=True)
     with pytest.raises(ValueError, match="positions"), iv.applied(tiny_model):
         tiny_model(torch.zeros(1, ref.tokens.shape[1] + 1, dtype=torch.long))
 

@@ -9,7 +9,7 @@ def test_unknown_hook_name_suggests_close_names(tiny_model):
     with pytest.raises(ValueError, match=r"Unknown hook name 'blocks.0.attn.hook_zz'.*hook_z"):
         check_hook_name(tiny_model, "blocks.0.attn.hook_zz")
     with pytest.raises(ValueError, match="hook_resid_pr"):
-        zero_ablation(tiny_model, hooks=["blocks.0.hook_resid_pr"])
+        zero_ablation(tiny_model, hook_points=["blocks.0.hook_resid_pr"])
 
 
 def test_works_in_run_with_hooks_hooks_ctx_and_run_with_cache(any_model, weights_guard):

@@ -34,7 +34,7 @@ def test_heads_read_their_own_partner(tiny_model, pair):
 def test_mlp_outputs_and_positions(tiny_model, pair):
     clean, corrupted = pair
     name = "blocks.0.hook_mlp_out"
-    iv = counterfactual_ablation(tiny_model, clean, corrupted, hooks=[name], positions=[2])
+    iv = counterfactual_ablation(tiny_model, clean, corrupted, hook_points=[name], positions=[2])
     with torch.no_grad():
         _, want = tiny_model.run_with_cache(corrupted.tokens, names_filter=name)
         _, base = tiny_model.run_with_cache(clean.tokens, names_filter=name)

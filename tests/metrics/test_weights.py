@@ -35,7 +35,7 @@ def test_equivalent_weight_edit_reproduces_zero_pruning(tiny_model, tiny_data):
 def test_no_weight_equivalent_for_mean_or_plain_ablation(tiny_model, tiny_data):
     ps = pruning_scores(tiny_model, tiny_data["forget"], tiny_data["retain"])
     assert equivalent_weight_edit(tiny_model, ps.intervention(0.05, mode="mean")) is None
-    plain = zero_ablation(tiny_model, hooks=["blocks.0.hook_resid_pre"])
+    plain = zero_ablation(tiny_model, hook_points=["blocks.0.hook_resid_pre"])
     assert equivalent_weight_edit(tiny_model, plain) is None
     # a head zeroed at every position is W_O[head] set to 0 (issue 14: it used to say n/a)
     head = equivalent_weight_edit(tiny_model, zero_ablation(tiny_model, heads=[(0, 0)]))

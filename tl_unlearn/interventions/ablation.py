@@ -7,7 +7,7 @@ Components are selected by:
   ``blocks.{layer}.attn.hook_z`` (per-head outputs before ``W_O``), on every model type;
 - ``neurons``: ``{layer: [index, ...]}`` or ``[(layer, index), ...]``; ablated at
   ``blocks.{layer}.mlp.hook_post``;
-- ``hooks``: hook names (whole activation) or ``{hook_name: [index along the last axis]}``;
+- ``hook_points``: hook names (whole activation) or ``{hook_name: [index along the last axis]}``;
 - ``positions``: ``"all"`` (default), ``"last"``, ints, or a boolean mask ``[pos]`` /
   ``[batch, pos]``.
 
@@ -74,7 +74,7 @@ def _pairs(spec: Any) -> dict[int, list[int]]:
 
 
 def select_sites(
-    model: Any, heads: HeadSpec = None, neurons: NeuronSpec = None, hooks: HookSpec = None
+    model: Any, heads: HeadSpec = None, neurons: NeuronSpec = None, hook_points: HookSpec = None
 ) -> dict[str, Bool[Tensor, "..."]]:
     """Resolve a component selection into ``{hook_name: mask over the activation's axes}``.
 
@@ -96,12 +96,13 @@ def select_sites(
             raise ValueError("This model has no MLP neurons (cfg.d_mlp is None).")
         idx = check_indices(ns, cfg.d_mlp, f"Neuron (layer {layer})")
         wanted[check_hook_name(model, get_act_name("post", layer))] = ("last", idx)
-    if hooks is not None:
-        items = hooks.items() if isinstance(hooks, Mapping) else ((h, None) for h in hooks)
+    if hook_points is not None:
+        items = (hook_points.items() if isinstance(hook_points, Mapping)
+                 else ((h, None) for h in hook_points))
         for name, idx in items:
             wanted[check_hook_name(model, name)] = ("last", None if idx is None else list(idx))
     if not wanted:
-        raise ValueError("Nothing selected: pass heads=, neurons= or hooks=.")
+        raise ValueError("Nothing selected: pass heads=, neurons= or hook_points=.")
     shapes = hook_shapes(model, list(wanted))
     sites = {}
     for name, (kind, idx) in wanted.items():
@@ -135,14 +136,14 @@ def replace_hook(
     return hook
 
 
-def _label(kind: str, heads: HeadSpec, neurons: NeuronSpec, hooks: HookSpec) -> str:
+def _label(kind: str, heads: HeadSpec, neurons: NeuronSpec, hook_points: HookSpec) -> str:
     parts = []
     if heads:
         parts.append(", ".join(f"L{l}H{h}" for l, hs in _pairs(heads).items() for h in hs))
     if neurons:
         parts.append(f"{sum(len(v) for v in _pairs(neurons).values())} neurons")
-    if hooks:
-        parts.append(", ".join(hooks))
+    if hook_points:
+        parts.append(", ".join(hook_points))
     return f"{kind}({'; '.join(parts)})"
 
 
@@ -150,7 +151,7 @@ def zero_ablation(
     model: Any,
     heads: HeadSpec = None,
     neurons: NeuronSpec = None,
-    hooks: HookSpec = None,
+    hook_points: HookSpec = None,
     *,
     positions: Positions = "all",
     name: str | None = None,
@@ -167,7 +168,7 @@ def zero_ablation(
         >>> bool((ablated["blocks.1.attn.hook_z"][:, :, 2] == 0).all())
         True
     """
-    sites = select_sites(model, heads, neurons, hooks)
+    sites = select_sites(model, heads, neurons, hook_points)
     zero = torch.zeros(())
     hooks_ = [(n, replace_hook(m, positions, lambda a, z=zero: z)) for n, m in sites.items()]
     info: dict[str, Any] = {"kind": "zero", "sites": {n: int(m.sum()) for n, m in sites.items()}}
@@ -176,7 +177,7 @@ def zero_ablation(
         # every position zeroed at neurons / heads: the same as zeroing W_out rows / W_O slices
         info.update(mode="zero", pruned={n: m.flatten().nonzero()[:, 0].tolist()
                                          for n, m in sites.items()})
-    return Intervention(name or _label("zero", heads, neurons, hooks), hooks_, info)
+    return Intervention(name or _label("zero", heads, neurons, hook_points), hooks_, info)
 
 
 def _add_rows(total: Tensor | None, x: Tensor) -> Tensor:
@@ -237,7 +238,7 @@ def mean_ablation(
     reference: TokenDataset | Tensor | None,
     heads: HeadSpec = None,
     neurons: NeuronSpec = None,
-    hooks: HookSpec = None,
+    hook_points: HookSpec = None,
     *,
     per_position: bool = False,
     positions: Positions = "all",
@@ -251,7 +252,7 @@ def mean_ablation(
         model: The model.
         reference: Token dataset (or token tensor) the means are computed on (e.g. the
             retain or forget *fit* split).
-        heads, neurons, hooks: What to ablate (see module docstring).
+        heads, neurons, hook_points: What to ablate (see module docstring).
         per_position: Use the mean at each position instead of the pooled mean (inputs may
             not be longer than the reference sequences then).
         positions: Which positions to ablate.
@@ -261,7 +262,7 @@ def mean_ablation(
             same ``per_position``); ``reference`` is then not read. Saves the pass over the
             reference data when building many interventions.
     """
-    sites = select_sites(model, heads, neurons, hooks)
+    sites = select_sites(model, heads, neurons, hook_points)
     t0 = time.perf_counter()
     if means is None:
         if reference is None:
@@ -294,7 +295,7 @@ def mean_ablation(
 
     hooks_ = [(n, replace_hook(m, positions, value_fn(means[n]))) for n, m in sites.items()]
     return Intervention(
-        name or _label("mean", heads, neurons, hooks), hooks_,
+        name or _label("mean", heads, neurons, hook_points), hooks_,
         {"kind": "mean", "per_position": per_position, "fit_seconds": time.perf_counter() - t0,
          "sites": {n: int(m.sum()) for n, m in sites.items()}},
     )
@@ -313,7 +314,7 @@ def resample_ablation(
     reference: TokenDataset | Tensor,
     heads: HeadSpec = None,
     neurons: NeuronSpec = None,
-    hooks: HookSpec = None,
+    hook_points: HookSpec = None,
     *,
     n_reference: int = 32,
     seed: int = 0,
@@ -332,7 +333,7 @@ def resample_ablation(
     Raises:
         ValueError: At run time, if inputs are longer than the reference sequences.
     """
-    sites = select_sites(model, heads, neurons, hooks)
+    sites = select_sites(model, heads, neurons, hook_points)
     t0 = time.perf_counter()
     if isinstance(reference, TokenDataset):
         order = torch.argsort(reference.attention_mask.sum(1), descending=True, stable=True)
@@ -359,7 +360,7 @@ def resample_ablation(
 
     hooks_ = [(n, replace_hook(m, positions, value_fn(stored[n]))) for n, m in sites.items()]
     return Intervention(
-        name or _label("resample", heads, neurons, hooks), hooks_,
+        name or _label("resample", heads, neurons, hook_points), hooks_,
         {"kind": "resample", "seed": seed, "n_reference": int(tokens.shape[0]),
          "fit_seconds": time.perf_counter() - t0},
     )
@@ -424,7 +425,7 @@ def ablation(
     reference: TokenDataset | Tensor | None = None,
     heads: HeadSpec = None,
     neurons: NeuronSpec = None,
-    hooks: HookSpec = None,
+    hook_points: HookSpec = None,
     **kwargs: Any,
 ) -> Intervention:
     """Zero, mean or resample ablation by name (the one dispatcher of the package).
@@ -433,7 +434,7 @@ def ablation(
         model: The model.
         method: ``"zero"``, ``"mean"`` or ``"resample"``.
         reference: Reference data (mean and resample; mean also accepts ``means=``).
-        heads, neurons, hooks: What to ablate, as in :func:`zero_ablation`.
+        heads, neurons, hook_points: What to ablate, as in :func:`zero_ablation`.
         **kwargs: Passed to the ablation (``name``, ``positions``, ``means``, ``seed``...).
 
     Raises:
@@ -445,13 +446,13 @@ def ablation(
         ['blocks.1.attn.hook_z']
     """
     if method == "zero":
-        return zero_ablation(model, heads, neurons, hooks, **kwargs)
+        return zero_ablation(model, heads, neurons, hook_points, **kwargs)
     if method not in ("mean", "resample"):
         raise ValueError(f"Unknown method {method!r}; choose 'zero', 'mean' or 'resample'.")
     if reference is None and not (method == "mean" and kwargs.get("means") is not None):
         raise ValueError(f"method={method!r} needs reference data.")
     fn = mean_ablation if method == "mean" else resample_ablation
-    return fn(model, reference, heads, neurons, hooks, **kwargs)
+    return fn(model, reference, heads, neurons, hook_points, **kwargs)
 
 
 def directional_ablation(

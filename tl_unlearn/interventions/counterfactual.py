@@ -209,7 +209,7 @@ def counterfactual_ablation(
     corrupted: TokenDataset | Tensor,
     heads: Any = None,
     neurons: Any = None,
-    hooks: Any = None,
+    hook_points: Any = None,
     *,
     positions: Positions = "all",
     batch_size: int = 8,
@@ -217,7 +217,7 @@ def counterfactual_ablation(
 ) -> Intervention:
     """Replace the selected components by their value on each example's corrupted prompt.
 
-    Heads (``hook_z``), MLP neurons (``hook_post``) and any hook point (``hooks=``: MLP outputs
+    Heads (``hook_z``), MLP neurons (``hook_post``) and any hook point (``hook_points=``: MLP outputs
     ``blocks.L.hook_mlp_out``, residual positions ``blocks.L.hook_resid_pre`` with
     ``positions=``, SAE feature activations on a HookedSAETransformer) are selected as in
     :func:`~tl_unlearn.interventions.ablation.zero_ablation`. Composes with every other
@@ -228,7 +228,7 @@ def counterfactual_ablation(
         clean: The clean rows the intervention will be run on (a TokenDataset, e.g. from
             :func:`counterfactual_pair`, or a ``[batch, pos]`` token tensor).
         corrupted: The corrupted partner of each clean row, the same length row by row.
-        heads, neurons, hooks: What to patch.
+        heads, neurons, hook_points: What to patch.
         positions: Which positions to patch (``"all"``, ``"last"``, ints or a mask).
         batch_size: Batch size of the pass that stores the corrupted activations.
         name: Label for results.
@@ -256,7 +256,7 @@ def counterfactual_ablation(
     clean_ds = as_token_dataset(clean, "clean")
     corrupted_ds = as_token_dataset(corrupted, "corrupted")
     check_pairs(clean_ds, corrupted_ds)
-    sites = select_sites(model, heads, neurons, hooks)
+    sites = select_sites(model, heads, neurons, hook_points)
     t0 = time.perf_counter()
     matcher = PairedRows(model, clean_ds)
     stored = plain_tensors(corrupted_activations(model, corrupted_ds, list(sites),
@@ -275,7 +275,7 @@ def counterfactual_ablation(
     fwd: list[tuple[str, HookFn]] = [(EMBED_HOOK, find_rows)]
     fwd += [(n, replace_hook(m, positions, value_fn(stored[n]))) for n, m in sites.items()]
     return Intervention(
-        name or _label("counterfactual", heads, neurons, hooks), fwd,
+        name or _label("counterfactual", heads, neurons, hook_points), fwd,
         {"kind": "counterfactual", "n_examples": len(clean_ds),
          "fit_seconds": time.perf_counter() - t0,
          "sites": {n: int(m.sum()) for n, m in sites.items()}})

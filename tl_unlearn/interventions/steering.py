@@ -128,6 +128,13 @@ def actadd(
     """
     if positions not in ("front", "all"):
         raise ValueError(f"positions={positions!r}; choose 'front' or 'all'.")
+    for arg, prompt in (("prompt_add", prompt_add), ("prompt_sub", prompt_sub)):
+        if not isinstance(prompt, str):
+            raise TypeError(f"{arg} must be a string, got {type(prompt).__name__}.")
+    if prompt_add == prompt_sub:
+        raise ValueError(f"prompt_add and prompt_sub are the same ({prompt_add!r}): their "
+                         "difference, the steering vector, would be zero. Give two different "
+                         "prompts (one of them may be empty).")
     hook_name = get_act_name("resid_pre", check_layer(model, layer))
     label = name or (f"actadd({prompt_add!r} - {prompt_sub!r}, L{layer}, c={coeff:g}"
                      + (", all positions)" if positions == "all" else ")"))

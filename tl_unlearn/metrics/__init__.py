@@ -9,7 +9,7 @@ converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figur
 - ``selectivity``: :func:`selectivity_curve` (max difference, area between, perplexity ratio).
 - ``distances``: :func:`js_divergence`, :func:`output_distances`, :func:`zrf_score`,
   :func:`zrf_scores`, :func:`activation_distances`, :func:`completeness`, :func:`random_twin`.
-- ``relearn``: :func:`relearn`, :func:`relearn_attack`, :func:`anamnesis_index`,
+- ``relearning``: :func:`relearn`, :func:`relearn_attack`, :func:`anamnesis_index`,
   :func:`degree_of_removal`.
 - ``membership``: :func:`membership_inference` (LOSS, zlib, Min-K% AUC).
 - ``uncertainty``: :func:`fisher_uncertainty` (empirical Fisher trace, efficacy).
@@ -42,7 +42,7 @@ from tl_unlearn.metrics.generation import (
 from tl_unlearn.metrics.intervals import Interval
 from tl_unlearn.metrics.logit_lens import LogitLensDiff, logit_lens_diff
 from tl_unlearn.metrics.membership import auc_score, membership_inference
-from tl_unlearn.metrics.relearn import (
+from tl_unlearn.metrics.relearning import (
     DegreeOfRemoval,
     RelearnResult,
     anamnesis_index,

@@ -7,7 +7,7 @@ import torch
 from tl_unlearn.interventions import resample_ablation, zero_ablation
 from tl_unlearn.metrics import RelearnResult, anamnesis_index, relearn, relearn_attack
 
-relearn_module = sys.modules["tl_unlearn.metrics.relearn"]  # the package exports a function too
+relearn_module = sys.modules["tl_unlearn.metrics.relearning"]  # the package exports a function too
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_adapter_relearn_learns_and_leaves_the_model_as_it_was(tiny_model, forge
 def test_adapters_add_to_the_mlp_output_and_keep_an_ablated_output_ablated(tiny_model):
     from transformer_lens.utilities import get_act_name
 
-    from tl_unlearn.metrics.relearn import _Adapters
+    from tl_unlearn.metrics.relearning import _Adapters
 
     tokens = tiny_model.to_tokens(["def f(x):\n    return x + 1", "import os"], padding_side="right")
     adapters = _Adapters(tiny_model, rank=4, seed=0)
