@@ -87,3 +87,22 @@ def test_report_tables_fit_a_1280_pixel_window(run_dir):
     assert rights and rights[0][0] >= 11  # the ranked scorecard
     assert all(right <= 1280 for _, right in rights), rights
     assert scroll_width <= 1280
+
+
+def test_report_tables_speak_words_not_field_names(run_dir):
+    """Headers are labels (the field name only in the hover title), verdicts are yes/no and
+    an unreached relearning target reads "not reached", never True/False or nan."""
+    import html
+    import re
+
+    from tl_unlearn.report import COLUMN_LABELS, _table
+
+    _, result = run_dir
+    page = render_report(result)
+    headers = re.findall(r"<th title='([^']*)'>([^<]*)</th>", page)
+    assert ("held_out_difference", html.escape(COLUMN_LABELS["held_out_difference"])) in headers
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", page)
+    assert not {"True", "False", "nan"} & set(cells)
+    assert {"yes", "no"} & set(cells), "the beats-random verdict is shown as yes/no"
+    table = _table([{"method": "m", "relearn_steps": float("nan"), "js_forget": float("nan")}])
+    assert "<td class='n'>not reached</td>" in table and "<td class='n'>–</td>" in table

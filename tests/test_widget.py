@@ -21,9 +21,12 @@ def test_toggle_shows_exactly_what_the_evaluation_api_returns(tiny_model, small)
     for k in ("forget", "retain"):
         assert n[k]["top1"] == expected[k].accuracy[1]
         assert n[k]["loss"] == expected[k].loss
-    bars = w._ui["bars"].data[1].y
-    assert list(bars) == [n["forget"]["top1"], n["retain"]["top1"], n["forget"]["loss"],
-                          n["retain"]["loss"]]
+    top1, loss = w._ui["bars"].data[1], w._ui["bars"].data[3]
+    assert list(top1.y) == [n["forget"]["top1"], n["retain"]["top1"]]
+    assert list(loss.y) == [n["forget"]["loss"], n["retain"]["loss"]]
+    # top-1 (a fraction) and loss (nats) on axes of their own
+    assert top1.yaxis == "y" and loss.yaxis == "y2"
+    assert tuple(w._ui["bars"].layout.yaxis.range) == (0, 1)
     point = w._ui["point"]
     assert point.data[1].y == (n["forget"]["drop"],) and point.data[1].x == (n["retain"]["drop"],)
     # the axes hold the point shown (they used to keep a stale range that did not)

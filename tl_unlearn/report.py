@@ -58,26 +58,75 @@ SCORECARD_CORE = ("method", "held_out_difference", "validated_level", "vs_baseli
 
 SCORECARD_LEGEND = (
     "<p class='sub'>Brackets: 95% percentile bootstrap interval over sequences, paired between "
-    "the original and the intervened model. <b>held_out_difference</b>: forget drop minus "
-    "retain drop at <b>validated_level</b>, the level with the largest difference on the first "
+    "the original and the intervened model. <b>selectivity, held out</b> (held_out_difference): forget drop minus "
+    "retain drop at <b>level chosen</b>, the level with the largest difference on the first "
     "half of each dataset's sequences, measured on the second half (the ranking uses its lower "
-    "bound). <b>max_difference</b> / <b>best_level</b>: the largest difference over all levels "
-    "on all sequences (biased upward by the choice). <b>area_between</b>: area between the "
-    "forget and retain drop curves. <b>vs_baseline</b>: held-out difference minus the mean "
-    "held-out difference of <b>baseline</b>, random units of the same kind and count (neurons, "
-    "heads, SAE features, or a steering matrix of the same norms) at validated_level, one per "
-    "seed, on the same sequences (paired); <b>beats_baseline</b>: its interval lies above 0. "
-    "<b>forget/retain_drop_at_best</b>: the drops at best_level. <b>js_*</b>: Jensen-Shannon "
-    "divergence of the output distributions (one batch per dataset) and <b>mia_auc_loss</b> "
-    "(when on): membership-inference AUC, both at validated_level. Seconds: fitting and "
+    "bound). <b>best selectivity, all levels</b> / <b>level of the best</b>: the largest difference over all levels "
+    "on all sequences (biased upward by the choice). <b>area between drop curves</b>: area between the "
+    "forget and retain drop curves. <b>selectivity − random baseline's</b>: held-out difference minus the mean "
+    "held-out difference of the <b>random baseline</b>, random units of the same kind and count (neurons, "
+    "heads, SAE features, or a steering matrix of the same norms) at the chosen level, one per "
+    "seed, on the same sequences (paired); <b>beats random?</b> yes when that interval lies above 0. "
+    "<b>forget / retain drop at best level</b>: the drops there. <b>JS divergence</b>: Jensen-Shannon "
+    "divergence of the output distributions (one batch per dataset) and <b>membership AUC</b> "
+    "(when on): membership-inference AUC, both at the chosen level. Seconds: fitting and "
     "evaluation time. Membership inference is off by default: no method trains on the fit texts, and an AUC needs at "
-    "least 64 texts per side (--mia-texts 64). <b>relearn_steps</b> / <b>relearn_tokens</b> "
+    "least 64 texts per side (--mia-texts 64). <b>relearning steps / tokens to win back half</b> "
     "(--relearn-steps, default 4): fine-tuning steps / tokens of the strongest relearning "
     "attack (relearn.lrs, intervention held; rank-8 adapters beside every MLP unless "
-    "relearn.rank is 0, a full fine-tune) to win back half of the forget drop, empty when "
-    "not reached within relearn_budget steps (more steps: more robust removal); "
-    "<b>baseline_relearn_*</b>: the same for a random baseline; <b>zrf</b>: 1 - JS(intervened, "
+    "relearn.rank is 0, a full fine-tune) to win back half of the forget drop; <i>not reached</i> when "
+    "half is not won back within the step budget (more steps: more robust removal); "
+    "<b>random baseline: relearning</b>: the same for a random baseline; <b>ZRF</b>: 1 - JS(intervened, "
     "random twin) / ln 2 on forget data.</p>")
+
+
+#: What the report's column headers say instead of the field names (hover shows the name).
+#: Drops and differences are in the units of the run's metric (see the page's subtitle).
+COLUMN_LABELS = {
+    "held_out_difference": "selectivity, held out (forget drop − retain drop)",
+    "validated_level": "level chosen (first half)",
+    "vs_baseline": "selectivity − random baseline's",
+    "beats_baseline": "beats random?",
+    "baseline": "random baseline",
+    "max_difference": "best selectivity, all levels",
+    "best_level": "level of the best",
+    "area_between": "area between drop curves",
+    "forget_drop_at_best": "forget drop at best level",
+    "retain_drop_at_best": "retain drop at best level",
+    "fit_seconds": "fit time (s)",
+    "eval_seconds": "evaluation time (s)",
+    "js_forget": "JS divergence, forget (nats)",
+    "js_retain": "JS divergence, retain (nats)",
+    "mia_auc_loss": "membership AUC (loss)",
+    "relearn_steps": "relearning steps to win back half",
+    "relearn_tokens": "relearning tokens to win back half",
+    "relearn_budget": "relearning step budget",
+    "relearn_lr": "relearning learning rate",
+    "baseline_relearn_steps": "random baseline: relearning steps",
+    "baseline_relearn_tokens": "random baseline: relearning tokens",
+    "zrf": "ZRF (1 = like a random model)",
+    "predicted_tokens": "predicted tokens",
+    "fit_sequences": "fit sequences",
+    "fit_documents": "fit documents",
+    "loss": "loss (nats/token)",
+    "top1": "top-1 accuracy",
+    "top1_se": "top-1 standard error",
+}
+#: Columns where an empty number means the target was not reached within the budget.
+_NOT_REACHED = ("relearn_steps", "relearn_tokens", "baseline_relearn_steps",
+                "baseline_relearn_tokens")
+
+
+def column_label(name: Any) -> str:
+    """The header a report table shows for field ``name`` (the name itself if unlisted).
+
+    Example:
+        >>> column_label("held_out_difference")
+        'selectivity, held out (forget drop − retain drop)'
+        >>> column_label("dataset")
+        'dataset'
+    """
+    return COLUMN_LABELS.get(str(name), str(name))
 
 
 def _data_rows(original: Evaluation | None, data: dict[str, Any] | None = None
@@ -144,14 +193,18 @@ def _table(rows: list[dict[str, Any]] | dict[str, Any], key: str = "", *,
                 for c in cols[1:]]
         cols = list(dict.fromkeys(c for r in rows for c in r))
 
-    def cell(v: Any) -> str:
+    def cell(v: Any, c: Any = "") -> str:
         number = isinstance(v, (float, int, _Interval)) and not isinstance(v, bool)
-        return f"<td class='n'>{fmt(v)}</td>" if number else f"<td>{fmt(v)}</td>"
+        return f"<td class='n'>{fmt(v, c)}</td>" if number else f"<td>{fmt(v, c)}</td>"
 
-    def fmt(v: Any) -> str:
+    def fmt(v: Any, c: Any = "") -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "no"
         if isinstance(v, _Interval):
             value, lo, hi = v
             return f"{value:.3g}<br><span class='ci'>[{lo:.3g}, {hi:.3g}]</span>"
+        if isinstance(v, float) and v != v:  # NaN
+            return "not reached" if str(c) in _NOT_REACHED else "–"
         if isinstance(v, float):
             return f"{v:.3g}"
         if isinstance(v, (list, dict)):
@@ -159,10 +212,16 @@ def _table(rows: list[dict[str, Any]] | dict[str, Any], key: str = "", *,
         return html.escape(str(v))
 
     def header(c: Any) -> str:
-        return html.escape(str(c)).replace("_", "_<wbr>")
+        return f"<th title='{html.escape(str(c))}'>{html.escape(column_label(c))}</th>"
 
-    head = "".join(f"<th>{header(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(cell(r.get(c, "")) for c in cols) + "</tr>" for r in rows)
+    head = "".join(header(c) for c in cols)
+    if transpose:  # the measures are the rows: label them, and read their cells by name
+        body = "".join(
+            "<tr>" + "".join(cell(column_label(r[c]) if c == transpose else r.get(c, ""),
+                                  r[transpose]) for c in cols) + "</tr>" for r in rows)
+    else:
+        body = "".join("<tr>" + "".join(cell(r.get(c, ""), c) for c in cols) + "</tr>"
+                       for r in rows)
     # a table wider than the page (many optional columns) scrolls instead of being clipped
     return f"<div class='wide'><table><tr>{head}</tr>{body}</table></div>"
 
@@ -195,7 +254,7 @@ def render_report(result: BenchmarkResult) -> str:
         "<h2>Data and the original model</h2>", _table(base_rows),
         "<p class='sub'>Sequences are chunks of the eval documents, spread over as many "
         "documents as the token budget allows (one chunk of every document before a second "
-        "of any). top1_se is the bootstrap standard error of top-1 accuracy over sequences; "
+        "of any). top-1 standard error is the bootstrap standard error of top-1 accuracy over sequences; "
         "the level of each method is chosen on the first half of the sequences and reported "
         "on the second half.</p>",
     ]

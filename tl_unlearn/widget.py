@@ -203,13 +203,24 @@ class AblationWidget:
                 row.append(b)
             rows.append(w.HBox(row))
         # fixed widths that fit a notebook cell side by side (~1,000 px), wrapping below that
+        # top-1 (a fraction, left axis) and loss (nats per token, right axis) on their own
+        # axes: on one axis a loss of 3 leaves top-1 bars of 0.3 unreadable
         bars = go.FigureWidget(layout={"title": "top-1 and loss", "barmode": "group",
                                        "height": 320, "width": BARS_WIDTH, "autosize": False,
-                                       "margin": {"l": 50, "r": 20, "t": 50, "b": 50},
+                                       "margin": {"l": 50, "r": 50, "t": 50, "b": 50},
+                                       "yaxis": {"title": "top-1", "range": [0, 1]},
+                                       "yaxis2": {"title": "loss (nats)", "overlaying": "y",
+                                                  "side": "right", "rangemode": "tozero",
+                                                  "showgrid": False},
+                                       "legend": {"orientation": "h", "y": -0.2},
                                        "template": "plotly_white"})
-        for kind in ("original", "current"):
-            bars.add_bar(name=kind, x=["forget top1", "retain top1", "forget loss",
-                                       "retain loss"], y=[0, 0, 0, 0])
+        colours = {"original": "#636efa", "current": "#ef553b"}
+        for axis, x in (("y", ["forget top-1", "retain top-1"]),
+                        ("y2", ["forget loss", "retain loss"])):
+            for kind in ("original", "current"):
+                bars.add_bar(name=kind, x=x, y=[0, 0], yaxis=axis, offsetgroup=kind,
+                             marker_color=colours[kind], showlegend=axis == "y",
+                             legendgroup=kind)
         point = go.FigureWidget(layout={"title": "selectivity point", "height": 320,
                                         "width": POINT_WIDTH, "autosize": False,
                                         "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
@@ -242,12 +253,11 @@ class AblationWidget:
         ui = self._ui
         assert ui is not None
         n = self.numbers
-        orig = [n["forget"]["original_top1"], n["retain"]["original_top1"],
-                n["forget"]["original_loss"], n["retain"]["original_loss"]]
-        cur = [n["forget"]["top1"], n["retain"]["top1"], n["forget"]["loss"], n["retain"]["loss"]]
-        with ui["bars"].batch_update():
-            ui["bars"].data[0].y = orig
-            ui["bars"].data[1].y = cur
+        with ui["bars"].batch_update():  # traces: top-1 original, current; loss the same
+            ui["bars"].data[0].y = [n["forget"]["original_top1"], n["retain"]["original_top1"]]
+            ui["bars"].data[1].y = [n["forget"]["top1"], n["retain"]["top1"]]
+            ui["bars"].data[2].y = [n["forget"]["original_loss"], n["retain"]["original_loss"]]
+            ui["bars"].data[3].y = [n["forget"]["loss"], n["retain"]["loss"]]
         x, y = n["retain"]["drop"], n["forget"]["drop"]
         with ui["point"].batch_update():
             ui["point"].data[1].x = [x]
