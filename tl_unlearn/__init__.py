@@ -16,7 +16,9 @@ Modules:
         ioi / induction / greater_than / facts).
     interventions: ablations, SAE edits, steering and selective pruning as TL hooks.
     metrics: streaming evaluation, selectivity curves, distances, relearning, generation,
-        membership inference, scorecards.
+        membership inference, scorecards (every result type of these is exported there).
+    engine: the batched forward pass and scoring under every metric, and every use of
+        TransformerLens internals (engine.tl_patches).
     circuits: component maps and greedy circuits.
     edges: edge-level circuits (EAP-IG / MIB file format) and edge ablation.
     attribution: activation patching, EAP and EAP-IG discovery by counterfactual patching.
@@ -66,6 +68,7 @@ from tl_unlearn.tasks import ForgetRetainTask, PromptAnswers, make_task
 __all__ = [
     "AblationWidget",
     "BenchmarkConfig",
+    "BenchmarkResult",
     "Circuit",
     "ComponentMap",
     "DatasetMetrics",
@@ -113,7 +116,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {"AblationWidget": "tl_unlearn.widget", "BenchmarkConfig": "tl_unlearn.benchmark",
-         "run_benchmark": "tl_unlearn.benchmark"}
+         "BenchmarkResult": "tl_unlearn.runs", "run_benchmark": "tl_unlearn.benchmark"}
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,8 @@ Builtin tasks (offline, usable as ``make_task(forget="ioi")`` or ``--forget ioi`
 
 from __future__ import annotations
 
+import math
+
 import copy
 import csv
 import dataclasses
@@ -127,17 +129,23 @@ class PromptAnswers:
                 raise ValueError(f"PromptAnswers {self.name!r}: the counterfactual of example "
                                  f"{i} equals its answer ({self.answers[i]!r}); a logit "
                                  "difference against itself is 0 by construction.")
-        if not 0.0 < self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        if not 0.0 < self.eval_fraction <= 1.0:
+            raise ValueError(f"eval_fraction must be in (0, 1], got {self.eval_fraction}")
         keys = self.groups or self.prompts
         fit, ev = [], []
-        for i, key in enumerate(keys):
-            (ev if split_of(key, self.eval_fraction, "tl_unlearn") == "eval" else fit).append(i)
-        if not fit or not ev:
+        if self.eval_fraction == 1.0:  # evaluate everything, fit nothing
+            ev = list(range(len(keys)))
+        else:
+            for i, key in enumerate(keys):
+                (ev if split_of(key, self.eval_fraction, "tl_unlearn") == "eval" else fit).append(i)
+        if not ev or (self.eval_fraction < 1.0 and not fit):
             raise ValueError(
-                f"PromptAnswers {self.name!r} has {len(set(keys))} distinct group(s): too few "
-                f"for both a fit and an eval split (got {len(fit)} fit, {len(ev)} eval). Add "
-                "examples or change eval_fraction.")
+                f"PromptAnswers {self.name!r} has {len(set(keys))} distinct prompt(s) (or "
+                f"groups): the split by hash put {len(fit)} in fit and {len(ev)} in eval, and "
+                f"both need some; at eval_fraction={self.eval_fraction} that takes about "
+                f"{math.ceil(3 / min(self.eval_fraction, 1 - self.eval_fraction))} distinct "
+                "prompts. Add examples, or pass eval_fraction=1.0 to evaluate all of them "
+                "(no fit split).")
         self._split = {"fit": fit, "eval": ev}
 
     def __len__(self) -> int:
@@ -275,6 +283,10 @@ class PromptAnswers:
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos
         order = list(self.examples(split))
+        if not order:
+            raise ValueError(f"PromptAnswers {self.name!r} has no {split} split "
+                             f"(eval_fraction={self.eval_fraction} puts every example in eval): "
+                             "fit on other data, or use eval_fraction < 1.")
         random.Random(seed).shuffle(order)
         rows, starts, cfs, total = [], [], [], 0
         for i in order:

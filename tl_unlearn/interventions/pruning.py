@@ -6,7 +6,7 @@ over the real tokens of the forget and retain data, batch by batch, in float64 w
 parallel (Chan et al.) form of Welford's update: count, mean, variance, mean ``|x|``, mean
 ``sqrt|x|`` and the share of positive activations. No per-token Python loops.
 
-Scores (forget over retain, ``eps`` guards division; see ``shared/specs/metrics.md``):
+Scores (forget over retain, ``eps`` guards division; see ``docs/metrics.md``, "Selective pruning"):
 
 =========== =============================================================
 ``abs``     ``mean|x|_F / (mean|x|_R + eps)``

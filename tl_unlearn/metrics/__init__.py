@@ -1,6 +1,6 @@
 """Metrics: how much an intervention removes the forget task and spares the retain task.
 
-Definitions follow ``shared/specs/metrics.md``. Every result object holds its numbers,
+Definitions: the metric definitions page of the docs (``docs/metrics.md``). Every result object holds its numbers,
 converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figure``.
 
 - ``evaluation``: :func:`evaluate` (loss, perplexity, top-k, skip-common top-k; streamed).
@@ -23,6 +23,7 @@ converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figur
 
 from tl_unlearn.metrics.distances import (
     ActivationDistances,
+    OutputDistances,
     activation_distances,
     completeness,
     js_divergence,
@@ -41,7 +42,7 @@ from tl_unlearn.metrics.generation import (
 )
 from tl_unlearn.metrics.intervals import Interval
 from tl_unlearn.metrics.logit_lens import LogitLensDiff, logit_lens_diff
-from tl_unlearn.metrics.membership import auc_score, membership_inference
+from tl_unlearn.metrics.membership import MembershipInference, auc_score, membership_inference
 from tl_unlearn.metrics.relearning import (
     DegreeOfRemoval,
     RelearnResult,
@@ -51,11 +52,16 @@ from tl_unlearn.metrics.relearning import (
     relearn_attack,
 )
 from tl_unlearn.metrics.scorecard import Scorecard
-from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
-from tl_unlearn.metrics.uncertainty import fisher_uncertainty
-from tl_unlearn.metrics.weights import equivalent_weight_edit, weight_distance
+from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, selectivity_curve
+from tl_unlearn.metrics.uncertainty import FisherUncertainty, fisher_uncertainty
+from tl_unlearn.metrics.weights import WeightDistance, equivalent_weight_edit, weight_distance
 
 __all__ = [
+    "FisherUncertainty",
+    "MembershipInference",
+    "OutputDistances",
+    "RandomBaseline",
+    "WeightDistance",
     "NEUTRAL_PROMPTS",
     "ActivationDistances",
     "DegreeOfRemoval",

@@ -2,7 +2,7 @@
 
 Batches are streamed through the model (optionally under hooks); per-position statistics are
 reduced at once to a few sums per sequence (kept for bootstrap intervals over sequences), so
-memory depends on the batch, never on the number of evaluated tokens. Definitions follow ``shared/specs/metrics.md``:
+memory depends on the batch, never on the number of evaluated tokens. Definitions: the metric definitions page of the docs (``docs/metrics.md``):
 
 - predicted positions: every non-padding position that has a next token;
 - loss: mean token cross-entropy (nats); perplexity: ``exp(loss)`` (not the mean of
@@ -270,6 +270,7 @@ class Evaluation(Result):
         """
         out = {}
         for name in self.datasets:
+            self._check_same_data(original, name)
             base = original.metric(name, metric)
             if base == 0:
                 raise ValueError(
@@ -277,6 +278,67 @@ class Evaluation(Result):
                     "undefined: the model cannot do this task (choose data it can do, or "
                     "another metric).")
             out[name] = 1.0 - self.metric(name, metric) / base
+        return out
+
+    def _check_same_data(self, original: Evaluation, name: str) -> None:
+        """Refuse a comparison of two evaluations of different data (a drop between them
+        would mean nothing): the dataset must exist in both with the same scored positions."""
+        if name not in original.datasets:
+            raise ValueError(f"The original evaluation has no dataset {name!r} (it has "
+                             f"{sorted(original.datasets)}): compare evaluations of the same "
+                             "data.")
+        mine, theirs = self.datasets[name], original.datasets[name]
+        n_mine, n_theirs = mine.units.get("n"), theirs.units.get("n")
+        if mine.n_predictions != theirs.n_predictions or mine.n_examples != theirs.n_examples \
+                or (n_mine is not None and n_theirs is not None and list(n_mine) != list(n_theirs)):
+            raise ValueError(
+                f"Dataset {name!r} was evaluated on other data than the original: "
+                f"{mine.n_examples} examples / {mine.n_predictions} scored positions here, "
+                f"{theirs.n_examples} / {theirs.n_predictions} in the original. Evaluate the "
+                "original model on the same data (re-run evaluate(model, data)) before taking "
+                "a drop.")
+
+    def drop_intervals(self, original: Evaluation, metric: MetricSpec = "top1", *,
+                       n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+                       ) -> dict[str, Interval]:
+        """:meth:`relative_drop` per dataset with a paired bootstrap interval: each replicate
+        resamples the same sequences (examples) for both evaluations.
+
+        Args:
+            original: The evaluation of the original model on the same data.
+            metric: The metric (or one per dataset, as a mapping).
+            n_boot: Bootstrap replicates.
+            seed: Seed of the resampling.
+            confidence: Nominal coverage.
+
+        Returns:
+            ``{dataset: Interval}`` (bounds NaN for results saved without per-sequence sums).
+
+        Raises:
+            ValueError: ``original`` was evaluated on other data, or its metric is 0.
+
+        Example:
+            >>> a = DatasetMetrics("forget", 4, 1.0, {1: 0.5}, n_examples=2,
+            ...                    units={"n": [2, 2], "loss": [2, 2], "top1": [2, 0]})
+            >>> b = DatasetMetrics("forget", 4, 1.0, {1: 0.25}, n_examples=2,
+            ...                    units={"n": [2, 2], "loss": [2, 2], "top1": [1, 0]})
+            >>> iv = Evaluation({"forget": b}).drop_intervals(Evaluation({"forget": a}))
+            >>> iv["forget"].value
+            0.5
+        """
+        values = self.relative_drop(original, metric)
+        out = {}
+        for name, value in values.items():
+            idx = unit_indices([original, self], name, n_boot=n_boot, seed=seed)
+            if idx is None:
+                out[name] = Interval(value, float("nan"), float("nan"), confidence)
+                continue
+            key = metric_of(metric, name)
+            base = original.datasets[name].estimate(key, idx)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                reps = 1.0 - self.datasets[name].estimate(key, idx) / base
+            reps = reps[np.isfinite(reps)]
+            out[name] = Interval(value, *percentile_interval(reps, confidence), confidence)
         return out
 
     def normalised_logit_diff(self, clean: Evaluation, baseline: Evaluation) -> dict[str, float]:

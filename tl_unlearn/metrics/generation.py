@@ -3,7 +3,7 @@
 :func:`generation_behaviour` generates continuations of a few prompts with the intervention
 held (batched, KV cache on for a ``HookedTransformer``, seeded sampling or greedy) at each
 level of a family (steering coefficients, ablation levels) and for the original model, then
-measures, per continuation (definitions in ``shared/specs/metrics.md``):
+measures, per continuation (definitions: ``docs/metrics.md``, "Generated text"):
 
 - ``topic_frequency``: share of generated words in a topic word list (ActAdd's measure).
   Words are lower-cased alphabetic runs of the continuation (prompt excluded). Two lists ship

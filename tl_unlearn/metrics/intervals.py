@@ -1,7 +1,7 @@
 """Bootstrap confidence intervals over whole units (sequences, prompts, samples).
 
 Tokens inside one unit are correlated, so intervals resample units, never tokens
-(``shared/specs/metrics.md``, "Intervals and significance"). A statistic that is a ratio of
+(``docs/metrics.md``, "Intervals and significance"). A statistic that is a ratio of
 sums (an accuracy, a mean loss, a word frequency) is kept as per-unit numerators and
 denominators; each replicate resamples unit indices and recomputes the ratio. Comparisons of
 two runs on the same units are *paired*: each replicate uses the same indices for both.

@@ -11,7 +11,7 @@ model once and each level once, streaming, and returns a :class:`SelectivityCurv
 
 The level-0 point (the original model, drop 0) is included when ``include_zero`` is set.
 
-Uncertainty (``shared/specs/metrics.md``, "Intervals and significance"): every drop, the
+Uncertainty (``docs/metrics.md``, "Intervals and significance"): every drop, the
 max difference and the area get a paired percentile bootstrap interval over sequences
 (``n_boot`` replicates, seeded; one resample per replicate for the whole curve, the same
 sequences for the original and every level). Because the max difference is a maximum over
