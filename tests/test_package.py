@@ -81,3 +81,24 @@ def test_quickstart_path_from_the_root():
     from tl_unlearn.interventions import zero_ablation
 
     assert tl_unlearn.zero_ablation is zero_ablation and tl_unlearn.run_benchmark is run_benchmark
+
+
+def test_architecture_page_names_every_module():
+    """The module map of the docs' architecture page matches the tree."""
+    import pkgutil
+    from pathlib import Path
+
+    import tl_unlearn
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    table = page.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    modules = [m.name for m in pkgutil.walk_packages(tl_unlearn.__path__, "tl_unlearn.")]
+    missing = []
+    for name in modules:
+        parts = name.split(".")
+        short = parts[-1]
+        package = ".".join(parts[:2])
+        if f"`{name}`" in table or f"`{package}`" in table and f"`{short}`" in table:
+            continue
+        missing.append(name)
+    assert not missing, f"modules the architecture page does not name: {missing}"

@@ -52,7 +52,7 @@ def answer_logit_diff(logits: Tensor, batch: TokenDataset) -> Tensor:
     """Per example: logit of the answer minus logit of the counterfactual, at the position
     that predicts the answer (TransformerLens's IOI metric).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.tasks import ioi_task
         >>> m = load_tiny_model()
@@ -74,7 +74,7 @@ def scored_logprob(logits: Tensor, batch: TokenDataset) -> Tensor:
     """Per example: the mean log-probability of its scored target tokens (for tasks without a
     counterfactual answer, e.g. induction's second copy).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.tasks import InductionTask
         >>> m = load_tiny_model(); b = InductionTask(half=6).tokenize(m.tokenizer, max_tokens=26)
@@ -113,7 +113,7 @@ class NodeScores(Result):
         n_layers, n_heads: Model shape.
         label, seconds, info: As every result.
 
-    Example:
+    Examples:
         >>> s = NodeScores(["a0.h0", "m0"], np.array([-1.0, 0.5]), np.zeros((2, 3)),
         ...                np.ones(3), 1, 1)
         >>> s.ranked()
@@ -194,7 +194,8 @@ def activation_patching(
 
     Args:
         model: A HookedTransformer.
-        clean, corrupted: Paired data (row ``i`` with row ``i``, equal lengths).
+        clean: Paired data (row ``i`` with row ``i``, equal lengths).
+        corrupted: As ``clean``.
         metric: ``metric(logits, batch)``, one value per example.
         batch_size: Examples per forward pass.
         include_mlp: Patch MLP outputs too (else heads only).
@@ -206,7 +207,7 @@ def activation_patching(
         :class:`NodeScores`; ``head_grid()`` is TransformerLens's
         ``get_act_patch_attn_head_out_all_pos`` with the roles of clean and corrupted swapped.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions.counterfactual import counterfactual_pair
         >>> from tl_unlearn.tasks import ioi_task
@@ -296,7 +297,8 @@ def edge_attribution(
 
     Args:
         model: A HookedTransformer (sequential attention then MLP blocks).
-        clean, corrupted: Paired data (row ``i`` with row ``i``, equal lengths).
+        clean: Paired data (row ``i`` with row ``i``, equal lengths).
+        corrupted: As ``clean``.
         metric: ``metric(logits, batch)``, one differentiable value per example.
         method: ``"eap"`` or ``"eap-ig"`` (integrated gradients over the input embeddings).
         steps: Integration steps of EAP-IG (1 gives EAP).
@@ -310,7 +312,7 @@ def edge_attribution(
     Raises:
         ValueError: Unpaired data, an unknown method or a metric of the wrong shape.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions.counterfactual import counterfactual_pair
         >>> from tl_unlearn.tasks import ioi_task

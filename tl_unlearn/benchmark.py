@@ -11,7 +11,7 @@ Configuration (``BenchmarkConfig``) comes from keyword arguments, CLI flags or a
 file. Everything that can be checked before heavy work (method names, corpus names and paths,
 option keys, layers and hooks) is checked first, with a message that says what to fix.
 
-Example:
+Examples:
     >>> cfg = BenchmarkConfig(model="tiny", methods=["prune-abs", "prune-random"],
     ...                       fit_tokens=2000, eval_tokens=1000, seq_len=64)
     >>> result = run_benchmark(cfg, output_dir=None, progress=False)  # doctest: +SKIP

@@ -233,7 +233,7 @@ def component_selectivity_map(
         progress: Progress bar.
         **kwargs: Passed to the ablation (``per_position``, ``seed``).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, seq_len=32, max_tokens=300)

@@ -175,7 +175,7 @@ def load_corpus(name: str) -> list[str]:
     Raises:
         ValueError: If ``name`` is not a builtin corpus.
 
-    Example:
+    Examples:
         >>> docs = load_corpus("kjv")
         >>> docs[0][:31]
         'In the beginning God created th'

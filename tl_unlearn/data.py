@@ -89,7 +89,7 @@ def predicted_positions(mask: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch 
 
     Aligned with ``logits[:, :-1]`` / ``tokens[:, 1:]`` (the last column is dropped).
 
-    Example:
+    Examples:
         >>> predicted_positions(torch.tensor([[True, True, False]]))
         tensor([[ True, False]])
     """
@@ -99,7 +99,7 @@ def predicted_positions(mask: Bool[Tensor, "batch pos"]) -> Bool[Tensor, "batch 
 def require_forget_retain(names: Iterable[str], what: str) -> None:
     """Raise a ValueError naming what lacks a ``"forget"`` or ``"retain"`` dataset.
 
-    Example:
+    Examples:
         >>> require_forget_retain(["forget"], "f()")
         Traceback (most recent call last):
         ...
@@ -137,7 +137,7 @@ class TokenDataset:
         document: Per row, the index of the source document it was cut from (text data made
             by :meth:`TextDataset.tokenize`); None when unknown.
 
-    Example:
+    Examples:
         >>> t = torch.tensor([[0, 5, 6, 5, 6]])
         >>> ds = TokenDataset("rep", t, t >= 0, target_mask=torch.tensor([[0, 0, 0, 0, 1]]).bool())
         >>> ds.n_predictions
@@ -244,7 +244,7 @@ class TokenDataset:
 
         These are the ``batch`` a user metric receives (``metric(logits, batch)``).
 
-        Example:
+        Examples:
             >>> ds = TokenDataset("x", torch.ones(3, 4, dtype=torch.long), torch.ones(3, 4, dtype=torch.bool))
             >>> [len(b) for b in ds.views(2)]
             [2, 1]
@@ -291,7 +291,7 @@ class TokenDataset:
     ) -> Iterator[tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]]:
         """Yield ``(tokens, attention_mask)`` batches in order; padding columns are trimmed.
 
-        Example:
+        Examples:
             >>> ds = TokenDataset("x", torch.ones(3, 4, dtype=torch.long), torch.ones(3, 4, dtype=torch.bool))
             >>> [t.shape[0] for t, _ in ds.batches(2)]
             [2, 1]
@@ -348,7 +348,7 @@ class TextDataset:
         Raises:
             ValueError: If the source has no usable documents, or either split ends empty.
 
-        Example:
+        Examples:
             >>> ds = TextDataset.from_source(["a b c"] * 3 + [f"doc {i}" for i in range(20)])
             >>> set(ds.fit) & set(ds.eval)
             set()

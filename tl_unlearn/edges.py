@@ -73,7 +73,7 @@ class Circuit(Result):
         seconds: Time it took to find it.
         info: Free-form details.
 
-    Example:
+    Examples:
         >>> c = Circuit.empty(2, 4).with_edges(["input->a1.h2<k>", "a1.h2->logits"])
         >>> c.n_edges, c.n_real_edges, c.edges
         (2, 110, ['input->a1.h2<k>', 'a1.h2->logits'])
@@ -455,7 +455,7 @@ def means_after_first(model: Any, reference: TokenDataset | Tensor, hook_names: 
     than the others' (SmolLM2's are): a mean pooled with it is dominated by it, so edge
     mean-ablation takes its means after it and leaves position 0 as it is.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); t = m.to_tokens(["def f(x): return x"])
         >>> _, c = m.run_with_cache(t, names_filter="hook_embed")
@@ -545,8 +545,9 @@ def edge_ablation(
         method: ``"counterfactual"`` (each example's corrupted run: give ``clean`` and
             ``corrupted``), ``"mean"`` (means over ``reference`` after position 0; position 0,
             the BOS attention sink, keeps its own value) or ``"zero"``.
-        clean, corrupted: Paired data for ``"counterfactual"``; the intervention then runs
+        clean: Paired data for ``"counterfactual"``; the intervention then runs
             on the rows of ``clean`` only.
+        corrupted: As ``clean``.
         reference: Data for the means of ``"mean"``.
         ablate: ``"outside"`` or ``"inside"`` the circuit.
         batch_size: Batch size of the passes that store corrupted activations or means.
@@ -560,7 +561,7 @@ def edge_ablation(
     Raises:
         ValueError: A circuit of another shape, an unknown method or missing data.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); t = m.to_tokens(["def f(x): return x"])
         >>> empty = Circuit.of_model(m)

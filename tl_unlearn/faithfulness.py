@@ -80,7 +80,7 @@ class FaithfulnessCurves(Result):
         n_boot, confidence, seed: Bootstrap settings.
         label, seconds, info: As every result.
 
-    Example:
+    Examples:
         >>> v = np.array([[0.0, 1.0], [1.0, 2.0]])
         >>> fc = FaithfulnessCurves([0.5, 1.0], [1, 2], {"m": v}, np.stack([v]),
         ...                         np.array([1.0, 2.0]), np.array([0.0, 1.0]), n_boot=50)
@@ -253,7 +253,8 @@ def faithfulness_curves(
 
     Args:
         model: A HookedTransformer.
-        clean, corrupted: Paired evaluation data (rows pair up, equal lengths).
+        clean: Paired evaluation data (rows pair up, equal lengths).
+        corrupted: As ``clean``.
         scores: ``{name: Circuit with scores}`` (from :func:`~tl_unlearn.attribution.edge_attribution`,
             ``NodeScores.edge_scores()``, or a loaded EAP-IG file).
         fractions: Edge fractions in increasing order, in (0, 1].
@@ -273,7 +274,7 @@ def faithfulness_curves(
         ValueError: Bad fractions, a circuit without scores or of another shape, unpaired
             data; before any model pass.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.attribution import edge_attribution
         >>> from tl_unlearn.interventions.counterfactual import counterfactual_pair

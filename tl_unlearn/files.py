@@ -18,7 +18,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
     A crash or error while writing never leaves a half-written file at ``path``.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.json"
         >>> atomic_write_text(p, "{}").read_text()
@@ -49,7 +49,7 @@ def atomic_write_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
     An error or interrupt leaves no half-written folder; if another process created
     ``target`` meanwhile, its folder is kept and ours is discarded.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp()) / "model"
         >>> atomic_write_dir(d, lambda tmp: (tmp / "a.txt").write_text("x")).name

@@ -25,7 +25,7 @@ def repeated_random_tokens(
 ) -> TokenDataset:
     """``n`` sequences ``[BOS] r r`` with ``r`` uniform over token ids ``[low, d_vocab)``.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> ds = repeated_random_tokens(load_tiny_model(), n=2, half_len=5)
         >>> ds.tokens.shape, bool((ds.tokens[:, 1:6] == ds.tokens[:, 6:]).all())

@@ -102,7 +102,7 @@ class Options:
 
     Subclasses are frozen dataclasses whose fields are made with :func:`option`.
 
-    Example:
+    Examples:
         >>> SAEOptions.read({"sae.layer": 3, "sae-features.levels": [0.01, 0.1]})
         SAEOptions(levels=(0.01, 0.1), layer=3, d_sae=1024, training_tokens=100000)
         >>> SAEOptions.read({"sae.layer": "3"})
@@ -569,7 +569,7 @@ def check_options(options: Mapping[str, Any], *extra: type[Options], model: Any 
     known, of its type, and, with a ``model``, valid for it. Raises ValueError naming the
     bad option.
 
-    Example:
+    Examples:
         >>> check_options({"sae.layr": 3})
         Traceback (most recent call last):
         ...

@@ -129,7 +129,7 @@ def load_default_model(
     Returns:
         A ``HookedTransformer`` (or ``TransformerBridge``) with the SmolLM2 tokenizer.
 
-    Example:
+    Examples:
         >>> model = load_default_model()  # doctest: +SKIP
         >>> model.generate("The capital of France is", max_new_tokens=2, do_sample=False)  # doctest: +SKIP
         'The capital of France is Paris.'
@@ -269,7 +269,7 @@ def load_tiny_model(device: str | torch.device = "cpu", *, twin: bool = False
             without the forget corpus (``python_code``), for the Anamnesis Index and
             completeness (``scripts/train_tiny_model.py --exclude python_code``).
 
-    Example:
+    Examples:
         >>> model = load_tiny_model()
         >>> model.cfg.n_layers, model.cfg.d_mlp
         (2, 512)
@@ -303,7 +303,7 @@ def load_model(model: Any = None, **kwargs: Any) -> Any:
         TypeError: If ``model`` is not a string or a TransformerLens model.
         ValueError: If the name cannot be loaded (the message says why).
 
-    Example:
+    Examples:
         >>> load_model("tiny").cfg.n_layers
         2
     """

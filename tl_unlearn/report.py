@@ -120,7 +120,7 @@ _NOT_REACHED = ("relearn_steps", "relearn_tokens", "baseline_relearn_steps",
 def column_label(name: Any) -> str:
     """The header a report table shows for field ``name`` (the name itself if unlisted).
 
-    Example:
+    Examples:
         >>> column_label("held_out_difference")
         'selectivity, held out (forget drop − retain drop)'
         >>> column_label("dataset")

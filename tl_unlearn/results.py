@@ -12,7 +12,7 @@ Simple results inherit ``to_dict``/``from_dict`` from :class:`Result`, which map
 fields to JSON and back (nested results, tuples and int-keyed dicts included); results with
 nested structure override them.
 
-Example:
+Examples:
     >>> import tempfile, pathlib
     >>> from tl_unlearn.metrics.membership import MembershipInference
     >>> mia = MembershipInference("pruned", {"loss": 0.61}, 64, 64)
@@ -43,7 +43,7 @@ OTHER_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf
 def dataset_colour(name: str) -> str:
     """The colour of dataset ``name`` in every tl_unlearn figure (stable across figures).
 
-    Example:
+    Examples:
         >>> dataset_colour("forget"), dataset_colour("retain")
         ('#d62728', '#1f77b4')
     """
@@ -115,7 +115,7 @@ class Result:
 def load_result(path: str | Path) -> Result:
     """Load any saved result by the type name :meth:`Result.save` wrote.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> from tl_unlearn.metrics.membership import MembershipInference
         >>> p = MembershipInference("x", {"loss": 0.5}, 64, 64).save(

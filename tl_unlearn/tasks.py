@@ -21,12 +21,11 @@ Builtin tasks (offline, usable as ``make_task(forget="ioi")`` or ``--forget ioi`
 
 from __future__ import annotations
 
-import math
-
 import copy
 import csv
 import dataclasses
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import datasets
 import torch
 
 from tl_unlearn.data import Split, TextDataset, TextSource, TokenDataset, split_of
+from tl_unlearn.interventions.base import check_positive_int
 
 __all__ = ["BUILTIN_TASKS", "ForgetRetainTask", "InductionTask", "PromptAnswers", "builtin_task",
            "facts_task", "greater_than_task", "induction_vocab", "ioi_task", "make_task"]
@@ -80,7 +80,7 @@ class PromptAnswers:
             in the same split; default: the prompt).
         eval_fraction: Expected share of groups in the eval split.
 
-    Example:
+    Examples:
         >>> pa = PromptAnswers("capitals", ["The capital of France is"] * 1
         ...                    + [f"Fact {i} is" for i in range(20)], [" Paris"] + [" x"] * 20)
         >>> len(pa.examples("fit")) + len(pa.examples("eval"))
@@ -161,7 +161,7 @@ class PromptAnswers:
         or ``(prompt, answer, counterfactual)`` tuples or of dicts, or a TransformerLens
         ``IOIDataset``.
 
-        Example:
+        Examples:
             >>> pa = PromptAnswers.from_source([(f"Q{i}:", f" A{i}") for i in range(10)])
             >>> pa.answers[0]
             ' A0'
@@ -349,7 +349,7 @@ def ioi_task(tokenizer: Any | None = None, n: int = 600, *, seed: int = 0,
     Names are kept only if ``" " + name`` is one token for ``tokenizer`` (the IOI pitfall);
     examples are grouped by their name pair for the split.
 
-    Example:
+    Examples:
         >>> pa = ioi_task(n=40)
         >>> pa.prompts[0].endswith(" to"), pa.answers[0] != pa.counterfactuals[0]
         (True, True)
@@ -383,7 +383,7 @@ def greater_than_task(n: int = 400, *, seed: int = 0, name: str = "greater_than"
     every year to be one token, which many tokenizers do not give). The corrupted prompt uses
     start year ``01``.
 
-    Example:
+    Examples:
         >>> pa = greater_than_task(n=3)
         >>> pa.prompts[0][-9:]
         'e year 17'
@@ -406,7 +406,7 @@ def facts_task(*, relations: Sequence[str] | None = None, name: str = "facts") -
     templates per fact; the counterfactual is the answer of another fact with the same
     relation. Examples are grouped by fact, so a fact's templates share a split.
 
-    Example:
+    Examples:
         >>> pa = facts_task(relations=["capital"])
         >>> pa.prompts[0], pa.answers[0]
         ('The capital of France is', ' Paris')
@@ -446,7 +446,7 @@ class InductionTask:
     first ``vocab_size`` ordinary (non-special) ids of the tokenizer (:func:`induction_vocab`;
     None: all of them); fit and eval use different seeds, so they never share a sequence.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> ds = InductionTask(half=10).tokenize(load_tiny_model().tokenizer, max_tokens=210)
         >>> len(ds), ds.n_predictions
@@ -464,8 +464,10 @@ class InductionTask:
 
     def tokenize(self, tokenizer: Any, split: Split = "eval", *,
                  max_tokens: int | None = 20_000, seed: int = 0, n_ctx: int | None = None,
-                 corrupted: bool = False, **_ignored: Any) -> TokenDataset:
-        """Rows of ``1 + 2 * half`` tokens up to ``max_tokens`` (at least one row).
+                 corrupted: bool = False, max_examples: int | None = None,
+                 **_ignored: Any) -> TokenDataset:
+        """Rows of ``1 + 2 * half`` tokens up to ``max_tokens`` (at least one row; at most
+        ``max_examples`` rows when given).
 
         With ``corrupted=True`` the same rows come with their first copy replaced by other
         random tokens (``[BOS] + B + A``, same length): the counterfactual partner of each row,
@@ -477,6 +479,8 @@ class InductionTask:
         if n_ctx is not None and width > n_ctx:
             raise ValueError(f"InductionTask rows are {width} tokens; n_ctx is {n_ctx}.")
         n = max(1, (max_tokens or 20_000) // width)
+        if max_examples is not None:
+            n = min(n, check_positive_int(max_examples, "max_examples"))
         vocab = induction_vocab(tokenizer, self.vocab_size)
         gen = torch.Generator().manual_seed(seed * 2 + (split == "eval"))
         half = vocab[torch.randint(len(vocab), (n, self.half), generator=gen)]
@@ -538,7 +542,7 @@ def builtin_task(name: str) -> Any:
 class ForgetRetainTask:
     """A forget set and a retain set, each with fit and eval splits.
 
-    Example:
+    Examples:
         >>> task = make_task(forget=["def f(x):\\n    return x"] * 1 + [f"x = {i}" for i in range(30)],
         ...                  retain=[f"The cat number {i} sat." for i in range(30)])
         >>> task.forget.name, task.retain.name
@@ -596,7 +600,7 @@ def make_task(
     Returns:
         The task, with deterministic, disjoint fit/eval splits.
 
-    Example:
+    Examples:
         >>> task = make_task("python_code", "kjv")
         >>> len(task.forget.fit) > len(task.forget.eval) > 0
         True

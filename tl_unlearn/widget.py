@@ -46,7 +46,7 @@ def point_range(value: float) -> list[float]:
     """An axis range for a relative drop: [-0.1, 1.05], widened to hold ``value`` (drops can
     be negative, or above 1 for losses) with a margin.
 
-    Example:
+    Examples:
         >>> point_range(0.3), point_range(-0.7)
         ([-0.1, 1.05], [-0.8, 1.05])
     """
@@ -58,7 +58,7 @@ def point_range(value: float) -> list[float]:
 class AblationWidget:
     """Interactive component ablation on a small cached forget/retain batch.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, seq_len=32, max_tokens=200)

@@ -50,7 +50,7 @@ def row_chunks(n_rows: int, pos: int, d_vocab: int, max_bytes: int | None = None
     """Row slices whose logits take at most ``max_bytes`` (default 64 MB) in float32 (at
     least one row each).
 
-    Example:
+    Examples:
         >>> row_chunks(8, 128, 49152)
         [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None), slice(6, 8, None)]
     """
@@ -73,7 +73,7 @@ def final_residual(model: Any, tokens: Int[Tensor, "batch pos"],
     With :func:`row_chunks` and :func:`unembed_residual` this gives the logits a few rows at
     a time.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); t = m.to_tokens(["def f(x):", "import os"])
         >>> logits = torch.cat([unembed_residual(m, final_residual(m, t)[r])
@@ -311,7 +311,7 @@ def plan_forward(model: Any, hook_lists: Sequence[Hooks], *, share_prefix: bool 
 
     Without ``share_prefix`` every pass runs from the tokens.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions import zero_ablation
         >>> m = load_tiny_model()

@@ -206,7 +206,7 @@ def batch_statistics(
     positions (default: every predicted position). Computed without Python loops over
     positions.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.0, 5.0], [0.0, 0.0, 0.0]]])
         >>> stats = batch_statistics(logits, torch.tensor([[0, 1, 2]]),
         ...                          torch.ones(1, 3, dtype=torch.bool), top_k=(1, 2))
@@ -231,7 +231,7 @@ def residual_statistics(
     ``model.unembed``), the vocabulary a slice at a time: the same hits, the same loss up
     to float rounding, without the batch's logits. Needs :func:`plain_unembed`.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); t = m.to_tokens(["def f(x):", "import os"])
         >>> mask = torch.ones_like(t, dtype=torch.bool)

@@ -106,7 +106,7 @@ def use_transposed_layout(model: HookedTransformer) -> HookedTransformer:
     kind of MLP), its layout is put back. Applied to the models tl_unlearn loads itself,
     never to a model you pass in.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()  # already applied: its unembedding and attention
         >>> m.unembed.W_U.T.is_contiguous(), m.blocks[0].attn.W_O.permute(2, 0, 1).is_contiguous()
@@ -235,7 +235,7 @@ def use_fused_attention(model: Any, enabled: bool = True) -> Any:
     Returns:
         The same model.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()  # already applied
         >>> t = m.to_tokens("def f(x): return x")
@@ -280,7 +280,7 @@ def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = Non
     ``flags`` picks some of :data:`EDGE_FLAGS`.
     Nothing but these config switches changes; no weight is touched.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
         >>> before = set_edge_flags(m, True); m.cfg.use_split_qkv_input

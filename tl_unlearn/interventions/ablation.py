@@ -158,7 +158,7 @@ def zero_ablation(
 ) -> Intervention:
     """Set the selected components to zero.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> iv = zero_ablation(model, heads=[(1, 2)])
@@ -252,7 +252,10 @@ def mean_ablation(
         model: The model.
         reference: Token dataset (or token tensor) the means are computed on (e.g. the
             retain or forget *fit* split).
-        heads, neurons, hook_points: What to ablate (see module docstring).
+        heads: Heads ``[(layer, head)]`` (at ``hook_z``).
+        neurons: MLP neurons ``{layer: [index]}`` (at ``hook_post``).
+        hook_points: Hook names (whole activation) or ``{hook_name: [index along the last
+            axis]}``.
         per_position: Use the mean at each position instead of the pooled mean (inputs may
             not be longer than the reference sequences then).
         positions: Which positions to ablate.
@@ -390,7 +393,7 @@ def keep_only_circuit(
         reference: Reference data for mean/resample ablation.
         **kwargs: Passed to the ablation (``per_position``, ``seed``, ...).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> iv = keep_only_circuit(model, heads=[(0, 1)], layers=[0], method="zero")
@@ -434,13 +437,16 @@ def ablation(
         model: The model.
         method: ``"zero"``, ``"mean"`` or ``"resample"``.
         reference: Reference data (mean and resample; mean also accepts ``means=``).
-        heads, neurons, hook_points: What to ablate, as in :func:`zero_ablation`.
+        heads: Heads ``[(layer, head)]`` (at ``hook_z``).
+        neurons: MLP neurons ``{layer: [index]}`` (at ``hook_post``).
+        hook_points: Hook names (whole activation) or ``{hook_name: [index along the last
+            axis]}``.
         **kwargs: Passed to the ablation (``name``, ``positions``, ``means``, ``seed``...).
 
     Raises:
         ValueError: An unknown method, or mean/resample without reference data.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> ablation(load_tiny_model(), "zero", heads=[(1, 2)]).hook_names
         ['blocks.1.attn.hook_z']
@@ -471,7 +477,7 @@ def directional_ablation(
     Raises:
         ValueError: If the direction size differs from the activation's last axis.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> d = torch.randn(model.cfg.d_model)

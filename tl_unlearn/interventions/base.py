@@ -93,7 +93,7 @@ def stream_activations(
     Returns:
         The number of batches run.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); tokens = m.to_tokens(["def f(x):", "import os"])
         >>> seen = []
@@ -139,7 +139,7 @@ class Intervention:
         fwd_hooks: ``(hook_name, hook_fn)`` pairs for TransformerLens.
         info: Free-form description (selected components, settings, fit time in seconds).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions import zero_ablation
         >>> model = load_tiny_model()
@@ -192,7 +192,7 @@ class Intervention:
 def compose(*interventions: Intervention | Sequence[tuple[str, HookFn]]) -> Intervention:
     """Combine interventions (or plain hook lists) into one; hooks run in the given order.
 
-    Example:
+    Examples:
         >>> compose(Intervention("a"), [("hook_embed", lambda x, hook: x)]).hook_names
         ['hook_embed']
     """
@@ -225,7 +225,7 @@ def as_index(value: Any, what: str) -> int:
     Raises:
         TypeError: For a non-integral value (1.5 is not head 1), a bool or a non-number.
 
-    Example:
+    Examples:
         >>> as_index(2.0, "head"), as_index(torch.tensor(3), "head")
         (2, 3)
     """
@@ -239,7 +239,7 @@ def as_index(value: Any, what: str) -> int:
 def check_fraction(value: Any, what: str = "fraction") -> float:
     """``value`` as a float in [0, 1], else a ValueError naming it.
 
-    Example:
+    Examples:
         >>> check_fraction(1.5)
         Traceback (most recent call last):
         ...

@@ -89,7 +89,7 @@ class PairedRows:
         model: The HookedTransformer.
         clean: The clean token rows.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); t = m.to_tokens(["def f(x):", "import os", "x = 1"])
         >>> rows = PairedRows(m, TokenDataset("clean", t, t >= 0))
@@ -184,7 +184,7 @@ def counterfactual_pair(task: Any, tokenizer: Any, split: str = "eval", **kwargs
         ValueError: The task has no corrupted prompts, or a pair tokenizes to different
             lengths (naming the example).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.tasks import ioi_task
         >>> m = load_tiny_model()
@@ -228,7 +228,10 @@ def counterfactual_ablation(
         clean: The clean rows the intervention will be run on (a TokenDataset, e.g. from
             :func:`counterfactual_pair`, or a ``[batch, pos]`` token tensor).
         corrupted: The corrupted partner of each clean row, the same length row by row.
-        heads, neurons, hook_points: What to patch.
+        heads: Heads ``[(layer, head)]`` (at ``hook_z``, patched).
+        neurons: MLP neurons ``{layer: [index]}`` (at ``hook_post``).
+        hook_points: Hook names (whole activation) or ``{hook_name: [index along the last
+            axis]}``.
         positions: Which positions to patch (``"all"``, ``"last"``, ints or a mask).
         batch_size: Batch size of the pass that stores the corrupted activations.
         name: Label for results.
@@ -240,7 +243,7 @@ def counterfactual_ablation(
         ValueError: Unknown hooks, out-of-range components, unpaired data or a pair of
             different lengths (naming the example), before any hook is added.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
         >>> clean, corrupted = m.to_tokens(["a b c d"]), m.to_tokens(["a x c d"])

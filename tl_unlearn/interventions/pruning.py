@@ -69,7 +69,7 @@ class UnitStats:
     ``empty(units, statistics)`` tracks only the named statistics (default: all); the others
     stay ``None``, and a score that needs one of them says so.
 
-    Example:
+    Examples:
         >>> s = UnitStats.empty(2)
         >>> x = torch.randn(1000, 2, dtype=torch.float64)
         >>> s.update(x[:300]); s.update(x[300:])
@@ -256,7 +256,7 @@ class PruningScores:
     def rescored(self, score: Score, *, eps: float = 1e-6, seed: int = 0) -> PruningScores:
         """The same statistics under another score (no new forward pass).
 
-        Example:
+        Examples:
             >>> s = UnitStats.empty(3); s.update(torch.rand(10, 3))
             >>> ps = PruningScores("abs", {"h": s}, {"h": s}, {"h": torch.ones(3)}, {"h": (3,)})
             >>> ps.rescored("random").score
@@ -377,7 +377,7 @@ def pruning_scores(
             :meth:`PruningScores.rescored` can use any score; ``SCORE_STATISTICS[score]`` is
             enough for ``score`` alone).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, "fit", seq_len=64, max_tokens=2000)
@@ -509,7 +509,7 @@ def selective_pruning(
         evaluate_options: Passed to ``evaluate_many`` (``top_k``, ``skip_common``,
             ``metrics``, ``progress``).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, "fit", seq_len=64, max_tokens=2000)

@@ -98,7 +98,7 @@ def sae_feature_intervention(
             activation at that hook, a feature index is outside ``0..d_sae-1``, or the mode is
             unknown.
 
-    Example:
+    Examples:
         >>> from sae_lens import StandardSAE, StandardSAEConfig
         >>> from sae_lens.saes.sae import SAEMetadata
         >>> from tl_unlearn import load_tiny_model
@@ -179,12 +179,15 @@ def train_sae(
         hook_name: The hook point (e.g. ``"blocks.3.hook_resid_pre"``).
         d_sae: Number of features.
         training_tokens: Tokens to train on (distinct tokens are better than epochs).
-        l1_coefficient, lr, batch_size_tokens, seed: sae_lens training settings.
+        l1_coefficient: The sparsity penalty of the sae_lens training.
+        lr: Its learning rate.
+        batch_size_tokens: Tokens per training step.
+        seed: Seed of the initialisation and the data order.
 
     Returns:
         A trained ``sae_lens`` SAE (``encode``/``decode``).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> m = load_tiny_model()
         >>> d = make_task().tokenize(m.tokenizer, "fit", seq_len=64, max_tokens=2000)
@@ -241,7 +244,7 @@ def sae_feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch
                    ) -> Float[Tensor, " d_sae"]:
     """Mean activation of every SAE feature at ``hook`` over the real tokens of ``data``.
 
-    Example:
+    Examples:
         >>> from sae_lens import StandardSAE, StandardSAEConfig
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> m = load_tiny_model()
@@ -269,7 +272,7 @@ def sae_quality(model: Any, sae: Any, hook: str, data: Mapping[str, TokenDataset
     activations' variance explained (``1 - sum |x - x_hat|^2 / sum |x - mean x|^2``) and
     L0 (mean number of active features per token).
 
-    Example:
+    Examples:
         >>> from sae_lens import StandardSAE, StandardSAEConfig
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> m = load_tiny_model()

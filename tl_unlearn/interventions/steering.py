@@ -117,7 +117,7 @@ def actadd(
     Raises:
         ValueError: On a bad layer or ``positions``.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> iv = actadd(model, "def", "The", layer=1, coeff=5.0)
@@ -160,7 +160,7 @@ def random_steering(
 
     The control for a steering claim: a random direction of the same size at the same place.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> steer = steering_matrix(model, "def", "The", layer=1)

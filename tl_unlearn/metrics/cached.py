@@ -56,7 +56,10 @@ def evaluate_logits(
         logits: ``[batch, pos, d_vocab]`` logits of ``data``'s rows (the same rows and at
             least as many positions as its widest row), or ``{dataset: logits}``.
         data: The token dataset(s) the logits are of.
-        top_k, skip_common, label, metrics: As in :func:`~tl_unlearn.evaluate`.
+        top_k: As in :func:`~tl_unlearn.evaluate`.
+        skip_common: As in :func:`~tl_unlearn.evaluate`.
+        label: As in :func:`~tl_unlearn.evaluate`.
+        metrics: As in :func:`~tl_unlearn.evaluate`.
         batch_size: Rows per batch handed to user metrics.
 
     Returns:
@@ -67,7 +70,7 @@ def evaluate_logits(
         ValueError: Logits of another number of rows, too few positions, or names that do
             not match the datasets.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import evaluate, load_tiny_model, make_task
         >>> m = load_tiny_model()
         >>> data = make_task().tokenize(m.tokenizer, max_tokens=400)
@@ -125,9 +128,10 @@ def logit_lens_from_caches(
 
     Args:
         model: The model whose ``ln_final`` and ``W_U`` lens the residuals.
-        clean_cache, intervened_cache: ``ActivationCache`` (or dicts) holding
+        clean_cache: ``ActivationCache`` (or dicts) holding
             ``blocks.{l}.hook_resid_pre`` for the lensed layers and the last block's
             ``hook_resid_post``, e.g. ``model.run_with_cache(data.tokens)``.
+        intervened_cache: As ``clean_cache``.
         data: The rows the caches are of (for targets and padding).
         label: Name of the intervention.
 
@@ -135,7 +139,7 @@ def logit_lens_from_caches(
         A :class:`~tl_unlearn.metrics.logit_lens.LogitLensDiff` with one dataset,
         ``data.name``; its layers are the ``resid_pre`` points both caches hold.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.metrics.distances import random_tokens
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
@@ -187,7 +191,8 @@ def activation_distances_from_caches(
     the mean norm of the clean one (for scale).
 
     Args:
-        clean_cache, intervened_cache: Caches (or dicts) of the same rows.
+        clean_cache: Caches (or dicts) of the same rows.
+        intervened_cache: As ``clean_cache``.
         mask: ``[batch, pos]`` True at real tokens (default: every position).
         hook_names: Hooks to compare (default: every hook both caches hold).
         dataset: Name of the data in the result.
@@ -196,7 +201,7 @@ def activation_distances_from_caches(
     Returns:
         An :class:`~tl_unlearn.metrics.distances.ActivationDistances` with one dataset.
 
-    Example:
+    Examples:
         >>> a = {"h": torch.ones(1, 2, 3)}; b = {"h": torch.zeros(1, 2, 3)}
         >>> d = activation_distances_from_caches(a, b)
         >>> round(d.l2["data"]["h"], 3), round(d.norm["data"]["h"], 3)

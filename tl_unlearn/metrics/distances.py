@@ -65,7 +65,7 @@ def js_divergence(
     ``dtype`` is the precision of the computation: float64 (default) agrees with scipy to
     1e-8; float32 (used when streaming large vocabularies) to about 1e-6 and is 2-3x faster.
 
-    Example:
+    Examples:
         >>> a = torch.tensor([[2.0, 0.0, -1.0]])
         >>> float(js_divergence(a, a))
         0.0
@@ -165,7 +165,7 @@ def output_distances(
     (at most 64 MB per run: the whole batch's logits of a 49k vocabulary are never held);
     averaged over predicted positions.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
         >>> output_distances(m, d).js < 1e-6  # a run against itself
@@ -238,7 +238,7 @@ def output_distances_many(
     the original's final residual is computed once per batch and shared (a
     ``HookedTransformer``; any other model runs the original once per intervention).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions import zero_ablation
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
@@ -287,7 +287,7 @@ def zrf_score(
         seed: Seed of the random twin when it is built here.
         batch_size: Sequences per forward pass.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
         >>> 0.0 <= zrf_score(m, d) <= 1.0
@@ -316,7 +316,7 @@ def zrf_scores(
     model's final residuals on ``data`` are computed first; a twin built here is then let go
     but for its unembedding, so that its blocks are not held while the interventions run.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions import zero_ablation
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
@@ -355,7 +355,7 @@ def random_twin(model: Any, seed: int = 0, dtype: torch.dtype | None = None) -> 
     way Hugging Face initialises GPT-2/Llama models: matrices N(0, 0.02), norm weights 1,
     biases 0.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); r = random_twin(m)
         >>> r.cfg.n_layers == m.cfg.n_layers and not torch.equal(r.W_E, m.W_E)
@@ -466,7 +466,8 @@ def activation_distances(
         model_a: Model of run A (e.g. the original).
         data: One dataset or ``{name: dataset}`` (forget, retain, :func:`random_tokens`).
         hook_names: Hooks to compare (default: ``blocks.{l}.hook_resid_post`` for every layer).
-        hooks_a, hooks_b: Interventions of the two runs.
+        hooks_a: The intervention of run a.
+        hooks_b: The intervention of run b.
         model_b: Model of run B (default: ``model_a``; e.g. :func:`random_twin`).
     """
     from tl_unlearn.interventions.base import check_hook_name
@@ -517,7 +518,7 @@ def completeness(
 ) -> float:
     """Mean over forget positions of ``Jaccard(topk(Mu), topk(Mr))``; 1 = same top-k as Mr.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
         >>> completeness(m, d, m)

@@ -84,7 +84,7 @@ class OnDatasets:
     """A user metric computed only on some datasets (e.g. a logit difference on the
     prompt→answer forget set, not on plain-text retain data).
 
-    Example:
+    Examples:
         >>> def ld(logits, batch): ...
         >>> OnDatasets(ld, ("forget",)).datasets
         ('forget',)
@@ -153,7 +153,7 @@ class DatasetMetrics:
         Without ``idx``, all sequences (equal to the reported value). NaN where the metric
         has no per-sequence statistics.
 
-        Example:
+        Examples:
             >>> m = DatasetMetrics("forget", 4, 1.0, {1: 0.5},
             ...                    units={"n": [1, 3], "loss": [1, 3], "top1": [1, 1]})
             >>> m.estimate("top1"), m.estimate("top1", np.array([[0, 0], [1, 1]])).tolist()
@@ -212,7 +212,7 @@ class DatasetMetrics:
 class Evaluation(Result):
     """Metrics of one model (or one intervention) on several datasets.
 
-    Example:
+    Examples:
         >>> e = Evaluation({"forget": DatasetMetrics("forget", 10, 2.0, {1: 0.5})})
         >>> Evaluation.from_dict(e.to_dict()) == e
         True
@@ -247,7 +247,7 @@ class Evaluation(Result):
                         seed: int = 0, confidence: float = 0.95) -> Interval:
         """:meth:`metric` with a bootstrap interval over sequences (examples).
 
-        Example:
+        Examples:
             >>> m = DatasetMetrics("forget", 4, 1.0, {1: 0.5},
             ...                    units={"n": [2, 2], "loss": [2, 2], "top1": [2, 0]})
             >>> iv = Evaluation({"forget": m}).metric_interval("forget", "top1", n_boot=200)
@@ -317,7 +317,7 @@ class Evaluation(Result):
         Raises:
             ValueError: ``original`` was evaluated on other data, or its metric is 0.
 
-        Example:
+        Examples:
             >>> a = DatasetMetrics("forget", 4, 1.0, {1: 0.5}, n_examples=2,
             ...                    units={"n": [2, 2], "loss": [2, 2], "top1": [2, 0]})
             >>> b = DatasetMetrics("forget", 4, 1.0, {1: 0.25}, n_examples=2,
@@ -378,7 +378,7 @@ class Evaluation(Result):
                n_boot: int = 1000) -> Any:
         """``kind="metric"``: one bar per dataset with its bootstrap interval.
 
-        Example:
+        Examples:
             >>> m = DatasetMetrics("forget", 4, 1.0, {1: 0.5},
             ...                    units={"n": [2, 2], "loss": [2, 2], "top1": [2, 0]})
             >>> Evaluation({"forget": m}).figure(n_boot=50).data[0].y
@@ -674,7 +674,7 @@ def evaluate_many(
     Returns:
         One :class:`Evaluation` per intervention, in order.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> from tl_unlearn.interventions import zero_ablation
         >>> model = load_tiny_model()
@@ -768,7 +768,7 @@ def evaluate(
     Returns:
         An :class:`Evaluation` with one :class:`DatasetMetrics` per dataset.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, max_tokens=500)
@@ -809,7 +809,7 @@ def resolve_metric(
     ``__name__``), or a mapping dataset -> either; a callable given for some datasets only is
     computed only on those (:class:`OnDatasets`).
 
-    Example:
+    Examples:
         >>> def logit_diff(logits, batch): ...
         >>> spec, fns = resolve_metric({"forget": logit_diff, "retain": "top1"})
         >>> spec, fns["logit_diff"].datasets
@@ -864,7 +864,7 @@ def check_metric_name(metric: MetricSpec, top_k: Sequence[int] = (1, 5), skip_co
     Answer metrics are accepted here; a dataset without answers raises when it is asked for
     one. ``custom`` are the names of user metrics.
 
-    Example:
+    Examples:
         >>> check_metric_name("top3")
         Traceback (most recent call last):
         ...

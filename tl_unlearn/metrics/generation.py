@@ -126,7 +126,7 @@ _WORD = re.compile(r"[a-z]+")
 def words(text: str) -> list[str]:
     """Lower-cased alphabetic runs of ``text``.
 
-    Example:
+    Examples:
         >>> words("The bride's vows, 2 times!")
         ['the', 'bride', 's', 'vows', 'times']
     """
@@ -136,7 +136,7 @@ def words(text: str) -> list[str]:
 def topic_words(name_or_words: str | Iterable[str]) -> frozenset[str]:
     """A committed topic list by name (``"wedding"``, ``"code"``) or the given words, lower-cased.
 
-    Example:
+    Examples:
         >>> "bride" in topic_words("wedding"), sorted(topic_words(["Cat", "dog"]))
         (True, ['cat', 'dog'])
     """
@@ -168,7 +168,7 @@ class UnigramDomain:
 
     ``score(t) = log p_F(t) - log p_R(t)``: positive for tokens more typical of the forget data.
 
-    Example:
+    Examples:
         >>> f = TokenDataset("f", torch.tensor([[0, 1, 1, 1]]), torch.ones(1, 4, dtype=torch.bool))
         >>> r = TokenDataset("r", torch.tensor([[0, 2, 2, 2]]), torch.ones(1, 4, dtype=torch.bool))
         >>> dom = UnigramDomain.fit(f, r, d_vocab=3)
@@ -208,7 +208,7 @@ def generate_tokens(
     With a ``HookedTransformer`` the KV cache is used (the prompt is run once, then one token
     per step); other models (a ``TransformerBridge``) re-run the whole sequence each step.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> generate_tokens(model, model.to_tokens("def f(x):"), max_new_tokens=4, greedy=True).shape
@@ -560,7 +560,7 @@ def generation_behaviour(
     Raises:
         ValueError: On bad settings, before any generation.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions import actadd
         >>> model = load_tiny_model()

@@ -9,7 +9,7 @@ two runs on the same units are *paired*: each replicate uses the same indices fo
 For data with two levels (prompts, and several sampled continuations per prompt) the
 bootstrap is two-stage: prompts with replacement, then samples within each chosen prompt.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> num = np.array([[1.0, 0.0], [2.0, 1.0], [0.0, 0.0]])
     >>> den = np.full((3, 2), 4.0)
@@ -66,7 +66,7 @@ class Interval:
 def error_bars(intervals: Sequence[Interval]) -> dict[str, Any]:
     """A Plotly ``error_x``/``error_y`` spec drawing each interval around its value.
 
-    Example:
+    Examples:
         >>> bars = error_bars([Interval(0.5, 0.25, 1.0)])
         >>> bars["array"], bars["arrayminus"]
         ([0.5], [0.25])

@@ -104,7 +104,7 @@ def logit_lens_diff(
         batch_size: Sequences per forward pass.
         label: Name of the intervention.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.metrics.distances import random_tokens
         >>> m = load_tiny_model()

@@ -35,7 +35,7 @@ SCORE_NAMES = ("loss", "zlib", "min_k")
 def auc_score(labels: Sequence[int], scores: Sequence[float]) -> float:
     """ROC AUC by ranks: P(score of a label-1 item > score of a label-0 item), ties 1/2.
 
-    Example:
+    Examples:
         >>> auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
         0.75
     """
@@ -124,7 +124,7 @@ def auc_interval(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the AUC, resampling each side's texts independently.
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> lo, hi = auc_interval(rng.normal(0, 1, 64), rng.normal(1, 1, 64))
         >>> 0.5 < lo < hi < 1.0
@@ -153,7 +153,7 @@ def membership_inference(
     With few texts the AUC is noise (8 texts per side gave 0.41-0.59 for the same model):
     use at least 64 per side and read the interval.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model(); t = make_task()
         >>> mi = membership_inference(model, t.forget.fit[:4], t.forget.eval[:4], max_tokens=32)

@@ -266,7 +266,7 @@ def relearn(
             time. The hooks are called again, so they must give the same output twice (every
             tl_unlearn intervention but resample ablation does; that one is refused).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> d = make_task().tokenize(model.tokenizer, "eval", seq_len=32, max_tokens=300)
@@ -380,7 +380,7 @@ def anamnesis_index(unlearned: RelearnResult, retrained: RelearnResult) -> float
 
     Both results must use the same target (same original model and alpha).
 
-    Example:
+    Examples:
         >>> r = lambda s: RelearnResult("x", 0.5, 0.6, s, 1.0)
         >>> anamnesis_index(r(10), r(40))
         0.25
@@ -534,7 +534,7 @@ def degree_of_removal(
         recompute: Recompute each block in the backward pass (see :func:`relearn`).
         label: What it is about (default: the intervention's name).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> from tl_unlearn.interventions import zero_ablation
         >>> m = load_tiny_model()

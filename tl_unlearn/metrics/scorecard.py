@@ -27,7 +27,7 @@ __all__ = ["Scorecard"]
 class Scorecard(Result):
     """One row of numbers per method; ranked by a chosen column (higher is better).
 
-    Example:
+    Examples:
         >>> sc = Scorecard([{"method": "a", "max_difference": 0.1},
         ...                 {"method": "b", "max_difference": 0.3}])
         >>> sc.ranked().index.tolist()

@@ -112,7 +112,7 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         confidence: Nominal coverage of the intervals.
         seconds: Wall time of the whole curve (fitting included).
 
-    Example:
+    Examples:
         >>> from tl_unlearn.metrics.evaluation import DatasetMetrics
         >>> def ev(f, r):
         ...     return Evaluation({"forget": DatasetMetrics("forget", 10, 1.0, {1: f}),
@@ -491,7 +491,7 @@ def selectivity_curve(
         **evaluate_kwargs: ``batch_size``, ``top_k``, ``skip_common``, ``metrics`` (more
             user metrics) for :func:`evaluate`.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> from tl_unlearn.interventions import pruning_scores
         >>> model = load_tiny_model()

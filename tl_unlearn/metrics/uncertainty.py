@@ -85,7 +85,7 @@ def fisher_uncertainty(
 ) -> FisherUncertainty:
     """Trace of the empirical Fisher (per-sequence gradients) and the cheap gradient bound.
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> d = make_task().tokenize(model.tokenizer, "eval", seq_len=32, max_tokens=200)

@@ -83,7 +83,7 @@ def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], note: str 
 def weight_distance(model_a: Any, model_b: Any) -> WeightDistance:
     """``||W_a - W_b||`` per parameter and per layer (e.g. original vs fine-tuned / retrained).
 
-    Example:
+    Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
         >>> weight_distance(m, m).total
