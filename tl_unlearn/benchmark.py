@@ -235,6 +235,17 @@ def run_benchmark(
 
     Raises:
         ValueError: On a bad configuration, before any heavy work.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.runs import BenchmarkConfig
+        >>> cfg = BenchmarkConfig(model="tiny", methods=["prune-abs"], eval_tokens=300, fit_tokens=300,
+        ...                       seq_len=32, relearn_steps=0, extras=False, baseline_seeds=1)
+        >>> result = run_benchmark(cfg, model=m, output_dir=None, progress=False)
+        >>> result.scorecard.ranked().index.tolist()
+        ['prune-abs']
     """
     from tl_unlearn.models import load_model
     from tl_unlearn.report import render_report

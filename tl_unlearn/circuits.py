@@ -103,6 +103,15 @@ class ComponentMap(ForgetRetainDrops, Result):
         seconds: Wall time of the map (means included).
         metrics: The user metric functions the map was computed with (not saved; give them
             again to :func:`greedy_circuit` after loading a map that uses one).
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn import component_selectivity_map
+        >>> cmap = component_selectivity_map(m, d, [(1, 0), (1, None)], progress=False)
+        >>> len(cmap.components), cmap.forget_drop.shape
+        (2, (2,))
     """
 
     components: list[Component]
@@ -297,9 +306,34 @@ def greedy_circuit(
     The drops use the map's metric; user metrics come from the map (``cmap.metrics``) or
     ``metrics`` (needed after loading a saved map that uses one).
 
+    Args:
+        model: The model.
+        data: ``{"forget": ..., "retain": ...}`` token data (the map's data or like it).
+        cmap: The component map whose ranking the circuit grows from.
+        target_forget_drop: Stop once the forget drop reaches this.
+        max_retain_drop: Never add a component that pushes the retain drop above this.
+        max_components: At most this many components.
+        reference: Reference data for mean or resample ablation (default: the map's method
+            needs none for ``"zero"``).
+        batch_size: Sequences per forward pass.
+        progress: Show a progress bar.
+        metrics: User metrics by name, for a map that uses one.
+        **kwargs: Passed to the ablation (e.g. ``positions``).
+
     Returns:
         The circuit as one intervention (``info["components"]``), and its selectivity curve
         (level = number of components).
+
+    Examples:
+        >>> from tl_unlearn import component_selectivity_map, load_tiny_model, make_task
+        >>> from tl_unlearn.induction import repeated_random_tokens
+        >>> m = load_tiny_model()
+        >>> prose = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=100)["retain"]
+        >>> data = {"forget": repeated_random_tokens(m, n=2, half_len=10), "retain": prose}
+        >>> cmap = component_selectivity_map(m, data, "heads", progress=False)
+        >>> iv, curve = greedy_circuit(m, data, cmap, max_components=2)
+        >>> 1 <= len(iv.info["components"]) <= 2
+        True
     """
     check_positive_int(max_components, "max_components")
     require_forget_retain(data, "greedy_circuit()")

@@ -316,6 +316,17 @@ class TextDataset:
     """Documents of one side of a task (forget or retain), split into fit and eval parts.
 
     Build it with :meth:`from_source`. ``fit`` and ``eval`` are disjoint and deterministic.
+
+    Attributes:
+        name: ``"forget"``, ``"retain"`` or the name of an extra set.
+        fit: Documents for fitting interventions.
+        eval: Documents for the reported numbers.
+        source: Where the documents came from (a corpus name, a path).
+
+    Examples:
+        >>> ds = TextDataset.from_source([f"doc {i}" for i in range(20)], name="forget")
+        >>> len(ds.fit) + len(ds.eval), set(ds.fit) & set(ds.eval)
+        (20, set())
     """
 
     name: str

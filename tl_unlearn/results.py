@@ -115,6 +115,12 @@ class Result:
 def load_result(path: str | Path) -> Result:
     """Load any saved result by the type name :meth:`Result.save` wrote.
 
+    Args:
+        path: A JSON file written by ``save``.
+
+    Returns:
+        The result, of the type it was saved as.
+
     Examples:
         >>> import tempfile, pathlib
         >>> from tl_unlearn.metrics.membership import MembershipInference

@@ -119,6 +119,12 @@ class BenchmarkConfig:
             the typed :class:`~tl_unlearn.methods.Options` of each method) and the run's
             :class:`RunOptions` (``generation.topic``, ``relearn.lrs``, ``relearn.rank``,
             ``relearn.micro_batch``).
+
+    Examples:
+        >>> import dataclasses
+        >>> cfg = BenchmarkConfig(model="tiny", methods=["prune-abs"])
+        >>> BenchmarkConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+        True
     """
 
     model: str = "smollm2"
@@ -255,6 +261,15 @@ class BenchmarkResult(Result):
         data: Sequences, tokens and documents of each fit and eval dataset.
         label: ``"benchmark"``.
         seconds: Wall time of the run.
+
+    Examples:
+        >>> from tl_unlearn import BenchmarkConfig, load_tiny_model, run_benchmark
+        >>> cfg = BenchmarkConfig(model="tiny", methods=["prune-abs"], eval_tokens=300,
+        ...                       fit_tokens=300, seq_len=32, relearn_steps=0, extras=False,
+        ...                       baseline_seeds=1)
+        >>> result = run_benchmark(cfg, model=load_tiny_model(), output_dir=None, progress=False)
+        >>> BenchmarkResult.from_dict(result.to_dict()).scorecard.rows == result.scorecard.rows
+        True
     """
 
     config: BenchmarkConfig

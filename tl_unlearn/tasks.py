@@ -542,6 +542,12 @@ def builtin_task(name: str) -> Any:
 class ForgetRetainTask:
     """A forget set and a retain set, each with fit and eval splits.
 
+    Attributes:
+        forget: The forget side (a :class:`~tl_unlearn.data.TextDataset`, a
+            :class:`PromptAnswers` or an :class:`InductionTask`).
+        retain: The retain side.
+        extra: More retain-like sets by name, evaluated beside the retain set.
+
     Examples:
         >>> task = make_task(forget=["def f(x):\\n    return x"] * 1 + [f"x = {i}" for i in range(30)],
         ...                  retain=[f"The cat number {i} sat." for i in range(30)])

@@ -58,6 +58,17 @@ def point_range(value: float) -> list[float]:
 class AblationWidget:
     """Interactive component ablation on a small cached forget/retain batch.
 
+    Args:
+        model: The model.
+        data: ``{"forget": ..., "retain": ...}`` token data (kept small: it is evaluated on
+            every click).
+        method: ``"zero"``, ``"mean"`` or ``"resample"``.
+        reference: Reference data for mean or resample ablation.
+        include_mlp: A toggle per MLP beside the heads.
+        batch_size: Sequences per forward pass.
+        metric: The metric of the drops (a name, ``metric(logits, batch)``, or one per dataset).
+        metrics: User metrics by name.
+
     Examples:
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()

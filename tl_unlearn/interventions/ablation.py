@@ -158,6 +158,21 @@ def zero_ablation(
 ) -> Intervention:
     """Set the selected components to zero.
 
+    Args:
+        model: The model.
+        heads: Heads ``[(layer, head)]`` (at ``hook_z``).
+        neurons: MLP neurons ``{layer: [index]}`` (at ``hook_post``).
+        hook_points: Hook names (whole activation) or ``{hook_name: [index along the last
+            axis]}``.
+        positions: ``"all"`` or the positions to zero.
+        name: Label for results.
+
+    Returns:
+        The intervention.
+
+    Raises:
+        ValueError: Nothing selected, an unknown hook or an index out of range (named).
+
     Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
@@ -208,8 +223,25 @@ def activation_means(
     ``per_position`` the mean is taken per position (shape ``[pos, ...]``), else pooled over
     all positions (shape ``[...]``).
 
+    Args:
+        model: The model.
+        data: Token data (or a ``[batch, pos]`` token tensor) to take means over.
+        hook_names: The hook points.
+        per_position: One mean per position instead of one pooled mean.
+        batch_size: Sequences per forward pass.
+
+    Returns:
+        ``{hook_name: mean}``.
+
     Raises:
         ValueError: If ``data`` is empty or a hook name is unknown.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model()
+        >>> means = activation_means(m, m.to_tokens(["x = 1", "y = 2"]), ["blocks.0.hook_mlp_out"])
+        >>> means["blocks.0.hook_mlp_out"].shape
+        torch.Size([128])
     """
     sums: dict[str, Tensor] = {}
     counts: dict[str, Tensor] = {}
@@ -264,6 +296,13 @@ def mean_ablation(
         means: Means already computed by :func:`activation_means` (by hook name, with the
             same ``per_position``); ``reference`` is then not read. Saves the pass over the
             reference data when building many interventions.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model()
+        >>> iv = mean_ablation(m, m.to_tokens(["x = 1", "y = 2"]), neurons={0: [3, 7]})
+        >>> iv.hook_names
+        ['blocks.0.mlp.hook_post']
     """
     sites = select_sites(model, heads, neurons, hook_points)
     t0 = time.perf_counter()
@@ -333,8 +372,31 @@ def resample_ablation(
     interventions built with the same seed give the same replacements for the same sequence
     of calls.
 
+    Args:
+        model: The model.
+        reference: Token data (or a token tensor) whose activations replace the inputs'.
+        heads: Heads ``[(layer, head)]`` (at ``hook_z``).
+        neurons: MLP neurons ``{layer: [index]}`` (at ``hook_post``).
+        hook_points: Hook names (whole activation) or ``{hook_name: [index along the last
+            axis]}``.
+        n_reference: Reference sequences stored.
+        seed: Seed of the draws.
+        positions: ``"all"`` or the positions to replace.
+        name: Label for results.
+
+    Returns:
+        The intervention.
+
     Raises:
         ValueError: At run time, if inputs are longer than the reference sequences.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model()
+        >>> ref = m.to_tokens(["def f(x): return x", "import os, sys, re"])
+        >>> iv = resample_ablation(m, ref, heads=[(0, 1)], n_reference=2)
+        >>> iv.hook_names
+        ['blocks.0.attn.hook_z']
     """
     sites = select_sites(model, heads, neurons, hook_points)
     t0 = time.perf_counter()
@@ -473,6 +535,16 @@ def directional_ablation(
 
     ``x -> x - Q Q^T x`` with ``Q`` an orthonormal basis of the directions (computed by QR),
     applied to the last axis of the activation.
+
+    Args:
+        model: The model.
+        hook_name: The hook point (e.g. ``"blocks.3.hook_resid_pre"``).
+        directions: One direction ``[d]`` or several ``[n, d]`` (need not be normalised).
+        positions: ``"all"`` or the positions to edit.
+        name: Label for results.
+
+    Returns:
+        The intervention.
 
     Raises:
         ValueError: If the direction size differs from the activation's last axis.

@@ -244,6 +244,23 @@ class PruningScores:
     """Forget/retain statistics and importance scores of every unit, by hook.
 
     Build with :func:`pruning_scores`; turn into an intervention with :meth:`intervention`.
+
+    Attributes:
+        score: The score's name (``"abs"``, ``"freq"``, ``"random"``...).
+        forget_stats: Per hook, the units' statistics on the forget data.
+        retain_stats: The same on the retain data.
+        scores: Per hook, one score per unit (higher: more forget-specific).
+        shapes: Per hook, the shape of a unit index (``(d_mlp,)``, ``(n_heads, d_head)``).
+        fit_seconds: Time to collect the statistics.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, pruning_scores
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "fit", seq_len=32, max_tokens=200)
+        >>> scores = pruning_scores(m, d["forget"], d["retain"])
+        >>> iv = scores.intervention(0.01)
+        >>> iv.info["n_pruned"] == round(0.01 * 2 * m.cfg.d_mlp)
+        True
     """
 
     score: str

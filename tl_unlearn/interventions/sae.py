@@ -244,6 +244,16 @@ def sae_feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch
                    ) -> Float[Tensor, " d_sae"]:
     """Mean activation of every SAE feature at ``hook`` over the real tokens of ``data``.
 
+    Args:
+        model: The model.
+        sae: An ``sae_lens`` SAE reading ``hook``.
+        hook: The hook point the SAE encodes.
+        data: Token data.
+        batch_size: Sequences per forward pass.
+
+    Returns:
+        ``[d_sae]`` mean activations.
+
     Examples:
         >>> from sae_lens import StandardSAE, StandardSAEConfig
         >>> from tl_unlearn import load_tiny_model, make_task
@@ -271,6 +281,16 @@ def sae_quality(model: Any, sae: Any, hook: str, data: Mapping[str, TokenDataset
     """Reconstruction quality of an SAE at ``hook`` on each dataset: the fraction of the
     activations' variance explained (``1 - sum |x - x_hat|^2 / sum |x - mean x|^2``) and
     L0 (mean number of active features per token).
+
+    Args:
+        model: The model.
+        sae: An ``sae_lens`` SAE reading ``hook``.
+        hook: The hook point the SAE encodes.
+        data: Token data by name.
+        batch_size: Sequences per forward pass.
+
+    Returns:
+        ``{"sae_explained_variance_<name>": ..., "sae_l0_<name>": ...}``.
 
     Examples:
         >>> from sae_lens import StandardSAE, StandardSAEConfig

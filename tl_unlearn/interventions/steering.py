@@ -197,8 +197,27 @@ def vector_steering(
 ) -> Intervention:
     """Add ``coeff * vector`` at a hook, at every position or only the first ``n_positions``.
 
+    Args:
+        model: The model.
+        hook_name: The hook point.
+        vector: ``[d]``, the size of the activation's last axis.
+        coeff: Its multiple.
+        n_positions: Only the first ``n_positions`` positions (default: all).
+        name: Label for results.
+
+    Returns:
+        The intervention.
+
     Raises:
         ValueError: If the vector size differs from the activation's last axis.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model()
+        >>> iv = vector_steering(m, "blocks.1.hook_resid_pre", torch.ones(m.cfg.d_model), 2.0)
+        >>> logits = m.run_with_hooks(m.to_tokens("x"), fwd_hooks=list(iv))
+        >>> tuple(logits.shape[:2])
+        (1, 2)
     """
     check_hook_name(model, hook_name)
     width = hook_shapes(model, [hook_name])[hook_name][-1]
@@ -219,7 +238,28 @@ def sae_direction_steering(
     model: Any, sae: Any, feature: int, coeff: float = 1.0, *, n_positions: int | None = None,
     name: str | None = None,
 ) -> Intervention:
-    """Steer along an SAE feature's decoder direction ``W_dec[feature]`` at the SAE's hook."""
+    """Steer along an SAE feature's decoder direction ``W_dec[feature]`` at the SAE's hook.
+
+    Args:
+        model: The model.
+        sae: An ``sae_lens`` SAE (its hook is read from its config).
+        feature: The feature index.
+        coeff: The multiple of the decoder direction added.
+        n_positions: Only the first ``n_positions`` positions (default: all).
+        name: Label for results.
+
+    Returns:
+        The intervention.
+
+    Examples:
+        >>> from sae_lens import StandardSAE, StandardSAEConfig
+        >>> from tl_unlearn import load_tiny_model
+        >>> m = load_tiny_model()
+        >>> sae = StandardSAE(StandardSAEConfig(d_in=128, d_sae=64))
+        >>> sae.cfg.metadata.hook_name = "blocks.1.hook_resid_pre"
+        >>> sae_direction_steering(m, sae, feature=3, coeff=2.0).hook_names
+        ['blocks.1.hook_resid_pre']
+    """
     from tl_unlearn.interventions.base import check_indices
     from tl_unlearn.interventions.sae import sae_hook_name
 

@@ -65,6 +65,14 @@ def js_divergence(
     ``dtype`` is the precision of the computation: float64 (default) agrees with scipy to
     1e-8; float32 (used when streaming large vocabularies) to about 1e-6 and is 2-3x faster.
 
+    Args:
+        logits_p: Logits of the first distribution (any leading shape).
+        logits_q: Logits of the second, the same shape.
+        dtype: The precision of the computation.
+
+    Returns:
+        JS per position (the leading shape), in ``[0, ln 2]``.
+
     Examples:
         >>> a = torch.tensor([[2.0, 0.0, -1.0]])
         >>> float(js_divergence(a, a))
@@ -98,6 +106,15 @@ class OutputDistances(Result):
         js: Mean Jensen-Shannon divergence (nats, at most ``ln 2``).
         prob_l2: Mean L2 distance of the next-token probability vectors.
         seconds: Wall time.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.metrics import output_distances
+        >>> od = output_distances(m, d["forget"], zero_ablation(m, heads=[(0, 1)]))
+        >>> 0 <= od.js <= 0.6932
+        True
     """
 
     label: str
@@ -164,6 +181,18 @@ def output_distances(
     ``hooks_b``. Streamed batch by batch, and within a batch a few rows of logits at a time
     (at most 64 MB per run: the whole batch's logits of a 49k vocabulary are never held);
     averaged over predicted positions.
+
+    Args:
+        model_a: The first model.
+        data: Token data.
+        hooks_a: The intervention of run a.
+        model_b: The second model (default: ``model_a``).
+        hooks_b: The intervention of run b (default: none, the original).
+        batch_size: Sequences per forward pass.
+        progress: Show a progress bar.
+
+    Returns:
+        :class:`OutputDistances` (``js``, ``l2``, per-sequence values).
 
     Examples:
         >>> from tl_unlearn import load_tiny_model
@@ -316,6 +345,17 @@ def zrf_scores(
     model's final residuals on ``data`` are computed first; a twin built here is then let go
     but for its unembedding, so that its blocks are not held while the interventions run.
 
+    Args:
+        model: The original model.
+        data: Forget data.
+        interventions: The interventions to score.
+        random_model: The random twin (default: a bfloat16 :func:`random_twin`, made and let go).
+        seed: Seed of the twin.
+        batch_size: Sequences per forward pass.
+
+    Returns:
+        One ZRF per intervention, in [0, 1].
+
     Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions import zero_ablation
@@ -355,6 +395,14 @@ def random_twin(model: Any, seed: int = 0, dtype: torch.dtype | None = None) -> 
     way Hugging Face initialises GPT-2/Llama models: matrices N(0, 0.02), norm weights 1,
     biases 0.
 
+    Args:
+        model: The model whose config and tokenizer are copied (never its weights).
+        seed: Seed of the initialisation.
+        dtype: Its dtype (default: the model's).
+
+    Returns:
+        A new ``HookedTransformer``.
+
     Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); r = random_twin(m)
@@ -389,7 +437,22 @@ def random_twin(model: Any, seed: int = 0, dtype: torch.dtype | None = None) -> 
 
 
 def random_tokens(model: Any, n: int = 16, seq_len: int = 64, seed: int = 0) -> TokenDataset:
-    """Uniformly random token sequences (BOS first): a control input for distances."""
+    """Uniformly random token sequences (BOS first): a control input for distances.
+
+    Args:
+        model: The model (its vocabulary and BOS).
+        n: Sequences.
+        seq_len: Tokens per sequence, BOS included.
+        seed: Seed.
+
+    Returns:
+        A :class:`~tl_unlearn.data.TokenDataset` named ``"random"``.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model
+        >>> random_tokens(load_tiny_model(), n=2, seq_len=5).tokens.shape
+        torch.Size([2, 5])
+    """
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(model.cfg.d_vocab, (n, seq_len), generator=gen)
     bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
@@ -408,6 +471,15 @@ class ActivationDistances(Result):
         cosine: ``{dataset: {hook: mean cosine similarity}}``.
         norm: ``{dataset: {hook: mean L2 norm of run A's activation}}`` (for scale).
         seconds: Wall time.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.metrics import activation_distances
+        >>> ad = activation_distances(m, d["forget"], None, zero_ablation(m, heads=[(0, 1)]))
+        >>> type(ad).from_dict(ad.to_dict()).to_dataframe().shape == ad.to_dataframe().shape
+        True
     """
 
     label: str
@@ -469,6 +541,17 @@ def activation_distances(
         hooks_a: The intervention of run a.
         hooks_b: The intervention of run b.
         model_b: Model of run B (default: ``model_a``; e.g. :func:`random_twin`).
+
+    Returns:
+        :class:`ActivationDistances` (per hook: L2, cosine, norms).
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> ad = activation_distances(m, d, ["blocks.0.hook_resid_post"], zero_ablation(m, heads=[(0, 1)]))
+        >>> ad.to_dataframe().shape[0] >= 1
+        True
     """
     from tl_unlearn.interventions.base import check_hook_name
 
@@ -517,6 +600,17 @@ def completeness(
     batch_size: int = 8,
 ) -> float:
     """Mean over forget positions of ``Jaccard(topk(Mu), topk(Mr))``; 1 = same top-k as Mr.
+
+    Args:
+        model: The original model (Mu is it with ``hooks``).
+        data: Forget data.
+        retrained_model: Mr, a model trained without the forget data.
+        hooks: The intervention.
+        k: Size of the top-k sets compared.
+        batch_size: Sequences per forward pass.
+
+    Returns:
+        The mean Jaccard overlap, in [0, 1].
 
     Examples:
         >>> from tl_unlearn import load_tiny_model

@@ -121,6 +121,12 @@ class DatasetMetrics:
             resample sequences: ``n`` (scored positions), ``loss`` (summed), ``top{k}``
             (hits), ``n_skip``, ``top{k}_skip``, and one value per example for each answer
             metric and each user metric that returns one value per example.
+
+    Examples:
+        >>> m = DatasetMetrics("forget", 4, 2.0, {1: 0.5}, units={"n": [2, 2], "loss": [4, 4],
+        ...                                                         "top1": [2, 0]})
+        >>> round(m.perplexity, 3), m.n_units
+        (7.389, 2)
     """
 
     name: str
@@ -211,6 +217,11 @@ class DatasetMetrics:
 @dataclass
 class Evaluation(Result):
     """Metrics of one model (or one intervention) on several datasets.
+
+    Attributes:
+        datasets: The metrics of each dataset, by name (``evaluation["forget"]``).
+        label: The intervention's name.
+        seconds: Evaluation time.
 
     Examples:
         >>> e = Evaluation({"forget": DatasetMetrics("forget", 10, 2.0, {1: 0.5})})
@@ -670,6 +681,20 @@ def evaluate_many(
     intervention on that batch of dataset ``name`` (whose first row is row ``first_row`` of
     the dataset), e.g. to read activations in the same pass (``selective_pruning`` reads its
     statistics so); every pass then runs from the tokens.
+
+    Args:
+        model: The model.
+        data: One token dataset or several by name.
+        interventions: The interventions (hook lists); ``()`` is the original model.
+        batch_size: Sequences per forward pass.
+        top_k: The k of top-k accuracy.
+        skip_common: Leave out the most common targets in the skip-common accuracies.
+        labels: A label per intervention (default: their names).
+        share_prefix: Run the layers before the first hooked one once for all interventions.
+        progress: Show a progress bar.
+        metrics: User metrics ``metric(logits, batch)`` by name.
+        batch_hooks: ``(dataset, batch_start, batch) -> hooks`` added per batch (for
+            interventions that read the batch itself).
 
     Returns:
         One :class:`Evaluation` per intervention, in order.

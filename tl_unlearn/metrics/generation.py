@@ -168,6 +168,9 @@ class UnigramDomain:
 
     ``score(t) = log p_F(t) - log p_R(t)``: positive for tokens more typical of the forget data.
 
+    Attributes:
+        log_ratio: ``[d_vocab]``, ``log p_F(t) - log p_R(t)`` per token id.
+
     Examples:
         >>> f = TokenDataset("f", torch.tensor([[0, 1, 1, 1]]), torch.ones(1, 4, dtype=torch.bool))
         >>> r = TokenDataset("r", torch.tensor([[0, 2, 2, 2]]), torch.ones(1, 4, dtype=torch.bool))
@@ -310,6 +313,17 @@ class GenerationBehaviour(Result):
         seconds: Wall time of the whole measurement.
         n_boot: Bootstrap replicates of every interval.
         confidence: Nominal coverage of every interval.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn import actadd
+        >>> from tl_unlearn.metrics import generation_behaviour
+        >>> gb = generation_behaviour(m, ["x =", "The"], lambda c: actadd(m, "def", "The", layer=1,
+        ...                           coeff=c), [2.0], max_new_tokens=4, n_samples=1, seed=0)
+        >>> gb.to_dataframe().shape[0] >= 1
+        True
     """
 
     label: str

@@ -43,6 +43,11 @@ class Interval:
         low: Lower bound.
         high: Upper bound.
         confidence: Nominal coverage (e.g. 0.95).
+
+    Examples:
+        >>> iv = Interval(0.5, 0.4, 0.6)
+        >>> Interval.from_dict(iv.to_dict()) == iv
+        True
     """
 
     value: float

@@ -39,6 +39,15 @@ class LogitLensDiff(Result):
         logprob: ``{dataset: {"original": [...], "intervened": [...]}}`` mean log-prob.
         rank: Same layout, mean rank of the correct token.
         seconds: Wall time of the lens.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.metrics import logit_lens_diff
+        >>> lens = logit_lens_diff(m, d, zero_ablation(m, heads=[(1, 0)]))
+        >>> type(lens).from_dict(lens.to_dict()).label == lens.label
+        True
     """
 
     label: str

@@ -35,6 +35,13 @@ SCORE_NAMES = ("loss", "zlib", "min_k")
 def auc_score(labels: Sequence[int], scores: Sequence[float]) -> float:
     """ROC AUC by ranks: P(score of a label-1 item > score of a label-0 item), ties 1/2.
 
+    Args:
+        labels: 0 or 1 per item.
+        scores: A score per item.
+
+    Returns:
+        The AUC (0.5: the scores cannot tell the labels apart).
+
     Examples:
         >>> auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
         0.75
@@ -89,6 +96,16 @@ class MembershipInference(Result):
         auc_high: Upper end.
         confidence: Nominal coverage of the intervals.
         seconds: Wall time.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.metrics import membership_inference
+        >>> texts = [f"def f{i}(x): return x + {i}" for i in range(8)]
+        >>> mi = membership_inference(m, texts[:4], texts[4:], n_boot=100)
+        >>> all(0.0 <= a <= 1.0 for a in mi.auc.values())
+        True
     """
 
     label: str
@@ -152,6 +169,21 @@ def membership_inference(
 
     With few texts the AUC is noise (8 texts per side gave 0.41-0.59 for the same model):
     use at least 64 per side and read the interval.
+
+    Args:
+        model: The model.
+        forget_texts: Texts the claim is about (label 0).
+        heldout_texts: Texts of the same distribution the model was not fitted on (label 1).
+        hooks: The intervention.
+        max_tokens: Tokens per text scored.
+        k: The share of lowest token log-probabilities Min-K% averages.
+        label: Name of the intervention.
+        n_boot: Bootstrap replicates over texts.
+        confidence: Nominal coverage.
+        seed: Seed of the resampling.
+
+    Returns:
+        :class:`MembershipInference` (an AUC with its interval per score).
 
     Examples:
         >>> from tl_unlearn import load_tiny_model, make_task

@@ -62,6 +62,16 @@ class RelearnResult(Result):
         seconds: Wall time of the whole run (model copy and evaluations included).
         adapter_rank: 0 when every weight of a copy was fine-tuned; else the rank of the
             adapters trained beside each MLP.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.metrics import relearn
+        >>> r = relearn(m, d["forget"], d["forget"].head(2), zero_ablation(m, heads=[(1, 0)]),
+        ...             max_steps=1)
+        >>> type(r).from_dict(r.to_dict()).steps == r.steps
+        True
     """
 
     label: str
@@ -366,7 +376,28 @@ def relearn_attack(
     lrs: Sequence[float] = (1e-4, 3e-4, 1e-3, 3e-3),
     **kwargs: Any,
 ) -> tuple[RelearnResult, list[RelearnResult]]:
-    """Relearning attack: sweep learning rates and return the strongest (fewest steps) and all."""
+    """Relearning attack: sweep learning rates and return the strongest (fewest steps) and all.
+
+    Args:
+        model: The original model.
+        forget_fit: Data the attack fine-tunes on.
+        forget_eval: Data forget top-1 is measured on.
+        hooks: The intervention, held during the attack.
+        lrs: The learning-rate grid.
+        **kwargs: Passed to :func:`relearn` (``max_steps``, ``batch_size``, ``adapter_rank``...).
+
+    Returns:
+        ``(strongest, every run)``.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> best, runs = relearn_attack(m, d["forget"], d["forget"].head(2),
+        ...                             zero_ablation(m, heads=[(1, 0)]), lrs=[1e-3], max_steps=1)
+        >>> len(runs)
+        1
+    """
     if "original_top1" not in kwargs:
         kwargs["original_top1"] = evaluate(model, forget_eval, progress=False, skip_common=0)[
             forget_eval.name].accuracy[1]
@@ -379,6 +410,13 @@ def anamnesis_index(unlearned: RelearnResult, retrained: RelearnResult) -> float
     """``AIN = steps(Mu) / steps(Mr)``; None when either did not reach the target.
 
     Both results must use the same target (same original model and alpha).
+
+    Args:
+        unlearned: The relearning run of the intervened model.
+        retrained: The relearning run of the retrained model (same target and optimiser).
+
+    Returns:
+        The ratio, or None.
 
     Examples:
         >>> r = lambda s: RelearnResult("x", 0.5, 0.6, s, 1.0)
@@ -439,6 +477,16 @@ class DegreeOfRemoval(Result):
             (None when not given).
         max_steps: The attack's step budget.
         seconds: Wall time of all of it.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.metrics import degree_of_removal
+        >>> r = degree_of_removal(m, d["forget"], d["forget"].head(2), zero_ablation(m, heads=[(1, 0)]),
+        ...                       lrs=[1e-3], max_steps=1)
+        >>> type(r).from_dict(r.to_dict()).label == r.label
+        True
     """
 
     label: str

@@ -27,6 +27,13 @@ __all__ = ["Scorecard"]
 class Scorecard(Result):
     """One row of numbers per method; ranked by a chosen column (higher is better).
 
+    Attributes:
+        rows: One dict of numbers per method (``"method"`` names it).
+        rank_by: The column ranked by (higher is better).
+        columns: The columns shown first.
+        label: Its name.
+        seconds: The time the numbers took.
+
     Examples:
         >>> sc = Scorecard([{"method": "a", "max_difference": 0.1},
         ...                 {"method": "b", "max_difference": 0.3}])

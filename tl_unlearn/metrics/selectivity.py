@@ -71,6 +71,17 @@ class RandomBaseline(Result):
         seeds: Seed of each random intervention.
         evaluations: One evaluation per seed.
         seconds: Wall time of the evaluations.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.metrics import evaluate_many
+        >>> from tl_unlearn.metrics.selectivity import RandomBaseline
+        >>> evs = evaluate_many(m, d, [zero_ablation(m, heads=[(1, 1)])], progress=False)
+        >>> rb = RandomBaseline("random heads", 1.0, [0], evs)
+        >>> RandomBaseline.from_dict(rb.to_dict()).seeds
+        [0]
     """
 
     label: str

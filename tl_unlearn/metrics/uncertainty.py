@@ -36,6 +36,15 @@ class FisherUncertainty(Result):
         fisher_trace: Trace of the empirical Fisher (mean squared per-sequence gradient norm).
         grad_norm_sq: Squared norm of the mean gradient.
         seconds: Wall time.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.metrics import fisher_uncertainty
+        >>> fu = fisher_uncertainty(m, d["forget"], max_samples=2)
+        >>> fu.fisher_trace > 0
+        True
     """
 
     label: str
@@ -84,6 +93,15 @@ def fisher_uncertainty(
     max_samples: int = 16,
 ) -> FisherUncertainty:
     """Trace of the empirical Fisher (per-sequence gradients) and the cheap gradient bound.
+
+    Args:
+        model: The model.
+        data: Token data (one sequence per gradient).
+        hooks: The intervention.
+        max_samples: Sequences used.
+
+    Returns:
+        :class:`FisherUncertainty` (``trace``, ``efficacy``, the gradient bound).
 
     Examples:
         >>> from tl_unlearn import load_tiny_model, make_task

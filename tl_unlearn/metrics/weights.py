@@ -34,6 +34,15 @@ class WeightDistance(Result):
         note: Explanation when no distance applies ("n/a").
         label: What is compared.
         seconds: Wall time.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.metrics import weight_distance
+        >>> wd = weight_distance(m, m)
+        >>> type(wd).from_dict(wd.to_dict()).label == wd.label
+        True
     """
 
     per_param: dict[str, tuple[float, float]]
@@ -83,6 +92,13 @@ def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], note: str 
 def weight_distance(model_a: Any, model_b: Any) -> WeightDistance:
     """``||W_a - W_b||`` per parameter and per layer (e.g. original vs fine-tuned / retrained).
 
+    Args:
+        model_a: The first model.
+        model_b: The second, of the same architecture.
+
+    Returns:
+        :class:`WeightDistance`.
+
     Examples:
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
@@ -98,6 +114,21 @@ def equivalent_weight_edit(model: Any, intervention: Intervention) -> WeightDist
 
     Only interventions whose ``info`` has ``pruned`` units with mode ``"zero"`` (selective
     pruning) or ``kind == "zero"`` with neuron/head sites translate into weight edits.
+
+    Args:
+        model: The model.
+        intervention: A zero ablation or zero-pruning of neurons or heads.
+
+    Returns:
+        The distance of the equivalent edit, or None when the intervention has no weight
+        equivalent (a steering vector, a mean ablation).
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model, zero_ablation
+        >>> m = load_tiny_model()
+        >>> edit = equivalent_weight_edit(m, zero_ablation(m, neurons={0: [1, 2]}))
+        >>> edit is not None
+        True
     """
     info = intervention.info
     pruned = info.get("pruned")
