@@ -47,8 +47,9 @@ def main() -> None:
     model = load_model(args.model)
     for p in model.parameters():
         p.requires_grad_(False)
-    clean, corrupted = counterfactual_pair(ioi_task(model.tokenizer), model.tokenizer,
-                                           max_examples=args.examples)
+    clean, corrupted = counterfactual_pair(
+        ioi_task(model.tokenizer), model.tokenizer, max_examples=args.examples
+    )
     n = len(clean)
     tokens = clean.tokens
 
@@ -69,25 +70,29 @@ def main() -> None:
     scores = edge_attribution(model, clean, corrupted, batch_size=n)
     k = max(1, round(args.fraction * scores.n_real_edges))
     keep = scores.top(k)
-    cf = prepare_edge_values(model, "counterfactual", clean=clean, corrupted=corrupted,
-                             batch_size=n)
+    cf = prepare_edge_values(
+        model, "counterfactual", clean=clean, corrupted=corrupted, batch_size=n
+    )
     mean = prepare_edge_values(model, "mean", reference=corrupted, batch_size=n)
     outside = edge_ablation(model, keep, prepared=cf)
-    inside = edge_ablation(model, random_scores(scores, 0).top(k), "mean", ablate="inside",
-                           prepared=mean)
+    inside = edge_ablation(
+        model, random_scores(scores, 0).top(k), "mean", ablate="inside", prepared=mean
+    )
 
     def run_with(iv):
         def go() -> None:
             with torch.no_grad(), iv.applied(model):
                 answer_logit_diff(model(tokens), clean)
+
         return go
 
     jobs = {
         "forward": forward,
         "forward+backward": forward_backward,
         "EAP": lambda: edge_attribution(model, clean, corrupted, batch_size=n),
-        "EAP-IG (5 steps)": lambda: edge_attribution(model, clean, corrupted, method="eap-ig",
-                                                     steps=5, batch_size=n),
+        "EAP-IG (5 steps)": lambda: edge_attribution(
+            model, clean, corrupted, method="eap-ig", steps=5, batch_size=n
+        ),
         f"edge circuit kept ({k} edges, counterfactual outside)": run_with(outside),
         f"edge circuit removed ({k} edges, mean inside)": run_with(inside),
     }
@@ -98,8 +103,10 @@ def main() -> None:
         for name, job in jobs.items():
             times[name] = min(times[name], best(job, 1))
     fwd, fb = times["forward"], times["forward+backward"]
-    print(f"{args.model}: {n} IOI examples, {tokens.shape[1]} positions, "
-          f"{scores.n_real_edges} edges; best of {args.repeats}")
+    print(
+        f"{args.model}: {n} IOI examples, {tokens.shape[1]} positions, "
+        f"{scores.n_real_edges} edges; best of {args.repeats}"
+    )
     print("| job | seconds | / forward | / forward+backward |")
     print("| --- | --- | --- | --- |")
     for name, t in times.items():

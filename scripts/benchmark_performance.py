@@ -56,8 +56,9 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def paired_runs(a: Callable[[], object], b: Callable[[], object],
-                repeats: int) -> tuple[list[float], list[float]]:
+def paired_runs(
+    a: Callable[[], object], b: Callable[[], object], repeats: int
+) -> tuple[list[float], list[float]]:
     """Times of a and b, alternating so that drift hits both alike."""
     ta, tb = [], []
     for _ in range(repeats):
@@ -118,8 +119,13 @@ PEAK = textwrap.dedent("""
 
 def peak_kb(mode: str, model: str, tokens: int, seq_len: int, batch_size: int) -> int:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    out = subprocess.run([sys.executable, "-c", PEAK, mode, model, str(tokens), str(seq_len),
-                          str(batch_size)], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK, mode, model, str(tokens), str(seq_len), str(batch_size)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"]
 
 
@@ -139,17 +145,25 @@ def main() -> None:
     tokens = args.tokens or (8192 if args.model == "tiny" else 1024)
     model = load_model(args.model)
     task = make_task()
-    data = task.tokenize(model.tokenizer, "eval", seq_len=args.seq_len, max_tokens=tokens,
-                         n_ctx=model.cfg.n_ctx)
-    fit = task.tokenize(model.tokenizer, "fit", seq_len=args.seq_len, max_tokens=tokens,
-                        n_ctx=model.cfg.n_ctx)
+    data = task.tokenize(
+        model.tokenizer, "eval", seq_len=args.seq_len, max_tokens=tokens, n_ctx=model.cfg.n_ctx
+    )
+    fit = task.tokenize(
+        model.tokenizer, "fit", seq_len=args.seq_len, max_tokens=tokens, n_ctx=model.cfg.n_ctx
+    )
     both = [data["forget"], data["retain"]]
     bs, reps = args.batch_size, args.repeats
     results: dict[str, object] = {
-        "model": model.cfg.model_name, "n_layers": model.cfg.n_layers,
-        "d_vocab": model.cfg.d_vocab, "tokens_per_dataset": tokens, "seq_len": args.seq_len,
-        "batch_size": bs, "threads": torch.get_num_threads(), "machine": platform.machine(),
-        "cpu": platform.processor() or platform.platform(), "torch": torch.__version__,
+        "model": model.cfg.model_name,
+        "n_layers": model.cfg.n_layers,
+        "d_vocab": model.cfg.d_vocab,
+        "tokens_per_dataset": tokens,
+        "seq_len": args.seq_len,
+        "batch_size": bs,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "cpu": platform.processor() or platform.platform(),
+        "torch": torch.__version__,
     }
     bare_pass(model, both, bs)  # warm-up
 
@@ -177,25 +191,37 @@ def main() -> None:
 def run_1(model, data, both, bs, reps, results):
     # what a user sees: evaluate() of one dataset vs a bare model(tokens) loop over its batches
     one = data["forget"]
-    ta, tb = paired_runs(lambda: evaluate(model, one, batch_size=bs, progress=False),
-                         lambda: bare_pass(model, [one], bs), reps)
+    ta, tb = paired_runs(
+        lambda: evaluate(model, one, batch_size=bs, progress=False),
+        lambda: bare_pass(model, [one], bs),
+        reps,
+    )
     ratios = sorted(a / b for a, b in zip(ta, tb))
-    median = ratios[len(ratios) // 2] if len(ratios) % 2 else (
-        ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
-    results["1_eval_vs_bare"] = {"eval_s": min(ta), "bare_s": min(tb),
-                                 "ratio": min(ta) / min(tb), "ratio_median": median,
-                                 "tokens": int(one.attention_mask.sum()), "target": "<= 1.10"}
-    print(f"1. evaluation / bare forward:        {min(ta) / min(tb):.3f} best, {median:.3f} "
-          f"median of paired runs  ({min(ta):.2f}s vs {min(tb):.2f}s, "
-          f"{int(one.attention_mask.sum())} tokens of one dataset)", flush=True)
-
+    median = (
+        ratios[len(ratios) // 2]
+        if len(ratios) % 2
+        else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+    )
+    results["1_eval_vs_bare"] = {
+        "eval_s": min(ta),
+        "bare_s": min(tb),
+        "ratio": min(ta) / min(tb),
+        "ratio_median": median,
+        "tokens": int(one.attention_mask.sum()),
+        "target": "<= 1.10",
+    }
+    print(
+        f"1. evaluation / bare forward:        {min(ta) / min(tb):.3f} best, {median:.3f} "
+        f"median of paired runs  ({min(ta):.2f}s vs {min(tb):.2f}s, "
+        f"{int(one.attention_mask.sum())} tokens of one dataset)",
+        flush=True,
+    )
 
 
 def curve_job_factory(model, data, fit, bs, levels):
     def curve_job():
         scores = pruning_scores(model, fit["forget"], fit["retain"], batch_size=bs)
-        selectivity_curve(model, data, scores.intervention, levels, batch_size=bs,
-                          progress=False)
+        selectivity_curve(model, data, scores.intervention, levels, batch_size=bs, progress=False)
 
     return curve_job
 
@@ -211,21 +237,35 @@ def run_2(model, data, fit, both, bs, reps, results, n_levels):
             bare_pass(model, both, bs)
 
     t_curve, t_bare_n = paired(curve_job, bare_job, reps)
-    results["2_curve_vs_bare"] = {"curve_s": t_curve, "bare_s": t_bare_n, "levels": n_levels,
-                                  "ratio": t_curve / t_bare_n, "target": "<= 1.15"}
-    print(f"2. selectivity curve / (N+2) bare:   {t_curve / t_bare_n:.3f}  "
-          f"({t_curve:.2f}s vs {t_bare_n:.2f}s, N={n_levels})", flush=True)
+    results["2_curve_vs_bare"] = {
+        "curve_s": t_curve,
+        "bare_s": t_bare_n,
+        "levels": n_levels,
+        "ratio": t_curve / t_bare_n,
+        "target": "<= 1.15",
+    }
+    print(
+        f"2. selectivity curve / (N+2) bare:   {t_curve / t_bare_n:.3f}  "
+        f"({t_curve:.2f}s vs {t_bare_n:.2f}s, N={n_levels})",
+        flush=True,
+    )
 
 
 def run_3(args, tokens, bs, results):
     # 3. peak memory of evaluation at 4x vs 1x tokens
     small = peak_kb("evaluate", args.model, tokens, args.seq_len, bs)
     large = peak_kb("evaluate", args.model, 4 * tokens, args.seq_len, bs)
-    results["3_peak_memory_4x_vs_1x"] = {"peak_1x_kb": small, "peak_4x_kb": large,
-                                         "ratio": large / max(small, 1), "target": "<= 1.1"}
-    print(f"3. eval peak memory 4x / 1x tokens:  {large / max(small, 1):.3f}  "
-          f"({small / 1024:.0f} MiB vs {large / 1024:.0f} MiB)", flush=True)
-
+    results["3_peak_memory_4x_vs_1x"] = {
+        "peak_1x_kb": small,
+        "peak_4x_kb": large,
+        "ratio": large / max(small, 1),
+        "target": "<= 1.1",
+    }
+    print(
+        f"3. eval peak memory 4x / 1x tokens:  {large / max(small, 1):.3f}  "
+        f"({small / 1024:.0f} MiB vs {large / 1024:.0f} MiB)",
+        flush=True,
+    )
 
 
 def run_4(model, data, bs, reps, results, sweep):
@@ -236,15 +276,23 @@ def run_4(model, data, bs, reps, results, sweep):
     ivs = [zero_ablation(model, heads=[hd]) for hd in heads]
     t_shared, t_full = paired(
         lambda: evaluate_many(model, data, ivs, batch_size=bs, progress=False),
-        lambda: evaluate_many(model, data, ivs, batch_size=bs, progress=False,
-                              share_prefix=False), reps)
+        lambda: evaluate_many(model, data, ivs, batch_size=bs, progress=False, share_prefix=False),
+        reps,
+    )
     ideal = n / (n - layer)
-    results["4_sweep_shared_prefix"] = {"layer": layer, "K": sweep, "shared_s": t_shared,
-                                        "full_s": t_full, "speedup": t_full / t_shared,
-                                        "ideal": ideal}
-    print(f"4. sweep at layer {layer}/{n}, K={sweep}: speed-up {t_full / t_shared:.2f}x "
-          f"(ideal about {ideal:.2f}x; {t_shared:.2f}s vs {t_full:.2f}s)", flush=True)
-
+    results["4_sweep_shared_prefix"] = {
+        "layer": layer,
+        "K": sweep,
+        "shared_s": t_shared,
+        "full_s": t_full,
+        "speedup": t_full / t_shared,
+        "ideal": ideal,
+    }
+    print(
+        f"4. sweep at layer {layer}/{n}, K={sweep}: speed-up {t_full / t_shared:.2f}x "
+        f"(ideal about {ideal:.2f}x; {t_shared:.2f}s vs {t_full:.2f}s)",
+        flush=True,
+    )
 
 
 def run_5(model, data, fit, both, bs, reps, results, args, tokens):
@@ -267,14 +315,20 @@ def run_5(model, data, fit, both, bs, reps, results, args, tokens):
     t_ours, t_naive = paired(curve_job, naive_job, max(1, reps - 1))
     mem_ours = peak_kb("curve", args.model, tokens, args.seq_len, bs)
     mem_naive = peak_kb("naive", args.model, tokens, args.seq_len, bs)
-    results["5_curve_vs_naive"] = {"ours_s": t_ours, "naive_s": t_naive,
-                                   "time_ratio": t_ours / t_naive, "ours_peak_kb": mem_ours,
-                                   "naive_peak_kb": mem_naive,
-                                   "memory_ratio": mem_ours / max(mem_naive, 1)}
-    print(f"5. curve vs notebook way: time {t_ours / t_naive:.3f}x, peak memory "
-          f"{mem_ours / max(mem_naive, 1):.3f}x ({mem_ours / 1024:.0f} MiB vs "
-          f"{mem_naive / 1024:.0f} MiB)", flush=True)
-
+    results["5_curve_vs_naive"] = {
+        "ours_s": t_ours,
+        "naive_s": t_naive,
+        "time_ratio": t_ours / t_naive,
+        "ours_peak_kb": mem_ours,
+        "naive_peak_kb": mem_naive,
+        "memory_ratio": mem_ours / max(mem_naive, 1),
+    }
+    print(
+        f"5. curve vs notebook way: time {t_ours / t_naive:.3f}x, peak memory "
+        f"{mem_ours / max(mem_naive, 1):.3f}x ({mem_ours / 1024:.0f} MiB vs "
+        f"{mem_naive / 1024:.0f} MiB)",
+        flush=True,
+    )
 
 
 def map_floor_job(model, datasets, bs, components):
@@ -293,9 +347,9 @@ def map_floor_job(model, datasets, bs, components):
                 logits, cache = model.run_with_cache(tokens, names_filter=names)
                 batch_statistics(logits, tokens, mask, (1, 5), skip)  # the original
                 for layer, _ in components:
-                    logits = model(cache[names[layer]], start_at_layer=layer + 1,
-                                   tokens=tokens)
+                    logits = model(cache[names[layer]], start_at_layer=layer + 1, tokens=tokens)
                     batch_statistics(logits, tokens, mask, (1, 5), skip)
+
     return job
 
 
@@ -306,24 +360,37 @@ def run_6(model, data, bs, reps, results):
     small_data = {k: v.head(2 * bs) for k, v in data.items()}
     t_map, t_map_full = paired(
         lambda: component_selectivity_map(model, small_data, batch_size=bs, progress=False),
-        lambda: component_selectivity_map(model, small_data, batch_size=bs, progress=False,
-                                          share_prefix=False), max(1, reps - 1))
+        lambda: component_selectivity_map(
+            model, small_data, batch_size=bs, progress=False, share_prefix=False
+        ),
+        max(1, reps - 1),
+    )
     heads = [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
-    t_floor = best_time(map_floor_job(model, list(small_data.values()), bs, heads),
-                        max(1, reps - 1))
-    results["6_head_map_vs_full"] = {"map_s": t_map, "full_s": t_map_full,
-                                     "ratio": t_map / t_map_full, "target": "<= 0.6",
-                                     "floor_s": t_floor, "floor_ratio": t_floor / t_map_full}
-    print(f"6. head selectivity map / full passes: {t_map / t_map_full:.3f}  "
-          f"({t_map:.2f}s vs {t_map_full:.2f}s); floor for any exact map: "
-          f"{t_floor / t_map_full:.3f}", flush=True)
+    t_floor = best_time(
+        map_floor_job(model, list(small_data.values()), bs, heads), max(1, reps - 1)
+    )
+    results["6_head_map_vs_full"] = {
+        "map_s": t_map,
+        "full_s": t_map_full,
+        "ratio": t_map / t_map_full,
+        "target": "<= 0.6",
+        "floor_s": t_floor,
+        "floor_ratio": t_floor / t_map_full,
+    }
+    print(
+        f"6. head selectivity map / full passes: {t_map / t_map_full:.3f}  "
+        f"({t_map:.2f}s vs {t_map_full:.2f}s); floor for any exact map: "
+        f"{t_floor / t_map_full:.3f}",
+        flush=True,
+    )
 
 
 def run_7(model, reps, results, batch_size=16):
     from tl_unlearn.tasks import ioi_task
 
-    ds = ioi_task(model.tokenizer, n=2000).tokenize(model.tokenizer, max_tokens=None,
-                                                     max_examples=256)
+    ds = ioi_task(model.tokenizer, n=2000).tokenize(
+        model.tokenizer, max_tokens=None, max_examples=256
+    )
     lengths = ds.attention_mask.sum(1)
     ds = ds.rows((lengths >= 15) & (lengths <= 25))
     views = list(ds.views(batch_size))
@@ -334,13 +401,22 @@ def run_7(model, reps, results, batch_size=16):
             model(v.tokens)
 
     bare()  # warm-up
-    t_eval, t_bare = paired(lambda: evaluate(model, ds, batch_size=batch_size, progress=False),
-                            bare, reps)
-    results["7_answer_eval_vs_bare"] = {"eval_s": t_eval, "bare_s": t_bare,
-                                        "ratio": t_eval / t_bare, "examples": len(ds),
-                                        "batch_size": batch_size, "target": "<= 1.15"}
-    print(f"7. answer evaluation / bare forward: {t_eval / t_bare:.3f}  "
-          f"({t_eval:.2f}s vs {t_bare:.2f}s, {len(ds)} IOI prompts)", flush=True)
+    t_eval, t_bare = paired(
+        lambda: evaluate(model, ds, batch_size=batch_size, progress=False), bare, reps
+    )
+    results["7_answer_eval_vs_bare"] = {
+        "eval_s": t_eval,
+        "bare_s": t_bare,
+        "ratio": t_eval / t_bare,
+        "examples": len(ds),
+        "batch_size": batch_size,
+        "target": "<= 1.15",
+    }
+    print(
+        f"7. answer evaluation / bare forward: {t_eval / t_bare:.3f}  "
+        f"({t_eval:.2f}s vs {t_bare:.2f}s, {len(ds)} IOI prompts)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

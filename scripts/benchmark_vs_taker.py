@@ -88,14 +88,25 @@ def child_tl(args: argparse.Namespace, docs: dict[str, list[str]]) -> dict:
     # evaluated before pruning and after every step (taker's run_pruning); the statistics of
     # the next step are read in the same passes (the evaluation's documents start with the
     # collection's): the same numbers as separate passes, 4 passes per side instead of 7
-    iv = selective_pruning(model, fit["forget"], fit["retain"], args.frac * args.steps,
-                           score="abs", components="mlp", steps=args.steps,
-                           batch_size=args.batch_size, evaluate_on=ev,
-                           evaluate_options={"skip_common": 0, "progress": False})
+    iv = selective_pruning(
+        model,
+        fit["forget"],
+        fit["retain"],
+        args.frac * args.steps,
+        score="abs",
+        components="mlp",
+        steps=args.steps,
+        batch_size=args.batch_size,
+        evaluate_on=ev,
+        evaluate_options={"skip_common": 0, "progress": False},
+    )
     steps = [{k: e[k].accuracy[1] for k in ("forget", "retain")} for e in iv.info["evaluations"]]
     model.reset_hooks()
-    return {"steps": steps, "tokens_through_model": seen[0],
-            "tokens": {k: int(v.attention_mask.sum()) for k, v in fit.items()}}
+    return {
+        "steps": steps,
+        "tokens_through_model": seen[0],
+        "tokens": {k: int(v.attention_mask.sum()) for k, v in fit.items()},
+    }
 
 
 def child_taker(args: argparse.Namespace, docs: dict[str, list[str]]) -> dict:
@@ -121,30 +132,66 @@ def child_taker(args: argparse.Namespace, docs: dict[str, list[str]]) -> dict:
         files[k] = Path(args.workdir) / f"{k}.jsonl"
         files[k].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     c = PruningConfig(
-        model_repo=args.model_dir, token_limit=args.token_limit, dtype="fp32",
-        model_device="cpu", collection_sample_size=args.tokens, eval_sample_size=args.tokens,
-        ff_frac=args.frac, attn_frac=0.0, ff_scoring="abs", n_steps=args.steps,
-        recalculate_activations=True, run_pre_test=True, wandb_project="taker-vs-tl",
-        focus=f"jsonl:{files['retain']}", cripple=f"jsonl:{files['forget']}",
+        model_repo=args.model_dir,
+        token_limit=args.token_limit,
+        dtype="fp32",
+        model_device="cpu",
+        collection_sample_size=args.tokens,
+        eval_sample_size=args.tokens,
+        ff_frac=args.frac,
+        attn_frac=0.0,
+        ff_scoring="abs",
+        n_steps=args.steps,
+        recalculate_activations=True,
+        run_pre_test=True,
+        wandb_project="taker-vs-tl",
+        focus=f"jsonl:{files['retain']}",
+        cripple=f"jsonl:{files['forget']}",
     )
     _, history = run_pruning(c)
     steps = []
     for item in history.history:
         acc = item.accuracy if hasattr(item, "accuracy") else item["accuracy"]
         # taker names a JSONL dataset by its path (with or without the "jsonl:" prefix)
-        steps.append({k: next(v["base"] for name, v in acc.items()
-                              if str(name).endswith(f"{k}.jsonl")) / 100 for k in files})
+        steps.append(
+            {
+                k: next(v["base"] for name, v in acc.items() if str(name).endswith(f"{k}.jsonl"))
+                / 100
+                for k in files
+            }
+        )
     return {"steps": steps, "tokens_through_model": seen[0]}
 
 
 def run_child(python: str, side: str, args: argparse.Namespace, docs_file: str) -> dict:
-    cmd = [python, __file__, "--child", side, "--docs", docs_file, "--workdir", args.workdir,
-           "--model-dir", args.model_dir, "--tokens", str(args.tokens), "--frac", str(args.frac),
-           "--steps", str(args.steps), "--token-limit", str(args.token_limit),
-           "--threads", str(args.threads), "--batch-size", str(args.batch_size)]
+    cmd = [
+        python,
+        __file__,
+        "--child",
+        side,
+        "--docs",
+        docs_file,
+        "--workdir",
+        args.workdir,
+        "--model-dir",
+        args.model_dir,
+        "--tokens",
+        str(args.tokens),
+        "--frac",
+        str(args.frac),
+        "--steps",
+        str(args.steps),
+        "--token-limit",
+        str(args.token_limit),
+        "--threads",
+        str(args.threads),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
-                                                                     "WANDB_MODE": "disabled"})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"}
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{side} failed:\n{proc.stderr[-4000:]}")
@@ -181,16 +228,20 @@ def main() -> None:
         print(json.dumps(out))
         return
     if not args.taker_python:
-        raise SystemExit("Pass --taker-python: the Python of an environment with taker==1.2.3 "
-                         "(taker is not a dependency of tl_unlearn).")
+        raise SystemExit(
+            "Pass --taker-python: the Python of an environment with taker==1.2.3 "
+            "(taker is not a dependency of tl_unlearn)."
+        )
     from transformers import AutoTokenizer
 
     from tl_unlearn.models import smollm2_hf_dir
 
     args.model_dir = str(smollm2_hf_dir())
     tok = AutoTokenizer.from_pretrained(args.model_dir)
-    docs = {"forget": documents("python_code", tok, args.tokens, args.token_limit, args.seed),
-            "retain": documents("wikipedia", tok, args.tokens, args.token_limit, args.seed)}
+    docs = {
+        "forget": documents("python_code", tok, args.tokens, args.token_limit, args.seed),
+        "retain": documents("wikipedia", tok, args.tokens, args.token_limit, args.seed),
+    }
     with tempfile.TemporaryDirectory() as work:
         args.workdir = work
         docs_file = str(Path(work) / "docs.json")
@@ -200,24 +251,41 @@ def main() -> None:
             for side, python in (("tl", sys.executable), ("taker", args.taker_python)):
                 name = "tl_unlearn" if side == "tl" else "taker"
                 runs[name].append(run_child(python, side, args, docs_file))
-                print(f"repeat {r + 1}: {name} {runs[name][-1]['wall_s']:.0f} s, peak RSS "
-                      f"{runs[name][-1]['peak_rss_gb']:.2f} GB", flush=True)
-    print(f"\nSelective pruning, SmolLM2-135M fp32, {args.threads} threads, {args.tokens} tokens "
-          f"collected and evaluated per side, {args.frac:.0%} of MLP neurons per step, "
-          f"{args.steps} steps, abs score; {len(docs['forget'])} code / {len(docs['retain'])} "
-          f"wiki documents available\n")
+                print(
+                    f"repeat {r + 1}: {name} {runs[name][-1]['wall_s']:.0f} s, peak RSS "
+                    f"{runs[name][-1]['peak_rss_gb']:.2f} GB",
+                    flush=True,
+                )
+    print(
+        f"\nSelective pruning, SmolLM2-135M fp32, {args.threads} threads, {args.tokens} tokens "
+        f"collected and evaluated per side, {args.frac:.0%} of MLP neurons per step, "
+        f"{args.steps} steps, abs score; {len(docs['forget'])} code / {len(docs['retain'])} "
+        f"wiki documents available\n"
+    )
     print("top-1 after each step (step 0 = original): forget (code) | retain (wiki)")
     for name, rs in runs.items():
         st = rs[0]["steps"]
         # taker's pre-pruning entry does not hold the JSONL datasets' accuracies: shown as "-"
-        print(f"  {name:10s} " + "  ".join(
-            f"{s['forget']:.3f}|{s['retain']:.3f}" if s["forget"] or s["retain"] else "-|-"
-            for s in st))
+        print(
+            f"  {name:10s} "
+            + "  ".join(
+                f"{s['forget']:.3f}|{s['retain']:.3f}" if s["forget"] or s["retain"] else "-|-"
+                for s in st
+            )
+        )
     print("\n| | tl_unlearn | taker | ratio |\n| --- | --- | --- | --- |")
-    med = {n: {k: statistics.median(r[k] for r in rs) for k in
-               ("wall_s", "peak_rss_gb", "tokens_through_model")} for n, rs in runs.items()}
-    for key, label in (("wall_s", "wall time (s, median)"), ("peak_rss_gb", "peak RSS (GB)"),
-                       ("tokens_through_model", "tokens through the model")):
+    med = {
+        n: {
+            k: statistics.median(r[k] for r in rs)
+            for k in ("wall_s", "peak_rss_gb", "tokens_through_model")
+        }
+        for n, rs in runs.items()
+    }
+    for key, label in (
+        ("wall_s", "wall time (s, median)"),
+        ("peak_rss_gb", "peak RSS (GB)"),
+        ("tokens_through_model", "tokens through the model"),
+    ):
         a, b = med["tl_unlearn"][key], med["taker"][key]
         print(f"| {label} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
     if args.json:

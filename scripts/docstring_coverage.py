@@ -21,16 +21,22 @@ import tl_unlearn
 
 def public_objects(every_module: bool = False) -> dict[str, object]:
     out = {}
-    modules = [tl_unlearn, importlib.import_module("tl_unlearn.interventions"),
-               importlib.import_module("tl_unlearn.metrics")]
+    modules = [
+        tl_unlearn,
+        importlib.import_module("tl_unlearn.interventions"),
+        importlib.import_module("tl_unlearn.metrics"),
+    ]
     if every_module:
-        modules += [importlib.import_module(m.name) for m in
-                    pkgutil.walk_packages(tl_unlearn.__path__, "tl_unlearn.")]
+        modules += [
+            importlib.import_module(m.name)
+            for m in pkgutil.walk_packages(tl_unlearn.__path__, "tl_unlearn.")
+        ]
     for mod in modules:
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name, None)
-            if (inspect.isfunction(obj) or inspect.isclass(obj)) \
-                    and obj.__module__.startswith("tl_unlearn"):
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__.startswith(
+                "tl_unlearn"
+            ):
                 out.setdefault(f"{obj.__module__}.{obj.__qualname__}", obj)
     return out
 
@@ -40,8 +46,11 @@ def needs_args(obj: object) -> bool:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return False
-    params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")
-              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    params = [
+        p
+        for p in sig.parameters.values()
+        if p.name not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     return bool(params)
 
 
@@ -57,8 +66,10 @@ def main() -> None:
         if ">>>" not in doc:
             no_example.append(name)
     n = len(objs)
-    print(f"public names: {n}; with Args (or Attributes): {n - len(no_args)}; "
-          f"with an example: {n - len(no_example)}")
+    print(
+        f"public names: {n}; with Args (or Attributes): {n - len(no_args)}; "
+        f"with an example: {n - len(no_example)}"
+    )
     if "--list" in sys.argv:
         print("no Args:", *no_args, sep="\n  ")
         print("no example:", *no_example, sep="\n  ")

@@ -47,9 +47,12 @@ def _wrap(module, name: str) -> None:
             return fn(*args, **kwargs)
         finally:
             STATE["depth"] -= 1
-            print(f"{'  ' * STATE['depth']}{name}: before {before / 1e9:.2f} GB, peak "
-                  f"{STATE['peak'] / 1e9:.2f} GB, after {PROC.memory_info().rss / 1e9:.2f} GB, "
-                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+            print(
+                f"{'  ' * STATE['depth']}{name}: before {before / 1e9:.2f} GB, peak "
+                f"{STATE['peak'] / 1e9:.2f} GB, after {PROC.memory_info().rss / 1e9:.2f} GB, "
+                f"{time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
             STATE["peak"] = max(outer, STATE["peak"])
 
     setattr(module, name, wrapped)
@@ -58,10 +61,18 @@ def _wrap(module, name: str) -> None:
 def main() -> None:
     torch.set_num_threads(2)
     threading.Thread(target=_sample, daemon=True).start()
-    for name in ("fit_method", "selectivity_curve", "evaluate", "output_distances_many",
-                 "random_baselines",
-                 "membership_inference", "logit_lens_diff", "activation_distances",
-                 "_generation", "degree_of_removal"):
+    for name in (
+        "fit_method",
+        "selectivity_curve",
+        "evaluate",
+        "output_distances_many",
+        "random_baselines",
+        "membership_inference",
+        "logit_lens_diff",
+        "activation_distances",
+        "_generation",
+        "degree_of_removal",
+    ):
         _wrap(bench, name)
     _wrap(models, "load_model")
     relearn = sys.modules["tl_unlearn.metrics.relearning"]  # the package exports a function too
@@ -70,8 +81,10 @@ def main() -> None:
     _wrap(sys.modules["tl_unlearn.metrics.distances"], "random_twin")
     cfg = bench.BenchmarkConfig(**json.loads(sys.argv[1])) if len(sys.argv) > 1 else None
     result = bench.run_benchmark(cfg, output_dir=None, progress=False)
-    print(f"whole run: peak RSS {STATE['peak'] / 1e9:.2f} GB, "
-          f"{result.timings['total']:.0f} s", flush=True)
+    print(
+        f"whole run: peak RSS {STATE['peak'] / 1e9:.2f} GB, {result.timings['total']:.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

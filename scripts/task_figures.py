@@ -29,8 +29,9 @@ from tl_unlearn.tasks import facts_task, greater_than_task, ioi_task
 
 def per_example_ld(logits, batch):
     final = batch.answer_logits(logits)
-    return (final.gather(1, batch.answers[:, None])
-            - final.gather(1, batch.counterfactual[:, None])).squeeze(1)
+    return (
+        final.gather(1, batch.answers[:, None]) - final.gather(1, batch.counterfactual[:, None])
+    ).squeeze(1)
 
 
 def per_example_first_hit(logits, batch):
@@ -44,8 +45,9 @@ def interval(values: np.ndarray, seed: int = 0, n_boot: int = 2000) -> list[floa
 
 
 def clean_metrics(model, pa, max_examples, batch_size):
-    ds = pa.tokenize(model.tokenizer, max_tokens=None, max_examples=max_examples,
-                     n_ctx=model.cfg.n_ctx)
+    ds = pa.tokenize(
+        model.tokenizer, max_tokens=None, max_examples=max_examples, n_ctx=model.cfg.n_ctx
+    )
     ev = evaluate(model, {pa.name: ds}, batch_size=batch_size, progress=False)[pa.name]
     lds, hits = [], []
     with torch.inference_mode():
@@ -55,10 +57,15 @@ def clean_metrics(model, pa, max_examples, batch_size):
             hits.append(per_example_first_hit(logits, view))
     lds, hits = torch.cat(lds).numpy(), torch.cat(hits).numpy()
     assert abs(lds.mean() - ev.answer["logit_diff"]) < 1e-4
-    return {"examples": len(ds), "logit_diff": float(lds.mean()), "logit_diff_ci": interval(lds),
-            "first_token_accuracy": float(hits.mean()), "first_token_accuracy_ci": interval(hits),
-            "answer_accuracy": ev.answer["answer_accuracy"],
-            "answer_logprob": ev.answer["answer_logprob"]}
+    return {
+        "examples": len(ds),
+        "logit_diff": float(lds.mean()),
+        "logit_diff_ci": interval(lds),
+        "first_token_accuracy": float(hits.mean()),
+        "first_token_accuracy_ci": interval(hits),
+        "answer_accuracy": ev.answer["answer_accuracy"],
+        "answer_logprob": ev.answer["answer_logprob"],
+    }
 
 
 def main() -> None:
@@ -79,32 +86,55 @@ def main() -> None:
     for pa in (ioi, facts_task(), greater_than_task()):
         out[pa.name] = clean_metrics(model, pa, args.examples, args.batch_size)
         print(pa.name, json.dumps(out[pa.name]), flush=True)
-    clean = evaluate(model, {"ioi": ioi.tokenize(tok, max_tokens=None, max_examples=args.examples)},
-                     progress=False)
-    abc = evaluate(model, {"ioi": ioi.tokenize(tok, max_tokens=None, max_examples=args.examples,
-                                              corrupted=True)}, progress=False)
+    clean = evaluate(
+        model,
+        {"ioi": ioi.tokenize(tok, max_tokens=None, max_examples=args.examples)},
+        progress=False,
+    )
+    abc = evaluate(
+        model,
+        {"ioi": ioi.tokenize(tok, max_tokens=None, max_examples=args.examples, corrupted=True)},
+        progress=False,
+    )
     out["ioi"]["corrupted_logit_diff"] = abc["ioi"].answer["logit_diff"]
     print("ioi ABC baseline logit diff", abc["ioi"].answer["logit_diff"], flush=True)
     del clean
 
     task = make_task(ioi, "wikipedia")
-    data = {"forget": task.forget.tokenize(tok, max_tokens=None, max_examples=args.map_examples),
-            "retain": task.retain.tokenize(tok, max_tokens=args.retain_tokens, seq_len=128)}
+    data = {
+        "forget": task.forget.tokenize(tok, max_tokens=None, max_examples=args.map_examples),
+        "retain": task.retain.tokenize(tok, max_tokens=args.retain_tokens, seq_len=128),
+    }
     reference = task.forget.tokenize(tok, "fit", max_tokens=None, max_examples=256)
     t1 = time.time()
-    cmap = component_selectivity_map(model, data, "heads", "mean", reference,
-                                     metric={"forget": "logit_diff", "retain": "top1"},
-                                     batch_size=args.batch_size)
+    cmap = component_selectivity_map(
+        model,
+        data,
+        "heads",
+        "mean",
+        reference,
+        metric={"forget": "logit_diff", "retain": "top1"},
+        batch_size=args.batch_size,
+    )
     rows = []
     for comp in cmap.ranked("forget")[: args.top]:
         i = cmap.components.index(comp)
-        rows.append({"head": f"L{comp[0]}H{comp[1]}", "forget_drop": float(cmap.forget_drop[i]),
-                     "retain_drop": float(cmap.retain_drop[i])})
-    out["head_map"] = {"seconds": time.time() - t1, "heads": len(cmap.components),
-                       "ioi_examples": len(data["forget"]),
-                       "retain_tokens": data["retain"].n_tokens,
-                       "clean_logit_diff": cmap.original["forget"].answer["logit_diff"],
-                       "clean_retain_top1": cmap.original["retain"].accuracy[1], "top": rows}
+        rows.append(
+            {
+                "head": f"L{comp[0]}H{comp[1]}",
+                "forget_drop": float(cmap.forget_drop[i]),
+                "retain_drop": float(cmap.retain_drop[i]),
+            }
+        )
+    out["head_map"] = {
+        "seconds": time.time() - t1,
+        "heads": len(cmap.components),
+        "ioi_examples": len(data["forget"]),
+        "retain_tokens": data["retain"].n_tokens,
+        "clean_logit_diff": cmap.original["forget"].answer["logit_diff"],
+        "clean_retain_top1": cmap.original["retain"].accuracy[1],
+        "top": rows,
+    }
     print("| head | IOI logit-diff drop | Wikipedia top-1 drop |\n| --- | --- | --- |")
     for r in rows:
         print(f"| {r['head']} | {r['forget_drop']:.3f} | {r['retain_drop']:.4f} |")

@@ -59,23 +59,36 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(tokenizer_object=tok, **TINY_SPECIAL_TOKENS)
 
 
-def unigram_loss(train: torch.Tensor, train_mask: torch.Tensor, test: torch.Tensor,
-                 test_mask: torch.Tensor, vocab: int) -> float:
+def unigram_loss(
+    train: torch.Tensor,
+    train_mask: torch.Tensor,
+    test: torch.Tensor,
+    test_mask: torch.Tensor,
+    vocab: int,
+) -> float:
     """Cross-entropy (nats) of an add-one unigram model fit on ``train`` targets, on ``test``."""
     counts = torch.bincount(train[:, 1:][train_mask[:, 1:]], minlength=vocab).double() + 1
     logp = (counts / counts.sum()).log()
     return float(-logp[test[:, 1:][test_mask[:, 1:]]].mean())
 
 
-def repeated_rows(vocab: torch.Tensor, bos: int, n: int, length: int, periods: tuple[int, int],
-                  gen: torch.Generator) -> torch.Tensor:
+def repeated_rows(
+    vocab: torch.Tensor,
+    bos: int,
+    n: int,
+    length: int,
+    periods: tuple[int, int],
+    gen: torch.Generator,
+) -> torch.Tensor:
     """``n`` rows ``[BOS] + A + A + ...`` of ``length`` tokens: a random segment ``A`` of
     ``vocab`` ids, its length drawn from ``periods`` (inclusive) per row, repeated."""
     rows = []
     for _ in range(n):
         period = int(torch.randint(periods[0], periods[1] + 1, (1,), generator=gen))
         seg = vocab[torch.randint(len(vocab), (period,), generator=gen)]
-        rows.append(torch.cat([torch.tensor([bos]), seg.repeat(length // period + 1)[: length - 1]]))
+        rows.append(
+            torch.cat([torch.tensor([bos]), seg.repeat(length // period + 1)[: length - 1]])
+        )
     return torch.stack(rows)
 
 
@@ -101,13 +114,26 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--train-tokens-per-corpus", type=int, default=2_000_000)
-    ap.add_argument("--induction-steps", type=int, default=1000,
-                    help="steps of repeated random-token rows alone, before the text steps")
-    ap.add_argument("--induction-rows", type=int, default=32,
-                    help="repeated random-token rows beside every text step (0: none)")
-    ap.add_argument("--exclude", action="append", default=[], choices=CORPORA,
-                    help="leave a corpus out of the model's training (e.g. the forget corpus, "
-                         "for a retrained twin; the tokenizer still sees every corpus)")
+    ap.add_argument(
+        "--induction-steps",
+        type=int,
+        default=1000,
+        help="steps of repeated random-token rows alone, before the text steps",
+    )
+    ap.add_argument(
+        "--induction-rows",
+        type=int,
+        default=32,
+        help="repeated random-token rows beside every text step (0: none)",
+    )
+    ap.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        choices=CORPORA,
+        help="leave a corpus out of the model's training (e.g. the forget corpus, "
+        "for a retrained twin; the tokenizer still sees every corpus)",
+    )
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
@@ -124,17 +150,38 @@ def main() -> None:
 
     corpora = [c for c in CORPORA if c not in args.exclude]  # trained on
     # spread=False: whole documents one after another, the recipe the committed model used
-    train = {c: data[c].tokenize(tokenizer, "fit", seq_len=args.seq_len, spread=False,
-                                 max_tokens=args.train_tokens_per_corpus, seed=args.seed)
-             for c in CORPORA}
-    test = {c: data[c].tokenize(tokenizer, "eval", seq_len=args.seq_len, max_tokens=40_000,
-                                seed=args.seed, spread=False) for c in CORPORA}
+    train = {
+        c: data[c].tokenize(
+            tokenizer,
+            "fit",
+            seq_len=args.seq_len,
+            spread=False,
+            max_tokens=args.train_tokens_per_corpus,
+            seed=args.seed,
+        )
+        for c in CORPORA
+    }
+    test = {
+        c: data[c].tokenize(
+            tokenizer, "eval", seq_len=args.seq_len, max_tokens=40_000, seed=args.seed, spread=False
+        )
+        for c in CORPORA
+    }
     print({c: train[c].n_tokens for c in CORPORA}, f"{time.time() - t0:.1f}s", flush=True)
 
     cfg_kwargs = dict(
-        n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, d_vocab=len(tokenizer),
-        n_ctx=256, act_fn="gelu_new", normalization_type="LN", seed=args.seed,
-        default_prepend_bos=True, model_name="tl-unlearn-tiny",
+        n_layers=2,
+        d_model=128,
+        n_heads=4,
+        d_head=32,
+        d_mlp=512,
+        d_vocab=len(tokenizer),
+        n_ctx=256,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        seed=args.seed,
+        default_prepend_bos=True,
+        model_name="tl-unlearn-tiny",
         positional_embedding_type="shortformer",
     )
     model = HookedTransformer(HookedTransformerConfig(**cfg_kwargs), tokenizer=tokenizer)
@@ -149,8 +196,10 @@ def main() -> None:
 
     def text_batch(per_corpus: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = {c: torch.randint(len(train[c]), (per_corpus,), generator=gen) for c in corpora}
-        return (torch.cat([train[c].tokens[idx[c]] for c in corpora]),
-                torch.cat([train[c].attention_mask[idx[c]] for c in corpora]))
+        return (
+            torch.cat([train[c].tokens[idx[c]] for c in corpora]),
+            torch.cat([train[c].attention_mask[idx[c]] for c in corpora]),
+        )
 
     def text_loss(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         per_tok = model(tokens, return_type="loss", loss_per_token=True, attention_mask=mask)
@@ -163,9 +212,15 @@ def main() -> None:
         opt.step()
 
     def record(phase: str, step: int, loss: torch.Tensor) -> None:
-        log.append({"phase": phase, "step": step, "loss": float(loss),
-                    "induction_top1": induction_top1(),
-                    "seconds": time.time() - t0})
+        log.append(
+            {
+                "phase": phase,
+                "step": step,
+                "loss": float(loss),
+                "induction_top1": induction_top1(),
+                "seconds": time.time() - t0,
+            }
+        )
         print(log[-1], flush=True)
 
     def induction_rows(n: int) -> torch.Tensor:  # as long as the builtin task's rows
@@ -186,8 +241,11 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup)
-        * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))
+        ),
+    )
     for step in range(args.steps):
         loss = text_loss(*text_batch(args.batch_per_corpus))
         if args.induction_rows:
@@ -201,19 +259,35 @@ def main() -> None:
     results = {
         c: {
             "heldout_loss": heldout_loss(model, test[c].tokens, test[c].attention_mask),
-            "unigram_loss": unigram_loss(train[c].tokens, train[c].attention_mask,
-                                         test[c].tokens, test[c].attention_mask, len(tokenizer)),
+            "unigram_loss": unigram_loss(
+                train[c].tokens,
+                train[c].attention_mask,
+                test[c].tokens,
+                test[c].attention_mask,
+                len(tokenizer),
+            ),
         }
         for c in CORPORA
     }
     results["induction"] = {"top1": induction_top1()}
     print(json.dumps(results, indent=1))
     (args.out / "config.json").write_text(json.dumps(cfg_kwargs, indent=1))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(args.out / "model.safetensors"))
-    (args.out / "train_log.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(args).items()}, "heldout": results,
-         "curve": log, "seconds": time.time() - t0, "torch": torch.__version__}, indent=1))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(args.out / "model.safetensors"),
+    )
+    (args.out / "train_log.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "heldout": results,
+                "curve": log,
+                "seconds": time.time() - t0,
+                "torch": torch.__version__,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

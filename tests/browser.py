@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--hide-scrollbars",
 )
 
@@ -27,8 +33,13 @@ def find_chromium() -> str | None:
 
 
 def check_html_in_browser(
-    path: str | Path, *, screenshot: str | Path | None = None, width: int = 1300,
-    height: int = 9000, budget_ms: int = 20_000, timeout: float = 180.0,
+    path: str | Path,
+    *,
+    screenshot: str | Path | None = None,
+    width: int = 1300,
+    height: int = 9000,
+    budget_ms: int = 20_000,
+    timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Open an HTML file in headless Chromium; count plotly figures and the drawn ones.
 
@@ -50,17 +61,27 @@ def check_html_in_browser(
         raise RuntimeError("No Chromium found (apt-get install chromium).")
     url = Path(path).resolve().as_uri()
     with tempfile.TemporaryDirectory() as profile:
-        base = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                f"--virtual-time-budget={budget_ms}", f"--window-size={width},{height}"]
-        dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True,
-                             timeout=timeout)
+        base = [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            f"--window-size={width},{height}",
+        ]
+        dom = subprocess.run(
+            [*base, "--dump-dom", url], capture_output=True, text=True, timeout=timeout
+        )
         if dom.returncode != 0 or not dom.stdout:
             raise RuntimeError(f"Chromium failed ({dom.returncode}): {dom.stderr[-500:]}")
         shot = None
         if screenshot is not None:
             shot = str(Path(screenshot).resolve())
-            subprocess.run([*base, f"--screenshot={shot}", url], capture_output=True,
-                           timeout=timeout, check=True)
+            subprocess.run(
+                [*base, f"--screenshot={shot}", url],
+                capture_output=True,
+                timeout=timeout,
+                check=True,
+            )
     # split the DOM at each figure container and look for the rendered svg inside it
     chunks = re.split(r'<div id="fig\d+" class="plotly-graph-div', dom.stdout)[1:]
     drawn = sum(1 for c in chunks if 'class="main-svg"' in c.split("<h2>")[0])
@@ -87,8 +108,7 @@ def require_browser_stack(*modules: str) -> str:
 
 
 @contextlib.contextmanager
-def jupyterlab_server(root: Path, log: Path, timeout: float = 90.0
-                      ) -> Iterator[tuple[str, str]]:
+def jupyterlab_server(root: Path, log: Path, timeout: float = 90.0) -> Iterator[tuple[str, str]]:
     """Run JupyterLab on a free localhost port serving ``root``; yield its base URL with the
     token (``http://127.0.0.1:PORT/lab/tree/{path}?token=...`` opens a notebook). The app is
     exposed as ``window.jupyterapp`` so a test can run its commands."""
@@ -105,23 +125,35 @@ def jupyterlab_server(root: Path, log: Path, timeout: float = 90.0
     jupyter = Path(sys.executable).parent / "jupyter"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(jupyter), "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-             f"--port={port}", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-             "--LabApp.news_url=None", "--LabApp.check_for_updates_class="
-             "jupyterlab.NeverCheckForUpdate"],
-            stdout=out, stderr=subprocess.STDOUT)
+            [
+                str(jupyter),
+                "lab",
+                "--no-browser",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
+                "--LabApp.expose_app_in_browser=True",
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             t0 = time.time()
             while True:
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}",
-                                           timeout=2)
+                    urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2
+                    )
                     break
                 except OSError as exc:
                     if proc.poll() is not None or time.time() - t0 > timeout:
                         raise RuntimeError(
-                            f"JupyterLab did not start: {log.read_text()[-2000:]}") from exc
+                            f"JupyterLab did not start: {log.read_text()[-2000:]}"
+                        ) from exc
                     time.sleep(0.5)
             yield f"http://127.0.0.1:{port}", token
         finally:

@@ -51,10 +51,18 @@ def tiny_bridge(tmp_path_factory, tiny_model):
 
     tok = tiny_model.tokenizer
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
-                      max_position_embeddings=256, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tok),
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     path = tmp_path_factory.mktemp("tiny_llama")
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
@@ -85,8 +93,11 @@ def make_sae(model, hook_name, d_sae=256, seed=0):
     from sae_lens.saes.sae import SAEMetadata
 
     torch.manual_seed(seed)
-    sae = StandardSAE(StandardSAEConfig(d_in=model.cfg.d_model, d_sae=d_sae,
-                                        metadata=SAEMetadata(hook_name=hook_name)))
+    sae = StandardSAE(
+        StandardSAEConfig(
+            d_in=model.cfg.d_model, d_sae=d_sae, metadata=SAEMetadata(hook_name=hook_name)
+        )
+    )
     with torch.no_grad():  # make features fire: random weights, negative-free biases
         sae.W_enc.normal_(0, 0.3)
         sae.W_dec.normal_(0, 0.1)
@@ -136,6 +147,7 @@ def run_dir(tmp_path_factory, tiny_model):
     from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
 
     out = tmp_path_factory.mktemp("run")
-    result = run_benchmark(BenchmarkConfig(**SMALL), model=tiny_model, output_dir=out,
-                           progress=False)
+    result = run_benchmark(
+        BenchmarkConfig(**SMALL), model=tiny_model, output_dir=out, progress=False
+    )
     return out, result

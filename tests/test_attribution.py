@@ -15,8 +15,9 @@ from tl_unlearn.tasks import ioi_task
 
 @pytest.fixture(scope="module")
 def pair(tiny_model):
-    return counterfactual_pair(ioi_task(tiny_model.tokenizer, n=60), tiny_model.tokenizer,
-                               max_examples=10)
+    return counterfactual_pair(
+        ioi_task(tiny_model.tokenizer, n=60), tiny_model.tokenizer, max_examples=10
+    )
 
 
 def tl_head_map(model, clean, corrupted):
@@ -24,8 +25,8 @@ def tl_head_map(model, clean, corrupted):
     one head's output from the corrupted cache."""
     _, corrupted_cache = model.run_with_cache(corrupted.tokens)
     return patching.get_act_patch_attn_head_out_all_pos(
-        model, clean.tokens, corrupted_cache,
-        lambda logits: answer_logit_diff(logits, clean).mean()).numpy()
+        model, clean.tokens, corrupted_cache, lambda logits: answer_logit_diff(logits, clean).mean()
+    ).numpy()
 
 
 def test_head_map_equals_transformer_lens_patching(tiny_model, pair):
@@ -42,11 +43,13 @@ def test_patching_scores_equal_the_counterfactual_node_map(tiny_model, pair):
         for name, score in zip(ours.nodes, ours.scores):
             layer = int(name[1:].split(".")[0])
             if name.startswith("a"):
-                iv = counterfactual_ablation(tiny_model, clean, corrupted,
-                                             heads=[(layer, int(name.split(".h")[1]))])
+                iv = counterfactual_ablation(
+                    tiny_model, clean, corrupted, heads=[(layer, int(name.split(".h")[1]))]
+                )
             else:
-                iv = counterfactual_ablation(tiny_model, clean, corrupted,
-                                             hook_points=[f"blocks.{layer}.hook_mlp_out"])
+                iv = counterfactual_ablation(
+                    tiny_model, clean, corrupted, hook_points=[f"blocks.{layer}.hook_mlp_out"]
+                )
             with iv.applied(tiny_model):
                 value = answer_logit_diff(tiny_model(clean.tokens), clean).mean()
             assert abs(float(value - base) - score) < 1e-5, name
@@ -68,19 +71,29 @@ def test_eap_equals_gradient_times_difference_by_hand(tiny_model, pair):
             kept[hook.name] = acts
 
         emb = m.embed(clean.tokens).detach().requires_grad_(True)
-        hooks = [("hook_embed", lambda a, hook: emb), ("blocks.1.hook_k_input", keep),
-                 ("blocks.1.hook_v_input", keep), ("blocks.1.hook_mlp_in", keep)]
+        hooks = [
+            ("hook_embed", lambda a, hook: emb),
+            ("blocks.1.hook_k_input", keep),
+            ("blocks.1.hook_v_input", keep),
+            ("blocks.1.hook_mlp_in", keep),
+        ]
         with m.hooks(fwd_hooks=hooks):
             answer_logit_diff(m(clean.tokens), clean).mean().backward()
     m.zero_grad(set_to_none=True)
     cases = {
-        "a0.h1->a1.h2<k>": ((cc["blocks.0.attn.hook_z"][:, :, 1]
-                             - cl["blocks.0.attn.hook_z"][:, :, 1]) @ m.blocks[0].attn.W_O[1],
-                            kept["blocks.1.hook_k_input"].grad[:, :, 2]),
-        "input->a1.h0<v>": (cc["hook_embed"] - cl["hook_embed"],
-                            kept["blocks.1.hook_v_input"].grad[:, :, 0]),
-        "m0->m1": (cc["blocks.0.hook_mlp_out"] - cl["blocks.0.hook_mlp_out"],
-                   kept["blocks.1.hook_mlp_in"].grad),
+        "a0.h1->a1.h2<k>": (
+            (cc["blocks.0.attn.hook_z"][:, :, 1] - cl["blocks.0.attn.hook_z"][:, :, 1])
+            @ m.blocks[0].attn.W_O[1],
+            kept["blocks.1.hook_k_input"].grad[:, :, 2],
+        ),
+        "input->a1.h0<v>": (
+            cc["hook_embed"] - cl["hook_embed"],
+            kept["blocks.1.hook_v_input"].grad[:, :, 0],
+        ),
+        "m0->m1": (
+            cc["blocks.0.hook_mlp_out"] - cl["blocks.0.hook_mlp_out"],
+            kept["blocks.1.hook_mlp_in"].grad,
+        ),
     }
     for edge, (diff, grad) in cases.items():
         hand = float((diff * grad).sum())
@@ -109,11 +122,13 @@ def test_bad_method_and_metric(tiny_model, pair):
 
 @pytest.mark.smollm2
 def test_smollm2_head_map_equals_transformer_lens(smollm2):
-    clean, corrupted = counterfactual_pair(ioi_task(smollm2.tokenizer, n=40),
-                                           smollm2.tokenizer, max_examples=3)
+    clean, corrupted = counterfactual_pair(
+        ioi_task(smollm2.tokenizer, n=40), smollm2.tokenizer, max_examples=3
+    )
     # one node per pass, the batch as TransformerLens runs it (float32 sums depend on it)
-    ours = activation_patching(smollm2, clean, corrupted, include_mlp=False,
-                               rows_per_pass=len(clean))
+    ours = activation_patching(
+        smollm2, clean, corrupted, include_mlp=False, rows_per_pass=len(clean)
+    )
     want = tl_head_map(smollm2, clean, corrupted)
     # float32 through 30 layers: 1e-5 of the values (logit differences near 5)
     assert np.abs(ours.head_grid() - want).max() < 1e-5 * np.abs(want).max()

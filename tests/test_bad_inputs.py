@@ -48,8 +48,9 @@ ROWS = torch.ones(2, 8, dtype=torch.bool)
 
 def tds(tokens, mask=None, name="x"):
     tokens = torch.as_tensor(tokens)
-    return TokenDataset(name, tokens, torch.ones(tokens.shape, dtype=torch.bool)
-                        if mask is None else mask)
+    return TokenDataset(
+        name, tokens, torch.ones(tokens.shape, dtype=torch.bool) if mask is None else mask
+    )
 
 
 def left_padded():
@@ -71,165 +72,422 @@ CASES = [
     ("layer-range", lambda m, d, f, t: zero_ablation(m, heads=[(5, 0)]), ValueError, "Layer 5"),
     ("head-bool", lambda m, d, f, t: zero_ablation(m, heads=[(0, True)]), TypeError, "True"),
     ("head-string", lambda m, d, f, t: zero_ablation(m, heads="L0H1"), TypeError, "L0H1"),
-    ("head-triple", lambda m, d, f, t: zero_ablation(m, heads=[(0, 1, 2)]), ValueError,
-     r"\(0, 1, 2\)"),
-    ("neuron-range", lambda m, d, f, t: zero_ablation(m, neurons={0: [10_000]}), ValueError,
-     "10000"),
-    ("neuron-negative", lambda m, d, f, t: zero_ablation(m, neurons={0: [-1]}), ValueError,
-     "-1"),
-    ("hook-name", lambda m, d, f, t: zero_ablation(m, hook_points=["blocks.0.hook_resid_prex"]),
-     ValueError, "hook_resid_prex"),
+    (
+        "head-triple",
+        lambda m, d, f, t: zero_ablation(m, heads=[(0, 1, 2)]),
+        ValueError,
+        r"\(0, 1, 2\)",
+    ),
+    (
+        "neuron-range",
+        lambda m, d, f, t: zero_ablation(m, neurons={0: [10_000]}),
+        ValueError,
+        "10000",
+    ),
+    ("neuron-negative", lambda m, d, f, t: zero_ablation(m, neurons={0: [-1]}), ValueError, "-1"),
+    (
+        "hook-name",
+        lambda m, d, f, t: zero_ablation(m, hook_points=["blocks.0.hook_resid_prex"]),
+        ValueError,
+        "hook_resid_prex",
+    ),
     ("nothing", lambda m, d, f, t: zero_ablation(m), ValueError, "heads=, neurons="),
-    ("means-shape", lambda m, d, f, t: mean_ablation(
-        m, None, heads=[(0, 1)], means={"blocks.0.attn.hook_z": torch.zeros(7)}), ValueError,
-     r"means\['blocks.0.attn.hook_z'\] has shape \[7\]"),
-    ("means-missing", lambda m, d, f, t: mean_ablation(m, None, heads=[(0, 1)], means={}),
-     ValueError, "blocks.0.attn.hook_z"),
-    ("mean-no-reference", lambda m, d, f, t: mean_ablation(m, None, heads=[(0, 1)]),
-     ValueError, "reference"),
-    ("resample-empty", lambda m, d, f, t: resample_ablation(
-        m, torch.zeros(0, 8, dtype=torch.long), heads=[(0, 1)]), ValueError, "empty"),
-    ("direction-zero", lambda m, d, f, t: directional_ablation(
-        m, "blocks.0.hook_resid_pre", torch.zeros(m.cfg.d_model)), ValueError, "all-zero"),
-    ("direction-nan", lambda m, d, f, t: directional_ablation(
-        m, "blocks.0.hook_resid_pre", torch.full((m.cfg.d_model,), float("nan"))), ValueError,
-     "NaN"),
-    ("direction-size", lambda m, d, f, t: directional_ablation(
-        m, "blocks.0.hook_resid_pre", torch.ones(5)), ValueError, "size 5"),
-    ("prune-fraction-high", lambda m, d, f, t: selective_pruning(
-        m, f["forget"], f["retain"], 1.5), ValueError, "fraction.*1.5"),
-    ("prune-fraction-negative", lambda m, d, f, t: selective_pruning(
-        m, f["forget"], f["retain"], -0.1), ValueError, "fraction.*-0.1"),
-    ("prune-steps", lambda m, d, f, t: selective_pruning(
-        m, f["forget"], f["retain"], 0.1, steps=0), ValueError, "steps"),
-    ("prune-score", lambda m, d, f, t: pruning_scores(
-        m, f["forget"], f["retain"], score="bogus"), ValueError, "bogus"),
+    (
+        "means-shape",
+        lambda m, d, f, t: mean_ablation(
+            m, None, heads=[(0, 1)], means={"blocks.0.attn.hook_z": torch.zeros(7)}
+        ),
+        ValueError,
+        r"means\['blocks.0.attn.hook_z'\] has shape \[7\]",
+    ),
+    (
+        "means-missing",
+        lambda m, d, f, t: mean_ablation(m, None, heads=[(0, 1)], means={}),
+        ValueError,
+        "blocks.0.attn.hook_z",
+    ),
+    (
+        "mean-no-reference",
+        lambda m, d, f, t: mean_ablation(m, None, heads=[(0, 1)]),
+        ValueError,
+        "reference",
+    ),
+    (
+        "resample-empty",
+        lambda m, d, f, t: resample_ablation(
+            m, torch.zeros(0, 8, dtype=torch.long), heads=[(0, 1)]
+        ),
+        ValueError,
+        "empty",
+    ),
+    (
+        "direction-zero",
+        lambda m, d, f, t: directional_ablation(
+            m, "blocks.0.hook_resid_pre", torch.zeros(m.cfg.d_model)
+        ),
+        ValueError,
+        "all-zero",
+    ),
+    (
+        "direction-nan",
+        lambda m, d, f, t: directional_ablation(
+            m, "blocks.0.hook_resid_pre", torch.full((m.cfg.d_model,), float("nan"))
+        ),
+        ValueError,
+        "NaN",
+    ),
+    (
+        "direction-size",
+        lambda m, d, f, t: directional_ablation(m, "blocks.0.hook_resid_pre", torch.ones(5)),
+        ValueError,
+        "size 5",
+    ),
+    (
+        "prune-fraction-high",
+        lambda m, d, f, t: selective_pruning(m, f["forget"], f["retain"], 1.5),
+        ValueError,
+        "fraction.*1.5",
+    ),
+    (
+        "prune-fraction-negative",
+        lambda m, d, f, t: selective_pruning(m, f["forget"], f["retain"], -0.1),
+        ValueError,
+        "fraction.*-0.1",
+    ),
+    (
+        "prune-steps",
+        lambda m, d, f, t: selective_pruning(m, f["forget"], f["retain"], 0.1, steps=0),
+        ValueError,
+        "steps",
+    ),
+    (
+        "prune-score",
+        lambda m, d, f, t: pruning_scores(m, f["forget"], f["retain"], score="bogus"),
+        ValueError,
+        "bogus",
+    ),
     ("actadd-layer", lambda m, d, f, t: actadd(m, "a", "b", layer=9), ValueError, "Layer 9"),
-    ("actadd-empty-prompts", lambda m, d, f, t: actadd(m, "", "", layer=1), ValueError,
-     "prompt_add and prompt_sub are the same"),
-    ("mask-all-false", lambda m, d, f, t: TokenDataset(
-        "x", torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4, dtype=torch.bool)),
-     ValueError, "attention_mask has no True entry in any row"),
-    ("mask-row-false", lambda m, d, f, t: TokenDataset(
-        "x", torch.zeros(2, 4, dtype=torch.long), torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])),
-     ValueError, "attention_mask has no True entry in row 1"),
-    ("steer-size", lambda m, d, f, t: vector_steering(
-        m, "blocks.0.hook_resid_pre", torch.ones(3)), ValueError, "size 3"),
-    ("keep-only-method", lambda m, d, f, t: keep_only_circuit(
-        m, heads=[(0, 1)], method="bogus"), ValueError, "bogus"),
+    (
+        "actadd-empty-prompts",
+        lambda m, d, f, t: actadd(m, "", "", layer=1),
+        ValueError,
+        "prompt_add and prompt_sub are the same",
+    ),
+    (
+        "mask-all-false",
+        lambda m, d, f, t: TokenDataset(
+            "x", torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4, dtype=torch.bool)
+        ),
+        ValueError,
+        "attention_mask has no True entry in any row",
+    ),
+    (
+        "mask-row-false",
+        lambda m, d, f, t: TokenDataset(
+            "x", torch.zeros(2, 4, dtype=torch.long), torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])
+        ),
+        ValueError,
+        "attention_mask has no True entry in row 1",
+    ),
+    (
+        "steer-size",
+        lambda m, d, f, t: vector_steering(m, "blocks.0.hook_resid_pre", torch.ones(3)),
+        ValueError,
+        "size 3",
+    ),
+    (
+        "keep-only-method",
+        lambda m, d, f, t: keep_only_circuit(m, heads=[(0, 1)], method="bogus"),
+        ValueError,
+        "bogus",
+    ),
     # data
-    ("task-identical", lambda m, d, f, t: make_task([f"text {i}" for i in range(30)],
-                                                   [f"text {i}" for i in range(30)]),
-     ValueError, "share 30 document"),
+    (
+        "task-identical",
+        lambda m, d, f, t: make_task(
+            [f"text {i}" for i in range(30)], [f"text {i}" for i in range(30)]
+        ),
+        ValueError,
+        "share 30 document",
+    ),
     ("task-empty", lambda m, d, f, t: make_task([], ["a b"] * 3), ValueError, "no non-empty"),
     ("task-non-string", lambda m, d, f, t: make_task([1, 2, 3], ["a"]), TypeError, "strings"),
-    ("task-path", lambda m, d, f, t: make_task("no/such/corpus.txt", "kjv"), ValueError,
-     "no/such/corpus.txt"),
-    ("task-eval-fraction", lambda m, d, f, t: make_task(eval_fraction=1.5), ValueError,
-     "eval_fraction"),
+    (
+        "task-path",
+        lambda m, d, f, t: make_task("no/such/corpus.txt", "kjv"),
+        ValueError,
+        "no/such/corpus.txt",
+    ),
+    (
+        "task-eval-fraction",
+        lambda m, d, f, t: make_task(eval_fraction=1.5),
+        ValueError,
+        "eval_fraction",
+    ),
     ("tokens-left-padded", lambda m, d, f, t: left_padded(), ValueError, "left-padded"),
     ("tokens-float", lambda m, d, f, t: tds(torch.ones(2, 8)), TypeError, "float32"),
     ("tokens-minus-100", lambda m, d, f, t: tds(torch.full((2, 8), -100)), ValueError, "-100"),
-    ("tokens-mask-shape", lambda m, d, f, t: tds(torch.ones(2, 8, dtype=torch.long),
-                                               torch.ones(2, 7, dtype=torch.bool)),
-     ValueError, r"\(2, 7\)"),
-    ("tokenize-n_ctx", lambda m, d, f, t: make_task().tokenize(
-        m.tokenizer, seq_len=4096, n_ctx=m.cfg.n_ctx), ValueError, "4096"),
-    ("tokenize-split", lambda m, d, f, t: make_task().tokenize(m.tokenizer, "test"),
-     ValueError, "'test'"),
+    (
+        "tokens-mask-shape",
+        lambda m, d, f, t: tds(
+            torch.ones(2, 8, dtype=torch.long), torch.ones(2, 7, dtype=torch.bool)
+        ),
+        ValueError,
+        r"\(2, 7\)",
+    ),
+    (
+        "tokenize-n_ctx",
+        lambda m, d, f, t: make_task().tokenize(m.tokenizer, seq_len=4096, n_ctx=m.cfg.n_ctx),
+        ValueError,
+        "4096",
+    ),
+    (
+        "tokenize-split",
+        lambda m, d, f, t: make_task().tokenize(m.tokenizer, "test"),
+        ValueError,
+        "'test'",
+    ),
     # evaluation
-    ("eval-batch-size", lambda m, d, f, t: evaluate(m, d, batch_size=0), ValueError,
-     "batch_size"),
+    ("eval-batch-size", lambda m, d, f, t: evaluate(m, d, batch_size=0), ValueError, "batch_size"),
     ("eval-string", lambda m, d, f, t: evaluate(m, "def f(x):"), TypeError, "str"),
     ("eval-tensor", lambda m, d, f, t: evaluate(m, d["forget"].tokens), TypeError, "Tensor"),
-    ("eval-dict-of-tensors", lambda m, d, f, t: evaluate(m, {"forget": d["forget"].tokens}),
-     TypeError, "'forget'"),
-    ("eval-n_ctx", lambda m, d, f, t: evaluate(m, tds(torch.ones(1, 300, dtype=torch.long))),
-     ValueError, "300 tokens"),
-    ("eval-vocab", lambda m, d, f, t: evaluate(m, tds(torch.full((1, 8), 99_999))),
-     ValueError, "99999"),
-    ("eval-hook-layer", lambda m, d, f, t: evaluate(
-        m, d, [("blocks.5.attn.hook_z", lambda a, hook: a)]), ValueError, "blocks.5.attn.hook_z"),
-    ("eval-hook-not-callable", lambda m, d, f, t: evaluate(
-        m, d, [("blocks.0.attn.hook_z", 3)]), TypeError, "blocks.0.attn.hook_z"),
-    ("eval-nan", lambda m, d, f, t: evaluate(
-        m, d, [("blocks.1.hook_resid_pre", nan_hook)], label="nan-hook"), ValueError,
-     "nan-hook.*not finite"),
+    (
+        "eval-dict-of-tensors",
+        lambda m, d, f, t: evaluate(m, {"forget": d["forget"].tokens}),
+        TypeError,
+        "'forget'",
+    ),
+    (
+        "eval-n_ctx",
+        lambda m, d, f, t: evaluate(m, tds(torch.ones(1, 300, dtype=torch.long))),
+        ValueError,
+        "300 tokens",
+    ),
+    (
+        "eval-vocab",
+        lambda m, d, f, t: evaluate(m, tds(torch.full((1, 8), 99_999))),
+        ValueError,
+        "99999",
+    ),
+    (
+        "eval-hook-layer",
+        lambda m, d, f, t: evaluate(m, d, [("blocks.5.attn.hook_z", lambda a, hook: a)]),
+        ValueError,
+        "blocks.5.attn.hook_z",
+    ),
+    (
+        "eval-hook-not-callable",
+        lambda m, d, f, t: evaluate(m, d, [("blocks.0.attn.hook_z", 3)]),
+        TypeError,
+        "blocks.0.attn.hook_z",
+    ),
+    (
+        "eval-nan",
+        lambda m, d, f, t: evaluate(
+            m, d, [("blocks.1.hook_resid_pre", nan_hook)], label="nan-hook"
+        ),
+        ValueError,
+        "nan-hook.*not finite",
+    ),
     ("eval-top-k", lambda m, d, f, t: evaluate(m, d, top_k=(0,)), ValueError, "top_k"),
-    ("curve-metric", lambda m, d, f, t: selectivity_curve(
-        m, d, lambda k: zero_ablation(m, heads=[(0, 0)]), [1], metric="top3"), ValueError,
-     "top3"),
-    ("curve-no-retain", lambda m, d, f, t: selectivity_curve(
-        m, {"forget": d["forget"]}, lambda k: zero_ablation(m, heads=[(0, 0)]), [1]),
-     ValueError, "retain"),
-    ("curve-no-levels", lambda m, d, f, t: selectivity_curve(
-        m, d, lambda k: zero_ablation(m, heads=[(0, 0)]), []), ValueError, "level"),
+    (
+        "curve-metric",
+        lambda m, d, f, t: selectivity_curve(
+            m, d, lambda k: zero_ablation(m, heads=[(0, 0)]), [1], metric="top3"
+        ),
+        ValueError,
+        "top3",
+    ),
+    (
+        "curve-no-retain",
+        lambda m, d, f, t: selectivity_curve(
+            m, {"forget": d["forget"]}, lambda k: zero_ablation(m, heads=[(0, 0)]), [1]
+        ),
+        ValueError,
+        "retain",
+    ),
+    (
+        "curve-no-levels",
+        lambda m, d, f, t: selectivity_curve(m, d, lambda k: zero_ablation(m, heads=[(0, 0)]), []),
+        ValueError,
+        "level",
+    ),
     # metrics
-    ("relearn-alpha", lambda m, d, f, t: relearn(m, f["forget"], d["forget"], alpha=5),
-     ValueError, "alpha"),
-    ("relearn-lr", lambda m, d, f, t: relearn(m, f["forget"], d["forget"], lr=0.0),
-     ValueError, "lr"),
-    ("relearn-steps", lambda m, d, f, t: relearn(m, f["forget"], d["forget"], max_steps=0),
-     ValueError, "max_steps"),
-    ("relearn-rank", lambda m, d, f, t: relearn(m, f["forget"], d["forget"], adapter_rank=-2),
-     ValueError, "adapter_rank"),
-    ("relearn-micro-batch", lambda m, d, f, t: relearn(m, f["forget"], d["forget"],
-                                                         micro_batch_size=0),
-     ValueError, "micro_batch_size"),
-    ("map-components", lambda m, d, f, t: component_selectivity_map(m, d, "bogus"),
-     ValueError, "bogus"),
-    ("map-metric", lambda m, d, f, t: component_selectivity_map(m, d, metric="top3"),
-     ValueError, "top3"),
-    ("map-mean-no-reference", lambda m, d, f, t: component_selectivity_map(m, d,
-                                                                            method="mean"),
-     ValueError, "reference"),
-    ("map-method", lambda m, d, f, t: component_selectivity_map(m, d, method="bogus"),
-     ValueError, "bogus"),
-    ("generation-temperature", lambda m, d, f, t: generation_behaviour(
-        m, ["The cat"], [], temperature=0.0), ValueError, "temperature"),
-    ("generation-hook", lambda m, d, f, t: generation_behaviour(
-        m, ["The cat"], [("blocks.7.hook_resid_pre", lambda a, hook: a)]), ValueError,
-     "blocks.7.hook_resid_pre"),
-    ("generation-prompts", lambda m, d, f, t: generation_behaviour(m, "The cat", []),
-     ValueError, "prompts"),
+    (
+        "relearn-alpha",
+        lambda m, d, f, t: relearn(m, f["forget"], d["forget"], alpha=5),
+        ValueError,
+        "alpha",
+    ),
+    (
+        "relearn-lr",
+        lambda m, d, f, t: relearn(m, f["forget"], d["forget"], lr=0.0),
+        ValueError,
+        "lr",
+    ),
+    (
+        "relearn-steps",
+        lambda m, d, f, t: relearn(m, f["forget"], d["forget"], max_steps=0),
+        ValueError,
+        "max_steps",
+    ),
+    (
+        "relearn-rank",
+        lambda m, d, f, t: relearn(m, f["forget"], d["forget"], adapter_rank=-2),
+        ValueError,
+        "adapter_rank",
+    ),
+    (
+        "relearn-micro-batch",
+        lambda m, d, f, t: relearn(m, f["forget"], d["forget"], micro_batch_size=0),
+        ValueError,
+        "micro_batch_size",
+    ),
+    (
+        "map-components",
+        lambda m, d, f, t: component_selectivity_map(m, d, "bogus"),
+        ValueError,
+        "bogus",
+    ),
+    (
+        "map-metric",
+        lambda m, d, f, t: component_selectivity_map(m, d, metric="top3"),
+        ValueError,
+        "top3",
+    ),
+    (
+        "map-mean-no-reference",
+        lambda m, d, f, t: component_selectivity_map(m, d, method="mean"),
+        ValueError,
+        "reference",
+    ),
+    (
+        "map-method",
+        lambda m, d, f, t: component_selectivity_map(m, d, method="bogus"),
+        ValueError,
+        "bogus",
+    ),
+    (
+        "generation-temperature",
+        lambda m, d, f, t: generation_behaviour(m, ["The cat"], [], temperature=0.0),
+        ValueError,
+        "temperature",
+    ),
+    (
+        "generation-hook",
+        lambda m, d, f, t: generation_behaviour(
+            m, ["The cat"], [("blocks.7.hook_resid_pre", lambda a, hook: a)]
+        ),
+        ValueError,
+        "blocks.7.hook_resid_pre",
+    ),
+    (
+        "generation-prompts",
+        lambda m, d, f, t: generation_behaviour(m, "The cat", []),
+        ValueError,
+        "prompts",
+    ),
     ("js-string", lambda m, d, f, t: output_distances(m, "def f(x):"), TypeError, "str"),
-    ("zrf-n_ctx", lambda m, d, f, t: zrf_score(m, tds(torch.ones(1, 300, dtype=torch.long))),
-     ValueError, "300 tokens"),
-    ("activations-batch", lambda m, d, f, t: activation_distances(m, d, batch_size=0),
-     ValueError, "batch_size"),
-    ("completeness-k", lambda m, d, f, t: completeness(m, d["forget"], m, k=0), ValueError,
-     "k must"),
-    ("lens-tensor", lambda m, d, f, t: logit_lens_diff(m, d["forget"].tokens), TypeError,
-     "Tensor"),
-    ("fisher-vocab", lambda m, d, f, t: fisher_uncertainty(m, tds(torch.full((1, 8), 99_999))),
-     ValueError, "99999"),
+    (
+        "zrf-n_ctx",
+        lambda m, d, f, t: zrf_score(m, tds(torch.ones(1, 300, dtype=torch.long))),
+        ValueError,
+        "300 tokens",
+    ),
+    (
+        "activations-batch",
+        lambda m, d, f, t: activation_distances(m, d, batch_size=0),
+        ValueError,
+        "batch_size",
+    ),
+    (
+        "completeness-k",
+        lambda m, d, f, t: completeness(m, d["forget"], m, k=0),
+        ValueError,
+        "k must",
+    ),
+    ("lens-tensor", lambda m, d, f, t: logit_lens_diff(m, d["forget"].tokens), TypeError, "Tensor"),
+    (
+        "fisher-vocab",
+        lambda m, d, f, t: fisher_uncertainty(m, tds(torch.full((1, 8), 99_999))),
+        ValueError,
+        "99999",
+    ),
     ("widget-string", lambda m, d, f, t: AblationWidget(m, "forget"), TypeError, "str"),
     # benchmark (nothing may be written)
-    ("bench-method", lambda m, d, f, t: run_benchmark(
-        BenchmarkConfig(model="tiny", methods=["prune-abs", "bogus"]), output_dir=t / "o"),
-     ValueError, "bogus"),
-    ("bench-methods-string", lambda m, d, f, t: run_benchmark(
-        BenchmarkConfig.from_dict({"model": "tiny", "methods": "prune-abs, bogus"}),
-        output_dir=t / "o"), ValueError, r"\['bogus'\]"),
-    ("bench-seq-len-type", lambda m, d, f, t: run_benchmark(
-        BenchmarkConfig(model="tiny", seq_len="128"), output_dir=t / "o"), ValueError,
-     "seq_len.*'128'"),
-    ("bench-metric", lambda m, d, f, t: run_benchmark(
-        BenchmarkConfig(model="tiny", metric="top3"), output_dir=t / "o"), ValueError, "top3"),
-    ("bench-key", lambda m, d, f, t: BenchmarkConfig.from_dict({"modle": "tiny"}), ValueError,
-     "modle"),
-    ("bench-output-is-file", lambda m, d, f, t: run_benchmark(
-        BenchmarkConfig(model="tiny"), output_dir=(t / "file.txt")), ValueError,
-     "file.txt.*existing file"),
-    ("bench-topic", lambda m, d, f, t: run_benchmark(
-        BenchmarkConfig(model="tiny", options={"generation.topic": "weddingz"}),
-        output_dir=t / "o"), ValueError, "weddingz"),
-    ("bench-generation-tokens", lambda m, d, f, t: run_benchmark(
-        BenchmarkConfig(model="tiny", generation_tokens=0), output_dir=t / "o"), ValueError,
-     "generation_tokens"),
-    ("bench-relearn-rank", lambda m, d, f, t: run_benchmark(
-        BenchmarkConfig(model="tiny", relearn_steps=2, options={"relearn.rank": -1}),
-        output_dir=t / "o"), ValueError, "relearn.rank"),
+    (
+        "bench-method",
+        lambda m, d, f, t: run_benchmark(
+            BenchmarkConfig(model="tiny", methods=["prune-abs", "bogus"]), output_dir=t / "o"
+        ),
+        ValueError,
+        "bogus",
+    ),
+    (
+        "bench-methods-string",
+        lambda m, d, f, t: run_benchmark(
+            BenchmarkConfig.from_dict({"model": "tiny", "methods": "prune-abs, bogus"}),
+            output_dir=t / "o",
+        ),
+        ValueError,
+        r"\['bogus'\]",
+    ),
+    (
+        "bench-seq-len-type",
+        lambda m, d, f, t: run_benchmark(
+            BenchmarkConfig(model="tiny", seq_len="128"), output_dir=t / "o"
+        ),
+        ValueError,
+        "seq_len.*'128'",
+    ),
+    (
+        "bench-metric",
+        lambda m, d, f, t: run_benchmark(
+            BenchmarkConfig(model="tiny", metric="top3"), output_dir=t / "o"
+        ),
+        ValueError,
+        "top3",
+    ),
+    (
+        "bench-key",
+        lambda m, d, f, t: BenchmarkConfig.from_dict({"modle": "tiny"}),
+        ValueError,
+        "modle",
+    ),
+    (
+        "bench-output-is-file",
+        lambda m, d, f, t: run_benchmark(
+            BenchmarkConfig(model="tiny"), output_dir=(t / "file.txt")
+        ),
+        ValueError,
+        "file.txt.*existing file",
+    ),
+    (
+        "bench-topic",
+        lambda m, d, f, t: run_benchmark(
+            BenchmarkConfig(model="tiny", options={"generation.topic": "weddingz"}),
+            output_dir=t / "o",
+        ),
+        ValueError,
+        "weddingz",
+    ),
+    (
+        "bench-generation-tokens",
+        lambda m, d, f, t: run_benchmark(
+            BenchmarkConfig(model="tiny", generation_tokens=0), output_dir=t / "o"
+        ),
+        ValueError,
+        "generation_tokens",
+    ),
+    (
+        "bench-relearn-rank",
+        lambda m, d, f, t: run_benchmark(
+            BenchmarkConfig(model="tiny", relearn_steps=2, options={"relearn.rank": -1}),
+            output_dir=t / "o",
+        ),
+        ValueError,
+        "relearn.rank",
+    ),
 ]
 
 
@@ -248,8 +506,7 @@ def test_catalogue_has_at_least_50_cases():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, tiny_model, small_data, fit_data, tmp_path, weights_guard,
-                   monkeypatch):
+def test_bad_input(case, tiny_model, small_data, fit_data, tmp_path, weights_guard, monkeypatch):
     _, call, exc, pattern = case
     (tmp_path / "file.txt").write_text("not a folder")
     before = sorted(p.name for p in tmp_path.rglob("*"))
@@ -259,12 +516,15 @@ def test_bad_input(case, tiny_model, small_data, fit_data, tmp_path, weights_gua
     assert sorted(p.name for p in tmp_path.rglob("*")) == before, "a file was written"
 
 
-@pytest.mark.parametrize("text, pattern", [
-    ("methods: [prune-abs\nseq_len: 3\n", "not valid YAML"),
-    ("methods: prune-abs, bogus\n", "bogus"),
-    ("seq_len: many\n", "seq_len"),
-    ("- just\n- a list\n", "mapping"),
-])
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("methods: [prune-abs\nseq_len: 3\n", "not valid YAML"),
+        ("methods: prune-abs, bogus\n", "bogus"),
+        ("seq_len: many\n", "seq_len"),
+        ("- just\n- a list\n", "mapping"),
+    ],
+)
 def test_cli_config_errors_exit_2_with_one_line(tmp_path, capsys, text, pattern, monkeypatch):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(text)
@@ -292,7 +552,7 @@ def test_methods_string_in_yaml_is_one_method():
 def test_resample_draws_new_rows_on_every_call(tiny_model, small_data):
     ref = small_data["retain"]
     iv = resample_ablation(tiny_model, ref, hook_points=["blocks.0.hook_resid_pre"], n_reference=16)
-    (name, fn), = list(iv)
+    ((name, fn),) = list(iv)
     acts = torch.zeros(2, 8, tiny_model.cfg.d_model)
     rows = set()
     for _ in range(20):
@@ -304,8 +564,12 @@ def test_resample_draws_new_rows_on_every_call(tiny_model, small_data):
 def test_relative_drop_of_a_zero_baseline_raises(tiny_model, small_data):
     from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation
 
-    zero = Evaluation({"forget": DatasetMetrics("forget", 10, 1.0, {1: 0.0}),
-                       "retain": DatasetMetrics("retain", 10, 1.0, {1: 0.5})})
+    zero = Evaluation(
+        {
+            "forget": DatasetMetrics("forget", 10, 1.0, {1: 0.0}),
+            "retain": DatasetMetrics("retain", 10, 1.0, {1: 0.5}),
+        }
+    )
     with pytest.raises(ValueError, match="'forget' is 0"):
         zero.relative_drop(zero, "top1")
 
@@ -314,8 +578,12 @@ def test_greedy_circuit_refuses_a_task_the_model_cannot_do(tiny_model, small_dat
     from tl_unlearn.circuits import ComponentMap
     from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation
 
-    zero = Evaluation({"forget": DatasetMetrics("forget", 10, 1.0, {1: 0.0}),
-                       "retain": DatasetMetrics("retain", 10, 1.0, {1: 0.5})})
+    zero = Evaluation(
+        {
+            "forget": DatasetMetrics("forget", 10, 1.0, {1: 0.0}),
+            "retain": DatasetMetrics("retain", 10, 1.0, {1: 0.5}),
+        }
+    )
     with pytest.raises(ValueError, match="is 0"):
         ComponentMap([(0, 0)], zero, [zero], n_layers=2, n_heads=4)
     good = component_selectivity_map(tiny_model, small_data, [(0, 0)], progress=False)
@@ -332,7 +600,8 @@ def test_equivalent_weight_edit_of_zeroed_neurons(tiny_model, small_data):
     assert edit is not None
     w = tiny_model.blocks[1].mlp.W_out.detach()
     assert edit.per_param["blocks.1.mlp.W_out"][0] == pytest.approx(
-        w[[3, 4, 10]].norm().item(), rel=1e-5)
+        w[[3, 4, 10]].norm().item(), rel=1e-5
+    )
     # the edited copy gives the hooked model's logits
     import copy
 
@@ -344,8 +613,12 @@ def test_equivalent_weight_edit_of_zeroed_neurons(tiny_model, small_data):
         hooked = tiny_model(toks)
     torch.testing.assert_close(hooked, edited(toks), atol=1e-5, rtol=1e-5)
     # positions-limited ablation has no weight equivalent
-    assert equivalent_weight_edit(tiny_model, zero_ablation(tiny_model, neurons={1: [3]},
-                                                            positions="last")) is None
+    assert (
+        equivalent_weight_edit(
+            tiny_model, zero_ablation(tiny_model, neurons={1: [3]}, positions="last")
+        )
+        is None
+    )
 
 
 def test_zrf_with_a_bridge(tiny_bridge):
@@ -357,7 +630,7 @@ def test_zrf_with_a_bridge(tiny_bridge):
 
 # ------------------------------------------------------------------ Ctrl-C
 
-WRAPPER = textwrap.dedent('''
+WRAPPER = textwrap.dedent("""
     import os, signal, sys, importlib
     # Ctrl-C as in a terminal, even when this test runs with SIGINT ignored (a shell's
     # background job starts its children so, and Python then installs no handler)
@@ -377,16 +650,19 @@ WRAPPER = textwrap.dedent('''
     setattr(owner, name, interrupted)
     from tl_unlearn.cli import main
     sys.exit(main(sys.argv[1:]))
-''')
+""")
 
 
-@pytest.mark.parametrize("stop_at", [
-    "tl_unlearn.benchmark:evaluate",
-    "sae_lens.training.sae_trainer:SAETrainer.fit",
-    "tl_unlearn.benchmark:selectivity_curve",
-    "tl_unlearn.benchmark:generation_behaviour",
-    "tl_unlearn.report:render_report",
-])
+@pytest.mark.parametrize(
+    "stop_at",
+    [
+        "tl_unlearn.benchmark:evaluate",
+        "sae_lens.training.sae_trainer:SAETrainer.fit",
+        "tl_unlearn.benchmark:selectivity_curve",
+        "tl_unlearn.benchmark:generation_behaviour",
+        "tl_unlearn.report:render_report",
+    ],
+)
 def test_ctrl_c_prints_one_line_exits_130_and_writes_nothing(tmp_path, stop_at):
     work = tmp_path / "cwd"
     work.mkdir()
@@ -395,10 +671,32 @@ def test_ctrl_c_prints_one_line_exits_130_and_writes_nothing(tmp_path, stop_at):
     out = work / "out"
     env = {**os.environ, "STOP_AT": stop_at, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.run(
-        [sys.executable, str(script), "run", "--model", "tiny", "--quiet", "--output", str(out),
-         "--seq-len", "32", "--fit-tokens", "600", "--eval-tokens", "300",
-         "--option", "sae.training_tokens=2000", "--option", "sae.d_sae=64"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(script),
+            "run",
+            "--model",
+            "tiny",
+            "--quiet",
+            "--output",
+            str(out),
+            "--seq-len",
+            "32",
+            "--fit-tokens",
+            "600",
+            "--eval-tokens",
+            "300",
+            "--option",
+            "sae.training_tokens=2000",
+            "--option",
+            "sae.d_sae=64",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 130, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert lines[-1] == "tl-unlearn: interrupted; no results were written.", proc.stderr[-2000:]

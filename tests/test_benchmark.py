@@ -72,31 +72,42 @@ def test_every_method_is_compared_with_its_random_baseline(run_dir):
             assert row["mia_auc_loss_low"] <= row["mia_auc_loss"] <= row["mia_auc_loss_high"]
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(methods=["prune-abs", "bogus"]), "Unknown method"),
-    (dict(forget="no_such_corpus"), "neither a builtin corpus"),
-    (dict(options={"sae.layr": 1}), "Unknown option"),
-    (dict(options={"sae.layer": 9}), "Layer 9 is out of range"),
-    (dict(options={"actadd.layer": -1}), "Layer -1 is out of range"),
-    (dict(seq_len=4096), "n_ctx=256"),
-    (dict(metric="top3"), "Unknown metric"),
-    (dict(model="definitely-not-a-model"), "definitely-not-a-model"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(methods=["prune-abs", "bogus"]), "Unknown method"),
+        (dict(forget="no_such_corpus"), "neither a builtin corpus"),
+        (dict(options={"sae.layr": 1}), "Unknown option"),
+        (dict(options={"sae.layer": 9}), "Layer 9 is out of range"),
+        (dict(options={"actadd.layer": -1}), "Layer -1 is out of range"),
+        (dict(seq_len=4096), "n_ctx=256"),
+        (dict(metric="top3"), "Unknown metric"),
+        (dict(model="definitely-not-a-model"), "definitely-not-a-model"),
+    ],
+)
 def test_bad_configuration_stops_before_heavy_work(tmp_path, change, match, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fitted = []
     monkeypatch.setattr(bm, "fit_method", lambda *a, **k: fitted.append(a))
     with pytest.raises(ValueError, match=match):
-        run_benchmark(BenchmarkConfig(**{**SMALL, **change}), output_dir=tmp_path / "out",
-                      progress=False)
+        run_benchmark(
+            BenchmarkConfig(**{**SMALL, **change}), output_dir=tmp_path / "out", progress=False
+        )
     assert not fitted
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.smollm2
 def test_selective_pruning_beats_random_on_smollm2(smollm2):
-    cfg = BenchmarkConfig(methods=["prune-abs", "prune-random"], seq_len=128, fit_tokens=2000,
-                          eval_tokens=1000, mia_texts=0, extras=False, relearn_steps=0)
+    cfg = BenchmarkConfig(
+        methods=["prune-abs", "prune-random"],
+        seq_len=128,
+        fit_tokens=2000,
+        eval_tokens=1000,
+        mia_texts=0,
+        extras=False,
+        relearn_steps=0,
+    )
     result = run_benchmark(cfg, model=smollm2, output_dir=None, progress=False)
     assert result.curve("prune-abs").max_difference > result.curve("prune-random").max_difference
 
@@ -104,10 +115,30 @@ def test_selective_pruning_beats_random_on_smollm2(smollm2):
 def test_benchmark_on_a_prompt_answer_task_with_a_user_metric(tmp_path, tiny_model):
     """``--forget ioi`` with the logit difference as the forget metric, through the CLI and
     through ``run_benchmark(metrics=...)`` with the notebook's own metric: same numbers."""
-    code = main(["run", "--model", "tiny", "--forget", "ioi", "--retain", "wikipedia",
-                 "--methods", "prune-abs,head-mean", "--metric", "forget=logit_diff,retain=top1",
-                 "--seq-len", "64", "--fit-tokens", "2000", "--eval-tokens", "1500",
-                 "--output", str(tmp_path / "cli"), "--quiet"])
+    code = main(
+        [
+            "run",
+            "--model",
+            "tiny",
+            "--forget",
+            "ioi",
+            "--retain",
+            "wikipedia",
+            "--methods",
+            "prune-abs,head-mean",
+            "--metric",
+            "forget=logit_diff,retain=top1",
+            "--seq-len",
+            "64",
+            "--fit-tokens",
+            "2000",
+            "--eval-tokens",
+            "1500",
+            "--output",
+            str(tmp_path / "cli"),
+            "--quiet",
+        ]
+    )
     assert code == 0
     cli = BenchmarkResult.load(tmp_path / "cli")
     assert cli.config.metric == {"forget": "logit_diff", "retain": "top1"}
@@ -115,16 +146,28 @@ def test_benchmark_on_a_prompt_answer_task_with_a_user_metric(tmp_path, tiny_mod
 
     def my_ld(logits, batch):
         final = batch.answer_logits(logits)
-        return (final.gather(1, batch.answers[:, None])
-                - final.gather(1, batch.counterfactual[:, None]))[:, 0]
+        return (
+            final.gather(1, batch.answers[:, None]) - final.gather(1, batch.counterfactual[:, None])
+        )[:, 0]
 
     from tl_unlearn.metrics.evaluation import OnDatasets
 
-    cfg = BenchmarkConfig(model="tiny", forget="ioi", methods=["prune-abs", "head-mean"],
-                          metric={"forget": "my_ld", "retain": "top1"}, seq_len=64,
-                          fit_tokens=2000, eval_tokens=1500)
-    result = run_benchmark(cfg, model=tiny_model, output_dir=tmp_path / "py", progress=False,
-                           metrics={"my_ld": OnDatasets(my_ld, ("forget",))})
+    cfg = BenchmarkConfig(
+        model="tiny",
+        forget="ioi",
+        methods=["prune-abs", "head-mean"],
+        metric={"forget": "my_ld", "retain": "top1"},
+        seq_len=64,
+        fit_tokens=2000,
+        eval_tokens=1500,
+    )
+    result = run_benchmark(
+        cfg,
+        model=tiny_model,
+        output_dir=tmp_path / "py",
+        progress=False,
+        metrics={"my_ld": OnDatasets(my_ld, ("forget",))},
+    )
     for a, b in zip(cli.curves, result.curves):
         assert a.name == b.name
         assert a.forget_drop == pytest.approx(b.forget_drop, abs=1e-5)
@@ -134,10 +177,17 @@ def test_benchmark_on_a_prompt_answer_task_with_a_user_metric(tmp_path, tiny_mod
 def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     """--relearn-steps: each method at its validated level and one random baseline get a
     relearning attack and ZRF; the columns, the saved curves and the report figure agree."""
-    cfg = BenchmarkConfig(**{**SMALL, "methods": ["prune-abs"], "mia_texts": 0, "extras": False,
-                             "generation_prompts": 0, "relearn_steps": 8,
-                             "options": {"prune-abs.levels": [0.05, 0.2],
-                                         "relearn.lrs": [3e-3, 1e-2]}})
+    cfg = BenchmarkConfig(
+        **{
+            **SMALL,
+            "methods": ["prune-abs"],
+            "mia_texts": 0,
+            "extras": False,
+            "generation_prompts": 0,
+            "relearn_steps": 8,
+            "options": {"prune-abs.levels": [0.05, 0.2], "relearn.lrs": [3e-3, 1e-2]},
+        }
+    )
     result = run_benchmark(cfg, model=tiny_model, output_dir=tmp_path, progress=False)
     row = result.scorecard.ranked().loc["prune-abs"]
     removal = result.degree_of_removal
@@ -151,9 +201,9 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
         assert [r.lr for r in attacked.runs] == [3e-3, 1e-2]  # the grid asked for
         assert {r.adapter_rank for r in attacked.runs} == {8}  # the default attack
         assert best.steps == min((r.steps for r in attacked.runs if r.reached), default=None)
-        assert (row[f"{prefix}relearn_steps"] == best.steps
-                or (best.steps is None and row[f"{prefix}relearn_steps"] != row[
-                    f"{prefix}relearn_steps"]))
+        assert row[f"{prefix}relearn_steps"] == best.steps or (
+            best.steps is None and row[f"{prefix}relearn_steps"] != row[f"{prefix}relearn_steps"]
+        )
         assert 0.0 <= row[f"{prefix}zrf"] <= 1.0
         start = best.curve[0][1]
         assert best.target == pytest.approx(start + 0.5 * (best.original_top1 - start))
@@ -174,11 +224,21 @@ def test_degree_of_removal_columns_and_relearn_figure(tmp_path, tiny_model):
     assert len(result.figure("relearn").data) == 2
     # a results.json written before DegreeOfRemoval (plain dicts) still loads, typed
     old = result.to_dict()
-    old["degree_of_removal"] = {"prune-abs": {
-        "level": entry.level, "row": {"relearn_budget": 8},
-        **{role: {"label": a.label, "best": a.best.to_dict(),
-                  "all": [r.to_dict() for r in a.runs], "zrf": a.zrf}
-           for role, a in (("method", entry.method), ("baseline", entry.baseline))}}}
+    old["degree_of_removal"] = {
+        "prune-abs": {
+            "level": entry.level,
+            "row": {"relearn_budget": 8},
+            **{
+                role: {
+                    "label": a.label,
+                    "best": a.best.to_dict(),
+                    "all": [r.to_dict() for r in a.runs],
+                    "zrf": a.zrf,
+                }
+                for role, a in (("method", entry.method), ("baseline", entry.baseline))
+            },
+        }
+    }
     legacy = BenchmarkResult.from_dict(old).degree_of_removal["prune-abs"]
     assert legacy.label == "prune-abs" and legacy.max_steps == 8
     assert legacy.method.best.to_dict() == entry.method.best.to_dict()

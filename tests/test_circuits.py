@@ -54,15 +54,22 @@ def test_mean_and_resample_maps_need_reference(tiny_model, small, tiny_data):
         component_selectivity_map(tiny_model, small, method="mean", progress=False)
     with pytest.raises(ValueError, match=r"needs datasets \['forget'\]; got \['retain'\]"):
         component_selectivity_map(tiny_model, {"retain": small["retain"]}, progress=False)
-    cmap = component_selectivity_map(tiny_model, small, [(0, 1), (1, None)], method="mean",
-                                     reference=tiny_data["retain"], progress=False)
+    cmap = component_selectivity_map(
+        tiny_model,
+        small,
+        [(0, 1), (1, None)],
+        method="mean",
+        reference=tiny_data["retain"],
+        progress=False,
+    )
     assert cmap.labels == ["L0H1", "L1MLP"]
 
 
 def test_greedy_circuit_respects_limits(tiny_model, small):
     cmap = component_selectivity_map(tiny_model, small, "both", progress=False)
-    iv, curve = greedy_circuit(tiny_model, small, cmap, target_forget_drop=0.99,
-                               max_retain_drop=0.3, max_components=4)
+    iv, curve = greedy_circuit(
+        tiny_model, small, cmap, target_forget_drop=0.99, max_retain_drop=0.3, max_components=4
+    )
     n = len(iv.info["components"])
     assert 1 <= n <= 4 and curve.levels == [float(i) for i in range(1, n + 1)]
     assert iv.info["components"][0] == cmap.labels[int(np.argmax(cmap.selectivity))]
@@ -88,8 +95,7 @@ def test_tiny_head_map_on_its_induction_circuit(tiny_model, tiny_data):
     ref = tiny_data["forget"]
     clean = evaluate(tiny_model, data, progress=False)
     assert clean["forget"].accuracy[1] > 0.9
-    cmap = component_selectivity_map(tiny_model, data, method="mean", reference=ref,
-                                     progress=False)
+    cmap = component_selectivity_map(tiny_model, data, method="mean", reference=ref, progress=False)
     assert len(cmap.components) == 8
     assert np.isfinite(cmap.forget_drop).all() and np.isfinite(cmap.retain_drop).all()
     top = cmap.components.index(cmap.ranked("forget")[0])
@@ -97,12 +103,20 @@ def test_tiny_head_map_on_its_induction_circuit(tiny_model, tiny_data):
     ind = induction_scores(tiny_model, probe)
     heads = [(1, h) for h in range(tiny_model.cfg.n_heads) if ind[1, h] > 0.5]
     assert len(heads) >= 2  # redundant induction heads
-    ablated = evaluate(tiny_model, data, component_intervention(tiny_model, heads, "mean", ref),
-                       progress=False)
+    ablated = evaluate(
+        tiny_model, data, component_intervention(tiny_model, heads, "mean", ref), progress=False
+    )
     assert ablated["forget"].accuracy[1] < 0.1
     assert ablated["retain"].accuracy[1] > clean["retain"].accuracy[1] - 0.15
-    iv, curve = greedy_circuit(tiny_model, data, cmap, target_forget_drop=0.5,
-                               max_retain_drop=0.3, max_components=4, reference=ref)
+    iv, curve = greedy_circuit(
+        tiny_model,
+        data,
+        cmap,
+        target_forget_drop=0.5,
+        max_retain_drop=0.3,
+        max_components=4,
+        reference=ref,
+    )
     assert np.isfinite(curve.forget_drop).all()
     assert curve.forget_drop[-1] > max(cmap.forget_drop) and len(iv.info["components"]) >= 2
 
@@ -119,16 +133,27 @@ def test_smollm2_head_map_finds_the_induction_circuit(smollm2, task):
     rep = repeated_random_tokens(smollm2, n=3, half_len=30)
     prose = task.retain.tokenize(smollm2.tokenizer, "eval", seq_len=61, max_tokens=3 * 61)
     ref = task.retain.tokenize(smollm2.tokenizer, "fit", seq_len=61, max_tokens=8 * 61)
-    cmap = component_selectivity_map(smollm2, {"forget": rep, "retain": prose}, method="mean",
-                                     reference=ref, progress=False, batch_size=4)
+    cmap = component_selectivity_map(
+        smollm2,
+        {"forget": rep, "retain": prose},
+        method="mean",
+        reference=ref,
+        progress=False,
+        batch_size=4,
+    )
     assert len(cmap.components) == 270
     probe = repeated_random_tokens(smollm2, n=4, half_len=30, seed=1)
     ind = induction_scores(smollm2, probe)
     prev = previous_token_scores(smollm2, probe)
     circuit = (ind > 0.3) | (prev > 0.5)
     top = cmap.ranked("forget")[:5]
-    print("top forget-drop heads", top, [(float(ind[c]), float(prev[c])) for c in top],
-          "circuit heads", int(circuit.sum()))
+    print(
+        "top forget-drop heads",
+        top,
+        [(float(ind[c]), float(prev[c])) for c in top],
+        "circuit heads",
+        int(circuit.sum()),
+    )
     # 18 of 270 heads are circuit heads: 3 random heads are all circuit heads with
     # probability ~3e-4; measured top 3: L16H0 (prev 0.91), L19H8 (prev 0.61), L18H6 (ind 0.87)
     assert all(bool(circuit[c]) for c in top[:3])
@@ -138,10 +163,12 @@ def test_smollm2_head_map_finds_the_induction_circuit(smollm2, task):
 
 def test_shared_prefix_mean_map_equals_one_pass_per_component(tiny_model, small, tiny_data):
     ref = tiny_data["retain"]
-    fast = component_selectivity_map(tiny_model, small, "both", method="mean", reference=ref,
-                                     progress=False)
-    slow = component_selectivity_map(tiny_model, small, "both", method="mean", reference=ref,
-                                     progress=False, share_prefix=False)
+    fast = component_selectivity_map(
+        tiny_model, small, "both", method="mean", reference=ref, progress=False
+    )
+    slow = component_selectivity_map(
+        tiny_model, small, "both", method="mean", reference=ref, progress=False, share_prefix=False
+    )
     for a, b in zip(fast.evaluations, slow.evaluations):
         for k in small:
             assert a[k].loss == pytest.approx(b[k].loss, abs=1e-5)
@@ -156,11 +183,21 @@ def test_mean_map_entries_equal_mean_ablation(tiny_model, small, tiny_data, per_
 
     ref = tiny_data["retain"]
     comps = [(0, 1), (1, None)]
-    cmap = component_selectivity_map(tiny_model, small, comps, method="mean", reference=ref,
-                                     per_position=per_position, progress=False)
-    direct = [mean_ablation(tiny_model, ref, heads=[(0, 1)], per_position=per_position),
-              mean_ablation(tiny_model, ref, hook_points=["blocks.1.hook_mlp_out"],
-                            per_position=per_position)]
+    cmap = component_selectivity_map(
+        tiny_model,
+        small,
+        comps,
+        method="mean",
+        reference=ref,
+        per_position=per_position,
+        progress=False,
+    )
+    direct = [
+        mean_ablation(tiny_model, ref, heads=[(0, 1)], per_position=per_position),
+        mean_ablation(
+            tiny_model, ref, hook_points=["blocks.1.hook_mlp_out"], per_position=per_position
+        ),
+    ]
     for ev, iv in zip(cmap.evaluations, direct):
         d = evaluate(tiny_model, small, iv, progress=False)
         for k in small:

@@ -11,11 +11,25 @@ from tl_unlearn.cli import main
 
 def test_cli_with_yaml_config_and_flags(tmp_path, capsys):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("model: tiny\nseq_len: 64\nfit_tokens: 2000\neval_tokens: 1000\n"
-                   "mia_texts: 0\nextras: false\nmethods: [prune-abs]\n")
+    cfg.write_text(
+        "model: tiny\nseq_len: 64\nfit_tokens: 2000\neval_tokens: 1000\n"
+        "mia_texts: 0\nextras: false\nmethods: [prune-abs]\n"
+    )
     out = tmp_path / "out"
-    code = main(["run", "--config", str(cfg), "--methods", "prune-abs,prune-random",
-                 "--option", "prune-abs.levels=[0.01,0.05]", "--output", str(out), "--quiet"])
+    code = main(
+        [
+            "run",
+            "--config",
+            str(cfg),
+            "--methods",
+            "prune-abs,prune-random",
+            "--option",
+            "prune-abs.levels=[0.01,0.05]",
+            "--output",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "prune-abs" in printed and "prune-random" in printed and "report:" in printed
@@ -26,8 +40,17 @@ def test_cli_with_yaml_config_and_flags(tmp_path, capsys):
 
 def test_cli_bad_method_exits_2_with_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["run", "--model", "tiny", "--methods", "prune-abs,nope", "--output",
-              str(tmp_path / "o")])
+        main(
+            [
+                "run",
+                "--model",
+                "tiny",
+                "--methods",
+                "prune-abs,nope",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
     assert exc.value.code == 2
     assert "Unknown method(s) ['nope']" in capsys.readouterr().err
 
@@ -37,12 +60,12 @@ def test_cli_smoke_prints_the_evaluation_as_json(capsys, tiny_model, task):
     evaluate() on the same data."""
     from tl_unlearn import Evaluation, evaluate
 
-    assert main(["smoke", "--model", "tiny", "--tokens", "600", "--seq-len", "64",
-                 "--json"]) == 0
+    assert main(["smoke", "--model", "tiny", "--tokens", "600", "--seq-len", "64", "--json"]) == 0
     printed = capsys.readouterr().out
     ev = Evaluation.from_dict(json.loads(printed.strip().splitlines()[-1]))
-    data = task.tokenize(tiny_model.tokenizer, "eval", seq_len=64, max_tokens=600,
-                         n_ctx=tiny_model.cfg.n_ctx)
+    data = task.tokenize(
+        tiny_model.tokenizer, "eval", seq_len=64, max_tokens=600, n_ctx=tiny_model.cfg.n_ctx
+    )
     ref = evaluate(tiny_model, data, progress=False)
     for name in ("forget", "retain"):
         assert ev[name].loss == pytest.approx(ref[name].loss, rel=1e-6)
@@ -62,12 +85,15 @@ def test_cli_options_lists_every_method_option(capsys):
         assert name in printed
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--option", "sae.layer"], "--option must look like key=value, got 'sae.layer'"),
-    (["--option", "sae.layer=x3"], "Option sae.layer must be an integer, got 'x3'"),
-    (["--option", "actadd.levels=[1,"], "--option actadd.levels=[1,: not valid JSON"),
-    (["--config", "missing.yaml"], "missing.yaml' does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--option", "sae.layer"], "--option must look like key=value, got 'sae.layer'"),
+        (["--option", "sae.layer=x3"], "Option sae.layer must be an integer, got 'x3'"),
+        (["--option", "actadd.levels=[1,"], "--option actadd.levels=[1,: not valid JSON"),
+        (["--config", "missing.yaml"], "missing.yaml' does not exist"),
+    ],
+)
 def test_cli_bad_input_exits_2_naming_it(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--model", "tiny", *argv, "--output", str(tmp_path / "o")])

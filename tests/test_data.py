@@ -77,8 +77,9 @@ def test_tokenize_chunks_bos_budget_and_masks(tiny_model):
     assert any(text[:40] in d for d in ds.eval)
     # seeded and deterministic
     assert torch.equal(td.tokens, ds.tokenize(tok, "eval", seq_len=32, max_tokens=1000).tokens)
-    assert not torch.equal(td.tokens, ds.tokenize(tok, "eval", seq_len=32, max_tokens=1000,
-                                                  seed=1).tokens)
+    assert not torch.equal(
+        td.tokens, ds.tokenize(tok, "eval", seq_len=32, max_tokens=1000, seed=1).tokens
+    )
 
 
 def test_tokenize_errors(tiny_model):
@@ -120,18 +121,22 @@ def test_tokenize_spreads_the_budget_over_documents(tiny_model):
     assert few.n_documents == len(few) == 4  # 4 sequences from 4 different documents
     many = ds.tokenize(tok, "eval", seq_len=16, max_tokens=None)
     counts = torch.bincount(many.document).tolist()
-    chunks = [len([s for s in range(0, len(full[d]), 15) if len(full[d][s:s + 15]) >= 7])
-              for d in range(6)]
+    chunks = [
+        len([s for s in range(0, len(full[d]), 15) if len(full[d][s : s + 15]) >= 7])
+        for d in range(6)
+    ]
     assert counts == chunks  # everything, each chunk once
     for row in range(len(many)):
         body = many.tokens[row, 1:][many.attention_mask[row, 1:]].tolist()
         ids = full[int(many.document[row])]
-        assert any(ids[s:s + len(body)] == body for s in range(0, len(ids), 15))
+        assert any(ids[s : s + len(body)] == body for s in range(0, len(ids), 15))
     budget = ds.tokenize(tok, "eval", seq_len=16, max_tokens=16 * 8)
     per_doc = torch.bincount(budget.document, minlength=6)
     assert per_doc.max() - per_doc.min() <= 1
     whole = ds.tokenize(tok, "eval", seq_len=16, max_tokens=16 * 8, spread=False)
     assert whole.n_documents < budget.n_documents
-    assert torch.equal(whole.document, torch.sort(whole.document, stable=True).values) or \
-        len(torch.unique_consecutive(whole.document)) == whole.n_documents
+    assert (
+        torch.equal(whole.document, torch.sort(whole.document, stable=True).values)
+        or len(torch.unique_consecutive(whole.document)) == whole.n_documents
+    )
     assert whole.rows(slice(0, 2)).document.tolist() == whole.document[:2].tolist()

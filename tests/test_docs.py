@@ -20,8 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-BLOCK = re.compile(r"(<!-- *(?P<mark>[a-z0-9 :]+?) *-->\s*\n)?```python\n(?P<code>.*?)```",
-                   re.S)
+BLOCK = re.compile(r"(<!-- *(?P<mark>[a-z0-9 :]+?) *-->\s*\n)?```python\n(?P<code>.*?)```", re.S)
 #: Seconds a block may take on 2 CPU cores (a SmolLM2 block: loading the model included).
 BUDGET = {"tiny": 60, "smollm2": 120}
 
@@ -34,8 +33,14 @@ def code_blocks() -> list:
             line = text[: m.start("code")].count("\n") + 1
             mark = (m.group("mark") or "").strip()
             marks = [pytest.mark.smollm2] if mark == "smollm2" else []
-            params.append(pytest.param(m.group("code"), mark or "tiny",
-                                       id=f"{page.relative_to(ROOT)}:{line}", marks=marks))
+            params.append(
+                pytest.param(
+                    m.group("code"),
+                    mark or "tiny",
+                    id=f"{page.relative_to(ROOT)}:{line}",
+                    marks=marks,
+                )
+            )
     return params
 
 
@@ -49,11 +54,21 @@ def test_the_pages_have_code_blocks():
 @pytest.mark.parametrize("code, kind", BLOCKS)
 def test_code_block_runs_as_written(code, kind, tmp_path):
     budget = BUDGET["smollm2" if kind == "smollm2" else "tiny"]
-    env = {**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning:tl_unlearn",
-           "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "error::DeprecationWarning:tl_unlearn",
+        "TQDM_DISABLE": "1",
+        "MPLBACKEND": "Agg",
+    }
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=budget * 3)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=budget * 3,
+    )
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, f"the block failed:\n{proc.stderr[-3000:]}"
     assert seconds < budget, f"the block took {seconds:.0f} s (budget {budget} s)"
@@ -62,9 +77,13 @@ def test_code_block_runs_as_written(code, kind, tmp_path):
 
 def test_docs_build_strict(tmp_path):
     """``mkdocs build --strict``: every page, link, notebook and API reference resolves."""
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
-                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "site" / "api" / "index.html").exists()
     assert (tmp_path / "site" / "quickstart" / "index.html").exists()
@@ -80,7 +99,9 @@ def test_readme_is_short_and_has_the_two_commands():
 
 
 def test_no_docstring_or_page_cites_a_path_outside_the_repository():
-    offenders = [str(p.relative_to(ROOT)) for p in [*ROOT.joinpath("tl_unlearn").rglob("*.py"),
-                                                     *PAGES]
-                 if "shared/" in p.read_text()]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in [*ROOT.joinpath("tl_unlearn").rglob("*.py"), *PAGES]
+        if "shared/" in p.read_text()
+    ]
     assert not offenders

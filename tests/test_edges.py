@@ -23,8 +23,9 @@ def model64():
 
 @pytest.fixture(scope="module")
 def pair(model64):
-    return counterfactual_pair(ioi_task(model64.tokenizer, n=60), model64.tokenizer,
-                               max_examples=10)
+    return counterfactual_pair(
+        ioi_task(model64.tokenizer, n=60), model64.tokenizer, max_examples=10
+    )
 
 
 def run(model, iv, tokens):
@@ -73,8 +74,14 @@ def test_empty_circuit_is_the_fully_ablated_model(model64, pair, method):
         iv = edge_ablation(model64, Circuit.of_model(model64), "mean", reference=corrupted)
         names = ["hook_embed", *[f"blocks.{l}.attn.hook_z" for l in range(2)], *mlps]
         means = means_after_first(model64, corrupted, names)
-        node = mean_ablation(model64, None, heads=heads, hook_points=hooks, means=means,
-                             positions=list(range(1, clean.tokens.shape[1])))
+        node = mean_ablation(
+            model64,
+            None,
+            heads=heads,
+            hook_points=hooks,
+            means=means,
+            positions=list(range(1, clean.tokens.shape[1])),
+        )
     else:
         iv = edge_ablation(model64, Circuit.of_model(model64), "zero")
         node = zero_ablation(model64, heads=heads, hook_points=hooks)
@@ -86,8 +93,9 @@ def test_node_complete_circuit_equals_node_ablation(model64, pair):
     kept = [(0, 1), (1, 2), (1, 3), (1, None)]
     circuit = Circuit.from_nodes(model64, kept)
     heads = [(l, h) for l in range(2) for h in range(4) if (l, h) not in kept]
-    node = counterfactual_ablation(model64, clean, corrupted, heads=heads,
-                                   hook_points=["blocks.0.hook_mlp_out"])
+    node = counterfactual_ablation(
+        model64, clean, corrupted, heads=heads, hook_points=["blocks.0.hook_mlp_out"]
+    )
     edges = edge_ablation(model64, circuit, clean=clean, corrupted=corrupted)
     got, want = run(model64, edges, clean.tokens), run(model64, node, clean.tokens)
     mask = clean.attention_mask
@@ -129,8 +137,12 @@ def test_one_edge_equals_path_patching_by_hand(model64, pair):
 
 HAND_WRITTEN = {
     "cfg": {"n_layers": 2, "n_heads": 4, "parallel_attn_mlp": False, "d_model": 128},
-    "nodes": {"input": {"in_graph": True}, "a0.h1": {"in_graph": True},
-              "a1.h2": {"in_graph": True}, "logits": {"in_graph": True}},
+    "nodes": {
+        "input": {"in_graph": True},
+        "a0.h1": {"in_graph": True},
+        "a1.h2": {"in_graph": True},
+        "logits": {"in_graph": True},
+    },
     "edges": {
         "input->a0.h1<q>": {"score": 0.5, "in_graph": True},
         "input->a0.h1<k>": {"score": 0.25, "in_graph": True},
@@ -164,13 +176,16 @@ def test_hand_written_circuit_file(tmp_path, tiny_model):
     assert c.top(2).edges == ["a0.h1->a1.h2<k>", "a1.h2->logits"]
 
 
-@pytest.mark.parametrize("edge, words", [
-    ("a0.h7->a1.h2<k>", "'a0.h7'"),            # no head 7
-    ("a1.h2->a0.h1<q>", "does not exist"),     # backwards
-    ("input->a1.h2", "which input"),           # a head child without <q|k|v>
-    ("m0->logits<q>", "Only heads"),
-    ("input=>logits", "not of the form"),
-])
+@pytest.mark.parametrize(
+    "edge, words",
+    [
+        ("a0.h7->a1.h2<k>", "'a0.h7'"),  # no head 7
+        ("a1.h2->a0.h1<q>", "does not exist"),  # backwards
+        ("input->a1.h2", "which input"),  # a head child without <q|k|v>
+        ("m0->logits<q>", "Only heads"),
+        ("input=>logits", "not of the form"),
+    ],
+)
 def test_bad_edge_names_are_named(tmp_path, edge, words):
     bad = json.loads(json.dumps(HAND_WRITTEN))
     bad["edges"][edge] = {"score": 1.0, "in_graph": True}
@@ -193,8 +208,12 @@ def test_a_transformer_bridge_is_refused_by_name(tiny_bridge):
     with pytest.raises(TypeError, match="needs a HookedTransformer, got TransformerBridge"):
         Circuit.of_model(tiny_bridge)
     with pytest.raises(TypeError, match="needs a HookedTransformer, got TransformerBridge"):
-        counterfactual_ablation(tiny_bridge, tiny_bridge.to_tokens(["a b"]),
-                                tiny_bridge.to_tokens(["a c"]), heads=[(0, 0)])
+        counterfactual_ablation(
+            tiny_bridge,
+            tiny_bridge.to_tokens(["a b"]),
+            tiny_bridge.to_tokens(["a c"]),
+            heads=[(0, 0)],
+        )
 
 
 @pytest.mark.smollm2
@@ -205,13 +224,13 @@ def test_smollm2_edges_grouped_heads_and_rotary(smollm2):
     from tl_unlearn.engine.tl_patches import edge_flags
 
     m = smollm2
-    clean, corrupted = counterfactual_pair(ioi_task(m.tokenizer, n=40), m.tokenizer,
-                                           max_examples=3)
+    clean, corrupted = counterfactual_pair(ioi_task(m.tokenizer, n=40), m.tokenizer, max_examples=3)
     mask = clean.attention_mask
     with torch.no_grad():
         want = m(corrupted.tokens)
-    got = run(m, edge_ablation(m, Circuit.of_model(m), clean=clean, corrupted=corrupted),
-              clean.tokens)
+    got = run(
+        m, edge_ablation(m, Circuit.of_model(m), clean=clean, corrupted=corrupted), clean.tokens
+    )
     assert (got - want)[mask].abs().max() < 2e-3 * want.abs().max()
     c = Circuit.of_model(m, fill=True).with_edges(["a3.h1->a7.h4<k>"], in_graph=False)
     got = run(m, edge_ablation(m, c, clean=clean, corrupted=corrupted), clean.tokens)

@@ -27,8 +27,8 @@ def _reference_attribution(model, data, means):
         store[hook.name] = acts
 
     for start in range(0, len(data), 4):
-        tokens = data.tokens[start:start + 4]
-        mask = data.attention_mask[start:start + 4]
+        tokens = data.tokens[start : start + 4]
+        mask = data.attention_mask[start : start + 4]
         names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
         with model.hooks(fwd_hooks=[(n, keep) for n in names]):
             per_tok = model(tokens, return_type="loss", loss_per_token=True)
@@ -47,8 +47,9 @@ def test_head_attribution_equals_full_backward_reference(tiny_model, tiny_data, 
     retain = _ragged(tiny_data["retain"], [64, 64, 17, 64, 40, 64, 64, 12])
     names = [f"blocks.{l}.attn.hook_z" for l in range(tiny_model.cfg.n_layers)]
     means = {n: torch.randn(tiny_model.cfg.n_heads, tiny_model.cfg.d_head) for n in names}
-    expected = (_reference_attribution(tiny_model, forget, means)
-                - _reference_attribution(tiny_model, retain, means))
+    expected = _reference_attribution(tiny_model, forget, means) - _reference_attribution(
+        tiny_model, retain, means
+    )
     with weights_guard(tiny_model):
         got = head_attribution(tiny_model, forget, retain, batch_size=4, reference=means)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
@@ -57,6 +58,7 @@ def test_head_attribution_equals_full_backward_reference(tiny_model, tiny_data, 
 
 
 # ---------------------------------------------------------------- the typed method registry
+
 
 def test_method_options_are_typed_and_checked_where_read(tiny_model, weights_guard):
     import pytest
@@ -76,14 +78,20 @@ def test_method_options_are_typed_and_checked_where_read(tiny_model, weights_gua
     assert METHODS["actadd"].read_options({"actadd.layer": 1}) == ActAddOptions(layer=1)
     # every key a method reads is a known key, with its help text
     keys = option_keys()
-    assert {"sae.layer", "actadd.prompt_add", "head-mean.attribution_seqs",
-            "prune-random.levels"} <= set(keys) and all(keys.values())
-    bad = [({"sae.layer": "3"}, "Option sae.layer must be an integer, got '3'"),
-           ({"sae.layer": True}, "Option sae.layer must be an integer"),
-           ({"actadd.levels": []}, "actadd.levels must be a non-empty list of numbers"),
-           ({"head-mean.levels": [0.1, "x"]}, "head-mean.levels must be a non-empty list"),
-           ({"actadd.prompt_add": 3}, "actadd.prompt_add must be a string"),
-           ({"sae.layr": 1}, "did you mean 'sae.layer'")]
+    assert {
+        "sae.layer",
+        "actadd.prompt_add",
+        "head-mean.attribution_seqs",
+        "prune-random.levels",
+    } <= set(keys) and all(keys.values())
+    bad = [
+        ({"sae.layer": "3"}, "Option sae.layer must be an integer, got '3'"),
+        ({"sae.layer": True}, "Option sae.layer must be an integer"),
+        ({"actadd.levels": []}, "actadd.levels must be a non-empty list of numbers"),
+        ({"head-mean.levels": [0.1, "x"]}, "head-mean.levels must be a non-empty list"),
+        ({"actadd.prompt_add": 3}, "actadd.prompt_add must be a string"),
+        ({"sae.layr": 1}, "did you mean 'sae.layer'"),
+    ]
     for options, match in bad:
         with pytest.raises(ValueError, match=match):
             check_options(options)
@@ -102,10 +110,17 @@ def test_fitted_methods_follow_their_options(tiny_model, tiny_data, task, weight
 
     m = tiny_model
     fit = task.tokenize(m.tokenizer, "fit", seq_len=64, max_tokens=1500)
-    options = {"prune-abs.levels": [0.02, 0.1], "head-mean.levels": [0.25],
-               "head-mean.attribution_seqs": 4, "actadd.levels": [3.0], "actadd.layer": 1,
-               "sae-features.levels": [0.05], "sae.layer": 1, "sae.d_sae": 64,
-               "sae.training_tokens": 2000}
+    options = {
+        "prune-abs.levels": [0.02, 0.1],
+        "head-mean.levels": [0.25],
+        "head-mean.attribution_seqs": 4,
+        "actadd.levels": [3.0],
+        "actadd.layer": 1,
+        "sae-features.levels": [0.05],
+        "sae.layer": 1,
+        "sae.d_sae": 64,
+        "sae.training_tokens": 2000,
+    }
     ctx = MethodContext(m, fit["forget"], fit["retain"], batch_size=4, options=options)
     with weights_guard(m):
         prune = fit_method("prune-abs", ctx)
@@ -139,11 +154,16 @@ def test_edge_methods_remove_their_top_edges(tiny_model, tiny_data, weights_guar
     from tl_unlearn.methods import MethodContext, fit_method
     from tl_unlearn.tasks import ioi_task
 
-    clean, corrupted = counterfactual_pair(ioi_task(tiny_model.tokenizer, n=60),
-                                           tiny_model.tokenizer, "fit", max_examples=8)
-    ctx = MethodContext(tiny_model, clean, tiny_data["retain"].head(8),
-                        forget_fit_corrupted=corrupted,
-                        options={"eap.levels": [0.05, 0.2], "eap.attribution_examples": 6})
+    clean, corrupted = counterfactual_pair(
+        ioi_task(tiny_model.tokenizer, n=60), tiny_model.tokenizer, "fit", max_examples=8
+    )
+    ctx = MethodContext(
+        tiny_model,
+        clean,
+        tiny_data["retain"].head(8),
+        forget_fit_corrupted=corrupted,
+        options={"eap.levels": [0.05, 0.2], "eap.attribution_examples": 6},
+    )
     fm = fit_method("eap", ctx)
     assert fm.levels == [0.05, 0.2] and fm.info["n_real_edges"] == 110
     want = edge_attribution(tiny_model, clean.head(6), corrupted.head(6)).top(22)

@@ -31,8 +31,9 @@ def test_load_model_dispatch(tiny_model):
     assert load_model(tiny_model) is tiny_model
     m = load_model("tiny")
     assert isinstance(m, HookedTransformer) and m.cfg.n_layers == 2
-    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(),
-                                                   tiny_model.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(m.state_dict().values(), tiny_model.state_dict().values())
+    )
     with pytest.raises(TypeError, match="int"):
         load_model(3)
     with pytest.raises(ValueError, match="not-a-model-xyz"):
@@ -51,15 +52,17 @@ def test_smollm2_matches_hf_and_says_paris(smollm2):
     from tl_unlearn.models import smollm2_hf_dir
 
     hf = AutoModelForCausalLM.from_pretrained(smollm2_hf_dir(), dtype=torch.float32)
-    tokens = smollm2.to_tokens(["The capital of France is", "def add(a, b):\n    return a + b"],
-                               padding_side="right")[:, :6]
+    tokens = smollm2.to_tokens(
+        ["The capital of France is", "def add(a, b):\n    return a + b"], padding_side="right"
+    )[:, :6]
     with torch.no_grad():
         ours = smollm2(tokens).log_softmax(-1)
         ref = hf(tokens).logits.log_softmax(-1)
     assert (ours - ref).abs().max().item() < 1e-3
     assert torch.equal(ours.argmax(-1), ref.argmax(-1))
-    out = smollm2.generate("The capital of France is", max_new_tokens=2, do_sample=False,
-                           verbose=False)
+    out = smollm2.generate(
+        "The capital of France is", max_new_tokens=2, do_sample=False, verbose=False
+    )
     assert out.startswith("The capital of France is Paris")
 
 
@@ -106,6 +109,7 @@ def test_smollm2_processed_cache_equals_transformer_lens_conversion(smollm2):
     from tl_unlearn.models import _convert_to_hooked, smollm2_hf_dir
 
     ref = _convert_to_hooked(smollm2_hf_dir(), smollm2.tokenizer, torch.float32, {})
+
     def settings(cfg):
         return {k: v for k, v in cfg.to_dict().items() if k not in ("device", "init_weights")}
 
@@ -139,8 +143,11 @@ def test_processed_cache_is_keyed_by_transformer_lens_version(tmp_path, monkeypa
     assert now == _processed_dir(tmp_path, torch.float32, {"fold_ln": True})
     assert now != _processed_dir(tmp_path, torch.float32, {"fold_ln": False})
     real = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version",
-                        lambda name: "0.0.1" if name == "transformer_lens" else real(name))
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: "0.0.1" if name == "transformer_lens" else real(name),
+    )
     assert _processed_dir(tmp_path, torch.float32, {"fold_ln": True}) != now
 
 
@@ -161,15 +168,36 @@ def test_tiny_twin_was_trained_without_the_forget_corpus(tiny_model, task):
 def _rotary_gqa_model():
     """A random rotary, grouped-query, RMS-normed model (SmolLM2's kind of attention)."""
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=64, n_heads=4, n_key_value_heads=2, d_head=16, d_mlp=128,
-        d_vocab=300, n_ctx=64, act_fn="silu", normalization_type="RMS", gated_mlp=True,
-        positional_embedding_type="rotary", rotary_dim=16, seed=0)
+        n_layers=2,
+        d_model=64,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_head=16,
+        d_mlp=128,
+        d_vocab=300,
+        n_ctx=64,
+        act_fn="silu",
+        normalization_type="RMS",
+        gated_mlp=True,
+        positional_embedding_type="rotary",
+        rotary_dim=16,
+        seed=0,
+    )
     return HookedTransformer(cfg).eval()
 
 
 def _standard_attention_model():
-    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64,
-                                  d_vocab=300, n_ctx=64, act_fn="gelu", seed=0)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        d_mlp=64,
+        d_vocab=300,
+        n_ctx=64,
+        act_fn="gelu",
+        seed=0,
+    )
     return HookedTransformer(cfg).eval()
 
 
@@ -183,13 +211,20 @@ def test_weight_layout_changes_no_output(kind):
     model = _standard_attention_model() if kind == "standard" else _rotary_gqa_model()
     ref = copy.deepcopy(model)
     use_transposed_layout(model)
-    relaid = [(type(m).__name__, n) for m in model.modules() for n, p, perm in _layout_params(m)
-              if p.permute(perm).is_contiguous() and not p.is_contiguous()]
-    expected = {"standard": {"Attention", "Unembed"},
-                "rotary-gqa": {"GroupedQueryAttention", "GatedMLP", "Unembed"}}[kind]
+    relaid = [
+        (type(m).__name__, n)
+        for m in model.modules()
+        for n, p, perm in _layout_params(m)
+        if p.permute(perm).is_contiguous() and not p.is_contiguous()
+    ]
+    expected = {
+        "standard": {"Attention", "Unembed"},
+        "rotary-gqa": {"GroupedQueryAttention", "GatedMLP", "Unembed"},
+    }[kind]
     assert {t for t, _ in relaid} == expected
-    assert len(relaid) == sum(len(_LAYOUTS[t]) * sum(type(m).__name__ == t
-                                                     for m in model.modules()) for t in expected)
+    assert len(relaid) == sum(
+        len(_LAYOUTS[t]) * sum(type(m).__name__ == t for m in model.modules()) for t in expected
+    )
     tokens = torch.randint(1, 300, (2, 20), generator=torch.Generator().manual_seed(0))
     attn = model.blocks[0].attn  # TL's flattenings are views now: no copy per forward pass
     for w, pattern in ((attn.W_Q, "h m d -> (h d) m"), (attn.W_O, "h d m -> m (h d)")):
@@ -202,8 +237,9 @@ def test_weight_layout_changes_no_output(kind):
         for m in (model, ref):
             use_fused_attention(m, enabled=fused)
         with torch.no_grad():
-            (a, cache_a), (b, cache_b) = (m.run_with_cache(tokens, names_filter=names)
-                                          for m in (model, ref))
+            (a, cache_a), (b, cache_b) = (
+                m.run_with_cache(tokens, names_filter=names) for m in (model, ref)
+            )
         assert torch.equal(a, b)
         assert all(torch.equal(cache_a[k], cache_b[k]) for k in cache_b)
     for m in (model, ref):
@@ -238,8 +274,10 @@ def test_fused_attention_equals_transformer_lens_attention(kind):
         return z
 
     seen = []
-    hooks = [("blocks.1.attn.hook_z", scale_head),
-             ("blocks.0.attn.hook_z", lambda z, hook: seen.append(z.clone()))]
+    hooks = [
+        ("blocks.1.attn.hook_z", scale_head),
+        ("blocks.0.attn.hook_z", lambda z, hook: seen.append(z.clone())),
+    ]
 
     def run(**kwargs):
         with model.hooks(fwd_hooks=hooks):
@@ -282,12 +320,17 @@ def test_fused_attention_gives_way_to_what_needs_the_pattern(tiny_model):
         ref_logits, ref_cache = reference.run_with_cache(tokens, names_filter=names)
         assert torch.equal(logits, ref_logits)
         assert all(torch.equal(cache[k], ref_cache[k]) for k in ref_cache.keys())
-        zero_scores = [(f"blocks.{i}.attn.hook_attn_scores", lambda s, hook: s * 0.5)
-                       for i in range(2)]
-        assert torch.equal(tiny_model.run_with_hooks(tokens, fwd_hooks=zero_scores),
-                           reference.run_with_hooks(tokens, fwd_hooks=zero_scores))
+        zero_scores = [
+            (f"blocks.{i}.attn.hook_attn_scores", lambda s, hook: s * 0.5) for i in range(2)
+        ]
+        assert torch.equal(
+            tiny_model.run_with_hooks(tokens, fwd_hooks=zero_scores),
+            reference.run_with_hooks(tokens, fwd_hooks=zero_scores),
+        )
         kwargs = {"max_new_tokens": 6, "do_sample": False, "verbose": False}
-        assert tiny_model.generate("def f(x):", **kwargs) == reference.generate("def f(x):", **kwargs)
+        assert tiny_model.generate("def f(x):", **kwargs) == reference.generate(
+            "def f(x):", **kwargs
+        )
     twin = copy.deepcopy(tiny_model)
     assert _fused_layers(twin) == 2
     with torch.no_grad():
@@ -298,10 +341,19 @@ def test_fused_attention_gives_way_to_what_needs_the_pattern(tiny_model):
 
 def test_fused_attention_leaves_unsupported_attention_alone():
     """ALiBi and bidirectional attention are not implemented by the fused path: not switched."""
-    base = {"n_layers": 1, "d_model": 32, "n_heads": 2, "d_head": 16, "d_vocab": 50,
-            "n_ctx": 16, "attn_only": True}
+    base = {
+        "n_layers": 1,
+        "d_model": 32,
+        "n_heads": 2,
+        "d_head": 16,
+        "d_vocab": 50,
+        "n_ctx": 16,
+        "attn_only": True,
+    }
     alibi = HookedTransformer(HookedTransformerConfig(**base, positional_embedding_type="alibi"))
-    bidirectional = HookedTransformer(HookedTransformerConfig(**base, attention_dir="bidirectional"))
+    bidirectional = HookedTransformer(
+        HookedTransformerConfig(**base, attention_dir="bidirectional")
+    )
     for model in (alibi, bidirectional):
         use_fused_attention(model)
         assert _fused_layers(model) == 0

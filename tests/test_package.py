@@ -48,7 +48,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state:
                 found = visit(n)
                 if found:
@@ -124,3 +124,20 @@ def test_every_public_name_documents_its_arguments_and_has_an_example():
         if cov.needs_args(obj):
             assert "Args:" in doc or "Attributes:" in doc, f"{name} has no Args section"
         assert ">>>" in doc, f"{name} has no example"
+
+
+def test_ruff_check_and_format():
+    """``ruff check`` and ``ruff format --check`` pass on the package, tests and scripts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for args in (["check"], ["format", "--check"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, "tl_unlearn", "tests", "scripts"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, f"ruff {' '.join(args)}:\n{proc.stdout[-3000:]}"

@@ -47,8 +47,10 @@ def test_report_renders_the_same_from_results_json(run_dir, tmp_path):
     ranked = result.scorecard.ranked()
     for name in ranked.index:
         row = ranked.loc[name]
-        cell = (f"{row['held_out_difference']:.3g}<br><span class='ci'>["
-                f"{row['held_out_difference_low']:.3g}, {row['held_out_difference_high']:.3g}]")
+        cell = (
+            f"{row['held_out_difference']:.3g}<br><span class='ci'>["
+            f"{row['held_out_difference_low']:.3g}, {row['held_out_difference_high']:.3g}]"
+        )
         assert f"<td class='n'>{cell}</span></td>" in page, name
     path = write_report(again, tmp_path / "again.html")
     assert path.read_text() == page

@@ -36,23 +36,35 @@ def results(tiny_model, tiny_data, task):
     head = zero_ablation(m, heads=[(1, 0)])
     fit = task.tokenize(m.tokenizer, "fit", seq_len=64, max_tokens=1500)
     scores = pruning_scores(m, fit["forget"], fit["retain"])
-    curve = selectivity_curve(m, data, scores.intervention, [0.05, 0.2], progress=False,
-                              n_boot=50)
+    curve = selectivity_curve(m, data, scores.intervention, [0.05, 0.2], progress=False, n_boot=50)
     level = curve.held_out()["level"] or 0.05
-    base = RandomBaseline("random neurons", level, [1],
-                          [evaluate(m, data, scores.intervention(level), progress=False)])
+    base = RandomBaseline(
+        "random neurons",
+        level,
+        [1],
+        [evaluate(m, data, scores.intervention(level), progress=False)],
+    )
     from tl_unlearn import activation_patching, edge_attribution, faithfulness_curves
     from tl_unlearn.interventions import counterfactual_pair
     from tl_unlearn.tasks import ioi_task
 
-    clean, corrupted = counterfactual_pair(ioi_task(m.tokenizer, n=40), m.tokenizer,
-                                           max_examples=4)
+    clean, corrupted = counterfactual_pair(ioi_task(m.tokenizer, n=40), m.tokenizer, max_examples=4)
     eap = edge_attribution(m, clean, corrupted)
-    run = run_benchmark(BenchmarkConfig(model="tiny", seq_len=64, fit_tokens=1500,
-                                        eval_tokens=800, methods=["prune-abs"], mia_texts=0,
-                                        generation_prompts=0, baseline_seeds=1,
-                                        relearn_steps=0),  # a run without: the figure refuses
-                        model=m, progress=False)
+    run = run_benchmark(
+        BenchmarkConfig(
+            model="tiny",
+            seq_len=64,
+            fit_tokens=1500,
+            eval_tokens=800,
+            methods=["prune-abs"],
+            mia_texts=0,
+            generation_prompts=0,
+            baseline_seeds=1,
+            relearn_steps=0,
+        ),  # a run without: the figure refuses
+        model=m,
+        progress=False,
+    )
     return [
         evaluate(m, data, head, progress=False, label="L1H0"),
         curve,
@@ -61,23 +73,59 @@ def results(tiny_model, tiny_data, task):
         logit_lens_diff(m, data, head, label="L1H0"),
         activation_distances(m, data, None, head, label="original vs L1H0"),
         output_distances(m, data["forget"], head),
-        membership_inference(m, task.forget.fit[:4], task.forget.eval[:4], head, max_tokens=32,
-                             n_boot=50, label="L1H0"),
+        membership_inference(
+            m,
+            task.forget.fit[:4],
+            task.forget.eval[:4],
+            head,
+            max_tokens=32,
+            n_boot=50,
+            label="L1H0",
+        ),
         fisher_uncertainty(m, data["forget"], head, max_samples=2),
         weight_distance(m, m),
-        relearn(m, fit["forget"], data["forget"], head, max_steps=2, eval_every=1,
-                batch_size=2, label="L1H0"),
-        degree_of_removal(m, fit["forget"], data["forget"], head,
-                          baseline=zero_ablation(m, heads=[(0, 1)]), level=1, lrs=[1e-3],
-                          max_steps=2, batch_size=2, retrained_model=m, label="L1H0"),
+        relearn(
+            m,
+            fit["forget"],
+            data["forget"],
+            head,
+            max_steps=2,
+            eval_every=1,
+            batch_size=2,
+            label="L1H0",
+        ),
+        degree_of_removal(
+            m,
+            fit["forget"],
+            data["forget"],
+            head,
+            baseline=zero_ablation(m, heads=[(0, 1)]),
+            level=1,
+            lrs=[1e-3],
+            max_steps=2,
+            batch_size=2,
+            retrained_model=m,
+            label="L1H0",
+        ),
         Scorecard.from_curves([curve]),
-        generation_behaviour(m, ["The"], lambda c: head, [1.0], max_new_tokens=4, n_samples=2,
-                             topic="code", progress=False, n_boot=50, label="heads"),
+        generation_behaviour(
+            m,
+            ["The"],
+            lambda c: head,
+            [1.0],
+            max_new_tokens=4,
+            n_samples=2,
+            topic="code",
+            progress=False,
+            n_boot=50,
+            label="heads",
+        ),
         run,
         activation_patching(m, clean, corrupted),
         eap.top(12, label="EAP top 12"),
-        faithfulness_curves(m, clean, corrupted, {"EAP": eap}, fractions=[0.1, 1.0],
-                            n_random=1, n_boot=50),
+        faithfulness_curves(
+            m, clean, corrupted, {"EAP": eap}, fractions=[0.1, 1.0], n_random=1, n_boot=50
+        ),
     ]
 
 
@@ -112,10 +160,20 @@ def test_every_result_type_round_trips_through_save_and_load(results, tmp_path):
 def test_results_measure_their_time_and_keep_their_numbers(results):
     by_type = {type(r).__name__: r for r in results}
     # computed results report a positive wall time (hand-built ones may say 0.0)
-    for name in ("Evaluation", "SelectivityCurve", "ComponentMap", "LogitLensDiff",
-                 "ActivationDistances", "OutputDistances", "MembershipInference",
-                 "FisherUncertainty", "RelearnResult", "DegreeOfRemoval", "GenerationBehaviour",
-                 "BenchmarkResult"):
+    for name in (
+        "Evaluation",
+        "SelectivityCurve",
+        "ComponentMap",
+        "LogitLensDiff",
+        "ActivationDistances",
+        "OutputDistances",
+        "MembershipInference",
+        "FisherUncertainty",
+        "RelearnResult",
+        "DegreeOfRemoval",
+        "GenerationBehaviour",
+        "BenchmarkResult",
+    ):
         assert by_type[name].seconds > 0, name
     run = by_type["BenchmarkResult"]
     again = type(run).from_dict(run.to_dict())

@@ -39,8 +39,14 @@ def reference_answer_metrics(model, prompts, answers, counterfactuals=None):
         lp = [float(logp[t, a_ids[j]]) for j, t in enumerate(pos)]
         hits = [int(logits[t].argmax()) == a_ids[j] for j, t in enumerate(pos)]
         last = logits[len(p_ids) - 1]
-        row = {"logprob": sum(lp), "n": len(a_ids), "exact": all(hits), "first": hits[0],
-               "rank": 1 + int((last > last[a_ids[0]]).sum()), "nll": -sum(lp)}
+        row = {
+            "logprob": sum(lp),
+            "n": len(a_ids),
+            "exact": all(hits),
+            "first": hits[0],
+            "rank": 1 + int((last > last[a_ids[0]]).sum()),
+            "nll": -sum(lp),
+        }
         if counterfactuals is not None:
             c = tok(counterfactuals[i], add_special_tokens=False)["input_ids"][0]
             row["ld"] = float(last[a_ids[0]] - last[c])
@@ -51,9 +57,16 @@ def reference_answer_metrics(model, prompts, answers, counterfactuals=None):
 @pytest.fixture(scope="module")
 def mixed(tiny_model):
     """Prompts of different lengths, answers of 1-3 tokens, counterfactuals."""
-    prompts = ["The capital of France is", "def f(x):\n    return", "And God said, Let there be",
-               "x", "In the beginning God created the heaven and the", "import os\nimport",
-               "The cat sat on the", "for i in range(10):\n   "] * 3
+    prompts = [
+        "The capital of France is",
+        "def f(x):\n    return",
+        "And God said, Let there be",
+        "x",
+        "In the beginning God created the heaven and the",
+        "import os\nimport",
+        "The cat sat on the",
+        "for i in range(10):\n   ",
+    ] * 3
     prompts = [p + " " * (i // 8) for i, p in enumerate(prompts)]
     answers = [" Paris is big", " x", " light", " = 1", " earth", " sys", " mat.", " print"] * 3
     cfs = [" Rome", " y", " darkness", " + 2", " sea", " re", " hat", " pass"] * 3
@@ -68,31 +81,42 @@ def test_batched_equals_one_at_a_time_and_hand_written(tiny_model, mixed):
     order = [pa.examples("eval")[i] for i in torch.randperm(len(pa.examples("eval"))).tolist()]
     assert len(set(ds.answer_start.tolist())) > 1  # mixed prompt lengths
     batched = evaluate(tiny_model, ds, batch_size=5, progress=False)["mixed"]
-    singles = [evaluate(tiny_model, ds.rows(slice(i, i + 1)), progress=False)["mixed"]
-               for i in range(len(ds))]
+    singles = [
+        evaluate(tiny_model, ds.rows(slice(i, i + 1)), progress=False)["mixed"]
+        for i in range(len(ds))
+    ]
     for key in ("answer_logprob", "answer_accuracy", "logit_diff", "answer_rank", "answer_prob"):
-        assert batched.answer[key] == pytest.approx(np.mean([s.answer[key] for s in singles]),
-                                                    abs=1e-4)
+        assert batched.answer[key] == pytest.approx(
+            np.mean([s.answer[key] for s in singles]), abs=1e-4
+        )
     # the dataset's rows are in a seeded order: rebuild the reference in that order
     texts = [(ds.tokens[r, 1 : ds.answer_start[r]].tolist()) for r in range(len(ds))]
-    by_ids = {tuple(tiny_model.tokenizer(pa.prompts[i], add_special_tokens=False)["input_ids"]): i
-              for i in order}
+    by_ids = {
+        tuple(tiny_model.tokenizer(pa.prompts[i], add_special_tokens=False)["input_ids"]): i
+        for i in order
+    }
     rows = [by_ids[tuple(t)] for t in texts]
-    ref = reference_answer_metrics(tiny_model, [pa.prompts[i] for i in rows],
-                                   [pa.answers[i] for i in rows],
-                                   [pa.counterfactuals[i] for i in rows])
+    ref = reference_answer_metrics(
+        tiny_model,
+        [pa.prompts[i] for i in rows],
+        [pa.answers[i] for i in rows],
+        [pa.counterfactuals[i] for i in rows],
+    )
     assert max(r["n"] for r in ref) >= 2  # multi-token answers
-    assert batched.answer["answer_logprob"] == pytest.approx(np.mean([r["logprob"] for r in ref]),
-                                                             abs=1e-4)
+    assert batched.answer["answer_logprob"] == pytest.approx(
+        np.mean([r["logprob"] for r in ref]), abs=1e-4
+    )
     assert batched.answer["answer_logprob_per_token"] == pytest.approx(
-        np.mean([r["logprob"] / r["n"] for r in ref]), abs=1e-4)
+        np.mean([r["logprob"] / r["n"] for r in ref]), abs=1e-4
+    )
     assert batched.answer["answer_accuracy"] == np.mean([r["exact"] for r in ref])
     assert batched.answer["first_token_accuracy"] == np.mean([r["first"] for r in ref])
     assert batched.answer["answer_rank"] == pytest.approx(np.mean([r["rank"] for r in ref]))
     assert batched.answer["logit_diff"] == pytest.approx(np.mean([r["ld"] for r in ref]), abs=1e-4)
     # answer loss: mean cross-entropy over answer tokens only
-    assert batched.loss == pytest.approx(sum(r["nll"] for r in ref) / sum(r["n"] for r in ref),
-                                         abs=1e-4)
+    assert batched.loss == pytest.approx(
+        sum(r["nll"] for r in ref) / sum(r["n"] for r in ref), abs=1e-4
+    )
     assert batched.n_predictions == sum(r["n"] for r in ref)
 
 
@@ -102,30 +126,41 @@ def test_user_metric_same_through_evaluate_curve_and_map(tiny_model):
 
     def logit_diff(logits, batch):
         final = batch.answer_logits(logits)
-        return (final.gather(1, batch.answers[:, None])
-                - final.gather(1, batch.counterfactual[:, None])).squeeze(1)
+        return (
+            final.gather(1, batch.answers[:, None]) - final.gather(1, batch.counterfactual[:, None])
+        ).squeeze(1)
 
     metric = {"forget": logit_diff, "retain": "top1"}
-    cmap = component_selectivity_map(tiny_model, data, [(0, 1), (1, 2), (1, None)],
-                                     metric=metric, progress=False)
+    cmap = component_selectivity_map(
+        tiny_model, data, [(0, 1), (1, 2), (1, None)], metric=metric, progress=False
+    )
     spec, fns = resolve_metric(metric)
     for comp, ev_map in zip(cmap.components, cmap.evaluations):
         iv = component_intervention(tiny_model, [comp], "zero")
         ev = evaluate(tiny_model, data, iv, metrics=fns, progress=False)
         assert ev["forget"].custom["logit_diff"] == ev_map["forget"].custom["logit_diff"]
         # the user's logit difference is the builtin one
-        assert ev["forget"].custom["logit_diff"] == pytest.approx(ev["forget"].answer["logit_diff"],
-                                                                  abs=1e-5)
+        assert ev["forget"].custom["logit_diff"] == pytest.approx(
+            ev["forget"].answer["logit_diff"], abs=1e-5
+        )
         assert "logit_diff" not in ev["retain"].custom  # only on the dataset that asked
     drop = cmap.forget_drop
     assert np.isfinite(drop).all()
-    curve = selectivity_curve(tiny_model, data,
-                              lambda k: component_intervention(tiny_model, [(1, int(k))], "zero"),
-                              [1, 2], metric=metric, progress=False)
-    assert curve.evaluations[1]["forget"].custom["logit_diff"] == \
-        cmap.evaluations[1]["forget"].custom["logit_diff"]
-    iv, gc = greedy_circuit(tiny_model, data, cmap, max_components=2,
-                            max_retain_drop=1.0, target_forget_drop=10.0)
+    curve = selectivity_curve(
+        tiny_model,
+        data,
+        lambda k: component_intervention(tiny_model, [(1, int(k))], "zero"),
+        [1, 2],
+        metric=metric,
+        progress=False,
+    )
+    assert (
+        curve.evaluations[1]["forget"].custom["logit_diff"]
+        == cmap.evaluations[1]["forget"].custom["logit_diff"]
+    )
+    iv, gc = greedy_circuit(
+        tiny_model, data, cmap, max_components=2, max_retain_drop=1.0, target_forget_drop=10.0
+    )
     assert len(gc.evaluations) >= 1 and "logit_diff" in gc.evaluations[0]["forget"].custom
 
 
@@ -139,8 +174,9 @@ def test_user_metric_scalar_and_per_example_agree(tiny_model, mixed):
     def scalar(logits, batch):
         return batch.answer_logits(logits).max(-1).values.mean()
 
-    ev = evaluate(tiny_model, ds, metrics={"pe": per_example, "sc": scalar}, batch_size=3,
-                  progress=False)["mixed"]
+    ev = evaluate(
+        tiny_model, ds, metrics={"pe": per_example, "sc": scalar}, batch_size=3, progress=False
+    )["mixed"]
     assert ev.custom["pe"] == pytest.approx(ev.custom["sc"], abs=1e-5)
 
 
@@ -149,9 +185,12 @@ def test_induction_second_copy_on_tiny_model(tiny_model):
     copy is predicted, the first copy is not."""
     ds = InductionTask().tokenize(tiny_model.tokenizer, max_tokens=49 * 32)
     ev = evaluate(tiny_model, ds, progress=False)["induction"]
-    first_copy = TokenDataset("first", ds.tokens, ds.attention_mask,
-                              torch.zeros_like(ds.tokens, dtype=torch.bool).index_fill_(
-                                  1, torch.arange(2, 25), True))
+    first_copy = TokenDataset(
+        "first",
+        ds.tokens,
+        ds.attention_mask,
+        torch.zeros_like(ds.tokens, dtype=torch.bool).index_fill_(1, torch.arange(2, 25), True),
+    )
     ev_first = evaluate(tiny_model, first_copy, progress=False)["first"]
     assert ev.accuracy[1] > 0.5 > 0.05 > ev_first.accuracy[1]
 
@@ -199,9 +238,12 @@ def test_induction_second_copy_on_smollm2(smollm2):
     heads)."""
     ds = InductionTask(half=20).tokenize(smollm2.tokenizer, max_tokens=41 * 8)
     ev = evaluate(smollm2, ds, progress=False)["induction"]
-    first_copy = TokenDataset("first", ds.tokens, ds.attention_mask,
-                              torch.zeros_like(ds.tokens, dtype=torch.bool).index_fill_(
-                                  1, torch.arange(2, 21), True))
+    first_copy = TokenDataset(
+        "first",
+        ds.tokens,
+        ds.attention_mask,
+        torch.zeros_like(ds.tokens, dtype=torch.bool).index_fill_(1, torch.arange(2, 21), True),
+    )
     ev_first = evaluate(smollm2, first_copy, progress=False)["first"]
     assert ev.n_predictions == 8 * 19 and ev_first.n_predictions == 8 * 19
     assert ev.accuracy[1] > 0.5 > 0.05 > ev_first.accuracy[1]
@@ -209,10 +251,14 @@ def test_induction_second_copy_on_smollm2(smollm2):
 
 def test_ioi_on_tiny_model_and_normalised_logit_diff(tiny_model):
     pa = ioi_task(tiny_model.tokenizer)
-    clean = evaluate(tiny_model, {"forget": pa.tokenize(tiny_model.tokenizer, max_tokens=3000)},
-                     progress=False)
-    base = evaluate(tiny_model, {"forget": pa.tokenize(tiny_model.tokenizer, corrupted=True,
-                                                       max_tokens=3000)}, progress=False)
+    clean = evaluate(
+        tiny_model, {"forget": pa.tokenize(tiny_model.tokenizer, max_tokens=3000)}, progress=False
+    )
+    base = evaluate(
+        tiny_model,
+        {"forget": pa.tokenize(tiny_model.tokenizer, corrupted=True, max_tokens=3000)},
+        progress=False,
+    )
     assert np.isfinite(list(clean["forget"].answer.values())).all()
     assert clean["forget"].n_examples == base["forget"].n_examples > 50
     ld_c, ld_b = clean.metric("forget", "logit_diff"), base.metric("forget", "logit_diff")
@@ -225,8 +271,9 @@ def test_ioi_on_tiny_model_and_normalised_logit_diff(tiny_model):
 
 
 def test_sources(tmp_path, tiny_model):
-    rows = [{"prompt": f"Question {i}?", "answer": f" A{i}", "counterfactual": " no"}
-            for i in range(12)]
+    rows = [
+        {"prompt": f"Question {i}?", "answer": f" A{i}", "counterfactual": " no"} for i in range(12)
+    ]
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     with (tmp_path / "qa.csv").open("w") as fh:
         fh.write("prompt,answer,counterfactual\n")
@@ -236,13 +283,15 @@ def test_sources(tmp_path, tiny_model):
     c = PromptAnswers.from_source(datasets.Dataset.from_list(rows))
     d = PromptAnswers.from_source([(r["prompt"], r["answer"], r["counterfactual"]) for r in rows])
     for pa in (b, c, d):
-        assert (pa.prompts, pa.answers, pa.counterfactuals) == (a.prompts, a.answers,
-                                                                a.counterfactuals)
+        assert (pa.prompts, pa.answers, pa.counterfactuals) == (
+            a.prompts,
+            a.answers,
+            a.counterfactuals,
+        )
         assert pa.examples("eval") == a.examples("eval")
     from transformer_lens.evals import IOIDataset
 
-    ioi = IOIDataset(tiny_model.tokenizer, num_samples=20, seed=1,
-                     names=["John", "David", "Sam"])
+    ioi = IOIDataset(tiny_model.tokenizer, num_samples=20, seed=1, names=["John", "David", "Sam"])
     pa = PromptAnswers.from_source(ioi)
     s = ioi.samples[0]
     assert pa.prompts[0] + pa.answers[0] == s["text"] and pa.counterfactuals[0] == s["S"]
@@ -284,23 +333,33 @@ def test_bad_inputs_name_the_problem(tiny_model):
     with pytest.raises(ValueError, match="tokenizes to nothing"):
         PromptAnswers("x", prompts, [" "] * 20).tokenize(_StripTokenizer(tok), max_tokens=None)
     with pytest.raises(ValueError, match="counterfactual of example 3 equals its answer"):
-        PromptAnswers("x", prompts, [f" {i}" for i in range(20)],
-                      [f" {i + 1}" if i != 3 else " 3" for i in range(20)])
-    long = PromptAnswers("x", ["word " * 300] * 20, [" a"] * 20,
-                         groups=[str(i) for i in range(20)])
+        PromptAnswers(
+            "x",
+            prompts,
+            [f" {i}" for i in range(20)],
+            [f" {i + 1}" if i != 3 else " 3" for i in range(20)],
+        )
+    long = PromptAnswers("x", ["word " * 300] * 20, [" a"] * 20, groups=[str(i) for i in range(20)])
     with pytest.raises(ValueError, match="n_ctx is 256"):
         long.tokenize(tok, n_ctx=tiny_model.cfg.n_ctx, max_tokens=None)
     with pytest.raises(ValueError, match="same first token"):
-        PromptAnswers("x", prompts, [" Paris is"] * 20, [" Paris was"] * 20).tokenize(tok, max_tokens=None)
+        PromptAnswers("x", prompts, [" Paris is"] * 20, [" Paris was"] * 20).tokenize(
+            tok, max_tokens=None
+        )
     with pytest.raises(ValueError, match="2 answers for 20 prompts"):
         PromptAnswers("x", prompts, [" a", " b"])
     ds = PromptAnswers("x", prompts, [" a"] * 20).tokenize(tok, max_tokens=None)
     with pytest.raises(ValueError, match=r"Metric 'bad' returned shape \(\d+, 2\)"):
-        evaluate(tiny_model, ds, metrics={"bad": lambda lg, b: torch.zeros(len(b), 2)},
-                 progress=False)
+        evaluate(
+            tiny_model, ds, metrics={"bad": lambda lg, b: torch.zeros(len(b), 2)}, progress=False
+        )
     with pytest.raises(ValueError, match="Metric 'nan' returned NaN"):
-        evaluate(tiny_model, ds, metrics={"nan": lambda lg, b: torch.tensor(float("nan"))},
-                 progress=False)
+        evaluate(
+            tiny_model,
+            ds,
+            metrics={"nan": lambda lg, b: torch.tensor(float("nan"))},
+            progress=False,
+        )
     with pytest.raises(ValueError, match="shadows a builtin metric"):
         evaluate(tiny_model, ds, metrics={"top1": lambda lg, b: 0.0}, progress=False)
     with pytest.raises(ValueError, match="has no 'logit_diff'"):

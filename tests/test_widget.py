@@ -15,8 +15,9 @@ def test_toggle_shows_exactly_what_the_evaluation_api_returns(tiny_model, small)
     w.widget()  # build the UI too: its figures must follow the state
     w.toggle(1, 2)
     w.toggle(0, None)
-    expected = evaluate(tiny_model, small, component_intervention(tiny_model, [(1, 2), (0, None)]),
-                        progress=False)
+    expected = evaluate(
+        tiny_model, small, component_intervention(tiny_model, [(1, 2), (0, None)]), progress=False
+    )
     n = w.numbers
     for k in ("forget", "retain"):
         assert n[k]["top1"] == expected[k].accuracy[1]
@@ -80,18 +81,21 @@ def test_widget_with_a_user_metric_on_a_prompt_answer_task(tiny_model, tiny_data
 
     def logit_diff(logits, batch):
         final = batch.answer_logits(logits)
-        return (final.gather(1, batch.answers[:, None])
-                - final.gather(1, batch.counterfactual[:, None]))[:, 0]
+        return (
+            final.gather(1, batch.answers[:, None]) - final.gather(1, batch.counterfactual[:, None])
+        )[:, 0]
 
     w = AblationWidget(tiny_model, data, metric={"forget": logit_diff, "retain": "top1"})
     w.toggle(1, 0)
-    expected = evaluate(tiny_model, data, component_intervention(tiny_model, [(1, 0)]),
-                        progress=False)
+    expected = evaluate(
+        tiny_model, data, component_intervention(tiny_model, [(1, 0)]), progress=False
+    )
     n = w.numbers
     assert n["forget"]["metric"] == pytest.approx(expected["forget"].answer["logit_diff"], abs=1e-5)
     assert n["retain"]["metric"] == expected["retain"].accuracy[1]
     assert n["forget"]["drop"] == pytest.approx(
-        1 - n["forget"]["metric"] / n["forget"]["original_metric"])
+        1 - n["forget"]["metric"] / n["forget"]["original_metric"]
+    )
 
 
 WIDGET_CELL = """from tl_unlearn import AblationWidget, load_tiny_model, make_task
@@ -116,21 +120,30 @@ def test_widget_in_jupyterlab_in_headless_chromium(tmp_path, tiny_model, small):
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(WIDGET_CELL)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, tmp_path / "widget.ipynb")
     expected = AblationWidget(tiny_model, small)  # the same data as the cell's
     expected.toggle(1, 2)
     want = expected.numbers
-    with jupyterlab_server(tmp_path, tmp_path / "jupyter.log") as (url, token), \
-            sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium,
-                                     args=["--no-sandbox", "--disable-gpu"])
+    with (
+        jupyterlab_server(tmp_path, tmp_path / "jupyter.log") as (url, token),
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/lab/tree/widget.ipynb?token={token}")
-            page.wait_for_function("window.jupyterapp && window.jupyterapp.commands"
-                                   ".hasCommand('notebook:run-all-cells')", timeout=90_000)
+            page.wait_for_function(
+                "window.jupyterapp && window.jupyterapp.commands"
+                ".hasCommand('notebook:run-all-cells')",
+                timeout=90_000,
+            )
             page.wait_for_selector(".jp-Notebook", timeout=60_000)
             page.wait_for_timeout(2000)  # the kernel session
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
@@ -139,13 +152,16 @@ def test_widget_in_jupyterlab_in_headless_chromium(tmp_path, tiny_model, small):
             button.click()
             page.wait_for_function(
                 "[...document.querySelectorAll('.widget-html-content')]"
-                ".some(e => e.innerText.includes('ablated (zero): L1H2'))", timeout=60_000)
+                ".some(e => e.innerText.includes('ablated (zero): L1H2'))",
+                timeout=60_000,
+            )
             status = page.locator(".widget-html-content").filter(has_text="ablated").inner_text()
             page.screenshot(path=str(tmp_path / "widget.png"))
             plots = page.locator(".js-plotly-plot")
             boxes = [plots.nth(i).bounding_box() for i in range(plots.count())]
             ranges = plots.nth(1).evaluate(
-                "el => [el._fullLayout.xaxis.range, el._fullLayout.yaxis.range]")
+                "el => [el._fullLayout.xaxis.range, el._fullLayout.yaxis.range]"
+            )
             output = page.locator(".jp-OutputArea-output").first.bounding_box()
         finally:
             browser.close()

@@ -115,8 +115,12 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"AblationWidget": "tl_unlearn.widget", "BenchmarkConfig": "tl_unlearn.benchmark",
-         "BenchmarkResult": "tl_unlearn.runs", "run_benchmark": "tl_unlearn.benchmark"}
+_LAZY = {
+    "AblationWidget": "tl_unlearn.widget",
+    "BenchmarkConfig": "tl_unlearn.benchmark",
+    "BenchmarkResult": "tl_unlearn.runs",
+    "run_benchmark": "tl_unlearn.benchmark",
+}
 
 
 def __getattr__(name: str) -> Any:

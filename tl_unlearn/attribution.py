@@ -42,8 +42,13 @@ from tl_unlearn.interventions.base import check_positive_int, model_device
 from tl_unlearn.interventions.counterfactual import EMBED_HOOK, as_token_dataset, check_pairs
 from tl_unlearn.results import Result
 
-__all__ = ["NodeScores", "activation_patching", "answer_logit_diff", "edge_attribution",
-           "scored_logprob"]
+__all__ = [
+    "NodeScores",
+    "activation_patching",
+    "answer_logit_diff",
+    "edge_attribution",
+    "scored_logprob",
+]
 
 PatchMetric = Callable[[Tensor, TokenDataset], Tensor]
 
@@ -61,13 +66,17 @@ def answer_logit_diff(logits: Tensor, batch: TokenDataset) -> Tensor:
         torch.Size([3])
     """
     if batch.counterfactual is None:
-        raise ValueError(f"Dataset {batch.name!r} has no counterfactual answers: pass your own "
-                         "metric(logits, batch) or use a task with counterfactuals (ioi, "
-                         "greater_than, facts).")
+        raise ValueError(
+            f"Dataset {batch.name!r} has no counterfactual answers: pass your own "
+            "metric(logits, batch) or use a task with counterfactuals (ioi, "
+            "greater_than, facts)."
+        )
     final = batch.answer_logits(logits)
     rows = torch.arange(len(batch), device=final.device)
-    return (final[rows, batch.answers.to(final.device)]
-            - final[rows, batch.counterfactual.to(final.device)])
+    return (
+        final[rows, batch.answers.to(final.device)]
+        - final[rows, batch.counterfactual.to(final.device)]
+    )
 
 
 def scored_logprob(logits: Tensor, batch: TokenDataset) -> Tensor:
@@ -88,7 +97,10 @@ def scored_logprob(logits: Tensor, batch: TokenDataset) -> Tensor:
 
 
 def _pairs(clean: Any, corrupted: Any) -> tuple[TokenDataset, TokenDataset]:
-    clean_ds, corrupted_ds = as_token_dataset(clean, "clean"), as_token_dataset(corrupted, "corrupted")
+    clean_ds, corrupted_ds = (
+        as_token_dataset(clean, "clean"),
+        as_token_dataset(corrupted, "corrupted"),
+    )
     check_pairs(clean_ds, corrupted_ds)
     return clean_ds, corrupted_ds
 
@@ -96,8 +108,10 @@ def _pairs(clean: Any, corrupted: Any) -> tuple[TokenDataset, TokenDataset]:
 def _per_example(metric: PatchMetric, logits: Tensor, batch: TokenDataset) -> Tensor:
     values = metric(logits, batch)
     if not isinstance(values, Tensor) or values.shape != (len(batch),):
-        raise ValueError(f"The metric must return one value per example (shape "
-                         f"({len(batch)},)); got {getattr(values, 'shape', type(values))}.")
+        raise ValueError(
+            f"The metric must return one value per example (shape "
+            f"({len(batch)},)); got {getattr(values, 'shape', type(values))}."
+        )
     return values
 
 
@@ -170,10 +184,15 @@ class NodeScores(Result):
         """Layer x head heatmap of the score (patched - clean mean metric)."""
         self._check_kind(kind)
         grid = self.head_grid(self.scores)
-        fig = go.Figure(go.Heatmap(z=grid, colorscale="RdBu", zmid=0,
-                                   colorbar={"title": "patched - clean"}))
-        fig.update_layout(title=f"{self.label}: metric change per head",
-                          xaxis_title="head", yaxis_title="layer", template="plotly_white")
+        fig = go.Figure(
+            go.Heatmap(z=grid, colorscale="RdBu", zmid=0, colorbar={"title": "patched - clean"})
+        )
+        fig.update_layout(
+            title=f"{self.label}: metric change per head",
+            xaxis_title="head",
+            yaxis_title="layer",
+            template="plotly_white",
+        )
         return fig
 
 
@@ -241,23 +260,30 @@ def activation_patching(
         # several nodes per pass: the batch repeated once per node, each copy patching one
         per_pass = max(1, rows_per_pass // len(view))
         for first in range(0, len(nodes), per_pass):
-            group = nodes[first: first + per_pass]
+            group = nodes[first : first + per_pass]
             hooks = _patch_hooks(group, cache, len(view))
             logits = model.run_with_hooks(tokens.repeat(len(group), 1), fwd_hooks=hooks)
             for j in range(len(group)):
-                part = logits[j * len(view): (j + 1) * len(view)]
+                part = logits[j * len(view) : (j + 1) * len(view)]
                 patched[first + j, rows] = _per_example(metric, part, view).double().cpu().numpy()
             bar.update(len(group))
         start += len(view)
     bar.close()
-    return NodeScores([n for n, _, _ in nodes], patched.mean(1) - clean_values.mean(), patched,
-                      clean_values, cfg.n_layers, cfg.n_heads,
-                      seconds=time.perf_counter() - t0,
-                      info={"n_examples": len(clean_ds), "metric": getattr(metric, "__name__", "metric")})
+    return NodeScores(
+        [n for n, _, _ in nodes],
+        patched.mean(1) - clean_values.mean(),
+        patched,
+        clean_values,
+        cfg.n_layers,
+        cfg.n_heads,
+        seconds=time.perf_counter() - t0,
+        info={"n_examples": len(clean_ds), "metric": getattr(metric, "__name__", "metric")},
+    )
 
 
-def _patch_hooks(group: list[tuple[str, str, int | None]], cache: Any, n: int
-                 ) -> list[tuple[str, Any]]:
+def _patch_hooks(
+    group: list[tuple[str, str, int | None]], cache: Any, n: int
+) -> list[tuple[str, Any]]:
     """Hooks patching node ``j`` of ``group`` in rows ``j * n .. (j + 1) * n`` of a batch
     repeated ``len(group)`` times, from the corrupted ``cache``."""
     by_hook: dict[str, list[tuple[int, int | None]]] = {}
@@ -339,16 +365,21 @@ def edge_attribution(
         for p in params:
             p.requires_grad_(False)
         for view, corrupt_view in batches:
-            _attribute_batch(model, circuit, scores, view, corrupt_view, metric, steps,
-                             len(clean_ds), bar)
+            _attribute_batch(
+                model, circuit, scores, view, corrupt_view, metric, steps, len(clean_ds), bar
+            )
     finally:
         for p, on in zip(params, grads_on):
             p.requires_grad_(on)
         bar.close()
     circuit.scores = np.where(circuit.real_edges(), scores.numpy(), 0.0)
     circuit.seconds = time.perf_counter() - t0
-    circuit.info = {"method": method, "steps": steps, "n_examples": len(clean_ds),
-                    "metric": getattr(metric, "__name__", "metric")}
+    circuit.info = {
+        "method": method,
+        "steps": steps,
+        "n_examples": len(clean_ds),
+        "metric": getattr(metric, "__name__", "metric"),
+    }
     return circuit
 
 
@@ -377,17 +408,28 @@ def _parent_outputs(model: Any, store: list[Tensor | None]) -> list[tuple[str, A
 
         return hook
 
-    hooks: list[tuple[str, Any]] = [(n, embed) for n in parent_hooks(model)
-                                    if n in (EMBED_HOOK, "hook_pos_embed")]
+    hooks: list[tuple[str, Any]] = [
+        (n, embed) for n in parent_hooks(model) if n in (EMBED_HOOK, "hook_pos_embed")
+    ]
     for layer in range(cfg.n_layers):
-        hooks += [(get_act_name("z", layer), result(layer)),
-                  (get_act_name("mlp_out", layer), mlp(layer))]
+        hooks += [
+            (get_act_name("z", layer), result(layer)),
+            (get_act_name("mlp_out", layer), mlp(layer)),
+        ]
     return hooks
 
 
-def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDataset,
-                     corrupt_view: TokenDataset, metric: PatchMetric, steps: int, n_total: int,
-                     bar: Any) -> None:
+def _attribute_batch(
+    model: Any,
+    circuit: Circuit,
+    scores: Tensor,
+    view: TokenDataset,
+    corrupt_view: TokenDataset,
+    metric: PatchMetric,
+    steps: int,
+    n_total: int,
+    bar: Any,
+) -> None:
     """Add one batch's EAP / EAP-IG scores to ``scores``."""
     device = model_device(model)
     n_p = circuit.n_parents
@@ -400,8 +442,12 @@ def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDa
     def keep(acts: Tensor, hook: Any) -> None:
         parts[hook.name] = acts.detach()
 
-    with torch.no_grad(), model.hooks(fwd_hooks=[(n, keep) for n in input_hooks]
-                                      + _parent_outputs(model, corrupt_out)):
+    with (
+        torch.no_grad(),
+        model.hooks(
+            fwd_hooks=[(n, keep) for n in input_hooks] + _parent_outputs(model, corrupt_out)
+        ),
+    ):
         model(corrupt_view.tokens.to(device), return_type=None)
     state: dict[str, Any] = {}
 
@@ -418,7 +464,7 @@ def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDa
                 g = g[active]  # [active positions, child, d_model]
                 g = g.transpose(0, 1).reshape(g.shape[1], -1).to(state["diff"].dtype)
                 s = state["diff"][:n_prev] @ g.T  # [parent, positions*d_model] @ [.., child]
-                scores[:n_prev, cols[0]: cols[-1] + 1] += s.double() / (steps * n_total)
+                scores[:n_prev, cols[0] : cols[-1] + 1] += s.double() / (steps * n_total)
 
             if acts.requires_grad:
                 acts.register_hook(backward)
@@ -428,8 +474,9 @@ def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDa
     tokens = view.tokens.to(device)
     # before a row's first token that differs from its corrupted partner, every parent's
     # output is the same on both prompts (causal attention): those positions add nothing
-    active = ((tokens != corrupt_view.tokens.to(device)).cumsum(1) > 0) \
-        & view.attention_mask.to(device)
+    active = ((tokens != corrupt_view.tokens.to(device)).cumsum(1) > 0) & view.attention_mask.to(
+        device
+    )
     children = [(name, grad_hook(cols)) for name, cols in circuit.child_hooks()]
     for k in range(steps, 0, -1):  # alpha = 1 (the clean input) first: it gives the diff
         state["alpha"] = k / steps
@@ -442,7 +489,8 @@ def _attribute_batch(model: Any, circuit: Circuit, scores: Tensor, view: TokenDa
                 logits = model(tokens)
                 if k == steps:
                     state["diff"] = torch.stack(  # [parent, active positions*d_model]
-                        [(c - x)[active].reshape(-1) for c, x in zip(corrupt_out, clean_out)])
+                        [(c - x)[active].reshape(-1) for c, x in zip(corrupt_out, clean_out)]
+                    )
                 value = _per_example(metric, logits, view).sum()
                 value.backward()
         bar.update()

@@ -74,10 +74,21 @@ def _release_free_memory() -> None:
 def _environment() -> dict[str, str]:
     import importlib.metadata as md
 
-    env = {"python": platform.python_version(), "platform": platform.platform(),
-           "processor": platform.machine()}
-    for pkg in ("tl_unlearn", "torch", "transformer_lens", "sae_lens", "transformers", "plotly",
-                "datasets", "numpy"):
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+    }
+    for pkg in (
+        "tl_unlearn",
+        "torch",
+        "transformer_lens",
+        "sae_lens",
+        "transformers",
+        "plotly",
+        "datasets",
+        "numpy",
+    ):
         try:
             env[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -105,8 +116,14 @@ def _generation_prompts(model: Any, texts: list[str], n: int, n_tokens: int = 12
 
 
 def _generation(
-    config: BenchmarkConfig, model: Any, task: Any, fit: Any, fitted: dict[str, Any],
-    curves: list[SelectivityCurve], ranked: Any, progress: bool,
+    config: BenchmarkConfig,
+    model: Any,
+    task: Any,
+    fit: Any,
+    fitted: dict[str, Any],
+    curves: list[SelectivityCurve],
+    ranked: Any,
+    progress: bool,
 ) -> dict[str, GenerationBehaviour]:
     """Generation behaviour of ``actadd`` and of the top-ranked ablation method, at their
     levels, on continuations of forget-document openings."""
@@ -128,16 +145,33 @@ def _generation(
         curve = next(c for c in curves if c.name == name)
         fm = fitted[name]
         out[name] = generation_behaviour(
-            model, prompts, fm.family, curve.levels, topic=topic, domain=domain,
-            max_new_tokens=config.generation_tokens, n_samples=config.generation_samples,
-            seed=config.seed, batch_size=16, n_boot=1000, label=name,
-            level_name=fm.level_name, progress=progress)
+            model,
+            prompts,
+            fm.family,
+            curve.levels,
+            topic=topic,
+            domain=domain,
+            max_new_tokens=config.generation_tokens,
+            n_samples=config.generation_samples,
+            seed=config.seed,
+            batch_size=16,
+            n_boot=1000,
+            label=name,
+            level_name=fm.level_name,
+            progress=progress,
+        )
     return out
 
 
 def random_baselines(
-    config: BenchmarkConfig, model: Any, ev: dict[str, Any], curves: list[SelectivityCurve],
-    fitted: dict[str, Any], metrics: dict[str, Any] | None = None, *, progress: bool = False,
+    config: BenchmarkConfig,
+    model: Any,
+    ev: dict[str, Any],
+    curves: list[SelectivityCurve],
+    fitted: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    *,
+    progress: bool = False,
 ) -> dict[str, RandomBaseline]:
     """For each method with a random counterpart: ``config.baseline_seeds`` random
     interventions of the same kind and size at the level its curve chose on validation
@@ -145,8 +179,12 @@ def random_baselines(
     whose common tokens are counted per dataset)."""
     out = {}
     seeds = [config.seed + 1 + i for i in range(config.baseline_seeds)]
-    bar = tqdm([c for c in curves if fitted[c.name].baseline is not None],
-               desc="random baselines", disable=not progress, leave=False)
+    bar = tqdm(
+        [c for c in curves if fitted[c.name].baseline is not None],
+        desc="random baselines",
+        disable=not progress,
+        leave=False,
+    )
     for curve in bar:
         fm = fitted[curve.name]
         level = curve.held_out()["level"]
@@ -158,16 +196,28 @@ def random_baselines(
             skip = any("_skip" in metric_of(curve.metric, ds) for ds in ("forget", "retain"))
             data = ev if skip else curve.held_out_data(ev)
             evaluations = evaluate_many(
-                model, data, [fm.baseline(level, s) for s in seeds],
-                batch_size=config.batch_size, progress=False, metrics=metrics)
-        out[curve.name] = RandomBaseline(fm.baseline_label, level, seeds, evaluations,
-                                         time.perf_counter() - t0)
+                model,
+                data,
+                [fm.baseline(level, s) for s in seeds],
+                batch_size=config.batch_size,
+                progress=False,
+                metrics=metrics,
+            )
+        out[curve.name] = RandomBaseline(
+            fm.baseline_label, level, seeds, evaluations, time.perf_counter() - t0
+        )
     return out
 
 
 def relearn_methods(
-    config: BenchmarkConfig, model: Any, fit: dict[str, Any], ev: dict[str, Any],
-    curves: list[SelectivityCurve], fitted: dict[str, Any], *, progress: bool = False,
+    config: BenchmarkConfig,
+    model: Any,
+    fit: dict[str, Any],
+    ev: dict[str, Any],
+    curves: list[SelectivityCurve],
+    fitted: dict[str, Any],
+    *,
+    progress: bool = False,
 ) -> dict[str, DegreeOfRemoval]:
     """Relearning attack and ZRF for each method at its validated level and for one random
     baseline of it (see ``BenchmarkConfig.relearn_steps``)."""
@@ -190,14 +240,24 @@ def relearn_methods(
         # measured on the held-out half of the forget eval data (one batch)
         check = curve.held_out_data(ev)["forget"].head(config.batch_size)
         base = fm.baseline(level, config.seed + 1) if fm.baseline is not None else None
-        out[curve.name] = degree_of_removal(model, fit["forget"], check, fm.family(level), baseline=base,
-                                 level=level, lrs=opts.lrs, max_steps=config.relearn_steps,
-                                 batch_size=config.batch_size, seed=config.seed,
-                                 adapter_rank=opts.relearn_rank,
-                                 micro_batch_size=opts.relearn_micro_batch,
-                                 # every method here calls its hooks deterministically
-                                 recompute=True, retrained_model=retrained,
-                                 label=curve.name)
+        out[curve.name] = degree_of_removal(
+            model,
+            fit["forget"],
+            check,
+            fm.family(level),
+            baseline=base,
+            level=level,
+            lrs=opts.lrs,
+            max_steps=config.relearn_steps,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            adapter_rank=opts.relearn_rank,
+            micro_batch_size=opts.relearn_micro_batch,
+            # every method here calls its hooks deterministically
+            recompute=True,
+            retrained_model=retrained,
+            label=curve.name,
+        )
         _release_free_memory()
     return out
 
@@ -255,26 +315,33 @@ def run_benchmark(
     metrics = check_user_metrics(metrics)
     config.validate(user_metrics=metrics)  # user metric names are valid drop metrics
     if 0 < config.mia_texts < 64:
-        warnings.warn(f"mia_texts={config.mia_texts}: a membership-inference AUC from fewer than "
-                      "64 texts per side is mostly noise; read its interval.", stacklevel=2)
+        warnings.warn(
+            f"mia_texts={config.mia_texts}: a membership-inference AUC from fewer than "
+            "64 texts per side is mostly noise; read its interval.",
+            stacklevel=2,
+        )
     if output_dir is not None:
         out = Path(output_dir)
         clash = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
         if clash is not None:
-            raise ValueError(f"Output folder {str(out)!r} cannot be created: {str(clash)!r} "
-                             "is an existing file.")
+            raise ValueError(
+                f"Output folder {str(out)!r} cannot be created: {str(clash)!r} is an existing file."
+            )
         for name in ("results.json", "report.html"):
             if (out / name).is_dir():
-                raise ValueError(f"{str(out / name)!r} is a folder; the run would write a file "
-                                 "there.")
+                raise ValueError(
+                    f"{str(out / name)!r} is a folder; the run would write a file there."
+                )
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     task = make_task(config.forget, config.retain)
     edge_methods = [m for m in config.methods if m in EDGE_METHODS]
     if edge_methods and not _has_corrupted(task.forget):
-        raise ValueError(f"Method(s) {edge_methods} patch from corrupted prompts, but the forget "
-                         f"task {config.forget!r} has none: use forget='ioi', 'greater_than', "
-                         "'induction', or a PromptAnswers with corrupted prompts.")
+        raise ValueError(
+            f"Method(s) {edge_methods} patch from corrupted prompts, but the forget "
+            f"task {config.forget!r} has none: use forget='ioi', 'greater_than', "
+            "'induction', or a PromptAnswers with corrupted prompts."
+        )
     t0 = time.perf_counter()
     model = load_model(model if model is not None else config.model)
     timings["load_model"] = time.perf_counter() - t0
@@ -298,12 +365,21 @@ def run_benchmark(
     if any(m in EDGE_METHODS for m in config.methods):
         from tl_unlearn.interventions.counterfactual import check_pairs
 
-        corrupted = task.forget.tokenize(tok, "fit", corrupted=True, max_tokens=None,
-                                         max_examples=len(fit["forget"]), **kw)
+        corrupted = task.forget.tokenize(
+            tok, "fit", corrupted=True, max_tokens=None, max_examples=len(fit["forget"]), **kw
+        )
         check_pairs(fit["forget"], corrupted)
-    ctx = MethodContext(model, fit["forget"], fit["retain"], batch_size=config.batch_size,
-                        seed=config.seed, options=dict(config.options), sae_data=sae_data,
-                        check_data=check, forget_fit_corrupted=corrupted)
+    ctx = MethodContext(
+        model,
+        fit["forget"],
+        fit["retain"],
+        batch_size=config.batch_size,
+        seed=config.seed,
+        options=dict(config.options),
+        sae_data=sae_data,
+        check_data=check,
+        forget_fit_corrupted=corrupted,
+    )
     eval_kw = {"batch_size": config.batch_size, "progress": False, "metrics": metrics}
     t0 = time.perf_counter()
     original = evaluate(model, ev, label="original", **eval_kw)
@@ -319,11 +395,19 @@ def run_benchmark(
         fitted[name] = fm
         _release_free_memory()
         t0 = time.perf_counter()
-        curve = selectivity_curve(model, ev, fm.family, fm.levels, name=name,
-                                  metric=config.metric, level_name=fm.level_name,
-                                  original=original, fit_seconds=fm.fit_seconds,
-                                  progress=progress, **{k: v for k, v in eval_kw.items()
-                                                        if k != "progress"})
+        curve = selectivity_curve(
+            model,
+            ev,
+            fm.family,
+            fm.levels,
+            name=name,
+            metric=config.metric,
+            level_name=fm.level_name,
+            original=original,
+            fit_seconds=fm.fit_seconds,
+            progress=progress,
+            **{k: v for k, v in eval_kw.items() if k != "progress"},
+        )
         curve.info = fm.info
         curves.append(curve)
         method_info[name] = {**fm.info, "level_name": fm.level_name}
@@ -333,8 +417,11 @@ def run_benchmark(
 
     # each method against random units of the same kind and count at its validated level
     t0 = time.perf_counter()
-    baselines = random_baselines(config, model, ev, curves, fitted, metrics,
-                                 progress=progress) if config.baseline_seeds else {}
+    baselines = (
+        random_baselines(config, model, ev, curves, fitted, metrics, progress=progress)
+        if config.baseline_seeds
+        else {}
+    )
     timings["random_baselines"] = time.perf_counter() - t0
     _release_free_memory()
 
@@ -344,13 +431,28 @@ def run_benchmark(
     one_batch = {k: v.head(config.batch_size) for k, v in ev.items()}
     # at the validated level, like the baselines and the relearning attack
     levels = {c.name: c.held_out()["level"] for c in curves}
-    chosen = {name: fitted[name].family(level) for name, level in levels.items()
-              if math.isfinite(level) and level > 0}
+    chosen = {
+        name: fitted[name].family(level)
+        for name, level in levels.items()
+        if math.isfinite(level) and level > 0
+    }
     # on one batch per dataset (a distance needs far fewer tokens than an accuracy), every
     # method against one shared run of the original model
-    js = {ds: dict(zip(chosen, output_distances_many(model, one_batch[ds], list(chosen.values()),
-                                                     batch_size=config.batch_size)))
-          for ds in ("forget", "retain")} if chosen else {}
+    js = (
+        {
+            ds: dict(
+                zip(
+                    chosen,
+                    output_distances_many(
+                        model, one_batch[ds], list(chosen.values()), batch_size=config.batch_size
+                    ),
+                )
+            )
+            for ds in ("forget", "retain")
+        }
+        if chosen
+        else {}
+    )
     for curve in curves:
         iv = chosen.get(curve.name)
         row: dict[str, Any] = {}
@@ -359,10 +461,19 @@ def run_benchmark(
             row["js_retain"] = js["retain"][curve.name].js
             if config.mia_texts and task.forget.fit and task.forget.eval:
                 n = config.mia_texts
-                mi = membership_inference(model, task.forget.fit[:n], task.forget.eval[:n], iv,
-                                          max_tokens=config.seq_len, seed=config.seed)
-                row.update(mia_auc_loss=mi.auc["loss"], mia_auc_loss_low=mi.auc_low["loss"],
-                           mia_auc_loss_high=mi.auc_high["loss"])
+                mi = membership_inference(
+                    model,
+                    task.forget.fit[:n],
+                    task.forget.eval[:n],
+                    iv,
+                    max_tokens=config.seq_len,
+                    seed=config.seed,
+                )
+                row.update(
+                    mia_auc_loss=mi.auc["loss"],
+                    mia_auc_loss_low=mi.auc_low["loss"],
+                    mia_auc_loss_high=mi.auc_high["loss"],
+                )
         extra_rows[curve.name] = row
     timings["extra_metrics"] = time.perf_counter() - t0
 
@@ -378,9 +489,13 @@ def run_benchmark(
     t0 = time.perf_counter()
     scorecard = Scorecard.from_curves(curves, extra_rows, baselines=baselines)
     scorecard.seconds = time.perf_counter() - t0
-    data_sizes = {split: {k: {"sequences": len(d), "tokens": d.n_tokens,
-                              "documents": d.n_documents} for k, d in part.items()}
-                  for split, part in (("fit", fit), ("eval", ev))}
+    data_sizes = {
+        split: {
+            k: {"sequences": len(d), "tokens": d.n_tokens, "documents": d.n_documents}
+            for k, d in part.items()
+        }
+        for split, part in (("fit", fit), ("eval", ev))
+    }
     lens = distances = None
     ranked = scorecard.ranked()
     best_name = ranked.index[0]
@@ -392,12 +507,18 @@ def run_benchmark(
         lens_layers = sorted({round(i * (n - 1) / 7) for i in range(8)}) if n > 8 else None
         # half a batch per dataset: each lens point costs an unembedding of every position
         half = {k: v.head(max(1, config.batch_size // 2)) for k, v in one_batch.items()}
-        lens = logit_lens_diff(model, half, iv, layers=lens_layers,
-                               batch_size=config.batch_size, label=iv.name)
+        lens = logit_lens_diff(
+            model, half, iv, layers=lens_layers, batch_size=config.batch_size, label=iv.name
+        )
         rand = random_tokens(model, n=config.batch_size, seq_len=config.seq_len, seed=config.seed)
         distances = activation_distances(
-            model, {**one_batch, "random": rand}, None, iv, batch_size=config.batch_size,
-            label=f"original vs {iv.name}")
+            model,
+            {**one_batch, "random": rand},
+            None,
+            iv,
+            batch_size=config.batch_size,
+            label=f"original vs {iv.name}",
+        )
         timings["extras"] = time.perf_counter() - t0
     generation: dict[str, GenerationBehaviour] = {}
     if config.generation_prompts:
@@ -406,11 +527,21 @@ def run_benchmark(
         timings["generation"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     result = BenchmarkResult(
-        config, curves, scorecard, timings, _environment(), method_info, generation,
-        original=original, random_baselines=dict(baselines), logit_lens=lens,
+        config,
+        curves,
+        scorecard,
+        timings,
+        _environment(),
+        method_info,
+        generation,
+        original=original,
+        random_baselines=dict(baselines),
+        logit_lens=lens,
         activation_distances=distances,
         degree_of_removal=removal,
-        data=data_sizes, seconds=timings["total"])
+        data=data_sizes,
+        seconds=timings["total"],
+    )
     if output_dir is not None:
         # render both first, then write both: an interrupt leaves neither file half-written,
         # and a failure writing the report takes results.json back out
@@ -425,4 +556,3 @@ def run_benchmark(
                 (out / "results.json").unlink(missing_ok=True)
             raise
     return result
-

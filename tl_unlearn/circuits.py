@@ -43,8 +43,7 @@ from tl_unlearn.metrics.evaluation import (
 from tl_unlearn.metrics.selectivity import SelectivityCurve
 from tl_unlearn.results import Result
 
-__all__ = ["ComponentMap", "component_intervention", "component_selectivity_map",
-           "greedy_circuit"]
+__all__ = ["ComponentMap", "component_intervention", "component_selectivity_map", "greedy_circuit"]
 
 Method = AblationMethod
 Component = tuple[int, int | None]  # (layer, head) or (layer, None) for the MLP
@@ -55,19 +54,26 @@ def component_label(component: Component) -> str:
     return f"L{layer}MLP" if head is None else f"L{layer}H{head}"
 
 
-def component_means(model: Any, reference: TokenDataset, batch_size: int = 8, *,
-                    per_position: bool = False) -> dict[str, Any]:
+def component_means(
+    model: Any, reference: TokenDataset, batch_size: int = 8, *, per_position: bool = False
+) -> dict[str, Any]:
     """Means of every ``hook_z`` and ``hook_mlp_out`` on ``reference`` (one pass), pooled
     or per position."""
     names = [get_act_name(n, l) for l in range(model.cfg.n_layers) for n in ("z", "mlp_out")]
-    return activation_means(model, reference, names, batch_size=batch_size,
-                            per_position=per_position)
+    return activation_means(
+        model, reference, names, batch_size=batch_size, per_position=per_position
+    )
 
 
 def component_intervention(
-    model: Any, components: Sequence[Component], method: Method = "zero",
-    reference: TokenDataset | None = None, *, name: str | None = None,
-    means: Mapping[str, Any] | None = None, **kwargs: Any,
+    model: Any,
+    components: Sequence[Component],
+    method: Method = "zero",
+    reference: TokenDataset | None = None,
+    *,
+    name: str | None = None,
+    means: Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> Intervention:
     """One intervention ablating heads ``(layer, head)`` and MLP layers ``(layer, None)``.
 
@@ -83,8 +89,9 @@ def component_intervention(
         return ablation(model, "zero", heads=heads or None, hook_points=mlps or None, name=label)
     if method == "mean":
         kwargs["means"] = means
-    return ablation(model, method, reference, heads or None, hook_points=mlps or None, name=label,
-                    **kwargs)
+    return ablation(
+        model, method, reference, heads or None, hook_points=mlps or None, name=label, **kwargs
+    )
 
 
 @dataclass
@@ -142,11 +149,15 @@ class ComponentMap(ForgetRetainDrops, Result):
         """``forget_drop - retain_drop`` per component."""
         return self.forget_drop - self.retain_drop
 
-    def ranked(self, by: Literal["forget", "retain", "selectivity"] = "selectivity"
-               ) -> list[Component]:
+    def ranked(
+        self, by: Literal["forget", "retain", "selectivity"] = "selectivity"
+    ) -> list[Component]:
         """Components, best first, by forget drop, retain drop or selectivity."""
-        values = {"forget": self.forget_drop, "retain": self.retain_drop,
-                  "selectivity": self.selectivity}[by]
+        values = {
+            "forget": self.forget_drop,
+            "retain": self.retain_drop,
+            "selectivity": self.selectivity,
+        }[by]
         order = np.argsort(-values, kind="stable")
         return [self.components[i] for i in order]
 
@@ -161,52 +172,100 @@ class ComponentMap(ForgetRetainDrops, Result):
     def to_dataframe(self) -> Any:
         import pandas as pd
 
-        return pd.DataFrame({"component": self.labels, "forget_drop": self.forget_drop,
-                             "retain_drop": self.retain_drop, "selectivity": self.selectivity})
+        return pd.DataFrame(
+            {
+                "component": self.labels,
+                "forget_drop": self.forget_drop,
+                "retain_drop": self.retain_drop,
+                "selectivity": self.selectivity,
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"components": [list(c) for c in self.components],
-                "original": self.original.to_dict(),
-                "evaluations": [e.to_dict() for e in self.evaluations], "metric": self.metric,
-                "method": self.method, "n_layers": self.n_layers, "n_heads": self.n_heads,
-                "info": self.info, "label": self.label, "seconds": self.seconds}
+        return {
+            "components": [list(c) for c in self.components],
+            "original": self.original.to_dict(),
+            "evaluations": [e.to_dict() for e in self.evaluations],
+            "metric": self.metric,
+            "method": self.method,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "info": self.info,
+            "label": self.label,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ComponentMap:
-        return cls([(c[0], c[1]) for c in d["components"]], Evaluation.from_dict(d["original"]),
-                   [Evaluation.from_dict(e) for e in d["evaluations"]], d["metric"], d["method"],
-                   d["n_layers"], d["n_heads"], dict(d.get("info", {})), d.get("label", ""),
-                   float(d.get("seconds", 0.0)))
+        return cls(
+            [(c[0], c[1]) for c in d["components"]],
+            Evaluation.from_dict(d["original"]),
+            [Evaluation.from_dict(e) for e in d["evaluations"]],
+            d["metric"],
+            d["method"],
+            d["n_layers"],
+            d["n_heads"],
+            dict(d.get("info", {})),
+            d.get("label", ""),
+            float(d.get("seconds", 0.0)),
+        )
 
-    def figure(self, kind: Literal["difference", "forget", "retain", "scatter"] = "difference"
-               ) -> go.Figure:
+    def figure(
+        self, kind: Literal["difference", "forget", "retain", "scatter"] = "difference"
+    ) -> go.Figure:
         """Layer x head heatmap of the forget drop, the retain drop or their difference
         (``kind="forget"``, ``"retain"``, ``"difference"``), or ``kind="scatter"``: forget
         drop vs retain drop per component, hover labels ``L{l}H{h}``."""
         self._check_kind(kind)
         if kind == "scatter":
             return self._scatter()
-        values = {"forget": self.forget_drop, "retain": self.retain_drop,
-                  "difference": self.selectivity}[kind]
+        values = {
+            "forget": self.forget_drop,
+            "retain": self.retain_drop,
+            "difference": self.selectivity,
+        }[kind]
         grid = self.head_grid(values)
         text = [[f"L{l}H{h}" for h in range(self.n_heads)] for l in range(self.n_layers)]
-        fig = go.Figure(go.Heatmap(z=grid, text=text, colorscale="RdBu", zmid=0,
-                                   hovertemplate="%{text}: %{z:.4f}<extra></extra>",
-                                   colorbar={"title": "drop"}))
-        title = {"forget": "forget drop", "retain": "retain drop",
-                 "difference": "forget drop - retain drop"}[kind]
-        fig.update_layout(title=f"Ablating each head ({self.method}): {title} ({describe_metric(self.metric)})",
-                          xaxis_title="head", yaxis_title="layer", template="plotly_white")
+        fig = go.Figure(
+            go.Heatmap(
+                z=grid,
+                text=text,
+                colorscale="RdBu",
+                zmid=0,
+                hovertemplate="%{text}: %{z:.4f}<extra></extra>",
+                colorbar={"title": "drop"},
+            )
+        )
+        title = {
+            "forget": "forget drop",
+            "retain": "retain drop",
+            "difference": "forget drop - retain drop",
+        }[kind]
+        fig.update_layout(
+            title=f"Ablating each head ({self.method}): {title} ({describe_metric(self.metric)})",
+            xaxis_title="head",
+            yaxis_title="layer",
+            template="plotly_white",
+        )
         return fig
 
     def _scatter(self) -> go.Figure:
-        fig = go.Figure(go.Scatter(
-            x=self.retain_drop.tolist(), y=self.forget_drop.tolist(), mode="markers",
-            text=self.labels, hovertemplate="%{text}<br>retain %{x:.4f}<br>forget %{y:.4f}",
-            marker={"color": self.selectivity.tolist(), "colorscale": "RdBu", "cmid": 0}))
-        fig.update_layout(title=f"Per-component forget vs retain drop ({describe_metric(self.metric)})",
-                          xaxis_title="retain drop", yaxis_title="forget drop",
-                          template="plotly_white")
+        fig = go.Figure(
+            go.Scatter(
+                x=self.retain_drop.tolist(),
+                y=self.forget_drop.tolist(),
+                mode="markers",
+                text=self.labels,
+                hovertemplate="%{text}<br>retain %{x:.4f}<br>forget %{y:.4f}",
+                marker={"color": self.selectivity.tolist(), "colorscale": "RdBu", "cmid": 0},
+            )
+        )
+        fig.update_layout(
+            title=f"Per-component forget vs retain drop ({describe_metric(self.metric)})",
+            xaxis_title="retain drop",
+            yaxis_title="forget drop",
+            template="plotly_white",
+        )
         return fig
 
 
@@ -256,7 +315,9 @@ def component_selectivity_map(
     cfg = model.cfg
     if isinstance(components, str):
         if components not in ("heads", "mlp", "both"):
-            raise ValueError(f"components must be 'heads', 'mlp', 'both' or a list, got {components!r}")
+            raise ValueError(
+                f"components must be 'heads', 'mlp', 'both' or a list, got {components!r}"
+            )
         comps: list[Component] = []
         for l in range(cfg.n_layers):
             if components in ("heads", "both"):
@@ -270,16 +331,37 @@ def component_selectivity_map(
     if method != "zero" and reference is None:
         raise ValueError(f"method={method!r} needs reference data.")
     t0 = time.perf_counter()
-    means = (component_means(model, reference, batch_size,
-                             per_position=kwargs.get("per_position", False))
-             if method == "mean" else None)
-    ivs = [component_intervention(model, [c], method, reference, means=means, **kwargs)
-           for c in comps]
-    results = evaluate_many(model, data, [[], *ivs], batch_size=batch_size,
-                            share_prefix=share_prefix, progress=progress,
-                            labels=["original", *(iv.name for iv in ivs)], metrics=metrics)
-    return ComponentMap(comps, results[0], results[1:], metric, method, cfg.n_layers,
-                        cfg.n_heads, seconds=time.perf_counter() - t0, metrics=metrics)
+    means = (
+        component_means(
+            model, reference, batch_size, per_position=kwargs.get("per_position", False)
+        )
+        if method == "mean"
+        else None
+    )
+    ivs = [
+        component_intervention(model, [c], method, reference, means=means, **kwargs) for c in comps
+    ]
+    results = evaluate_many(
+        model,
+        data,
+        [[], *ivs],
+        batch_size=batch_size,
+        share_prefix=share_prefix,
+        progress=progress,
+        labels=["original", *(iv.name for iv in ivs)],
+        metrics=metrics,
+    )
+    return ComponentMap(
+        comps,
+        results[0],
+        results[1:],
+        metric,
+        method,
+        cfg.n_layers,
+        cfg.n_heads,
+        seconds=time.perf_counter() - t0,
+        metrics=metrics,
+    )
 
 
 def greedy_circuit(
@@ -347,8 +429,7 @@ def greedy_circuit(
     for comp in cmap.ranked("selectivity")[:max_components]:
         trial = [*chosen, comp]
         iv = component_intervention(model, trial, cmap.method, reference, **kwargs)
-        ev = evaluate(model, data, iv, batch_size=batch_size, progress=progress,
-                      metrics=metrics)
+        ev = evaluate(model, data, iv, batch_size=batch_size, progress=progress, metrics=metrics)
         drop = ev.relative_drop(cmap.original, cmap.metric)
         if drop["retain"] > max_retain_drop:
             break  # the next component would cost too much retain performance
@@ -358,9 +439,17 @@ def greedy_circuit(
             break
     if not chosen:
         raise ValueError("No component could be added without exceeding max_retain_drop.")
-    iv = component_intervention(model, chosen, cmap.method, reference,
-                                name=f"circuit({len(chosen)} components)", **kwargs)
+    iv = component_intervention(
+        model, chosen, cmap.method, reference, name=f"circuit({len(chosen)} components)", **kwargs
+    )
     iv.info["components"] = [component_label(c) for c in chosen]
-    curve = SelectivityCurve("greedy circuit", levels, cmap.original, evaluations, cmap.metric,
-                             "components in circuit", seconds=time.perf_counter() - t0)
+    curve = SelectivityCurve(
+        "greedy circuit",
+        levels,
+        cmap.original,
+        evaluations,
+        cmap.metric,
+        "components in circuit",
+        seconds=time.perf_counter() - t0,
+    )
     return iv, curve

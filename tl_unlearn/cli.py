@@ -30,8 +30,9 @@ def _smoke(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     load_s = time.time() - t0
     task = make_task(args.forget, args.retain)
-    data = task.tokenize(model.tokenizer, "eval", seq_len=args.seq_len,
-                         max_tokens=args.tokens, n_ctx=model.cfg.n_ctx)
+    data = task.tokenize(
+        model.tokenizer, "eval", seq_len=args.seq_len, max_tokens=args.tokens, n_ctx=model.cfg.n_ctx
+    )
     ev = evaluate(model, data, batch_size=args.batch_size, label="original")
     table = ev.to_dataframe()[["n_predictions", "loss", "perplexity", "top1", "top5"]]
     sys.stdout.write(f"model: {model.cfg.model_name} (loaded in {load_s:.1f}s)\n")
@@ -47,11 +48,24 @@ def _run(args: argparse.Namespace) -> int:
     from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
 
     cfg = BenchmarkConfig.from_file(args.config) if args.config else BenchmarkConfig()
-    overrides = {k: getattr(args, k) for k in ("model", "forget", "retain", "seq_len",
-                                                "fit_tokens", "eval_tokens", "batch_size",
-                                                "metric", "seed", "baseline_seeds",
-                                                "mia_texts", "relearn_steps")
-                 if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "model",
+            "forget",
+            "retain",
+            "seq_len",
+            "fit_tokens",
+            "eval_tokens",
+            "batch_size",
+            "metric",
+            "seed",
+            "baseline_seeds",
+            "mia_texts",
+            "relearn_steps",
+        )
+        if getattr(args, k) is not None
+    }
     if args.metric is not None:  # "top1", or "forget=logit_diff,retain=top1"
         overrides["metric"] = BenchmarkConfig.from_dict({"metric": args.metric}).metric
     if args.methods:
@@ -68,13 +82,30 @@ def _run(args: argparse.Namespace) -> int:
         setattr(cfg, k, v)
     result = run_benchmark(cfg, output_dir=args.output, progress=not args.quiet)
     ranked = result.scorecard.ranked()
-    cols = [c for c in ("held_out_difference", "held_out_difference_low",
-                        "held_out_difference_high", "vs_baseline", "vs_baseline_low",
-                        "vs_baseline_high", "relearn_steps", "baseline_relearn_steps", "zrf",
-                        "max_difference", "forget_drop_at_best", "retain_drop_at_best",
-                        "fit_seconds", "eval_seconds") if c in ranked]
-    sys.stdout.write(f"ranked by {result.scorecard.rank_by} (95% bootstrap intervals over "
-                     "sequences; held-out = level chosen on other sequences)\n")
+    cols = [
+        c
+        for c in (
+            "held_out_difference",
+            "held_out_difference_low",
+            "held_out_difference_high",
+            "vs_baseline",
+            "vs_baseline_low",
+            "vs_baseline_high",
+            "relearn_steps",
+            "baseline_relearn_steps",
+            "zrf",
+            "max_difference",
+            "forget_drop_at_best",
+            "retain_drop_at_best",
+            "fit_seconds",
+            "eval_seconds",
+        )
+        if c in ranked
+    ]
+    sys.stdout.write(
+        f"ranked by {result.scorecard.rank_by} (95% bootstrap intervals over "
+        "sequences; held-out = level chosen on other sequences)\n"
+    )
     sys.stdout.write(ranked[cols].to_string(float_format=lambda x: f"{x:.4f}") + "\n")
     sys.stdout.write(f"report: {args.output}/report.html\nresults: {args.output}/results.json\n")
     sys.stdout.write(f"total {result.timings['total']:.1f}s\n")
@@ -100,38 +131,65 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the benchmark and write report.html + results.json")
     run.add_argument("--config", help="YAML or JSON file with BenchmarkConfig settings")
     run.add_argument("--model", help="'smollm2' (default, offline), 'tiny', or a TL model name")
-    run.add_argument("--forget", help="forget corpus, task (ioi, induction, greater_than, facts) "
-                     "or path (default python_code)")
+    run.add_argument(
+        "--forget",
+        help="forget corpus, task (ioi, induction, greater_than, facts) "
+        "or path (default python_code)",
+    )
     run.add_argument("--retain", help="retain corpus, task or path (default wikipedia)")
-    run.add_argument("--methods", help="comma-separated method names (default: prune-abs, head-mean, "
-                     "sae-features, actadd; also prune-freq, prune-random; with a paired "
-                     "forget task such as ioi: eap, eap-ig, patching)")
+    run.add_argument(
+        "--methods",
+        help="comma-separated method names (default: prune-abs, head-mean, "
+        "sae-features, actadd; also prune-freq, prune-random; with a paired "
+        "forget task such as ioi: eap, eap-ig, patching)",
+    )
     run.add_argument("--seq-len", type=int, dest="seq_len")
     run.add_argument("--fit-tokens", type=int, dest="fit_tokens")
     run.add_argument("--eval-tokens", type=int, dest="eval_tokens")
     run.add_argument("--batch-size", type=int, dest="batch_size")
-    run.add_argument("--metric", help="drop metric: top1 (default), top5, top1_skip, loss, "
-                     "logit_diff..., or per dataset: forget=logit_diff,retain=top1")
+    run.add_argument(
+        "--metric",
+        help="drop metric: top1 (default), top5, top1_skip, loss, "
+        "logit_diff..., or per dataset: forget=logit_diff,retain=top1",
+    )
     run.add_argument("--seed", type=int)
-    run.add_argument("--baseline-seeds", type=int, dest="baseline_seeds",
-                     help="random baselines per method, compared at its validated level "
-                     "(default 3; 0 disables)")
-    run.add_argument("--relearn-steps", type=int, dest="relearn_steps",
-                     help="relearning attack + ZRF per method and baseline, at most this many "
-                     "fine-tuning steps (default 4; 0: off; the attack trains rank-8 adapters, "
-                     "--option relearn.rank=0 fine-tunes every weight of a copy)")
-    run.add_argument("--mia-texts", type=int, dest="mia_texts",
-                     help="texts per side for membership inference (default 0: off; use >= 64)")
-    run.add_argument("--option", action="append", metavar="KEY=VALUE",
-                     help="method option, e.g. sae.layer=10 or actadd.levels=[1,4]")
+    run.add_argument(
+        "--baseline-seeds",
+        type=int,
+        dest="baseline_seeds",
+        help="random baselines per method, compared at its validated level (default 3; 0 disables)",
+    )
+    run.add_argument(
+        "--relearn-steps",
+        type=int,
+        dest="relearn_steps",
+        help="relearning attack + ZRF per method and baseline, at most this many "
+        "fine-tuning steps (default 4; 0: off; the attack trains rank-8 adapters, "
+        "--option relearn.rank=0 fine-tunes every weight of a copy)",
+    )
+    run.add_argument(
+        "--mia-texts",
+        type=int,
+        dest="mia_texts",
+        help="texts per side for membership inference (default 0: off; use >= 64)",
+    )
+    run.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="method option, e.g. sae.layer=10 or actadd.levels=[1,4]",
+    )
     run.add_argument("--output", default="runs/latest", help="output folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
     options = sub.add_parser("options", help="list the methods and their options")
     options.set_defaults(func=_options)
     smoke = sub.add_parser("smoke", help="load the model and print forget/retain loss")
-    smoke.add_argument("--model", default="smollm2",
-                       help="'smollm2' (default, offline), 'tiny', or a TransformerLens name")
+    smoke.add_argument(
+        "--model",
+        default="smollm2",
+        help="'smollm2' (default, offline), 'tiny', or a TransformerLens name",
+    )
     smoke.add_argument("--forget", default="python_code")
     smoke.add_argument("--retain", default="wikipedia")
     smoke.add_argument("--tokens", type=int, default=4000, help="token budget per dataset")

@@ -28,8 +28,14 @@ from torch import Tensor
 
 from tl_unlearn.corpora import BUILTIN_CORPORA, load_corpus
 
-__all__ = ["TextDataset", "TextSource", "TokenDataset", "predicted_positions",
-           "require_forget_retain", "split_of"]
+__all__ = [
+    "TextDataset",
+    "TextSource",
+    "TokenDataset",
+    "predicted_positions",
+    "require_forget_retain",
+    "split_of",
+]
 
 Split = Literal["fit", "eval"]
 TextSource = str | Path | Sequence[str] | datasets.Dataset
@@ -106,8 +112,10 @@ def require_forget_retain(names: Iterable[str], what: str) -> None:
         ValueError: f() needs datasets ['retain']; got ['forget'].
     """
     if isinstance(names, (str, bytes, Tensor)) or not isinstance(names, Iterable):
-        raise TypeError(f"{what} needs a mapping of datasets with 'forget' and 'retain' (e.g. "
-                        f"task.tokenize(...)), got {type(names).__name__}.")
+        raise TypeError(
+            f"{what} needs a mapping of datasets with 'forget' and 'retain' (e.g. "
+            f"task.tokenize(...)), got {type(names).__name__}."
+        )
     names = sorted(names)
     missing = {"forget", "retain"} - set(names)
     if missing:
@@ -162,44 +170,58 @@ class TokenDataset:
             raise ValueError(f"TokenDataset {self.name!r} is empty.")
         if self.target_mask is not None:
             if self.target_mask.shape != self.tokens.shape:
-                raise ValueError(f"TokenDataset {self.name!r}: target_mask has shape "
-                                 f"{tuple(self.target_mask.shape)}, tokens "
-                                 f"{tuple(self.tokens.shape)}.")
+                raise ValueError(
+                    f"TokenDataset {self.name!r}: target_mask has shape "
+                    f"{tuple(self.target_mask.shape)}, tokens "
+                    f"{tuple(self.tokens.shape)}."
+                )
             self.target_mask = self.target_mask.bool() & self.attention_mask.bool()
             self.target_mask[:, 0] = False  # BOS is never predicted
         for field_name in ("answer_start", "counterfactual", "document"):
             value = getattr(self, field_name)
             if value is not None and tuple(value.shape) != (len(self.tokens),):
-                raise ValueError(f"TokenDataset {self.name!r}: {field_name} has shape "
-                                 f"{tuple(value.shape)}; expected ({len(self.tokens)},).")
+                raise ValueError(
+                    f"TokenDataset {self.name!r}: {field_name} has shape "
+                    f"{tuple(value.shape)}; expected ({len(self.tokens)},)."
+                )
         if self.answer_start is not None and self.target_mask is None:
             raise ValueError(f"TokenDataset {self.name!r}: answer_start needs a target_mask.")
         if self.counterfactual is not None and self.answer_start is None:
             raise ValueError(f"TokenDataset {self.name!r}: counterfactual needs answer_start.")
         if self.tokens.dtype.is_floating_point or self.tokens.dtype == torch.bool:
-            raise TypeError(f"TokenDataset {self.name!r}: tokens must be integer ids, got dtype "
-                            f"{self.tokens.dtype}.")
+            raise TypeError(
+                f"TokenDataset {self.name!r}: tokens must be integer ids, got dtype "
+                f"{self.tokens.dtype}."
+            )
         if self.attention_mask.dtype != torch.bool:
             self.attention_mask = self.attention_mask.bool()
         empty_rows = (~self.attention_mask.any(1)).nonzero().flatten()
         if len(empty_rows):
             raise ValueError(
                 f"TokenDataset {self.name!r}: attention_mask has no True entry in "
-                + ("any row" if len(empty_rows) == len(self.tokens)
-                   else f"row {int(empty_rows[0])}")
-                + " (True marks real tokens, False padding): every row needs at least BOS.")
+                + (
+                    "any row"
+                    if len(empty_rows) == len(self.tokens)
+                    else f"row {int(empty_rows[0])}"
+                )
+                + " (True marks real tokens, False padding): every row needs at least BOS."
+            )
         neg = self.tokens[self.attention_mask] < 0
         if neg.any():
-            raise ValueError(f"TokenDataset {self.name!r} has negative token id "
-                             f"{int(self.tokens[self.attention_mask][neg][0])} at a real "
-                             "position (e.g. -100 label padding): use the tokenizer's ids.")
+            raise ValueError(
+                f"TokenDataset {self.name!r} has negative token id "
+                f"{int(self.tokens[self.attention_mask][neg][0])} at a real "
+                "position (e.g. -100 label padding): use the tokenizer's ids."
+            )
         # right padding only: once a row's mask is False it stays False
         starts_late = (~self.attention_mask[:, :-1] & self.attention_mask[:, 1:]).any(1)
         if starts_late.any():
             row = int(starts_late.nonzero()[0])
-            raise ValueError(f"TokenDataset {self.name!r} row {row} is left-padded (its mask "
-                             "has padding before real tokens). tl_unlearn expects BOS first and "
-                             "right padding: re-tokenize with padding_side='right'.")
+            raise ValueError(
+                f"TokenDataset {self.name!r} row {row} is left-padded (its mask "
+                "has padding before real tokens). tl_unlearn expects BOS first and "
+                "right padding: re-tokenize with padding_side='right'."
+            )
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -228,12 +250,19 @@ class TokenDataset:
 
     def rows(self, index: slice | Tensor) -> TokenDataset:
         """The rows ``index`` with every per-row field (a view for slices)."""
+
         def take(t: Tensor | None) -> Tensor | None:
             return None if t is None else t[index]
 
-        return TokenDataset(self.name, self.tokens[index], self.attention_mask[index],
-                            take(self.target_mask), take(self.answer_start),
-                            take(self.counterfactual), take(self.document))
+        return TokenDataset(
+            self.name,
+            self.tokens[index],
+            self.attention_mask[index],
+            take(self.target_mask),
+            take(self.answer_start),
+            take(self.counterfactual),
+            take(self.document),
+        )
 
     def head(self, n: int) -> TokenDataset:
         """The first ``n`` sequences (a view, no copy)."""
@@ -255,9 +284,15 @@ class TokenDataset:
         for start in range(0, len(self), batch_size):
             rows = self.rows(slice(start, start + batch_size))
             width = int(rows.attention_mask.sum(1).max())
-            yield TokenDataset(rows.name, rows.tokens[:, :width], rows.attention_mask[:, :width],
-                               None if rows.target_mask is None else rows.target_mask[:, :width],
-                               rows.answer_start, rows.counterfactual, rows.document)
+            yield TokenDataset(
+                rows.name,
+                rows.tokens[:, :width],
+                rows.attention_mask[:, :width],
+                None if rows.target_mask is None else rows.target_mask[:, :width],
+                rows.answer_start,
+                rows.counterfactual,
+                rows.document,
+            )
 
     def scored_positions(self) -> Bool[Tensor, "batch pos_minus_1"]:
         """Positions whose logits are scored, aligned with ``logits[:, :-1]``."""
@@ -427,9 +462,7 @@ class TextDataset:
             ValueError: If ``seq_len`` exceeds ``n_ctx`` or the split yields no chunk.
         """
         if n_ctx is not None and seq_len > n_ctx:
-            raise ValueError(
-                f"seq_len={seq_len} is longer than the model's context n_ctx={n_ctx}."
-            )
+            raise ValueError(f"seq_len={seq_len} is longer than the model's context n_ctx={n_ctx}.")
         if seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {seq_len}")
         if max_tokens is not None and max_tokens < 1:
@@ -496,7 +529,6 @@ class TextDataset:
         for r, row in enumerate(rows):
             tokens[r, : len(row)] = torch.tensor(row)
             mask[r, : len(row)] = True
-        return TokenDataset(name=self.name, tokens=tokens, attention_mask=mask,
-                            document=torch.tensor(docs))
-
-
+        return TokenDataset(
+            name=self.name, tokens=tokens, attention_mask=mask, document=torch.tensor(docs)
+        )

@@ -48,8 +48,14 @@ from tl_unlearn.interventions.counterfactual import (
 )
 from tl_unlearn.results import Result
 
-__all__ = ["Circuit", "EdgeMethod", "EdgeValues", "edge_ablation", "parent_hooks",
-           "prepare_edge_values"]
+__all__ = [
+    "Circuit",
+    "EdgeMethod",
+    "EdgeValues",
+    "edge_ablation",
+    "parent_hooks",
+    "prepare_edge_values",
+]
 
 EdgeMethod = Literal["counterfactual", "mean", "zero"]
 _EDGE_RE = re.compile(r"^(?P<parent>[^<>\-]+)->(?P<child>[^<>\-]+)(<(?P<qkv>[qkv])>)?$")
@@ -95,8 +101,10 @@ class Circuit(Result):
         self.in_graph = np.asarray(self.in_graph, dtype=bool)
         shape = (self.n_parents, self.n_children)
         if self.in_graph.shape != shape:
-            raise ValueError(f"in_graph has shape {self.in_graph.shape}; a model with "
-                             f"{self.n_layers} layers of {self.n_heads} heads needs {shape}.")
+            raise ValueError(
+                f"in_graph has shape {self.in_graph.shape}; a model with "
+                f"{self.n_layers} layers of {self.n_heads} heads needs {shape}."
+            )
         if self.scores is not None:
             self.scores = np.asarray(self.scores, dtype=np.float64)
             if self.scores.shape != shape:
@@ -104,8 +112,10 @@ class Circuit(Result):
         fake = self.in_graph & ~self.real_edges()
         if fake.any():
             p, c = (int(i[0]) for i in fake.nonzero())
-            raise ValueError(f"Edge {self.parent_names[p]}->{self.child_names[c]} does not "
-                             "exist: a parent must come before its child.")
+            raise ValueError(
+                f"Edge {self.parent_names[p]}->{self.child_names[c]} does not "
+                "exist: a parent must come before its child."
+            )
 
     # ------------------------------------------------------------------ layout
     @property
@@ -139,8 +149,10 @@ class Circuit(Result):
     def child_index(self, node: str, qkv: str | None = None) -> int:
         """Column of child ``node`` (``a{L}.h{H}`` with ``qkv``, ``m{L}`` or ``logits``)."""
         if node.startswith("a") and qkv is None:
-            raise ValueError(f"An edge into head {node!r} must say which input it feeds: "
-                             f"'{node}<q>', '<k>' or '<v>'.")
+            raise ValueError(
+                f"An edge into head {node!r} must say which input it feeds: "
+                f"'{node}<q>', '<k>' or '<v>'."
+            )
         if qkv is not None and not node.startswith("a"):
             raise ValueError(f"Only heads have q/k/v inputs; got {node}<{qkv}>.")
         return self._index(node if qkv is None else f"{node}<{qkv}>", self.child_names, "child")
@@ -151,8 +163,10 @@ class Circuit(Result):
         except ValueError:
             close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"Unknown {role} node {name!r} for a model with {self.n_layers} "
-                             f"layers of {self.n_heads} heads.{hint}") from None
+            raise ValueError(
+                f"Unknown {role} node {name!r} for a model with {self.n_layers} "
+                f"layers of {self.n_heads} heads.{hint}"
+            ) from None
 
     def prev_index(self) -> np.ndarray:
         """Per child, the number of parents before it (its parents are rows ``0..n-1``)."""
@@ -170,11 +184,14 @@ class Circuit(Result):
         for layer in range(self.n_layers):
             base = layer * (3 * h + 1)
             for j, letter in enumerate("qkv"):
-                out.append((f"blocks.{layer}.hook_{letter}_input",
-                            np.arange(base + j * h, base + (j + 1) * h)))
+                out.append(
+                    (
+                        f"blocks.{layer}.hook_{letter}_input",
+                        np.arange(base + j * h, base + (j + 1) * h),
+                    )
+                )
             out.append((f"blocks.{layer}.hook_mlp_in", np.array([base + 3 * h])))
-        out.append((get_act_name("resid_post", self.n_layers - 1),
-                    np.array([self.n_children - 1])))
+        out.append((get_act_name("resid_post", self.n_layers - 1), np.array([self.n_children - 1])))
         return out
 
     def real_edges(self) -> np.ndarray:
@@ -201,7 +218,9 @@ class Circuit(Result):
     def nodes(self) -> list[str]:
         """Nodes touched by an edge of the circuit (``input`` and ``logits`` when used)."""
         used = set(np.flatnonzero(self.in_graph.any(1)).tolist())
-        child_nodes = {self.child_names[c].split("<")[0] for c in np.flatnonzero(self.in_graph.any(0))}
+        child_nodes = {
+            self.child_names[c].split("<")[0] for c in np.flatnonzero(self.in_graph.any(0))
+        }
         names = [n for i, n in enumerate(self.parent_names) if i in used or n in child_nodes]
         return names + (["logits"] if "logits" in child_nodes else [])
 
@@ -212,8 +231,9 @@ class Circuit(Result):
         require_hooked_transformer(model, "An edge circuit")
         cfg = model.cfg
         if getattr(cfg, "parallel_attn_mlp", False):
-            raise ValueError("Edge circuits of parallel attention/MLP blocks (GPT-J, NeoX) are "
-                             "not supported.")
+            raise ValueError(
+                "Edge circuits of parallel attention/MLP blocks (GPT-J, NeoX) are not supported."
+            )
         if getattr(cfg, "attn_only", False):
             raise ValueError("Edge circuits need a model with MLPs (attn_only is set).")
         c = cls.empty(cfg.n_layers, cfg.n_heads, d_model=cfg.d_model, **kwargs)
@@ -228,11 +248,16 @@ class Circuit(Result):
         return cls(n_layers, n_heads, np.zeros((n_p, n_c), dtype=bool), **kwargs)
 
     def copy(self, **changes: Any) -> Circuit:
-        kw = {"n_layers": self.n_layers, "n_heads": self.n_heads,
-              "in_graph": self.in_graph.copy(),
-              "scores": None if self.scores is None else self.scores.copy(),
-              "d_model": self.d_model, "label": self.label, "seconds": self.seconds,
-              "info": dict(self.info)}
+        kw = {
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "in_graph": self.in_graph.copy(),
+            "scores": None if self.scores is None else self.scores.copy(),
+            "d_model": self.d_model,
+            "label": self.label,
+            "seconds": self.seconds,
+            "info": dict(self.info),
+        }
         kw.update(changes)
         return Circuit(**kw)
 
@@ -240,13 +265,16 @@ class Circuit(Result):
         """``(row, column)`` of an edge name such as ``a0.h1->a1.h2<k>``."""
         m = _EDGE_RE.match(name.strip()) if isinstance(name, str) else None
         if m is None:
-            raise ValueError(f"Edge {name!r} is not of the form 'parent->child' or "
-                             "'parent->a{L}.h{H}<q|k|v>'.")
+            raise ValueError(
+                f"Edge {name!r} is not of the form 'parent->child' or "
+                "'parent->a{L}.h{H}<q|k|v>'."
+            )
         p = self.parent_index(m["parent"])
         c = self.child_index(m["child"], m["qkv"])
         if not p < self.prev_index()[c]:
-            raise ValueError(f"Edge {name!r} does not exist: {m['parent']} does not come "
-                             f"before {m['child']}.")
+            raise ValueError(
+                f"Edge {name!r} does not exist: {m['parent']} does not come before {m['child']}."
+            )
         return p, c
 
     def with_edges(self, names: Iterable[str], in_graph: bool = True) -> Circuit:
@@ -269,12 +297,12 @@ class Circuit(Result):
         order = np.argsort(-flat, kind="stable")[: min(n, self.n_real_edges)]
         graph = np.zeros(flat.shape, dtype=bool)
         graph[order] = True
-        return self.copy(in_graph=graph.reshape(real.shape),
-                         label=label or f"{self.label} top {n}")
+        return self.copy(in_graph=graph.reshape(real.shape), label=label or f"{self.label} top {n}")
 
     @classmethod
-    def from_nodes(cls, model: Any, nodes: Iterable[str | tuple[int, int | None]],
-                   **kwargs: Any) -> Circuit:
+    def from_nodes(
+        cls, model: Any, nodes: Iterable[str | tuple[int, int | None]], **kwargs: Any
+    ) -> Circuit:
         """Every edge among ``nodes`` (``"a1.h2"``, ``"m0"`` or ``(layer, head)`` /
         ``(layer, None)``), ``input`` and ``logits``: a node-level circuit as edges."""
         c = cls.of_model(model, **kwargs)
@@ -294,9 +322,11 @@ class Circuit(Result):
         """Raise a ValueError when ``model`` has another shape than the circuit's graph."""
         cfg = model.cfg
         if (cfg.n_layers, cfg.n_heads) != (self.n_layers, self.n_heads):
-            raise ValueError(f"Circuit {self.label!r} is for {self.n_layers} layers of "
-                             f"{self.n_heads} heads; the model has {cfg.n_layers} of "
-                             f"{cfg.n_heads}.")
+            raise ValueError(
+                f"Circuit {self.label!r} is for {self.n_layers} layers of "
+                f"{self.n_heads} heads; the model has {cfg.n_layers} of "
+                f"{cfg.n_heads}."
+            )
 
     # ------------------------------------------------------------------ files
     def to_json(self, path: str | Path | None = None) -> dict[str, Any]:
@@ -307,19 +337,31 @@ class Circuit(Result):
         scores = self.scores if self.scores is not None else np.zeros(self.in_graph.shape)
         real = self.real_edges()
         parents, children = self.parent_names, self.child_names
-        edges = {f"{parents[p]}->{children[c]}": {"score": float(scores[p, c]),
-                                                   "in_graph": bool(self.in_graph[p, c])}
-                 for p, c in zip(*real.nonzero())}
-        d = {"cfg": {"n_layers": self.n_layers, "n_heads": self.n_heads,
-                     "parallel_attn_mlp": False, "d_model": self.d_model},
-             "nodes": nodes, "edges": edges}
+        edges = {
+            f"{parents[p]}->{children[c]}": {
+                "score": float(scores[p, c]),
+                "in_graph": bool(self.in_graph[p, c]),
+            }
+            for p, c in zip(*real.nonzero())
+        }
+        d = {
+            "cfg": {
+                "n_layers": self.n_layers,
+                "n_heads": self.n_heads,
+                "parallel_attn_mlp": False,
+                "d_model": self.d_model,
+            },
+            "nodes": nodes,
+            "edges": edges,
+        }
         if path is not None:
             save_json(path, d)
         return d
 
     @classmethod
-    def from_json(cls, source: str | Path | Mapping[str, Any], *, label: str | None = None
-                  ) -> Circuit:
+    def from_json(
+        cls, source: str | Path | Mapping[str, Any], *, label: str | None = None
+    ) -> Circuit:
         """Read an EAP-IG / MIB circuit file (a path or the loaded dict).
 
         Raises:
@@ -336,10 +378,15 @@ class Circuit(Result):
             raise ValueError(f"{where} is not an EAP-IG circuit file: no {missing} key(s).")
         cfg = d["cfg"]
         if cfg.get("parallel_attn_mlp"):
-            raise ValueError(f"{where}: circuits of parallel attention/MLP models are not "
-                             "supported.")
-        c = cls.empty(int(cfg["n_layers"]), int(cfg["n_heads"]), d_model=int(cfg.get("d_model", 0)),
-                      label=label or (Path(where).stem if where != "the circuit" else "circuit"))
+            raise ValueError(
+                f"{where}: circuits of parallel attention/MLP models are not supported."
+            )
+        c = cls.empty(
+            int(cfg["n_layers"]),
+            int(cfg["n_heads"]),
+            d_model=int(cfg.get("d_model", 0)),
+            label=label or (Path(where).stem if where != "the circuit" else "circuit"),
+        )
         scores = np.zeros(c.in_graph.shape)
         has_score = False
         for name, info in d["edges"].items():
@@ -353,8 +400,12 @@ class Circuit(Result):
         return c
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "seconds": self.seconds, "info": self.info,
-                "circuit": self.to_json()}
+        return {
+            "label": self.label,
+            "seconds": self.seconds,
+            "info": self.info,
+            "circuit": self.to_json(),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Circuit:
@@ -371,16 +422,31 @@ class Circuit(Result):
             if self.scores is None:
                 raise ValueError(f"Circuit {self.label!r} has no edge scores.")
             z = np.where(self.real_edges(), self.scores, np.nan)
-            trace = go.Heatmap(z=z, x=self.child_names, y=self.parent_names, colorscale="RdBu",
-                               zmid=0, colorbar={"title": "score"})
+            trace = go.Heatmap(
+                z=z,
+                x=self.child_names,
+                y=self.parent_names,
+                colorscale="RdBu",
+                zmid=0,
+                colorbar={"title": "score"},
+            )
         else:
             z = np.where(self.real_edges(), self.in_graph.astype(float), np.nan)
-            trace = go.Heatmap(z=z, x=self.child_names, y=self.parent_names,
-                               colorscale=[[0, "#eeeeee"], [1, "#d62728"]], showscale=False)
+            trace = go.Heatmap(
+                z=z,
+                x=self.child_names,
+                y=self.parent_names,
+                colorscale=[[0, "#eeeeee"], [1, "#d62728"]],
+                showscale=False,
+            )
         fig = go.Figure(trace)
-        fig.update_layout(title=f"{self.label}: {self.n_edges} of {self.n_real_edges} edges",
-                          xaxis_title="child (input)", yaxis_title="parent (output)",
-                          yaxis_autorange="reversed", template="plotly_white")
+        fig.update_layout(
+            title=f"{self.label}: {self.n_edges} of {self.n_real_edges} edges",
+            xaxis_title="child (input)",
+            yaxis_title="parent (output)",
+            yaxis_autorange="reversed",
+            template="plotly_white",
+        )
         return fig
 
 
@@ -422,9 +488,15 @@ def _plan(circuit: Circuit, ablated: np.ndarray) -> list[_Group]:
         explicit = sub.sum(0) <= (n_prev - sub.sum(0))  # fewer ablated than kept parents
         coeff = np.where(explicit[None, :], sub.astype(float), -(~sub).astype(float))
         rows = np.flatnonzero(np.abs(coeff).sum(1) > 0)
-        groups.append(_Group(hook, cols, rows.tolist(),
-                             torch.tensor(coeff[rows], dtype=torch.float32),
-                             torch.tensor((~explicit).astype(np.float32))))
+        groups.append(
+            _Group(
+                hook,
+                cols,
+                rows.tolist(),
+                torch.tensor(coeff[rows], dtype=torch.float32),
+                torch.tensor((~explicit).astype(np.float32)),
+            )
+        )
     return groups
 
 
@@ -437,9 +509,15 @@ class EdgeValues:
     rows: PairedRows | None
 
 
-def prepare_edge_values(model: Any, method: EdgeMethod = "counterfactual", *,
-                        clean: Any = None, corrupted: Any = None, reference: Any = None,
-                        batch_size: int = 8) -> EdgeValues:
+def prepare_edge_values(
+    model: Any,
+    method: EdgeMethod = "counterfactual",
+    *,
+    clean: Any = None,
+    corrupted: Any = None,
+    reference: Any = None,
+    batch_size: int = 8,
+) -> EdgeValues:
     """The ablated value of every parent for :func:`edge_ablation`: each example's corrupted
     activations (``"counterfactual"``), means over ``reference`` (``"mean"``) or zeros."""
     values, rows = _ablated_values(model, method, clean, corrupted, reference, batch_size)
@@ -447,8 +525,9 @@ def prepare_edge_values(model: Any, method: EdgeMethod = "counterfactual", *,
 
 
 @torch.inference_mode()
-def means_after_first(model: Any, reference: TokenDataset | Tensor, hook_names: Sequence[str],
-                      *, batch_size: int = 8) -> dict[str, Tensor]:
+def means_after_first(
+    model: Any, reference: TokenDataset | Tensor, hook_names: Sequence[str], *, batch_size: int = 8
+) -> dict[str, Tensor]:
     """Mean activation at each hook over the real tokens of ``reference`` after position 0.
 
     Position 0 (BOS) is an attention sink whose activations can be orders of magnitude larger
@@ -496,8 +575,9 @@ def _value_hooks(model: Any) -> list[str]:
     return names
 
 
-def _ablated_values(model: Any, method: str, clean: Any, corrupted: Any, reference: Any,
-                    batch_size: int) -> tuple[dict[str, Tensor], PairedRows | None]:
+def _ablated_values(
+    model: Any, method: str, clean: Any, corrupted: Any, reference: Any, batch_size: int
+) -> tuple[dict[str, Tensor], PairedRows | None]:
     names = _value_hooks(model)
     if method == "counterfactual":
         if clean is None or corrupted is None:
@@ -580,13 +660,24 @@ def edge_ablation(
     real = circuit.real_edges()
     ablated = real & (~circuit.in_graph if ablate == "outside" else circuit.in_graph)
     label = name or f"{method} edge ablation {ablate} {circuit.label} ({circuit.n_edges} edges)"
-    info = {"kind": "edges", "method": method, "ablate": ablate,
-            "n_ablated_edges": int(ablated.sum()), "n_edges": circuit.n_edges}
+    info = {
+        "kind": "edges",
+        "method": method,
+        "ablate": ablate,
+        "n_ablated_edges": int(ablated.sum()),
+        "n_edges": circuit.n_edges,
+    }
     if not ablated.any():
         return Intervention(label, [], info)
     if prepared is None:
-        prepared = prepare_edge_values(model, method, clean=clean, corrupted=corrupted,
-                                       reference=reference, batch_size=batch_size)
+        prepared = prepare_edge_values(
+            model,
+            method,
+            clean=clean,
+            corrupted=corrupted,
+            reference=reference,
+            batch_size=batch_size,
+        )
     elif prepared.method != method:
         raise ValueError(f"prepared= holds {prepared.method!r} values, not {method!r}.")
     values, rows = prepared.values, prepared.rows
@@ -597,8 +688,14 @@ def edge_ablation(
     return Intervention(label, hooks, info)
 
 
-def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dict[str, Tensor],
-                rows: PairedRows | None, keep_first: bool = False) -> list[tuple[str, HookFn]]:
+def _edge_hooks(
+    model: Any,
+    groups: list[_Group],
+    stored: list[int],
+    values: dict[str, Tensor],
+    rows: PairedRows | None,
+    keep_first: bool = False,
+) -> list[tuple[str, HookFn]]:
     """The forward hooks of an edge ablation (see :func:`edge_ablation`).
 
     The differences ``ablated_p - current_p`` of the parents some child reads explicitly are
@@ -697,8 +794,10 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
 
     def on_mlp_out(layer: int) -> HookFn:
         def hook(acts: Tensor, hook: Any) -> None:
-            record(1 + layer * (n_heads + 1) + n_heads,
-                   difference(ablated(get_act_name("mlp_out", layer), acts), acts))
+            record(
+                1 + layer * (n_heads + 1) + n_heads,
+                difference(ablated(get_act_name("mlp_out", layer), acts), acts),
+            )
 
         return hook
 
@@ -735,7 +834,8 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
         _restore()
 
     by_attn_out = _linear_attn_out(model) and (
-        not values or all(get_act_name("attn_out", layer) in values for layer in range(n_layers)))
+        not values or all(get_act_name("attn_out", layer) in values for layer in range(n_layers))
+    )
     heads_hooks = _head_input_hooks(model, groups, slot, state)
     flags = ("use_hook_mlp_in", "ungroup_grouped_query_attention")
     fwd: list[tuple[str, HookFn]] = [(EMBED_HOOK, on_embed)]
@@ -752,13 +852,13 @@ def _edge_hooks(model: Any, groups: list[_Group], stored: list[int], values: dic
         if g is not None:
             fwd.append((g.hook, on_child(g, False)))
         fwd.append((get_act_name("mlp_out", layer), on_mlp_out(layer)))
-    fwd.append((last_hook, on_child(by_hook[last_hook], True) if last_hook in by_hook
-                else on_last))
+    fwd.append((last_hook, on_child(by_hook[last_hook], True) if last_hook in by_hook else on_last))
     return fwd
 
 
-def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
-                      state: dict[str, Any]) -> dict[int, list[tuple[str, HookFn]]]:
+def _head_input_hooks(
+    model: Any, groups: list[_Group], slot: dict[int, int], state: dict[str, Any]
+) -> dict[int, list[tuple[str, HookFn]]]:
     """Hooks giving heads their corrected query / key / value inputs.
 
     Rather than TransformerLens's split inputs (a layer norm and a projection per head and
@@ -773,8 +873,10 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
 
     cfg = model.cfg
     if cfg.original_architecture in POST_NORM_ARCHITECTURES:
-        raise ValueError(f"Edge ablation needs pre-norm blocks; {cfg.original_architecture} "
-                         "normalises after attention.")
+        raise ValueError(
+            f"Edge ablation needs pre-norm blocks; {cfg.original_architecture} "
+            "normalises after attention."
+        )
     n_heads = cfg.n_heads
     n_kv = getattr(cfg, "n_key_value_heads", None) or n_heads
     repeat = n_heads // n_kv
@@ -828,7 +930,8 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
             state["ln_calls"] = 0
             if repeat > 1:  # ungroup key/value heads only in the layers that need it
                 cfg.ungroup_grouped_query_attention = layer in ungroup or bool(
-                    state["flags"].get("ungroup_grouped_query_attention"))
+                    state["flags"].get("ungroup_grouped_query_attention")
+                )
 
         return hook
 
@@ -840,7 +943,8 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
             state["in_ln"] = True  # our own ln1 call: the hook below only records its value
             try:
                 state["inputs"][key] = model.blocks[layer].ln1(
-                    state["resid_pre"] + correction(sig, state["resid_pre"]))
+                    state["resid_pre"] + correction(sig, state["resid_pre"])
+                )
                 state["normalized"][key] = state.pop("seen", None)
             finally:
                 state["in_ln"] = False
@@ -881,7 +985,11 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
                 if shortformer and letter != "v":
                     x = x + state["pos"]
                 idx = sorted({h // repeat for h in heads}) if grouped else heads
-                src = idx if (grouped or letter == "q" or repeat == 1) else [h // repeat for h in heads]
+                src = (
+                    idx
+                    if (grouped or letter == "q" or repeat == 1)
+                    else [h // repeat for h in heads]
+                )
                 idx_t, w, b = weights(c, grouped, idx, src, w_all, b_all, acts)
                 proj = x.to(acts.dtype) @ w  # one product for the class's heads
                 out[:, :, idx_t] = proj.unflatten(-1, (len(src), -1)) + b
@@ -889,20 +997,38 @@ def _head_input_hooks(model: Any, groups: list[_Group], slot: dict[int, int],
 
         cache: dict[tuple, tuple[tuple, tuple[Tensor, Tensor, Tensor]]] = {}
 
-        def weights(c: int, grouped: bool, idx: list[int], src: list[int], w_all: Tensor,
-                    b_all: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        def weights(
+            c: int,
+            grouped: bool,
+            idx: list[int],
+            src: list[int],
+            w_all: Tensor,
+            b_all: Tensor,
+            like: Tensor,
+        ) -> tuple[Tensor, Tensor, Tensor]:
             """The class's heads' weights as one ``[d_model, heads * d_head]`` matrix, kept
             while the model's weights are unchanged (their version counters say so)."""
             grad = torch.is_grad_enabled() and (w_all.requires_grad or b_all.requires_grad)
-            version = (like.dtype, like.device, w_all._version, b_all._version,
-                       w_all.data_ptr(), b_all.data_ptr())
+            version = (
+                like.dtype,
+                like.device,
+                w_all._version,
+                b_all._version,
+                w_all.data_ptr(),
+                b_all.data_ptr(),
+            )
             hit = cache.get((c, grouped))
             if grad or hit is None or hit[0] != version:  # fine-tuning: no cache, keep grads
                 src_t = torch.tensor(src, device=like.device)
                 w = w_all.index_select(0, src_t).to(like.dtype)
-                hit = (version, (torch.tensor(idx, device=like.device),
-                                 w.permute(1, 0, 2).flatten(1).contiguous(),
-                                 b_all.index_select(0, src_t).to(like.dtype)))
+                hit = (
+                    version,
+                    (
+                        torch.tensor(idx, device=like.device),
+                        w.permute(1, 0, 2).flatten(1).contiguous(),
+                        b_all.index_select(0, src_t).to(like.dtype),
+                    ),
+                )
                 if not grad:
                     cache[(c, grouped)] = hit
             return hit[1]

@@ -38,8 +38,13 @@ from tl_unlearn.interventions.base import model_device
 from tl_unlearn.metrics.intervals import bootstrap_indices, percentile_interval
 from tl_unlearn.results import OTHER_COLOURS, Result
 
-__all__ = ["DEFAULT_FRACTIONS", "FaithfulnessCurves", "circuit_selectivity",
-           "faithfulness_curves", "random_scores"]
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "FaithfulnessCurves",
+    "circuit_selectivity",
+    "faithfulness_curves",
+    "random_scores",
+]
 
 #: The MIB circuit track's edge fractions (0.1% ... 100%).
 DEFAULT_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -49,9 +54,11 @@ def random_scores(template: Circuit, seed: int) -> Circuit:
     """Uniform random edge scores on ``template``'s graph (a random circuit of any size by
     ``.top(n)``)."""
     rng = np.random.default_rng(seed)
-    return template.copy(scores=np.where(template.real_edges(),
-                                         rng.random(template.in_graph.shape), 0.0),
-                         label=f"random (seed {seed})", in_graph=np.zeros_like(template.in_graph))
+    return template.copy(
+        scores=np.where(template.real_edges(), rng.random(template.in_graph.shape), 0.0),
+        label=f"random (seed {seed})",
+        in_graph=np.zeros_like(template.in_graph),
+    )
 
 
 def _faithfulness(values: np.ndarray, full: np.ndarray, empty: np.ndarray) -> np.ndarray:
@@ -115,8 +122,10 @@ class FaithfulnessCurves(Result):
             if v.shape != shape:
                 raise ValueError(f"values[{k!r}] has shape {v.shape}; expected {shape}.")
         if self.full.mean() == self.empty.mean():
-            raise ValueError("The full and the empty circuit have the same mean metric: "
-                             "faithfulness is undefined (is the corruption changing anything?).")
+            raise ValueError(
+                "The full and the empty circuit have the same mean metric: "
+                "faithfulness is undefined (is the corruption changing anything?)."
+            )
 
     def faithfulness(self, method: str) -> np.ndarray:
         """``f`` at every fraction (``method="random"``: the mean over random circuits)."""
@@ -157,7 +166,8 @@ class FaithfulnessCurves(Result):
                 diff = b_cpr - rand_cpr
                 row["cpr_vs_random"] = float(cpr - _areas(self.faithfulness("random"), x)[0])
                 row["cpr_vs_random_low"], row["cpr_vs_random_high"] = percentile_interval(
-                    diff, self.confidence)
+                    diff, self.confidence
+                )
                 row["beats_random"] = bool(row["cpr_vs_random_low"] > 0)
             out[name] = {k: (float(v) if not isinstance(v, bool) else v) for k, v in row.items()}
         return out
@@ -165,8 +175,9 @@ class FaithfulnessCurves(Result):
     def intervals(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """Pointwise bootstrap interval ``(low, high)`` of ``f`` at every fraction."""
         reps = self._replicates()[method]
-        bounds = np.array([percentile_interval(reps[:, j], self.confidence)
-                           for j in range(reps.shape[1])])
+        bounds = np.array(
+            [percentile_interval(reps[:, j], self.confidence) for j in range(reps.shape[1])]
+        )
         return bounds[:, 0], bounds[:, 1]
 
     def to_dataframe(self) -> Any:
@@ -176,21 +187,39 @@ class FaithfulnessCurves(Result):
         return pd.DataFrame([{"method": k, **v} for k, v in self.areas().items()])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fractions": list(self.fractions), "n_edges": list(self.n_edges),
-                "values": {k: v.tolist() for k, v in self.values.items()},
-                "random": self.random.tolist(), "full": self.full.tolist(),
-                "empty": self.empty.tolist(), "method": self.method, "n_boot": self.n_boot,
-                "confidence": self.confidence, "seed": self.seed, "label": self.label,
-                "seconds": self.seconds, "info": self.info}
+        return {
+            "fractions": list(self.fractions),
+            "n_edges": list(self.n_edges),
+            "values": {k: v.tolist() for k, v in self.values.items()},
+            "random": self.random.tolist(),
+            "full": self.full.tolist(),
+            "empty": self.empty.tolist(),
+            "method": self.method,
+            "n_boot": self.n_boot,
+            "confidence": self.confidence,
+            "seed": self.seed,
+            "label": self.label,
+            "seconds": self.seconds,
+            "info": self.info,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FaithfulnessCurves:
-        return cls(list(d["fractions"]), list(d["n_edges"]),
-                   {k: np.array(v) for k, v in d["values"].items()}, np.array(d["random"]),
-                   np.array(d["full"]), np.array(d["empty"]), d.get("method", "counterfactual"),
-                   int(d.get("n_boot", 1000)), float(d.get("confidence", 0.95)),
-                   int(d.get("seed", 0)), d.get("label", "faithfulness"),
-                   float(d.get("seconds", 0.0)), dict(d.get("info", {})))
+        return cls(
+            list(d["fractions"]),
+            list(d["n_edges"]),
+            {k: np.array(v) for k, v in d["values"].items()},
+            np.array(d["random"]),
+            np.array(d["full"]),
+            np.array(d["empty"]),
+            d.get("method", "counterfactual"),
+            int(d.get("n_boot", 1000)),
+            float(d.get("confidence", 0.95)),
+            int(d.get("seed", 0)),
+            d.get("label", "faithfulness"),
+            float(d.get("seconds", 0.0)),
+            dict(d.get("info", {})),
+        )
 
     def figure(self, kind: Literal["faithfulness"] = "faithfulness") -> go.Figure:
         """Faithfulness against the fraction of edges kept (log x), one line per method
@@ -199,31 +228,55 @@ class FaithfulnessCurves(Result):
         x = list(self.fractions)
         fig = go.Figure()
         per_seed = _faithfulness(self.random, self.full, self.empty)  # [n_random, n_fractions]
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=list(per_seed.max(0)) + list(per_seed.min(0))[::-1],
-                                 fill="toself", fillcolor="rgba(128,128,128,0.25)",
-                                 line={"width": 0}, name="random circuits", hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=list(per_seed.max(0)) + list(per_seed.min(0))[::-1],
+                fill="toself",
+                fillcolor="rgba(128,128,128,0.25)",
+                line={"width": 0},
+                name="random circuits",
+                hoverinfo="skip",
+            )
+        )
         areas = self.areas()
         for i, name in enumerate(self.values):
             colour = OTHER_COLOURS[i % len(OTHER_COLOURS)]
             f = self.faithfulness(name)
             lo, hi = self.intervals(name)
             a = areas[name]
-            fig.add_trace(go.Scatter(
-                x=x, y=f.tolist(), mode="lines+markers", line={"color": colour},
-                name=f"{name} (CPR {a['cpr']:.3f} [{a['cpr_low']:.3f}, {a['cpr_high']:.3f}])",
-                error_y={"type": "data", "symmetric": False, "array": (hi - f).tolist(),
-                         "arrayminus": (f - lo).tolist(), "color": colour}))
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=f.tolist(),
+                    mode="lines+markers",
+                    line={"color": colour},
+                    name=f"{name} (CPR {a['cpr']:.3f} [{a['cpr_low']:.3f}, {a['cpr_high']:.3f}])",
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": (hi - f).tolist(),
+                        "arrayminus": (f - lo).tolist(),
+                        "color": colour,
+                    },
+                )
+            )
         fig.add_hline(y=1.0, line_dash="dot", line_color="black")
-        fig.update_layout(title=f"{self.label}: f(C) = (m(C) - m(empty)) / (m(full) - m(empty))"
-                          f" ({self.method} ablation)", xaxis_type="log",
-                          xaxis_title="fraction of edges kept", yaxis_title="faithfulness",
-                          template="plotly_white")
+        fig.update_layout(
+            title=f"{self.label}: f(C) = (m(C) - m(empty)) / (m(full) - m(empty))"
+            f" ({self.method} ablation)",
+            xaxis_type="log",
+            xaxis_title="fraction of edges kept",
+            yaxis_title="faithfulness",
+            template="plotly_white",
+        )
         return fig
 
 
 @torch.no_grad()
-def _metric_values(model: Any, clean: TokenDataset, hooks: list, metric: PatchMetric,
-                   batch_size: int) -> np.ndarray:
+def _metric_values(
+    model: Any, clean: TokenDataset, hooks: list, metric: PatchMetric, batch_size: int
+) -> np.ndarray:
     """Per-example metric of ``model`` on ``clean`` under ``hooks``."""
     device = model_device(model)
     out = []
@@ -302,10 +355,13 @@ def faithfulness_curves(
         c.check_model(model)
     n_real = template.n_real_edges
     n_edges = [max(1, round(f * n_real)) for f in fr]
-    prepared = prepare_edge_values(model, method, clean=clean, corrupted=corrupted,
-                                   reference=reference, batch_size=batch_size)
-    rankings = {**dict(scores), **{f"random{s}": random_scores(template, seed + s)
-                                   for s in range(n_random)}}
+    prepared = prepare_edge_values(
+        model, method, clean=clean, corrupted=corrupted, reference=reference, batch_size=batch_size
+    )
+    rankings = {
+        **dict(scores),
+        **{f"random{s}": random_scores(template, seed + s) for s in range(n_random)},
+    }
     bar = tqdm(total=len(rankings) * len(fr) + 2, desc="faithfulness", disable=not progress)
 
     def run(circuit: Circuit) -> np.ndarray:
@@ -317,17 +373,40 @@ def faithfulness_curves(
     empty = run(template)
     values = {name: np.stack([run(c.top(n)) for n in n_edges]) for name, c in rankings.items()}
     bar.close()
-    random = np.stack([values.pop(f"random{s}") for s in range(n_random)]) if n_random else \
-        np.zeros((0, len(fr), len(full)))
-    return FaithfulnessCurves(fr, n_edges, values, random, full, empty, method, n_boot,
-                              seed=seed, seconds=time.perf_counter() - t0,
-                              info={"n_examples": len(clean), "n_real_edges": n_real,
-                                    "metric": getattr(metric, "__name__", "metric")})
+    random = (
+        np.stack([values.pop(f"random{s}") for s in range(n_random)])
+        if n_random
+        else np.zeros((0, len(fr), len(full)))
+    )
+    return FaithfulnessCurves(
+        fr,
+        n_edges,
+        values,
+        random,
+        full,
+        empty,
+        method,
+        n_boot,
+        seed=seed,
+        seconds=time.perf_counter() - t0,
+        info={
+            "n_examples": len(clean),
+            "n_real_edges": n_real,
+            "metric": getattr(metric, "__name__", "metric"),
+        },
+    )
 
 
-def circuit_selectivity(model: Any, data: Mapping[str, TokenDataset], scores: Circuit,
-                        n_edges: Sequence[int], *, reference: TokenDataset,
-                        metric: Any = "top1", **kwargs: Any) -> Any:
+def circuit_selectivity(
+    model: Any,
+    data: Mapping[str, TokenDataset],
+    scores: Circuit,
+    n_edges: Sequence[int],
+    *,
+    reference: TokenDataset,
+    metric: Any = "top1",
+    **kwargs: Any,
+) -> Any:
     """Forget/retain selectivity of removing a method's top circuits: for each size, the
     circuit's own edges are mean-ablated (``ablate="inside"``) and the forget and retain
     drops are measured with intervals (a :class:`~tl_unlearn.metrics.selectivity.SelectivityCurve`
@@ -347,7 +426,19 @@ def circuit_selectivity(model: Any, data: Mapping[str, TokenDataset], scores: Ci
 
     prepared = prepare_edge_values(model, "mean", reference=reference)
     return selectivity_curve(
-        model, data,
-        lambda k: edge_ablation(model, scores.top(int(k)), "mean", ablate="inside",
-                                prepared=prepared, name=f"{scores.label} top {int(k)}"),
-        list(n_edges), name=scores.label, metric=metric, level_name="edges removed", **kwargs)
+        model,
+        data,
+        lambda k: edge_ablation(
+            model,
+            scores.top(int(k)),
+            "mean",
+            ablate="inside",
+            prepared=prepared,
+            name=f"{scores.label} top {int(k)}",
+        ),
+        list(n_edges),
+        name=scores.label,
+        metric=metric,
+        level_name="edges removed",
+        **kwargs,
+    )

@@ -61,9 +61,23 @@ from tl_unlearn.interventions.base import model_device
 from tl_unlearn.interventions.sae import sae_feature_means, sae_quality, train_sae
 from tl_unlearn.interventions.steering import random_steering, steering_matrix
 
-__all__ = ["METHODS", "ActAddOptions", "FittedMethod", "HeadMeanOptions", "MethodContext",
-           "EDGE_METHODS", "EdgeOptions", "MethodSpec", "Options", "PruningOptions", "SAEOptions", "check_options",
-           "fit_method", "head_attribution", "option_keys"]
+__all__ = [
+    "METHODS",
+    "ActAddOptions",
+    "FittedMethod",
+    "HeadMeanOptions",
+    "MethodContext",
+    "EDGE_METHODS",
+    "EdgeOptions",
+    "MethodSpec",
+    "Options",
+    "PruningOptions",
+    "SAEOptions",
+    "check_options",
+    "fit_method",
+    "head_attribution",
+    "option_keys",
+]
 
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05)
 _O = TypeVar("_O", bound="Options")
@@ -84,12 +98,18 @@ def _typed(key: str, value: Any, kind: Any) -> Any:
             return None
         kind = next(a for a in args if a is not type(None))
     if typing.get_origin(kind) is tuple:
-        if (not isinstance(value, (list, tuple)) or not value
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
             raise ValueError(f"Option {key} must be a non-empty list of numbers, got {value!r}.")
         return tuple(float(v) for v in value)
-    ok = {int: isinstance(value, int), float: isinstance(value, (int, float)),
-          str: isinstance(value, str)}[kind] and not isinstance(value, bool)
+    ok = {
+        int: isinstance(value, int),
+        float: isinstance(value, (int, float)),
+        str: isinstance(value, str),
+    }[kind] and not isinstance(value, bool)
     if not ok:
         what = {int: "an integer", float: "a number", str: "a string"}[kind]
         raise ValueError(f"Option {key} must be {what}, got {value!r}.")
@@ -124,8 +144,13 @@ class Options:
         """The options of ``options`` that belong to this class, typed and checked (other
         keys are ignored; missing ones take their defaults)."""
         hints = typing.get_type_hints(cls)
-        return cls(**{name: _typed(key, options[key], hints[name])
-                      for key, name in cls.keys(method).items() if key in options})
+        return cls(
+            **{
+                name: _typed(key, options[key], hints[name])
+                for key, name in cls.keys(method).items()
+                if key in options
+            }
+        )
 
     def check_model(self, model: Any) -> None:
         """Checks that need the model (layers); raise ValueError saying what to fix."""
@@ -135,8 +160,9 @@ class Options:
 class PruningOptions(Options):
     """Options of ``prune-abs``, ``prune-freq`` and ``prune-random``."""
 
-    levels: tuple[float, ...] = option("{method}.levels", DEFAULT_FRACTIONS,
-                                       "fractions of MLP neurons pruned")
+    levels: tuple[float, ...] = option(
+        "{method}.levels", DEFAULT_FRACTIONS, "fractions of MLP neurons pruned"
+    )
 
 
 @dataclass(frozen=True)
@@ -144,11 +170,15 @@ class HeadMeanOptions(Options):
     """Options of ``head-mean``."""
 
     method: ClassVar[str] = "head-mean"
-    levels: tuple[float, ...] = option("{method}.levels", (0.01, 0.02, 0.05, 0.1),
-                                       "fractions of heads mean-ablated")
-    attribution_seqs: int = option("head-mean.attribution_seqs", 16,
-                                   "sequences per side the head attribution runs on "
-                                   "(gradients cost about three forward passes)")
+    levels: tuple[float, ...] = option(
+        "{method}.levels", (0.01, 0.02, 0.05, 0.1), "fractions of heads mean-ablated"
+    )
+    attribution_seqs: int = option(
+        "head-mean.attribution_seqs",
+        16,
+        "sequences per side the head attribution runs on "
+        "(gradients cost about three forward passes)",
+    )
 
 
 @dataclass(frozen=True)
@@ -156,10 +186,12 @@ class SAEOptions(Options):
     """Options of ``sae-features``."""
 
     method: ClassVar[str] = "sae-features"
-    levels: tuple[float, ...] = option("{method}.levels", DEFAULT_FRACTIONS,
-                                       "fractions of SAE features zero-ablated")
-    layer: int | None = option("sae.layer", None,
-                               "layer whose resid_pre the SAE reads (default n_layers // 3)")
+    levels: tuple[float, ...] = option(
+        "{method}.levels", DEFAULT_FRACTIONS, "fractions of SAE features zero-ablated"
+    )
+    layer: int | None = option(
+        "sae.layer", None, "layer whose resid_pre the SAE reads (default n_layers // 3)"
+    )
     d_sae: int = option("sae.d_sae", 1024, "SAE width")
     training_tokens: int = option("sae.training_tokens", 100_000, "SAE training tokens")
 
@@ -176,8 +208,9 @@ class ActAddOptions(Options):
     """Options of ``actadd``."""
 
     method: ClassVar[str] = "actadd"
-    levels: tuple[float, ...] = option("{method}.levels", (1.0, 2.0, 4.0, 8.0),
-                                       "ActAdd coefficients")
+    levels: tuple[float, ...] = option(
+        "{method}.levels", (1.0, 2.0, 4.0, 8.0), "ActAdd coefficients"
+    )
     layer: int | None = option("actadd.layer", None, "layer steered (default min(6, n_layers - 1))")
     prompt_add: str = option("actadd.prompt_add", "The history of the city", "the + prompt")
     prompt_sub: str = option("actadd.prompt_sub", "import os\nimport sys", "the - prompt")
@@ -193,10 +226,14 @@ class ActAddOptions(Options):
 class EdgeOptions(Options):
     """Options of the circuit-discovery methods ``eap``, ``eap-ig`` and ``patching``."""
 
-    levels: tuple[float, ...] = option("{method}.levels", (0.001, 0.002, 0.005, 0.01),
-                                       "fractions of the graph's edges removed (mean-ablated)")
-    attribution_examples: int = option("{method}.attribution_examples", 16,
-                                       "clean/corrupted fit pairs the scores are computed on")
+    levels: tuple[float, ...] = option(
+        "{method}.levels",
+        (0.001, 0.002, 0.005, 0.01),
+        "fractions of the graph's edges removed (mean-ablated)",
+    )
+    attribution_examples: int = option(
+        "{method}.attribution_examples", 16, "clean/corrupted fit pairs the scores are computed on"
+    )
     steps: int = option("eap-ig.steps", 5, "integrated-gradient steps of eap-ig")
 
 
@@ -246,8 +283,12 @@ class MethodContext:
     def pruning_stats(self) -> PruningScores:
         if "pruning" not in self._shared:
             self._shared["pruning"] = pruning_scores(
-                self.model, self.forget_fit, self.retain_fit, batch_size=self.batch_size,
-                seed=self.seed)
+                self.model,
+                self.forget_fit,
+                self.retain_fit,
+                batch_size=self.batch_size,
+                seed=self.seed,
+            )
         return self._shared["pruning"]
 
 
@@ -260,19 +301,32 @@ def _pruning(score: str) -> Callable[[MethodContext, PruningOptions], FittedMeth
         name = f"prune-{score}"
 
         def baseline(fraction: float, seed: int) -> Intervention:
-            return ctx.pruning_stats().rescored("random", seed=seed).intervention(
-                fraction, name=f"random neurons@{fraction:g} (seed {seed})")
+            return (
+                ctx.pruning_stats()
+                .rescored("random", seed=seed)
+                .intervention(fraction, name=f"random neurons@{fraction:g} (seed {seed})")
+            )
 
-        return FittedMethod(name, lambda f: ps.intervention(f, name=f"{name}@{f:g}"),
-                            list(opts.levels), "fraction of MLP neurons",
-                            seconds, {"n_units": ps.n_units},
-                            None if score == "random" else baseline, "random MLP neurons")
+        return FittedMethod(
+            name,
+            lambda f: ps.intervention(f, name=f"{name}@{f:g}"),
+            list(opts.levels),
+            "fraction of MLP neurons",
+            seconds,
+            {"n_units": ps.n_units},
+            None if score == "random" else baseline,
+            "random MLP neurons",
+        )
 
     return fit
 
 
 def head_attribution(
-    model: Any, forget: TokenDataset, retain: TokenDataset, *, batch_size: int = 8,
+    model: Any,
+    forget: TokenDataset,
+    retain: TokenDataset,
+    *,
+    batch_size: int = 8,
     reference: dict[str, Tensor] | None = None,
 ) -> Float[Tensor, "layer head_index"]:
     """Attribution-patching score per head: forget minus retain first-order loss increase.
@@ -306,7 +360,9 @@ def head_attribution(
                 logits = unembed_residual(model, normed)[:, :-1]
                 nll = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]).float(),
-                    tokens[rows, 1:].reshape(-1), reduction="none")
+                    tokens[rows, 1:].reshape(-1),
+                    reduction="none",
+                )
                 (grad[rows],) = torch.autograd.grad(nll[valid[rows].reshape(-1)].sum(), x)
         return grad
 
@@ -322,8 +378,9 @@ def head_attribution(
             tokens, mask = tokens.to(device), mask.to(device)
             valid = predicted_positions(mask)
             with torch.no_grad():
-                _, cache = model.run_with_cache(tokens, names_filter=[*resid_names, final_name],
-                                                return_type=None)
+                _, cache = model.run_with_cache(
+                    tokens, names_filter=[*resid_names, final_name], return_type=None
+                )
             grad = loss_grad(cache[final_name], tokens, valid)
             pos_mask = mask.unsqueeze(-1).unsqueeze(-1)
             for l in reversed(range(n_layers)):
@@ -355,8 +412,13 @@ def _head_mean(ctx: MethodContext, opts: HeadMeanOptions) -> FittedMethod:
     means = activation_means(model, ctx.retain_fit, names, batch_size=ctx.batch_size)
     # gradients cost ~3 forward passes: attribute on a few sequences per side
     n = opts.attribution_seqs
-    scores = head_attribution(model, ctx.forget_fit.head(n), ctx.retain_fit.head(n),
-                              batch_size=ctx.batch_size, reference=means)
+    scores = head_attribution(
+        model,
+        ctx.forget_fit.head(n),
+        ctx.retain_fit.head(n),
+        batch_size=ctx.batch_size,
+        reference=means,
+    )
     order = torch.argsort(scores.flatten(), descending=True, stable=True)
     n_heads = model.cfg.n_heads
     ranked = [(int(i) // n_heads, int(i) % n_heads) for i in order]
@@ -364,8 +426,9 @@ def _head_mean(ctx: MethodContext, opts: HeadMeanOptions) -> FittedMethod:
 
     def family(fraction: float) -> Intervention:
         k = max(1, round(fraction * total))
-        iv = component_intervention(model, ranked[:k], "mean", means=means,
-                                    name=f"head-mean@{fraction:g}")
+        iv = component_intervention(
+            model, ranked[:k], "mean", means=means, name=f"head-mean@{fraction:g}"
+        )
         iv.info["heads"] = [f"L{l}H{h}" for l, h in ranked[:k]]
         return iv
 
@@ -373,15 +436,23 @@ def _head_mean(ctx: MethodContext, opts: HeadMeanOptions) -> FittedMethod:
         k = max(1, round(fraction * total))
         pick = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:k]
         heads = [(int(i) // n_heads, int(i) % n_heads) for i in pick]
-        return component_intervention(model, heads, "mean", means=means,
-                                      name=f"random heads@{fraction:g} (seed {seed})")
+        return component_intervention(
+            model, heads, "mean", means=means, name=f"random heads@{fraction:g} (seed {seed})"
+        )
 
-    return FittedMethod("head-mean", family,
-                        list(opts.levels), "fraction of heads",
-                        time.perf_counter() - t0,
-                        {"top_heads": [f"L{l}H{h}" for l, h in ranked[:10]],
-                         "top_scores": scores.flatten()[order[:10]].tolist()},
-                        baseline, "random heads, mean-ablated")
+    return FittedMethod(
+        "head-mean",
+        family,
+        list(opts.levels),
+        "fraction of heads",
+        time.perf_counter() - t0,
+        {
+            "top_heads": [f"L{l}H{h}" for l, h in ranked[:10]],
+            "top_scores": scores.flatten()[order[:10]].tolist(),
+        },
+        baseline,
+        "random heads, mean-ablated",
+    )
 
 
 def _sae_features(ctx: MethodContext, opts: SAEOptions) -> FittedMethod:
@@ -390,13 +461,18 @@ def _sae_features(ctx: MethodContext, opts: SAEOptions) -> FittedMethod:
     layer = max(1, model.cfg.n_layers // 3) if opts.layer is None else opts.layer
     hook = get_act_name("resid_pre", layer)
     train_data = list(ctx.sae_data or [ctx.forget_fit, ctx.retain_fit])
-    sae = train_sae(model, train_data, hook,
-                    d_sae=opts.d_sae, training_tokens=opts.training_tokens,
-                    seed=ctx.seed)
+    sae = train_sae(
+        model,
+        train_data,
+        hook,
+        d_sae=opts.d_sae,
+        training_tokens=opts.training_tokens,
+        seed=ctx.seed,
+    )
     sae.eval()
-    quality = ({"training_tokens_distinct": int(sum(d.n_tokens for d in train_data))}
-               | (sae_quality(model, sae, hook, ctx.check_data, ctx.batch_size)
-                  if ctx.check_data else {}))
+    quality = {"training_tokens_distinct": int(sum(d.n_tokens for d in train_data))} | (
+        sae_quality(model, sae, hook, ctx.check_data, ctx.batch_size) if ctx.check_data else {}
+    )
     f_mean = sae_feature_means(model, sae, hook, ctx.forget_fit, ctx.batch_size)
     r_mean = sae_feature_means(model, sae, hook, ctx.retain_fit, ctx.batch_size)
     score = f_mean / (r_mean + 1e-6)
@@ -406,8 +482,9 @@ def _sae_features(ctx: MethodContext, opts: SAEOptions) -> FittedMethod:
 
     def family(fraction: float) -> Intervention:
         k = max(1, round(fraction * d_sae))
-        return sae_feature_intervention(model, sae, order[:k], "zero",
-                                        name=f"sae-features@{fraction:g}")
+        return sae_feature_intervention(
+            model, sae, order[:k], "zero", name=f"sae-features@{fraction:g}"
+        )
 
     # the control: as many features drawn at random among those alive on the fit data
     alive = torch.nonzero((f_mean + r_mean) > 0).flatten()
@@ -416,14 +493,30 @@ def _sae_features(ctx: MethodContext, opts: SAEOptions) -> FittedMethod:
     def baseline(fraction: float, seed: int) -> Intervention:
         k = min(len(alive), max(1, round(fraction * d_sae)))
         pick = alive[torch.randperm(len(alive), generator=torch.Generator().manual_seed(seed))[:k]]
-        return sae_feature_intervention(model, sae, pick.tolist(), "zero",
-                                        name=f"random SAE features@{fraction:g} (seed {seed})")
+        return sae_feature_intervention(
+            model,
+            sae,
+            pick.tolist(),
+            "zero",
+            name=f"random SAE features@{fraction:g} (seed {seed})",
+        )
 
-    return FittedMethod("sae-features", family, list(opts.levels),
-                        "fraction of SAE features", time.perf_counter() - t0,
-                        {"hook": hook, "d_sae": d_sae, "alive_on_forget": int((f_mean > 0).sum()),
-                         "alive_on_fit": int(len(alive)), **quality},
-                        baseline, "random SAE features alive on the fit data")
+    return FittedMethod(
+        "sae-features",
+        family,
+        list(opts.levels),
+        "fraction of SAE features",
+        time.perf_counter() - t0,
+        {
+            "hook": hook,
+            "d_sae": d_sae,
+            "alive_on_forget": int((f_mean > 0).sum()),
+            "alive_on_fit": int(len(alive)),
+            **quality,
+        },
+        baseline,
+        "random SAE features alive on the fit data",
+    )
 
 
 def _actadd(ctx: MethodContext, opts: ActAddOptions) -> FittedMethod:
@@ -439,14 +532,25 @@ def _actadd(ctx: MethodContext, opts: ActAddOptions) -> FittedMethod:
     steer = steering_matrix(model, plus, minus, layer, 1.0)
 
     def baseline(coeff: float, seed: int) -> Intervention:
-        return random_steering(model, layer, coeff * steer, seed=seed,
-                               name=f"random steering@{coeff:g} (seed {seed})")
+        return random_steering(
+            model, layer, coeff * steer, seed=seed, name=f"random steering@{coeff:g} (seed {seed})"
+        )
 
-    return FittedMethod("actadd", family, list(opts.levels),
-                        "ActAdd coefficient", time.perf_counter() - t0,
-                        {"layer": layer, "prompt_add": plus, "prompt_sub": minus,
-                         "n_positions": unit.info["n_positions"]},
-                        baseline, "random steering matrix, same norms")
+    return FittedMethod(
+        "actadd",
+        family,
+        list(opts.levels),
+        "ActAdd coefficient",
+        time.perf_counter() - t0,
+        {
+            "layer": layer,
+            "prompt_add": plus,
+            "prompt_sub": minus,
+            "n_positions": unit.info["n_positions"],
+        },
+        baseline,
+        "random steering matrix, same norms",
+    )
 
 
 #: Methods that find an edge circuit by counterfactual patching (they need paired data).
@@ -463,25 +567,37 @@ def _edge_method(kind: str) -> Callable[[MethodContext, EdgeOptions], FittedMeth
         from tl_unlearn.faithfulness import random_scores
 
         if ctx.forget_fit_corrupted is None:
-            raise ValueError(f"Method {kind!r} needs a forget task with corrupted prompts "
-                             "(ioi, greater_than, induction, or PromptAnswers with corrupted=).")
+            raise ValueError(
+                f"Method {kind!r} needs a forget task with corrupted prompts "
+                "(ioi, greater_than, induction, or PromptAnswers with corrupted=)."
+            )
         t0 = time.perf_counter()
         model, n = ctx.model, opts.attribution_examples
         clean, corrupted = ctx.forget_fit.head(n), ctx.forget_fit_corrupted.head(n)
         metric = _patch_metric(clean)
         if kind == "patching":
-            scores = activation_patching(model, clean, corrupted, metric,
-                                         batch_size=ctx.batch_size).edge_scores(model.cfg.d_model)
+            scores = activation_patching(
+                model, clean, corrupted, metric, batch_size=ctx.batch_size
+            ).edge_scores(model.cfg.d_model)
         else:
-            scores = edge_attribution(model, clean, corrupted, metric, method=kind,
-                                      steps=opts.steps, batch_size=ctx.batch_size)
-        prepared = prepare_edge_values(model, "mean", reference=ctx.retain_fit,
-                                       batch_size=ctx.batch_size)
+            scores = edge_attribution(
+                model,
+                clean,
+                corrupted,
+                metric,
+                method=kind,
+                steps=opts.steps,
+                batch_size=ctx.batch_size,
+            )
+        prepared = prepare_edge_values(
+            model, "mean", reference=ctx.retain_fit, batch_size=ctx.batch_size
+        )
         total = Circuit.of_model(model).n_real_edges
 
         def remove(circuit: Any, label: str) -> Intervention:
-            iv = edge_ablation(model, circuit, "mean", ablate="inside", prepared=prepared,
-                               name=label)
+            iv = edge_ablation(
+                model, circuit, "mean", ablate="inside", prepared=prepared, name=label
+            )
             iv.info["edges"] = circuit.edges[:20]
             return iv
 
@@ -491,15 +607,21 @@ def _edge_method(kind: str) -> Callable[[MethodContext, EdgeOptions], FittedMeth
 
         def baseline(fraction: float, seed: int) -> Intervention:
             k = max(1, round(fraction * total))
-            return remove(random_scores(scores, seed).top(k),
-                          f"random edges@{fraction:g} (seed {seed})")
+            return remove(
+                random_scores(scores, seed).top(k), f"random edges@{fraction:g} (seed {seed})"
+            )
 
         top = scores.top(10)
-        return FittedMethod(kind, family, list(opts.levels), "fraction of edges removed",
-                            time.perf_counter() - t0,
-                            {"top_edges": top.edges, "n_real_edges": total,
-                             "attribution_examples": len(clean)},
-                            baseline, "random edges, mean-ablated")
+        return FittedMethod(
+            kind,
+            family,
+            list(opts.levels),
+            "fraction of edges removed",
+            time.perf_counter() - t0,
+            {"top_edges": top.edges, "n_real_edges": total, "attribution_examples": len(clean)},
+            baseline,
+            "random edges, mean-ablated",
+        )
 
     return fit
 
@@ -533,32 +655,66 @@ class MethodSpec:
         return self.options.read(options, self.name)
 
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
-    MethodSpec("prune-abs", _pruning("abs"), PruningOptions,
-               "selective pruning of MLP neurons, abs score"),
-    MethodSpec("prune-freq", _pruning("freq"), PruningOptions,
-               "selective pruning of MLP neurons, freq score"),
-    MethodSpec("prune-random", _pruning("random"), PruningOptions,
-               "random MLP neurons, same counts"),
-    MethodSpec("head-mean", _head_mean, HeadMeanOptions,
-               "mean ablation of the heads most attributed to the forget task"),
-    MethodSpec("sae-features", _sae_features, SAEOptions,
-               "zero-ablation of the most forget-selective features of an SAE"),
-    MethodSpec("actadd", _actadd, ActAddOptions, "ActAdd steering, swept over the coefficient"),
-    MethodSpec("eap", _edge_method("eap"), EdgeOptions,
-               "the top edges by attribution patching (EAP), mean-ablated"),
-    MethodSpec("eap-ig", _edge_method("eap-ig"), EdgeOptions,
-               "the top edges by EAP with integrated gradients, mean-ablated"),
-    MethodSpec("patching", _edge_method("patching"), EdgeOptions,
-               "the edges among the top nodes by activation patching, mean-ablated"),
-)}
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec(
+            "prune-abs",
+            _pruning("abs"),
+            PruningOptions,
+            "selective pruning of MLP neurons, abs score",
+        ),
+        MethodSpec(
+            "prune-freq",
+            _pruning("freq"),
+            PruningOptions,
+            "selective pruning of MLP neurons, freq score",
+        ),
+        MethodSpec(
+            "prune-random", _pruning("random"), PruningOptions, "random MLP neurons, same counts"
+        ),
+        MethodSpec(
+            "head-mean",
+            _head_mean,
+            HeadMeanOptions,
+            "mean ablation of the heads most attributed to the forget task",
+        ),
+        MethodSpec(
+            "sae-features",
+            _sae_features,
+            SAEOptions,
+            "zero-ablation of the most forget-selective features of an SAE",
+        ),
+        MethodSpec("actadd", _actadd, ActAddOptions, "ActAdd steering, swept over the coefficient"),
+        MethodSpec(
+            "eap",
+            _edge_method("eap"),
+            EdgeOptions,
+            "the top edges by attribution patching (EAP), mean-ablated",
+        ),
+        MethodSpec(
+            "eap-ig",
+            _edge_method("eap-ig"),
+            EdgeOptions,
+            "the top edges by EAP with integrated gradients, mean-ablated",
+        ),
+        MethodSpec(
+            "patching",
+            _edge_method("patching"),
+            EdgeOptions,
+            "the edges among the top nodes by activation patching, mean-ablated",
+        ),
+    )
+}
 
 
 def option_keys(*extra: type[Options]) -> dict[str, str]:
     """Every method option key (and those of ``extra`` classes) -> its help text."""
     out = {}
-    for cls, method in [*((s.options, s.name) for s in METHODS.values()),
-                        *((c, None) for c in extra)]:
+    for cls, method in [
+        *((s.options, s.name) for s in METHODS.values()),
+        *((c, None) for c in extra),
+    ]:
         help_of = {f.name: f.metadata["help"] for f in fields(cls)}
         out.update({key: help_of[name] for key, name in cls.keys(method).items()})
     return out

@@ -165,8 +165,10 @@ def _processed_dir(path: Path, dtype: torch.dtype, kwargs: dict[str, Any]) -> Pa
     from importlib.metadata import version
 
     try:
-        key = json.dumps({"dtype": str(dtype), "transformer_lens": version("transformer_lens"),
-                          **kwargs}, sort_keys=True)
+        key = json.dumps(
+            {"dtype": str(dtype), "transformer_lens": version("transformer_lens"), **kwargs},
+            sort_keys=True,
+        )
     except TypeError:
         return None
     return path / f"hooked-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
@@ -180,8 +182,9 @@ def _convert_to_hooked(
     from transformers import AutoModelForCausalLM
 
     hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return hooked_from_hf(path, hf_model, tokenizer, dtype=dtype,
-                          model_name="SmolLM2-135M-Instruct", **kwargs)
+    return hooked_from_hf(
+        path, hf_model, tokenizer, dtype=dtype, model_name="SmolLM2-135M-Instruct", **kwargs
+    )
 
 
 def _save_processed(model: HookedTransformer, target: Path) -> None:
@@ -201,8 +204,12 @@ def _save_processed(model: HookedTransformer, target: Path) -> None:
     atomic_write_dir(target, write)
 
 
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "F64": torch.float64}
+_SAFETENSORS_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+}
 
 
 def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
@@ -227,8 +234,13 @@ def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
             for _, p, perm in _layout_params(module):
                 p.data = _laid_out(p.shape, perm, p.dtype)
     params = dict(model.named_parameters())
-    buffer = torch.empty(max((p.numel() * p.element_size() for p in params.values()
-                              if not p.is_contiguous()), default=0), dtype=torch.uint8)
+    buffer = torch.empty(
+        max(
+            (p.numel() * p.element_size() for p in params.values() if not p.is_contiguous()),
+            default=0,
+        ),
+        dtype=torch.uint8,
+    )
     file = folder / "model.safetensors"
     with open(file, "rb") as fh, torch.no_grad():
         header_len = int.from_bytes(fh.read(8), "little")
@@ -236,31 +248,37 @@ def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
         header.pop("__metadata__", None)
         start = 8 + header_len
         if set(header) != set(params):
-            raise ValueError(f"{str(file)!r} does not match the model's parameters; delete "
-                             f"{str(folder)!r} to convert again.")
+            raise ValueError(
+                f"{str(file)!r} does not match the model's parameters; delete "
+                f"{str(folder)!r} to convert again."
+            )
         for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
             param = params[name]
             begin, end = info["data_offsets"]
-            if (_SAFETENSORS_DTYPES.get(info["dtype"]) != param.dtype
-                    or tuple(info["shape"]) != tuple(param.shape)
-                    or end - begin != param.numel() * param.element_size()):
-                raise ValueError(f"{name!r} in {str(file)!r} has dtype {info['dtype']} and shape "
-                                 f"{info['shape']}; the model expects {param.dtype} "
-                                 f"{tuple(param.shape)}. Delete {str(folder)!r} to convert again.")
+            if (
+                _SAFETENSORS_DTYPES.get(info["dtype"]) != param.dtype
+                or tuple(info["shape"]) != tuple(param.shape)
+                or end - begin != param.numel() * param.element_size()
+            ):
+                raise ValueError(
+                    f"{name!r} in {str(file)!r} has dtype {info['dtype']} and shape "
+                    f"{info['shape']}; the model expects {param.dtype} "
+                    f"{tuple(param.shape)}. Delete {str(folder)!r} to convert again."
+                )
             fh.seek(start + begin)
             direct = param.is_contiguous()
             target = param.data if direct else buffer[: end - begin]
             buf = target.view(-1).view(torch.uint8).numpy()
             if fh.readinto(memoryview(buf)) != end - begin:
-                raise ValueError(f"{str(file)!r} is truncated; delete {str(folder)!r} to "
-                                 "convert again.")
+                raise ValueError(
+                    f"{str(file)!r} is truncated; delete {str(folder)!r} to convert again."
+                )
             if not direct:  # stored in another order: copy the row-major bytes in
                 param.data.copy_(buffer[: end - begin].view(param.dtype).view(param.shape))
     return model
 
 
-def load_tiny_model(device: str | torch.device = "cpu", *, twin: bool = False
-                    ) -> HookedTransformer:
+def load_tiny_model(device: str | torch.device = "cpu", *, twin: bool = False) -> HookedTransformer:
     """Load the committed 2-layer test model (4,096-token BPE; trained on the builtin corpora).
 
     Args:

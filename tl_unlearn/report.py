@@ -43,8 +43,12 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
         figs.append(("Logit lens (top-ranked method)", result.logit_lens.figure()))
         figs.append(("Logit-lens diff heatmap", result.logit_lens.figure("heatmap")))
     if result.activation_distances is not None:
-        figs.append(("Activation distance per layer (top-ranked method)",
-                     result.activation_distances.figure("relative_l2")))
+        figs.append(
+            (
+                "Activation distance per layer (top-ranked method)",
+                result.activation_distances.figure("relative_l2"),
+            )
+        )
     for name, gen in result.generation.items():
         for kind in gen.metrics:
             figs.append((f"Generated text, {name}: {kind}", gen.figure(kind)))
@@ -52,9 +56,19 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
 
 
 #: Columns of the ranked table (with their ``_low``/``_high``); the rest go in a second table.
-SCORECARD_CORE = ("method", "held_out_difference", "validated_level", "vs_baseline",
-                  "beats_baseline", "baseline", "max_difference", "best_level", "area_between",
-                  "forget_drop_at_best", "retain_drop_at_best")
+SCORECARD_CORE = (
+    "method",
+    "held_out_difference",
+    "validated_level",
+    "vs_baseline",
+    "beats_baseline",
+    "baseline",
+    "max_difference",
+    "best_level",
+    "area_between",
+    "forget_drop_at_best",
+    "retain_drop_at_best",
+)
 
 SCORECARD_LEGEND = (
     "<p class='sub'>Brackets: 95% percentile bootstrap interval over sequences, paired between "
@@ -77,7 +91,8 @@ SCORECARD_LEGEND = (
     "relearn.rank is 0, a full fine-tune) to win back half of the forget drop; <i>not reached</i> when "
     "half is not won back within the step budget (more steps: more robust removal); "
     "<b>random baseline: relearning</b>: the same for a random baseline; <b>ZRF</b>: 1 - JS(intervened, "
-    "random twin) / ln 2 on forget data.</p>")
+    "random twin) / ln 2 on forget data.</p>"
+)
 
 
 #: What the report's column headers say instead of the field names (hover shows the name).
@@ -113,8 +128,12 @@ COLUMN_LABELS = {
     "top1_se": "top-1 standard error",
 }
 #: Columns where an empty number means the target was not reached within the budget.
-_NOT_REACHED = ("relearn_steps", "relearn_tokens", "baseline_relearn_steps",
-                "baseline_relearn_tokens")
+_NOT_REACHED = (
+    "relearn_steps",
+    "relearn_tokens",
+    "baseline_relearn_steps",
+    "baseline_relearn_tokens",
+)
 
 
 def column_label(name: Any) -> str:
@@ -129,8 +148,9 @@ def column_label(name: Any) -> str:
     return COLUMN_LABELS.get(str(name), str(name))
 
 
-def _data_rows(original: Evaluation | None, data: dict[str, Any] | None = None
-               ) -> list[dict[str, Any]]:
+def _data_rows(
+    original: Evaluation | None, data: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Per eval dataset: sequences, distinct documents, tokens (and the fit set's), and the
     original model's loss and top-1 with intervals and the bootstrap SE of top-1."""
     if original is None:
@@ -141,11 +161,14 @@ def _data_rows(original: Evaluation | None, data: dict[str, Any] | None = None
         idx = unit_indices([original], name)
         se = float(np.std(m.estimate("top1", idx))) if idx is not None else float("nan")
         ev, fit = data.get("eval", {}).get(name, {}), data.get("fit", {}).get(name, {})
-        row: dict[str, Any] = {"dataset": name, "sequences": m.n_units or m.n_examples,
-                               "documents": ev.get("documents"),
-                               "predicted_tokens": m.n_predictions,
-                               "fit_sequences": fit.get("sequences"),
-                               "fit_documents": fit.get("documents")}
+        row: dict[str, Any] = {
+            "dataset": name,
+            "sequences": m.n_units or m.n_examples,
+            "documents": ev.get("documents"),
+            "predicted_tokens": m.n_predictions,
+            "fit_sequences": fit.get("sequences"),
+            "fit_documents": fit.get("documents"),
+        }
         for metric in ("loss", "top1"):
             iv = original.metric_interval(name, metric)
             row.update({metric: iv.value, f"{metric}_low": iv.low, f"{metric}_high": iv.high})
@@ -167,16 +190,22 @@ def _with_intervals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if k.endswith(("_low", "_high")) and k.rsplit("_", 1)[0] in r:
                 continue
             lo, hi = r.get(f"{k}_low"), r.get(f"{k}_high")
-            if (isinstance(v, float) and isinstance(lo, float) and isinstance(hi, float)
-                    and lo == lo and hi == hi):
+            if (
+                isinstance(v, float)
+                and isinstance(lo, float)
+                and isinstance(hi, float)
+                and lo == lo
+                and hi == hi
+            ):
                 v = _Interval((v, lo, hi))
             row[k] = v
         out.append(row)
     return out
 
 
-def _table(rows: list[dict[str, Any]] | dict[str, Any], key: str = "", *,
-           transpose: str = "") -> str:
+def _table(
+    rows: list[dict[str, Any]] | dict[str, Any], key: str = "", *, transpose: str = ""
+) -> str:
     """An HTML table of ``rows`` (or of a mapping, one row per key). Intervals go under their
     value and headers break at underscores, so that wide tables fit the page;
     ``transpose`` (the first column's header) makes one column per row, named by its first
@@ -189,8 +218,7 @@ def _table(rows: list[dict[str, Any]] | dict[str, Any], key: str = "", *,
     cols = list(dict.fromkeys(c for r in rows for c in r))
     if transpose:
         first = cols[0]
-        rows = [{transpose: c, **{str(r.get(first)): r.get(c, "") for r in rows}}
-                for c in cols[1:]]
+        rows = [{transpose: c, **{str(r.get(first)): r.get(c, "") for r in rows}} for c in cols[1:]]
         cols = list(dict.fromkeys(c for r in rows for c in r))
 
     def cell(v: Any, c: Any = "") -> str:
@@ -217,11 +245,18 @@ def _table(rows: list[dict[str, Any]] | dict[str, Any], key: str = "", *,
     head = "".join(header(c) for c in cols)
     if transpose:  # the measures are the rows: label them, and read their cells by name
         body = "".join(
-            "<tr>" + "".join(cell(column_label(r[c]) if c == transpose else r.get(c, ""),
-                                  r[transpose]) for c in cols) + "</tr>" for r in rows)
+            "<tr>"
+            + "".join(
+                cell(column_label(r[c]) if c == transpose else r.get(c, ""), r[transpose])
+                for c in cols
+            )
+            + "</tr>"
+            for r in rows
+        )
     else:
-        body = "".join("<tr>" + "".join(cell(r.get(c, ""), c) for c in cols) + "</tr>"
-                       for r in rows)
+        body = "".join(
+            "<tr>" + "".join(cell(r.get(c, ""), c) for c in cols) + "</tr>" for r in rows
+        )
     # a table wider than the page (many optional columns) scrolls instead of being clipped
     return f"<div class='wide'><table><tr>{head}</tr>{body}</table></div>"
 
@@ -234,11 +269,14 @@ def render_report(result: BenchmarkResult) -> str:
     # the ranking's own columns in the ranked table; every other measure (JS, membership,
     # relearning, seconds: a number that depends on the run's options) in a transposed table
     # with one column per method, so that neither runs off the page
-    core = [c for c in ranked.columns if c in SCORECARD_CORE
-            or (c.endswith(("_low", "_high")) and c.rsplit("_", 1)[0] in SCORECARD_CORE)]
+    core = [
+        c
+        for c in ranked.columns
+        if c in SCORECARD_CORE
+        or (c.endswith(("_low", "_high")) and c.rsplit("_", 1)[0] in SCORECARD_CORE)
+    ]
     main_rows = [{k: r[k] for k in core} for r in score_rows]
-    more_rows = [{k: v for k, v in r.items() if k not in core or k == "method"}
-                 for r in score_rows]
+    more_rows = [{k: v for k, v in r.items() if k not in core or k == "method"} for r in score_rows]
     base_rows = _data_rows(result.original, result.data)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -248,10 +286,13 @@ def render_report(result: BenchmarkResult) -> str:
         f"<p class='sub'>model <b>{html.escape(str(cfg.model))}</b> · forget <b>"
         f"{html.escape(cfg.forget)}</b> · retain <b>{html.escape(cfg.retain)}</b> · metric "
         f"<b>{html.escape(describe_metric(cfg.metric))}</b> · ranked by {result.scorecard.rank_by}</p>",
-        "<h2>Ranked scorecard</h2>", _table(main_rows),
-        "<h3>Further measures per method</h3>", _table(more_rows, transpose="measure"),
+        "<h2>Ranked scorecard</h2>",
+        _table(main_rows),
+        "<h3>Further measures per method</h3>",
+        _table(more_rows, transpose="measure"),
         SCORECARD_LEGEND,
-        "<h2>Data and the original model</h2>", _table(base_rows),
+        "<h2>Data and the original model</h2>",
+        _table(base_rows),
         "<p class='sub'>Sequences are chunks of the eval documents, spread over as many "
         "documents as the token budget allows (one chunk of every document before a second "
         "of any). top-1 standard error is the bootstrap standard error of top-1 accuracy over sequences; "
@@ -264,23 +305,27 @@ def render_report(result: BenchmarkResult) -> str:
         parts.append("</div>")
     for name, gen in result.generation.items():
         st = gen.settings
-        parts += [f"<h2>Generated text, {html.escape(name)}: sample continuations</h2>",
-                  f"<p>{len(gen.prompts)} prompts (openings of forget eval documents) x "
-                  f"{st.get('n_samples')} samples x {st.get('max_new_tokens')} tokens, "
-                  f"temperature {st.get('temperature')}, seed {st.get('seed')}; topic list "
-                  f"{html.escape(str(st.get('topic')))}. Fluency is perplexity under the "
-                  "original model; forget likeness is the mean per-token log ratio of "
-                  "forget vs retain unigram models (&gt; 0: forget-like). Intervals: 95% "
-                  "bootstrap over prompts and samples.</p>",
-                  _table(gen.to_dataframe().to_dict(orient="records")),
-                  gen.samples_html(2)]
+        parts += [
+            f"<h2>Generated text, {html.escape(name)}: sample continuations</h2>",
+            f"<p>{len(gen.prompts)} prompts (openings of forget eval documents) x "
+            f"{st.get('n_samples')} samples x {st.get('max_new_tokens')} tokens, "
+            f"temperature {st.get('temperature')}, seed {st.get('seed')}; topic list "
+            f"{html.escape(str(st.get('topic')))}. Fluency is perplexity under the "
+            "original model; forget likeness is the mean per-token log ratio of "
+            "forget vs retain unigram models (&gt; 0: forget-like). Intervals: 95% "
+            "bootstrap over prompts and samples.</p>",
+            _table(gen.to_dataframe().to_dict(orient="records")),
+            gen.samples_html(2),
+        ]
     parts += [
         "<h2>Methods</h2>",
-        _table([{"method": k, **v} for k, v in result.method_info.items()],
-               transpose="setting"),
-        "<h2>Timings (seconds)</h2>", _table(result.timings, "step"),
-        "<h2>Settings</h2>", f"<pre>{html.escape(json.dumps(result.to_dict()['config'], indent=1))}</pre>",
-        "<h2>Environment</h2>", _table(result.environment, "package"),
+        _table([{"method": k, **v} for k, v in result.method_info.items()], transpose="setting"),
+        "<h2>Timings (seconds)</h2>",
+        _table(result.timings, "step"),
+        "<h2>Settings</h2>",
+        f"<pre>{html.escape(json.dumps(result.to_dict()['config'], indent=1))}</pre>",
+        "<h2>Environment</h2>",
+        _table(result.environment, "package"),
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -51,6 +51,7 @@ def dataset_colour(name: str) -> str:
         return DATASET_COLOURS[name]
     return OTHER_COLOURS[sum(name.encode()) % len(OTHER_COLOURS)]
 
+
 R = TypeVar("R", bound="Result")
 
 
@@ -83,8 +84,11 @@ class Result:
             hints = typing.get_type_hints(cls)
         except (NameError, TypeError):  # annotations naming types imported for checking only
             hints = {}
-        kwargs = {f.name: _from_json(d[f.name], hints.get(f.name, Any))
-                  for f in dataclasses.fields(cls) if f.init and f.name in d}
+        kwargs = {
+            f.name: _from_json(d[f.name], hints.get(f.name, Any))
+            for f in dataclasses.fields(cls)
+            if f.init and f.name in d
+        }
         return cls(**kwargs)
 
     # ----------------------------------------------------------------- files
@@ -102,14 +106,18 @@ class Result:
         data = json.loads(Path(path).read_text())
         saved = data.pop("type", cls.__name__) if isinstance(data, dict) else cls.__name__
         if saved != cls.__name__:
-            raise TypeError(f"{path} holds a {saved}, not a {cls.__name__}; use "
-                            f"{saved}.load() or tl_unlearn.results.load_result().")
+            raise TypeError(
+                f"{path} holds a {saved}, not a {cls.__name__}; use "
+                f"{saved}.load() or tl_unlearn.results.load_result()."
+            )
         return cls.from_dict(data)
 
     def _check_kind(self, kind: str) -> None:
         if kind not in self.FIGURE_KINDS:
-            raise ValueError(f"{type(self).__name__}.figure(kind={kind!r}): kind must be one "
-                             f"of {list(self.FIGURE_KINDS)}.")
+            raise ValueError(
+                f"{type(self).__name__}.figure(kind={kind!r}): kind must be one "
+                f"of {list(self.FIGURE_KINDS)}."
+            )
 
 
 def load_result(path: str | Path) -> Result:
@@ -132,8 +140,10 @@ def load_result(path: str | Path) -> Result:
     data = json.loads(Path(path).read_text())
     name = data.get("type") if isinstance(data, dict) else None
     if name not in Result._registry:
-        raise ValueError(f"{path} does not name a tl_unlearn result type (got {name!r}); "
-                         f"known: {sorted(Result._registry)}.")
+        raise ValueError(
+            f"{path} does not name a tl_unlearn result type (got {name!r}); "
+            f"known: {sorted(Result._registry)}."
+        )
     return Result._registry[name].load(path)
 
 
@@ -171,12 +181,18 @@ def _from_json(value: Any, hint: Any) -> Any:
         return hint.from_dict(value)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a plain part of a result
         hints = typing.get_type_hints(hint)
-        return hint(**{f.name: _from_json(value[f.name], hints.get(f.name, Any))
-                       for f in dataclasses.fields(hint) if f.init and f.name in value})
+        return hint(
+            **{
+                f.name: _from_json(value[f.name], hints.get(f.name, Any))
+                for f in dataclasses.fields(hint)
+                if f.init and f.name in value
+            }
+        )
     if origin is dict and args:
         key_type, val_type = args
-        return {(int(k) if key_type is int else k): _from_json(v, val_type)
-                for k, v in value.items()}
+        return {
+            (int(k) if key_type is int else k): _from_json(v, val_type) for k, v in value.items()
+        }
     if origin is tuple and args:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_from_json(v, args[0]) for v in value)

@@ -27,8 +27,14 @@ from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
 from tl_unlearn.results import Result
 from tl_unlearn.tasks import BUILTIN_TASKS
 
-__all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "RunOptions",
-           "relearn_figure", "selectivity_scatter"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "BenchmarkConfig",
+    "BenchmarkResult",
+    "RunOptions",
+    "relearn_figure",
+    "selectivity_scatter",
+]
 
 # prune-freq and prune-random are available by name; prune-freq is not a default because on the
 # default task no level of it was ever more selective than removing nothing (held-out
@@ -40,19 +46,31 @@ DEFAULT_METHODS = ("prune-abs", "head-mean", "sae-features", "actadd")
 class RunOptions(Options):
     """Options of a run that belong to no method (in ``BenchmarkConfig.options``)."""
 
-    topic: str | None = option("generation.topic", None,
-                               "a committed topic word list for the generation check "
-                               "(default 'code' when the forget set is python_code)")
+    topic: str | None = option(
+        "generation.topic",
+        None,
+        "a committed topic word list for the generation check "
+        "(default 'code' when the forget set is python_code)",
+    )
     relearn_lrs: tuple[float, ...] | None = option(
-        "relearn.lrs", None, "learning rates of the relearning attack, the strongest reported "
+        "relearn.lrs",
+        None,
+        "learning rates of the relearning attack, the strongest reported "
         "(default: 1e-2 for adapters, the strongest of 3e-3, 1e-2, 3e-2 on SmolLM2; 1e-4, "
-        "3e-4, 1e-3 for a full fine-tune)")
+        "3e-4, 1e-3 for a full fine-tune)",
+    )
     relearn_rank: int = option(
-        "relearn.rank", 8, "rank of the adapters the relearning attack trains beside every "
-        "MLP (0: fine-tune every weight of a copy of the model, about 4x its memory)")
+        "relearn.rank",
+        8,
+        "rank of the adapters the relearning attack trains beside every "
+        "MLP (0: fine-tune every weight of a copy of the model, about 4x its memory)",
+    )
     relearn_micro_batch: int = option(
-        "relearn.micro_batch", 2, "sequences per forward/backward pass of the relearning "
-        "attack (a step accumulates batch_size of them; less activation memory)")
+        "relearn.micro_batch",
+        2,
+        "sequences per forward/backward pass of the relearning "
+        "attack (a step accumulates batch_size of them; less activation memory)",
+    )
 
     @property
     def lrs(self) -> tuple[float, ...]:
@@ -65,8 +83,9 @@ class RunOptions(Options):
         if self.relearn_rank < 0:
             raise ValueError(f"Option relearn.rank must be >= 0, got {self.relearn_rank}.")
         if self.relearn_micro_batch < 1:
-            raise ValueError(f"Option relearn.micro_batch must be >= 1, got "
-                             f"{self.relearn_micro_batch}.")
+            raise ValueError(
+                f"Option relearn.micro_batch must be >= 1, got {self.relearn_micro_batch}."
+            )
 
 
 @dataclass
@@ -162,9 +181,11 @@ class BenchmarkConfig:
                 data = json.loads(text)
         except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError: say where
             first = str(exc).strip().splitlines()
-            raise ValueError(f"Config file {str(path)!r} is not valid "
-                             f"{'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
-                             f"{' '.join(line.strip() for line in first)}") from None
+            raise ValueError(
+                f"Config file {str(path)!r} is not valid "
+                f"{'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                f"{' '.join(line.strip() for line in first)}"
+            ) from None
         if not isinstance(data, dict):
             raise ValueError(f"Config file {str(path)!r} must hold a mapping of settings.")
         return cls.from_dict(data)
@@ -182,27 +203,46 @@ class BenchmarkConfig:
         if isinstance(metric, str) and "=" in metric:  # "forget=logit_diff,retain=top1"
             pairs = [p.split("=", 1) for p in metric.split(",") if p.strip()]
             if any(len(p) != 2 for p in pairs):
-                raise ValueError(f"metric {metric!r}: write one name, or dataset=name pairs "
-                                 "separated by commas.")
+                raise ValueError(
+                    f"metric {metric!r}: write one name, or dataset=name pairs separated by commas."
+                )
             data["metric"] = {k.strip(): v.strip() for k, v in pairs}
         return cls(**data)
 
     def validate(self, user_metrics: Any = ()) -> None:
         """Check everything that needs no model; raise ValueError saying what to fix."""
-        types = {"model": str, "forget": str, "retain": str, "metric": (str, dict), "seq_len": int,
-                 "fit_tokens": int, "eval_tokens": int, "batch_size": int, "seed": int,
-                 "mia_texts": int, "baseline_seeds": int, "relearn_steps": int, "extras": bool, "generation_prompts": int,
-                 "generation_tokens": int, "generation_samples": int, "options": dict}
+        types = {
+            "model": str,
+            "forget": str,
+            "retain": str,
+            "metric": (str, dict),
+            "seq_len": int,
+            "fit_tokens": int,
+            "eval_tokens": int,
+            "batch_size": int,
+            "seed": int,
+            "mia_texts": int,
+            "baseline_seeds": int,
+            "relearn_steps": int,
+            "extras": bool,
+            "generation_prompts": int,
+            "generation_tokens": int,
+            "generation_samples": int,
+            "options": dict,
+        }
         for key, kind in types.items():
             value = getattr(self, key)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple)
-                                                         else (kind,)))
+                kinds = " or ".join(
+                    k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,))
+                )
                 raise ValueError(f"Setting {key} must be a {kinds}, got {value!r}.")
         if not isinstance(self.methods, (list, tuple)) or not all(
-                isinstance(m, str) for m in self.methods):
-            raise ValueError(f"Setting methods must be a list of method names, got "
-                             f"{self.methods!r}.")
+            isinstance(m, str) for m in self.methods
+        ):
+            raise ValueError(
+                f"Setting methods must be a list of method names, got {self.methods!r}."
+            )
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ValueError(f"Unknown method(s) {bad}; choose from {sorted(METHODS)}.")
@@ -221,23 +261,35 @@ class BenchmarkConfig:
             from tl_unlearn.metrics.generation import topic_words
 
             topic_words(topic)
-        minimums = {"seq_len": 2, "fit_tokens": 1, "eval_tokens": 1, "batch_size": 1,
-                    "mia_texts": 0, "baseline_seeds": 0, "relearn_steps": 0, "seed": 0,
-                    "generation_prompts": 0,
-                    "generation_tokens": 1, "generation_samples": 1}
+        minimums = {
+            "seq_len": 2,
+            "fit_tokens": 1,
+            "eval_tokens": 1,
+            "batch_size": 1,
+            "mia_texts": 0,
+            "baseline_seeds": 0,
+            "relearn_steps": 0,
+            "seed": 0,
+            "generation_prompts": 0,
+            "generation_tokens": 1,
+            "generation_samples": 1,
+        }
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
         if isinstance(self.metric, dict) and sorted(self.metric) != ["forget", "retain"]:
-            raise ValueError(f"A per-dataset metric names 'forget' and 'retain', got "
-                             f"{sorted(self.metric)}.")
+            raise ValueError(
+                f"A per-dataset metric names 'forget' and 'retain', got {sorted(self.metric)}."
+            )
         check_metric_name(self.metric, custom=user_metrics)
 
     def validate_for_model(self, model: Any) -> None:
         """Checks that need the model's config (layers, hooks)."""
         check_options(self.options, RunOptions, model=model)
         if self.seq_len > model.cfg.n_ctx:
-            raise ValueError(f"seq_len={self.seq_len} is longer than the model's n_ctx={model.cfg.n_ctx}.")
+            raise ValueError(
+                f"seq_len={self.seq_len} is longer than the model's n_ctx={model.cfg.n_ctx}."
+            )
 
 
 @dataclass
@@ -297,12 +349,20 @@ class BenchmarkResult(Result):
         d = dict(d)
         d.update(d.pop("extras", None) or {})  # results.json written before typed fields
         d["degree_of_removal"] = {  # ... and before DegreeOfRemoval
-            name: e if "label" in e else {
-                "label": name, "level": e["level"],
+            name: e
+            if "label" in e
+            else {
+                "label": name,
+                "level": e["level"],
                 "max_steps": e.get("row", {}).get("relearn_budget", 0),
-                **{role: {**e[role], "runs": e[role]["all"]}
-                   for role in ("method", "baseline") if role in e}}
-            for name, e in (d.get("degree_of_removal") or {}).items()}
+                **{
+                    role: {**e[role], "runs": e[role]["all"]}
+                    for role in ("method", "baseline")
+                    if role in e
+                },
+            }
+            for name, e in (d.get("degree_of_removal") or {}).items()
+        }
         out = super().from_dict(d)  # the config comes back as a dict: rebuilt and checked
         out.config = BenchmarkConfig.from_dict(d["config"])
         return out
@@ -343,13 +403,29 @@ def selectivity_scatter(result: BenchmarkResult) -> go.Figure:
     for c in result.curves:
         f, r = c.forget_drop, c.retain_drop
         top = max(top, float(max(f.max(), r.max())))
-        fig.add_trace(go.Scatter(
-            x=r.tolist(), y=f.tolist(), mode="lines+markers", name=c.name,
-            text=[f"{c.level_name}={x:g}" for x in c.x],
-            hovertemplate="%{text}<br>retain drop %{x:.3f}<br>forget drop %{y:.3f}"))
-    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="not selective",
-                             line={"dash": "dot", "color": "#999"}))
-    fig.update_layout(title=f"Forget vs retain drop ({describe_metric(result.config.metric)})",
-                      xaxis_title="retain drop", yaxis_title="forget drop",
-                      template="plotly_white")
+        fig.add_trace(
+            go.Scatter(
+                x=r.tolist(),
+                y=f.tolist(),
+                mode="lines+markers",
+                name=c.name,
+                text=[f"{c.level_name}={x:g}" for x in c.x],
+                hovertemplate="%{text}<br>retain drop %{x:.3f}<br>forget drop %{y:.3f}",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, top],
+            y=[0, top],
+            mode="lines",
+            name="not selective",
+            line={"dash": "dot", "color": "#999"},
+        )
+    )
+    fig.update_layout(
+        title=f"Forget vs retain drop ({describe_metric(result.config.metric)})",
+        xaxis_title="retain drop",
+        yaxis_title="forget drop",
+        template="plotly_white",
+    )
     return fig

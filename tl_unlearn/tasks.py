@@ -38,15 +38,61 @@ import torch
 from tl_unlearn.data import Split, TextDataset, TextSource, TokenDataset, split_of
 from tl_unlearn.interventions.base import check_positive_int
 
-__all__ = ["BUILTIN_TASKS", "ForgetRetainTask", "InductionTask", "PromptAnswers", "builtin_task",
-           "facts_task", "greater_than_task", "induction_vocab", "ioi_task", "make_task"]
+__all__ = [
+    "BUILTIN_TASKS",
+    "ForgetRetainTask",
+    "InductionTask",
+    "PromptAnswers",
+    "builtin_task",
+    "facts_task",
+    "greater_than_task",
+    "induction_vocab",
+    "ioi_task",
+    "make_task",
+]
 
 FACTS_PATH = Path(__file__).parent / "assets" / "facts.json"
 
-IOI_NAMES = ["Mary", "John", "James", "Sarah", "David", "Paul", "Anna", "Michael", "Laura",
-             "Kevin", "Lisa", "Mark", "Peter", "Daniel", "Rachel", "Chris", "Kate", "Jack",
-             "Ryan", "Amy", "Sam", "Max", "Tom", "Tim", "Adam", "Eric", "Frank", "Grace",
-             "Helen", "Henry", "Lucy", "Mike", "Alice", "Emma", "Ben", "Joe", "Susan", "Steve"]
+IOI_NAMES = [
+    "Mary",
+    "John",
+    "James",
+    "Sarah",
+    "David",
+    "Paul",
+    "Anna",
+    "Michael",
+    "Laura",
+    "Kevin",
+    "Lisa",
+    "Mark",
+    "Peter",
+    "Daniel",
+    "Rachel",
+    "Chris",
+    "Kate",
+    "Jack",
+    "Ryan",
+    "Amy",
+    "Sam",
+    "Max",
+    "Tom",
+    "Tim",
+    "Adam",
+    "Eric",
+    "Frank",
+    "Grace",
+    "Helen",
+    "Henry",
+    "Lucy",
+    "Mike",
+    "Alice",
+    "Emma",
+    "Ben",
+    "Joe",
+    "Susan",
+    "Steve",
+]
 IOI_TEMPLATES = [
     "When [A] and [B] went to the [PLACE], [B] gave a [OBJECT] to",
     "When [A] and [B] went to the [PLACE], [B] handed a [OBJECT] to",
@@ -59,8 +105,18 @@ IOI_TEMPLATES = [
 ]
 IOI_PLACES = ["store", "garden", "restaurant", "school", "hospital", "office", "station", "park"]
 IOI_OBJECTS = ["drink", "book", "ring", "kiss", "bone", "basketball", "computer", "necklace"]
-GREATER_THAN_NOUNS = ["war", "dynasty", "expedition", "project", "strike", "drought", "siege",
-                      "reign", "campaign", "journey"]
+GREATER_THAN_NOUNS = [
+    "war",
+    "dynasty",
+    "expedition",
+    "project",
+    "strike",
+    "drought",
+    "siege",
+    "reign",
+    "campaign",
+    "journey",
+]
 GREATER_THAN_TEMPLATE = "The {noun} lasted from the year {century}{start:02d} to the year {century}"
 
 
@@ -108,27 +164,37 @@ class PromptAnswers:
             values = list(values)
             setattr(self, field_name, values)
             if len(values) != n:
-                raise ValueError(f"PromptAnswers {self.name!r}: {len(values)} {field_name} for "
-                                 f"{n} prompts; give one per prompt.")
+                raise ValueError(
+                    f"PromptAnswers {self.name!r}: {len(values)} {field_name} for "
+                    f"{n} prompts; give one per prompt."
+                )
             bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
             if bad:
-                raise TypeError(f"PromptAnswers {self.name!r}: {field_name}[{bad[0]}] is "
-                                f"{type(values[bad[0]]).__name__}, not a string.")
+                raise TypeError(
+                    f"PromptAnswers {self.name!r}: {field_name}[{bad[0]}] is "
+                    f"{type(values[bad[0]]).__name__}, not a string."
+                )
         bad = [i for i, p in enumerate(self.prompts) if not isinstance(p, str) or not p]
         if bad:
-            raise ValueError(f"PromptAnswers {self.name!r}: prompt {bad[0]} "
-                             f"({self.prompts[bad[0]]!r}) is not a non-empty string.")
+            raise ValueError(
+                f"PromptAnswers {self.name!r}: prompt {bad[0]} "
+                f"({self.prompts[bad[0]]!r}) is not a non-empty string."
+            )
         bad = [i for i, a in enumerate(self.answers) if not a]
         if bad:
-            raise ValueError(f"PromptAnswers {self.name!r}: answer {bad[0]} (for prompt "
-                             f"{self.prompts[bad[0]]!r}) is empty.")
+            raise ValueError(
+                f"PromptAnswers {self.name!r}: answer {bad[0]} (for prompt "
+                f"{self.prompts[bad[0]]!r}) is empty."
+            )
         if self.counterfactuals is not None:
             same = [i for i, (a, c) in enumerate(zip(self.answers, self.counterfactuals)) if a == c]
             if same:
                 i = same[0]
-                raise ValueError(f"PromptAnswers {self.name!r}: the counterfactual of example "
-                                 f"{i} equals its answer ({self.answers[i]!r}); a logit "
-                                 "difference against itself is 0 by construction.")
+                raise ValueError(
+                    f"PromptAnswers {self.name!r}: the counterfactual of example "
+                    f"{i} equals its answer ({self.answers[i]!r}); a logit "
+                    "difference against itself is 0 by construction."
+                )
         if not 0.0 < self.eval_fraction <= 1.0:
             raise ValueError(f"eval_fraction must be in (0, 1], got {self.eval_fraction}")
         keys = self.groups or self.prompts
@@ -145,7 +211,8 @@ class PromptAnswers:
                 f"both need some; at eval_fraction={self.eval_fraction} that takes about "
                 f"{math.ceil(3 / min(self.eval_fraction, 1 - self.eval_fraction))} distinct "
                 "prompts. Add examples, or pass eval_fraction=1.0 to evaluate all of them "
-                "(no fit split).")
+                "(no fit split)."
+            )
         self._split = {"fit": fit, "eval": ev}
 
     def __len__(self) -> int:
@@ -153,10 +220,17 @@ class PromptAnswers:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_source(cls, source: Any, *, name: str | None = None, eval_fraction: float = 0.2,
-                    prompt_column: str = "prompt", answer_column: str = "answer",
-                    counterfactual_column: str = "counterfactual",
-                    corrupted_column: str = "corrupted") -> PromptAnswers:
+    def from_source(
+        cls,
+        source: Any,
+        *,
+        name: str | None = None,
+        eval_fraction: float = 0.2,
+        prompt_column: str = "prompt",
+        answer_column: str = "answer",
+        counterfactual_column: str = "counterfactual",
+        corrupted_column: str = "corrupted",
+    ) -> PromptAnswers:
         """Build from a ``datasets.Dataset``, a JSONL/CSV file, a list of ``(prompt, answer)``
         or ``(prompt, answer, counterfactual)`` tuples or of dicts, or a TransformerLens
         ``IOIDataset``.
@@ -174,18 +248,22 @@ class PromptAnswers:
         if isinstance(source, (str, Path)):
             path = Path(source)
             if not path.is_file():
-                raise ValueError(f"Prompt→answer source {str(source)!r} is not a file (JSONL or "
-                                 f"CSV) nor a builtin task ({sorted(BUILTIN_TASKS)}).")
+                raise ValueError(
+                    f"Prompt→answer source {str(source)!r} is not a file (JSONL or "
+                    f"CSV) nor a builtin task ({sorted(BUILTIN_TASKS)})."
+                )
             if path.suffix == ".csv":
                 with path.open(newline="", encoding="utf-8") as fh:
                     records = list(csv.DictReader(fh))
             elif path.suffix in (".jsonl", ".json"):
                 text = path.read_text(encoding="utf-8")
-                records = (json.loads(text) if path.suffix == ".json"
-                           else [json.loads(line) for line in text.splitlines() if line.strip()])
+                records = (
+                    json.loads(text)
+                    if path.suffix == ".json"
+                    else [json.loads(line) for line in text.splitlines() if line.strip()]
+                )
             else:
-                raise ValueError(f"{path.name}: prompt→answer files must be .jsonl, .json or "
-                                 ".csv.")
+                raise ValueError(f"{path.name}: prompt→answer files must be .jsonl, .json or .csv.")
             name = name or path.stem
         elif isinstance(source, datasets.Dataset):
             records = source.to_list()
@@ -199,21 +277,29 @@ class PromptAnswers:
             raise ValueError(f"Prompt→answer source {name!r} is empty.")
         missing = [c for c in cols[:2] if c not in records[0]]
         if missing:
-            raise ValueError(f"Prompt→answer source {name!r} has no column {missing[0]!r}; its "
-                             f"columns are {sorted(records[0])}.")
+            raise ValueError(
+                f"Prompt→answer source {name!r} has no column {missing[0]!r}; its "
+                f"columns are {sorted(records[0])}."
+            )
 
         def column(c: str) -> list[str] | None:
             if not all(r.get(c) not in (None, "") for r in records):
                 return None
             return [r[c] for r in records]
 
-        return cls(name, column(prompt_column) or [r[prompt_column] for r in records],
-                   [r[answer_column] for r in records], column(counterfactual_column),
-                   column(corrupted_column), eval_fraction=eval_fraction)
+        return cls(
+            name,
+            column(prompt_column) or [r[prompt_column] for r in records],
+            [r[answer_column] for r in records],
+            column(counterfactual_column),
+            column(corrupted_column),
+            eval_fraction=eval_fraction,
+        )
 
     @classmethod
-    def from_ioi_dataset(cls, ds: Any, *, name: str = "ioi",
-                         eval_fraction: float = 0.2) -> PromptAnswers:
+    def from_ioi_dataset(
+        cls, ds: Any, *, name: str = "ioi", eval_fraction: float = 0.2
+    ) -> PromptAnswers:
         """From ``transformer_lens.evals.IOIDataset``: answer ``IO``, counterfactual ``S``."""
         prompts, answers, cfs = [], [], []
         for s in ds.samples:
@@ -280,13 +366,17 @@ class PromptAnswers:
         if corrupted and self.corrupted is None:
             raise ValueError(f"PromptAnswers {self.name!r} has no corrupted prompts.")
         prompts = self.corrupted if corrupted else self.prompts
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        bos = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos
         order = list(self.examples(split))
         if not order:
-            raise ValueError(f"PromptAnswers {self.name!r} has no {split} split "
-                             f"(eval_fraction={self.eval_fraction} puts every example in eval): "
-                             "fit on other data, or use eval_fraction < 1.")
+            raise ValueError(
+                f"PromptAnswers {self.name!r} has no {split} split "
+                f"(eval_fraction={self.eval_fraction} puts every example in eval): "
+                "fit on other data, or use eval_fraction < 1."
+            )
         random.Random(seed).shuffle(order)
         rows, starts, cfs, total = [], [], [], 0
         for i in order:
@@ -295,12 +385,16 @@ class PromptAnswers:
             p_ids = [bos, *tokenizer(prompts[i], add_special_tokens=False)["input_ids"]]
             a_ids = tokenizer(self.answers[i], add_special_tokens=False)["input_ids"]
             if not a_ids:
-                raise ValueError(f"PromptAnswers {self.name!r}: answer {self.answers[i]!r} of "
-                                 f"prompt {prompts[i]!r} tokenizes to nothing.")
+                raise ValueError(
+                    f"PromptAnswers {self.name!r}: answer {self.answers[i]!r} of "
+                    f"prompt {prompts[i]!r} tokenizes to nothing."
+                )
             if n_ctx is not None and len(p_ids) + len(a_ids) > n_ctx:
-                raise ValueError(f"PromptAnswers {self.name!r}: prompt {prompts[i][:60]!r} "
-                                 f"with its answer is {len(p_ids) + len(a_ids)} tokens; the "
-                                 f"model's context n_ctx is {n_ctx}.")
+                raise ValueError(
+                    f"PromptAnswers {self.name!r}: prompt {prompts[i][:60]!r} "
+                    f"with its answer is {len(p_ids) + len(a_ids)} tokens; the "
+                    f"model's context n_ctx is {n_ctx}."
+                )
             if self.counterfactuals is not None:
                 c_ids = tokenizer(self.counterfactuals[i], add_special_tokens=False)["input_ids"]
                 if not c_ids or c_ids[0] == a_ids[0]:
@@ -308,7 +402,8 @@ class PromptAnswers:
                         f"PromptAnswers {self.name!r}: counterfactual "
                         f"{self.counterfactuals[i]!r} of prompt {prompts[i]!r} has the same "
                         f"first token as the answer {self.answers[i]!r} (or none), so the "
-                        "logit difference is undefined.")
+                        "logit difference is undefined."
+                    )
             if max_tokens is not None and rows and total + len(p_ids) + len(a_ids) > max_tokens:
                 break
             if self.counterfactuals is not None:
@@ -324,24 +419,39 @@ class PromptAnswers:
             tokens[r, : len(row)] = torch.tensor(row)
             mask[r, : len(row)] = True
             target[r, start : len(row)] = True
-        return TokenDataset(self.name, tokens, mask, target, torch.tensor(starts),
-                            torch.tensor(cfs) if self.counterfactuals is not None else None)
+        return TokenDataset(
+            self.name,
+            tokens,
+            mask,
+            target,
+            torch.tensor(starts),
+            torch.tensor(cfs) if self.counterfactuals is not None else None,
+        )
 
 
 # ---------------------------------------------------------------------- builtin tasks
 def _single_token_names(tokenizer: Any | None) -> list[str]:
     if tokenizer is None:
         return list(IOI_NAMES)
-    names = [n for n in IOI_NAMES
-             if len(tokenizer(" " + n, add_special_tokens=False)["input_ids"]) == 1]
+    names = [
+        n for n in IOI_NAMES if len(tokenizer(" " + n, add_special_tokens=False)["input_ids"]) == 1
+    ]
     if len(names) < 3:
-        raise ValueError("Fewer than 3 IOI names are single tokens for this tokenizer "
-                         f"({names}); pass names=... to ioi_task().")
+        raise ValueError(
+            "Fewer than 3 IOI names are single tokens for this tokenizer "
+            f"({names}); pass names=... to ioi_task()."
+        )
     return names
 
 
-def ioi_task(tokenizer: Any | None = None, n: int = 600, *, seed: int = 0,
-             names: Sequence[str] | None = None, name: str = "ioi") -> PromptAnswers:
+def ioi_task(
+    tokenizer: Any | None = None,
+    n: int = 600,
+    *,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+    name: str = "ioi",
+) -> PromptAnswers:
     """Indirect object identification: ``"When Mary and John went to the store, John gave a
     drink to"`` → ``" Mary"``, counterfactual ``" John"``, corrupted (ABC) prompt with a third
     name in place of the repeated subject.
@@ -359,14 +469,17 @@ def ioi_task(tokenizer: Any | None = None, n: int = 600, *, seed: int = 0,
     prompts, answers, cfs, corrupted, groups = [], [], [], [], []
     for _ in range(n):
         a, b, c = rng.sample(pool, 3)
-        template = (rng.choice(IOI_TEMPLATES).replace("[PLACE]", rng.choice(IOI_PLACES))
-                    .replace("[OBJECT]", rng.choice(IOI_OBJECTS)))
+        template = (
+            rng.choice(IOI_TEMPLATES)
+            .replace("[PLACE]", rng.choice(IOI_PLACES))
+            .replace("[OBJECT]", rng.choice(IOI_OBJECTS))
+        )
         if rng.random() < 0.5:  # ABBA and BABA orders
             template = template.replace("[A] and [B]", "[B] and [A]", 1)
         prompt = template.replace("[A]", a).replace("[B]", b)
         last = prompt.rfind(b)
         prompts.append(prompt)
-        corrupted.append(prompt[:last] + c + prompt[last + len(b):])
+        corrupted.append(prompt[:last] + c + prompt[last + len(b) :])
         answers.append(" " + a)
         cfs.append(" " + b)
         groups.append("|".join(sorted((a, b))))
@@ -414,8 +527,10 @@ def facts_task(*, relations: Sequence[str] | None = None, name: str = "facts") -
     table = json.loads(FACTS_PATH.read_text(encoding="utf-8"))
     facts = [f for f in table["facts"] if relations is None or f[1] in relations]
     if not facts:
-        raise ValueError(f"No fact has relation in {relations}; the table has "
-                         f"{sorted({f[1] for f in table['facts']})}.")
+        raise ValueError(
+            f"No fact has relation in {relations}; the table has "
+            f"{sorted({f[1] for f in table['facts']})}."
+        )
     prompts, answers, cfs, groups = [], [], [], []
     for k, (subject, relation, obj) in enumerate(facts):
         others = [f[2] for f in facts if f[1] == relation and f[2] != obj]
@@ -462,10 +577,18 @@ class InductionTask:
     def texts(self, split: Split) -> list[str]:
         return []
 
-    def tokenize(self, tokenizer: Any, split: Split = "eval", *,
-                 max_tokens: int | None = 20_000, seed: int = 0, n_ctx: int | None = None,
-                 corrupted: bool = False, max_examples: int | None = None,
-                 **_ignored: Any) -> TokenDataset:
+    def tokenize(
+        self,
+        tokenizer: Any,
+        split: Split = "eval",
+        *,
+        max_tokens: int | None = 20_000,
+        seed: int = 0,
+        n_ctx: int | None = None,
+        corrupted: bool = False,
+        max_examples: int | None = None,
+        **_ignored: Any,
+    ) -> TokenDataset:
         """Rows of ``1 + 2 * half`` tokens up to ``max_tokens`` (at least one row; at most
         ``max_examples`` rows when given).
 
@@ -484,7 +607,9 @@ class InductionTask:
         vocab = induction_vocab(tokenizer, self.vocab_size)
         gen = torch.Generator().manual_seed(seed * 2 + (split == "eval"))
         half = vocab[torch.randint(len(vocab), (n, self.half), generator=gen)]
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        bos = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
         first = half
         if corrupted:  # other tokens in the first copy, drawn from the same vocabulary
             other = torch.Generator().manual_seed(seed * 2 + (split == "eval") + 1_000_003)
@@ -495,7 +620,7 @@ class InductionTask:
                 same = first == half
         tokens = torch.cat([torch.full((n, 1), bos), first, half], 1)
         target = torch.zeros_like(tokens, dtype=torch.bool)
-        target[:, self.half + 2:] = True
+        target[:, self.half + 2 :] = True
         return TokenDataset(self.name, tokens, torch.ones_like(target), target)
 
 
@@ -613,8 +738,9 @@ def make_task(
     """
     kw = dict(eval_fraction=eval_fraction, text_column=text_column)
     extra = {k: _side(v, k, kw) for k, v in (extra_retain or {}).items()}
-    task = ForgetRetainTask(forget=_side(forget, "forget", kw), retain=_side(retain, "retain", kw),
-                            extra=extra)
+    task = ForgetRetainTask(
+        forget=_side(forget, "forget", kw), retain=_side(retain, "retain", kw), extra=extra
+    )
     forget_docs = set(task.forget.fit) | set(task.forget.eval)
     for name, ds in task.datasets().items():
         if name == "forget":
@@ -624,5 +750,6 @@ def make_task(
             raise ValueError(
                 f"The forget and {name} sets share {len(shared)} document(s) (e.g. "
                 f"{next(iter(shared))[:60]!r}): a text cannot be both forgotten and retained. "
-                "Remove the overlap.")
+                "Remove the overlap."
+            )
     return task

@@ -83,8 +83,14 @@ class AblationWidget:
     """
 
     def __init__(
-        self, model: Any, data: Mapping[str, TokenDataset], *, method: Method = "zero",
-        reference: TokenDataset | None = None, include_mlp: bool = True, batch_size: int = 8,
+        self,
+        model: Any,
+        data: Mapping[str, TokenDataset],
+        *,
+        method: Method = "zero",
+        reference: TokenDataset | None = None,
+        include_mlp: bool = True,
+        batch_size: int = 8,
         metric: MetricSpec | MetricFn | Mapping[str, str | MetricFn] = "top1",
         metrics: Mapping[str, MetricFn] | None = None,
     ) -> None:
@@ -101,8 +107,14 @@ class AblationWidget:
         self.include_mlp = include_mlp
         self.batch_size = batch_size
         self.metric = metric
-        self.original = evaluate(model, self.data, batch_size=batch_size, progress=False,
-                                 label="original", metrics=metrics)
+        self.original = evaluate(
+            model,
+            self.data,
+            batch_size=batch_size,
+            progress=False,
+            label="original",
+            metrics=metrics,
+        )
         self.current: Evaluation = self.original
         self.last_seconds = 0.0
         self.exported: Intervention | None = None
@@ -141,15 +153,18 @@ class AblationWidget:
 
     def intervention(self) -> Intervention:
         """The current selection as an intervention."""
-        return component_intervention(self.model, self.selection, self.method, self.reference,
-                                      means=self._means)
+        return component_intervention(
+            self.model, self.selection, self.method, self.reference, means=self._means
+        )
 
     def code(self) -> str:
         """Python code that rebuilds the current selection as an intervention."""
         ref = ", reference=reference" if self.method != "zero" else ""
-        return ("from tl_unlearn.circuits import component_intervention\n"
-                f"intervention = component_intervention(model, {self.selection!r}, "
-                f"method={self.method!r}{ref})")
+        return (
+            "from tl_unlearn.circuits import component_intervention\n"
+            f"intervention = component_intervention(model, {self.selection!r}, "
+            f"method={self.method!r}{ref})"
+        )
 
     def export(self) -> Intervention:
         """Store the current selection as an intervention in :attr:`exported` and return it."""
@@ -161,19 +176,30 @@ class AblationWidget:
         """Shown numbers per dataset: top-1, loss and the drop metric (``metric``), original
         and current, and the relative drop of the metric."""
         drop = self.current.relative_drop(self.original, self.metric)
-        return {name: {"top1": self.current[name].accuracy[1], "loss": self.current[name].loss,
-                       "metric": self.current.metric(name, self.metric),
-                       "original_metric": self.original.metric(name, self.metric),
-                       "original_top1": self.original[name].accuracy[1],
-                       "original_loss": self.original[name].loss, "drop": drop[name]}
-                for name in ("forget", "retain")}
+        return {
+            name: {
+                "top1": self.current[name].accuracy[1],
+                "loss": self.current[name].loss,
+                "metric": self.current.metric(name, self.metric),
+                "original_metric": self.original.metric(name, self.metric),
+                "original_top1": self.original[name].accuracy[1],
+                "original_loss": self.original[name].loss,
+                "drop": drop[name],
+            }
+            for name in ("forget", "retain")
+        }
 
     def _refresh(self) -> Evaluation:
         t0 = time.perf_counter()
         if self._selected:
-            self.current = evaluate(self.model, self.data, self.intervention(),
-                                    batch_size=self.batch_size, progress=False,
-                                    metrics=self.metrics)
+            self.current = evaluate(
+                self.model,
+                self.data,
+                self.intervention(),
+                batch_size=self.batch_size,
+                progress=False,
+                metrics=self.metrics,
+            )
         else:
             self.current = self.original
         self.last_seconds = time.perf_counter() - t0
@@ -207,8 +233,11 @@ class AblationWidget:
             if self.include_mlp:
                 comps.append((l, None))
             for comp in comps:
-                b = w.ToggleButton(value=comp in self._selected, description=component_label(comp),
-                                   layout=w.Layout(width="72px"))
+                b = w.ToggleButton(
+                    value=comp in self._selected,
+                    description=component_label(comp),
+                    layout=w.Layout(width="72px"),
+                )
                 b.observe(self._on_toggle(comp), names="value")
                 buttons[comp] = b
                 row.append(b)
@@ -216,30 +245,64 @@ class AblationWidget:
         # fixed widths that fit a notebook cell side by side (~1,000 px), wrapping below that
         # top-1 (a fraction, left axis) and loss (nats per token, right axis) on their own
         # axes: on one axis a loss of 3 leaves top-1 bars of 0.3 unreadable
-        bars = go.FigureWidget(layout={"title": "top-1 and loss", "barmode": "group",
-                                       "height": 320, "width": BARS_WIDTH, "autosize": False,
-                                       "margin": {"l": 50, "r": 50, "t": 50, "b": 50},
-                                       "yaxis": {"title": "top-1", "range": [0, 1]},
-                                       "yaxis2": {"title": "loss (nats)", "overlaying": "y",
-                                                  "side": "right", "rangemode": "tozero",
-                                                  "showgrid": False},
-                                       "legend": {"orientation": "h", "y": -0.2},
-                                       "template": "plotly_white"})
+        bars = go.FigureWidget(
+            layout={
+                "title": "top-1 and loss",
+                "barmode": "group",
+                "height": 320,
+                "width": BARS_WIDTH,
+                "autosize": False,
+                "margin": {"l": 50, "r": 50, "t": 50, "b": 50},
+                "yaxis": {"title": "top-1", "range": [0, 1]},
+                "yaxis2": {
+                    "title": "loss (nats)",
+                    "overlaying": "y",
+                    "side": "right",
+                    "rangemode": "tozero",
+                    "showgrid": False,
+                },
+                "legend": {"orientation": "h", "y": -0.2},
+                "template": "plotly_white",
+            }
+        )
         colours = {"original": "#636efa", "current": "#ef553b"}
-        for axis, x in (("y", ["forget top-1", "retain top-1"]),
-                        ("y2", ["forget loss", "retain loss"])):
+        for axis, x in (
+            ("y", ["forget top-1", "retain top-1"]),
+            ("y2", ["forget loss", "retain loss"]),
+        ):
             for kind in ("original", "current"):
-                bars.add_bar(name=kind, x=x, y=[0, 0], yaxis=axis, offsetgroup=kind,
-                             marker_color=colours[kind], showlegend=axis == "y",
-                             legendgroup=kind)
-        point = go.FigureWidget(layout={"title": "selectivity point", "height": 320,
-                                        "width": POINT_WIDTH, "autosize": False,
-                                        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-                                        "xaxis_title": "retain drop", "yaxis_title": "forget drop",
-                                        "showlegend": False, "template": "plotly_white"})
+                bars.add_bar(
+                    name=kind,
+                    x=x,
+                    y=[0, 0],
+                    yaxis=axis,
+                    offsetgroup=kind,
+                    marker_color=colours[kind],
+                    showlegend=axis == "y",
+                    legendgroup=kind,
+                )
+        point = go.FigureWidget(
+            layout={
+                "title": "selectivity point",
+                "height": 320,
+                "width": POINT_WIDTH,
+                "autosize": False,
+                "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+                "xaxis_title": "retain drop",
+                "yaxis_title": "forget drop",
+                "showlegend": False,
+                "template": "plotly_white",
+            }
+        )
         # the diagonal: points above it hurt the forget set more than the retain set
-        point.add_scatter(x=[-1, 2], y=[-1, 2], mode="lines", name="not selective",
-                          line={"dash": "dot", "color": "#999"}, hoverinfo="skip")
+        point.add_scatter(
+            x=[-1, 2],
+            y=[-1, 2],
+            mode="lines",
+            name="not selective",
+            line={"dash": "dot", "color": "#999"},
+            hoverinfo="skip",
+        )
         point.add_scatter(x=[0], y=[0], mode="markers", marker={"size": 14}, name="selection")
         status = w.HTML()
         code = w.Textarea(layout=w.Layout(width="100%", height="60px"))
@@ -248,10 +311,15 @@ class AblationWidget:
         export.on_click(lambda _: self.export())
         show_code.on_click(lambda _: setattr(code, "value", self.code()))
         figures = w.HBox([bars, point], layout=w.Layout(flex_flow="row wrap", width="100%"))
-        root = w.VBox([w.VBox(rows), figures, status,
-                       w.HBox([export, show_code]), code])
-        return {"root": root, "buttons": buttons, "bars": bars, "point": point,
-                "status": status, "code": code}
+        root = w.VBox([w.VBox(rows), figures, status, w.HBox([export, show_code]), code])
+        return {
+            "root": root,
+            "buttons": buttons,
+            "bars": bars,
+            "point": point,
+            "status": status,
+            "code": code,
+        }
 
     def _on_toggle(self, comp: Component) -> Any:
         def handler(change: dict[str, Any]) -> None:
@@ -280,6 +348,8 @@ class AblationWidget:
             if b.value != (comp in self._selected):
                 b.value = comp in self._selected
         labels = ", ".join(component_label(c) for c in self.selection) or "nothing"
-        ui["status"].value = (f"ablated ({self.method}): {labels} · forget drop "
-                              f"{n['forget']['drop']:.3f}, retain drop {n['retain']['drop']:.3f}"
-                              f" · {self.last_seconds * 1000:.0f} ms")
+        ui["status"].value = (
+            f"ablated ({self.method}): {labels} · forget drop "
+            f"{n['forget']['drop']:.3f}, retain drop {n['retain']['drop']:.3f}"
+            f" · {self.last_seconds * 1000:.0f} ms"
+        )

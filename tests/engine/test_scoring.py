@@ -32,8 +32,7 @@ def _inputs(model, data, batch=3, pos=12):
     return tokens, mask, normed
 
 
-def _check_against_references(model, tokens, mask, normed, top_k=(1, 2, 5), skip=None,
-                              scored=None):
+def _check_against_references(model, tokens, mask, normed, top_k=(1, 2, 5), skip=None, scored=None):
     with torch.no_grad():
         logits = model(tokens)
     by_slices = residual_statistics(model, normed, tokens, mask, top_k, skip, scored)
@@ -55,7 +54,8 @@ def _check_against_references(model, tokens, mask, normed, top_k=(1, 2, 5), skip
     ahead = _stable_ahead(flat, targets)
     for j, k in enumerate(top_k):
         ref = torch.zeros(len(tokens), dtype=torch.float64).index_add_(
-            0, rows, (ahead < k).double())
+            0, rows, (ahead < k).double()
+        )
         assert torch.equal(by_slices[:, 2 + j], ref), k
     return by_slices
 
@@ -65,8 +65,7 @@ def test_slices_give_the_scores_of_whole_logits(tiny_model, tiny_data, small_sli
     gen = torch.Generator().manual_seed(1)
     scored = torch.rand(tokens[:, 1:].shape, generator=gen) < 0.7
     skip = tokens[0, :4].unique()
-    stats = _check_against_references(tiny_model, tokens, mask, normed, skip=skip,
-                                      scored=scored)
+    stats = _check_against_references(tiny_model, tokens, mask, normed, skip=skip, scored=scored)
     assert stats[:, 2].sum() > 0  # some hits: the comparison is not vacuous
 
 

@@ -48,13 +48,16 @@ def test_zero_neurons_and_positions(tiny_model):
     assert torch.equal(a[..., other], c[..., other])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(heads=[(2, 0)]), r"Layer 2 is out of range.*0\.\.1"),
-    (dict(heads=[(0, 4)]), r"Head \(layer 0\) index 4 is out of range.*0\.\.3"),
-    (dict(neurons={1: [512]}), r"Neuron \(layer 1\) index 512.*0\.\.511"),
-    (dict(hook_points={"blocks.0.hook_resid_pre": [128]}), r"index 128.*0\.\.127"),
-    (dict(), "Nothing selected"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(heads=[(2, 0)]), r"Layer 2 is out of range.*0\.\.1"),
+        (dict(heads=[(0, 4)]), r"Head \(layer 0\) index 4 is out of range.*0\.\.3"),
+        (dict(neurons={1: [512]}), r"Neuron \(layer 1\) index 512.*0\.\.511"),
+        (dict(hook_points={"blocks.0.hook_resid_pre": [128]}), r"index 128.*0\.\.127"),
+        (dict(), "Nothing selected"),
+    ],
+)
 def test_bad_selection_errors_name_the_value(tiny_model, kwargs, match, weights_guard):
     with weights_guard(tiny_model), pytest.raises(ValueError, match=match):
         zero_ablation(tiny_model, **kwargs)
@@ -120,8 +123,14 @@ def test_keep_only_circuit_ablates_the_complement(tiny_model, tiny_data):
     assert (ablated[:, :, [0, 2, 3]] == 0).all()
     with pytest.raises(ValueError, match="reference"):
         keep_only_circuit(tiny_model, heads=[(1, 1)], method="mean")
-    iv = keep_only_circuit(tiny_model, heads=[(0, 0)], include_mlp=True, neurons={0: [1]},
-                           method="mean", reference=tiny_data["retain"])
+    iv = keep_only_circuit(
+        tiny_model,
+        heads=[(0, 0)],
+        include_mlp=True,
+        neurons={0: [1]},
+        method="mean",
+        reference=tiny_data["retain"],
+    )
     assert len(iv.info["ablated_heads"]) == 7
 
 

@@ -51,8 +51,9 @@ def test_compose_runs_both_in_order(tiny_model):
     with both.applied(tiny_model):
         y = tiny_model(tokens)
     assert torch.equal(x, y)
-    assert torch.equal(compose(a, b).fwd_hooks[1][1](torch.ones(1, 1, 4, 32), None)[0, 0, 1],
-                       torch.zeros(32))
+    assert torch.equal(
+        compose(a, b).fwd_hooks[1][1](torch.ones(1, 1, 4, 32), None)[0, 0, 1], torch.zeros(32)
+    )
     assert sum([a, b]).hook_names == ab.hook_names
 
 
@@ -66,8 +67,9 @@ def test_positions_mask_variants():
         positions_mask("first", 4)
 
 
-def test_every_intervention_leaves_weights_bit_identical(tiny_model, tiny_data, weights_guard,
-                                                         sae_factory):
+def test_every_intervention_leaves_weights_bit_identical(
+    tiny_model, tiny_data, weights_guard, sae_factory
+):
     from tl_unlearn.interventions import (
         actadd,
         directional_ablation,
@@ -85,8 +87,9 @@ def test_every_intervention_leaves_weights_bit_identical(tiny_model, tiny_data, 
             resample_ablation(tiny_model, ref, heads=[(1, 3)]),
             keep_only_circuit(tiny_model, heads=[(0, 0)], method="mean", reference=ref),
             directional_ablation(tiny_model, "blocks.1.hook_resid_pre", torch.randn(128)),
-            sae_feature_intervention(tiny_model, sae_factory(tiny_model, "blocks.1.hook_resid_pre"),
-                                     [1, 2], "clamp", 3.0),
+            sae_feature_intervention(
+                tiny_model, sae_factory(tiny_model, "blocks.1.hook_resid_pre"), [1, 2], "clamp", 3.0
+            ),
             actadd(tiny_model, "def", "The", layer=1, coeff=3.0),
             selective_pruning(tiny_model, tiny_data["forget"], ref, 0.05, mode="mean"),
         ]
@@ -96,8 +99,9 @@ def test_every_intervention_leaves_weights_bit_identical(tiny_model, tiny_data, 
                 tiny_model(ref.tokens[:2, :32])
 
 
-def test_stream_activations_reads_masked_activations_after_fwd_hooks(tiny_model, tiny_data,
-                                                                     weights_guard):
+def test_stream_activations_reads_masked_activations_after_fwd_hooks(
+    tiny_model, tiny_data, weights_guard
+):
     """The one streaming loop hands each hook the activations of every batch (with the
     fwd_hooks applied first) and its mask, as run_with_cache does on the same batch."""
     data = tiny_data["forget"]
@@ -105,9 +109,14 @@ def test_stream_activations_reads_masked_activations_after_fwd_hooks(tiny_model,
     iv = zero_ablation(tiny_model, heads=[(0, 1)])
     seen: dict[str, list] = {n: [] for n in names}
     with weights_guard(tiny_model):
-        n = stream_activations(tiny_model, data, names,
-                               lambda name, acts, mask: seen[name].append(acts[mask].clone()),
-                               batch_size=3, fwd_hooks=list(iv))
+        n = stream_activations(
+            tiny_model,
+            data,
+            names,
+            lambda name, acts, mask: seen[name].append(acts[mask].clone()),
+            batch_size=3,
+            fwd_hooks=list(iv),
+        )
         ref: dict[str, list] = {nm: [] for nm in names}
         for tokens, mask in data.batches(3):
             with tiny_model.hooks(fwd_hooks=list(iv)):

@@ -12,8 +12,9 @@ from tl_unlearn.tasks import ioi_task
 
 @pytest.fixture(scope="module")
 def pair(tiny_model):
-    return counterfactual_pair(ioi_task(tiny_model.tokenizer, n=60), tiny_model.tokenizer,
-                               max_examples=9)
+    return counterfactual_pair(
+        ioi_task(tiny_model.tokenizer, n=60), tiny_model.tokenizer, max_examples=9
+    )
 
 
 def test_heads_read_their_own_partner(tiny_model, pair):
@@ -47,10 +48,12 @@ def test_mlp_outputs_and_positions(tiny_model, pair):
 def test_pairs_of_different_lengths_are_named(tiny_model):
     tokens = torch.tensor([[1, 5, 6, 7, 8], [1, 5, 6, 7, 8]])
     clean = TokenDataset("clean", tokens, torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool())
-    corrupted = TokenDataset("corrupted", tokens,
-                             torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]]).bool())
-    with pytest.raises(ValueError, match="Example 1: the clean prompt is 5 tokens but its "
-                                         "corrupted prompt is 3"):
+    corrupted = TokenDataset(
+        "corrupted", tokens, torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]]).bool()
+    )
+    with pytest.raises(
+        ValueError, match="Example 1: the clean prompt is 5 tokens but its corrupted prompt is 3"
+    ):
         counterfactual_ablation(tiny_model, clean, corrupted, heads=[(0, 0)])
     with pytest.raises(ValueError, match="Clean data has 2 examples but corrupted data has 1"):
         counterfactual_ablation(tiny_model, clean, corrupted.head(1), heads=[(0, 0)])
@@ -60,8 +63,10 @@ def test_pairs_of_different_lengths_are_named(tiny_model):
 def test_a_row_that_is_not_clean_data_raises(tiny_model, pair):
     clean, corrupted = pair
     iv = counterfactual_ablation(tiny_model, clean, corrupted, heads=[(0, 0)])
-    with pytest.raises(ValueError, match="Batch row 0 is not one of the 9 clean"), \
-            iv.applied(tiny_model):
+    with (
+        pytest.raises(ValueError, match="Batch row 0 is not one of the 9 clean"),
+        iv.applied(tiny_model),
+    ):
         tiny_model(tiny_model.to_tokens(["something else entirely here"]))
 
 

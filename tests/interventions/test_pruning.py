@@ -35,8 +35,13 @@ def test_reading_units_takes_exactly_the_masked_positions():
     ragged[1, 4:] = False
     gap = torch.ones(1, 9, dtype=torch.bool)
     gap[0, 2] = False
-    for x, mask in ((acts[:1], one_row), (acts, torch.ones(3, 9, dtype=torch.bool)),
-                    (acts, ragged), (acts[:1], gap), (acts[:1], torch.zeros(1, 9, dtype=bool))):
+    for x, mask in (
+        (acts[:1], one_row),
+        (acts, torch.ones(3, 9, dtype=torch.bool)),
+        (acts, ragged),
+        (acts[:1], gap),
+        (acts[:1], torch.zeros(1, 9, dtype=bool)),
+    ):
         got, ref = UnitStats.empty(20), UnitStats.empty(20)
         _read_units(got, x, mask)
         ref.update(x[mask].reshape(-1, 20))
@@ -92,8 +97,9 @@ def test_pruned_units_read_zero_or_mean(tiny_model, fit_data):
     idx = iv.info["pruned"][name]
     with iv.applied(tiny_model):
         _, c = tiny_model.run_with_cache(fit_data["retain"].tokens[:2], names_filter=name)
-    torch.testing.assert_close(c[name][..., idx],
-                               ps.retain_stats[name].mean[idx].float().expand(2, 64, -1))
+    torch.testing.assert_close(
+        c[name][..., idx], ps.retain_stats[name].mean[idx].float().expand(2, 64, -1)
+    )
 
 
 def test_iterative_pruning_prunes_the_requested_count(tiny_model, fit_data):
@@ -124,8 +130,9 @@ def test_partial_statistics_track_only_what_a_score_reads():
     rng = np.random.default_rng(1)
     x = torch.from_numpy(rng.normal(0.5, 1.0, size=(900, 5)))
     full = UnitStats.empty(5)
-    parts = {k: UnitStats.empty(5, [k]) for k in ("mean", "m2", "mean_abs", "mean_sqrt",
-                                                  "pos_freq")}
+    parts = {
+        k: UnitStats.empty(5, [k]) for k in ("mean", "m2", "mean_abs", "mean_sqrt", "pos_freq")
+    }
     for chunk in torch.split(x, 128):
         full.update(chunk)
         for s in parts.values():
@@ -142,10 +149,10 @@ def test_partial_statistics_track_only_what_a_score_reads():
 
 def test_rescoring_partial_statistics_names_what_is_missing(tiny_model, fit_data):
     with pytest.raises(ValueError, match="'std' score needs the statistics"):
-        pruning_scores(tiny_model, fit_data["forget"], fit_data["retain"], score="std",
-                       statistics=["mean_abs"])  # refused before any forward pass
-    ps = pruning_scores(tiny_model, fit_data["forget"], fit_data["retain"],
-                        statistics=["mean_abs"])
+        pruning_scores(
+            tiny_model, fit_data["forget"], fit_data["retain"], score="std", statistics=["mean_abs"]
+        )  # refused before any forward pass
+    ps = pruning_scores(tiny_model, fit_data["forget"], fit_data["retain"], statistics=["mean_abs"])
     with pytest.raises(ValueError, match="'freq' score needs the statistics"):
         ps.rescored("freq")
     with pytest.raises(ValueError, match="mode='mean' pruning needs"):
@@ -153,8 +160,7 @@ def test_rescoring_partial_statistics_names_what_is_missing(tiny_model, fit_data
 
 
 @pytest.mark.parametrize("mode", ["zero", "mean"])
-def test_statistics_read_in_the_evaluation_passes_equal_their_own_passes(tiny_model, task,
-                                                                         mode):
+def test_statistics_read_in_the_evaluation_passes_equal_their_own_passes(tiny_model, task, mode):
     """With evaluate_on holding the fit sequences first, each step's statistics are read in
     the evaluation's passes: the same pruned units and evaluations as separate collection
     passes, in 4 passes per side instead of 7 (counted at hook_embed)."""
@@ -168,13 +174,24 @@ def test_statistics_read_in_the_evaluation_passes_equal_their_own_passes(tiny_mo
     def run(**kwargs):
         passes.clear()
         with tiny_model.hooks(fwd_hooks=[counter]):
-            iv = selective_pruning(tiny_model, fit["forget"], fit["retain"], 0.06, steps=3,
-                                   mode=mode, batch_size=4, **kwargs)
+            iv = selective_pruning(
+                tiny_model,
+                fit["forget"],
+                fit["retain"],
+                0.06,
+                steps=3,
+                mode=mode,
+                batch_size=4,
+                **kwargs,
+            )
         return iv, sum(passes)
 
     separate_evals = []
-    separate, n_separate = run(on_step=lambda step, iv: separate_evals.append(
-        evaluate(tiny_model, more, iv, batch_size=4, **opts)))
+    separate, n_separate = run(
+        on_step=lambda step, iv: separate_evals.append(
+            evaluate(tiny_model, more, iv, batch_size=4, **opts)
+        )
+    )
     fused, n_fused = run(evaluate_on=more, evaluate_options=opts)
     assert fused.info["statistics_read_in_evaluation"] == ["forget", "retain"]
     assert fused.info["pruned"] == separate.info["pruned"]
@@ -194,5 +211,11 @@ def test_statistics_read_in_the_evaluation_passes_equal_their_own_passes(tiny_mo
     assert apart.info["statistics_read_in_evaluation"] == []
     assert apart.info["pruned"] == separate.info["pruned"]
     with pytest.raises(ValueError, match="evaluate_options takes"):
-        selective_pruning(tiny_model, fit["forget"], fit["retain"], 0.06, evaluate_on=more,
-                          evaluate_options={"batch_size": 3})
+        selective_pruning(
+            tiny_model,
+            fit["forget"],
+            fit["retain"],
+            0.06,
+            evaluate_on=more,
+            evaluate_options={"batch_size": 3},
+        )

@@ -66,8 +66,7 @@ def test_sae_errors(tiny_model, sae_factory):
     from sae_lens import StandardSAE, StandardSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    wrong = StandardSAE(StandardSAEConfig(d_in=64, d_sae=32,
-                                          metadata=SAEMetadata(hook_name=HOOK)))
+    wrong = StandardSAE(StandardSAEConfig(d_in=64, d_sae=32, metadata=SAEMetadata(hook_name=HOOK)))
     with pytest.raises(ValueError, match=r"d_in=64 does not match.*128"):
         sae_feature_intervention(tiny_model, wrong, [0])
     sae = sae_factory(tiny_model, HOOK)
@@ -86,5 +85,6 @@ def test_sae_direction_steering_adds_decoder_row(tiny_model, sae_factory):
     _, clean = tiny_model.run_with_cache(TOKENS, names_filter=HOOK)
     with iv.applied(tiny_model):
         _, c = tiny_model.run_with_cache(TOKENS, names_filter=HOOK)
-    torch.testing.assert_close(c[HOOK] - clean[HOOK], (2.0 * sae.W_dec[7]).expand_as(c[HOOK]),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        c[HOOK] - clean[HOOK], (2.0 * sae.W_dec[7]).expand_as(c[HOOK]), atol=1e-5, rtol=1e-5
+    )

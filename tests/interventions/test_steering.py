@@ -47,8 +47,9 @@ def test_generate_skips_single_token_decode_steps(tiny_model):
     seen = []
     record = ("blocks.0.hook_resid_pre", lambda x, hook: seen.append(x.shape[1]))
     with tiny_model.hooks(fwd_hooks=[*iv.fwd_hooks, record]):
-        steered = tiny_model.generate("x = ", max_new_tokens=4, do_sample=False, verbose=False,
-                                      use_past_kv_cache=True)
+        steered = tiny_model.generate(
+            "x = ", max_new_tokens=4, do_sample=False, verbose=False, use_past_kv_cache=True
+        )
     plain = tiny_model.generate("x = ", max_new_tokens=4, do_sample=False, verbose=False)
     assert seen[0] > 1 and all(s == 1 for s in seen[1:])
     assert steered != plain

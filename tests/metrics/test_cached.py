@@ -72,8 +72,9 @@ def test_caches_equal_the_model_running_lens_and_distances(tiny_model, tiny_data
         assert np.allclose(got.rank[ds.name][run], want.rank[ds.name][run], atol=1e-5)
     names = [f"blocks.{l}.hook_resid_post" for l in range(2)]
     want_d = activation_distances(tiny_model, ds, names, hooks_b=iv)
-    got_d = activation_distances_from_caches(clean, ablated, ds.attention_mask,
-                                             hook_names=names, dataset=ds.name)
+    got_d = activation_distances_from_caches(
+        clean, ablated, ds.attention_mask, hook_names=names, dataset=ds.name
+    )
     for n in names:
         assert close(got_d.l2[ds.name][n], want_d.l2[ds.name][n])
         assert close(got_d.cosine[ds.name][n], want_d.cosine[ds.name][n])

@@ -59,8 +59,9 @@ def test_zrf_equals_one_minus_mean_normalised_js_with_random_twin(tiny_model, ti
 def test_zrf_scores_share_one_twin_built_inside(tiny_model, tiny_data, monkeypatch):
     """Several interventions, the twin built (and freed) inside, and the distances taken a
     few positions at a time: each equals scipy on a twin built here with the same seed."""
-    monkeypatch.setattr(sys.modules["tl_unlearn.metrics.distances"], "_BLOCK_BYTES",
-                        4 * tiny_model.cfg.d_vocab * 5)  # blocks of 5 positions
+    monkeypatch.setattr(
+        sys.modules["tl_unlearn.metrics.distances"], "_BLOCK_BYTES", 4 * tiny_model.cfg.d_vocab * 5
+    )  # blocks of 5 positions
     ds = tiny_data["forget"]
     ivs = [zero_ablation(tiny_model, neurons={0: list(range(50))}), []]
     scores = zrf_scores(tiny_model, ds, ivs, seed=3, batch_size=3)
@@ -75,7 +76,8 @@ def test_zrf_scores_share_one_twin_built_inside(tiny_model, tiny_data, monkeypat
     fp32 = zrf_scores(tiny_model, ds, ivs, random_model=random_twin(tiny_model, seed=3))
     assert fp32 == pytest.approx(scores, abs=2e-3)
     assert zrf_score(tiny_model, ds, ivs[0], seed=3, batch_size=3) == pytest.approx(
-        scores[0], abs=1e-12)
+        scores[0], abs=1e-12
+    )
 
 
 def test_output_l2_by_hand(tiny_model, tiny_data):
@@ -91,8 +93,13 @@ def test_activation_distances_by_hand(tiny_model, tiny_data):
     ds = tiny_data["forget"]
     iv = zero_ablation(tiny_model, heads=[(0, 2)])
     name = "blocks.1.hook_resid_pre"
-    res = activation_distances(tiny_model, {"forget": ds, "random": random_tokens(tiny_model)},
-                               [name, "blocks.0.hook_resid_pre"], iv, batch_size=3)
+    res = activation_distances(
+        tiny_model,
+        {"forget": ds, "random": random_tokens(tiny_model)},
+        [name, "blocks.0.hook_resid_pre"],
+        iv,
+        batch_size=3,
+    )
     _, ca = tiny_model.run_with_cache(ds.tokens, names_filter=name)
     with iv.applied(tiny_model):
         _, cb = tiny_model.run_with_cache(ds.tokens, names_filter=name)
@@ -123,8 +130,10 @@ def test_completeness_by_hand(tiny_model, tiny_data):
         ta = tiny_model(ds.tokens)[:, :-1].topk(5, -1).indices
     tb = other(ds.tokens)[:, :-1].topk(5, -1).indices
     valid = ds.attention_mask[:, 1:] & ds.attention_mask[:, :-1]
-    jac = [len(set(x.tolist()) & set(y.tolist())) / len(set(x.tolist()) | set(y.tolist()))
-           for x, y in zip(ta[valid], tb[valid])]
+    jac = [
+        len(set(x.tolist()) & set(y.tolist())) / len(set(x.tolist()) | set(y.tolist()))
+        for x, y in zip(ta[valid], tb[valid])
+    ]
     assert got == pytest.approx(np.mean(jac), rel=1e-9)
     assert completeness(tiny_model, ds, tiny_model) == 1.0
 
@@ -134,5 +143,6 @@ def test_js_float32_path_close_to_scipy():
     a, b = torch.randn(20, 5000) * 4, torch.randn(20, 5000) * 4
     p, q = a.double().softmax(-1).numpy(), b.double().softmax(-1).numpy()
     ref = np.array([jensenshannon(p[i], q[i]) ** 2 for i in range(20)])
-    np.testing.assert_allclose(js_divergence(a, b, torch.float32).numpy(), ref, rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        js_divergence(a, b, torch.float32).numpy(), ref, rtol=1e-4, atol=1e-6
+    )

@@ -84,8 +84,9 @@ def test_position_blocks_give_the_statistics_of_whole_rows(tiny_model, tiny_data
     unembedding with a hook on it)."""
     ds = tiny_data["forget"]
     gen = torch.Generator().manual_seed(0)
-    scored = TokenDataset("x", ds.tokens, ds.attention_mask,
-                          torch.rand(ds.tokens.shape, generator=gen) < 0.6)
+    scored = TokenDataset(
+        "x", ds.tokens, ds.attention_mask, torch.rand(ds.tokens.shape, generator=gen) < 0.6
+    )
     monkeypatch.setattr("tl_unlearn.metrics.evaluation.plain_unembed", lambda model: False)
     whole = evaluate(tiny_model, scored, skip_common=10, progress=False)["x"]
     for width in (2, 3, 7, 63):
@@ -147,8 +148,13 @@ def _peak_increase_kb(n_seqs):
     # Large blocks via mmap, returned to the OS at free: peak RSS then tracks live tensors
     # instead of glibc's heap-growth heuristics (which add +-50 MB of noise otherwise).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(n_seqs)], check=True,
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(n_seqs)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     return int(out.stdout.strip().splitlines()[-1])
 
 

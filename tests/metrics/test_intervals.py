@@ -127,8 +127,14 @@ def test_versus_baseline_is_paired_and_significance_follows_the_interval(tiny):
     curve = selectivity_curve(model, data, heads, [1, 2, 4], progress=False, n_boot=300)
     same = curve.versus(curve)
     assert same.value == 0.0 and same.low == 0.0 and same.high == 0.0
-    other = selectivity_curve(model, data, lambda k: zero_ablation(
-        model, heads=[(0, h) for h in range(int(k))]), [1, 2, 4], progress=False, n_boot=300)
+    other = selectivity_curve(
+        model,
+        data,
+        lambda k: zero_ablation(model, heads=[(0, h) for h in range(int(k))]),
+        [1, 2, 4],
+        progress=False,
+        n_boot=300,
+    )
     vs = curve.versus(other)
     level = curve.held_out()["level"]
     j = list(curve.x).index(level)
@@ -153,29 +159,37 @@ def test_random_baseline_on_held_out_halves_matches_a_direct_computation(tiny):
 
     model, data = tiny
     heads = lambda k: zero_ablation(model, heads=[(1, h) for h in range(int(k))])  # noqa: E731
-    curve = selectivity_curve(model, data, heads, [1, 2, 4], progress=False, n_boot=300,
-                              include_zero=False)
+    curve = selectivity_curve(
+        model, data, heads, [1, 2, 4], progress=False, n_boot=300, include_zero=False
+    )
     level = curve.held_out()["level"]
     j = list(curve.x).index(level)
     half = curve.held_out_data(data)
     assert len(half["forget"]) == len(data["forget"]) - len(data["forget"]) // 2
-    rand = [zero_ablation(model, heads=[(0, (s + h) % 4) for h in range(int(level))])
-            for s in (1, 2)]
-    base_half = RandomBaseline("random heads", level, [1, 2],
-                               [evaluate(model, half, iv, progress=False) for iv in rand])
-    base_full = RandomBaseline("random heads", level, [1, 2],
-                               [evaluate(model, data, iv, progress=False) for iv in rand])
+    rand = [
+        zero_ablation(model, heads=[(0, (s + h) % 4) for h in range(int(level))]) for s in (1, 2)
+    ]
+    base_half = RandomBaseline(
+        "random heads", level, [1, 2], [evaluate(model, half, iv, progress=False) for iv in rand]
+    )
+    base_full = RandomBaseline(
+        "random heads", level, [1, 2], [evaluate(model, data, iv, progress=False) for iv in rand]
+    )
     orig_half = evaluate(model, half, progress=False)
-    direct = np.mean([e.relative_drop(orig_half)["forget"] - e.relative_drop(orig_half)["retain"]
-                      for e in base_half.evaluations])
+    direct = np.mean(
+        [
+            e.relative_drop(orig_half)["forget"] - e.relative_drop(orig_half)["retain"]
+            for e in base_half.evaluations
+        ]
+    )
     vs = curve.versus(base_half)
     assert vs.value == pytest.approx(curve.held_out_at(j)[0] - direct, abs=1e-9)
     assert vs.low <= vs.value <= vs.high
     full = curve.versus(base_full)
-    assert (full.value, full.low, full.high) == pytest.approx((vs.value, vs.low, vs.high),
-                                                              abs=1e-9)
-    itself = RandomBaseline("itself", level, [0], [evaluate(model, half, heads(level),
-                                                             progress=False)])
+    assert (full.value, full.low, full.high) == pytest.approx((vs.value, vs.low, vs.high), abs=1e-9)
+    itself = RandomBaseline(
+        "itself", level, [0], [evaluate(model, half, heads(level), progress=False)]
+    )
     same = curve.versus(itself)
     assert same.value == pytest.approx(0.0, abs=1e-9)
     assert same.high - same.low == pytest.approx(0.0, abs=1e-9)

@@ -32,8 +32,11 @@ def test_relearn_is_finite_for_a_few_zeroed_neurons(tiny_model, forget, weights_
 
 def test_relearn_reports_not_reached_when_budget_runs_out(tiny_model, forget):
     fit, ev = forget
-    iv = zero_ablation(tiny_model, heads=[(l, h) for l in range(2) for h in range(4)],
-                       neurons={l: list(range(512)) for l in range(2)})
+    iv = zero_ablation(
+        tiny_model,
+        heads=[(l, h) for l in range(2) for h in range(4)],
+        neurons={l: list(range(512)) for l in range(2)},
+    )
     r = relearn(tiny_model, fit, ev, iv, lr=1e-5, max_steps=3, eval_every=1)
     assert not r.reached and r.steps is None and r.seconds_to_target is None
     assert r.describe() == "not reached within 3 steps"
@@ -44,8 +47,9 @@ def test_relearn_reports_not_reached_when_budget_runs_out(tiny_model, forget):
 def test_relearn_attack_picks_fastest(tiny_model, forget):
     fit, ev = forget
     iv = zero_ablation(tiny_model, neurons={1: list(range(64))})
-    best, results = relearn_attack(tiny_model, fit, ev, iv, lrs=(1e-5, 3e-3), max_steps=20,
-                                   eval_every=5)
+    best, results = relearn_attack(
+        tiny_model, fit, ev, iv, lrs=(1e-5, 3e-3), max_steps=20, eval_every=5
+    )
     assert len(results) == 2
     reached = [r for r in results if r.reached]
     if reached:
@@ -71,8 +75,9 @@ def test_recover_half_of_the_drop_sets_the_target_from_step_zero(tiny_model, for
     iv = zero_ablation(tiny_model, neurons={0: list(range(256)), 1: list(range(256))})
     start = evaluate(tiny_model, ev, iv, progress=False, skip_common=0)["forget"].accuracy[1]
     orig = evaluate(tiny_model, ev, progress=False, skip_common=0)["forget"].accuracy[1]
-    r = relearn(tiny_model, fit, ev, iv, lr=3e-4, max_steps=40, eval_every=8, recover=0.5,
-                batch_size=8)
+    r = relearn(
+        tiny_model, fit, ev, iv, lr=3e-4, max_steps=40, eval_every=8, recover=0.5, batch_size=8
+    )
     assert r.curve[0][1] == pytest.approx(start)
     assert r.target == pytest.approx(start + 0.5 * (orig - start))
     assert start < orig - 0.05  # a real drop to win back
@@ -86,8 +91,9 @@ def test_adapter_relearn_learns_and_leaves_the_model_as_it_was(tiny_model, forge
     iv = zero_ablation(tiny_model, neurons={1: list(range(512))})
     flags = [p.requires_grad for p in tiny_model.parameters()]
     with weights_guard(tiny_model):
-        r = relearn(tiny_model, fit, ev, iv, lr=1e-2, max_steps=10, eval_every=5,
-                    adapter_rank=8, alpha=0.0)
+        r = relearn(
+            tiny_model, fit, ev, iv, lr=1e-2, max_steps=10, eval_every=5, adapter_rank=8, alpha=0.0
+        )
     assert [p.requires_grad for p in tiny_model.parameters()] == flags
     assert all(p.grad is None for p in tiny_model.parameters())
     assert r.adapter_rank == 8 and RelearnResult.from_dict(r.to_dict()) == r
@@ -101,14 +107,16 @@ def test_adapters_add_to_the_mlp_output_and_keep_an_ablated_output_ablated(tiny_
 
     from tl_unlearn.metrics.relearning import _Adapters
 
-    tokens = tiny_model.to_tokens(["def f(x):\n    return x + 1", "import os"], padding_side="right")
+    tokens = tiny_model.to_tokens(
+        ["def f(x):\n    return x + 1", "import os"], padding_side="right"
+    )
     adapters = _Adapters(tiny_model, rank=4, seed=0)
     with torch.no_grad():
         for up in adapters.up:
             up.normal_()
     out0, out1 = get_act_name("mlp_out", 0), get_act_name("mlp_out", 1)
     norm1 = get_act_name("normalized", 1, "ln2")
-    iv = [(out0, lambda act, hook: torch.zeros_like(act))]   # layer 0's MLP ablated
+    iv = [(out0, lambda act, hook: torch.zeros_like(act))]  # layer 0's MLP ablated
     seen = {}
 
     def keep(act, hook):
@@ -121,7 +129,7 @@ def test_adapters_add_to_the_mlp_output_and_keep_an_ablated_output_ablated(tiny_
         # reference by hand: the same intervention without adapters, then layer 1's MLP
         # output plus normalised input @ down @ up
         tiny_model.run_with_hooks(tokens, fwd_hooks=iv + watch)
-    assert torch.count_nonzero(with_adapters[out0]) == 0   # the ablation holds
+    assert torch.count_nonzero(with_adapters[out0]) == 0  # the ablation holds
     # layer 1 sees a different residual (layer 0's adapter is ablated, so only its own adds)
     expected = seen[out1] + seen[norm1] @ adapters.down[1] @ adapters.up[1]
     torch.testing.assert_close(with_adapters[out1], expected, rtol=1e-5, atol=1e-5)
@@ -130,13 +138,27 @@ def test_adapters_add_to_the_mlp_output_and_keep_an_ablated_output_ablated(tiny_
 
 @pytest.mark.parametrize("adapter_rank", [0, 4])
 def test_micro_batches_and_recompute_give_the_same_steps_as_the_whole_batch(
-        tiny_model, forget, adapter_rank):
+    tiny_model, forget, adapter_rank
+):
     fit, ev = forget
     iv = zero_ablation(tiny_model, neurons={1: list(range(256))})
-    runs = [relearn(tiny_model, fit, ev.head(8), iv, lr=1e-2, max_steps=3, eval_every=1,
-                    alpha=0.0, batch_size=4, adapter_rank=adapter_rank, micro_batch_size=micro,
-                    recompute=recompute)
-            for micro, recompute in ((None, False), (1, False), (None, True))]
+    runs = [
+        relearn(
+            tiny_model,
+            fit,
+            ev.head(8),
+            iv,
+            lr=1e-2,
+            max_steps=3,
+            eval_every=1,
+            alpha=0.0,
+            batch_size=4,
+            adapter_rank=adapter_rank,
+            micro_batch_size=micro,
+            recompute=recompute,
+        )
+        for micro, recompute in ((None, False), (1, False), (None, True))
+    ]
     whole, micro, recomputed = ([c[2] for c in r.curve] for r in runs)
     assert whole[-1] != whole[0]
     assert whole == pytest.approx(micro, rel=1e-4)
@@ -161,8 +183,11 @@ def test_recomputed_blocks_give_the_same_gradients_and_keep_one_block(tiny_model
 
         tiny_model.zero_grad(set_to_none=True)
         ctx = relearn_module._recomputed_blocks(tiny_model) if recompute else nullcontext()
-        with ctx, iv.applied(tiny_model), torch.autograd.graph.saved_tensors_hooks(
-                pack, lambda t: t):
+        with (
+            ctx,
+            iv.applied(tiny_model),
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        ):
             tiny_model(tokens, return_type="loss").backward()
         params = {p.untyped_storage().data_ptr() for p in tiny_model.parameters()}
         kept = sum(n for ptr, n in saved.items() if ptr not in params)
@@ -181,11 +206,13 @@ def test_recomputed_blocks_give_the_same_gradients_and_keep_one_block(tiny_model
 
 def test_recompute_refuses_resample_ablation_before_any_work(tiny_model, forget):
     fit, ev = forget
-    iv = resample_ablation(tiny_model, ev, heads=[(0, 1)]) + zero_ablation(tiny_model,
-                                                                           heads=[(1, 0)])
+    iv = resample_ablation(tiny_model, ev, heads=[(0, 1)]) + zero_ablation(
+        tiny_model, heads=[(1, 0)]
+    )
     with pytest.raises(ValueError, match=r"resample.*recompute=False"):
         relearn(tiny_model, fit, ev, iv, recompute=True)
-    relearn(tiny_model, fit, ev, zero_ablation(tiny_model, heads=[(1, 0)]), max_steps=1,
-            recompute=True)  # a deterministic one is fine
+    relearn(
+        tiny_model, fit, ev, zero_ablation(tiny_model, heads=[(1, 0)]), max_steps=1, recompute=True
+    )  # a deterministic one is fine
     assert all("forward" not in vars(b) for b in tiny_model.blocks)
     assert all(not hp.fwd_hooks for hp in tiny_model.hook_dict.values())

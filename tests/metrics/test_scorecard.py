@@ -4,12 +4,22 @@ from tl_unlearn.metrics import Scorecard
 
 
 def test_scorecard_ranks_and_figure_holds_numbers():
-    sc = Scorecard([
-        {"method": "random", "max_difference": 0.01, "forget_drop_at_best": 0.02,
-         "retain_drop_at_best": 0.01},
-        {"method": "prune-abs", "max_difference": 0.2, "forget_drop_at_best": 0.3,
-         "retain_drop_at_best": 0.1},
-    ])
+    sc = Scorecard(
+        [
+            {
+                "method": "random",
+                "max_difference": 0.01,
+                "forget_drop_at_best": 0.02,
+                "retain_drop_at_best": 0.01,
+            },
+            {
+                "method": "prune-abs",
+                "max_difference": 0.2,
+                "forget_drop_at_best": 0.3,
+                "retain_drop_at_best": 0.1,
+            },
+        ]
+    )
     df = sc.ranked()
     assert df.index.tolist() == ["prune-abs", "random"]
     fig = sc.figure()

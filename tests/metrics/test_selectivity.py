@@ -13,8 +13,15 @@ def curve(tiny_model, task):
     fit = task.tokenize(tiny_model.tokenizer, "fit", seq_len=64, max_tokens=4000)
     ev = task.tokenize(tiny_model.tokenizer, "eval", seq_len=64, max_tokens=2000)
     ps = pruning_scores(tiny_model, fit["forget"], fit["retain"])
-    c = selectivity_curve(tiny_model, ev, ps.intervention, [0.02, 0.05, 0.1], name="prune-abs",
-                          fit_seconds=ps.fit_seconds, progress=False)
+    c = selectivity_curve(
+        tiny_model,
+        ev,
+        ps.intervention,
+        [0.02, 0.05, 0.1],
+        name="prune-abs",
+        fit_seconds=ps.fit_seconds,
+        progress=False,
+    )
     return c, ps, ev
 
 
@@ -42,8 +49,9 @@ def test_figures_hold_the_numbers_and_render(curve):
     html = fig.to_html(include_plotlyjs=False)
     assert "forget drop" in html
     pfig = c.figure("perplexity")
-    np.testing.assert_allclose(next(t for t in pfig.data if t.name == "retain").y,
-                               c.perplexity_ratio("retain"))
+    np.testing.assert_allclose(
+        next(t for t in pfig.data if t.name == "retain").y, c.perplexity_ratio("retain")
+    )
     assert pfig.layout.yaxis.type == "log"
 
 
@@ -61,8 +69,9 @@ def test_save_and_load_round_trip(tmp_path, curve):
 def test_curve_validation(tiny_model, curve):
     c, ps, ev = curve
     with pytest.raises(ValueError, match=r"selectivity_curve\(\) needs datasets \['retain'\]"):
-        selectivity_curve(tiny_model, {"forget": ev["forget"]}, ps.intervention, [0.1],
-                          progress=False)
+        selectivity_curve(
+            tiny_model, {"forget": ev["forget"]}, ps.intervention, [0.1], progress=False
+        )
     with pytest.raises(ValueError, match="levels"):
         SelectivityCurve("x", [0.1], c.original, [])
     with pytest.raises(ValueError, match=r"needs datasets \['retain'\]"):

@@ -23,7 +23,8 @@ def test_fisher_trace_by_hand(tiny_model, tiny_data, weights_guard):
         grads.append(g)
     assert f.fisher_trace == pytest.approx(sum(traces) / 3, rel=1e-5)
     mean = [sum(gs) / 3 for gs in zip(*grads)]
-    assert f.grad_norm_sq == pytest.approx(sum(float(m.double().pow(2).sum()) for m in mean),
-                                           rel=1e-5)
+    assert f.grad_norm_sq == pytest.approx(
+        sum(float(m.double().pow(2).sum()) for m in mean), rel=1e-5
+    )
     assert f.efficacy == pytest.approx(1 / f.fisher_trace)
     assert f.efficacy_bound >= f.efficacy  # Jensen: ||mean g||^2 <= mean ||g||^2

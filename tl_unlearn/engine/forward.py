@@ -31,9 +31,17 @@ from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.interventions.base import Hooks
 
-__all__ = ["ForwardOutput", "ForwardPlan", "block_output_layer", "final_residual",
-           "plan_forward", "resume_from_block", "row_chunks", "run_from_layer",
-           "unembed_residual"]
+__all__ = [
+    "ForwardOutput",
+    "ForwardPlan",
+    "block_output_layer",
+    "final_residual",
+    "plan_forward",
+    "resume_from_block",
+    "row_chunks",
+    "run_from_layer",
+    "unembed_residual",
+]
 
 _CHUNK_BYTES = 64 * 2**20
 # token metrics from logits (an unembedding with a hook on it; a plain one is scored from the
@@ -45,8 +53,7 @@ _BLOCK_BYTES = 8 * 2**20
 _BLOCK_OUTPUTS = ("attn.hook_z", "hook_mlp_out")
 
 
-def row_chunks(n_rows: int, pos: int, d_vocab: int, max_bytes: int | None = None
-               ) -> list[slice]:
+def row_chunks(n_rows: int, pos: int, d_vocab: int, max_bytes: int | None = None) -> list[slice]:
     """Row slices whose logits take at most ``max_bytes`` (default 64 MB) in float32 (at
     least one row each).
 
@@ -58,16 +65,18 @@ def row_chunks(n_rows: int, pos: int, d_vocab: int, max_bytes: int | None = None
     return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
 
 
-def unembed_residual(model: Any, normed: Float[Tensor, "batch pos d_model"]
-                     ) -> Float[Tensor, "batch pos d_vocab"]:
+def unembed_residual(
+    model: Any, normed: Float[Tensor, "batch pos d_model"]
+) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits from the final (normalised) residual, as ``HookedTransformer.forward`` does."""
     from tl_unlearn.engine.tl_patches import apply_softcap
 
     return apply_softcap(model.unembed(normed), model.cfg.output_logits_soft_cap)
 
 
-def final_residual(model: Any, tokens: Int[Tensor, "batch pos"],
-                   hooks: Iterable[tuple[Any, Any]] = ()) -> Float[Tensor, "batch pos d_model"]:
+def final_residual(
+    model: Any, tokens: Int[Tensor, "batch pos"], hooks: Iterable[tuple[Any, Any]] = ()
+) -> Float[Tensor, "batch pos d_model"]:
     """The input of the unembedding (``ln_final`` of the last residual) under ``hooks``.
 
     With :func:`row_chunks` and :func:`unembed_residual` this gives the logits a few rows at
@@ -88,8 +97,13 @@ def final_residual(model: Any, tokens: Int[Tensor, "batch pos"],
     return final
 
 
-def run_from_layer(model: Any, resid: Float[Tensor, "batch pos d_model"], start: int,
-                   stop: int, tokens: Int[Tensor, "batch pos"]) -> Tensor:
+def run_from_layer(
+    model: Any,
+    resid: Float[Tensor, "batch pos d_model"],
+    start: int,
+    stop: int,
+    tokens: Int[Tensor, "batch pos"],
+) -> Tensor:
     """``model(resid, start_at_layer=start, stop_at_layer=stop)``, bit-equal to those layers
     of a full pass on ``tokens``.
 
@@ -135,9 +149,15 @@ def block_output_layer(model: Any, hooks: Hooks) -> int | None:
     if not isinstance(model, HookedTransformer) or not hooks:
         return None
     cfg = model.cfg
-    if (cfg.attn_only or cfg.parallel_attn_mlp or cfg.use_normalization_before_and_after
-            or cfg.use_attn_result or cfg.load_in_4bit or cfg.use_hook_mlp_in
-            or cfg.original_architecture in POST_NORM_ARCHITECTURES):
+    if (
+        cfg.attn_only
+        or cfg.parallel_attn_mlp
+        or cfg.use_normalization_before_and_after
+        or cfg.use_attn_result
+        or cfg.load_in_4bit
+        or cfg.use_hook_mlp_in
+        or cfg.original_architecture in POST_NORM_ARCHITECTURES
+    ):
         return None
     layers = set()
     for name, _ in hooks:
@@ -149,8 +169,13 @@ def block_output_layer(model: Any, hooks: Hooks) -> int | None:
         return None
     layer = layers.pop()
     block = model.blocks[layer]
-    skipped = (block.attn.hook_z, block.hook_attn_out, block.hook_resid_mid,
-               block.hook_mlp_out, block.hook_resid_post)
+    skipped = (
+        block.attn.hook_z,
+        block.hook_attn_out,
+        block.hook_resid_mid,
+        block.hook_mlp_out,
+        block.hook_resid_post,
+    )
     if type(block) is not TransformerBlock or any(type(m) is not HookPoint for m in skipped):
         return None  # e.g. an SAE spliced in where the shortcut does not call the module
     if any(hp.fwd_hooks for hp in model.hook_dict.values()):
@@ -160,8 +185,12 @@ def block_output_layer(model: Any, hooks: Hooks) -> int | None:
 
 def block_cache_names(layer: int) -> list[str]:
     """The activations of block ``layer`` that :func:`resume_from_block` reads."""
-    return [get_act_name("resid_pre", layer), get_act_name("z", layer),
-            get_act_name("resid_mid", layer), get_act_name("mlp_out", layer)]
+    return [
+        get_act_name("resid_pre", layer),
+        get_act_name("z", layer),
+        get_act_name("resid_mid", layer),
+        get_act_name("mlp_out", layer),
+    ]
 
 
 def resume_from_block(
@@ -193,8 +222,9 @@ def resume_from_block(
     if any(name == z_name for name, _ in hooks):
         z = hooked(z_name, cache[z_name])
         w = block.attn.W_O.reshape(-1, model.cfg.d_model).T.contiguous()
-        attn_out = torch.nn.functional.linear(z.reshape(*z.shape[:2], -1).to(w.dtype), w,
-                                              block.attn.b_O)
+        attn_out = torch.nn.functional.linear(
+            z.reshape(*z.shape[:2], -1).to(w.dtype), w, block.attn.b_O
+        )
         resid_mid = cache[get_act_name("resid_pre", layer)] + attn_out
         mlp_out = block.apply_mlp(block.ln2(resid_mid))
     else:
@@ -241,8 +271,11 @@ class ForwardOutput:
         for r in range(n):
             for start in range(0, pos - 1, width - 1):
                 cols = slice(start, min(start + width, pos))
-                yield slice(r, r + 1), cols, unembed_residual(
-                    self.model, self.final[r : r + 1, cols])
+                yield (
+                    slice(r, r + 1),
+                    cols,
+                    unembed_residual(self.model, self.final[r : r + 1, cols]),
+                )
 
 
 @dataclass
@@ -267,12 +300,24 @@ class ForwardPlan:
         the deepest needed layer; empty when nothing is shared)."""
         if not self.needed:
             return {}
-        _, cache = model.run_with_cache(tokens, names_filter=self.cache_names,
-                                        stop_at_layer=self.needed[-1] + 1, return_type=None)
+        _, cache = model.run_with_cache(
+            tokens,
+            names_filter=self.cache_names,
+            stop_at_layer=self.needed[-1] + 1,
+            return_type=None,
+        )
         return dict(cache.items())
 
-    def forward(self, model: Any, i: int, hooks: Hooks, tokens: Int[Tensor, "batch pos"],
-                cache: Mapping[str, Tensor], *, full_logits: bool = False) -> ForwardOutput:
+    def forward(
+        self,
+        model: Any,
+        i: int,
+        hooks: Hooks,
+        tokens: Int[Tensor, "batch pos"],
+        cache: Mapping[str, Tensor],
+        *,
+        full_logits: bool = False,
+    ) -> ForwardOutput:
         """Intervention ``i`` (``hooks``) on the batch, resumed from :meth:`prefix`'s
         ``cache`` where the plan allows; ``full_logits`` makes the whole batch's logits at
         once (a user metric needs them)."""
@@ -281,8 +326,9 @@ class ForwardPlan:
         block = self.block_layers[i]
         # the block shortcut applies its hooks by hand to the cached outputs; were they
         # registered too, apply_mlp would run hook_mlp_out's a second time
-        scope = (contextlib.nullcontext() if block is not None
-                 else model.hooks(fwd_hooks=list(hooks)))
+        scope = (
+            contextlib.nullcontext() if block is not None else model.hooks(fwd_hooks=list(hooks))
+        )
         with scope:
             if not isinstance(model, HookedTransformer):
                 return ForwardOutput(model, None, model(tokens, return_type="logits"))
@@ -294,8 +340,9 @@ class ForwardPlan:
                 final = run_from_layer(model, cache[resid_name], start, n_layers, tokens)
             elif start == n_layers and self.needed:  # the original model
                 last = self.needed[-1]
-                final = run_from_layer(model, cache[get_act_name("resid_pre", last)], last,
-                                       n_layers, tokens)
+                final = run_from_layer(
+                    model, cache[get_act_name("resid_pre", last)], last, n_layers, tokens
+                )
             else:
                 final = model(tokens, stop_at_layer=n_layers)
             if model.cfg.normalization_type is not None:
@@ -305,8 +352,9 @@ class ForwardPlan:
             return ForwardOutput(model, final, None)
 
 
-def plan_forward(model: Any, hook_lists: Sequence[Hooks], *, share_prefix: bool = True
-                 ) -> ForwardPlan:
+def plan_forward(
+    model: Any, hook_lists: Sequence[Hooks], *, share_prefix: bool = True
+) -> ForwardPlan:
     """Plan the passes of ``hook_lists`` over a batch (see the module docstring).
 
     Without ``share_prefix`` every pass runs from the tokens.
@@ -326,8 +374,10 @@ def plan_forward(model: Any, hook_lists: Sequence[Hooks], *, share_prefix: bool 
     starts = [start_layer(model, h) for h in hook_lists]
     block_layers = [block_output_layer(model, h) for h in hook_lists]
     # the original model (no hook) also resumes from the deepest needed cached layer
-    needed = sorted({s for s in starts if 0 < s < model.cfg.n_layers}
-                    | {l for l in block_layers if l is not None})
+    needed = sorted(
+        {s for s in starts if 0 < s < model.cfg.n_layers}
+        | {l for l in block_layers if l is not None}
+    )
     if any(get_act_name("resid_pre", l) not in model.hook_dict for l in needed):
         return ForwardPlan([0] * n, [None] * n, [], [])  # e.g. an SAE spliced in at resid_pre
     names = {get_act_name("resid_pre", l) for l in needed}

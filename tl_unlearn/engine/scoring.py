@@ -34,8 +34,9 @@ _VOCAB_SLICE = 4096  # vocabulary entries per unembedding slice
 _SLICE_POSITIONS = 512  # positions per slice: 512 x 4096 float32 logits = 8 MB
 
 
-def _ahead(block: Float[Tensor, "n vocab"], target_logit: Float[Tensor, "n 1"],
-           column: Int[Tensor, " n"]) -> Int[Tensor, " n"]:
+def _ahead(
+    block: Float[Tensor, "n vocab"], target_logit: Float[Tensor, "n 1"], column: Int[Tensor, " n"]
+) -> Int[Tensor, " n"]:
     """Entries of each row of ``block`` that come before the one at ``column`` (a larger
     logit, or an equal one at a smaller column)."""
     # signs of the differences: 1 above, 0 equal, -1 below (exact, and their float sums are
@@ -47,8 +48,7 @@ def _ahead(block: Float[Tensor, "n vocab"], target_logit: Float[Tensor, "n 1"],
     tied = (not_equal < block.shape[-1] - 1).nonzero()[:, 0]
     if len(tied):  # rare: count the equal logits at smaller ids, only for those rows
         cols = torch.arange(block.shape[-1], device=block.device)
-        ahead[tied] += ((block[tied] == target_logit[tied])
-                        & (cols < column[tied, None])).sum(-1)
+        ahead[tied] += ((block[tied] == target_logit[tied]) & (cols < column[tied, None])).sum(-1)
     return ahead
 
 
@@ -110,11 +110,12 @@ def _scored_residual(
     n = len(normed)
     nll = torch.empty(n, dtype=torch.float32, device=normed.device)
     ahead = torch.zeros(n, dtype=torch.long, device=normed.device)
-    buf = torch.empty(min(n, _SLICE_POSITIONS), min(d_vocab, _VOCAB_SLICE), dtype=w_u.dtype,
-                      device=normed.device)
+    buf = torch.empty(
+        min(n, _SLICE_POSITIONS), min(d_vocab, _VOCAB_SLICE), dtype=w_u.dtype, device=normed.device
+    )
     for p0 in range(0, n, _SLICE_POSITIONS):
-        x = normed[p0:p0 + _SLICE_POSITIONS].to(w_u.dtype)
-        tgt = targets[p0:p0 + _SLICE_POSITIONS]
+        x = normed[p0 : p0 + _SLICE_POSITIONS].to(w_u.dtype)
+        tgt = targets[p0 : p0 + _SLICE_POSITIONS]
         m = len(x)
         # NaN until the target's slice sets it (an id outside the vocabulary stays NaN, and
         # evaluation refuses a non-finite loss)
@@ -123,7 +124,7 @@ def _scored_residual(
         maxes, sums, tops = [], [], []
         for v0 in range(0, d_vocab, _VOCAB_SLICE):
             v1 = min(v0 + _VOCAB_SLICE, d_vocab)
-            out = buf[:m, :v1 - v0]
+            out = buf[:m, : v1 - v0]
             if bias:  # what F.linear does: the bias, then the product added to it
                 torch.addmm(b_u[v0:v1], x, w_u[:, v0:v1], out=out)
             else:
@@ -156,7 +157,7 @@ def _scored_residual(
         mx = torch.stack(maxes, 1)
         peak = mx.amax(1)
         lse = peak + torch.log((torch.stack(sums, 1) * torch.exp(mx - peak[:, None])).sum(1))
-        nll[p0:p0 + m] = lse - target_logit[:, 0]
+        nll[p0 : p0 + m] = lse - target_logit[:, 0]
         # other slices: their top k holds every entry before the target while fewer than k
         # are (ids below the target's slice come first on a tie, ids above it do not)
         own_slice = tgt // _VOCAB_SLICE
@@ -164,13 +165,17 @@ def _scored_residual(
             before = (top >= target_logit).sum(-1)
             after = (top > target_logit).sum(-1)
             own += torch.where(own_slice > s, before, torch.where(own_slice < s, after, 0))
-        ahead[p0:p0 + m] = own
+        ahead[p0 : p0 + m] = own
     return nll, torch.stack([ahead < k for k in top_k])
 
 
-def _row_sums(valid: Bool[Tensor, "batch pos_minus_1"], targets: Int[Tensor, " n"],
-              nll: Float[Tensor, " n"], hits: Bool[Tensor, "k n"],
-              skip_ids: Int[Tensor, " n_skip"] | None) -> Float[Tensor, "batch stats"]:
+def _row_sums(
+    valid: Bool[Tensor, "batch pos_minus_1"],
+    targets: Int[Tensor, " n"],
+    nll: Float[Tensor, " n"],
+    hits: Bool[Tensor, "k n"],
+    skip_ids: Int[Tensor, " n_skip"] | None,
+) -> Float[Tensor, "batch stats"]:
     rows = valid.nonzero()[:, 0]  # row of each scored position (row-major, as the scores)
     n_rows = valid.shape[0]
 
@@ -185,8 +190,9 @@ def _row_sums(valid: Bool[Tensor, "batch pos_minus_1"], targets: Int[Tensor, " n
     return torch.stack(out, 1).cpu()
 
 
-def _valid(mask: Bool[Tensor, "batch pos"], scored: Bool[Tensor, "batch pos_minus_1"] | None
-           ) -> Bool[Tensor, "batch pos_minus_1"]:
+def _valid(
+    mask: Bool[Tensor, "batch pos"], scored: Bool[Tensor, "batch pos_minus_1"] | None
+) -> Bool[Tensor, "batch pos_minus_1"]:
     valid = predicted_positions(mask)
     return valid if scored is None else valid & scored
 
@@ -246,7 +252,9 @@ def residual_statistics(
     targets = tokens.to(device)[:, 1:][valid]
     d_vocab = model.unembed.W_U.shape[1]
     if len(targets) and not 0 <= int(targets.min()) <= int(targets.max()) < d_vocab:
-        raise ValueError(f"Target token ids must be in 0..{d_vocab - 1} (the unembedding's "
-                         f"vocabulary); got {int(targets.min())}..{int(targets.max())}.")
+        raise ValueError(
+            f"Target token ids must be in 0..{d_vocab - 1} (the unembedding's "
+            f"vocabulary); got {int(targets.min())}..{int(targets.max())}."
+        )
     nll, hits = _scored_residual(model, normed[:, :-1][valid], targets, top_k)
     return _row_sums(valid, targets, nll, hits, skip_ids)

@@ -69,8 +69,12 @@ _LAYOUTS: dict[str, dict[str, tuple[int, ...]]] = {
     "GatedMLP": {"W_in": (1, 0), "W_gate": (1, 0), "W_out": (1, 0)},
     "Unembed": {"W_U": (1, 0)},
     "Attention": {"W_Q": (0, 2, 1), "W_K": (0, 2, 1), "W_V": (0, 2, 1), "W_O": (2, 0, 1)},
-    "GroupedQueryAttention": {"W_Q": (0, 2, 1), "_W_K": (0, 2, 1), "_W_V": (0, 2, 1),
-                              "W_O": (2, 0, 1)},
+    "GroupedQueryAttention": {
+        "W_Q": (0, 2, 1),
+        "_W_K": (0, 2, 1),
+        "_W_V": (0, 2, 1),
+        "W_O": (2, 0, 1),
+    },
 }
 
 
@@ -122,15 +126,19 @@ def use_transposed_layout(model: HookedTransformer) -> HookedTransformer:
         x = torch.randn(2, 3, d_in, generator=gen).to(first.device, first.dtype)
         probe = (x, x, x) if isinstance(module, AbstractAttention) else (x,)
         # stored in that order already (read so by _load_processed): checked the other way
-        ordered = all(p.permute(perm).is_contiguous() and not p.is_contiguous()
-                      for _, p, perm in params)
+        ordered = all(
+            p.permute(perm).is_contiguous() and not p.is_contiguous() for _, p, perm in params
+        )
         if not ordered and not all(p.is_contiguous() for _, p, _ in params):
             continue
         before = module(*probe)
         saved = [p.data for _, p, _ in params]
         for _, p, perm in params:
-            p.data = p.data.contiguous() if ordered else \
-                p.data.permute(perm).contiguous().permute(_inverse(perm))
+            p.data = (
+                p.data.contiguous()
+                if ordered
+                else p.data.permute(perm).contiguous().permute(_inverse(perm))
+            )
         # keep the layout exactly where it gives the same output
         if torch.equal(module(*probe), before) == ordered:
             for (_, p, _), data in zip(params, saved):
@@ -143,27 +151,42 @@ _UNFUSED_ARCHITECTURES = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausa
 _SCORE_HOOKS = ("hook_attn_scores", "hook_pattern")
 
 
-def _fusable(attn: AbstractAttention, past_kv_cache_entry: Any, additive_attention_mask: Any,
-             position_bias: Any) -> bool:
+def _fusable(
+    attn: AbstractAttention,
+    past_kv_cache_entry: Any,
+    additive_attention_mask: Any,
+    position_bias: Any,
+) -> bool:
     """Whether this call of ``attn`` may skip materialising the scores and the pattern."""
     cfg = attn.cfg
-    if past_kv_cache_entry is not None or additive_attention_mask is not None \
-            or position_bias is not None:
+    if (
+        past_kv_cache_entry is not None
+        or additive_attention_mask is not None
+        or position_bias is not None
+    ):
         return False
-    if cfg.positional_embedding_type not in ("standard", "shortformer", "rotary") \
-            or (attn._attention_dir_override or cfg.attention_dir) != "causal" \
-            or getattr(attn, "attn_type", "global") != "global" \
-            or cfg.original_architecture in _UNFUSED_ARCHITECTURES:
+    if (
+        cfg.positional_embedding_type not in ("standard", "shortformer", "rotary")
+        or (attn._attention_dir_override or cfg.attention_dir) != "causal"
+        or getattr(attn, "attn_type", "global") != "global"
+        or cfg.original_architecture in _UNFUSED_ARCHITECTURES
+    ):
         return False
-    if any(getattr(cfg, flag, False) for flag in (
-            "use_attn_result", "load_in_4bit", "use_attention_sinks", "use_logn_attn")):
+    if any(
+        getattr(cfg, flag, False)
+        for flag in ("use_attn_result", "load_in_4bit", "use_attention_sinks", "use_logn_attn")
+    ):
         return False
     if getattr(cfg, "clip_qkv", None) is not None or (cfg.attn_scores_soft_cap or 0) > 0:
         return False
     for name in _SCORE_HOOKS:  # a hook (or a cache) reads them: TransformerLens's own path
         point = getattr(attn, name)
-        if point._forward_hooks or point._forward_pre_hooks or point._backward_hooks \
-                or point._backward_pre_hooks:
+        if (
+            point._forward_hooks
+            or point._forward_pre_hooks
+            or point._backward_hooks
+            or point._backward_pre_hooks
+        ):
             return False
     return True
 
@@ -182,9 +205,15 @@ def _fused_attention_forward(
     scores, mask, softmax and pattern: the same hooks on q, k, v, the rotations and z."""
     if not _fusable(attn, past_kv_cache_entry, additive_attention_mask, position_bias):
         return type(attn).forward(
-            attn, query_input, key_input, value_input, past_kv_cache_entry=past_kv_cache_entry,
-            additive_attention_mask=additive_attention_mask, attention_mask=attention_mask,
-            position_bias=position_bias)
+            attn,
+            query_input,
+            key_input,
+            value_input,
+            past_kv_cache_entry=past_kv_cache_entry,
+            additive_attention_mask=additive_attention_mask,
+            attention_mask=attention_mask,
+            position_bias=position_bias,
+        )
     q, k, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)
     if attn.cfg.positional_embedding_type == "rotary":
         q = attn.hook_rot_q(attn.apply_rotary(q, 0, attention_mask))
@@ -250,8 +279,12 @@ def use_fused_attention(model: Any, enabled: bool = True) -> Any:
         if not isinstance(module, AbstractAttention):
             continue
         vars(module).pop("forward", None)  # the class's forward again
-        if not enabled or not _fusable(module, None, None, None) \
-                or module.cfg.use_split_qkv_input or module.cfg.use_attn_in:
+        if (
+            not enabled
+            or not _fusable(module, None, None, None)
+            or module.cfg.use_split_qkv_input
+            or module.cfg.use_attn_in
+        ):
             continue
         p = module.W_O
         x = torch.randn(2, 7, module.cfg.d_model, generator=gen).to(p.device, p.dtype)
@@ -272,8 +305,13 @@ def use_fused_attention(model: Any, enabled: bool = True) -> Any:
 EDGE_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
 
 
-def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = None, *,
-                   flags: tuple[str, ...] = EDGE_FLAGS) -> dict[str, Any]:
+def set_edge_flags(
+    model: Any,
+    enabled: bool,
+    saved: dict[str, Any] | None = None,
+    *,
+    flags: tuple[str, ...] = EDGE_FLAGS,
+) -> dict[str, Any]:
     """Switch the per-edge hook points of ``model`` on (``enabled``) or back to ``saved``.
 
     Returns the values the flags had before (give them back as ``saved`` to restore).
@@ -292,7 +330,9 @@ def set_edge_flags(model: Any, enabled: bool, saved: dict[str, Any] | None = Non
     old = {flag: getattr(cfg, flag, False) for flag in flags}
     for flag in flags:
         value = True if enabled else (saved or {}).get(flag, False)
-        if flag == "ungroup_grouped_query_attention" and not getattr(cfg, "n_key_value_heads", None):
+        if flag == "ungroup_grouped_query_attention" and not getattr(
+            cfg, "n_key_value_heads", None
+        ):
             value = old[flag]  # no grouped heads: leave it as it was
         setattr(cfg, flag, value)
     return old
@@ -308,8 +348,9 @@ def edge_flags(model: Any) -> Iterator[Any]:
         set_edge_flags(model, False, saved)
 
 
-def hooked_from_hf(path: Any, hf_model: Any, tokenizer: Any, *, dtype: torch.dtype,
-                   model_name: str, **kwargs: Any) -> HookedTransformer:
+def hooked_from_hf(
+    path: Any, hf_model: Any, tokenizer: Any, *, dtype: torch.dtype, model_name: str, **kwargs: Any
+) -> HookedTransformer:
     """A ``HookedTransformer`` from a loaded Hugging Face model in the local folder ``path``,
     converted by TransformerLens's own loaders (no hub access).
 
@@ -328,7 +369,10 @@ def hooked_from_hf(path: Any, hf_model: Any, tokenizer: Any, *, dtype: torch.dty
     from transformer_lens import loading_from_pretrained as loading
 
     cfg = loading.get_pretrained_model_config(
-        str(path), hf_cfg=hf_model.config.to_dict(), device="cpu", dtype=dtype,
+        str(path),
+        hf_cfg=hf_model.config.to_dict(),
+        device="cpu",
+        dtype=dtype,
         fold_ln=kwargs.get("fold_ln", True),
     )
     cfg.model_name = model_name

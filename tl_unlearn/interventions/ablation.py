@@ -61,8 +61,9 @@ def _pairs(spec: Any) -> dict[int, list[int]]:
     if spec is None:
         return {}
     if isinstance(spec, Mapping):
-        return {as_index(k, "Layer"): [as_index(i, f"Layer {k}") for i in v]
-                for k, v in spec.items()}
+        return {
+            as_index(k, "Layer"): [as_index(i, f"Layer {k}") for i in v] for k, v in spec.items()
+        }
     if isinstance(spec, (str, Tensor)) or not isinstance(spec, Iterable):
         raise TypeError(f"Expected (layer, index) pairs or {{layer: [indices]}}, got {spec!r}.")
     out: dict[int, list[int]] = {}
@@ -97,8 +98,11 @@ def select_sites(
         idx = check_indices(ns, cfg.d_mlp, f"Neuron (layer {layer})")
         wanted[check_hook_name(model, get_act_name("post", layer))] = ("last", idx)
     if hook_points is not None:
-        items = (hook_points.items() if isinstance(hook_points, Mapping)
-                 else ((h, None) for h in hook_points))
+        items = (
+            hook_points.items()
+            if isinstance(hook_points, Mapping)
+            else ((h, None) for h in hook_points)
+        )
         for name, idx in items:
             wanted[check_hook_name(model, name)] = ("last", None if idx is None else list(idx))
     if not wanted:
@@ -188,10 +192,12 @@ def zero_ablation(
     hooks_ = [(n, replace_hook(m, positions, lambda a, z=zero: z)) for n, m in sites.items()]
     info: dict[str, Any] = {"kind": "zero", "sites": {n: int(m.sum()) for n, m in sites.items()}}
     if positions_mask(positions, 1) is None and all(
-            n.endswith(("mlp.hook_post", "attn.hook_z")) for n in sites):
+        n.endswith(("mlp.hook_post", "attn.hook_z")) for n in sites
+    ):
         # every position zeroed at neurons / heads: the same as zeroing W_out rows / W_O slices
-        info.update(mode="zero", pruned={n: m.flatten().nonzero()[:, 0].tolist()
-                                         for n, m in sites.items()})
+        info.update(
+            mode="zero", pruned={n: m.flatten().nonzero()[:, 0].tolist() for n, m in sites.items()}
+        )
     return Intervention(name or _label("zero", heads, neurons, hook_points), hooks_, info)
 
 
@@ -309,18 +315,21 @@ def mean_ablation(
     if means is None:
         if reference is None:
             raise ValueError("mean_ablation() needs reference data or precomputed means=.")
-        means = activation_means(model, reference, list(sites), per_position=per_position,
-                                 batch_size=batch_size)
+        means = activation_means(
+            model, reference, list(sites), per_position=per_position, batch_size=batch_size
+        )
     missing = [n for n in sites if n not in means]
     if missing:
         raise ValueError(f"means= has no entry for hook(s) {missing}.")
     for n, site in sites.items():
         got = tuple(means[n].shape)
         want = tuple(site.shape)
-        if got[1 if per_position else 0:] != want or (per_position and len(got) != len(want) + 1):
+        if got[1 if per_position else 0 :] != want or (per_position and len(got) != len(want) + 1):
             expect = f"[pos, {', '.join(map(str, want))}]" if per_position else str(list(want))
-            raise ValueError(f"means[{n!r}] has shape {list(got)}; with per_position="
-                             f"{per_position} it must be {expect}.")
+            raise ValueError(
+                f"means[{n!r}] has shape {list(got)}; with per_position="
+                f"{per_position} it must be {expect}."
+            )
 
     def value_fn(mean: Tensor) -> Callable[[Tensor], Tensor]:
         def value(acts: Tensor) -> Tensor:
@@ -337,17 +346,26 @@ def mean_ablation(
 
     hooks_ = [(n, replace_hook(m, positions, value_fn(means[n]))) for n, m in sites.items()]
     return Intervention(
-        name or _label("mean", heads, neurons, hook_points), hooks_,
-        {"kind": "mean", "per_position": per_position, "fit_seconds": time.perf_counter() - t0,
-         "sites": {n: int(m.sum()) for n, m in sites.items()}},
+        name or _label("mean", heads, neurons, hook_points),
+        hooks_,
+        {
+            "kind": "mean",
+            "per_position": per_position,
+            "fit_seconds": time.perf_counter() - t0,
+            "sites": {n: int(m.sum()) for n, m in sites.items()},
+        },
     )
 
 
 @torch.inference_mode()
 def _collect(model: Any, tokens: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
     device = model_device(model)
-    _, cache = model.run_with_cache(tokens.to(device), names_filter=list(names),
-                                     return_type=None, **stop_at_layer_kwargs(model, names))
+    _, cache = model.run_with_cache(
+        tokens.to(device),
+        names_filter=list(names),
+        return_type=None,
+        **stop_at_layer_kwargs(model, names),
+    )
     return {n: cache[n].clone() for n in names}
 
 
@@ -425,9 +443,14 @@ def resample_ablation(
 
     hooks_ = [(n, replace_hook(m, positions, value_fn(stored[n]))) for n, m in sites.items()]
     return Intervention(
-        name or _label("resample", heads, neurons, hook_points), hooks_,
-        {"kind": "resample", "seed": seed, "n_reference": int(tokens.shape[0]),
-         "fit_seconds": time.perf_counter() - t0},
+        name or _label("resample", heads, neurons, hook_points),
+        hooks_,
+        {
+            "kind": "resample",
+            "seed": seed,
+            "n_reference": int(tokens.shape[0]),
+            "fit_seconds": time.perf_counter() - t0,
+        },
     )
 
 
@@ -463,7 +486,9 @@ def keep_only_circuit(
         [(0, 0), (0, 2), (0, 3)]
     """
     cfg = model.cfg
-    layers = list(range(cfg.n_layers)) if layers is None else [check_layer(model, l) for l in layers]
+    layers = (
+        list(range(cfg.n_layers)) if layers is None else [check_layer(model, l) for l in layers]
+    )
     keep_h = {(l, h) for l, hs in _pairs(heads).items() for h in hs}
     keep_n = {(l, n) for l, ns in _pairs(neurons).items() for n in ns}
     for l, h in keep_h:
@@ -475,8 +500,9 @@ def keep_only_circuit(
         ablate_n = {l: [n for n in range(cfg.d_mlp) if (l, n) not in keep_n] for l in layers}
         ablate_n = {l: v for l, v in ablate_n.items() if v}
     label = name or f"keep-only({len(keep_h)} heads, {len(keep_n)} neurons; {method})"
-    iv = ablation(model, method, reference, ablate_h or None, ablate_n or None, name=label,
-                  **kwargs)
+    iv = ablation(
+        model, method, reference, ablate_h or None, ablate_n or None, name=label, **kwargs
+    )
     iv.info.update({"ablated_heads": ablate_h, "kept_heads": sorted(keep_h)})
     return iv
 
@@ -571,8 +597,10 @@ def directional_ablation(
         raise ValueError("directional_ablation() got a direction with NaN or inf entries.")
     norms = dirs.norm(dim=-1)
     if (norms == 0).any():
-        raise ValueError(f"directional_ablation() got an all-zero direction (row "
-                         f"{int((norms == 0).nonzero()[0])}): it has nothing to project out.")
+        raise ValueError(
+            f"directional_ablation() got an all-zero direction (row "
+            f"{int((norms == 0).nonzero()[0])}): it has nothing to project out."
+        )
     q, _ = torch.linalg.qr(dirs.T)  # [d, n_dirs], orthonormal columns
     full_site = torch.ones(hook_shapes(model, [hook_name])[hook_name], dtype=torch.bool)
 
@@ -580,6 +608,8 @@ def directional_ablation(
         qq = q.to(acts.device, acts.dtype)
         return acts - (acts @ qq) @ qq.T
 
-    return Intervention(name or f"direction-ablation({hook_name}, {q.shape[1]} dirs)",
-                        [(hook_name, replace_hook(full_site, positions, project_out))],
-                        {"kind": "directional", "n_directions": q.shape[1]})
+    return Intervention(
+        name or f"direction-ablation({hook_name}, {q.shape[1]} dirs)",
+        [(hook_name, replace_hook(full_site, positions, project_out))],
+        {"kind": "directional", "n_directions": q.shape[1]},
+    )

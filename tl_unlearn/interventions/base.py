@@ -123,6 +123,7 @@ def stream_activations(
             n_batches += 1
     return n_batches
 
+
 HookFn = Callable[[Tensor, Any], Tensor | None]
 #: Any hook list TransformerLens takes: an :class:`Intervention` or ``[(hook_name, fn), ...]``
 #: (the one hook-list type of the package).
@@ -231,7 +232,11 @@ def as_index(value: Any, what: str) -> int:
     """
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not float(value).is_integer()
+    ):
         raise TypeError(f"{what} index must be an integer, got {value!r}.")
     return int(value)
 
@@ -267,7 +272,9 @@ def check_layer(model: Any, layer: int) -> int:
 
 def check_indices(indices: Sequence[int] | Tensor, size: int, what: str) -> list[int]:
     """Validate indices into an axis of ``size`` elements (no negatives, no duplicates kept)."""
-    idx = [as_index(i, what) for i in (indices.tolist() if isinstance(indices, Tensor) else indices)]
+    idx = [
+        as_index(i, what) for i in (indices.tolist() if isinstance(indices, Tensor) else indices)
+    ]
     bad = [i for i in idx if not 0 <= i < size]
     if bad:
         raise ValueError(f"{what} index {bad[0]} is out of range: valid indices are 0..{size - 1}.")

@@ -31,8 +31,14 @@ from tl_unlearn.interventions.base import (
     stop_at_layer_kwargs,
 )
 
-__all__ = ["PairedRows", "as_token_dataset", "corrupted_activations", "counterfactual_ablation",
-           "counterfactual_pair", "plain_tensors"]
+__all__ = [
+    "PairedRows",
+    "as_token_dataset",
+    "corrupted_activations",
+    "counterfactual_ablation",
+    "counterfactual_pair",
+    "plain_tensors",
+]
 
 EMBED_HOOK = "hook_embed"
 
@@ -43,8 +49,9 @@ def as_token_dataset(data: TokenDataset | Tensor, name: str) -> TokenDataset:
         return data
     if isinstance(data, Tensor) and data.ndim == 2:
         return TokenDataset(name, data, torch.ones_like(data, dtype=torch.bool))
-    raise TypeError(f"{name} must be a TokenDataset or a [batch, pos] token tensor, got "
-                    f"{type(data).__name__}.")
+    raise TypeError(
+        f"{name} must be a TokenDataset or a [batch, pos] token tensor, got {type(data).__name__}."
+    )
 
 
 def require_hooked_transformer(model: Any, what: str) -> None:
@@ -53,8 +60,10 @@ def require_hooked_transformer(model: Any, what: str) -> None:
     from transformer_lens import HookedTransformer
 
     if not isinstance(model, HookedTransformer):
-        raise TypeError(f"{what} needs a HookedTransformer, got {type(model).__name__} "
-                        "(a TransformerBridge is not supported here yet).")
+        raise TypeError(
+            f"{what} needs a HookedTransformer, got {type(model).__name__} "
+            "(a TransformerBridge is not supported here yet)."
+        )
 
 
 def check_pairs(clean: TokenDataset, corrupted: TokenDataset) -> None:
@@ -62,9 +71,11 @@ def check_pairs(clean: TokenDataset, corrupted: TokenDataset) -> None:
     in length (or when the row counts differ): patching position by position needs both
     prompts to tokenize to the same number of tokens."""
     if len(clean) != len(corrupted):
-        raise ValueError(f"Clean data has {len(clean)} examples but corrupted data has "
-                         f"{len(corrupted)}: counterfactual ablation pairs example i with "
-                         "example i.")
+        raise ValueError(
+            f"Clean data has {len(clean)} examples but corrupted data has "
+            f"{len(corrupted)}: counterfactual ablation pairs example i with "
+            "example i."
+        )
     n_clean = clean.attention_mask.sum(1)
     n_corr = corrupted.attention_mask.sum(1)
     bad = (n_clean != n_corr).nonzero()
@@ -74,7 +85,8 @@ def check_pairs(clean: TokenDataset, corrupted: TokenDataset) -> None:
             f"Example {i}: the clean prompt is {int(n_clean[i])} tokens but its corrupted "
             f"prompt is {int(n_corr[i])}. Counterfactual ablation patches position by "
             "position, so each pair must tokenize to the same length (choose corruptions of "
-            "the same token length, e.g. single-token names).")
+            "the same token length, e.g. single-token names)."
+        )
 
 
 class PairedRows:
@@ -133,13 +145,15 @@ class PairedRows:
                 raise ValueError(
                     f"Batch row {r} is not one of the {sum(map(len, self.keys.values()))} clean "
                     "examples this counterfactual intervention was built for: run it on the "
-                    "clean data it was given (any order or batch size).")
+                    "clean data it was given (any order or batch size)."
+                )
         return torch.tensor(out, dtype=torch.long)
 
 
 @torch.inference_mode()
-def corrupted_activations(model: Any, corrupted: TokenDataset, hook_names: Sequence[str], *,
-                          batch_size: int = 8) -> dict[str, Tensor]:
+def corrupted_activations(
+    model: Any, corrupted: TokenDataset, hook_names: Sequence[str], *, batch_size: int = 8
+) -> dict[str, Tensor]:
     """Activations of ``model`` on every corrupted row at ``hook_names``:
     ``{name: [n_examples, pos, ...]}`` (padding positions hold the padding's activations)."""
     device = model_device(model)
@@ -147,8 +161,9 @@ def corrupted_activations(model: Any, corrupted: TokenDataset, hook_names: Seque
     parts: dict[str, list[Tensor]] = {n: [] for n in hook_names}
     width = corrupted.tokens.shape[1]
     for tokens, _ in corrupted.batches(batch_size):
-        _, cache = model.run_with_cache(tokens.to(device), names_filter=list(hook_names),
-                                        return_type=None, **stop)
+        _, cache = model.run_with_cache(
+            tokens.to(device), names_filter=list(hook_names), return_type=None, **stop
+        )
         for n in hook_names:
             act = cache[n]
             pad = width - act.shape[1]
@@ -165,8 +180,9 @@ def plain_tensors(values: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {n: v.clone() for n, v in values.items()}
 
 
-def counterfactual_pair(task: Any, tokenizer: Any, split: str = "eval", **kwargs: Any
-                        ) -> tuple[TokenDataset, TokenDataset]:
+def counterfactual_pair(
+    task: Any, tokenizer: Any, split: str = "eval", **kwargs: Any
+) -> tuple[TokenDataset, TokenDataset]:
     """Clean and corrupted token rows of a prompt→answer task, example by example.
 
     Args:
@@ -262,8 +278,9 @@ def counterfactual_ablation(
     sites = select_sites(model, heads, neurons, hook_points)
     t0 = time.perf_counter()
     matcher = PairedRows(model, clean_ds)
-    stored = plain_tensors(corrupted_activations(model, corrupted_ds, list(sites),
-                                                 batch_size=batch_size))
+    stored = plain_tensors(
+        corrupted_activations(model, corrupted_ds, list(sites), batch_size=batch_size)
+    )
     state: dict[str, Tensor] = {}
 
     def find_rows(acts: Tensor, hook: Any) -> None:
@@ -278,7 +295,12 @@ def counterfactual_ablation(
     fwd: list[tuple[str, HookFn]] = [(EMBED_HOOK, find_rows)]
     fwd += [(n, replace_hook(m, positions, value_fn(stored[n]))) for n, m in sites.items()]
     return Intervention(
-        name or _label("counterfactual", heads, neurons, hook_points), fwd,
-        {"kind": "counterfactual", "n_examples": len(clean_ds),
-         "fit_seconds": time.perf_counter() - t0,
-         "sites": {n: int(m.sum()) for n, m in sites.items()}})
+        name or _label("counterfactual", heads, neurons, hook_points),
+        fwd,
+        {
+            "kind": "counterfactual",
+            "n_examples": len(clean_ds),
+            "fit_seconds": time.perf_counter() - t0,
+            "sites": {n: int(m.sum()) for n, m in sites.items()},
+        },
+    )

@@ -47,8 +47,16 @@ from tl_unlearn.interventions.base import (
     stream_activations,
 )
 
-__all__ = ["SCORES", "SCORE_STATISTICS", "STATISTICS", "PruningScores", "UnitStats",
-           "collect_statistics", "pruning_scores", "selective_pruning"]
+__all__ = [
+    "SCORES",
+    "SCORE_STATISTICS",
+    "STATISTICS",
+    "PruningScores",
+    "UnitStats",
+    "collect_statistics",
+    "pruning_scores",
+    "selective_pruning",
+]
 
 Score = Literal["abs", "freq", "rms", "std", "sqrt", "mean_diff", "random"]
 SCORES: tuple[str, ...] = ("abs", "freq", "rms", "std", "sqrt", "mean_diff", "random")
@@ -57,8 +65,14 @@ Components = Literal["mlp", "attn", "both"]
 
 #: The statistics each score reads (``mode="mean"`` pruning also reads the retain ``mean``).
 SCORE_STATISTICS: dict[str, tuple[str, ...]] = {
-    "abs": ("mean_abs",), "freq": ("pos_freq",), "rms": ("mean", "m2"), "std": ("mean", "m2"),
-    "sqrt": ("mean_sqrt",), "mean_diff": ("mean",), "random": ("mean",)}
+    "abs": ("mean_abs",),
+    "freq": ("pos_freq",),
+    "rms": ("mean", "m2"),
+    "std": ("mean", "m2"),
+    "sqrt": ("mean_sqrt",),
+    "mean_diff": ("mean",),
+    "random": ("mean",),
+}
 STATISTICS: tuple[str, ...] = ("mean", "m2", "mean_abs", "mean_sqrt", "pos_freq")
 
 
@@ -92,8 +106,10 @@ class UnitStats:
         if unknown:
             raise ValueError(f"Unknown statistics {sorted(unknown)}; choose from {STATISTICS}.")
         wanted = set(statistics) | ({"mean"} if "m2" in statistics else set())
-        return cls(0.0, *(torch.zeros(units, dtype=torch.float64) if k in wanted else None
-                          for k in STATISTICS))
+        return cls(
+            0.0,
+            *(torch.zeros(units, dtype=torch.float64) if k in wanted else None for k in STATISTICS),
+        )
 
     @property
     def tracked(self) -> tuple[str, ...]:
@@ -129,8 +145,9 @@ class UnitStats:
             if self.mean_abs is not None:
                 self.mean_abs.add_(xa.sum(0, dtype=f64).div_(nb).sub_(self.mean_abs), alpha=w)
             if self.mean_sqrt is not None:
-                self.mean_sqrt.add_(xa.sqrt_().sum(0, dtype=f64).div_(nb).sub_(self.mean_sqrt),
-                                    alpha=w)
+                self.mean_sqrt.add_(
+                    xa.sqrt_().sum(0, dtype=f64).div_(nb).sub_(self.mean_sqrt), alpha=w
+                )
             del xa
         if self.pos_freq is not None:
             self.pos_freq.add_((x > 0).sum(0, dtype=f64).div_(nb).sub_(self.pos_freq), alpha=w)
@@ -140,9 +157,11 @@ class UnitStats:
         """Raise a clear error if ``what`` needs statistics this object did not track."""
         missing = [k for k in statistics if getattr(self, k) is None]
         if missing:
-            raise ValueError(f"{what} needs the statistics {missing}, which were not collected "
-                             f"(these hold {list(self.tracked)}); collect them with "
-                             "pruning_scores(), which tracks all of them.")
+            raise ValueError(
+                f"{what} needs the statistics {missing}, which were not collected "
+                f"(these hold {list(self.tracked)}); collect them with "
+                "pruning_scores(), which tracks all of them."
+            )
 
     @property
     def var(self) -> Tensor:
@@ -193,26 +212,29 @@ def collect_statistics(
     def read(name: str, acts: Tensor, mask: Tensor) -> None:
         _read_units(stats[name], acts, mask)
 
-    n_batches = stream_activations(model, data, hook_names, read, batch_size=batch_size,
-                                   fwd_hooks=fwd_hooks)
+    n_batches = stream_activations(
+        model, data, hook_names, read, batch_size=batch_size, fwd_hooks=fwd_hooks
+    )
     if n_batches == 0 or not any(s.n for s in stats.values()):
         raise ValueError("collect_statistics() got an empty dataset.")
     return stats
 
 
-def _empty_stats(model: Any, hook_names: Sequence[str], statistics: Sequence[str]
-                 ) -> dict[str, UnitStats]:
+def _empty_stats(
+    model: Any, hook_names: Sequence[str], statistics: Sequence[str]
+) -> dict[str, UnitStats]:
     shapes = hook_shapes(model, hook_names)
-    return {n: UnitStats.empty(int(torch.tensor(shapes[n]).prod()), statistics)
-            for n in hook_names}
+    return {n: UnitStats.empty(int(torch.tensor(shapes[n]).prod()), statistics) for n in hook_names}
 
 
-def _read_units(stats: UnitStats, acts: Float[Tensor, "batch pos ..."],
-                mask: Bool[Tensor, "batch pos"]) -> None:
+def _read_units(
+    stats: UnitStats, acts: Float[Tensor, "batch pos ..."], mask: Bool[Tensor, "batch pos"]
+) -> None:
     n, pos = mask.shape
     length = int(mask[0].sum())
-    if (n == 1 or length == pos) and bool(mask[:, :length].all()) \
-            and int(mask.sum()) == n * length:  # whole prefixes of one row, or whole rows:
+    if (
+        (n == 1 or length == pos) and bool(mask[:, :length].all()) and int(mask.sum()) == n * length
+    ):  # whole prefixes of one row, or whole rows:
         x = acts[:, :length]  # a view (an indexed copy of a 512-token row takes ~1 ms)
     else:
         x = acts[mask]
@@ -285,18 +307,25 @@ class PruningScores:
         for stats in (self.forget_stats, self.retain_stats):
             for s in stats.values():
                 s.require(SCORE_STATISTICS[score], f"The {score!r} score")
-        scores = {n: _score(self.forget_stats[n], self.retain_stats[n], score, eps, gen)
-                  for n in self.scores}
-        return PruningScores(score, self.forget_stats, self.retain_stats, scores, self.shapes,
-                             self.fit_seconds)
+        scores = {
+            n: _score(self.forget_stats[n], self.retain_stats[n], score, eps, gen)
+            for n in self.scores
+        }
+        return PruningScores(
+            score, self.forget_stats, self.retain_stats, scores, self.shapes, self.fit_seconds
+        )
 
     @property
     def n_units(self) -> int:
         return sum(s.numel() for s in self.scores.values())
 
-    def select(self, fraction: float | None = None, *, count: int | None = None,
-               exclude: Mapping[str, Bool[Tensor, " units"]] | None = None,
-               ) -> dict[str, Bool[Tensor, " units"]]:
+    def select(
+        self,
+        fraction: float | None = None,
+        *,
+        count: int | None = None,
+        exclude: Mapping[str, Bool[Tensor, " units"]] | None = None,
+    ) -> dict[str, Bool[Tensor, " units"]]:
         """Global top units across all hooks: a ``fraction`` of all units, or ``count`` units.
 
         Units marked in ``exclude`` (e.g. those already pruned) are chosen last. Ties are
@@ -309,8 +338,14 @@ class PruningScores:
             count = int(round(fraction * self.n_units))
         names = list(self.scores)
         exclude = exclude or {}
-        flat = torch.cat([self.scores[n].masked_fill(exclude[n], float("-inf"))
-                          if n in exclude else self.scores[n] for n in names])
+        flat = torch.cat(
+            [
+                self.scores[n].masked_fill(exclude[n], float("-inf"))
+                if n in exclude
+                else self.scores[n]
+                for n in names
+            ]
+        )
         chosen = torch.zeros_like(flat, dtype=torch.bool)
         if count:
             order = torch.sort(flat, descending=True, stable=True).indices[:count]
@@ -323,8 +358,12 @@ class PruningScores:
         return out
 
     def intervention(
-        self, fraction: float | None = None, *, count: int | None = None,
-        mode: Literal["zero", "mean"] = "zero", name: str | None = None,
+        self,
+        fraction: float | None = None,
+        *,
+        count: int | None = None,
+        mode: Literal["zero", "mean"] = "zero",
+        name: str | None = None,
         units: Mapping[str, Bool[Tensor, " units"]] | None = None,
     ) -> Intervention:
         """Prune the selected units through hooks (``"zero"`` or the retain ``"mean"``).
@@ -340,8 +379,10 @@ class PruningScores:
         if units is not None:
             if fraction is not None or count is not None:
                 raise ValueError("Pass units= or fraction=/count=, not both.")
-            selected = {n: units[n].bool() if n in units else torch.zeros_like(s, dtype=torch.bool)
-                        for n, s in self.scores.items()}
+            selected = {
+                n: units[n].bool() if n in units else torch.zeros_like(s, dtype=torch.bool)
+                for n, s in self.scores.items()
+            }
         else:
             selected = self.select(fraction, count=count)
         hooks = []
@@ -356,13 +397,21 @@ class PruningScores:
             hooks.append((n, replace_hook(site, "all", lambda a, v=value: v.to(a.device))))
         total = sum(int(s.sum()) for s in selected.values())
         label = name or f"prune-{self.score}({total} units, {mode})"
-        return Intervention(label, hooks, {
-            "kind": "selective_pruning", "score": self.score, "mode": mode,
-            "n_pruned": total, "fraction": total / max(self.n_units, 1),
-            "fit_seconds": self.fit_seconds,
-            "pruned": {n: torch.nonzero(s).flatten().tolist() for n, s in selected.items()
-                       if s.any()},
-        })
+        return Intervention(
+            label,
+            hooks,
+            {
+                "kind": "selective_pruning",
+                "score": self.score,
+                "mode": mode,
+                "n_pruned": total,
+                "fraction": total / max(self.n_units, 1),
+                "fit_seconds": self.fit_seconds,
+                "pruned": {
+                    n: torch.nonzero(s).flatten().tolist() for n, s in selected.items() if s.any()
+                },
+            },
+        )
 
 
 def pruning_scores(
@@ -407,20 +456,28 @@ def pruning_scores(
     t0 = time.perf_counter()
     names = _hooks_for(model, components)
     UnitStats.empty(0, statistics).require(SCORE_STATISTICS[score], f"The {score!r} score")
-    fs = collect_statistics(model, forget, names, batch_size=batch_size, fwd_hooks=fwd_hooks,
-                            statistics=statistics)
-    rs = collect_statistics(model, retain, names, batch_size=batch_size, fwd_hooks=fwd_hooks,
-                            statistics=statistics)
+    fs = collect_statistics(
+        model, forget, names, batch_size=batch_size, fwd_hooks=fwd_hooks, statistics=statistics
+    )
+    rs = collect_statistics(
+        model, retain, names, batch_size=batch_size, fwd_hooks=fwd_hooks, statistics=statistics
+    )
     return _scores_of(model, names, fs, rs, score, eps, seed, t0)
 
 
-def _scores_of(model: Any, names: Sequence[str], fs: dict[str, UnitStats],
-               rs: dict[str, UnitStats], score: Score, eps: float, seed: int, t0: float
-               ) -> PruningScores:
+def _scores_of(
+    model: Any,
+    names: Sequence[str],
+    fs: dict[str, UnitStats],
+    rs: dict[str, UnitStats],
+    score: Score,
+    eps: float,
+    seed: int,
+    t0: float,
+) -> PruningScores:
     gen = torch.Generator().manual_seed(seed)
     scores = {n: _score(fs[n], rs[n], score, eps, gen) for n in names}
-    return PruningScores(score, fs, rs, scores, hook_shapes(model, names),
-                         time.perf_counter() - t0)
+    return PruningScores(score, fs, rs, scores, hook_shapes(model, names), time.perf_counter() - t0)
 
 
 def _rows_within(fit: TokenDataset, ev: TokenDataset) -> bool:
@@ -443,9 +500,14 @@ def _rows_within(fit: TokenDataset, ev: TokenDataset) -> bool:
 
 
 def _evaluate_reading(
-    model: Any, data: Mapping[str, TokenDataset], hooks: Intervention,
-    read_from: Mapping[str, tuple[str, TokenDataset]], names: Sequence[str],
-    statistics: Sequence[str], batch_size: int, options: Mapping[str, Any],
+    model: Any,
+    data: Mapping[str, TokenDataset],
+    hooks: Intervention,
+    read_from: Mapping[str, tuple[str, TokenDataset]],
+    names: Sequence[str],
+    statistics: Sequence[str],
+    batch_size: int,
+    options: Mapping[str, Any],
 ) -> tuple[Any, dict[str, dict[str, UnitStats]]]:
     """Evaluate ``hooks`` on ``data`` and, in the same passes, collect the statistics of each
     fit side: ``read_from[side] = (name of the evaluation dataset that holds its rows first,
@@ -462,16 +524,22 @@ def _evaluate_reading(
         rows, width = min(len(view), len(fit) - first), view.tokens.shape[1]
         mask = torch.zeros(len(view), width, dtype=torch.bool)
         k = min(width, fit.attention_mask.shape[1])
-        mask[:rows, :k] = fit.attention_mask[first:first + rows, :k]
+        mask[:rows, :k] = fit.attention_mask[first : first + rows, :k]
 
         def read(acts: Tensor, hook: Any) -> None:
             _read_units(stats[side][hook.name], acts, mask.to(acts.device))
 
         return [(n, read) for n in names]
 
-    evaluation = evaluate_many(model, data, [hooks], batch_size=batch_size,
-                               batch_hooks=batch_hooks if read_from else None,
-                               labels=[hooks.name], **options)[0]
+    evaluation = evaluate_many(
+        model,
+        data,
+        [hooks],
+        batch_size=batch_size,
+        batch_hooks=batch_hooks if read_from else None,
+        labels=[hooks.name],
+        **options,
+    )[0]
     return evaluation, stats
 
 
@@ -548,8 +616,10 @@ def selective_pruning(
     options = dict(evaluate_options or {})
     unknown = set(options) - {"top_k", "skip_common", "metrics", "progress"}
     if unknown:
-        raise ValueError(f"evaluate_options takes top_k, skip_common, metrics and progress, "
-                         f"not {sorted(unknown)}.")
+        raise ValueError(
+            f"evaluate_options takes top_k, skip_common, metrics and progress, "
+            f"not {sorted(unknown)}."
+        )
     t0 = time.perf_counter()
     names = _hooks_for(model, components)
     statistics = (*SCORE_STATISTICS[score], *(("mean",) if mode == "mean" else ()))
@@ -565,16 +635,27 @@ def selective_pruning(
     current = Intervention("none")
     read: dict[str, dict[str, UnitStats]] = {}
     if eval_data is not None:
-        ev, read = _evaluate_reading(model, eval_data, current, read_from, names, statistics,
-                                     batch_size, options)
+        ev, read = _evaluate_reading(
+            model, eval_data, current, read_from, names, statistics, batch_size, options
+        )
         evaluations.append(ev)
     pruned: dict[str, Tensor] = {}
     total = None
     for step in range(1, steps + 1):
         t1 = time.perf_counter()
-        fs, rs = (read[side] if side in read else collect_statistics(
-            model, fit[side], names, batch_size=batch_size, fwd_hooks=current.fwd_hooks,
-            statistics=statistics) for side in ("forget", "retain"))
+        fs, rs = (
+            read[side]
+            if side in read
+            else collect_statistics(
+                model,
+                fit[side],
+                names,
+                batch_size=batch_size,
+                fwd_hooks=current.fwd_hooks,
+                statistics=statistics,
+            )
+            for side in ("forget", "retain")
+        )
         ps = _scores_of(model, names, fs, rs, score, 1e-6, seed + step - 1, t1)
         total = int(round(fraction * ps.n_units)) if total is None else total
         n_new = total * step // steps - sum(int(p.sum()) for p in pruned.values())
@@ -582,14 +663,22 @@ def selective_pruning(
         pruned = {n: new[n] | pruned.get(n, torch.zeros_like(new[n])) for n in new}
         current = ps.intervention(units=pruned, mode=mode)
         if eval_data is not None:
-            ev, read = _evaluate_reading(model, eval_data, current,
-                                         read_from if step < steps else {}, names, statistics,
-                                         batch_size, options)
+            ev, read = _evaluate_reading(
+                model,
+                eval_data,
+                current,
+                read_from if step < steps else {},
+                names,
+                statistics,
+                batch_size,
+                options,
+            )
             evaluations.append(ev)
         if on_step is not None:
             on_step(step, current)
     current.name = name or f"prune-{score}({fraction:.1%}, {mode}" + (
-        f", {steps} steps)" if steps > 1 else ")")
+        f", {steps} steps)" if steps > 1 else ")"
+    )
     current.info.update({"steps": steps, "fit_seconds": time.perf_counter() - t0})
     if eval_data is not None:
         current.info["evaluations"] = evaluations

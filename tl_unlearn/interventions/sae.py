@@ -33,8 +33,13 @@ from tl_unlearn.interventions.base import (
     stream_activations,
 )
 
-__all__ = ["sae_feature_intervention", "sae_feature_means", "sae_hook_name", "sae_quality",
-           "train_sae"]
+__all__ = [
+    "sae_feature_intervention",
+    "sae_feature_means",
+    "sae_hook_name",
+    "sae_quality",
+    "train_sae",
+]
 
 Mode = Literal["zero", "clamp", "scale"]
 
@@ -49,7 +54,10 @@ def sae_hook_name(sae: Any) -> str:
 
 
 def _edit(
-    feats: Float[Tensor, "... d_sae"], idx: Tensor, mode: Mode, value: Tensor | float,
+    feats: Float[Tensor, "... d_sae"],
+    idx: Tensor,
+    mode: Mode,
+    value: Tensor | float,
     pos_mask: Tensor | None,
 ) -> Tensor:
     new = feats.clone()
@@ -132,6 +140,7 @@ def sae_feature_intervention(
     info = {"kind": f"sae_{mode}", "features": idx.tolist(), "hook_name": hook}
 
     if hook in attached and attached[hook] is sae:
+
         def on_features(feats: Tensor, hook: Any) -> Tensor:
             pm = positions_mask(positions, feats.shape[1], feats.device)
             return _edit(feats, idx.to(feats.device), mode, _to(value, feats), pm)
@@ -163,9 +172,16 @@ def _to(value: Tensor | float, like: Tensor) -> Tensor | float:
 
 
 def train_sae(
-    model: Any, data: Sequence[TokenDataset], hook_name: str, *, d_sae: int = 1024,
-    training_tokens: int = 100_000, l1_coefficient: float = 5.0, lr: float = 3e-3,
-    batch_size_tokens: int = 1024, seed: int = 0,
+    model: Any,
+    data: Sequence[TokenDataset],
+    hook_name: str,
+    *,
+    d_sae: int = 1024,
+    training_tokens: int = 100_000,
+    l1_coefficient: float = 5.0,
+    lr: float = 3e-3,
+    batch_size_tokens: int = 1024,
+    seed: int = 0,
 ) -> Any:
     """Train a small standard SAE with ``sae_lens``'s training runner, offline, on token data.
 
@@ -212,14 +228,26 @@ def train_sae(
     device = str(model_device(model))
     cfg = LanguageModelSAERunnerConfig(
         sae=StandardTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=l1_coefficient),
-        model_name=getattr(model.cfg, "model_name", "model"), hook_name=hook_name,
-        dataset_path="", is_dataset_tokenized=True, context_size=context,
-        training_tokens=training_tokens, train_batch_size_tokens=batch_size_tokens,
+        model_name=getattr(model.cfg, "model_name", "model"),
+        hook_name=hook_name,
+        dataset_path="",
+        is_dataset_tokenized=True,
+        context_size=context,
+        training_tokens=training_tokens,
+        train_batch_size_tokens=batch_size_tokens,
         store_batch_size_prompts=8,
         n_batches_in_buffer=max(4, -(-2 * batch_size_tokens // context)),
-        device=device, act_store_device=device, logger=LoggingConfig(log_to_wandb=False),
-        n_checkpoints=0, save_final_checkpoint=False, output_path=None, verbose=False, lr=lr,
-        prepend_bos=False, seed=seed, checkpoint_path=None,
+        device=device,
+        act_store_device=device,
+        logger=LoggingConfig(log_to_wandb=False),
+        n_checkpoints=0,
+        save_final_checkpoint=False,
+        output_path=None,
+        verbose=False,
+        lr=lr,
+        prepend_bos=False,
+        seed=seed,
+        checkpoint_path=None,
     )
     # sae_lens installs its own SIGINT/SIGTERM handlers (and, with a checkpoint path, saves a
     # checkpoint into the current directory on Ctrl-C): keep ours, and re-raise Ctrl-C as
@@ -230,8 +258,7 @@ def train_sae(
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return LanguageModelSAETrainingRunner(cfg, override_dataset=ds,
-                                              override_model=model).run()
+        return LanguageModelSAETrainingRunner(cfg, override_dataset=ds, override_model=model).run()
     except InterruptedException as exc:
         raise KeyboardInterrupt from exc
     finally:
@@ -240,8 +267,9 @@ def train_sae(
 
 
 @torch.inference_mode()
-def sae_feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch_size: int = 8
-                   ) -> Float[Tensor, " d_sae"]:
+def sae_feature_means(
+    model: Any, sae: Any, hook: str, data: TokenDataset, batch_size: int = 8
+) -> Float[Tensor, " d_sae"]:
     """Mean activation of every SAE feature at ``hook`` over the real tokens of ``data``.
 
     Args:
@@ -276,8 +304,9 @@ def sae_feature_means(model: Any, sae: Any, hook: str, data: TokenDataset, batch
 
 
 @torch.inference_mode()
-def sae_quality(model: Any, sae: Any, hook: str, data: Mapping[str, TokenDataset],
-                batch_size: int = 8) -> dict[str, float]:
+def sae_quality(
+    model: Any, sae: Any, hook: str, data: Mapping[str, TokenDataset], batch_size: int = 8
+) -> dict[str, float]:
     """Reconstruction quality of an SAE at ``hook`` on each dataset: the fraction of the
     activations' variance explained (``1 - sum |x - x_hat|^2 / sum |x - mean x|^2``) and
     L0 (mean number of active features per token).
@@ -302,6 +331,7 @@ def sae_quality(model: Any, sae: Any, hook: str, data: Mapping[str, TokenDataset
         >>> sorted(sae_quality(m, sae, "blocks.1.hook_resid_pre", d))[:2]
         ['sae_explained_variance_forget', 'sae_explained_variance_retain']
     """
+
     def measure(ds: TokenDataset) -> tuple[Tensor, float, float]:
         """Activations (float64), summed squared reconstruction error, summed L0."""
         xs, err, l0 = [], 0.0, 0.0

@@ -29,8 +29,14 @@ from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.interventions.base import Intervention, check_hook_name, check_layer, hook_shapes
 
-__all__ = ["actadd", "mean_difference", "random_steering", "sae_direction_steering", "steering_matrix",
-           "vector_steering"]
+__all__ = [
+    "actadd",
+    "mean_difference",
+    "random_steering",
+    "sae_direction_steering",
+    "steering_matrix",
+    "vector_steering",
+]
 
 
 def _space_id(tokenizer: Any) -> int:
@@ -42,8 +48,13 @@ def _space_id(tokenizer: Any) -> int:
 
 @torch.inference_mode()
 def steering_matrix(
-    model: Any, prompt_add: str, prompt_sub: str, layer: int, coeff: float = 1.0,
-    *, pad_token_id: int | None = None,
+    model: Any,
+    prompt_add: str,
+    prompt_sub: str,
+    layer: int,
+    coeff: float = 1.0,
+    *,
+    pad_token_id: int | None = None,
 ) -> Float[Tensor, "pos d_model"]:
     """``coeff * (resid_pre(prompt_add) - resid_pre(prompt_sub))`` at ``layer``, per position."""
     check_layer(model, layer)
@@ -132,27 +143,43 @@ def actadd(
         if not isinstance(prompt, str):
             raise TypeError(f"{arg} must be a string, got {type(prompt).__name__}.")
     if prompt_add == prompt_sub:
-        raise ValueError(f"prompt_add and prompt_sub are the same ({prompt_add!r}): their "
-                         "difference, the steering vector, would be zero. Give two different "
-                         "prompts (one of them may be empty).")
+        raise ValueError(
+            f"prompt_add and prompt_sub are the same ({prompt_add!r}): their "
+            "difference, the steering vector, would be zero. Give two different "
+            "prompts (one of them may be empty)."
+        )
     hook_name = get_act_name("resid_pre", check_layer(model, layer))
-    label = name or (f"actadd({prompt_add!r} - {prompt_sub!r}, L{layer}, c={coeff:g}"
-                     + (", all positions)" if positions == "all" else ")"))
+    label = name or (
+        f"actadd({prompt_add!r} - {prompt_sub!r}, L{layer}, c={coeff:g}"
+        + (", all positions)" if positions == "all" else ")")
+    )
     if positions == "all":
         vec = mean_difference(model, prompt_add, prompt_sub, layer, coeff)
-        return Intervention(label, [(hook_name, _add_everywhere(vec))],
-                            {"kind": "actadd", "layer": layer, "coeff": coeff,
-                             "positions": "all"})
+        return Intervention(
+            label,
+            [(hook_name, _add_everywhere(vec))],
+            {"kind": "actadd", "layer": layer, "coeff": coeff, "positions": "all"},
+        )
     steer = steering_matrix(model, prompt_add, prompt_sub, layer, coeff, pad_token_id=pad_token_id)
     return Intervention(
-        label, [(hook_name, _front_add(steer))],
-        {"kind": "actadd", "layer": layer, "coeff": coeff, "n_positions": int(steer.shape[0]),
-         "positions": "front"},
+        label,
+        [(hook_name, _front_add(steer))],
+        {
+            "kind": "actadd",
+            "layer": layer,
+            "coeff": coeff,
+            "n_positions": int(steer.shape[0]),
+            "positions": "front",
+        },
     )
 
 
 def random_steering(
-    model: Any, layer: int, like: Float[Tensor, "pos d_model"], *, seed: int = 0,
+    model: Any,
+    layer: int,
+    like: Float[Tensor, "pos d_model"],
+    *,
+    seed: int = 0,
     name: str | None = None,
 ) -> Intervention:
     """A random steering matrix with the same per-position norms as ``like``, added at the
@@ -173,10 +200,16 @@ def random_steering(
     noise = torch.randn(like.shape, generator=gen, dtype=torch.float32).to(like.device, like.dtype)
     norms = like.norm(dim=-1, keepdim=True)
     steer = noise / noise.norm(dim=-1, keepdim=True).clamp_min(1e-12) * norms
-    return Intervention(name or f"random-steering(L{layer}, seed {seed})",
-                        [(hook_name, _front_add(steer))],
-                        {"kind": "random_steering", "layer": layer, "seed": seed,
-                         "n_positions": int(steer.shape[0])})
+    return Intervention(
+        name or f"random-steering(L{layer}, seed {seed})",
+        [(hook_name, _front_add(steer))],
+        {
+            "kind": "random_steering",
+            "layer": layer,
+            "seed": seed,
+            "n_positions": int(steer.shape[0]),
+        },
+    )
 
 
 def _add_everywhere(vec: Tensor) -> Any:
@@ -228,14 +261,21 @@ def vector_steering(
         )
     add = coeff * vec
 
-    hook = (_add_everywhere(add) if n_positions is None
-            else _front_add(add.expand(n_positions, -1)))
-    return Intervention(name or f"steer({hook_name}, c={coeff:g})", [(hook_name, hook)],
-                        {"kind": "vector_steering", "coeff": coeff})
+    hook = _add_everywhere(add) if n_positions is None else _front_add(add.expand(n_positions, -1))
+    return Intervention(
+        name or f"steer({hook_name}, c={coeff:g})",
+        [(hook_name, hook)],
+        {"kind": "vector_steering", "coeff": coeff},
+    )
 
 
 def sae_direction_steering(
-    model: Any, sae: Any, feature: int, coeff: float = 1.0, *, n_positions: int | None = None,
+    model: Any,
+    sae: Any,
+    feature: int,
+    coeff: float = 1.0,
+    *,
+    n_positions: int | None = None,
     name: str | None = None,
 ) -> Intervention:
     """Steer along an SAE feature's decoder direction ``W_dec[feature]`` at the SAE's hook.
@@ -265,6 +305,10 @@ def sae_direction_steering(
 
     check_indices([feature], int(sae.cfg.d_sae), "SAE feature")
     return vector_steering(
-        model, sae_hook_name(sae), sae.W_dec[feature].detach(), coeff,
-        n_positions=n_positions, name=name or f"sae-steer(f{feature}, c={coeff:g})",
+        model,
+        sae_hook_name(sae),
+        sae.W_dec[feature].detach(),
+        coeff,
+        n_positions=n_positions,
+        name=name or f"sae-steer(f{feature}, c={coeff:g})",
     )

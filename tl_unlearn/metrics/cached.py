@@ -95,14 +95,15 @@ def evaluate_logits(
         lg = logits[name]
         width = int(ds.attention_mask.sum(1).max())
         if lg.ndim != 3 or lg.shape[0] != len(ds) or lg.shape[1] < width:
-            raise ValueError(f"logits[{name!r}] has shape {tuple(lg.shape)}; dataset "
-                             f"{name!r} needs [{len(ds)}, >= {width}, d_vocab].")
-        skip = (_common_targets(ds, skip_common) if skip_common and ds.target_mask is None
-                else None)
+            raise ValueError(
+                f"logits[{name!r}] has shape {tuple(lg.shape)}; dataset "
+                f"{name!r} needs [{len(ds)}, >= {width}, d_vocab]."
+            )
+        skip = _common_targets(ds, skip_common) if skip_common and ds.target_mask is None else None
         acc = _Accumulator(name, label, top_k, skip, ds.has_answers, dict(metrics))
         start = 0
         for view in ds.views(batch_size):
-            part = lg[start: start + len(view), : view.tokens.shape[1]]
+            part = lg[start : start + len(view), : view.tokens.shape[1]]
             acc.add(ForwardOutput(None, None, part), view, view.tokens.to(part.device))
             start += len(view)
         out[name] = acc.reduce(ds, dict(acc.per_example))
@@ -110,8 +111,11 @@ def evaluate_logits(
 
 
 def _resid_names(cache: Any, n_layers: int) -> list[str]:
-    return [get_act_name("resid_pre", l) for l in range(n_layers)
-            if get_act_name("resid_pre", l) in cache] + [get_act_name("resid_post", n_layers - 1)]
+    return [
+        get_act_name("resid_pre", l)
+        for l in range(n_layers)
+        if get_act_name("resid_pre", l) in cache
+    ] + [get_act_name("resid_post", n_layers - 1)]
 
 
 @torch.inference_mode()
@@ -173,8 +177,13 @@ def logit_lens_from_caches(
         logprob[run] = (sums[:, 0] / count).tolist()
         rank[run] = (sums[:, 1] / count).tolist()
     layers = [f"L{n.split('.')[1]}" for n in names[:-1]] + ["final"]
-    return LogitLensDiff(label or "intervention", layers, {data.name: logprob},
-                         {data.name: rank}, time.perf_counter() - t0)
+    return LogitLensDiff(
+        label or "intervention",
+        layers,
+        {data.name: logprob},
+        {data.name: rank},
+        time.perf_counter() - t0,
+    )
 
 
 def activation_distances_from_caches(
@@ -208,19 +217,32 @@ def activation_distances_from_caches(
         (1.732, 1.732)
     """
     t0 = time.perf_counter()
-    names = list(hook_names) if hook_names is not None else [
-        n for n in clean_cache.keys() if n in intervened_cache]
+    names = (
+        list(hook_names)
+        if hook_names is not None
+        else [n for n in clean_cache.keys() if n in intervened_cache]
+    )
     l2, cos, norm = {}, {}, {}
     for n in names:
         a, b = clean_cache[n].double(), intervened_cache[n].double()
         if a.shape != b.shape:
-            raise ValueError(f"The caches hold {n!r} with shapes {tuple(a.shape)} and "
-                             f"{tuple(b.shape)}: they are not of the same rows.")
-        m = (torch.ones(a.shape[:2], dtype=torch.bool) if mask is None
-             else mask[:, : a.shape[1]].bool()).to(a.device)
+            raise ValueError(
+                f"The caches hold {n!r} with shapes {tuple(a.shape)} and "
+                f"{tuple(b.shape)}: they are not of the same rows."
+            )
+        m = (
+            torch.ones(a.shape[:2], dtype=torch.bool)
+            if mask is None
+            else mask[:, : a.shape[1]].bool()
+        ).to(a.device)
         a, b = a[m].flatten(1), b[m].flatten(1)
         l2[n] = float((a - b).norm(dim=-1).mean())
         cos[n] = float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())
         norm[n] = float(a.norm(dim=-1).mean())
-    return ActivationDistances(label or "clean vs intervened", {dataset: l2}, {dataset: cos},
-                               {dataset: norm}, time.perf_counter() - t0)
+    return ActivationDistances(
+        label or "clean vs intervened",
+        {dataset: l2},
+        {dataset: cos},
+        {dataset: norm},
+        time.perf_counter() - t0,
+    )

@@ -57,7 +57,8 @@ LN2 = math.log(2.0)
 
 
 def js_divergence(
-    logits_p: Float[Tensor, "... d_vocab"], logits_q: Float[Tensor, "... d_vocab"],
+    logits_p: Float[Tensor, "... d_vocab"],
+    logits_q: Float[Tensor, "... d_vocab"],
     dtype: torch.dtype = torch.float64,
 ) -> Float[Tensor, "..."]:
     """Jensen-Shannon divergence (nats) between the softmax distributions of two logit tensors.
@@ -85,8 +86,9 @@ def js_divergence(
     return _js_from_log_probs(lp, lq)
 
 
-def _js_from_log_probs(lp: Tensor, lq: Tensor, p: Tensor | None = None, q: Tensor | None = None
-                       ) -> Tensor:
+def _js_from_log_probs(
+    lp: Tensor, lq: Tensor, p: Tensor | None = None, q: Tensor | None = None
+) -> Tensor:
     """JS from log-probabilities: ``0.5 sum p log p + 0.5 sum q log q - sum m log m`` with
     ``m = (p + q) / 2`` (``xlogy``: 0 log 0 = 0), a few passes over the vocabulary."""
     p = lp.exp() if p is None else p
@@ -127,10 +129,13 @@ class OutputDistances(Result):
     def figure(self, kind: str = "distances") -> go.Figure:
         """``kind="distances"``: normalised JS and probability L2, as bars."""
         self._check_kind(kind)
-        fig = go.Figure(go.Bar(x=["JS / ln 2", "probability L2"],
-                               y=[self.js_normalised, self.prob_l2]))
-        fig.update_layout(title=f"Output distances on {self.label} ({self.n_positions} positions)",
-                          template="plotly_white")
+        fig = go.Figure(
+            go.Bar(x=["JS / ln 2", "probability L2"], y=[self.js_normalised, self.prob_l2])
+        )
+        fig.update_layout(
+            title=f"Output distances on {self.label} ({self.n_positions} positions)",
+            template="plotly_white",
+        )
         return fig
 
     @property
@@ -139,8 +144,9 @@ class OutputDistances(Result):
         return self.js / LN2
 
 
-def _paired_chunks(model_a: Any, hooks_a: Hooks, model_b: Any, hooks_b: Hooks, tokens: Tensor
-                   ) -> Iterator[tuple[slice, Tensor, Tensor]]:
+def _paired_chunks(
+    model_a: Any, hooks_a: Hooks, model_b: Any, hooks_b: Hooks, tokens: Tensor
+) -> Iterator[tuple[slice, Tensor, Tensor]]:
     """``(rows, logits_a, logits_b)`` of two runs on the same tokens, a few rows at a time.
 
     HookedTransformers run to their final residuals, which are unembedded at most 64 MB of
@@ -154,8 +160,11 @@ def _paired_chunks(model_a: Any, hooks_a: Hooks, model_b: Any, hooks_b: Hooks, t
         fa = final_residual(model_a, tokens, hooks_a)
         fb = final_residual(model_b, tokens.to(model_device(model_b)), hooks_b)
         for rows in row_chunks(len(tokens), tokens.shape[1], model_a.cfg.d_vocab):
-            yield (rows, unembed_residual(model_a, fa[rows]),
-                   unembed_residual(model_b, fb[rows]).to(device))
+            yield (
+                rows,
+                unembed_residual(model_a, fa[rows]),
+                unembed_residual(model_b, fb[rows]).to(device),
+            )
         return
     with model_a.hooks(fwd_hooks=list(hooks_a)):
         la = model_a(tokens, return_type="logits")
@@ -247,8 +256,11 @@ def _sums_against_reference(
         for i, hooks in enumerate(interventions):
             final = final_residual(model, tokens, list(hooks))
             for rows in row_chunks(len(tokens), tokens.shape[1], model.cfg.d_vocab):
-                sums[i] += _distance_sums(unembed_residual(model, final[rows]),
-                                          reference_logits(reference[rows]), valid[rows])
+                sums[i] += _distance_sums(
+                    unembed_residual(model, final[rows]),
+                    reference_logits(reference[rows]),
+                    valid[rows],
+                )
     return sums
 
 
@@ -261,7 +273,11 @@ def _distances(data: TokenDataset, sums: Tensor, seconds: float) -> OutputDistan
 
 @torch.inference_mode()
 def output_distances_many(
-    model: Any, data: TokenDataset, interventions: Sequence[Hooks], *, batch_size: int = 8,
+    model: Any,
+    data: TokenDataset,
+    interventions: Sequence[Hooks],
+    *,
+    batch_size: int = 8,
 ) -> list[OutputDistances]:
     """:func:`output_distances` of each intervention from the original model, in one pass:
     the original's final residual is computed once per batch and shared (a
@@ -281,13 +297,15 @@ def output_distances_many(
     check_data(model, data, batch_size)
     t0 = time.perf_counter()
     if not isinstance(model, HookedTransformer):
-        return [output_distances(model, data, list(h), batch_size=batch_size)
-                for h in interventions]
+        return [
+            output_distances(model, data, list(h), batch_size=batch_size) for h in interventions
+        ]
     device = model_device(model)
     batches = [(tokens.to(device), mask) for tokens, mask in data.batches(batch_size)]
     originals = (final_residual(model, tokens) for tokens, _ in batches)  # one batch at a time
-    sums = _sums_against_reference(model, batches, interventions, originals,
-                                   lambda normed: unembed_residual(model, normed))
+    sums = _sums_against_reference(
+        model, batches, interventions, originals, lambda normed: unembed_residual(model, normed)
+    )
     seconds = (time.perf_counter() - t0) / max(1, len(sums))  # shared passes, split evenly
     return [_distances(data, s, seconds) for s in sums]
 
@@ -322,8 +340,9 @@ def zrf_score(
         >>> 0.0 <= zrf_score(m, d) <= 1.0
         True
     """
-    return zrf_scores(model, data, [hooks], random_model=random_model, seed=seed,
-                      batch_size=batch_size)[0]
+    return zrf_scores(
+        model, data, [hooks], random_model=random_model, seed=seed, batch_size=batch_size
+    )[0]
 
 
 @torch.inference_mode()
@@ -369,20 +388,31 @@ def zrf_scores(
     from tl_unlearn.engine.tl_patches import apply_softcap
 
     check_data(model, data, batch_size)
-    twin = random_model if random_model is not None else random_twin(
-        model, seed=seed, dtype=torch.bfloat16)
+    twin = (
+        random_model
+        if random_model is not None
+        else random_twin(model, seed=seed, dtype=torch.bfloat16)
+    )
     if not (isinstance(model, HookedTransformer) and isinstance(twin, HookedTransformer)):
-        return [1.0 - output_distances(model, data, list(h), model_b=twin,
-                                       batch_size=batch_size).js_normalised
-                for h in interventions]
+        return [
+            1.0
+            - output_distances(
+                model, data, list(h), model_b=twin, batch_size=batch_size
+            ).js_normalised
+            for h in interventions
+        ]
     device = model_device(model)
     batches = [(tokens.to(device), mask) for tokens, mask in data.batches(batch_size)]
     twin_final = [final_residual(twin, tokens.to(model_device(twin))) for tokens, _ in batches]
     twin_unembed, cap = twin.unembed, twin.cfg.output_logits_soft_cap
     del twin  # one built here is freed but for its unembedding
     sums = _sums_against_reference(
-        model, batches, interventions, twin_final,
-        lambda normed: apply_softcap(twin_unembed(normed), cap).to(device, torch.float32))
+        model,
+        batches,
+        interventions,
+        twin_final,
+        lambda normed: apply_softcap(twin_unembed(normed), cap).to(device, torch.float32),
+    )
     return [1.0 - _distances(data, s, 0.0).js_normalised for s in sums]
 
 
@@ -428,8 +458,14 @@ def random_twin(model: Any, seed: int = 0, dtype: torch.dtype | None = None) -> 
                     p.zero_()
         twin.eval()
         return twin
-    cfg = HookedTransformerConfig(**{**model.cfg.to_dict(), "seed": seed, "init_weights": True,
-                                     **({} if dtype is None else {"dtype": dtype})})
+    cfg = HookedTransformerConfig(
+        **{
+            **model.cfg.to_dict(),
+            "seed": seed,
+            "init_weights": True,
+            **({} if dtype is None else {"dtype": dtype}),
+        }
+    )
     twin = HookedTransformer(cfg, tokenizer=model.tokenizer, move_to_device=False)
     twin.to(model.cfg.device, print_details=False)
     twin.eval()
@@ -492,9 +528,17 @@ class ActivationDistances(Result):
     def to_dataframe(self) -> Any:
         import pandas as pd
 
-        rows = [{"dataset": d, "hook": h, "l2": v, "cosine": self.cosine[d][h],
-                 "relative_l2": v / self.norm[d][h] if self.norm.get(d, {}).get(h) else None}
-                for d, per in self.l2.items() for h, v in per.items()]
+        rows = [
+            {
+                "dataset": d,
+                "hook": h,
+                "l2": v,
+                "cosine": self.cosine[d][h],
+                "relative_l2": v / self.norm[d][h] if self.norm.get(d, {}).get(h) else None,
+            }
+            for d, per in self.l2.items()
+            for h, v in per.items()
+        ]
         return pd.DataFrame(rows)
 
     def figure(self, kind: str = "l2") -> go.Figure:
@@ -507,16 +551,24 @@ class ActivationDistances(Result):
             if kind == "cosine":
                 y = [self.cosine[ds][h] for h in hooks]
             elif kind == "relative_l2":
-                y = [per[h] / self.norm[ds][h] if self.norm[ds][h] else float("nan")
-                     for h in hooks]
+                y = [per[h] / self.norm[ds][h] if self.norm[ds][h] else float("nan") for h in hooks]
             else:
                 y = [per[h] for h in hooks]
-            fig.add_trace(go.Scatter(x=hooks, y=y, mode="lines+markers", name=ds,
-                                     line={"color": dataset_colour(ds)}))
-        fig.update_layout(title=f"Activation distance: {self.label}", xaxis_title="hook",
-                          yaxis_title={"l2": "mean L2 distance", "relative_l2": "relative L2",
-                                       "cosine": "cosine similarity"}[kind],
-                          template="plotly_white")
+            fig.add_trace(
+                go.Scatter(
+                    x=hooks, y=y, mode="lines+markers", name=ds, line={"color": dataset_colour(ds)}
+                )
+            )
+        fig.update_layout(
+            title=f"Activation distance: {self.label}",
+            xaxis_title="hook",
+            yaxis_title={
+                "l2": "mean L2 distance",
+                "relative_l2": "relative L2",
+                "cosine": "cosine similarity",
+            }[kind],
+            template="plotly_white",
+        )
         return fig
 
 
@@ -558,8 +610,7 @@ def activation_distances(
     t0 = time.perf_counter()
     model_b = model_a if model_b is None else model_b
     data = check_data(model_a, data, batch_size)
-    names = list(hook_names or [get_act_name("resid_post", l)
-                              for l in range(model_a.cfg.n_layers)])
+    names = list(hook_names or [get_act_name("resid_post", l) for l in range(model_a.cfg.n_layers)])
     for n in names:
         check_hook_name(model_a, n)
         check_hook_name(model_b, n)

@@ -69,8 +69,18 @@ from tl_unlearn.metrics.intervals import (
 )
 from tl_unlearn.results import Result, dataset_colour
 
-__all__ = ["ANSWER_METRICS", "DatasetMetrics", "Evaluation", "ForgetRetainDrops", "MetricFn",
-           "OnDatasets", "evaluate", "evaluate_many", "resolve_metric", "unit_indices"]
+__all__ = [
+    "ANSWER_METRICS",
+    "DatasetMetrics",
+    "Evaluation",
+    "ForgetRetainDrops",
+    "MetricFn",
+    "OnDatasets",
+    "evaluate",
+    "evaluate_many",
+    "resolve_metric",
+    "unit_indices",
+]
 
 MetricFn = Callable[[Tensor, TokenDataset], Any]
 """A user metric: ``metric(logits, batch)`` -> scalar or one value per example."""
@@ -97,10 +107,24 @@ class OnDatasets:
         return self.fn(logits, batch)
 
 
-ANSWER_METRICS = ("answer_accuracy", "first_token_accuracy", "answer_logprob",
-                  "answer_logprob_per_token", "answer_prob", "answer_rank", "logit_diff")
-_ANSWER_COLUMNS = ("answer_logprob", "answer_logprob_per_token", "answer_prob",
-                "answer_accuracy", "first_token_accuracy", "answer_rank", "logit_diff")
+ANSWER_METRICS = (
+    "answer_accuracy",
+    "first_token_accuracy",
+    "answer_logprob",
+    "answer_logprob_per_token",
+    "answer_prob",
+    "answer_rank",
+    "logit_diff",
+)
+_ANSWER_COLUMNS = (
+    "answer_logprob",
+    "answer_logprob_per_token",
+    "answer_prob",
+    "answer_accuracy",
+    "first_token_accuracy",
+    "answer_rank",
+    "logit_diff",
+)
 
 
 @dataclass
@@ -242,20 +266,36 @@ class Evaluation(Result):
         answer metric (prompt→answer data) or a user metric's name."""
         metric = metric_of(metric, name)
         values = self.datasets[name].flat_metrics()
-        if metric not in values or metric in ("name", "n_predictions", "n_examples",
-                                              "n_predictions_skip"):
+        if metric not in values or metric in (
+            "name",
+            "n_predictions",
+            "n_examples",
+            "n_predictions_skip",
+        ):
             if metric in ANSWER_METRICS:
-                raise ValueError(f"Dataset {name!r} has no {metric!r}: answer metrics need "
-                                 "prompt→answer data (and logit_diff counterfactuals); use a "
-                                 "per-dataset metric such as {'forget': 'logit_diff', "
-                                 "'retain': 'top1'}.")
-            choices = [k for k in values if k not in ("name", "n_predictions", "n_predictions_skip",
-                                                      "n_examples")]
+                raise ValueError(
+                    f"Dataset {name!r} has no {metric!r}: answer metrics need "
+                    "prompt→answer data (and logit_diff counterfactuals); use a "
+                    "per-dataset metric such as {'forget': 'logit_diff', "
+                    "'retain': 'top1'}."
+                )
+            choices = [
+                k
+                for k in values
+                if k not in ("name", "n_predictions", "n_predictions_skip", "n_examples")
+            ]
             raise ValueError(f"Unknown metric {metric!r}; choose one of {choices}.")
         return float(values[metric])
 
-    def metric_interval(self, name: str, metric: MetricSpec = "top1", *, n_boot: int = 1000,
-                        seed: int = 0, confidence: float = 0.95) -> Interval:
+    def metric_interval(
+        self,
+        name: str,
+        metric: MetricSpec = "top1",
+        *,
+        n_boot: int = 1000,
+        seed: int = 0,
+        confidence: float = 0.95,
+    ) -> Interval:
         """:meth:`metric` with a bootstrap interval over sequences (examples).
 
         Examples:
@@ -287,7 +327,8 @@ class Evaluation(Result):
                 raise ValueError(
                     f"The original model's {metric} on {name!r} is 0, so a relative drop is "
                     "undefined: the model cannot do this task (choose data it can do, or "
-                    "another metric).")
+                    "another metric)."
+                )
             out[name] = 1.0 - self.metric(name, metric) / base
         return out
 
@@ -295,23 +336,35 @@ class Evaluation(Result):
         """Refuse a comparison of two evaluations of different data (a drop between them
         would mean nothing): the dataset must exist in both with the same scored positions."""
         if name not in original.datasets:
-            raise ValueError(f"The original evaluation has no dataset {name!r} (it has "
-                             f"{sorted(original.datasets)}): compare evaluations of the same "
-                             "data.")
+            raise ValueError(
+                f"The original evaluation has no dataset {name!r} (it has "
+                f"{sorted(original.datasets)}): compare evaluations of the same "
+                "data."
+            )
         mine, theirs = self.datasets[name], original.datasets[name]
         n_mine, n_theirs = mine.units.get("n"), theirs.units.get("n")
-        if mine.n_predictions != theirs.n_predictions or mine.n_examples != theirs.n_examples \
-                or (n_mine is not None and n_theirs is not None and list(n_mine) != list(n_theirs)):
+        if (
+            mine.n_predictions != theirs.n_predictions
+            or mine.n_examples != theirs.n_examples
+            or (n_mine is not None and n_theirs is not None and list(n_mine) != list(n_theirs))
+        ):
             raise ValueError(
                 f"Dataset {name!r} was evaluated on other data than the original: "
                 f"{mine.n_examples} examples / {mine.n_predictions} scored positions here, "
                 f"{theirs.n_examples} / {theirs.n_predictions} in the original. Evaluate the "
                 "original model on the same data (re-run evaluate(model, data)) before taking "
-                "a drop.")
+                "a drop."
+            )
 
-    def drop_intervals(self, original: Evaluation, metric: MetricSpec = "top1", *,
-                       n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
-                       ) -> dict[str, Interval]:
+    def drop_intervals(
+        self,
+        original: Evaluation,
+        metric: MetricSpec = "top1",
+        *,
+        n_boot: int = 1000,
+        seed: int = 0,
+        confidence: float = 0.95,
+    ) -> dict[str, Interval]:
         """:meth:`relative_drop` per dataset with a paired bootstrap interval: each replicate
         resamples the same sequences (examples) for both evaluations.
 
@@ -365,14 +418,19 @@ class Evaluation(Result):
             base = baseline.metric(name, "logit_diff")
             span = clean.metric(name, "logit_diff") - base
             if span == 0:
-                raise ValueError(f"Clean and baseline logit differences on {name!r} are equal; "
-                                 "the normalised logit difference is undefined.")
+                raise ValueError(
+                    f"Clean and baseline logit differences on {name!r} are equal; "
+                    "the normalised logit difference is undefined."
+                )
             out[name] = (self.metric(name, "logit_diff") - base) / span
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "seconds": self.seconds,
-                "datasets": {k: v.to_dict() for k, v in self.datasets.items()}}
+        return {
+            "label": self.label,
+            "seconds": self.seconds,
+            "datasets": {k: v.to_dict() for k, v in self.datasets.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
@@ -385,8 +443,9 @@ class Evaluation(Result):
 
         return pd.DataFrame([m.flat_metrics() for m in self.datasets.values()]).set_index("name")
 
-    def figure(self, kind: str = "metric", metric: MetricSpec = "top1", *,
-               n_boot: int = 1000) -> Any:
+    def figure(
+        self, kind: str = "metric", metric: MetricSpec = "top1", *, n_boot: int = 1000
+    ) -> Any:
         """``kind="metric"``: one bar per dataset with its bootstrap interval.
 
         Examples:
@@ -400,10 +459,19 @@ class Evaluation(Result):
         self._check_kind(kind)
         names = list(self.datasets)
         ivs = [self.metric_interval(n, metric, n_boot=n_boot) for n in names]
-        fig = go.Figure(go.Bar(x=names, y=[i.value for i in ivs], error_y=error_bars(ivs),
-                               marker_color=[dataset_colour(n) for n in names]))
-        fig.update_layout(title=f"{describe_metric(metric)}: {self.label or 'evaluation'}",
-                          yaxis_title=describe_metric(metric), template="plotly_white")
+        fig = go.Figure(
+            go.Bar(
+                x=names,
+                y=[i.value for i in ivs],
+                error_y=error_bars(ivs),
+                marker_color=[dataset_colour(n) for n in names],
+            )
+        )
+        fig.update_layout(
+            title=f"{describe_metric(metric)}: {self.label or 'evaluation'}",
+            yaxis_title=describe_metric(metric),
+            template="plotly_white",
+        )
         return fig
 
 
@@ -425,8 +493,9 @@ class ForgetRetainDrops:
         drops = [e.relative_drop(self.original, metric)[dataset] for e in self.evaluations]
         return np.array([*self.drop_prefix, *drops], dtype=float)
 
-    def drop_replicates(self, dataset: str, idx: np.ndarray,
-                        metric: MetricSpec | None = None) -> np.ndarray:
+    def drop_replicates(
+        self, dataset: str, idx: np.ndarray, metric: MetricSpec | None = None
+    ) -> np.ndarray:
         """Relative drops recomputed on the sequences ``idx`` (``[..., n]``), for every point:
         shape ``idx.shape[:-1] + (n_points,)``. The original and each evaluation use the
         same sequences (paired)."""
@@ -437,9 +506,15 @@ class ForgetRetainDrops:
         prefix = [np.zeros(np.shape(base)) + p for p in self.drop_prefix]
         return np.stack([*prefix, *drops], -1)
 
-    def drop_interval(self, dataset: str, metric: MetricSpec | None = None, *,
-                      n_boot: int = 1000, seed: int = 0,
-                      confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    def drop_interval(
+        self,
+        dataset: str,
+        metric: MetricSpec | None = None,
+        *,
+        n_boot: int = 1000,
+        seed: int = 0,
+        confidence: float = 0.95,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Paired bootstrap interval ``(low, high)`` of :meth:`drop` at every point (NaN for
         results without per-sequence statistics)."""
         idx = unit_indices([self.original, *self.evaluations], dataset, n_boot=n_boot, seed=seed)
@@ -457,8 +532,14 @@ class ForgetRetainDrops:
         return self.drop("retain")
 
 
-def unit_indices(evaluations: Sequence[Evaluation], dataset: str, *, n_boot: int = 1000,
-                 seed: int = 0, subset: np.ndarray | None = None) -> np.ndarray | None:
+def unit_indices(
+    evaluations: Sequence[Evaluation],
+    dataset: str,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    subset: np.ndarray | None = None,
+) -> np.ndarray | None:
     """Bootstrap indices ``[n_boot, n]`` of ``dataset``'s sequences, shared by evaluations
     of the same data (paired); None when a result has no per-sequence statistics.
 
@@ -473,9 +554,11 @@ def unit_indices(evaluations: Sequence[Evaluation], dataset: str, *, n_boot: int
     if 0 in sizes:
         return None
     if len(sizes) > 1:
-        raise ValueError(f"The results have per-sequence statistics for different numbers of "
-                         f"sequences of {dataset!r} ({sorted(sizes)}): they were not evaluated "
-                         "on the same data, so they cannot be compared pairwise.")
+        raise ValueError(
+            f"The results have per-sequence statistics for different numbers of "
+            f"sequences of {dataset!r} ({sorted(sizes)}): they were not evaluated "
+            "on the same data, so they cannot be compared pairwise."
+        )
     units = np.arange(sizes.pop()) if subset is None else np.asarray(subset)
     if len(units) == 0:
         return None
@@ -505,7 +588,8 @@ def answer_statistics(
     rows = valid.nonzero()[:, 0]
     n = len(batch)
     logprob = torch.zeros(n, dtype=torch.float64, device=logits.device).index_add_(
-        0, rows, -nll.double())
+        0, rows, -nll.double()
+    )
     n_tokens = torch.bincount(rows, minlength=n).double()
     misses = torch.bincount(rows, weights=(~hits[0]).double(), minlength=n)
     final = batch.answer_logits(logits).float()
@@ -516,8 +600,15 @@ def answer_statistics(
     if batch.counterfactual is not None:
         cf = final.gather(1, batch.counterfactual.to(logits.device)[:, None])
         ld = (answer_logit - cf).squeeze(1).double()
-    out = [logprob, logprob / n_tokens, logprob.exp(), (misses == 0).double(),
-           (rank == 1).double(), rank, ld]
+    out = [
+        logprob,
+        logprob / n_tokens,
+        logprob.exp(),
+        (misses == 0).double(),
+        (rank == 1).double(),
+        rank,
+        ld,
+    ]
     return torch.stack(out, 1).cpu()
 
 
@@ -533,12 +624,16 @@ def _user_metric_values(
     elif tuple(value.shape) == (n,):
         values, per_example = value, True
     else:
-        raise ValueError(f"Metric {name!r} returned shape {tuple(value.shape)} on a batch of "
-                         f"{n} examples of {dataset!r}; return a scalar (the batch mean) or "
-                         f"one value per example, shape ({n},).")
+        raise ValueError(
+            f"Metric {name!r} returned shape {tuple(value.shape)} on a batch of "
+            f"{n} examples of {dataset!r}; return a scalar (the batch mean) or "
+            f"one value per example, shape ({n},)."
+        )
     if not bool(torch.isfinite(values).all()):
-        raise ValueError(f"Metric {name!r} returned NaN or inf on dataset {dataset!r} under "
-                         f"{label or 'the original model'!r}.")
+        raise ValueError(
+            f"Metric {name!r} returned NaN or inf on dataset {dataset!r} under "
+            f"{label or 'the original model'!r}."
+        )
     return values, per_example
 
 
@@ -572,33 +667,50 @@ class _Accumulator:
             self._add_blocks(out, mask, scored, tokens)
         else:  # answer metrics read whole rows
             for rows, part in out.logit_chunks():
-                self.rows.append(batch_statistics(
-                    part, tokens[rows], mask[rows].to(part.device), self.top_k, self.skip_ids,
-                    None if scored is None else scored[rows].to(part.device)))
+                self.rows.append(
+                    batch_statistics(
+                        part,
+                        tokens[rows],
+                        mask[rows].to(part.device),
+                        self.top_k,
+                        self.skip_ids,
+                        None if scored is None else scored[rows].to(part.device),
+                    )
+                )
                 self.answer_rows.append(answer_statistics(part, view if whole else view.rows(rows)))
                 del part
         for metric_name, values in self.user_rows.items():
-            v, per_example = _user_metric_values(self.metrics[metric_name], metric_name,
-                                                 out.logits, view, self.name, self.label)
+            v, per_example = _user_metric_values(
+                self.metrics[metric_name], metric_name, out.logits, view, self.name, self.label
+            )
             values.append(v)
             self.per_example[metric_name] &= per_example
 
-    def _add_blocks(self, out: ForwardOutput, mask: Tensor, scored: Tensor | None,
-                    tokens: Tensor) -> None:
+    def _add_blocks(
+        self, out: ForwardOutput, mask: Tensor, scored: Tensor | None, tokens: Tensor
+    ) -> None:
         """Token statistics of one batch: from the final residual, the vocabulary a slice at
         a time, where the unembedding allows it (:func:`residual_statistics`); otherwise a
         block of logits at a time (:meth:`ForwardOutput.logit_blocks`), summed per sequence
         over the blocks of a row."""
         if out.logits is None and plain_unembed(out.model):
-            self.rows.append(residual_statistics(out.model, out.final, tokens, mask,
-                                                 self.top_k, self.skip_ids, scored))
+            self.rows.append(
+                residual_statistics(
+                    out.model, out.final, tokens, mask, self.top_k, self.skip_ids, scored
+                )
+            )
             return
         row_sums: list[Tensor] = []
         for rows, cols, part in out.logit_blocks():
-            part_scored = None if scored is None else scored[rows, cols.start:cols.stop - 1]
+            part_scored = None if scored is None else scored[rows, cols.start : cols.stop - 1]
             stats = batch_statistics(
-                part, tokens[rows, cols], mask[rows, cols].to(part.device), self.top_k,
-                self.skip_ids, None if part_scored is None else part_scored.to(part.device))
+                part,
+                tokens[rows, cols],
+                mask[rows, cols].to(part.device),
+                self.top_k,
+                self.skip_ids,
+                None if part_scored is None else part_scored.to(part.device),
+            )
             del part
             if cols.start > 0:  # another block of the same row
                 row_sums[-1] += stats
@@ -619,10 +731,14 @@ class _Accumulator:
             raise ValueError(
                 f"The logits on dataset {name!r} under {self.label or 'the intervention'!r} "
                 "are not finite (NaN or inf): a hook or the model produced NaN/inf "
-                "activations, so no accuracy or loss can be reported.")
+                "activations, so no accuracy or loss can be reported."
+            )
         acc = {k: s[2 + j] / n for j, k in enumerate(top_k)}
-        units = {"n": per_seq[:, 0], "loss": per_seq[:, 1],
-                 **{f"top{k}": per_seq[:, 2 + j] for j, k in enumerate(top_k)}}
+        units = {
+            "n": per_seq[:, 0],
+            "loss": per_seq[:, 1],
+            **{f"top{k}": per_seq[:, 2 + j] for j, k in enumerate(top_k)},
+        }
         skip, n_skip = {}, 0
         if per_seq.shape[1] > 2 + len(top_k):  # skip-common was counted (text data)
             n_skip = int(s[2 + len(top_k)])
@@ -633,8 +749,11 @@ class _Accumulator:
         answer = {}
         if self.answers:
             a_rows = torch.cat(self.answer_rows).numpy()
-            cols = {k: a_rows[:, j] for j, k in enumerate(_ANSWER_COLUMNS)
-                    if k != "logit_diff" or ds.counterfactual is not None}
+            cols = {
+                k: a_rows[:, j]
+                for j, k in enumerate(_ANSWER_COLUMNS)
+                if k != "logit_diff" or ds.counterfactual is not None
+            }
             answer = {k: float(v.mean()) for k, v in cols.items()}
             units.update(cols)
         custom = {}
@@ -643,8 +762,18 @@ class _Accumulator:
             custom[k] = float(v.sum()) / len(ds)
             if per_example[k]:
                 units[k] = v
-        return DatasetMetrics(name, int(n), s[1] / n, acc, skip, n_skip, answer, custom, len(ds),
-                              {k: [float(x) for x in v] for k, v in units.items()})
+        return DatasetMetrics(
+            name,
+            int(n),
+            s[1] / n,
+            acc,
+            skip,
+            n_skip,
+            answer,
+            custom,
+            len(ds),
+            {k: [float(x) for x in v] for k, v in units.items()},
+        )
 
 
 @torch.inference_mode()
@@ -729,14 +858,27 @@ def evaluate_many(
     device = model_device(model)
     seconds = [0.0] * len(hook_lists)
     # a user metric given for some datasets only (OnDatasets) is computed only there
-    acc = {name: [_Accumulator(
-        name, labels[i], top_k,
-        # skip-common is for text: on scored answers it would drop the answers themselves
-        _common_targets(ds, skip_common) if skip_common and ds.target_mask is None else None,
-        ds.has_answers,
-        {k: fn for k, fn in metrics.items()
-         if not isinstance(fn, OnDatasets) or name in fn.datasets})
-        for i in range(len(hook_lists))] for name, ds in data.items()}
+    acc = {
+        name: [
+            _Accumulator(
+                name,
+                labels[i],
+                top_k,
+                # skip-common is for text: on scored answers it would drop the answers themselves
+                _common_targets(ds, skip_common)
+                if skip_common and ds.target_mask is None
+                else None,
+                ds.has_answers,
+                {
+                    k: fn
+                    for k, fn in metrics.items()
+                    if not isinstance(fn, OnDatasets) or name in fn.datasets
+                },
+            )
+            for i in range(len(hook_lists))
+        ]
+        for name, ds in data.items()
+    }
     total = sum(-(-len(d) // batch_size) for d in data.values()) * len(hook_lists)
     bar = tqdm(total=total, desc="evaluate", disable=not progress, leave=False)
     for name, ds in data.items():
@@ -748,18 +890,31 @@ def evaluate_many(
             shared = (time.perf_counter() - t0) / len(hook_lists)
             for i, hooks in enumerate(hook_lists):
                 t1 = time.perf_counter()
-                out = plan.forward(model, i, [*hooks, *extra] if extra else hooks, tokens,
-                                   cache, full_logits=bool(acc[name][i].metrics))
+                out = plan.forward(
+                    model,
+                    i,
+                    [*hooks, *extra] if extra else hooks,
+                    tokens,
+                    cache,
+                    full_logits=bool(acc[name][i].metrics),
+                )
                 acc[name][i].add(out, view, tokens)
                 del out
                 seconds[i] += time.perf_counter() - t1 + shared
                 bar.update(1)
             del cache
     bar.close()
-    per_example = {k: all(a.per_example.get(k, True) for accs in acc.values() for a in accs)
-                   for k in metrics}
-    out = [Evaluation({name: acc[name][i].reduce(ds, per_example) for name, ds in data.items()},
-                      labels[i], seconds[i]) for i in range(len(hook_lists))]
+    per_example = {
+        k: all(a.per_example.get(k, True) for accs in acc.values() for a in accs) for k in metrics
+    }
+    out = [
+        Evaluation(
+            {name: acc[name][i].reduce(ds, per_example) for name, ds in data.items()},
+            labels[i],
+            seconds[i],
+        )
+        for i in range(len(hook_lists))
+    ]
     return out
 
 
@@ -801,18 +956,26 @@ def evaluate(
         >>> 0 < ev["forget"].loss < ev["retain"].loss
         True
     """
-    return evaluate_many(model, data, [hooks], batch_size=batch_size, top_k=top_k,
-                         skip_common=skip_common,
-                         labels=[label or getattr(hooks, "name", "")], progress=progress,
-                         metrics=metrics)[0]
+    return evaluate_many(
+        model,
+        data,
+        [hooks],
+        batch_size=batch_size,
+        top_k=top_k,
+        skip_common=skip_common,
+        labels=[label or getattr(hooks, "name", "")],
+        progress=progress,
+        metrics=metrics,
+    )[0]
 
 
 def metric_of(metric: MetricSpec, dataset: str) -> str:
     """The metric name ``metric`` gives ``dataset`` (a mapping may give one per dataset)."""
     if isinstance(metric, Mapping):
         if dataset not in metric:
-            raise ValueError(f"The per-dataset metric {dict(metric)} names no metric for "
-                             f"dataset {dataset!r}.")
+            raise ValueError(
+                f"The per-dataset metric {dict(metric)} names no metric for dataset {dataset!r}."
+            )
         return metric[dataset]
     return metric
 
@@ -854,12 +1017,17 @@ def resolve_metric(
                 fns[name] = OnDatasets(m, (*names, dataset))
             return name
         if not isinstance(m, str):
-            raise TypeError(f"A metric must be a name or a callable metric(logits, batch), got "
-                            f"{type(m).__name__}.")
+            raise TypeError(
+                f"A metric must be a name or a callable metric(logits, batch), got "
+                f"{type(m).__name__}."
+            )
         return m
 
-    spec: MetricSpec = ({k: name_of(v, k) for k, v in metric.items()}
-                        if isinstance(metric, Mapping) else name_of(metric))
+    spec: MetricSpec = (
+        {k: name_of(v, k) for k, v in metric.items()}
+        if isinstance(metric, Mapping)
+        else name_of(metric)
+    )
     return spec, check_user_metrics(fns)
 
 
@@ -871,19 +1039,31 @@ def check_user_metrics(metrics: Mapping[str, MetricFn] | None) -> dict[str, Metr
     if metrics is None:
         return {}
     if not isinstance(metrics, Mapping):
-        raise TypeError("metrics must be a mapping name -> metric(logits, batch), got "
-                        f"{type(metrics).__name__}.")
+        raise TypeError(
+            "metrics must be a mapping name -> metric(logits, batch), got "
+            f"{type(metrics).__name__}."
+        )
     for name, fn in metrics.items():
         if not callable(fn):
             raise TypeError(f"Metric {name!r} is not callable: {fn!r}.")
-        if name in ("loss", "perplexity", "name", "n_predictions", "n_examples",
-                    "n_predictions_skip") or name.startswith("top"):
+        if name in (
+            "loss",
+            "perplexity",
+            "name",
+            "n_predictions",
+            "n_examples",
+            "n_predictions_skip",
+        ) or name.startswith("top"):
             raise ValueError(f"User metric name {name!r} shadows a builtin metric; rename it.")
     return dict(metrics)
 
 
-def check_metric_name(metric: MetricSpec, top_k: Sequence[int] = (1, 5), skip_common: int = 50,
-                      custom: Iterable[str] = ()) -> MetricSpec:
+def check_metric_name(
+    metric: MetricSpec,
+    top_k: Sequence[int] = (1, 5),
+    skip_common: int = 50,
+    custom: Iterable[str] = (),
+) -> MetricSpec:
     """``metric`` if an :class:`Evaluation` with these settings can have it, else a ValueError.
 
     Answer metrics are accepted here; a dataset without answers raises when it is asked for
@@ -919,7 +1099,8 @@ def check_data(model: Any, data: Any, batch_size: int) -> dict[str, TokenDataset
         raise TypeError(
             "data must be a TokenDataset or a mapping name -> TokenDataset (e.g. from "
             f"task.tokenize(...)), got {type(data).__name__}. Token tensors: wrap them as "
-            "TokenDataset(name, tokens, attention_mask).")
+            "TokenDataset(name, tokens, attention_mask)."
+        )
     if not data:
         raise ValueError("evaluate() got no dataset.")
     for name, ds in data.items():
@@ -927,10 +1108,14 @@ def check_data(model: Any, data: Any, batch_size: int) -> dict[str, TokenDataset
             raise TypeError(f"Dataset {name!r} must be a TokenDataset, got {type(ds).__name__}.")
         width = int(ds.attention_mask.sum(1).max())
         if width > model.cfg.n_ctx:
-            raise ValueError(f"Dataset {name!r} has sequences of {width} tokens; the model's "
-                             f"context n_ctx is {model.cfg.n_ctx}.")
+            raise ValueError(
+                f"Dataset {name!r} has sequences of {width} tokens; the model's "
+                f"context n_ctx is {model.cfg.n_ctx}."
+            )
         top = int(ds.tokens[ds.attention_mask].max())
         if top >= model.cfg.d_vocab:
-            raise ValueError(f"Dataset {name!r} has token id {top}; the model's vocabulary has "
-                             f"{model.cfg.d_vocab} ids (0..{model.cfg.d_vocab - 1}).")
+            raise ValueError(
+                f"Dataset {name!r} has token id {top}; the model's vocabulary has "
+                f"{model.cfg.d_vocab} ids (0..{model.cfg.d_vocab - 1})."
+            )
     return dict(data)

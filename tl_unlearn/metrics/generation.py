@@ -53,8 +53,16 @@ from tl_unlearn.metrics.intervals import (
 )
 from tl_unlearn.results import Result
 
-__all__ = ["GenerationBehaviour", "GenerationRun", "UnigramDomain", "NEUTRAL_PROMPTS",
-           "generate_tokens", "generation_behaviour", "topic_words", "words"]
+__all__ = [
+    "GenerationBehaviour",
+    "GenerationRun",
+    "UnigramDomain",
+    "NEUTRAL_PROMPTS",
+    "generate_tokens",
+    "generation_behaviour",
+    "topic_words",
+    "words",
+]
 
 NEUTRAL_PROMPTS = (
     "I went up to my friend and said",
@@ -143,10 +151,15 @@ def topic_words(name_or_words: str | Iterable[str]) -> frozenset[str]:
     if isinstance(name_or_words, str):
         path = resources.files("tl_unlearn") / "assets" / "words" / f"{name_or_words}.txt"
         if not path.is_file():
-            names = sorted(p.name[:-4] for p in (resources.files("tl_unlearn") / "assets"
-                                                 / "words").iterdir() if p.name.endswith(".txt"))
-            raise ValueError(f"Unknown topic word list {name_or_words!r}; committed lists are "
-                             f"{names}, or pass a list of words.")
+            names = sorted(
+                p.name[:-4]
+                for p in (resources.files("tl_unlearn") / "assets" / "words").iterdir()
+                if p.name.endswith(".txt")
+            )
+            raise ValueError(
+                f"Unknown topic word list {name_or_words!r}; committed lists are "
+                f"{names}, or pass a list of words."
+            )
         lines = path.read_text(encoding="utf-8").splitlines()
         return frozenset(w.strip().lower() for w in lines if w.strip() and not w.startswith("#"))
     out = frozenset(str(w).strip().lower() for w in name_or_words)
@@ -225,8 +238,11 @@ def generate_tokens(
         use_kv_cache = isinstance(model, HookedTransformer)
     device = model_device(model)
     tokens = tokens.to(device)
-    cache = (TransformerLensKeyValueCache.init_cache(model.cfg, device, tokens.shape[0])
-             if use_kv_cache else None)
+    cache = (
+        TransformerLensKeyValueCache.init_cache(model.cfg, device, tokens.shape[0])
+        if use_kv_cache
+        else None
+    )
     out = []
     with model.hooks(fwd_hooks=list(hooks)):
         logits = model(tokens, past_kv_cache=cache, return_type="logits")[:, -1]
@@ -279,24 +295,35 @@ class GenerationRun:
         v = ratio_of_sums(self.array(num), self.array(den))
         return float(np.exp(v)) if metric in _EXP else v
 
-    def interval(self, metric: str, *, n_boot: int = 1000, seed: int = 0,
-                 confidence: float = 0.95) -> Interval:
+    def interval(
+        self, metric: str, *, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+    ) -> Interval:
         num, den = METRICS[metric]
-        lo, hi = ratio_interval(self.array(num), self.array(den), n_boot=n_boot, seed=seed,
-                                confidence=confidence)
+        lo, hi = ratio_interval(
+            self.array(num), self.array(den), n_boot=n_boot, seed=seed, confidence=confidence
+        )
         if metric in _EXP:
             lo, hi = float(np.exp(lo)), float(np.exp(hi))
         return Interval(self.value(metric), lo, hi, confidence)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "level": self.level, "continuations": self.continuations,
-                "counts": self.counts, "seconds": self.seconds}
+        return {
+            "label": self.label,
+            "level": self.level,
+            "continuations": self.continuations,
+            "counts": self.counts,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GenerationRun:
-        return cls(d["label"], d["level"], [list(c) for c in d["continuations"]],
-                   {k: [list(map(float, r)) for r in v] for k, v in d["counts"].items()},
-                   float(d.get("seconds", 0.0)))
+        return cls(
+            d["label"],
+            d["level"],
+            [list(c) for c in d["continuations"]],
+            {k: [list(map(float, r)) for r in v] for k, v in d["counts"].items()},
+            float(d.get("seconds", 0.0)),
+        )
 
 
 @dataclass
@@ -343,8 +370,10 @@ class GenerationBehaviour(Result):
         for run in [self.original, *self.runs]:
             got = (len(run.continuations), len(run.continuations[0]))
             if got != shape:
-                raise ValueError(f"Run {run.label!r} has {got[0]} x {got[1]} continuations; "
-                                 f"expected {shape[0]} prompts x {shape[1]} samples.")
+                raise ValueError(
+                    f"Run {run.label!r} has {got[0]} x {got[1]} continuations; "
+                    f"expected {shape[0]} prompts x {shape[1]} samples."
+                )
 
     @property
     def metrics(self) -> list[str]:
@@ -358,8 +387,9 @@ class GenerationBehaviour(Result):
     def interval(self, metric: str, run: GenerationRun | None = None) -> Interval:
         """The metric of ``run`` (default: the original model) with its bootstrap interval."""
         self._check_metric(metric)
-        return (run or self.original).interval(metric, n_boot=self.n_boot,
-                                               confidence=self.confidence)
+        return (run or self.original).interval(
+            metric, n_boot=self.n_boot, confidence=self.confidence
+        )
 
     def difference(self, metric: str, run: GenerationRun) -> Interval:
         """``metric(run) - metric(original)`` with a paired interval (same prompts resampled).
@@ -370,8 +400,13 @@ class GenerationBehaviour(Result):
         self._check_metric(metric)
         num, den = METRICS[metric]
         lo, hi = paired_difference_interval(
-            run.array(num), run.array(den), self.original.array(num),
-            self.original.array(den), n_boot=self.n_boot, confidence=self.confidence)
+            run.array(num),
+            run.array(den),
+            self.original.array(num),
+            self.original.array(den),
+            n_boot=self.n_boot,
+            confidence=self.confidence,
+        )
         if metric in _EXP:
             value = run.value(metric) / self.original.value(metric)
             lo, hi = float(np.exp(lo)), float(np.exp(hi))
@@ -381,8 +416,9 @@ class GenerationBehaviour(Result):
 
     def _check_metric(self, metric: str) -> None:
         if metric not in self.metrics:
-            raise ValueError(f"Unknown or unmeasured metric {metric!r}; this result has "
-                             f"{self.metrics}.")
+            raise ValueError(
+                f"Unknown or unmeasured metric {metric!r}; this result has {self.metrics}."
+            )
 
     def to_dataframe(self) -> Any:
         """One row per run (original first) and metric: value, interval, paired difference."""
@@ -392,8 +428,14 @@ class GenerationBehaviour(Result):
         for run in [self.original, *self.runs]:
             for m in self.metrics:
                 iv = self.interval(m, run)
-                row = {"label": run.label, self.level_name: run.level, "metric": m,
-                       "value": iv.value, "low": iv.low, "high": iv.high}
+                row = {
+                    "label": run.label,
+                    self.level_name: run.level,
+                    "metric": m,
+                    "value": iv.value,
+                    "low": iv.low,
+                    "high": iv.high,
+                }
                 if run is not self.original:
                     d = self.difference(m, run)
                     row.update(diff=d.value, diff_low=d.low, diff_high=d.high)
@@ -405,8 +447,14 @@ class GenerationBehaviour(Result):
         rows = []
         for run in [self.original, *self.runs]:
             for p in range(min(n_prompts, len(self.prompts))):
-                rows.append({"label": run.label, "level": run.level, "prompt": self.prompts[p],
-                             "continuation": run.continuations[p][0]})
+                rows.append(
+                    {
+                        "label": run.label,
+                        "level": run.level,
+                        "prompt": self.prompts[p],
+                        "continuation": run.continuations[p][0],
+                    }
+                )
         return rows
 
     def samples_html(self, n_prompts: int = 3) -> str:
@@ -417,7 +465,9 @@ class GenerationBehaviour(Result):
         body = "".join(
             f"<tr><td>{html.escape(r['label'])}</td><td>{html.escape(r['prompt'])}</td>"
             f"<td style='text-align:left;white-space:pre-wrap'>{html.escape(r['continuation'])}"
-            "</td></tr>" for r in self.samples(n_prompts))
+            "</td></tr>"
+            for r in self.samples(n_prompts)
+        )
         return f"<table>{head}{body}</table>"
 
     def figure(self, kind: str = "topic_frequency") -> go.Figure:
@@ -428,37 +478,81 @@ class GenerationBehaviour(Result):
         base = self.interval(kind)
         x = [r.level if r.level is not None else i for i, r in enumerate(self.runs)]
         fig = go.Figure()
-        fig.add_trace(go.Scatter(
-            x=[min(x), max(x)], y=[base.high, base.high], mode="lines", line={"width": 0},
-            showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(
-            x=[min(x), max(x)], y=[base.low, base.low], mode="lines", line={"width": 0},
-            fill="tonexty", fillcolor="rgba(120,120,120,0.2)", name="original (95% band)",
-            hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=[min(x), max(x)], y=[base.value, base.value], mode="lines",
-                                 line={"dash": "dash", "color": "#555"}, name="original"))
-        fig.add_trace(go.Scatter(
-            x=x, y=[i.value for i in ivs], mode="lines+markers", name=self.label,
-            line={"color": "#d62728"},
-            error_y=error_bars(ivs)))
-        fig.update_layout(title=f"Generated text: {kind} ({self.label})",
-                          xaxis_title=self.level_name, yaxis_title=kind,
-                          template="plotly_white")
+        fig.add_trace(
+            go.Scatter(
+                x=[min(x), max(x)],
+                y=[base.high, base.high],
+                mode="lines",
+                line={"width": 0},
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[min(x), max(x)],
+                y=[base.low, base.low],
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                fillcolor="rgba(120,120,120,0.2)",
+                name="original (95% band)",
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[min(x), max(x)],
+                y=[base.value, base.value],
+                mode="lines",
+                line={"dash": "dash", "color": "#555"},
+                name="original",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[i.value for i in ivs],
+                mode="lines+markers",
+                name=self.label,
+                line={"color": "#d62728"},
+                error_y=error_bars(ivs),
+            )
+        )
+        fig.update_layout(
+            title=f"Generated text: {kind} ({self.label})",
+            xaxis_title=self.level_name,
+            yaxis_title=kind,
+            template="plotly_white",
+        )
         return fig
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "prompts": self.prompts,
-                "original": self.original.to_dict(), "runs": [r.to_dict() for r in self.runs],
-                "level_name": self.level_name, "settings": self.settings,
-                "seconds": self.seconds, "n_boot": self.n_boot, "confidence": self.confidence}
+        return {
+            "label": self.label,
+            "prompts": self.prompts,
+            "original": self.original.to_dict(),
+            "runs": [r.to_dict() for r in self.runs],
+            "level_name": self.level_name,
+            "settings": self.settings,
+            "seconds": self.seconds,
+            "n_boot": self.n_boot,
+            "confidence": self.confidence,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GenerationBehaviour:
-        return cls(d["label"], list(d["prompts"]), GenerationRun.from_dict(d["original"]),
-                   [GenerationRun.from_dict(r) for r in d["runs"]], d.get("level_name", "level"),
-                   dict(d.get("settings", {})), float(d.get("seconds", 0.0)),
-                   int(d.get("n_boot", 1000)), float(d.get("confidence", 0.95)))
-
+        return cls(
+            d["label"],
+            list(d["prompts"]),
+            GenerationRun.from_dict(d["original"]),
+            [GenerationRun.from_dict(r) for r in d["runs"]],
+            d.get("level_name", "level"),
+            dict(d.get("settings", {})),
+            float(d.get("seconds", 0.0)),
+            int(d.get("n_boot", 1000)),
+            float(d.get("confidence", 0.95)),
+        )
 
 
 def _prompt_tokens(model: Any, prompts: Sequence[str]) -> list[Tensor]:
@@ -467,9 +561,19 @@ def _prompt_tokens(model: Any, prompts: Sequence[str]) -> list[Tensor]:
 
 @torch.inference_mode()
 def _run(
-    model: Any, prompt_toks: list[Tensor], hooks: list[tuple[Any, Any]], label: str,
-    level: float | None, *, n_samples: int, gen_kw: dict[str, Any], seed: int, batch_size: int,
-    topic: frozenset[str] | None, domain: UnigramDomain | None, stop_ids: set[int],
+    model: Any,
+    prompt_toks: list[Tensor],
+    hooks: list[tuple[Any, Any]],
+    label: str,
+    level: float | None,
+    *,
+    n_samples: int,
+    gen_kw: dict[str, Any],
+    seed: int,
+    batch_size: int,
+    topic: frozenset[str] | None,
+    domain: UnigramDomain | None,
+    stop_ids: set[int],
 ) -> GenerationRun:
     t0 = time.perf_counter()
     n_prompts = len(prompt_toks)
@@ -478,8 +582,17 @@ def _run(
     by_len: dict[int, list[tuple[int, int]]] = {}
     for p, s in rows:
         by_len.setdefault(len(prompt_toks[p]), []).append((p, s))
-    keys = ("words", "topic_words", "nll", "tokens", "trigrams", "repeated_trigrams", "bigrams",
-            "distinct_bigrams", "domain_llr")
+    keys = (
+        "words",
+        "topic_words",
+        "nll",
+        "tokens",
+        "trigrams",
+        "repeated_trigrams",
+        "bigrams",
+        "distinct_bigrams",
+        "domain_llr",
+    )
     counts = {k: [[0.0] * n_samples for _ in range(n_prompts)] for k in keys}
     texts = [[""] * n_samples for _ in range(n_prompts)]
     device = model_device(model)
@@ -496,8 +609,9 @@ def _run(
                 keep = stop.long().cumsum(1) == 0
             # fluency: NLL of the kept continuation under the original model (no hooks)
             full = torch.cat([prompts, new], dim=1).to(device)
-            logp = torch.log_softmax(model(full, return_type="logits")[:, length - 1 : -1]
-                                     .float(), dim=-1).cpu()
+            logp = torch.log_softmax(
+                model(full, return_type="logits")[:, length - 1 : -1].float(), dim=-1
+            ).cpu()
             nll = -logp.gather(-1, new.unsqueeze(-1))[..., 0]
             for i, (p, s) in enumerate(chunk):
                 ids = new[i][keep[i]]
@@ -505,11 +619,17 @@ def _run(
                 ws = words(text)
                 n3, rep3, _ = _ngram_counts(ws, 3)
                 n2, _, dist2 = _ngram_counts(ws, 2)
-                c = {"words": len(ws), "nll": float(nll[i][keep[i]].sum()),
-                     "tokens": int(keep[i].sum()), "trigrams": n3, "repeated_trigrams": rep3,
-                     "bigrams": n2, "distinct_bigrams": dist2,
-                     "topic_words": sum(w in topic for w in ws) if topic else 0,
-                     "domain_llr": float(domain.log_ratio[ids.numpy()].sum()) if domain else 0}
+                c = {
+                    "words": len(ws),
+                    "nll": float(nll[i][keep[i]].sum()),
+                    "tokens": int(keep[i].sum()),
+                    "trigrams": n3,
+                    "repeated_trigrams": rep3,
+                    "bigrams": n2,
+                    "distinct_bigrams": dist2,
+                    "topic_words": sum(w in topic for w in ws) if topic else 0,
+                    "domain_llr": float(domain.log_ratio[ids.numpy()].sum()) if domain else 0,
+                }
                 for k, v in c.items():
                     counts[k][p][s] = float(v)
                 texts[p][s] = text
@@ -523,8 +643,7 @@ def _run(
 def generation_behaviour(
     model: Any,
     prompts: Sequence[str],
-    interventions: Intervention | Callable[[float], Intervention]
-    | Hooks,
+    interventions: Intervention | Callable[[float], Intervention] | Hooks,
     levels: Sequence[float] | None = None,
     *,
     topic: str | Iterable[str] | None = "wedding",
@@ -586,31 +705,41 @@ def generation_behaviour(
         ([2.0, 8.0], ['distinct_2', 'fluency_perplexity'])
     """
     if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
-        raise ValueError("prompts must be a non-empty list of strings, got "
-                         f"{type(prompts).__name__}{'' if prompts else ' (empty)'}.")
+        raise ValueError(
+            "prompts must be a non-empty list of strings, got "
+            f"{type(prompts).__name__}{'' if prompts else ' (empty)'}."
+        )
     if not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("Every prompt must be a non-empty string.")
-    for name, value, minimum in (("max_new_tokens", max_new_tokens, 1),
-                                 ("n_samples", n_samples, 1), ("batch_size", batch_size, 1),
-                                 ("n_boot", n_boot, 1)):
+    for name, value, minimum in (
+        ("max_new_tokens", max_new_tokens, 1),
+        ("n_samples", n_samples, 1),
+        ("batch_size", batch_size, 1),
+        ("n_boot", n_boot, 1),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     if not (temperature > 0 and np.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
     if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= model.cfg.d_vocab):
-        raise ValueError(f"top_k must be None or an integer in 1..{model.cfg.d_vocab}, "
-                         f"got {top_k!r}.")
+        raise ValueError(
+            f"top_k must be None or an integer in 1..{model.cfg.d_vocab}, got {top_k!r}."
+        )
     if greedy and n_samples != 1:
         n_samples = 1  # greedy continuations of one prompt are all the same
     topic_set = topic_words(topic) if topic is not None else None
     if domain is not None and len(domain.log_ratio) < model.cfg.d_vocab:
-        raise ValueError(f"domain covers {len(domain.log_ratio)} token ids; the model's "
-                         f"vocabulary has {model.cfg.d_vocab}.")
+        raise ValueError(
+            f"domain covers {len(domain.log_ratio)} token ids; the model's "
+            f"vocabulary has {model.cfg.d_vocab}."
+        )
     prompt_toks = _prompt_tokens(model, prompts)
     longest = max(len(t) for t in prompt_toks)
     if longest + max_new_tokens > model.cfg.n_ctx:
-        raise ValueError(f"A prompt of {longest} tokens plus max_new_tokens={max_new_tokens} "
-                         f"exceeds the model's context n_ctx={model.cfg.n_ctx}.")
+        raise ValueError(
+            f"A prompt of {longest} tokens plus max_new_tokens={max_new_tokens} "
+            f"exceeds the model's context n_ctx={model.cfg.n_ctx}."
+        )
     if callable(interventions) and not isinstance(interventions, Intervention):
         if levels is None or len(levels) == 0:
             raise ValueError("A family of interventions needs levels=[...].")
@@ -618,10 +747,15 @@ def generation_behaviour(
         hook_sets = [(float(lv), family(float(lv))) for lv in levels]
     else:
         if levels is not None:
-            raise ValueError("levels= only applies to a family (a function level -> "
-                             "intervention); got a single intervention.")
-        iv = interventions if isinstance(interventions, Intervention) else Intervention(
-            "hooks", list(interventions))
+            raise ValueError(
+                "levels= only applies to a family (a function level -> "
+                "intervention); got a single intervention."
+            )
+        iv = (
+            interventions
+            if isinstance(interventions, Intervention)
+            else Intervention("hooks", list(interventions))
+        )
         hook_sets = [(None, iv)]
     for _, iv in hook_sets:
         for hook_name, _fn in iv:
@@ -630,10 +764,21 @@ def generation_behaviour(
     stop_ids = set()
     if stop_at_eos and model.tokenizer.eos_token_id is not None:
         stop_ids.add(int(model.tokenizer.eos_token_id))
-    gen_kw = {"max_new_tokens": max_new_tokens, "greedy": greedy, "temperature": temperature,
-              "top_k": top_k}
-    kw = dict(n_samples=n_samples, gen_kw=gen_kw, seed=seed, batch_size=batch_size,
-              topic=topic_set, domain=domain, stop_ids=stop_ids)
+    gen_kw = {
+        "max_new_tokens": max_new_tokens,
+        "greedy": greedy,
+        "temperature": temperature,
+        "top_k": top_k,
+    }
+    kw = dict(
+        n_samples=n_samples,
+        gen_kw=gen_kw,
+        seed=seed,
+        batch_size=batch_size,
+        topic=topic_set,
+        domain=domain,
+        stop_ids=stop_ids,
+    )
     t0 = time.perf_counter()
     bar = tqdm(total=len(hook_sets) + 1, desc="generate", disable=not progress, leave=False)
     original = _run(model, prompt_toks, [], "original", None, **kw)
@@ -643,9 +788,25 @@ def generation_behaviour(
         runs.append(_run(model, prompt_toks, list(iv), iv.name, level, **kw))
         bar.update(1)
     bar.close()
-    settings = {"max_new_tokens": max_new_tokens, "n_samples": n_samples, "greedy": greedy,
-                "temperature": temperature, "top_k": top_k, "seed": seed,
-                "topic": topic if isinstance(topic, str) or topic is None else "custom",
-                "domain": domain is not None, "stop_at_eos": stop_at_eos}
-    return GenerationBehaviour(label, list(prompts), original, runs, level_name, settings,
-                               time.perf_counter() - t0, n_boot, confidence)
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "n_samples": n_samples,
+        "greedy": greedy,
+        "temperature": temperature,
+        "top_k": top_k,
+        "seed": seed,
+        "topic": topic if isinstance(topic, str) or topic is None else "custom",
+        "domain": domain is not None,
+        "stop_at_eos": stop_at_eos,
+    }
+    return GenerationBehaviour(
+        label,
+        list(prompts),
+        original,
+        runs,
+        level_name,
+        settings,
+        time.perf_counter() - t0,
+        n_boot,
+        confidence,
+    )

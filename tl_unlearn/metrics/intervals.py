@@ -29,9 +29,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Interval", "bootstrap_indices", "check_interval_settings", "dataset_seed",
-           "error_bars", "percentile_interval", "pointwise_intervals", "ratio_interval", "ratio_of_sums",
-           "paired_difference_interval"]
+__all__ = [
+    "Interval",
+    "bootstrap_indices",
+    "check_interval_settings",
+    "dataset_seed",
+    "error_bars",
+    "percentile_interval",
+    "pointwise_intervals",
+    "ratio_interval",
+    "ratio_of_sums",
+    "paired_difference_interval",
+]
 
 
 @dataclass(frozen=True)
@@ -56,13 +65,18 @@ class Interval:
     confidence: float = 0.95
 
     def to_dict(self) -> dict[str, float]:
-        return {"value": self.value, "low": self.low, "high": self.high,
-                "confidence": self.confidence}
+        return {
+            "value": self.value,
+            "low": self.low,
+            "high": self.high,
+            "confidence": self.confidence,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, float]) -> Interval:
-        return cls(float(d["value"]), float(d["low"]), float(d["high"]),
-                   float(d.get("confidence", 0.95)))
+        return cls(
+            float(d["value"]), float(d["low"]), float(d["high"]), float(d.get("confidence", 0.95))
+        )
 
     def __str__(self) -> str:
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}]"
@@ -76,9 +90,12 @@ def error_bars(intervals: Sequence[Interval]) -> dict[str, Any]:
         >>> bars["array"], bars["arrayminus"]
         ([0.5], [0.25])
     """
-    return {"type": "data", "symmetric": False,
-            "array": [i.high - i.value for i in intervals],
-            "arrayminus": [i.value - i.low for i in intervals]}
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [i.high - i.value for i in intervals],
+        "arrayminus": [i.value - i.low for i in intervals],
+    }
 
 
 def check_interval_settings(n_boot: int, confidence: float) -> None:
@@ -142,13 +159,18 @@ def pointwise_intervals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(low, high)``: the percentile interval of each column of ``[n_boot, n_points]``
     replicates (e.g. every point of a curve)."""
-    bounds = np.array([percentile_interval(replicates[:, j], confidence)
-                       for j in range(replicates.shape[1])]).reshape(-1, 2)
+    bounds = np.array(
+        [percentile_interval(replicates[:, j], confidence) for j in range(replicates.shape[1])]
+    ).reshape(-1, 2)
     return bounds[:, 0], bounds[:, 1]
 
 
 def ratio_interval(
-    num: np.ndarray, den: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+    num: np.ndarray,
+    den: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile interval of ``sum(num) / sum(den)`` resampling units (and samples).
@@ -167,8 +189,14 @@ def ratio_interval(
 
 
 def paired_difference_interval(
-    num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray, *,
-    n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
+    num_a: np.ndarray,
+    den_a: np.ndarray,
+    num_b: np.ndarray,
+    den_b: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Interval of ``ratio(a) - ratio(b)`` with the same resampled units for both (paired)."""
     check_interval_settings(n_boot, confidence)

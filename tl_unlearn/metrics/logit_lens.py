@@ -72,12 +72,25 @@ class LogitLensDiff(Result):
         fig = go.Figure()
         for ds, d in self.logprob.items():
             c = dataset_colour(ds)
-            fig.add_trace(go.Scatter(x=self.layers, y=d["original"], name=f"{ds} original",
-                                     line={"color": c, "dash": "dash"}))
-            fig.add_trace(go.Scatter(x=self.layers, y=d["intervened"], name=f"{ds} intervened",
-                                     line={"color": c}))
-        fig.update_layout(title=f"Logit lens: {self.label}", xaxis_title="layer (resid_pre)",
-                          yaxis_title="mean log-prob of correct token", template="plotly_white")
+            fig.add_trace(
+                go.Scatter(
+                    x=self.layers,
+                    y=d["original"],
+                    name=f"{ds} original",
+                    line={"color": c, "dash": "dash"},
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=self.layers, y=d["intervened"], name=f"{ds} intervened", line={"color": c}
+                )
+            )
+        fig.update_layout(
+            title=f"Logit lens: {self.label}",
+            xaxis_title="layer (resid_pre)",
+            yaxis_title="mean log-prob of correct token",
+            template="plotly_white",
+        )
         return fig
 
     def _heatmap(self) -> go.Figure:
@@ -85,9 +98,19 @@ class LogitLensDiff(Result):
         names = list(self.logprob)
         for col, stat in ((1, "logprob"), (2, "rank")):
             z = [self.diff(ds, stat).tolist() for ds in names]
-            fig.add_trace(go.Heatmap(z=z, x=self.layers, y=names, coloraxis=None,
-                                     colorscale="RdBu", zmid=0, showscale=col == 1),
-                          row=1, col=col)
+            fig.add_trace(
+                go.Heatmap(
+                    z=z,
+                    x=self.layers,
+                    y=names,
+                    coloraxis=None,
+                    colorscale="RdBu",
+                    zmid=0,
+                    showscale=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
         fig.update_layout(title=f"Logit-lens diff: {self.label}", template="plotly_white")
         return fig
 
@@ -160,5 +183,6 @@ def logit_lens_diff(
                 raise ValueError(f"Dataset {ds_name!r} has no predicted position.")
             logprob[ds_name][run] = (sums[:, 0] / count).tolist()
             rank[ds_name][run] = (sums[:, 1] / count).tolist()
-    return LogitLensDiff(label or "intervention", lens_points, logprob, rank,
-                         time.perf_counter() - t0)
+    return LogitLensDiff(
+        label or "intervention", lens_points, logprob, rank, time.perf_counter() - t0
+    )

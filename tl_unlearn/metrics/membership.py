@@ -27,7 +27,13 @@ from tl_unlearn.interventions.base import Hooks, model_device
 from tl_unlearn.metrics.intervals import Interval, error_bars
 from tl_unlearn.results import Result
 
-__all__ = ["MembershipInference", "auc_interval", "auc_score", "membership_inference", "text_scores"]
+__all__ = [
+    "MembershipInference",
+    "auc_interval",
+    "auc_score",
+    "membership_inference",
+    "text_scores",
+]
 
 SCORE_NAMES = ("loss", "zlib", "min_k")
 
@@ -57,8 +63,12 @@ def auc_score(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 @torch.inference_mode()
 def text_scores(
-    model: Any, texts: Sequence[str], hooks: Hooks = (), *,
-    max_tokens: int = 128, k: float = 0.2,
+    model: Any,
+    texts: Sequence[str],
+    hooks: Hooks = (),
+    *,
+    max_tokens: int = 128,
+    k: float = 0.2,
 ) -> dict[str, np.ndarray]:
     """LOSS, zlib and Min-K% scores of each text (first ``max_tokens`` tokens, BOS first)."""
     if not texts:
@@ -125,19 +135,28 @@ class MembershipInference(Result):
         self._check_kind(kind)
         names = list(self.auc)
         nan = float("nan")
-        ivs = [Interval(self.auc[n], self.auc_low.get(n, nan), self.auc_high.get(n, nan))
-               for n in names]
+        ivs = [
+            Interval(self.auc[n], self.auc_low.get(n, nan), self.auc_high.get(n, nan))
+            for n in names
+        ]
         fig = go.Figure(go.Bar(x=names, y=[i.value for i in ivs], error_y=error_bars(ivs)))
         fig.add_hline(y=0.5, line_dash="dash", annotation_text="chance")
-        fig.update_layout(title=f"Membership inference: {self.label} "
-                                f"({self.n_forget} forget vs {self.n_heldout} held-out texts)",
-                          yaxis_title="AUC", template="plotly_white")
+        fig.update_layout(
+            title=f"Membership inference: {self.label} "
+            f"({self.n_forget} forget vs {self.n_heldout} held-out texts)",
+            yaxis_title="AUC",
+            template="plotly_white",
+        )
         return fig
 
 
 def auc_interval(
-    forget_scores: np.ndarray, heldout_scores: np.ndarray, *, n_boot: int = 1000,
-    confidence: float = 0.95, seed: int = 0,
+    forget_scores: np.ndarray,
+    heldout_scores: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the AUC, resampling each side's texts independently.
 
@@ -153,16 +172,30 @@ def auc_interval(
     f, h = np.asarray(forget_scores, float), np.asarray(heldout_scores, float)
     rng = np.random.default_rng(seed)
     labels = np.r_[np.zeros(len(f)), np.ones(len(h))]
-    reps = np.array([auc_score(labels, np.r_[f[rng.integers(len(f), size=len(f))],
-                                             h[rng.integers(len(h), size=len(h))]])
-                     for _ in range(n_boot)])
+    reps = np.array(
+        [
+            auc_score(
+                labels,
+                np.r_[f[rng.integers(len(f), size=len(f))], h[rng.integers(len(h), size=len(h))]],
+            )
+            for _ in range(n_boot)
+        ]
+    )
     return percentile_interval(reps, confidence)
 
 
 def membership_inference(
-    model: Any, forget_texts: Sequence[str], heldout_texts: Sequence[str],
-    hooks: Hooks = (), *, max_tokens: int = 128, k: float = 0.2,
-    label: str = "", n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+    model: Any,
+    forget_texts: Sequence[str],
+    heldout_texts: Sequence[str],
+    hooks: Hooks = (),
+    *,
+    max_tokens: int = 128,
+    k: float = 0.2,
+    label: str = "",
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> MembershipInference:
     """Membership-inference AUC (LOSS, zlib, Min-K%) of forget vs held-out texts, with
     bootstrap intervals over texts.
@@ -197,9 +230,17 @@ def membership_inference(
     h = text_scores(model, heldout_texts, hooks, max_tokens=max_tokens, k=k)
     labels = [0] * len(forget_texts) + [1] * len(heldout_texts)
     auc = {n: auc_score(labels, np.concatenate([f[n], h[n]])) for n in SCORE_NAMES}
-    bounds = {n: auc_interval(f[n], h[n], n_boot=n_boot, confidence=confidence, seed=seed)
-              for n in SCORE_NAMES}
-    return MembershipInference(label, auc, len(forget_texts), len(heldout_texts),
-                               {n: b[0] for n, b in bounds.items()},
-                               {n: b[1] for n, b in bounds.items()}, confidence,
-                               time.perf_counter() - t0)
+    bounds = {
+        n: auc_interval(f[n], h[n], n_boot=n_boot, confidence=confidence, seed=seed)
+        for n in SCORE_NAMES
+    }
+    return MembershipInference(
+        label,
+        auc,
+        len(forget_texts),
+        len(heldout_texts),
+        {n: b[0] for n, b in bounds.items()},
+        {n: b[1] for n, b in bounds.items()},
+        confidence,
+        time.perf_counter() - t0,
+    )

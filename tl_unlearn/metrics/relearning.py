@@ -40,9 +40,16 @@ from tl_unlearn.metrics.distances import completeness, zrf_scores
 from tl_unlearn.metrics.evaluation import check_data, evaluate
 from tl_unlearn.results import OTHER_COLOURS, Result
 
-__all__ = ["AttackedIntervention", "DegreeOfRemoval", "RelearnResult", "anamnesis_index",
-           "degree_of_removal", "relearn", "relearn_attack", "relearn_figure"]
-
+__all__ = [
+    "AttackedIntervention",
+    "DegreeOfRemoval",
+    "RelearnResult",
+    "anamnesis_index",
+    "degree_of_removal",
+    "relearn",
+    "relearn_attack",
+    "relearn_figure",
+]
 
 
 @dataclass
@@ -109,16 +116,26 @@ class RelearnResult(Result):
         self._check_kind(kind)
         fig = go.Figure()
         steps = [c[0] for c in self.curve]
-        fig.add_trace(go.Scatter(x=steps, y=[c[1] for c in self.curve], mode="lines+markers",
-                                 name=f"{self.label} forget top-1"))
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=[c[1] for c in self.curve],
+                mode="lines+markers",
+                name=f"{self.label} forget top-1",
+            )
+        )
         fig.add_hline(y=self.target, line_dash="dash", annotation_text="target")
         return _relearn_layout(fig, f"Relearning: {self.label} ({self.describe()})")
 
 
 def _relearn_layout(fig: go.Figure, title: str) -> go.Figure:
     """The axes every relearning figure shares: forget top-1 against fine-tuning steps."""
-    fig.update_layout(title=title, xaxis_title="fine-tuning step", yaxis_title="forget top-1",
-                      template="plotly_white")
+    fig.update_layout(
+        title=title,
+        xaxis_title="fine-tuning step",
+        yaxis_title="forget top-1",
+        template="plotly_white",
+    )
     return fig
 
 
@@ -141,17 +158,22 @@ class _Adapters(torch.nn.Module):
             write = get_act_name(f"{part}_out", layer)
             missing = [n for n in (read, write) if n not in model.hook_dict]
             if missing:
-                raise ValueError(f"adapter_rank needs the hook points {missing}, which this "
-                                 f"model does not have; use adapter_rank=0 (full fine-tune).")
+                raise ValueError(
+                    f"adapter_rank needs the hook points {missing}, which this "
+                    f"model does not have; use adapter_rank=0 (full fine-tune)."
+                )
             self.names.append((read, write))
         gen = torch.Generator().manual_seed(seed)
         d, dtype, device = cfg.d_model, cfg.dtype, model_device(model)
         self.down = torch.nn.ParameterList(
-            torch.nn.Parameter((torch.randn(d, rank, generator=gen) / math.sqrt(d))
-                               .to(device=device, dtype=dtype)) for _ in self.names)
+            torch.nn.Parameter(
+                (torch.randn(d, rank, generator=gen) / math.sqrt(d)).to(device=device, dtype=dtype)
+            )
+            for _ in self.names
+        )
         self.up = torch.nn.ParameterList(
-            torch.nn.Parameter(torch.zeros(rank, d, device=device, dtype=dtype))
-            for _ in self.names)
+            torch.nn.Parameter(torch.zeros(rank, d, device=device, dtype=dtype)) for _ in self.names
+        )
         # a residual stream read without the model's normalisation is normalised here
         self.raw = ["normalized" not in read for read, _ in self.names]
         self._inputs: dict[int, torch.Tensor] = {}
@@ -160,6 +182,7 @@ class _Adapters(torch.nn.Module):
         def read(layer: int) -> Any:
             def hook(act: torch.Tensor, hook: Any) -> None:
                 self._inputs[layer] = act
+
             return hook
 
         def write(layer: int) -> Any:
@@ -168,10 +191,14 @@ class _Adapters(torch.nn.Module):
                 if self.raw[layer]:
                     x = x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
                 return act + x @ self.down[layer] @ self.up[layer]
+
             return hook
 
-        return ([(w, write(i)) for i, (_, w) in enumerate(self.names)] + list(intervention)
-                + [(r, read(i)) for i, (r, _) in enumerate(self.names)])
+        return (
+            [(w, write(i)) for i, (_, w) in enumerate(self.names)]
+            + list(intervention)
+            + [(r, read(i)) for i, (r, _) in enumerate(self.names)]
+        )
 
 
 @contextmanager
@@ -183,6 +210,7 @@ def _recomputed_blocks(model: Any) -> Iterator[None]:
 
     blocks = list(model.blocks)
     for block in blocks:
+
         def forward(*args: Any, _inner: Any = block.forward, **kwargs: Any) -> Any:
             if not torch.is_grad_enabled():
                 return _inner(*args, **kwargs)
@@ -199,15 +227,18 @@ def _recomputed_blocks(model: Any) -> Iterator[None]:
 def _check_recomputable(hooks: Hooks) -> None:
     """Recomputing a block calls its hooks again: a hook that draws at random per call (resample
     ablation) would give the backward pass another forward pass than the one the loss saw."""
+
     def kinds(info: dict[str, Any]) -> Iterator[Any]:
         yield info.get("kind")
         for part in info.get("parts", []):
             yield from kinds(part)
 
     if "resample" in kinds(getattr(hooks, "info", {})):
-        raise ValueError(f"recompute=True calls every hook again in the backward pass, and "
-                         f"{hooks.name!r} (resample ablation) draws new donors on every call; "
-                         f"use recompute=False.")
+        raise ValueError(
+            f"recompute=True calls every hook again in the backward pass, and "
+            f"{hooks.name!r} (resample ablation) draws new donors on every call; "
+            f"use recompute=False."
+        )
 
 
 @contextmanager
@@ -287,16 +318,20 @@ def relearn(
         4
     """
     if not (isinstance(alpha, (int, float)) and 0.0 <= alpha < 1.0):
-        raise ValueError(f"alpha must be in [0, 1) (the target is (1 - alpha) x the original "
-                         f"top-1), got {alpha!r}.")
+        raise ValueError(
+            f"alpha must be in [0, 1) (the target is (1 - alpha) x the original "
+            f"top-1), got {alpha!r}."
+        )
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
     check_positive_int(max_steps, "max_steps")
     check_positive_int(eval_every, "eval_every")
-    if not (isinstance(adapter_rank, int) and not isinstance(adapter_rank, bool)
-            and adapter_rank >= 0):
-        raise ValueError(f"adapter_rank must be an integer >= 0 (0: full fine-tune), got "
-                         f"{adapter_rank!r}.")
+    if not (
+        isinstance(adapter_rank, int) and not isinstance(adapter_rank, bool) and adapter_rank >= 0
+    ):
+        raise ValueError(
+            f"adapter_rank must be an integer >= 0 (0: full fine-tune), got {adapter_rank!r}."
+        )
     micro = batch_size if micro_batch_size is None else micro_batch_size
     check_positive_int(micro, "micro_batch_size")
     check_data(model, {"forget_fit": forget_fit, "forget_eval": forget_eval}, batch_size)
@@ -305,10 +340,13 @@ def relearn(
     hooks = list(hooks)
     if original_top1 is None:
         original_top1 = evaluate(model, forget_eval, progress=False, skip_common=0)[
-            forget_eval.name].accuracy[1]
+            forget_eval.name
+        ].accuracy[1]
     if recover is not None and not (isinstance(recover, (int, float)) and 0.0 < recover <= 1.0):
-        raise ValueError(f"recover must be in (0, 1] (the share of the forget drop to win "
-                         f"back), got {recover!r}.")
+        raise ValueError(
+            f"recover must be in (0, 1] (the share of the forget drop to win "
+            f"back), got {recover!r}."
+        )
     fixed_target = target
     target = (1.0 - alpha) * original_top1 if fixed_target is None else float(fixed_target)
     if adapter_rank:
@@ -353,8 +391,9 @@ def relearn(
                 scored = predicted_positions(mask)
                 opt.zero_grad(set_to_none=True)
                 for s in range(0, batch_size, micro):  # gradients accumulate: the batch mean
-                    per_tok = student(tokens[s : s + micro], return_type="loss",
-                                      loss_per_token=True)
+                    per_tok = student(
+                        tokens[s : s + micro], return_type="loss", loss_per_token=True
+                    )
                     (per_tok[scored[s : s + micro]].sum() / scored.sum()).backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
@@ -362,9 +401,19 @@ def relearn(
                     if measure(step):
                         steps, seconds = step, curve[-1][3]
                         break
-    return RelearnResult(label, target, original_top1, steps, seconds, curve, lr, max_steps,
-                         batch_size * forget_fit.tokens.shape[1],
-                         time.perf_counter() - t0, adapter_rank)
+    return RelearnResult(
+        label,
+        target,
+        original_top1,
+        steps,
+        seconds,
+        curve,
+        lr,
+        max_steps,
+        batch_size * forget_fit.tokens.shape[1],
+        time.perf_counter() - t0,
+        adapter_rank,
+    )
 
 
 def relearn_attack(
@@ -400,7 +449,8 @@ def relearn_attack(
     """
     if "original_top1" not in kwargs:
         kwargs["original_top1"] = evaluate(model, forget_eval, progress=False, skip_common=0)[
-            forget_eval.name].accuracy[1]
+            forget_eval.name
+        ].accuracy[1]
     results = [relearn(model, forget_fit, forget_eval, hooks, lr=lr, **kwargs) for lr in lrs]
     best = min(results, key=lambda r: (not r.reached, r.steps or 0, -r.curve[-1][1]))
     return best, results
@@ -458,8 +508,12 @@ class AttackedIntervention:
     def row(self, prefix: str = "") -> dict[str, Any]:
         """Scorecard columns (``relearn_steps``, ``relearn_tokens``, ``relearn_lr``, ``zrf``
         and, with a retrained model, ``ain`` and ``completeness``), names ``prefix``-ed."""
-        row = {"relearn_steps": self.best.steps, "relearn_tokens": self.best.tokens,
-               "relearn_lr": self.best.lr, "zrf": self.zrf}
+        row = {
+            "relearn_steps": self.best.steps,
+            "relearn_tokens": self.best.tokens,
+            "relearn_lr": self.best.lr,
+            "zrf": self.zrf,
+        }
         if self.retrained is not None:
             row.update(ain=self.ain, completeness=self.completeness)
         return {prefix + k: v for k, v in row.items()}
@@ -522,12 +576,20 @@ def relearn_figure(removals: Sequence[DegreeOfRemoval]) -> go.Figure:
                 continue
             best = attacked.best
             role = "" if attacked is removal.method else "random baseline "
-            fig.add_trace(go.Scatter(
-                x=[c[0] for c in best.curve], y=[c[1] for c in best.curve],
-                mode="lines+markers", name=f"{removal.label} {role}(lr {best.lr:g})",
-                line={"color": OTHER_COLOURS[i % len(OTHER_COLOURS)], "dash": dash}))
-    return _relearn_layout(fig, "Relearning attack: forget top-1 while fine-tuning on forget "
-                           "data (intervention held); target: half of the drop won back")
+            fig.add_trace(
+                go.Scatter(
+                    x=[c[0] for c in best.curve],
+                    y=[c[1] for c in best.curve],
+                    mode="lines+markers",
+                    name=f"{removal.label} {role}(lr {best.lr:g})",
+                    line={"color": OTHER_COLOURS[i % len(OTHER_COLOURS)], "dash": dash},
+                )
+            )
+    return _relearn_layout(
+        fig,
+        "Relearning attack: forget top-1 while fine-tuning on forget "
+        "data (intervention held); target: half of the drop won back",
+    )
 
 
 def degree_of_removal(
@@ -598,32 +660,64 @@ def degree_of_removal(
         for hooks in scored:
             _check_recomputable(hooks)
     t0 = time.perf_counter()
-    tuning = {"max_steps": max_steps, "eval_every": max(1, max_steps // 4),
-              "batch_size": batch_size, "seed": seed, "adapter_rank": adapter_rank,
-              "micro_batch_size": micro_batch_size, "recompute": recompute}
+    tuning = {
+        "max_steps": max_steps,
+        "eval_every": max(1, max_steps // 4),
+        "batch_size": batch_size,
+        "seed": seed,
+        "adapter_rank": adapter_rank,
+        "micro_batch_size": micro_batch_size,
+        "recompute": recompute,
+    }
     # ZRF first, one run of the random twin for both: a twin made there is let go before the
     # attacks, which need memory of their own
-    zrf = dict(zip(map(id, scored), zrf_scores(model, forget_check, scored,
-                                              random_model=random_model, seed=seed,
-                                              batch_size=batch_size)))
+    zrf = dict(
+        zip(
+            map(id, scored),
+            zrf_scores(
+                model,
+                forget_check,
+                scored,
+                random_model=random_model,
+                seed=seed,
+                batch_size=batch_size,
+            ),
+        )
+    )
 
     def attack(hooks: Hooks) -> AttackedIntervention:
         name = getattr(hooks, "name", "") or "intervention"
-        best, every = relearn_attack(model, forget_fit, forget_check, list(hooks), lrs=lrs,
-                                     recover=recover, label=name, **tuning)
+        best, every = relearn_attack(
+            model,
+            forget_fit,
+            forget_check,
+            list(hooks),
+            lrs=lrs,
+            recover=recover,
+            label=name,
+            **tuning,
+        )
         out = AttackedIntervention(name, best, every, zrf[id(hooks)])
         if retrained_model is not None:
             # the retrained model relearns to the same target with the same optimiser
-            out.retrained = relearn(retrained_model, forget_fit, forget_check, (),
-                                    target=best.target, lr=best.lr, label="retrained model",
-                                    **tuning)
+            out.retrained = relearn(
+                retrained_model,
+                forget_fit,
+                forget_check,
+                (),
+                target=best.target,
+                lr=best.lr,
+                label="retrained model",
+                **tuning,
+            )
             out.ain = anamnesis_index(best, out.retrained)
-            out.completeness = completeness(model, forget_check, retrained_model, list(hooks),
-                                            batch_size=batch_size)
+            out.completeness = completeness(
+                model, forget_check, retrained_model, list(hooks), batch_size=batch_size
+            )
         return out
 
     method = attack(intervention)
     base = attack(baseline) if baseline is not None else None
-    return DegreeOfRemoval(label or method.label, float(level), method, base, max_steps,
-                           time.perf_counter() - t0)
-
+    return DegreeOfRemoval(
+        label or method.label, float(level), method, base, max_steps, time.perf_counter() - t0
+    )

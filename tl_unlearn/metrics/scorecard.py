@@ -56,7 +56,8 @@ class Scorecard(Result):
 
     @classmethod
     def from_curves(
-        cls, curves: Sequence[SelectivityCurve],
+        cls,
+        curves: Sequence[SelectivityCurve],
         extra: Mapping[str, Mapping[str, Any]] | None = None,
         rank_by: str = "held_out_difference_low",
         baselines: Mapping[str, str | RandomBaseline] | None = None,
@@ -79,22 +80,31 @@ class Scorecard(Result):
         by_name = {c.name: c for c in curves}
         for method, base in (baselines or {}).items():
             if method not in by_name or (isinstance(base, str) and base not in by_name):
-                raise ValueError(f"Baseline pair {method!r} -> {base!r}: no curve named "
-                                 f"{method if method not in by_name else base!r}; curves are "
-                                 f"{sorted(by_name)}.")
+                raise ValueError(
+                    f"Baseline pair {method!r} -> {base!r}: no curve named "
+                    f"{method if method not in by_name else base!r}; curves are "
+                    f"{sorted(by_name)}."
+                )
         rows = []
         for c in curves:
             i = int(c.difference.argmax())
-            row = {"method": c.name, **c.summary(),
-                   "forget_drop_at_best": float(c.forget_drop[i]),
-                   "retain_drop_at_best": float(c.retain_drop[i])}
+            row = {
+                "method": c.name,
+                **c.summary(),
+                "forget_drop_at_best": float(c.forget_drop[i]),
+                "retain_drop_at_best": float(c.retain_drop[i]),
+            }
             base = (baselines or {}).get(c.name)
             if base is not None:
                 vs = c.versus(by_name[base] if isinstance(base, str) else base)
-                label = (base if isinstance(base, str)
-                         else f"{base.label} ({len(base.seeds)} seeds)")
-                row.update(baseline=label, vs_baseline=vs.value, vs_baseline_low=vs.low,
-                           vs_baseline_high=vs.high, beats_baseline=bool(vs.low > 0))
+                label = base if isinstance(base, str) else f"{base.label} ({len(base.seeds)} seeds)"
+                row.update(
+                    baseline=label,
+                    vs_baseline=vs.value,
+                    vs_baseline_low=vs.low,
+                    vs_baseline_high=vs.high,
+                    beats_baseline=bool(vs.low > 0),
+                )
             row.update((extra or {}).get(c.name, {}))
             rows.append(row)
         return cls(rows, rank_by)
@@ -113,27 +123,60 @@ class Scorecard(Result):
         held-out difference with its interval, and the ranked table."""
         self._check_kind(kind)
         df = self.ranked()
-        fig = make_subplots(rows=2, cols=1, row_heights=[0.55, 0.45], vertical_spacing=0.08,
-                            specs=[[{"type": "xy"}], [{"type": "table"}]])
-        for col, color in (("forget_drop_at_best", dataset_colour("forget")),
-                           ("retain_drop_at_best", dataset_colour("retain"))):
+        fig = make_subplots(
+            rows=2,
+            cols=1,
+            row_heights=[0.55, 0.45],
+            vertical_spacing=0.08,
+            specs=[[{"type": "xy"}], [{"type": "table"}]],
+        )
+        for col, color in (
+            ("forget_drop_at_best", dataset_colour("forget")),
+            ("retain_drop_at_best", dataset_colour("retain")),
+        ):
             if col in df:
-                fig.add_trace(go.Bar(x=df.index.tolist(), y=df[col].tolist(), name=col,
-                                     marker_color=color), row=1, col=1)
+                fig.add_trace(
+                    go.Bar(x=df.index.tolist(), y=df[col].tolist(), name=col, marker_color=color),
+                    row=1,
+                    col=1,
+                )
         if "held_out_difference" in df:  # the ranked number, with its interval
-            v, lo, hi = (df[c].astype(float) for c in ("held_out_difference",
-                                                       "held_out_difference_low",
-                                                       "held_out_difference_high"))
-            fig.add_trace(go.Scatter(
-                x=df.index.tolist(), y=v.tolist(), mode="markers", name="held-out difference",
-                marker={"color": "black", "symbol": "diamond"},
-                error_y={"type": "data", "symmetric": False, "array": (hi - v).tolist(),
-                         "arrayminus": (v - lo).tolist()}), row=1, col=1)
-        shown = [c for c in df.columns if df[c].dtype.kind in "fi"
-                 and not c.endswith(("_low", "_high"))][:8]
+            v, lo, hi = (
+                df[c].astype(float)
+                for c in (
+                    "held_out_difference",
+                    "held_out_difference_low",
+                    "held_out_difference_high",
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=df.index.tolist(),
+                    y=v.tolist(),
+                    mode="markers",
+                    name="held-out difference",
+                    marker={"color": "black", "symbol": "diamond"},
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": (hi - v).tolist(),
+                        "arrayminus": (v - lo).tolist(),
+                    },
+                ),
+                row=1,
+                col=1,
+            )
+        shown = [
+            c for c in df.columns if df[c].dtype.kind in "fi" and not c.endswith(("_low", "_high"))
+        ][:8]
         cells = [df.index.tolist()] + [[f"{v:.4g}" if v == v else "" for v in df[c]] for c in shown]
-        fig.add_trace(go.Table(header={"values": ["method", *shown]}, cells={"values": cells}),
-                      row=2, col=1)
-        fig.update_layout(title=f"Scorecard (ranked by {self.rank_by})", barmode="group",
-                          template="plotly_white", height=700)
+        fig.add_trace(
+            go.Table(header={"values": ["method", *shown]}, cells={"values": cells}), row=2, col=1
+        )
+        fig.update_layout(
+            title=f"Scorecard (ranked by {self.rank_by})",
+            barmode="group",
+            template="plotly_white",
+            height=700,
+        )
         return fig

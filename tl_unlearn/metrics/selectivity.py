@@ -97,10 +97,14 @@ class RandomBaseline(Result):
         fig = go.Figure()
         names = list(self.evaluations[0].datasets) if self.evaluations else []
         for seed, ev in zip(self.seeds, self.evaluations, strict=True):
-            fig.add_trace(go.Bar(x=names, y=[ev.metric(n, metric) for n in names],
-                                 name=f"seed {seed}"))
-        fig.update_layout(title=f"{self.label} at level {self.level:g}",
-                          yaxis_title=describe_metric(metric), template="plotly_white")
+            fig.add_trace(
+                go.Bar(x=names, y=[ev.metric(n, metric) for n in names], name=f"seed {seed}")
+            )
+        fig.update_layout(
+            title=f"{self.label} at level {self.level:g}",
+            yaxis_title=describe_metric(metric),
+            template="plotly_white",
+        )
         return fig
 
 
@@ -157,9 +161,7 @@ class SelectivityCurve(ForgetRetainDrops, Result):
 
     def __post_init__(self) -> None:
         if len(self.levels) != len(self.evaluations):
-            raise ValueError(
-                f"{len(self.levels)} levels but {len(self.evaluations)} evaluations"
-            )
+            raise ValueError(f"{len(self.levels)} levels but {len(self.evaluations)} evaluations")
         if not self.levels:
             raise ValueError("A selectivity curve needs at least one level.")
         require_forget_retain(self.original.datasets, "SelectivityCurve's evaluations")
@@ -197,8 +199,13 @@ class SelectivityCurve(ForgetRetainDrops, Result):
 
     # ----------------------------------------------------------------- intervals
     def _indices(self, dataset: str, subset: np.ndarray | None = None) -> np.ndarray | None:
-        return unit_indices([self.original, *self.evaluations], dataset, n_boot=self.n_boot,
-                            seed=self.seed, subset=subset)
+        return unit_indices(
+            [self.original, *self.evaluations],
+            dataset,
+            n_boot=self.n_boot,
+            seed=self.seed,
+            subset=subset,
+        )
 
     def difference_replicates(self) -> np.ndarray | None:
         """Bootstrap replicates of the difference curve, ``[n_boot, n_points]`` (forget and
@@ -210,19 +217,24 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         return self.drop_replicates("forget", f) - self.drop_replicates("retain", r)
 
     def _interval(self, value: float, reps: np.ndarray | None) -> Interval:
-        lo, hi = (float("nan"),) * 2 if reps is None else percentile_interval(reps,
-                                                                              self.confidence)
+        lo, hi = (float("nan"),) * 2 if reps is None else percentile_interval(reps, self.confidence)
         return Interval(value, lo, hi, self.confidence)
 
     def intervals(self) -> dict[str, Interval]:
         """``max_difference`` and ``area_between`` with their bootstrap intervals."""
         reps = self.difference_replicates()
         x = self.x
-        area = None if reps is None else np.sum((x[1:] - x[:-1]) * (reps[:, 1:] + reps[:, :-1])
-                                                / 2.0, axis=1)
-        return {"max_difference": self._interval(self.max_difference,
-                                                 None if reps is None else reps.max(1)),
-                "area_between": self._interval(self.area_between, area)}
+        area = (
+            None
+            if reps is None
+            else np.sum((x[1:] - x[:-1]) * (reps[:, 1:] + reps[:, :-1]) / 2.0, axis=1)
+        )
+        return {
+            "max_difference": self._interval(
+                self.max_difference, None if reps is None else reps.max(1)
+            ),
+            "area_between": self._interval(self.area_between, area),
+        }
 
     def difference_interval(self) -> tuple[np.ndarray, np.ndarray]:
         """``(low, high)`` of the difference at every point."""
@@ -247,14 +259,21 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         nan = float("nan")
         halves = self._halves()
         if halves is None:
-            return {"level": nan, "validation_difference": nan,
-                    "difference": Interval(nan, nan, nan, self.confidence)}
-        val = (self.drop_replicates("forget", halves["forget"][0])
-               - self.drop_replicates("retain", halves["retain"][0]))
+            return {
+                "level": nan,
+                "validation_difference": nan,
+                "difference": Interval(nan, nan, nan, self.confidence),
+            }
+        val = self.drop_replicates("forget", halves["forget"][0]) - self.drop_replicates(
+            "retain", halves["retain"][0]
+        )
         j = int(np.nanargmax(val)) if np.isfinite(val).any() else 0
         value, reps = self.held_out_at(j)
-        return {"level": float(self.x[j]), "validation_difference": float(val[j]),
-                "difference": self._interval(value, reps)}
+        return {
+            "level": float(self.x[j]),
+            "validation_difference": float(val[j]),
+            "difference": self._interval(value, reps),
+        }
 
     def _halves(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
         halves = {}
@@ -272,13 +291,16 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         halves = self._halves()
         if halves is None:
             return float("nan"), None
-        held = (self.drop_replicates("forget", halves["forget"][1])
-                - self.drop_replicates("retain", halves["retain"][1]))
+        held = self.drop_replicates("forget", halves["forget"][1]) - self.drop_replicates(
+            "retain", halves["retain"][1]
+        )
         f, r = (self._indices(ds, halves[ds][1]) for ds in ("forget", "retain"))
         if f is None or r is None:
             return float(held[point]), None
-        reps = (self.drop_replicates("forget", f)[:, point]
-                - self.drop_replicates("retain", r)[:, point])
+        reps = (
+            self.drop_replicates("forget", f)[:, point]
+            - self.drop_replicates("retain", r)[:, point]
+        )
         return float(held[point]), reps
 
     def held_out_data(self, data: Mapping[str, TokenDataset]) -> dict[str, TokenDataset]:
@@ -287,13 +309,17 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         only."""
         halves = self._halves()
         if halves is None:
-            raise ValueError("held_out_data() needs per-sequence statistics and at least 2 "
-                             "sequences per dataset.")
+            raise ValueError(
+                "held_out_data() needs per-sequence statistics and at least 2 "
+                "sequences per dataset."
+            )
         out = {}
         for ds in ("forget", "retain"):
             if len(data[ds]) != self.original[ds].n_units:
-                raise ValueError(f"Dataset {ds!r} has {len(data[ds])} sequences; the curve "
-                                 f"was evaluated on {self.original[ds].n_units}.")
+                raise ValueError(
+                    f"Dataset {ds!r} has {len(data[ds])} sequences; the curve "
+                    f"was evaluated on {self.original[ds].n_units}."
+                )
             out[ds] = data[ds].rows(slice(int(halves[ds][1][0]), None))
         return out
 
@@ -345,14 +371,19 @@ class SelectivityCurve(ForgetRetainDrops, Result):
             for ev in baseline.evaluations:
                 n = ev[ds].n_units
                 if n not in (n_full, len(held)):
-                    raise ValueError(f"The random baseline {baseline.label!r} has {n} "
-                                     f"sequences of {ds!r}; expected {n_full} (all) or "
-                                     f"{len(held)} (the held-out half).")
+                    raise ValueError(
+                        f"The random baseline {baseline.label!r} has {n} "
+                        f"sequences of {ds!r}; expected {n_full} (all) or "
+                        f"{len(held)} (the held-out half)."
+                    )
                 # its units are either all sequences or only the held-out half
                 full = n == n_full
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    value += sign * (1.0 - ev[ds].estimate(
-                        name, (held if full else np.arange(len(held)))[None])[0] / base0)
+                    value += sign * (
+                        1.0
+                        - ev[ds].estimate(name, (held if full else np.arange(len(held)))[None])[0]
+                        / base0
+                    )
                     if reps is not None and idx is not None:
                         local = idx if full else idx - held[0]
                         reps = reps + sign * (1.0 - ev[ds].estimate(name, local) / base)
@@ -372,18 +403,23 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         difference at the level chosen on validation sequences."""
         iv = self.intervals()
         held = self.held_out()
-        out = {"held_out_difference": held["difference"].value,
-               "held_out_difference_low": held["difference"].low,
-               "held_out_difference_high": held["difference"].high,
-               "validated_level": held["level"],
-               "max_difference": self.max_difference,
-               "max_difference_low": iv["max_difference"].low,
-               "max_difference_high": iv["max_difference"].high,
-               "best_level": self.best_level, "area_between": self.area_between,
-               "area_between_low": iv["area_between"].low,
-               "area_between_high": iv["area_between"].high}
-        out.update(fit_seconds=self.fit_seconds,
-                   eval_seconds=sum(e.seconds for e in self.evaluations) + self.original.seconds)
+        out = {
+            "held_out_difference": held["difference"].value,
+            "held_out_difference_low": held["difference"].low,
+            "held_out_difference_high": held["difference"].high,
+            "validated_level": held["level"],
+            "max_difference": self.max_difference,
+            "max_difference_low": iv["max_difference"].low,
+            "max_difference_high": iv["max_difference"].high,
+            "best_level": self.best_level,
+            "area_between": self.area_between,
+            "area_between_low": iv["area_between"].low,
+            "area_between_high": iv["area_between"].high,
+        }
+        out.update(
+            fit_seconds=self.fit_seconds,
+            eval_seconds=sum(e.seconds for e in self.evaluations) + self.original.seconds,
+        )
         return out
 
     def to_dataframe(self) -> Any:
@@ -391,9 +427,14 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         import pandas as pd
 
         low, high = self.difference_interval()
-        data = {self.level_name: self.x, "forget_drop": self.forget_drop,
-                "retain_drop": self.retain_drop, "difference": self.difference,
-                "difference_low": low, "difference_high": high}
+        data = {
+            self.level_name: self.x,
+            "forget_drop": self.forget_drop,
+            "retain_drop": self.retain_drop,
+            "difference": self.difference,
+            "difference_low": low,
+            "difference_high": high,
+        }
         for name in self.original.datasets:
             data[f"ppl_ratio_{name}"] = self.perplexity_ratio(name)
         return pd.DataFrame(data)
@@ -415,18 +456,35 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         fig = go.Figure()
         for ds, fill in (("forget", "rgba(214,39,40,0.15)"), ("retain", "rgba(31,119,180,0.15)")):
             color = dataset_colour(ds)
-            low, high = self.drop_interval(ds, metric, n_boot=self.n_boot, seed=self.seed,
-                                           confidence=self.confidence)
+            low, high = self.drop_interval(
+                ds, metric, n_boot=self.n_boot, seed=self.seed, confidence=self.confidence
+            )
             if np.isfinite(low).any():
-                fig.add_trace(go.Scatter(
-                    x=[*self.x, *self.x[::-1]], y=[*high, *low[::-1]], fill="toself",
-                    fillcolor=fill, line={"width": 0}, hoverinfo="skip",
-                    name=f"{ds} {self.confidence:.0%} interval", showlegend=True))
-            fig.add_trace(go.Scatter(x=self.x, y=self.drop(ds, metric), mode="lines+markers",
-                                     name=f"{ds} drop", line={"color": color}))
+                fig.add_trace(
+                    go.Scatter(
+                        x=[*self.x, *self.x[::-1]],
+                        y=[*high, *low[::-1]],
+                        fill="toself",
+                        fillcolor=fill,
+                        line={"width": 0},
+                        hoverinfo="skip",
+                        name=f"{ds} {self.confidence:.0%} interval",
+                        showlegend=True,
+                    )
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=self.x,
+                    y=self.drop(ds, metric),
+                    mode="lines+markers",
+                    name=f"{ds} drop",
+                    line={"color": color},
+                )
+            )
         fig.update_layout(
             title=f"Selectivity: {self.name} (max difference {self.max_difference:.3f})",
-            xaxis_title=self.level_name, yaxis_title=f"relative drop in {describe_metric(metric)}",
+            xaxis_title=self.level_name,
+            yaxis_title=f"relative drop in {describe_metric(metric)}",
             template="plotly_white",
         )
         return fig
@@ -434,31 +492,60 @@ class SelectivityCurve(ForgetRetainDrops, Result):
     def _perplexity_figure(self) -> go.Figure:
         fig = go.Figure()
         for ds in self.original.datasets:
-            fig.add_trace(go.Scatter(x=self.x, y=self.perplexity_ratio(ds), mode="lines+markers",
-                                     name=ds, line={"color": dataset_colour(ds)}))
-        fig.update_layout(title=f"Perplexity ratio: {self.name}", xaxis_title=self.level_name,
-                          yaxis_title="ppl(intervened) / ppl(original)", yaxis_type="log",
-                          template="plotly_white")
+            fig.add_trace(
+                go.Scatter(
+                    x=self.x,
+                    y=self.perplexity_ratio(ds),
+                    mode="lines+markers",
+                    name=ds,
+                    line={"color": dataset_colour(ds)},
+                )
+            )
+        fig.update_layout(
+            title=f"Perplexity ratio: {self.name}",
+            xaxis_title=self.level_name,
+            yaxis_title="ppl(intervened) / ppl(original)",
+            yaxis_type="log",
+            template="plotly_white",
+        )
         return fig
 
     # ----------------------------------------------------------------- persistence
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "levels": list(self.levels), "metric": self.metric,
-                "level_name": self.level_name, "include_zero": self.include_zero,
-                "fit_seconds": self.fit_seconds, "info": self.info, "n_boot": self.n_boot,
-                "seed": self.seed, "confidence": self.confidence,
-                "original": self.original.to_dict(),
-                "evaluations": [e.to_dict() for e in self.evaluations],
-                "seconds": self.seconds, "summary": self.summary()}
+        return {
+            "label": self.label,
+            "levels": list(self.levels),
+            "metric": self.metric,
+            "level_name": self.level_name,
+            "include_zero": self.include_zero,
+            "fit_seconds": self.fit_seconds,
+            "info": self.info,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+            "confidence": self.confidence,
+            "original": self.original.to_dict(),
+            "evaluations": [e.to_dict() for e in self.evaluations],
+            "seconds": self.seconds,
+            "summary": self.summary(),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SelectivityCurve:
-        return cls(d["label"] if "label" in d else d["name"], list(d["levels"]), Evaluation.from_dict(d["original"]),
-                   [Evaluation.from_dict(e) for e in d["evaluations"]], d.get("metric", "top1"),
-                   d.get("level_name", "fraction removed"), d.get("include_zero", True),
-                   d.get("fit_seconds", 0.0), dict(d.get("info", {})),
-                   int(d.get("n_boot", 1000)), int(d.get("seed", 0)),
-                   float(d.get("confidence", 0.95)), float(d.get("seconds", 0.0)))
+        return cls(
+            d["label"] if "label" in d else d["name"],
+            list(d["levels"]),
+            Evaluation.from_dict(d["original"]),
+            [Evaluation.from_dict(e) for e in d["evaluations"]],
+            d.get("metric", "top1"),
+            d.get("level_name", "fraction removed"),
+            d.get("include_zero", True),
+            d.get("fit_seconds", 0.0),
+            dict(d.get("info", {})),
+            int(d.get("n_boot", 1000)),
+            int(d.get("seed", 0)),
+            float(d.get("confidence", 0.95)),
+            float(d.get("seconds", 0.0)),
+        )
 
 
 def selectivity_curve(
@@ -517,8 +604,12 @@ def selectivity_curve(
     require_forget_retain(data, "selectivity_curve()")
     check_interval_settings(n_boot, confidence)
     metric, evaluate_kwargs["metrics"] = resolve_metric(metric, evaluate_kwargs.get("metrics"))
-    check_metric_name(metric, evaluate_kwargs.get("top_k", (1, 5)),
-                      evaluate_kwargs.get("skip_common", 50), evaluate_kwargs["metrics"])
+    check_metric_name(
+        metric,
+        evaluate_kwargs.get("top_k", (1, 5)),
+        evaluate_kwargs.get("skip_common", 50),
+        evaluate_kwargs["metrics"],
+    )
     levels = [float(level) for level in levels]
     if not levels:
         raise ValueError("selectivity_curve() needs at least one level.")
@@ -526,13 +617,28 @@ def selectivity_curve(
     interventions = [family(level) for level in levels]
     name = name or interventions[0].name
     runs: list[Any] = ([] if original is not None else [[]]) + interventions
-    results = evaluate_many(model, data, runs, labels=None if original is not None else
-                            ["original", *(iv.name for iv in interventions)],
-                            progress=progress, **evaluate_kwargs)
+    results = evaluate_many(
+        model,
+        data,
+        runs,
+        labels=None if original is not None else ["original", *(iv.name for iv in interventions)],
+        progress=progress,
+        **evaluate_kwargs,
+    )
     if original is None:
         original, evaluations = results[0], results[1:]
     else:
         evaluations = results
-    return SelectivityCurve(name, levels, original, evaluations, metric, level_name,
-                            include_zero, fit_seconds, n_boot=n_boot, confidence=confidence,
-                            seconds=fit_seconds + time.perf_counter() - t0)
+    return SelectivityCurve(
+        name,
+        levels,
+        original,
+        evaluations,
+        metric,
+        level_name,
+        include_zero,
+        fit_seconds,
+        n_boot=n_boot,
+        confidence=confidence,
+        seconds=fit_seconds + time.perf_counter() - t0,
+    )

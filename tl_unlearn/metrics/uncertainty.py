@@ -64,18 +64,28 @@ class FisherUncertainty(Result):
         return float("inf") if self.grad_norm_sq == 0 else 1.0 / self.grad_norm_sq
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "efficacy": self.efficacy,
-                "efficacy_bound": self.efficacy_bound}
+        return {
+            **super().to_dict(),
+            "efficacy": self.efficacy,
+            "efficacy_bound": self.efficacy_bound,
+        }
 
     def figure(self, kind: str = "efficacy") -> Any:
         """``kind="efficacy"``: efficacy ``1 / tr F`` beside its cheap bound (log y axis)."""
         import plotly.graph_objects as go
 
         self._check_kind(kind)
-        fig = go.Figure(go.Bar(x=["efficacy (1 / tr F)", "bound (1 / |grad|^2)"],
-                               y=[self.efficacy, self.efficacy_bound]))
-        fig.update_layout(title=f"Fisher efficacy on {self.label} ({self.n_samples} sequences)",
-                          yaxis_type="log", template="plotly_white")
+        fig = go.Figure(
+            go.Bar(
+                x=["efficacy (1 / tr F)", "bound (1 / |grad|^2)"],
+                y=[self.efficacy, self.efficacy_bound],
+            )
+        )
+        fig.update_layout(
+            title=f"Fisher efficacy on {self.label} ({self.n_samples} sequences)",
+            yaxis_type="log",
+            template="plotly_white",
+        )
         return fig
 
 

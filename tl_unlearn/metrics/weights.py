@@ -65,8 +65,12 @@ class WeightDistance(Result):
 
         self._check_kind(kind)
         fig = go.Figure(go.Bar(x=list(self.per_layer), y=list(self.per_layer.values())))
-        fig.update_layout(title=f"{self.label}: total {self.total:.4g}", xaxis_title="layer",
-                          yaxis_title="||W_a - W_b||", template="plotly_white")
+        fig.update_layout(
+            title=f"{self.label}: total {self.total:.4g}",
+            xaxis_title="layer",
+            yaxis_title="||W_a - W_b||",
+            template="plotly_white",
+        )
         return fig
 
 
@@ -75,8 +79,9 @@ def _layer_of(name: str) -> str:
     return m.group(1) if m else "other"
 
 
-def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], note: str = ""
-              ) -> WeightDistance:
+def _distance(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], note: str = ""
+) -> WeightDistance:
     if a.keys() != b.keys():
         diff = sorted(set(a) ^ set(b))[:5]
         raise ValueError(f"The two models have different parameters, e.g. {diff}.")
@@ -105,8 +110,10 @@ def weight_distance(model_a: Any, model_b: Any) -> WeightDistance:
         >>> weight_distance(m, m).total
         0.0
     """
-    return _distance({k: v.detach() for k, v in model_a.named_parameters()},
-                     {k: v.detach() for k, v in model_b.named_parameters()})
+    return _distance(
+        {k: v.detach() for k, v in model_a.named_parameters()},
+        {k: v.detach() for k, v in model_b.named_parameters()},
+    )
 
 
 def equivalent_weight_edit(model: Any, intervention: Intervention) -> WeightDistance | None:
