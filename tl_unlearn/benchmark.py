@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from tl_unlearn.files import atomic_write_text
+from tl_unlearn.files import atomic_write_text, release_free_memory
 from tl_unlearn.methods import EDGE_METHODS, METHODS, MethodContext, fit_method
 from tl_unlearn.metrics.distances import (
     activation_distances,
@@ -50,25 +50,6 @@ from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, sel
 from tl_unlearn.runs import DEFAULT_METHODS, BenchmarkConfig, BenchmarkResult, RunOptions
 
 __all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
-
-
-def _release_free_memory() -> None:
-    """Give freed heap memory back to the operating system (glibc ``malloc_trim``).
-
-    glibc keeps memory freed by large phases (a statistics pass over float64 activations:
-    0.28 GB on SmolLM2) in its heap, where later phases of other sizes do not reuse it, so
-    the resident set only grows; trimming between phases keeps the run's peak at the
-    largest single phase. A no-op where there is no glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        name = ctypes.util.find_library("c")
-        if name:
-            ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _environment() -> dict[str, str]:
@@ -258,7 +239,7 @@ def relearn_methods(
             retrained_model=retrained,
             label=curve.name,
         )
-        _release_free_memory()
+        release_free_memory()
     return out
 
 
@@ -393,7 +374,7 @@ def run_benchmark(
         bar.set_postfix_str(name)
         fm = fit_method(name, ctx)
         fitted[name] = fm
-        _release_free_memory()
+        release_free_memory()
         t0 = time.perf_counter()
         curve = selectivity_curve(
             model,
@@ -413,7 +394,7 @@ def run_benchmark(
         method_info[name] = {**fm.info, "level_name": fm.level_name}
         timings[f"fit:{name}"] = fm.fit_seconds
         timings[f"sweep:{name}"] = time.perf_counter() - t0
-        _release_free_memory()
+        release_free_memory()
 
     # each method against random units of the same kind and count at its validated level
     t0 = time.perf_counter()
@@ -423,7 +404,7 @@ def run_benchmark(
         else {}
     )
     timings["random_baselines"] = time.perf_counter() - t0
-    _release_free_memory()
+    release_free_memory()
 
     # extra metrics at each method's most selective level
     extra_rows: dict[str, dict[str, Any]] = {}
@@ -479,7 +460,7 @@ def run_benchmark(
 
     removal: dict[str, DegreeOfRemoval] = {}
     if config.relearn_steps:
-        _release_free_memory()
+        release_free_memory()
         t0 = time.perf_counter()
         removal = relearn_methods(config, model, fit, ev, curves, fitted, progress=progress)
         for name, r in removal.items():

@@ -22,16 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from tl_unlearn.engine.tl_patches import (
     _laid_out,
     _layout_params,
     hooked_from_hf,
+    processed_weights_from_hf,
     use_fused_attention,
     use_transposed_layout,
 )
-from tl_unlearn.files import atomic_write_dir
+from tl_unlearn.files import atomic_write_dir, release_free_memory
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -137,6 +139,7 @@ def load_default_model(
     from transformers import AutoTokenizer
 
     path = smollm2_hf_dir(cache_dir)
+    release_free_memory()  # what a first conversion freed, before the next step's peak
     if bridge:
         from transformer_lens.model_bridge import TransformerBridge
 
@@ -144,11 +147,17 @@ def load_default_model(
         return model
     tokenizer = AutoTokenizer.from_pretrained(path)
     processed = _processed_dir(path, dtype, from_pretrained_kwargs)
-    if processed is None or not (processed / "config.json").exists():
+    if processed is None:  # options that cannot key a cache: TransformerLens's own path
         model = _convert_to_hooked(path, tokenizer, dtype, from_pretrained_kwargs)
-        if processed is not None:
-            _save_processed(model, processed)
-            del model  # reload from the processed file: the same low-memory path every time
+    elif not (processed / "config.json").exists():
+        # converted without building a model (a lower first-run peak), then read back by the
+        # same low-memory path as every later load
+        params, cfg = processed_weights_from_hf(
+            path, dtype=dtype, model_name="SmolLM2-135M-Instruct", **from_pretrained_kwargs
+        )
+        _write_processed(params, cfg, processed)
+        del params
+        release_free_memory()
     if processed is not None:
         model = _load_processed(processed, tokenizer)
     model.to(device, print_details=False)
@@ -190,14 +199,19 @@ def _convert_to_hooked(
 def _save_processed(model: HookedTransformer, target: Path) -> None:
     """Write the model's parameters and final config to ``target`` (atomically: a temporary
     folder, then a rename)."""
+    params = {k: v.detach().contiguous() for k, v in model.named_parameters()}
+    _write_processed(params, dict(model.cfg.to_dict()), target)
+
+
+def _write_processed(params: dict[str, Tensor], cfg: dict[str, Any], target: Path) -> None:
+    """Write processed parameters and their config (a copy is changed, not ``cfg``)."""
     from safetensors.torch import save_file
 
-    cfg = dict(model.cfg.to_dict())  # a copy: to_dict() returns the config's own __dict__
+    cfg = dict(cfg)
     cfg["dtype"] = str(cfg["dtype"]).removeprefix("torch.")
     cfg["device"] = None
 
     def write(tmp: Path) -> None:
-        params = {k: v.detach().contiguous() for k, v in model.named_parameters()}
         save_file(params, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
 

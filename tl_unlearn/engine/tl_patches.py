@@ -17,6 +17,8 @@ tl_unlearn uses TransformerLens's public API only (``HookedTransformer``, hook p
   at forward time.
 - :func:`hooked_from_hf`: ``loading_from_pretrained.get_pretrained_model_config`` and
   ``get_pretrained_state_dict`` for a local Hugging Face folder (the offline default model).
+- :func:`processed_weights_from_hf`: the same conversion and ``ProcessWeights.process_weights``
+  without building the model (a lower peak on the first load).
 - Private helpers re-exported for the engine: ``apply_softcap``, ``POST_NORM_ARCHITECTURES``,
   ``TransformerBlock``, ``HookPoint``, ``Unembed`` and the key/value cache class.
 
@@ -26,6 +28,7 @@ What a TransformerLens 4 port needs is listed in the docs (architecture page).
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from collections.abc import Iterator
 from typing import Any
@@ -53,6 +56,7 @@ __all__ = [
     "apply_softcap",
     "edge_flags",
     "hooked_from_hf",
+    "processed_weights_from_hf",
     "set_edge_flags",
     "use_fused_attention",
     "use_transposed_layout",
@@ -380,3 +384,108 @@ def hooked_from_hf(
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)
     model.load_and_process_state_dict(state_dict, **kwargs)
     return model
+
+
+def processed_weights_from_hf(
+    path: Any, *, dtype: torch.dtype, model_name: str, **kwargs: Any
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The processed (folded, centred) ``HookedTransformer`` parameters of a local Hugging
+    Face folder and the final config, without building a ``HookedTransformer``.
+
+    The same steps as ``HookedTransformer.load_and_process_state_dict`` (TransformerLens's
+    converter, ``fill_missing_keys``, the norm switch to ``RMSPre`` / ``LNPre``,
+    ``ProcessWeights.process_weights``), but the modules exist only on the meta device and the
+    Hugging Face model is let go as soon as its weights are converted: the peak is about
+    twice the weights instead of five times. A test checks the result is bit-identical to
+    :func:`hooked_from_hf`'s.
+
+    Args:
+        path: The Hugging Face folder.
+        dtype: The dtype of the converted weights.
+        model_name: The name written into the config.
+        **kwargs: ``load_and_process_state_dict`` options (``fold_ln``,
+            ``center_writing_weights``, ``center_unembed``, ``fold_value_biases``,
+            ``refactor_factored_attn_matrices``).
+
+    Returns:
+        ``(parameters by name, config dict)``, as a loaded model's ``named_parameters()`` and
+        ``cfg.to_dict()`` would give them.
+    """
+    import gc
+
+    from transformer_lens import loading_from_pretrained as loading
+    from transformer_lens.weight_processing import ProcessWeights
+    from transformers import AutoModelForCausalLM
+
+    options = {
+        "fold_ln": True,
+        "center_writing_weights": True,
+        "center_unembed": True,
+        "fold_value_biases": True,
+        "refactor_factored_attn_matrices": False,
+        **kwargs,
+    }
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    cfg = loading.get_pretrained_model_config(
+        str(path),
+        hf_cfg=hf_model.config.to_dict(),
+        device="cpu",
+        dtype=dtype,
+        fold_ln=options["fold_ln"],
+    )
+    cfg.model_name = model_name
+    state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
+    # converted tensors that are views of the Hugging Face weights keep only what they view
+    state_dict = {k: v.clone() if v._base is not None else v for k, v in state_dict.items()}
+    del hf_model
+    gc.collect()
+    with torch.device("meta"):
+        template = HookedTransformer(cfg, move_to_device=False)
+    params = dict(template.named_parameters())
+    for key, p in params.items():  # what fill_missing_keys adds: the initial values
+        if key not in state_dict:
+            leaf = key.rsplit(".", 1)[-1]
+            if leaf.startswith("W_") or leaf.startswith("_W_"):
+                raise ValueError(f"The converted weights lack {key}.")
+            fill = torch.ones if leaf == "w" else torch.zeros
+            state_dict[key] = fill(p.shape, dtype=p.dtype)
+    # (with fold_ln the config already says LNPre / RMSPre: the norm weights in the converted
+    # weights are what process_weights folds)
+    fold_ln = options["fold_ln"] and any(
+        k.endswith((".ln1.w", ".ln2.w", "ln_final.w")) for k in state_dict
+    )
+    if fold_ln and cfg.normalization_type in ("LN", "RMS"):
+        cfg.normalization_type = {"LN": "LNPre", "RMS": "RMSPre"}[cfg.normalization_type]
+    steps = {
+        "fold_ln": fold_ln,
+        "center_writing_weights": options["center_writing_weights"],
+        "center_unembed": options["center_unembed"],
+        "fold_value_biases": options["fold_value_biases"],
+        "refactor_factored_attn_matrices": options["refactor_factored_attn_matrices"],
+    }
+    # every step but the embedding's and unembedding's is local to a block: process one block
+    # at a time (as a one-layer model), so that the transient copies are one block's
+    one_layer, no_layer = copy.copy(cfg), copy.copy(cfg)
+    one_layer.n_layers, no_layer.n_layers = 1, 0
+    processed: dict[str, Tensor] = {}
+    for layer in range(cfg.n_layers):
+        prefix = f"blocks.{layer}."
+        block = {
+            "blocks.0." + k[len(prefix) :]: state_dict.pop(k)
+            for k in [k for k in state_dict if k.startswith(prefix)]
+        }
+        block = ProcessWeights.process_weights(
+            block, one_layer, **{**steps, "center_unembed": False}
+        )
+        processed.update({prefix + k[len("blocks.0.") :]: v for k, v in block.items()})
+        del block
+    processed.update(ProcessWeights.process_weights(state_dict, no_layer, **steps))
+    state_dict = processed
+    with torch.device("meta"):
+        final = HookedTransformer(cfg, move_to_device=False)
+    out = {}
+    for key, p in final.named_parameters():
+        if key not in state_dict:
+            raise ValueError(f"Processing left no value for {key}.")
+        out[key] = state_dict.pop(key).to(p.dtype).contiguous()
+    return out, dict(final.cfg.to_dict())
