@@ -141,3 +141,39 @@ def test_ruff_check_and_format():
             text=True,
         )
         assert proc.returncode == 0, f"ruff {' '.join(args)}:\n{proc.stdout[-3000:]}"
+
+
+def test_docstring_examples_import_what_they_use():
+    """Every example of the public API names only what it imports or defines itself (a
+    doctest sees its module's globals, so it would pass without the import a reader needs)."""
+    import ast
+    import builtins
+    import doctest
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "docstring_coverage.py"
+    spec = importlib.util.spec_from_file_location("docstring_coverage", path)
+    cov = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cov)
+    parser = doctest.DocTestParser()
+    undefined = {}
+    for name, obj in cov.public_objects().items():
+        code = "\n".join(ex.source for ex in parser.get_examples(obj.__doc__ or ""))
+        tree = ast.parse(code)
+        stored = set(dir(builtins))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                stored.add(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                stored |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, (ast.FunctionDef, ast.Lambda)):
+                stored |= {a.arg for a in node.args.args}
+                if isinstance(node, ast.FunctionDef):
+                    stored.add(node.name)
+        loads = {
+            n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+        }
+        if loads - stored:
+            undefined[name] = sorted(loads - stored)
+    assert not undefined, undefined

@@ -128,6 +128,8 @@ class NodeScores(Result):
         label, seconds, info: As every result.
 
     Examples:
+        >>> import numpy as np
+        >>> from tl_unlearn import NodeScores
         >>> s = NodeScores(["a0.h0", "m0"], np.array([-1.0, 0.5]), np.zeros((2, 3)),
         ...                np.ones(3), 1, 1)
         >>> s.ranked()
@@ -227,6 +229,7 @@ def activation_patching(
         ``get_act_patch_attn_head_out_all_pos`` with the roles of clean and corrupted swapped.
 
     Examples:
+        >>> from tl_unlearn import activation_patching
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions.counterfactual import counterfactual_pair
         >>> from tl_unlearn.tasks import ioi_task
@@ -339,6 +342,7 @@ def edge_attribution(
         ValueError: Unpaired data, an unknown method or a metric of the wrong shape.
 
     Examples:
+        >>> from tl_unlearn import edge_attribution
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions.counterfactual import counterfactual_pair
         >>> from tl_unlearn.tasks import ioi_task

@@ -278,6 +278,7 @@ def run_benchmark(
         ValueError: On a bad configuration, before any heavy work.
 
     Examples:
+        >>> from tl_unlearn import run_benchmark
         >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
         >>> m = load_tiny_model()
         >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)

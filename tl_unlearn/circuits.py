@@ -302,6 +302,7 @@ def component_selectivity_map(
         **kwargs: Passed to the ablation (``per_position``, ``seed``).
 
     Examples:
+        >>> from tl_unlearn import component_selectivity_map
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, seq_len=32, max_tokens=300)
@@ -407,6 +408,7 @@ def greedy_circuit(
         (level = number of components).
 
     Examples:
+        >>> from tl_unlearn import greedy_circuit
         >>> from tl_unlearn import component_selectivity_map, load_tiny_model, make_task
         >>> from tl_unlearn.induction import repeated_random_tokens
         >>> m = load_tiny_model()

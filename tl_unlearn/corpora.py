@@ -177,6 +177,7 @@ def load_corpus(name: str) -> list[str]:
         ValueError: If ``name`` is not a builtin corpus.
 
     Examples:
+        >>> from tl_unlearn import load_corpus
         >>> docs = load_corpus("kjv")
         >>> docs[0][:31]
         'In the beginning God created th'

@@ -146,6 +146,8 @@ class TokenDataset:
             by :meth:`TextDataset.tokenize`); None when unknown.
 
     Examples:
+        >>> from tl_unlearn import TokenDataset
+        >>> import torch
         >>> t = torch.tensor([[0, 5, 6, 5, 6]])
         >>> ds = TokenDataset("rep", t, t >= 0, target_mask=torch.tensor([[0, 0, 0, 0, 1]]).bool())
         >>> ds.n_predictions
@@ -359,6 +361,7 @@ class TextDataset:
         source: Where the documents came from (a corpus name, a path).
 
     Examples:
+        >>> from tl_unlearn import TextDataset
         >>> ds = TextDataset.from_source([f"doc {i}" for i in range(20)], name="forget")
         >>> len(ds.fit) + len(ds.eval), set(ds.fit) & set(ds.eval)
         (20, set())

@@ -80,6 +80,7 @@ class Circuit(Result):
         info: Free-form details.
 
     Examples:
+        >>> from tl_unlearn import Circuit
         >>> c = Circuit.empty(2, 4).with_edges(["input->a1.h2<k>", "a1.h2->logits"])
         >>> c.n_edges, c.n_real_edges, c.edges
         (2, 110, ['input->a1.h2<k>', 'a1.h2->logits'])
@@ -642,6 +643,8 @@ def edge_ablation(
         ValueError: A circuit of another shape, an unknown method or missing data.
 
     Examples:
+        >>> from tl_unlearn import Circuit
+        >>> from tl_unlearn import edge_ablation
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); t = m.to_tokens(["def f(x): return x"])
         >>> empty = Circuit.of_model(m)

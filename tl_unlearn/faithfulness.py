@@ -88,6 +88,8 @@ class FaithfulnessCurves(Result):
         label, seconds, info: As every result.
 
     Examples:
+        >>> from tl_unlearn import FaithfulnessCurves
+        >>> import numpy as np
         >>> v = np.array([[0.0, 1.0], [1.0, 2.0]])
         >>> fc = FaithfulnessCurves([0.5, 1.0], [1, 2], {"m": v}, np.stack([v]),
         ...                         np.array([1.0, 2.0]), np.array([0.0, 1.0]), n_boot=50)
@@ -328,6 +330,7 @@ def faithfulness_curves(
             data; before any model pass.
 
     Examples:
+        >>> from tl_unlearn import faithfulness_curves
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.attribution import edge_attribution
         >>> from tl_unlearn.interventions.counterfactual import counterfactual_pair

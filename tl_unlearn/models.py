@@ -132,6 +132,7 @@ def load_default_model(
         A ``HookedTransformer`` (or ``TransformerBridge``) with the SmolLM2 tokenizer.
 
     Examples:
+        >>> from tl_unlearn import load_default_model
         >>> model = load_default_model()  # doctest: +SKIP
         >>> model.generate("The capital of France is", max_new_tokens=2, do_sample=False)  # doctest: +SKIP
         'The capital of France is Paris.'
@@ -302,6 +303,7 @@ def load_tiny_model(device: str | torch.device = "cpu", *, twin: bool = False) -
             completeness (``scripts/train_tiny_model.py --exclude python_code``).
 
     Examples:
+        >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> model.cfg.n_layers, model.cfg.d_mlp
         (2, 512)
@@ -336,6 +338,7 @@ def load_model(model: Any = None, **kwargs: Any) -> Any:
         ValueError: If the name cannot be loaded (the message says why).
 
     Examples:
+        >>> from tl_unlearn import load_model
         >>> load_model("tiny").cfg.n_layers
         2
     """

@@ -130,6 +130,7 @@ def load_result(path: str | Path) -> Result:
         The result, of the type it was saved as.
 
     Examples:
+        >>> from tl_unlearn import load_result
         >>> import tempfile, pathlib
         >>> from tl_unlearn.metrics.membership import MembershipInference
         >>> p = MembershipInference("x", {"loss": 0.5}, 64, 64).save(

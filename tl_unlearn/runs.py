@@ -140,6 +140,7 @@ class BenchmarkConfig:
             ``relearn.micro_batch``).
 
     Examples:
+        >>> from tl_unlearn import BenchmarkConfig
         >>> import dataclasses
         >>> cfg = BenchmarkConfig(model="tiny", methods=["prune-abs"])
         >>> BenchmarkConfig.from_dict(dataclasses.asdict(cfg)) == cfg
@@ -315,6 +316,7 @@ class BenchmarkResult(Result):
         seconds: Wall time of the run.
 
     Examples:
+        >>> from tl_unlearn import BenchmarkResult
         >>> from tl_unlearn import BenchmarkConfig, load_tiny_model, run_benchmark
         >>> cfg = BenchmarkConfig(model="tiny", methods=["prune-abs"], eval_tokens=300,
         ...                       fit_tokens=300, seq_len=32, relearn_steps=0, extras=False,

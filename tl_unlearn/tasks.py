@@ -137,6 +137,7 @@ class PromptAnswers:
         eval_fraction: Expected share of groups in the eval split.
 
     Examples:
+        >>> from tl_unlearn import PromptAnswers
         >>> pa = PromptAnswers("capitals", ["The capital of France is"] * 1
         ...                    + [f"Fact {i} is" for i in range(20)], [" Paris"] + [" x"] * 20)
         >>> len(pa.examples("fit")) + len(pa.examples("eval"))
@@ -674,6 +675,7 @@ class ForgetRetainTask:
         extra: More retain-like sets by name, evaluated beside the retain set.
 
     Examples:
+        >>> from tl_unlearn import make_task
         >>> task = make_task(forget=["def f(x):\\n    return x"] * 1 + [f"x = {i}" for i in range(30)],
         ...                  retain=[f"The cat number {i} sat." for i in range(30)])
         >>> task.forget.name, task.retain.name
@@ -732,6 +734,7 @@ def make_task(
         The task, with deterministic, disjoint fit/eval splits.
 
     Examples:
+        >>> from tl_unlearn import make_task
         >>> task = make_task("python_code", "kjv")
         >>> len(task.forget.fit) > len(task.forget.eval) > 0
         True

@@ -70,6 +70,7 @@ class AblationWidget:
         metrics: User metrics by name.
 
     Examples:
+        >>> from tl_unlearn import AblationWidget
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, seq_len=32, max_tokens=200)

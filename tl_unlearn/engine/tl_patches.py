@@ -269,6 +269,8 @@ def use_fused_attention(model: Any, enabled: bool = True) -> Any:
         The same model.
 
     Examples:
+        >>> from tl_unlearn import use_fused_attention
+        >>> import torch
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()  # already applied
         >>> t = m.to_tokens("def f(x): return x")

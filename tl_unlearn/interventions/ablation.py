@@ -178,6 +178,7 @@ def zero_ablation(
         ValueError: Nothing selected, an unknown hook or an index out of range (named).
 
     Examples:
+        >>> from tl_unlearn import zero_ablation
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> iv = zero_ablation(model, heads=[(1, 2)])
@@ -243,6 +244,7 @@ def activation_means(
         ValueError: If ``data`` is empty or a hook name is unknown.
 
     Examples:
+        >>> from tl_unlearn.interventions import activation_means
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
         >>> means = activation_means(m, m.to_tokens(["x = 1", "y = 2"]), ["blocks.0.hook_mlp_out"])
@@ -304,6 +306,7 @@ def mean_ablation(
             reference data when building many interventions.
 
     Examples:
+        >>> from tl_unlearn import mean_ablation
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
         >>> iv = mean_ablation(m, m.to_tokens(["x = 1", "y = 2"]), neurons={0: [3, 7]})
@@ -409,6 +412,7 @@ def resample_ablation(
         ValueError: At run time, if inputs are longer than the reference sequences.
 
     Examples:
+        >>> from tl_unlearn import resample_ablation
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
         >>> ref = m.to_tokens(["def f(x): return x", "import os, sys, re"])
@@ -479,6 +483,7 @@ def keep_only_circuit(
         **kwargs: Passed to the ablation (``per_position``, ``seed``, ...).
 
     Examples:
+        >>> from tl_unlearn import keep_only_circuit
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> iv = keep_only_circuit(model, heads=[(0, 1)], layers=[0], method="zero")
@@ -576,6 +581,8 @@ def directional_ablation(
         ValueError: If the direction size differs from the activation's last axis.
 
     Examples:
+        >>> from tl_unlearn import directional_ablation
+        >>> import torch
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> d = torch.randn(model.cfg.d_model)

@@ -194,6 +194,8 @@ def compose(*interventions: Intervention | Sequence[tuple[str, HookFn]]) -> Inte
     """Combine interventions (or plain hook lists) into one; hooks run in the given order.
 
     Examples:
+        >>> from tl_unlearn import Intervention
+        >>> from tl_unlearn import compose
         >>> compose(Intervention("a"), [("hook_embed", lambda x, hook: x)]).hook_names
         ['hook_embed']
     """

@@ -201,6 +201,7 @@ def counterfactual_pair(
             lengths (naming the example).
 
     Examples:
+        >>> from tl_unlearn.interventions import counterfactual_pair
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.tasks import ioi_task
         >>> m = load_tiny_model()
@@ -260,6 +261,8 @@ def counterfactual_ablation(
             different lengths (naming the example), before any hook is added.
 
     Examples:
+        >>> from tl_unlearn import counterfactual_ablation
+        >>> import torch
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
         >>> clean, corrupted = m.to_tokens(["a b c d"]), m.to_tokens(["a x c d"])

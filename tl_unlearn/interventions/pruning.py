@@ -444,6 +444,7 @@ def pruning_scores(
             enough for ``score`` alone).
 
     Examples:
+        >>> from tl_unlearn import pruning_scores
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, "fit", seq_len=64, max_tokens=2000)
@@ -595,6 +596,7 @@ def selective_pruning(
             ``metrics``, ``progress``).
 
     Examples:
+        >>> from tl_unlearn import selective_pruning
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, "fit", seq_len=64, max_tokens=2000)

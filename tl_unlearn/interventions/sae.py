@@ -107,6 +107,7 @@ def sae_feature_intervention(
             unknown.
 
     Examples:
+        >>> from tl_unlearn import sae_feature_intervention
         >>> from sae_lens import StandardSAE, StandardSAEConfig
         >>> from sae_lens.saes.sae import SAEMetadata
         >>> from tl_unlearn import load_tiny_model
@@ -204,6 +205,7 @@ def train_sae(
         A trained ``sae_lens`` SAE (``encode``/``decode``).
 
     Examples:
+        >>> from tl_unlearn import train_sae
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> m = load_tiny_model()
         >>> d = make_task().tokenize(m.tokenizer, "fit", seq_len=64, max_tokens=2000)
@@ -283,6 +285,7 @@ def sae_feature_means(
         ``[d_sae]`` mean activations.
 
     Examples:
+        >>> from tl_unlearn.interventions import sae_feature_means
         >>> from sae_lens import StandardSAE, StandardSAEConfig
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> m = load_tiny_model()
@@ -322,6 +325,7 @@ def sae_quality(
         ``{"sae_explained_variance_<name>": ..., "sae_l0_<name>": ...}``.
 
     Examples:
+        >>> from tl_unlearn.interventions import sae_quality
         >>> from sae_lens import StandardSAE, StandardSAEConfig
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> m = load_tiny_model()

@@ -129,6 +129,7 @@ def actadd(
         ValueError: On a bad layer or ``positions``.
 
     Examples:
+        >>> from tl_unlearn import actadd
         >>> from tl_unlearn import load_tiny_model
         >>> model = load_tiny_model()
         >>> iv = actadd(model, "def", "The", layer=1, coeff=5.0)
@@ -245,6 +246,8 @@ def vector_steering(
         ValueError: If the vector size differs from the activation's last axis.
 
     Examples:
+        >>> import torch
+        >>> from tl_unlearn import vector_steering
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
         >>> iv = vector_steering(m, "blocks.1.hook_resid_pre", torch.ones(m.cfg.d_model), 2.0)
@@ -292,6 +295,7 @@ def sae_direction_steering(
         The intervention.
 
     Examples:
+        >>> from tl_unlearn.interventions import sae_direction_steering
         >>> from sae_lens import StandardSAE, StandardSAEConfig
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()

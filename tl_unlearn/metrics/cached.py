@@ -71,6 +71,7 @@ def evaluate_logits(
             not match the datasets.
 
     Examples:
+        >>> from tl_unlearn import evaluate_logits
         >>> from tl_unlearn import evaluate, load_tiny_model, make_task
         >>> m = load_tiny_model()
         >>> data = make_task().tokenize(m.tokenizer, max_tokens=400)

@@ -75,6 +75,9 @@ def js_divergence(
         JS per position (the leading shape), in ``[0, ln 2]``.
 
     Examples:
+        >>> import math
+        >>> from tl_unlearn.metrics import js_divergence
+        >>> import torch
         >>> a = torch.tensor([[2.0, 0.0, -1.0]])
         >>> float(js_divergence(a, a))
         0.0
@@ -204,6 +207,8 @@ def output_distances(
         :class:`OutputDistances` (``js``, ``l2``, per-sequence values).
 
     Examples:
+        >>> from tl_unlearn.metrics import output_distances
+        >>> from tl_unlearn.metrics import random_tokens
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
         >>> output_distances(m, d).js < 1e-6  # a run against itself
@@ -335,6 +340,8 @@ def zrf_score(
         batch_size: Sequences per forward pass.
 
     Examples:
+        >>> from tl_unlearn.metrics import random_tokens
+        >>> from tl_unlearn.metrics import zrf_score
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
         >>> 0.0 <= zrf_score(m, d) <= 1.0
@@ -376,6 +383,9 @@ def zrf_scores(
         One ZRF per intervention, in [0, 1].
 
     Examples:
+        >>> from tl_unlearn.metrics import zrf_score
+        >>> from tl_unlearn.metrics import random_tokens
+        >>> from tl_unlearn.metrics import zrf_scores
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions import zero_ablation
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
@@ -434,6 +444,8 @@ def random_twin(model: Any, seed: int = 0, dtype: torch.dtype | None = None) -> 
         A new ``HookedTransformer``.
 
     Examples:
+        >>> import torch
+        >>> from tl_unlearn.metrics import random_twin
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); r = random_twin(m)
         >>> r.cfg.n_layers == m.cfg.n_layers and not torch.equal(r.W_E, m.W_E)
@@ -485,6 +497,7 @@ def random_tokens(model: Any, n: int = 16, seq_len: int = 64, seed: int = 0) -> 
         A :class:`~tl_unlearn.data.TokenDataset` named ``"random"``.
 
     Examples:
+        >>> from tl_unlearn.metrics import random_tokens
         >>> from tl_unlearn import load_tiny_model
         >>> random_tokens(load_tiny_model(), n=2, seq_len=5).tokens.shape
         torch.Size([2, 5])
@@ -598,6 +611,7 @@ def activation_distances(
         :class:`ActivationDistances` (per hook: L2, cosine, norms).
 
     Examples:
+        >>> from tl_unlearn.metrics import activation_distances
         >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
         >>> m = load_tiny_model()
         >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
@@ -664,6 +678,8 @@ def completeness(
         The mean Jaccard overlap, in [0, 1].
 
     Examples:
+        >>> from tl_unlearn.metrics import completeness
+        >>> from tl_unlearn.metrics import random_tokens
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
         >>> completeness(m, d, m)

@@ -147,6 +147,7 @@ class DatasetMetrics:
             metric and each user metric that returns one value per example.
 
     Examples:
+        >>> from tl_unlearn import DatasetMetrics
         >>> m = DatasetMetrics("forget", 4, 2.0, {1: 0.5}, units={"n": [2, 2], "loss": [4, 4],
         ...                                                         "top1": [2, 0]})
         >>> round(m.perplexity, 3), m.n_units
@@ -248,6 +249,8 @@ class Evaluation(Result):
         seconds: Evaluation time.
 
     Examples:
+        >>> from tl_unlearn import DatasetMetrics
+        >>> from tl_unlearn import Evaluation
         >>> e = Evaluation({"forget": DatasetMetrics("forget", 10, 2.0, {1: 0.5})})
         >>> Evaluation.from_dict(e.to_dict()) == e
         True
@@ -829,6 +832,7 @@ def evaluate_many(
         One :class:`Evaluation` per intervention, in order.
 
     Examples:
+        >>> from tl_unlearn.metrics import evaluate_many
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> from tl_unlearn.interventions import zero_ablation
         >>> model = load_tiny_model()
@@ -949,6 +953,7 @@ def evaluate(
         An :class:`Evaluation` with one :class:`DatasetMetrics` per dataset.
 
     Examples:
+        >>> from tl_unlearn import evaluate
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> data = make_task().tokenize(model.tokenizer, max_tokens=500)

@@ -185,6 +185,9 @@ class UnigramDomain:
         log_ratio: ``[d_vocab]``, ``log p_F(t) - log p_R(t)`` per token id.
 
     Examples:
+        >>> import torch
+        >>> from tl_unlearn import TokenDataset
+        >>> from tl_unlearn.metrics import UnigramDomain
         >>> f = TokenDataset("f", torch.tensor([[0, 1, 1, 1]]), torch.ones(1, 4, dtype=torch.bool))
         >>> r = TokenDataset("r", torch.tensor([[0, 2, 2, 2]]), torch.ones(1, 4, dtype=torch.bool))
         >>> dom = UnigramDomain.fit(f, r, d_vocab=3)
@@ -694,6 +697,7 @@ def generation_behaviour(
         ValueError: On bad settings, before any generation.
 
     Examples:
+        >>> from tl_unlearn.metrics import generation_behaviour
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.interventions import actadd
         >>> model = load_tiny_model()

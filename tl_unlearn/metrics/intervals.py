@@ -54,6 +54,7 @@ class Interval:
         confidence: Nominal coverage (e.g. 0.95).
 
     Examples:
+        >>> from tl_unlearn.metrics import Interval
         >>> iv = Interval(0.5, 0.4, 0.6)
         >>> Interval.from_dict(iv.to_dict()) == iv
         True

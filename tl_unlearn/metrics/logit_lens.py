@@ -137,6 +137,7 @@ def logit_lens_diff(
         label: Name of the intervention.
 
     Examples:
+        >>> from tl_unlearn.metrics import logit_lens_diff
         >>> from tl_unlearn import load_tiny_model
         >>> from tl_unlearn.metrics.distances import random_tokens
         >>> m = load_tiny_model()

@@ -49,6 +49,7 @@ def auc_score(labels: Sequence[int], scores: Sequence[float]) -> float:
         The AUC (0.5: the scores cannot tell the labels apart).
 
     Examples:
+        >>> from tl_unlearn.metrics import auc_score
         >>> auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
         0.75
     """
@@ -219,6 +220,7 @@ def membership_inference(
         :class:`MembershipInference` (an AUC with its interval per score).
 
     Examples:
+        >>> from tl_unlearn.metrics import membership_inference
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model(); t = make_task()
         >>> mi = membership_inference(model, t.forget.fit[:4], t.forget.eval[:4], max_tokens=32)

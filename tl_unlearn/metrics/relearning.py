@@ -308,6 +308,7 @@ def relearn(
             tl_unlearn intervention but resample ablation does; that one is refused).
 
     Examples:
+        >>> from tl_unlearn.metrics import relearn
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> d = make_task().tokenize(model.tokenizer, "eval", seq_len=32, max_tokens=300)
@@ -439,6 +440,7 @@ def relearn_attack(
         ``(strongest, every run)``.
 
     Examples:
+        >>> from tl_unlearn.metrics import relearn_attack
         >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
         >>> m = load_tiny_model()
         >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
@@ -469,6 +471,8 @@ def anamnesis_index(unlearned: RelearnResult, retrained: RelearnResult) -> float
         The ratio, or None.
 
     Examples:
+        >>> from tl_unlearn.metrics import RelearnResult
+        >>> from tl_unlearn.metrics import anamnesis_index
         >>> r = lambda s: RelearnResult("x", 0.5, 0.6, s, 1.0)
         >>> anamnesis_index(r(10), r(40))
         0.25
@@ -645,6 +649,7 @@ def degree_of_removal(
         label: What it is about (default: the intervention's name).
 
     Examples:
+        >>> from tl_unlearn.metrics import degree_of_removal
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> from tl_unlearn.interventions import zero_ablation
         >>> m = load_tiny_model()

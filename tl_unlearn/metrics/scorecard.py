@@ -35,6 +35,7 @@ class Scorecard(Result):
         seconds: The time the numbers took.
 
     Examples:
+        >>> from tl_unlearn import Scorecard
         >>> sc = Scorecard([{"method": "a", "max_difference": 0.1},
         ...                 {"method": "b", "max_difference": 0.3}])
         >>> sc.ranked().index.tolist()

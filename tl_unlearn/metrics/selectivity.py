@@ -128,6 +128,8 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         seconds: Wall time of the whole curve (fitting included).
 
     Examples:
+        >>> from tl_unlearn import Evaluation
+        >>> from tl_unlearn import SelectivityCurve
         >>> from tl_unlearn.metrics.evaluation import DatasetMetrics
         >>> def ev(f, r):
         ...     return Evaluation({"forget": DatasetMetrics("forget", 10, 1.0, {1: f}),
@@ -590,6 +592,7 @@ def selectivity_curve(
             user metrics) for :func:`evaluate`.
 
     Examples:
+        >>> from tl_unlearn import selectivity_curve
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> from tl_unlearn.interventions import pruning_scores
         >>> model = load_tiny_model()

@@ -114,6 +114,7 @@ def fisher_uncertainty(
         :class:`FisherUncertainty` (``trace``, ``efficacy``, the gradient bound).
 
     Examples:
+        >>> from tl_unlearn.metrics import fisher_uncertainty
         >>> from tl_unlearn import load_tiny_model, make_task
         >>> model = load_tiny_model()
         >>> d = make_task().tokenize(model.tokenizer, "eval", seq_len=32, max_tokens=200)

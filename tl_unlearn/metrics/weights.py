@@ -105,6 +105,7 @@ def weight_distance(model_a: Any, model_b: Any) -> WeightDistance:
         :class:`WeightDistance`.
 
     Examples:
+        >>> from tl_unlearn.metrics import weight_distance
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model()
         >>> weight_distance(m, m).total
@@ -131,6 +132,7 @@ def equivalent_weight_edit(model: Any, intervention: Intervention) -> WeightDist
         equivalent (a steering vector, a mean ablation).
 
     Examples:
+        >>> from tl_unlearn.metrics import equivalent_weight_edit
         >>> from tl_unlearn import load_tiny_model, zero_ablation
         >>> m = load_tiny_model()
         >>> edit = equivalent_weight_edit(m, zero_ablation(m, neurons={0: [1, 2]}))
