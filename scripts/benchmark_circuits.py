@@ -6,9 +6,11 @@
   corrupted activations stored once beforehand) / a plain forward pass (target <= 1.5);
 - the same for removing a circuit's edges (mean ablation inside it).
 
-    python scripts/benchmark_circuits.py --model smollm2 --examples 16 --repeats 3
+    python scripts/benchmark_circuits.py --model smollm2 --examples 16 --repeats 5 \
+        --markdown docs/generated/circuit_cost.md
 
-Timings are the best of ``--repeats`` runs each, interleaved.
+Timings are the best of ``--repeats`` runs each, interleaved. ``--markdown`` writes the table
+that the docs' performance page includes (regenerate it, do not edit it).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--fraction", type=float, default=0.01, help="edges kept / removed")
+    ap.add_argument("--markdown", help="also write the table to this markdown file")
     args = ap.parse_args()
     model = load_model(args.model)
     for p in model.parameters():
@@ -103,17 +106,31 @@ def main() -> None:
         for name, job in jobs.items():
             times[name] = min(times[name], best(job, 1))
     fwd, fb = times["forward"], times["forward+backward"]
-    print(
-        f"{args.model}: {n} IOI examples, {tokens.shape[1]} positions, "
-        f"{scores.n_real_edges} edges; best of {args.repeats}"
-    )
-    print("| job | seconds | / forward | / forward+backward |")
-    print("| --- | --- | --- | --- |")
-    for name, t in times.items():
-        print(f"| {name} | {t:.3f} | {t / fwd:.2f} | {t / fb:.2f} |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    print(f"peak RSS {peak:.2f} GB")
+    targets = {"EAP": "<= 3 forward+backward"}
+    lines = [
+        f"`python scripts/benchmark_circuits.py --model {args.model} --examples {n} "
+        f"--repeats {args.repeats}`: {n} IOI pairs of {tokens.shape[1]} tokens, "
+        f"{scores.n_real_edges:,} edges; the best of {args.repeats} interleaved runs of each "
+        f"job; peak RSS {peak:.2f} GB. Evaluating an edge circuit has the target <= 1.5 "
+        "forward passes.",
+        "",
+        "| job | seconds | / forward | / forward+backward | target |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, t in times.items():
+        lines.append(
+            f"| {name} | {t:.3f} | {t / fwd:.2f} | {t / fb:.2f} | {targets.get(name, '')} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
     print(json.dumps({"times": times, "peak_rss_gb": peak}))
+    if args.markdown:
+        from tl_unlearn.files import atomic_write_text
+
+        atomic_write_text(
+            args.markdown, "<!-- written by scripts/benchmark_circuits.py -->\n" + table
+        )
 
 
 if __name__ == "__main__":
