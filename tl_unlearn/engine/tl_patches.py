@@ -416,6 +416,8 @@ def processed_weights_from_hf(
     import gc
 
     from transformer_lens import loading_from_pretrained as loading
+
+    from tl_unlearn.files import release_free_memory
     from transformer_lens.weight_processing import ProcessWeights
     from transformers import AutoModelForCausalLM
 
@@ -437,9 +439,7 @@ def processed_weights_from_hf(
     )
     cfg.model_name = model_name
     state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
-    # converted tensors that are views of the Hugging Face weights keep only what they view
-    state_dict = {k: v.clone() if v._base is not None else v for k, v in state_dict.items()}
-    del hf_model
+    del hf_model  # its weights are memory-mapped; the converted tensors view them
     gc.collect()
     with torch.device("meta"):
         template = HookedTransformer(cfg, move_to_device=False)
@@ -481,7 +481,10 @@ def processed_weights_from_hf(
         )
         processed.update({prefix + k[len("blocks.0.") :]: v for k, v in block.items()})
         del block
-    processed.update(ProcessWeights.process_weights(state_dict, no_layer, **steps))
+        release_free_memory()  # the block's transient copies, back to the system
+    if not _process_embeddings(state_dict, cfg, steps):
+        state_dict = ProcessWeights.process_weights(state_dict, no_layer, **steps)
+    processed.update(state_dict)
     state_dict = processed
     with torch.device("meta"):
         final = HookedTransformer(cfg, move_to_device=False)
@@ -491,3 +494,38 @@ def processed_weights_from_hf(
             raise ValueError(f"Processing left no value for {key}.")
         out[key] = state_dict.pop(key).to(p.dtype).contiguous()
     return out, dict(final.cfg.to_dict())
+
+
+def _process_embeddings(state_dict: dict[str, Tensor], cfg: Any, steps: dict[str, bool]) -> bool:
+    """``ProcessWeights.process_weights`` on the embedding, final norm and unembedding, done
+    with one new tensor per matrix (TransformerLens's own makes several transient copies of
+    the vocabulary-sized matrices), for the plain case only: rotary positions, an RMS final
+    norm without offset or bias. The same operations in the same order, so the same bits (a
+    test compares). Returns False, changing nothing, for any other case.
+    """
+    keys = {"embed.W_E", "unembed.W_U", "unembed.b_U", "ln_final.w"}
+    if (
+        set(state_dict) - keys
+        or "ln_final.w" not in state_dict
+        or cfg.positional_embedding_type != "rotary"
+        or getattr(cfg, "rmsnorm_uses_offset", False)
+        or cfg.normalization_type != "RMSPre"
+        or not steps["fold_ln"]
+        or steps["refactor_factored_attn_matrices"]
+    ):
+        return False
+    w_u = state_dict["unembed.W_U"]  # [d_model, d_vocab]
+    w = state_dict.pop("ln_final.w")
+    if w_u.ndim != 2 or w_u.shape[0] != w.shape[0] or w_u.shape[1] == w.shape[0]:
+        state_dict["ln_final.w"] = w
+        return False
+    w_u = w_u * w[:, None]  # fold the final norm's weight
+    # (centring the writing weights needs LayerNorm: TransformerLens leaves W_E as it is
+    # under RMS norms)
+    if steps["center_unembed"]:
+        w_u.sub_(w_u.mean(-1, keepdim=True))
+        if "unembed.b_U" in state_dict:
+            b_u = state_dict["unembed.b_U"]
+            state_dict["unembed.b_U"] = b_u - b_u.mean()
+    state_dict["unembed.W_U"] = w_u
+    return True
