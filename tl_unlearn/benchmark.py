@@ -253,55 +253,8 @@ def _has_corrupted(side: Any) -> bool:
     return isinstance(plain, PromptAnswers) and plain.corrupted is not None
 
 
-def run_benchmark(
-    config: BenchmarkConfig | None = None,
-    *,
-    model: Any = None,
-    output_dir: str | Path | None = "runs/latest",
-    progress: bool = True,
-    metrics: dict[str, Any] | None = None,
-) -> BenchmarkResult:
-    """Fit, sweep and score every configured method; write results.json and report.html.
-
-    Args:
-        config: Settings (default: :class:`BenchmarkConfig` defaults).
-        model: An already-loaded model to use instead of ``config.model``.
-        output_dir: Folder for ``results.json`` and ``report.html`` (None: write nothing).
-        progress: Show progress bars.
-        metrics: User metrics ``metric(logits, batch)`` by name, computed with every
-            evaluation; ``config.metric`` may name one (``{"forget": "my_ld", ...}``).
-
-    Returns:
-        The :class:`BenchmarkResult` (also written to ``output_dir``).
-
-    Raises:
-        ValueError: On a bad configuration, before any heavy work.
-
-    Examples:
-        >>> from tl_unlearn import run_benchmark
-        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
-        >>> m = load_tiny_model()
-        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
-        >>> from tl_unlearn.runs import BenchmarkConfig
-        >>> cfg = BenchmarkConfig(model="tiny", methods=["prune-abs"], eval_tokens=300, fit_tokens=300,
-        ...                       seq_len=32, relearn_steps=0, extras=False, baseline_seeds=1)
-        >>> result = run_benchmark(cfg, model=m, output_dir=None, progress=False)
-        >>> result.scorecard.ranked().index.tolist()
-        ['prune-abs']
-    """
-    from tl_unlearn.models import load_model
-    from tl_unlearn.report import render_report
-    from tl_unlearn.tasks import make_task
-
-    config = config or BenchmarkConfig()
-    metrics = check_user_metrics(metrics)
-    config.validate(user_metrics=metrics)  # user metric names are valid drop metrics
-    if 0 < config.mia_texts < 64:
-        warnings.warn(
-            f"mia_texts={config.mia_texts}: a membership-inference AUC from fewer than "
-            "64 texts per side is mostly noise; read its interval.",
-            stacklevel=2,
-        )
+def _check_output_dir(output_dir: str | Path | None) -> None:
+    """Refuse, before any work, an output folder that cannot hold the run's two files."""
     if output_dir is not None:
         out = Path(output_dir)
         clash = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
@@ -314,59 +267,20 @@ def run_benchmark(
                 raise ValueError(
                     f"{str(out / name)!r} is a folder; the run would write a file there."
                 )
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
-    task = make_task(config.forget, config.retain)
-    edge_methods = [m for m in config.methods if m in EDGE_METHODS]
-    if edge_methods and not _has_corrupted(task.forget):
-        raise ValueError(
-            f"Method(s) {edge_methods} patch from corrupted prompts, but the forget "
-            f"task {config.forget!r} has none: use forget='ioi', 'greater_than', "
-            "'induction', or a PromptAnswers with corrupted prompts."
-        )
-    t0 = time.perf_counter()
-    model = load_model(model if model is not None else config.model)
-    timings["load_model"] = time.perf_counter() - t0
-    config.validate_for_model(model)
 
-    tok = model.tokenizer
-    kw = dict(seq_len=config.seq_len, seed=config.seed, n_ctx=model.cfg.n_ctx)
-    fit = task.tokenize(tok, "fit", max_tokens=config.fit_tokens, **kw)
-    ev = task.tokenize(tok, "eval", max_tokens=config.eval_tokens, **kw)
-    timings["tokenize"] = time.perf_counter() - t_start - timings["load_model"]
 
-    sae_data = check = None
-    if "sae-features" in config.methods:
-        # the SAE sees each of its training tokens once: as many distinct fit tokens as it
-        # trains on (half per side); its reconstruction is measured on eval sequences
-        half = max(1, METHODS["sae-features"].read_options(config.options).training_tokens // 2)
-        sae_fit = task.tokenize(tok, "fit", max_tokens=half, **kw)
-        sae_data = [sae_fit["forget"], sae_fit["retain"]]
-        check = {k: ev[k].head(config.batch_size) for k in ("forget", "retain")}
-    corrupted = None
-    if any(m in EDGE_METHODS for m in config.methods):
-        from tl_unlearn.interventions.counterfactual import check_pairs
-
-        corrupted = task.forget.tokenize(
-            tok, "fit", corrupted=True, max_tokens=None, max_examples=len(fit["forget"]), **kw
-        )
-        check_pairs(fit["forget"], corrupted)
-    ctx = MethodContext(
-        model,
-        fit["forget"],
-        fit["retain"],
-        batch_size=config.batch_size,
-        seed=config.seed,
-        options=dict(config.options),
-        sae_data=sae_data,
-        check_data=check,
-        forget_fit_corrupted=corrupted,
-    )
-    eval_kw = {"batch_size": config.batch_size, "progress": False, "metrics": metrics}
-    t0 = time.perf_counter()
-    original = evaluate(model, ev, label="original", **eval_kw)
-    timings["evaluate_original"] = time.perf_counter() - t0
-
+def _sweep_methods(
+    config: BenchmarkConfig,
+    model: Any,
+    ev: dict[str, Any],
+    ctx: MethodContext,
+    original: Any,
+    eval_kw: dict[str, Any],
+    timings: dict[str, float],
+    progress: bool,
+) -> tuple[list[SelectivityCurve], dict[str, dict[str, Any]], dict[str, Any]]:
+    """Fit each method on the fit split and sweep its levels on the eval split: the curves,
+    each method's information, and the fitted methods (their families of interventions)."""
     curves: list[SelectivityCurve] = []
     method_info: dict[str, dict[str, Any]] = {}
     fitted = {}
@@ -396,21 +310,21 @@ def run_benchmark(
         timings[f"fit:{name}"] = fm.fit_seconds
         timings[f"sweep:{name}"] = time.perf_counter() - t0
         release_free_memory()
+    return curves, method_info, fitted
 
-    # each method against random units of the same kind and count at its validated level
-    t0 = time.perf_counter()
-    baselines = (
-        random_baselines(config, model, ev, curves, fitted, metrics, progress=progress)
-        if config.baseline_seeds
-        else {}
-    )
-    timings["random_baselines"] = time.perf_counter() - t0
-    release_free_memory()
 
+def _extra_metrics(
+    config: BenchmarkConfig,
+    model: Any,
+    task: Any,
+    one_batch: dict[str, Any],
+    curves: list[SelectivityCurve],
+    fitted: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Output distances (and membership inference when asked) of each method at its
+    validated level: a scorecard row of extra columns per method."""
     # extra metrics at each method's most selective level
     extra_rows: dict[str, dict[str, Any]] = {}
-    t0 = time.perf_counter()
-    one_batch = {k: v.head(config.batch_size) for k, v in ev.items()}
     # at the validated level, like the baselines and the relearning attack
     levels = {c.name: c.held_out()["level"] for c in curves}
     chosen = {
@@ -457,6 +371,188 @@ def run_benchmark(
                     mia_auc_loss_high=mi.auc_high["loss"],
                 )
         extra_rows[curve.name] = row
+    return extra_rows
+
+
+def _lens_and_distances(
+    config: BenchmarkConfig,
+    model: Any,
+    one_batch: dict[str, Any],
+    ranked: Any,
+    curves: list[SelectivityCurve],
+    fitted: dict[str, Any],
+) -> tuple[Any, Any]:
+    """Logit-lens differences and activation distances of the top-ranked method at its best
+    level (None, None when it removes nothing)."""
+    lens = distances = None
+    best_name = ranked.index[0]
+    best_curve = next(c for c in curves if c.name == best_name)
+    if best_curve.best_level > 0:
+        iv = fitted[best_name].family(best_curve.best_level)
+        n = model.cfg.n_layers
+        lens_layers = sorted({round(i * (n - 1) / 7) for i in range(8)}) if n > 8 else None
+        # half a batch per dataset: each lens point costs an unembedding of every position
+        half = {k: v.head(max(1, config.batch_size // 2)) for k, v in one_batch.items()}
+        lens = logit_lens_diff(
+            model, half, iv, layers=lens_layers, batch_size=config.batch_size, label=iv.name
+        )
+        rand = random_tokens(model, n=config.batch_size, seq_len=config.seq_len, seed=config.seed)
+        distances = activation_distances(
+            model,
+            {**one_batch, "random": rand},
+            None,
+            iv,
+            batch_size=config.batch_size,
+            label=f"original vs {iv.name}",
+        )
+    return lens, distances
+
+
+def _write_outputs(result: BenchmarkResult, out: Path) -> None:
+    """Render both files first, then write both: an interrupt leaves neither half-written,
+    and a failure writing the report takes results.json back out."""
+    from tl_unlearn.report import render_report
+
+    report_html = render_report(result)
+    existed = (out / "results.json").exists()
+    result.save(out / "results.json")
+    try:
+        atomic_write_text(out / "report.html", report_html)
+    except BaseException:
+        if not existed:
+            (out / "results.json").unlink(missing_ok=True)
+        raise
+
+
+def _prepare_data(
+    config: BenchmarkConfig, task: Any, model: Any
+) -> tuple[dict[str, Any], dict[str, Any], MethodContext]:
+    """The fit and eval token data of the task, and what the methods are fitted from (the
+    SAE's training data, the corrupted fit prompts of the edge methods)."""
+    tok = model.tokenizer
+    kw = dict(seq_len=config.seq_len, seed=config.seed, n_ctx=model.cfg.n_ctx)
+    fit = task.tokenize(tok, "fit", max_tokens=config.fit_tokens, **kw)
+    ev = task.tokenize(tok, "eval", max_tokens=config.eval_tokens, **kw)
+
+    sae_data = check = None
+    if "sae-features" in config.methods:
+        # the SAE sees each of its training tokens once: as many distinct fit tokens as it
+        # trains on (half per side); its reconstruction is measured on eval sequences
+        half = max(1, METHODS["sae-features"].read_options(config.options).training_tokens // 2)
+        sae_fit = task.tokenize(tok, "fit", max_tokens=half, **kw)
+        sae_data = [sae_fit["forget"], sae_fit["retain"]]
+        check = {k: ev[k].head(config.batch_size) for k in ("forget", "retain")}
+    corrupted = None
+    if any(m in EDGE_METHODS for m in config.methods):
+        from tl_unlearn.interventions.counterfactual import check_pairs
+
+        corrupted = task.forget.tokenize(
+            tok, "fit", corrupted=True, max_tokens=None, max_examples=len(fit["forget"]), **kw
+        )
+        check_pairs(fit["forget"], corrupted)
+    ctx = MethodContext(
+        model,
+        fit["forget"],
+        fit["retain"],
+        batch_size=config.batch_size,
+        seed=config.seed,
+        options=dict(config.options),
+        sae_data=sae_data,
+        check_data=check,
+        forget_fit_corrupted=corrupted,
+    )
+    return fit, ev, ctx
+
+
+def run_benchmark(
+    config: BenchmarkConfig | None = None,
+    *,
+    model: Any = None,
+    output_dir: str | Path | None = "runs/latest",
+    progress: bool = True,
+    metrics: dict[str, Any] | None = None,
+) -> BenchmarkResult:
+    """Fit, sweep and score every configured method; write results.json and report.html.
+
+    Args:
+        config: Settings (default: :class:`BenchmarkConfig` defaults).
+        model: An already-loaded model to use instead of ``config.model``.
+        output_dir: Folder for ``results.json`` and ``report.html`` (None: write nothing).
+        progress: Show progress bars.
+        metrics: User metrics ``metric(logits, batch)`` by name, computed with every
+            evaluation; ``config.metric`` may name one (``{"forget": "my_ld", ...}``).
+
+    Returns:
+        The :class:`BenchmarkResult` (also written to ``output_dir``).
+
+    Raises:
+        ValueError: On a bad configuration, before any heavy work.
+
+    Examples:
+        >>> from tl_unlearn import run_benchmark
+        >>> from tl_unlearn import load_tiny_model, make_task, zero_ablation
+        >>> m = load_tiny_model()
+        >>> d = make_task().tokenize(m.tokenizer, "eval", seq_len=32, max_tokens=200)
+        >>> from tl_unlearn.runs import BenchmarkConfig
+        >>> cfg = BenchmarkConfig(model="tiny", methods=["prune-abs"], eval_tokens=300, fit_tokens=300,
+        ...                       seq_len=32, relearn_steps=0, extras=False, baseline_seeds=1)
+        >>> result = run_benchmark(cfg, model=m, output_dir=None, progress=False)
+        >>> result.scorecard.ranked().index.tolist()
+        ['prune-abs']
+    """
+    from tl_unlearn.models import load_model
+    from tl_unlearn.tasks import make_task
+
+    config = config or BenchmarkConfig()
+    metrics = check_user_metrics(metrics)
+    config.validate(user_metrics=metrics)  # user metric names are valid drop metrics
+    if 0 < config.mia_texts < 64:
+        warnings.warn(
+            f"mia_texts={config.mia_texts}: a membership-inference AUC from fewer than "
+            "64 texts per side is mostly noise; read its interval.",
+            stacklevel=2,
+        )
+    _check_output_dir(output_dir)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    task = make_task(config.forget, config.retain)
+    edge_methods = [m for m in config.methods if m in EDGE_METHODS]
+    if edge_methods and not _has_corrupted(task.forget):
+        raise ValueError(
+            f"Method(s) {edge_methods} patch from corrupted prompts, but the forget "
+            f"task {config.forget!r} has none: use forget='ioi', 'greater_than', "
+            "'induction', or a PromptAnswers with corrupted prompts."
+        )
+    t0 = time.perf_counter()
+    model = load_model(model if model is not None else config.model)
+    timings["load_model"] = time.perf_counter() - t0
+    config.validate_for_model(model)
+
+    t0 = time.perf_counter()
+    fit, ev, ctx = _prepare_data(config, task, model)
+    timings["tokenize"] = time.perf_counter() - t0
+    eval_kw = {"batch_size": config.batch_size, "progress": False, "metrics": metrics}
+    t0 = time.perf_counter()
+    original = evaluate(model, ev, label="original", **eval_kw)
+    timings["evaluate_original"] = time.perf_counter() - t0
+
+    curves, method_info, fitted = _sweep_methods(
+        config, model, ev, ctx, original, eval_kw, timings, progress
+    )
+
+    # each method against random units of the same kind and count at its validated level
+    t0 = time.perf_counter()
+    baselines = (
+        random_baselines(config, model, ev, curves, fitted, metrics, progress=progress)
+        if config.baseline_seeds
+        else {}
+    )
+    timings["random_baselines"] = time.perf_counter() - t0
+    release_free_memory()
+
+    t0 = time.perf_counter()
+    one_batch = {k: v.head(config.batch_size) for k, v in ev.items()}
+    extra_rows = _extra_metrics(config, model, task, one_batch, curves, fitted)
     timings["extra_metrics"] = time.perf_counter() - t0
 
     removal: dict[str, DegreeOfRemoval] = {}
@@ -478,29 +574,11 @@ def run_benchmark(
         }
         for split, part in (("fit", fit), ("eval", ev))
     }
-    lens = distances = None
     ranked = scorecard.ranked()
-    best_name = ranked.index[0]
-    best_curve = next(c for c in curves if c.name == best_name)
-    if config.extras and best_curve.best_level > 0:
+    lens = distances = None
+    if config.extras:
         t0 = time.perf_counter()
-        iv = fitted[best_name].family(best_curve.best_level)
-        n = model.cfg.n_layers
-        lens_layers = sorted({round(i * (n - 1) / 7) for i in range(8)}) if n > 8 else None
-        # half a batch per dataset: each lens point costs an unembedding of every position
-        half = {k: v.head(max(1, config.batch_size // 2)) for k, v in one_batch.items()}
-        lens = logit_lens_diff(
-            model, half, iv, layers=lens_layers, batch_size=config.batch_size, label=iv.name
-        )
-        rand = random_tokens(model, n=config.batch_size, seq_len=config.seq_len, seed=config.seed)
-        distances = activation_distances(
-            model,
-            {**one_batch, "random": rand},
-            None,
-            iv,
-            batch_size=config.batch_size,
-            label=f"original vs {iv.name}",
-        )
+        lens, distances = _lens_and_distances(config, model, one_batch, ranked, curves, fitted)
         timings["extras"] = time.perf_counter() - t0
     generation: dict[str, GenerationBehaviour] = {}
     if config.generation_prompts:
@@ -525,16 +603,5 @@ def run_benchmark(
         seconds=timings["total"],
     )
     if output_dir is not None:
-        # render both first, then write both: an interrupt leaves neither file half-written,
-        # and a failure writing the report takes results.json back out
-        out = Path(output_dir)
-        report_html = render_report(result)
-        existed = (out / "results.json").exists()
-        result.save(out / "results.json")
-        try:
-            atomic_write_text(out / "report.html", report_html)
-        except BaseException:
-            if not existed:
-                (out / "results.json").unlink(missing_ok=True)
-            raise
+        _write_outputs(result, Path(output_dir))
     return result
