@@ -10,7 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_dir", "atomic_write_text", "release_free_memory", "save_json"]
+import torch
+from torch import Tensor
+
+__all__ = [
+    "atomic_write_dir",
+    "atomic_write_text",
+    "read_safetensors",
+    "release_free_memory",
+    "save_json",
+    "write_safetensors",
+]
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -87,3 +97,110 @@ def release_free_memory() -> None:
             ctypes.CDLL(name).malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors(path: Any) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file, read with plain file reads into memory of its own.
+
+    ``safetensors`` memory-maps the file: its tensors share one mapping that stays resident
+    until the last of them is freed. Read this way, each tensor is freed on its own.
+
+    Args:
+        path: The ``.safetensors`` file.
+
+    Returns:
+        The tensors by name.
+
+    Raises:
+        ValueError: A truncated file or a dtype this reader does not know.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> from safetensors.torch import save_file
+        >>> from tl_unlearn.files import read_safetensors
+        >>> path = tempfile.mkdtemp() + "/w.safetensors"
+        >>> save_file({"a": torch.arange(6.0).reshape(2, 3)}, path)
+        >>> read_safetensors(path)["a"].tolist()
+        [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    """
+    import json
+    import struct
+
+    out = {}
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise ValueError(f"{path}: tensor {key!r} has dtype {info['dtype']}.")
+            start, end = info["data_offsets"]
+            buf = bytearray(end - start)
+            f.seek(8 + n + start)
+            if f.readinto(buf) != len(buf):
+                raise ValueError(f"{path} is truncated (tensor {key!r}).")
+            t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+            out[key] = t.reshape(info["shape"])
+    return out
+
+
+def write_safetensors(tensors: dict[str, Tensor], path: Any) -> None:
+    """Write tensors in the safetensors format one at a time (``safetensors.torch.save_file``
+    first builds the whole file in memory, the size of every tensor again).
+
+    Args:
+        tensors: Tensors by name (each is made contiguous on the CPU as it is written).
+        path: The file to write.
+
+    Raises:
+        ValueError: A dtype the format does not have here.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> from safetensors.torch import load_file
+        >>> from tl_unlearn.files import write_safetensors
+        >>> path = tempfile.mkdtemp() + "/w.safetensors"
+        >>> write_safetensors({"a": torch.arange(4.0), "b": torch.ones(2, 2)}, path)
+        >>> load_file(path)["b"].tolist()
+        [[1.0, 1.0], [1.0, 1.0]]
+    """
+    import json
+    import struct
+
+    names = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+    header: dict[str, Any] = {}
+    offset = 0
+    for key, t in tensors.items():
+        if t.dtype not in names:
+            raise ValueError(f"Tensor {key!r} has dtype {t.dtype}, which this writer lacks.")
+        n = t.numel() * t.element_size()
+        header[key] = {
+            "dtype": names[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + n],
+        }
+        offset += n
+    raw = json.dumps({"__metadata__": {"format": "pt"}, **header}, separators=(",", ":"))
+    raw = raw.encode() + b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for t in tensors.values():
+            t = t.detach().cpu().contiguous()
+            f.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))

@@ -33,7 +33,12 @@ from tl_unlearn.engine.tl_patches import (
     use_fused_attention,
     use_transposed_layout,
 )
-from tl_unlearn.files import atomic_write_dir, release_free_memory
+from tl_unlearn.files import (
+    _SAFETENSORS_DTYPES,
+    atomic_write_dir,
+    release_free_memory,
+    write_safetensors,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -99,8 +104,11 @@ def smollm2_hf_dir(cache_dir: str | Path | None = None) -> Path:
     tok = AutoTokenizer.from_pretrained(pkg, gguf_file=SMOLLM2_GGUF)
     cfg = hf.config.to_dict()
     cfg.pop("quantization_config", None)
-    plain = LlamaForCausalLM(LlamaConfig(**cfg))
-    plain.load_state_dict(hf.state_dict())
+    with torch.device("meta"):  # no second set of weights: the de-quantized ones are assigned
+        plain = LlamaForCausalLM(LlamaConfig(**cfg))
+    plain.load_state_dict(hf.state_dict(), assign=True)
+    plain.tie_weights()
+    del hf
 
     def write(tmp: Path) -> None:
         plain.save_pretrained(tmp)
@@ -206,25 +214,15 @@ def _save_processed(model: HookedTransformer, target: Path) -> None:
 
 def _write_processed(params: dict[str, Tensor], cfg: dict[str, Any], target: Path) -> None:
     """Write processed parameters and their config (a copy is changed, not ``cfg``)."""
-    from safetensors.torch import save_file
-
     cfg = dict(cfg)
     cfg["dtype"] = str(cfg["dtype"]).removeprefix("torch.")
     cfg["device"] = None
 
     def write(tmp: Path) -> None:
-        save_file(params, str(tmp / "model.safetensors"))
+        write_safetensors(params, tmp / "model.safetensors")  # a tensor at a time
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
 
     atomic_write_dir(target, write)
-
-
-_SAFETENSORS_DTYPES = {
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F64": torch.float64,
-}
 
 
 def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:

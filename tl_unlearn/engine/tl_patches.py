@@ -388,6 +388,7 @@ def hooked_from_hf(
     return model
 
 
+@torch.no_grad()
 def processed_weights_from_hf(
     path: Any, *, dtype: torch.dtype, model_name: str, **kwargs: Any
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -416,10 +417,10 @@ def processed_weights_from_hf(
     import gc
 
     from transformer_lens import loading_from_pretrained as loading
-
-    from tl_unlearn.files import release_free_memory
     from transformer_lens.weight_processing import ProcessWeights
     from transformers import AutoModelForCausalLM
+
+    from tl_unlearn.files import release_free_memory
 
     options = {
         "fold_ln": True,
@@ -429,7 +430,9 @@ def processed_weights_from_hf(
         "refactor_factored_attn_matrices": False,
         **kwargs,
     }
-    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    hf_model = _hf_model_in_memory(path) or AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32
+    )
     cfg = loading.get_pretrained_model_config(
         str(path),
         hf_cfg=hf_model.config.to_dict(),
@@ -439,7 +442,8 @@ def processed_weights_from_hf(
     )
     cfg.model_name = model_name
     state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
-    del hf_model  # its weights are memory-mapped; the converted tensors view them
+    # the converted tensors view the Hugging Face weights: each block's go with the block
+    del hf_model
     gc.collect()
     with torch.device("meta"):
         template = HookedTransformer(cfg, move_to_device=False)
@@ -492,7 +496,7 @@ def processed_weights_from_hf(
     for key, p in final.named_parameters():
         if key not in state_dict:
             raise ValueError(f"Processing left no value for {key}.")
-        out[key] = state_dict.pop(key).to(p.dtype).contiguous()
+        out[key] = state_dict.pop(key).to(p.dtype)  # made contiguous as it is written
     return out, dict(final.cfg.to_dict())
 
 
@@ -519,13 +523,43 @@ def _process_embeddings(state_dict: dict[str, Tensor], cfg: Any, steps: dict[str
     if w_u.ndim != 2 or w_u.shape[0] != w.shape[0] or w_u.shape[1] == w.shape[0]:
         state_dict["ln_final.w"] = w
         return False
-    w_u = w_u * w[:, None]  # fold the final norm's weight
+    w_u = w_u * w[:, None]  # fold the final norm's weight (TransformerLens's layout)
     # (centring the writing weights needs LayerNorm: TransformerLens leaves W_E as it is
     # under RMS norms)
     if steps["center_unembed"]:
-        w_u.sub_(w_u.mean(-1, keepdim=True))
+        w_u.sub_(w_u.mean(-1, keepdim=True))  # in place: no second matrix
         if "unembed.b_U" in state_dict:
             b_u = state_dict["unembed.b_U"]
             state_dict["unembed.b_U"] = b_u - b_u.mean()
     state_dict["unembed.W_U"] = w_u
     return True
+
+
+def _hf_model_in_memory(path: Any) -> Any:
+    """The Hugging Face model of a local folder with its weights read into ordinary memory,
+    tensor by tensor (not memory-mapped: a mapped file stays resident as a whole until its
+    last tensor goes, while these go one by one), or None when the folder is not plain
+    safetensors files.
+    """
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tl_unlearn.files import read_safetensors
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        return None
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    weights: dict[str, Tensor] = {}
+    for file in files:
+        weights.update(read_safetensors(file))
+    weights = {k: v.to(torch.float32) for k, v in weights.items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
+    del weights
+    model.tie_weights()
+    if unexpected or any(p.is_meta for p in model.parameters()):
+        return None
+    return model.eval()
