@@ -19,7 +19,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# docs/index.md is the README (written from it), so its blocks run once, from the README
+PAGES = [
+    ROOT / "README.md",
+    *sorted(p for p in (ROOT / "docs").rglob("*.md") if p.name != "index.md"),
+]
 BLOCK = re.compile(r"(<!-- *(?P<mark>[a-z0-9 :]+?) *-->\s*\n)?```python\n(?P<code>.*?)```", re.S)
 #: Seconds a block may take on 2 CPU cores (a SmolLM2 block: loading the model included).
 BUDGET = {"tiny": 60, "smollm2": 120}
@@ -105,3 +109,18 @@ def test_no_docstring_or_page_cites_a_path_outside_the_repository():
         if "shared/" in p.read_text()
     ]
     assert not offenders
+
+
+def test_docs_front_page_is_the_readme():
+    """``docs/index.md`` is written from the README by ``scripts/sync_docs_index.py``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "sync_docs_index", ROOT / "scripts" / "sync_docs_index.py"
+    )
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    expected = sync.docs_index((ROOT / "README.md").read_text())
+    assert (ROOT / "docs" / "index.md").read_text() == expected, (
+        "docs/index.md is out of date: run python scripts/sync_docs_index.py"
+    )
