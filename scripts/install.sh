@@ -24,7 +24,9 @@ esac
 PIP=(.venv/bin/python -m pip install -q)
 run "${PIP[@]}" --upgrade pip
 if [ ${#TORCH_ARGS[@]} -gt 0 ]; then
-  run "${PIP[@]}" "${TORCH_ARGS[@]}"
+  # torch alone from its build's index (its own dependencies come from the usual index below,
+  # so an unreachable build index costs one lookup, not one per dependency)
+  run "${PIP[@]}" --no-deps --retries 1 "${TORCH_ARGS[@]}"
 fi
 # pin the torch that is there now, whichever build it is
 run sh -c '.venv/bin/python -c "import torch; print(\"torch==\" + torch.__version__)" > .venv/constraints.txt'
