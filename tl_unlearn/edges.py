@@ -34,7 +34,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.data import TokenDataset
-from tl_unlearn.engine.tl_patches import set_edge_flags
+from tl_unlearn.engine.tl_patches import runs_fused, set_edge_flags
 from tl_unlearn.files import save_json
 from tl_unlearn.interventions.base import HookFn, Intervention, stream_activations
 from tl_unlearn.interventions.counterfactual import (
@@ -804,12 +804,23 @@ def _edge_hooks(
 
         return hook
 
+    def acts_is_3d(hook_name: str) -> bool:
+        return hook_name.endswith(("hook_mlp_in", "hook_resid_post"))
+
     def on_child(group: _Group, last: bool) -> HookFn:
         use_total = group.use_total
         rows_or_prefix, weights = plans[group.hook]
 
+        single = len(group.columns) == 1 and acts_is_3d(group.hook)
+        total_only = single and bool(use_total[0]) and not group.parents
+
         def hook(acts: Tensor, hook: Any) -> Tensor:
             total = state["total"]
+            if total_only:  # one child reading every parent's ablated output: one addition
+                out = acts + total  # (not in place: a cache hook may hold ``acts``)
+                if last:
+                    _restore()
+                return out
             corr = use_total.to(acts.device, acts.dtype)[:, None] * total[:, :, None, :]
             buf = state["buf"]
             if isinstance(rows_or_prefix, Tensor):
@@ -932,9 +943,11 @@ def _head_input_hooks(
             state["inputs"], state["normalized"] = {}, {}
             state["ln_calls"] = 0
             if repeat > 1:  # ungroup key/value heads only in the layers that need it
-                cfg.ungroup_grouped_query_attention = layer in ungroup or bool(
-                    state["flags"].get("ungroup_grouped_query_attention")
-                )
+                # (with the fused attention path our own k/v hooks ungroup them, cheaply)
+                state["own_ungroup"] = layer in ungroup and runs_fused(model.blocks[layer].attn)
+                cfg.ungroup_grouped_query_attention = (
+                    layer in ungroup and not state["own_ungroup"]
+                ) or bool(state["flags"].get("ungroup_grouped_query_attention"))
 
         return hook
 
@@ -973,8 +986,13 @@ def _head_input_hooks(
         attn = block.attn
 
         def hook(acts: Tensor, hook: Any) -> Tensor:
-            out = acts.clone()
-            grouped = letter != "q" and acts.shape[2] != n_heads
+            if letter != "q" and acts.shape[2] != n_heads and state.get("own_ungroup"):
+                # one key / value per query head, from the group's (the fused attention path
+                # takes them as they are)
+                out = torch.repeat_interleave(acts, repeat, dim=2)
+            else:
+                out = acts.clone()
+            grouped = letter != "q" and out.shape[2] != n_heads
             if letter == "q":
                 w_all, b_all = attn.W_Q, attn.b_Q
             elif repeat > 1:  # the stored [n_kv, ...] weights; head h reads group h // repeat

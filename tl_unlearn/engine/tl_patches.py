@@ -57,6 +57,7 @@ __all__ = [
     "edge_flags",
     "hooked_from_hf",
     "processed_weights_from_hf",
+    "runs_fused",
     "set_edge_flags",
     "use_fused_attention",
     "use_transposed_layout",
@@ -222,8 +223,12 @@ def _fused_attention_forward(
     if attn.cfg.positional_embedding_type == "rotary":
         q = attn.hook_rot_q(attn.apply_rotary(q, 0, attention_mask))
         k = attn.hook_rot_k(attn.apply_rotary(k, 0, attention_mask))
-    if k.shape[2] != q.shape[2]:  # grouped-query attention: TL's repeat_interleave of k and v
-        k, v = (torch.repeat_interleave(x, q.shape[2] // x.shape[2], dim=2) for x in (k, v))
+    # grouped-query attention: TL's repeat_interleave of k and v (each by its own head count:
+    # a hook may have given one of them per query head already)
+    if k.shape[2] != q.shape[2]:
+        k = torch.repeat_interleave(k, q.shape[2] // k.shape[2], dim=2)
+    if v.shape[2] != q.shape[2]:
+        v = torch.repeat_interleave(v, q.shape[2] // v.shape[2], dim=2)
     q_, k_, v_ = (x.transpose(1, 2) for x in (q, k.to(q.dtype), v.to(q.dtype)))
     scale = 1.0 / float(attn.attn_scale)
     if attention_mask is None:
@@ -563,3 +568,23 @@ def _hf_model_in_memory(path: Any) -> Any:
     if unexpected or any(p.is_meta for p in model.parameters()):
         return None
     return model.eval()
+
+
+def runs_fused(attn: Any) -> bool:
+    """Whether ``attn``'s next call takes the fused path of :func:`use_fused_attention`
+    (which accepts keys and values given per query head by a hook of ``hook_k`` /
+    ``hook_v``), as far as can be known before the call: it is installed, and nothing hooks
+    the scores or the pattern.
+
+    Args:
+        attn: An attention module.
+
+    Returns:
+        True when the fused forward is installed and nothing forces TransformerLens's path.
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model
+        >>> runs_fused(load_tiny_model().blocks[0].attn)
+        True
+    """
+    return "forward" in vars(attn) and _fusable(attn, None, None, None)
