@@ -249,3 +249,39 @@ def test_smollm2_edges_grouped_heads_and_rotary(smollm2):
         base = m(clean.tokens)
     assert (got - ref)[mask].abs().max() < 1e-3 * ref.abs().max()
     assert (got - base)[mask].abs().max() > 1e-4
+
+
+def test_grouped_heads_ungrouped_in_our_hooks_equal_transformer_lens_ungrouping():
+    """With grouped key/value heads whose query heads read different inputs, the fused path
+    gives each query head its own key and value in edge ablation's hooks; TransformerLens's own
+    ungrouping (``ungroup_grouped_query_attention``, taken when the fused path is off) must
+    give the same logits. A random small circuit on a grouped-query model from a config."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from tl_unlearn import TokenDataset, use_fused_attention
+    from tl_unlearn.engine.tl_patches import runs_fused
+    from tl_unlearn.faithfulness import random_scores
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, n_heads=4, n_key_value_heads=2, d_head=8, d_mlp=64,
+        d_vocab=50, n_ctx=16, act_fn="silu", normalization_type="RMS",
+        positional_embedding_type="rotary", gated_mlp=True, dtype=torch.float64, seed=0,
+    )  # fmt: skip
+    model = HookedTransformer(cfg)
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randint(1, 50, (6, 10), generator=gen)
+    corrupted = clean.clone()
+    corrupted[:, 2:5] = torch.randint(1, 50, (6, 3), generator=gen)
+    mask = torch.ones_like(clean, dtype=torch.bool)
+    clean_ds, corrupted_ds = TokenDataset("c", clean, mask), TokenDataset("x", corrupted, mask)
+    circuit = random_scores(Circuit.of_model(model), 0).top(60)
+    outs = []
+    for fused in (True, False):
+        use_fused_attention(model, enabled=fused)
+        assert runs_fused(model.blocks[0].attn) is fused
+        iv = edge_ablation(model, circuit, clean=clean_ds, corrupted=corrupted_ds)
+        outs.append(run(model, iv, clean))
+        assert model.cfg.ungroup_grouped_query_attention is False  # switched back
+    plain = run(model, edge_ablation(model, Circuit.of_model(model, fill=True)), clean)
+    assert not torch.allclose(outs[0], plain, atol=1e-3)  # the circuit changes the output
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-9)
