@@ -17,6 +17,7 @@ __all__ = [
     "atomic_write_dir",
     "atomic_write_text",
     "read_safetensors",
+    "read_safetensors_header",
     "release_free_memory",
     "save_json",
     "write_safetensors",
@@ -113,6 +114,36 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+def read_safetensors_header(f: Any) -> tuple[dict[str, Any], int]:
+    """The tensor entries of an open safetensors file's header and where its data starts.
+
+    Args:
+        f: The file, opened in binary mode at its start.
+
+    Returns:
+        ``(header without "__metadata__", offset of the data block)``; each entry's
+        ``data_offsets`` count from that offset.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> from safetensors.torch import save_file
+        >>> from tl_unlearn.files import read_safetensors_header
+        >>> path = tempfile.mkdtemp() + "/w.safetensors"
+        >>> save_file({"a": torch.zeros(2)}, path)
+        >>> with open(path, "rb") as f:
+        ...     header, start = read_safetensors_header(f)
+        >>> header["a"]["shape"], header["a"]["data_offsets"]
+        ([2], [0, 8])
+    """
+    import json
+    import struct
+
+    (n,) = struct.unpack("<Q", f.read(8))
+    header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
 def read_safetensors(path: Any) -> dict[str, Tensor]:
     """Every tensor of a safetensors file, read with plain file reads into memory of its own.
 
@@ -137,22 +168,16 @@ def read_safetensors(path: Any) -> dict[str, Tensor]:
         >>> read_safetensors(path)["a"].tolist()
         [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
     """
-    import json
-    import struct
-
     out = {}
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+        header, data_start = read_safetensors_header(f)
         for key, info in header.items():
-            if key == "__metadata__":
-                continue
             dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
             if dtype is None:
                 raise ValueError(f"{path}: tensor {key!r} has dtype {info['dtype']}.")
             start, end = info["data_offsets"]
             buf = bytearray(end - start)
-            f.seek(8 + n + start)
+            f.seek(data_start + start)
             if f.readinto(buf) != len(buf):
                 raise ValueError(f"{path} is truncated (tensor {key!r}).")
             t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)

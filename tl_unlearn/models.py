@@ -36,6 +36,7 @@ from tl_unlearn.engine.tl_patches import (
 from tl_unlearn.files import (
     _SAFETENSORS_DTYPES,
     atomic_write_dir,
+    read_safetensors_header,
     release_free_memory,
     write_safetensors,
 )
@@ -256,10 +257,7 @@ def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
     )
     file = folder / "model.safetensors"
     with open(file, "rb") as fh, torch.no_grad():
-        header_len = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(header_len))
-        header.pop("__metadata__", None)
-        start = 8 + header_len
+        header, start = read_safetensors_header(fh)
         if set(header) != set(params):
             raise ValueError(
                 f"{str(file)!r} does not match the model's parameters; delete "

@@ -562,7 +562,7 @@ def _hf_model_in_memory(path: Any) -> Any:
     for file in files:
         weights.update(read_safetensors(file))
     weights = {k: v.to(torch.float32) for k, v in weights.items()}
-    missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
+    _, unexpected = model.load_state_dict(weights, strict=False, assign=True)
     del weights
     model.tie_weights()
     if unexpected or any(p.is_meta for p in model.parameters()):
