@@ -691,6 +691,23 @@ def edge_ablation(
     return Intervention(label, hooks, info)
 
 
+def weighted_sum(buf: Tensor, terms: Sequence[tuple[int, float]], *base: Tensor | None) -> Tensor:
+    """``sum(base) + sum_i coeff_i * buf[slot_i]`` for ``terms`` of ``(slot, coeff)``, read
+    from views of ``buf`` (no gathered copy); ``None`` bases are skipped. A new tensor."""
+    out = None
+    for b in base:
+        if b is not None:
+            out = b.clone() if out is None else out.add_(b)
+    for i, c in terms:
+        if out is None:
+            out = buf[i] * c
+        else:
+            out.add_(buf[i], alpha=c)
+    if out is None:
+        raise ValueError("weighted_sum needs at least one term or base.")
+    return out
+
+
 def _edge_hooks(
     model: Any,
     groups: list[_Group],
@@ -813,11 +830,19 @@ def _edge_hooks(
 
         single = len(group.columns) == 1 and acts_is_3d(group.hook)
         total_only = single and bool(use_total[0]) and not group.parents
+        terms = None
+        if single and isinstance(rows_or_prefix, Tensor):
+            terms = [(int(r), float(w)) for r, w in zip(rows_or_prefix, weights[:, 0]) if w]
 
         def hook(acts: Tensor, hook: Any) -> Tensor:
             total = state["total"]
             if total_only:  # one child reading every parent's ablated output: one addition
                 out = acts + total  # (not in place: a cache hook may hold ``acts``)
+                if last:
+                    _restore()
+                return out
+            if terms is not None:  # one child reading a few stored parents: views, no gather
+                out = weighted_sum(state["buf"], terms, total if use_total[0] else None, acts)
                 if last:
                     _restore()
                 return out
@@ -928,14 +953,9 @@ def _head_input_hooks(
 
     def correction(sig: tuple, like: Tensor) -> Tensor:
         use_total, terms = sig
-        corr = state["total"] if use_total else torch.zeros_like(like)
-        if terms:
-            buf = state["buf"]
-            idx = torch.tensor([t[0] for t in terms], device=buf.device)
-            coeff = torch.tensor([t[1] for t in terms], dtype=buf.dtype, device=buf.device)
-            part = buf.index_select(0, idx)
-            corr = corr + (coeff @ part.reshape(len(terms), -1)).reshape(buf.shape[1:])
-        return corr
+        if not terms:
+            return state["total"] if use_total else torch.zeros_like(like)
+        return weighted_sum(state["buf"], terms, state["total"] if use_total else None)
 
     def on_resid_pre(layer: int) -> HookFn:
         def hook(acts: Tensor, hook: Any) -> None:
