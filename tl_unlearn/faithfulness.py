@@ -35,7 +35,11 @@ from tl_unlearn.attribution import PatchMetric, _pairs, _per_example, answer_log
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.edges import Circuit, EdgeMethod, edge_ablation, prepare_edge_values
 from tl_unlearn.interventions.base import model_device
-from tl_unlearn.metrics.intervals import bootstrap_indices, percentile_interval
+from tl_unlearn.metrics.intervals import (
+    bootstrap_indices,
+    bootstrap_interval,
+    pointwise_intervals,
+)
 from tl_unlearn.results import OTHER_COLOURS, Result
 
 __all__ = [
@@ -162,13 +166,14 @@ class FaithfulnessCurves(Result):
             cpr, cmd = _areas(self.faithfulness(name), x)
             b_cpr, b_cmd = _areas(reps[name], x)
             row = {"cpr": float(cpr), "cpr_low": 0.0, "cpr_high": 0.0, "cmd": float(cmd)}
-            row["cpr_low"], row["cpr_high"] = percentile_interval(b_cpr, self.confidence)
-            row["cmd_low"], row["cmd_high"] = percentile_interval(b_cmd, self.confidence)
+            n = len(self.full)
+            row["cpr_low"], row["cpr_high"] = bootstrap_interval(b_cpr, cpr, n, self.confidence)
+            row["cmd_low"], row["cmd_high"] = bootstrap_interval(b_cmd, cmd, n, self.confidence)
             if name != "random":
                 diff = b_cpr - rand_cpr
                 row["cpr_vs_random"] = float(cpr - _areas(self.faithfulness("random"), x)[0])
-                row["cpr_vs_random_low"], row["cpr_vs_random_high"] = percentile_interval(
-                    diff, self.confidence
+                row["cpr_vs_random_low"], row["cpr_vs_random_high"] = bootstrap_interval(
+                    diff, row["cpr_vs_random"], n, self.confidence
                 )
                 row["beats_random"] = bool(row["cpr_vs_random_low"] > 0)
             out[name] = {k: (float(v) if not isinstance(v, bool) else v) for k, v in row.items()}
@@ -177,10 +182,12 @@ class FaithfulnessCurves(Result):
     def intervals(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """Pointwise bootstrap interval ``(low, high)`` of ``f`` at every fraction."""
         reps = self._replicates()[method]
-        bounds = np.array(
-            [percentile_interval(reps[:, j], self.confidence) for j in range(reps.shape[1])]
+        return pointwise_intervals(
+            reps,
+            self.confidence,
+            values=self.faithfulness(method),
+            n_units=len(self.full),
         )
-        return bounds[:, 0], bounds[:, 1]
 
     def to_dataframe(self) -> Any:
         """One row per method: CPR and CMD with intervals, and the comparison with random."""

@@ -198,3 +198,63 @@ def test_random_baseline_on_held_out_halves_matches_a_direct_computation(tiny):
     assert sc.rows[0]["vs_baseline"] == vs.value
     again = RandomBaseline.from_dict(base_half.to_dict())
     assert curve.versus(again) == vs
+
+
+def test_t_interval_of_a_mean_equals_scipys_t_interval():
+    """For a mean, ``kind="t"`` is the classical t interval: the bootstrap's standard
+    error times sqrt(n / (n - 1)) is the sample's standard error (up to resampling noise)."""
+    from tl_unlearn.metrics.intervals import bootstrap_interval
+
+    x = np.random.default_rng(3).gamma(2.0, size=12)
+    reps = x[np.random.default_rng(4).integers(0, 12, (20000, 12))].mean(1)
+    lo, hi = bootstrap_interval(reps, x.mean(), 12, kind="t")
+    ref = stats.t.interval(0.95, 11, x.mean(), stats.sem(x))
+    assert lo == pytest.approx(ref[0], rel=0.02) and hi == pytest.approx(ref[1], rel=0.02)
+    p_lo, p_hi = bootstrap_interval(reps, x.mean(), 12, kind="percentile")
+    assert hi - lo > 1.1 * (p_hi - p_lo)  # the percentile interval is too narrow at n=12
+
+
+def test_welch_df_equals_scipys():
+    from tl_unlearn.metrics.intervals import welch_df
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 9), rng.normal(0, 3, 14)
+    res = stats.ttest_ind(a, b, equal_var=False)
+    df = welch_df(a.var(ddof=1) / 9, 9, b.var(ddof=1) / 14, 14)
+    assert df == pytest.approx(float(res.df), rel=1e-9)
+
+
+def test_proportion_interval_stays_in_unit_range_and_is_logit_symmetric():
+    from tl_unlearn.metrics.intervals import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    reps = np.clip(rng.normal(0.05, 0.03, 2000), 0, 1)
+    lo, hi = bootstrap_interval(reps, 0.05, 8, kind="t", proportion=True)
+    assert 0.0 < lo < 0.05 < hi < 1.0
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert logit(hi) - logit(0.05) == pytest.approx(logit(0.05) - logit(lo), rel=1e-9)
+    with pytest.raises(ValueError, match="bogus"):
+        bootstrap_interval(reps, 0.05, 8, kind="bogus")
+
+
+def test_rows_recompute_metrics_from_the_sequences():
+    """``Evaluation.rows`` equals evaluating only those sequences."""
+    model = load_tiny_model()
+    data = make_task().tokenize(model.tokenizer, "eval", seq_len=32, max_tokens=600)
+    data = {k: data[k] for k in ("forget", "retain")}
+    full = evaluate(model, data, progress=False)
+    idx = {"forget": [3, 0, 5], "retain": [1, 2]}
+    part = full.rows(idx)
+    import torch
+
+    direct = evaluate(
+        model, {k: data[k].rows(torch.tensor(v)) for k, v in idx.items()}, progress=False
+    )
+    for ds in idx:
+        for metric in ("top1", "top5", "loss", "top1_skip"):
+            if metric == "top1_skip":
+                continue  # the common tokens are counted on the evaluated data itself
+            assert part.metric(ds, metric) == pytest.approx(direct.metric(ds, metric), rel=1e-9)
+        assert part[ds].n_predictions == direct[ds].n_predictions
+    with pytest.raises(ValueError, match="within"):
+        full.rows({"forget": [10_000]})

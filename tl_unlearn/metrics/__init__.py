@@ -19,6 +19,7 @@ converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figur
 - ``generation``: :func:`generation_behaviour` (topic frequency, fluency, repetition,
   distinct-2, forget likeness of generated text, with bootstrap intervals).
 - ``intervals``: bootstrap intervals over units (sequences, prompts, samples), paired.
+- ``coverage``: :func:`interval_coverage` (do the intervals hold their level? simulated).
 """
 
 from tl_unlearn.metrics.distances import (

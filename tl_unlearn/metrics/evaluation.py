@@ -62,9 +62,10 @@ from tl_unlearn.interventions.base import Hooks, check_hook_name, check_positive
 from tl_unlearn.metrics.intervals import (
     Interval,
     bootstrap_indices,
+    bootstrap_interval,
     dataset_seed,
     error_bars,
-    percentile_interval,
+    is_proportion,
     pointwise_intervals,
 )
 from tl_unlearn.results import Result, dataset_colour
@@ -208,6 +209,46 @@ class DatasetMetrics:
             value = np.exp(value)
         return float(value) if np.ndim(value) == 0 else value
 
+    def rows(self, idx: Sequence[int] | np.ndarray) -> DatasetMetrics:
+        """The metrics of the sequences ``idx`` only, recomputed from the per-sequence
+        statistics (metrics without them become NaN).
+
+        Examples:
+            >>> m = DatasetMetrics("forget", 4, 1.0, {1: 0.5},
+            ...                    units={"n": [1, 3], "loss": [1, 3], "top1": [1, 1]})
+            >>> part = m.rows([1])
+            >>> part.accuracy[1], part.n_predictions, part.n_units
+            (0.3333333333333333, 3, 1)
+        """
+        idx = np.asarray(idx, dtype=int)
+        if self.n_units == 0:
+            raise ValueError(
+                f"Dataset {self.name!r} has no per-sequence statistics (saved without them), "
+                "so its metrics cannot be recomputed on a subset."
+            )
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self.n_units)):
+            raise ValueError(
+                f"Sequence indices must be a list within [0, {self.n_units}) for dataset "
+                f"{self.name!r}."
+            )
+
+        def value(metric: str) -> float:
+            return float(self.estimate(metric, idx))
+
+        n_skip = self.units.get("n_skip")
+        return DatasetMetrics(
+            self.name,
+            int(np.sum(np.asarray(self.units["n"])[idx])),
+            value("loss"),
+            {k: value(f"top{k}") for k in self.accuracy},
+            {k: value(f"top{k}_skip") for k in self.accuracy_skip},
+            0 if n_skip is None else int(np.sum(np.asarray(n_skip)[idx])),
+            {k: value(k) for k in self.answer},
+            {k: value(k) for k in self.custom},
+            len(idx),
+            {k: [v[i] for i in idx] for k, v in self.units.items()},
+        )
+
     def flat_metrics(self) -> dict[str, Any]:
         """Every metric by its :meth:`Evaluation.metric` name (``top1``, ``top5``,
         ``top1_skip``, answer and user metrics...), for tables; not a saved shape."""
@@ -264,6 +305,26 @@ class Evaluation(Result):
     def __getitem__(self, name: str) -> DatasetMetrics:
         return self.datasets[name]
 
+    def rows(self, indices: Mapping[str, Sequence[int] | np.ndarray]) -> Evaluation:
+        """The evaluation of some sequences of each dataset only (``{dataset: indices}``;
+        datasets not named are dropped), recomputed from the per-sequence statistics, e.g.
+        to simulate smaller samples.
+
+        Examples:
+            >>> m = DatasetMetrics("forget", 4, 1.0, {1: 0.5},
+            ...                    units={"n": [2, 2], "loss": [2, 2], "top1": [2, 0]})
+            >>> Evaluation({"forget": m}).rows({"forget": [0]}).metric("forget")
+            1.0
+        """
+        unknown = sorted(set(indices) - set(self.datasets))
+        if unknown:
+            raise ValueError(
+                f"No dataset {unknown[0]!r}; this evaluation has {sorted(self.datasets)}."
+            )
+        return Evaluation(
+            {k: self.datasets[k].rows(v) for k, v in indices.items()}, self.label, self.seconds
+        )
+
     def metric(self, name: str, metric: MetricSpec = "top1") -> float:
         """One number of a dataset: ``loss``, ``perplexity``, ``top{k}``, ``top{k}_skip``, an
         answer metric (prompt→answer data) or a user metric's name."""
@@ -298,22 +359,28 @@ class Evaluation(Result):
         n_boot: int = 1000,
         seed: int = 0,
         confidence: float = 0.95,
+        kind: str | None = None,
     ) -> Interval:
-        """:meth:`metric` with a bootstrap interval over sequences (examples).
+        """:meth:`metric` with a bootstrap interval over sequences (examples), of the
+        ``kind`` of :func:`~tl_unlearn.metrics.intervals.bootstrap_interval`.
 
         Examples:
-            >>> m = DatasetMetrics("forget", 4, 1.0, {1: 0.5},
-            ...                    units={"n": [2, 2], "loss": [2, 2], "top1": [2, 0]})
+            >>> m = DatasetMetrics("forget", 24, 1.0, {1: 0.5}, units={
+            ...     "n": [4] * 6, "loss": [4] * 6, "top1": [1, 2, 3, 2, 1, 3]})
             >>> iv = Evaluation({"forget": m}).metric_interval("forget", "top1", n_boot=200)
-            >>> iv.value, iv.low, iv.high
-            (0.5, 0.0, 1.0)
+            >>> iv.value, round(iv.low, 2), round(iv.high, 2)  # a t interval on the logit scale
+            (0.5, 0.27, 0.73)
         """
         value = self.metric(name, metric)
         idx = unit_indices([self], name, n_boot=n_boot, seed=seed)
         if idx is None:
             return Interval(value, float("nan"), float("nan"), confidence)
-        reps = self.datasets[name].estimate(metric_of(metric, name), idx)
-        return Interval(value, *percentile_interval(reps, confidence), confidence)
+        key = metric_of(metric, name)
+        reps = self.datasets[name].estimate(key, idx)
+        bounds = bootstrap_interval(
+            reps, value, idx.shape[-1], confidence, kind=kind, proportion=is_proportion(key)
+        )
+        return Interval(value, *bounds, confidence)
 
     def relative_drop(self, original: Evaluation, metric: MetricSpec = "top1") -> dict[str, float]:
         """``1 - metric(self) / metric(original)`` per dataset (spec: relative drop).
@@ -367,6 +434,7 @@ class Evaluation(Result):
         n_boot: int = 1000,
         seed: int = 0,
         confidence: float = 0.95,
+        kind: str | None = None,
     ) -> dict[str, Interval]:
         """:meth:`relative_drop` per dataset with a paired bootstrap interval: each replicate
         resamples the same sequences (examples) for both evaluations.
@@ -377,6 +445,8 @@ class Evaluation(Result):
             n_boot: Bootstrap replicates.
             seed: Seed of the resampling.
             confidence: Nominal coverage.
+            kind: How the interval is made from the replicates (see
+                :data:`~tl_unlearn.metrics.intervals.INTERVAL_KINDS`).
 
         Returns:
             ``{dataset: Interval}`` (bounds NaN for results saved without per-sequence sums).
@@ -404,8 +474,8 @@ class Evaluation(Result):
             base = original.datasets[name].estimate(key, idx)
             with np.errstate(divide="ignore", invalid="ignore"):
                 reps = 1.0 - self.datasets[name].estimate(key, idx) / base
-            reps = reps[np.isfinite(reps)]
-            out[name] = Interval(value, *percentile_interval(reps, confidence), confidence)
+            bounds = bootstrap_interval(reps, value, idx.shape[-1], confidence, kind=kind)
+            out[name] = Interval(value, *bounds, confidence)
         return out
 
     def normalised_logit_diff(self, clean: Evaluation, baseline: Evaluation) -> dict[str, float]:
@@ -517,14 +587,22 @@ class ForgetRetainDrops:
         n_boot: int = 1000,
         seed: int = 0,
         confidence: float = 0.95,
+        kind: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Paired bootstrap interval ``(low, high)`` of :meth:`drop` at every point (NaN for
-        results without per-sequence statistics)."""
+        results without per-sequence statistics), of the ``kind`` of
+        :func:`~tl_unlearn.metrics.intervals.bootstrap_interval`."""
         idx = unit_indices([self.original, *self.evaluations], dataset, n_boot=n_boot, seed=seed)
         n_points = len(self.drop_prefix) + len(self.evaluations)
         if idx is None:
             return np.full(n_points, np.nan), np.full(n_points, np.nan)
-        return pointwise_intervals(self.drop_replicates(dataset, idx, metric), confidence)
+        return pointwise_intervals(
+            self.drop_replicates(dataset, idx, metric),
+            confidence,
+            values=self.drop(dataset, metric),
+            n_units=idx.shape[-1],
+            kind=kind,
+        )
 
     @property
     def forget_drop(self) -> np.ndarray:

@@ -159,7 +159,9 @@ def auc_interval(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUC, resampling each side's texts independently.
+    """Bootstrap interval of the AUC, resampling each side's texts independently (of the
+    default kind of :func:`~tl_unlearn.metrics.intervals.bootstrap_interval`, with
+    ``n_forget + n_heldout - 2`` degrees of freedom).
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -167,7 +169,7 @@ def auc_interval(
         >>> 0.5 < lo < hi < 1.0
         True
     """
-    from tl_unlearn.metrics.intervals import check_interval_settings, percentile_interval
+    from tl_unlearn.metrics.intervals import bootstrap_interval, check_interval_settings
 
     check_interval_settings(n_boot, confidence)
     f, h = np.asarray(forget_scores, float), np.asarray(heldout_scores, float)
@@ -182,7 +184,8 @@ def auc_interval(
             for _ in range(n_boot)
         ]
     )
-    return percentile_interval(reps, confidence)
+    value = auc_score(labels, np.r_[f, h])
+    return bootstrap_interval(reps, value, min(len(f), len(h)), confidence, df=len(f) + len(h) - 2)
 
 
 def membership_inference(

@@ -45,10 +45,12 @@ from tl_unlearn.metrics.evaluation import (
     unit_indices,
 )
 from tl_unlearn.metrics.intervals import (
+    DEFAULT_INTERVAL,
     Interval,
+    bootstrap_interval,
+    check_interval_kind,
     check_interval_settings,
-    percentile_interval,
-    pointwise_intervals,
+    welch_df,
 )
 from tl_unlearn.results import Result, dataset_colour
 
@@ -126,6 +128,9 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         seed: Seed of the bootstrap.
         confidence: Nominal coverage of the intervals.
         seconds: Wall time of the whole curve (fitting included).
+        interval: How intervals are made from the bootstrap replicates (one of
+            :data:`~tl_unlearn.metrics.intervals.INTERVAL_KINDS`; differences of forget and
+            retain drops use Welch's degrees of freedom).
 
     Examples:
         >>> from tl_unlearn import Evaluation
@@ -154,6 +159,7 @@ class SelectivityCurve(ForgetRetainDrops, Result):
     seed: int = 0
     confidence: float = 0.95
     seconds: float = 0.0
+    interval: str = DEFAULT_INTERVAL
     FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("drops", "perplexity")
 
     @property
@@ -166,6 +172,7 @@ class SelectivityCurve(ForgetRetainDrops, Result):
             raise ValueError(f"{len(self.levels)} levels but {len(self.evaluations)} evaluations")
         if not self.levels:
             raise ValueError("A selectivity curve needs at least one level.")
+        check_interval_kind(self.interval)
         require_forget_retain(self.original.datasets, "SelectivityCurve's evaluations")
 
     # ----------------------------------------------------------------- statistics
@@ -213,37 +220,73 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         """Bootstrap replicates of the difference curve, ``[n_boot, n_points]`` (forget and
         retain resampled independently, each paired across levels); None without
         per-sequence statistics."""
+        parts = self._side_replicates()
+        return None if parts is None else parts[0] - parts[1]
+
+    def _side_replicates(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The forget and retain drop replicates ``[n_boot, n_points]`` of the curve."""
         f, r = self._indices("forget"), self._indices("retain")
         if f is None or r is None:
             return None
-        return self.drop_replicates("forget", f) - self.drop_replicates("retain", r)
+        return self.drop_replicates("forget", f), self.drop_replicates("retain", r)
 
-    def _interval(self, value: float, reps: np.ndarray | None) -> Interval:
-        lo, hi = (float("nan"),) * 2 if reps is None else percentile_interval(reps, self.confidence)
+    def _interval(
+        self, value: float, reps: np.ndarray | None, sides: tuple[int, int] | None = None
+    ) -> Interval:
+        """The interval of a forget-minus-retain quantity from replicates ``[n_boot, 2]``
+        of its forget part and its (negated) retain part, resampled independently from
+        ``sides`` = (forget, retain) sequences: Welch's degrees of freedom; or from
+        replicates ``[n_boot]`` of the whole."""
+        nan = float("nan")
+        if reps is None:
+            return Interval(value, nan, nan, self.confidence)
+        if reps.ndim == 2 and sides is not None:
+            n_f, n_r = sides
+            ok = np.isfinite(reps).all(1)
+            var_f, var_r = (
+                float(np.var(reps[ok, i], ddof=1)) if ok.sum() > 1 else 0.0 for i in (0, 1)
+            )
+            df = welch_df(var_f, n_f, var_r, n_r)
+            n = min(n_f, n_r)
+            lo, hi = bootstrap_interval(
+                reps.sum(1), value, n, self.confidence, kind=self.interval, df=df
+            )
+        else:
+            n = min(self.original["forget"].n_units, self.original["retain"].n_units)
+            lo, hi = bootstrap_interval(reps, value, n, self.confidence, kind=self.interval)
         return Interval(value, lo, hi, self.confidence)
 
     def intervals(self) -> dict[str, Interval]:
         """``max_difference`` and ``area_between`` with their bootstrap intervals."""
-        reps = self.difference_replicates()
+        parts = self._side_replicates()
         x = self.x
-        area = (
-            None
-            if reps is None
-            else np.sum((x[1:] - x[:-1]) * (reps[:, 1:] + reps[:, :-1]) / 2.0, axis=1)
-        )
+
+        def area(y: np.ndarray) -> np.ndarray:
+            return np.sum((x[1:] - x[:-1]) * (y[:, 1:] + y[:, :-1]) / 2.0, axis=1)
+
+        sides = (self.original["forget"].n_units, self.original["retain"].n_units)
         return {
             "max_difference": self._interval(
-                self.max_difference, None if reps is None else reps.max(1)
+                self.max_difference, None if parts is None else (parts[0] - parts[1]).max(1)
             ),
-            "area_between": self._interval(self.area_between, area),
+            "area_between": self._interval(
+                self.area_between,
+                None if parts is None else np.stack([area(parts[0]), -area(parts[1])], 1),
+                sides,
+            ),
         }
 
     def difference_interval(self) -> tuple[np.ndarray, np.ndarray]:
         """``(low, high)`` of the difference at every point."""
-        reps = self.difference_replicates()
-        if reps is None:
+        parts = self._side_replicates()
+        if parts is None:
             return np.full(len(self.x), np.nan), np.full(len(self.x), np.nan)
-        return pointwise_intervals(reps, self.confidence)
+        sides = (self.original["forget"].n_units, self.original["retain"].n_units)
+        bounds = [
+            self._interval(float(v), np.stack([parts[0][:, j], -parts[1][:, j]], 1), sides)
+            for j, v in enumerate(self.difference)
+        ]
+        return np.array([b.low for b in bounds]), np.array([b.high for b in bounds])
 
     def held_out(self) -> dict[str, Any]:
         """The level chosen on validation sequences, and the difference there on held-out ones.
@@ -274,8 +317,12 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         return {
             "level": float(self.x[j]),
             "validation_difference": float(val[j]),
-            "difference": self._interval(value, reps),
+            "difference": self._interval(value, reps, self._held_out_sides()),
         }
+
+    def _held_out_sides(self) -> tuple[int, int] | None:
+        halves = self._halves()
+        return None if halves is None else (len(halves["forget"][1]), len(halves["retain"][1]))
 
     def _halves(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
         halves = {}
@@ -288,8 +335,9 @@ class SelectivityCurve(ForgetRetainDrops, Result):
 
     def held_out_at(self, point: int) -> tuple[float, np.ndarray | None]:
         """The difference at point ``point`` of :attr:`x` on the held-out halves, and its
-        bootstrap replicates (the same resampled sequences in every curve on the same data,
-        so replicates of two curves can be subtracted: a paired comparison)."""
+        bootstrap replicates ``[n_boot, 2]``: the forget drop and the negated retain drop,
+        whose sum is the difference (the same resampled sequences in every curve on the
+        same data, so replicates of two curves can be subtracted: a paired comparison)."""
         halves = self._halves()
         if halves is None:
             return float("nan"), None
@@ -299,9 +347,12 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         f, r = (self._indices(ds, halves[ds][1]) for ds in ("forget", "retain"))
         if f is None or r is None:
             return float(held[point]), None
-        reps = (
-            self.drop_replicates("forget", f)[:, point]
-            - self.drop_replicates("retain", r)[:, point]
+        reps = np.stack(
+            [
+                self.drop_replicates("forget", f)[:, point],
+                -self.drop_replicates("retain", r)[:, point],
+            ],
+            1,
         )
         return float(held[point]), reps
 
@@ -341,7 +392,7 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         if not np.isfinite(level) or len(point) == 0:
             return Interval(nan, nan, nan, self.confidence)
         if self.include_zero and point[0] == 0:  # nothing removed: the baseline is the same
-            return self._interval(0.0, np.zeros(self.n_boot))
+            return self._interval(0.0, np.zeros((self.n_boot, 2)), self._held_out_sides())
         mine, reps = self.held_out_at(int(point[0]))
         if isinstance(baseline, RandomBaseline):
             if not np.isclose(baseline.level, level):
@@ -353,17 +404,18 @@ class SelectivityCurve(ForgetRetainDrops, Result):
                 return Interval(nan, nan, nan, self.confidence)
             theirs, base_reps = baseline.held_out_at(int(match[0]))
         diff = None if reps is None or base_reps is None else reps - base_reps
-        return self._interval(mine - theirs, diff)
+        return self._interval(mine - theirs, diff, self._held_out_sides())
 
     def _baseline_held_out(self, baseline: RandomBaseline) -> tuple[float, np.ndarray | None]:
-        """A random baseline's held-out difference (mean over seeds) and its replicates, on
-        the same resampled sequences as :meth:`held_out_at`."""
+        """A random baseline's held-out difference (mean over seeds) and its replicates
+        ``[n_boot, 2]`` (forget part, negated retain part), on the same resampled sequences
+        as :meth:`held_out_at`."""
         halves = self._halves()
         if halves is None or not baseline.evaluations:
             return float("nan"), None
         value = 0.0
-        reps: np.ndarray | None = np.zeros(self.n_boot)
-        for ds, sign in (("forget", 1.0), ("retain", -1.0)):
+        reps: np.ndarray | None = np.zeros((self.n_boot, 2))
+        for side, (ds, sign) in enumerate((("forget", 1.0), ("retain", -1.0))):
             held = halves[ds][1]
             name = metric_of(self.metric, ds)
             idx = self._indices(ds, held)
@@ -388,7 +440,7 @@ class SelectivityCurve(ForgetRetainDrops, Result):
                     )
                     if reps is not None and idx is not None:
                         local = idx if full else idx - held[0]
-                        reps = reps + sign * (1.0 - ev[ds].estimate(name, local) / base)
+                        reps[:, side] += sign * (1.0 - ev[ds].estimate(name, local) / base)
                     else:
                         reps = None
         k = len(baseline.evaluations)
@@ -459,7 +511,12 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         for ds, fill in (("forget", "rgba(214,39,40,0.15)"), ("retain", "rgba(31,119,180,0.15)")):
             color = dataset_colour(ds)
             low, high = self.drop_interval(
-                ds, metric, n_boot=self.n_boot, seed=self.seed, confidence=self.confidence
+                ds,
+                metric,
+                n_boot=self.n_boot,
+                seed=self.seed,
+                confidence=self.confidence,
+                kind=self.interval,
             )
             if np.isfinite(low).any():
                 fig.add_trace(
@@ -525,6 +582,7 @@ class SelectivityCurve(ForgetRetainDrops, Result):
             "n_boot": self.n_boot,
             "seed": self.seed,
             "confidence": self.confidence,
+            "interval": self.interval,
             "original": self.original.to_dict(),
             "evaluations": [e.to_dict() for e in self.evaluations],
             "seconds": self.seconds,
@@ -547,6 +605,7 @@ class SelectivityCurve(ForgetRetainDrops, Result):
             int(d.get("seed", 0)),
             float(d.get("confidence", 0.95)),
             float(d.get("seconds", 0.0)),
+            d.get("interval", "percentile"),  # saved before the kinds existed: percentile
         )
 
 
@@ -565,6 +624,7 @@ def selectivity_curve(
     progress: bool = True,
     n_boot: int = 1000,
     confidence: float = 0.95,
+    interval: str | None = None,
     **evaluate_kwargs: Any,
 ) -> SelectivityCurve:
     """Evaluate ``family(level)`` at each level on forget and retain data.
@@ -588,6 +648,9 @@ def selectivity_curve(
         progress: Progress bar.
         n_boot: Bootstrap replicates of the curve's intervals (over sequences, paired).
         confidence: Nominal coverage of the intervals.
+        interval: How intervals are made from the replicates (one of
+            :data:`~tl_unlearn.metrics.intervals.INTERVAL_KINDS`; default
+            :data:`~tl_unlearn.metrics.intervals.DEFAULT_INTERVAL`).
         **evaluate_kwargs: ``batch_size``, ``top_k``, ``skip_common``, ``metrics`` (more
             user metrics) for :func:`evaluate`.
 
@@ -606,6 +669,7 @@ def selectivity_curve(
     """
     require_forget_retain(data, "selectivity_curve()")
     check_interval_settings(n_boot, confidence)
+    interval = check_interval_kind(interval)
     metric, evaluate_kwargs["metrics"] = resolve_metric(metric, evaluate_kwargs.get("metrics"))
     check_metric_name(
         metric,
@@ -644,4 +708,5 @@ def selectivity_curve(
         n_boot=n_boot,
         confidence=confidence,
         seconds=fit_seconds + time.perf_counter() - t0,
+        interval=interval,
     )
