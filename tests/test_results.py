@@ -31,6 +31,7 @@ from tl_unlearn.results import Result, load_result, result_types
 def results(tiny_model, tiny_data, task):
     """One real instance of every result type, computed on the tiny model."""
     from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
+    from tl_unlearn.ground_truth import verify_planted
     from tl_unlearn.metrics.coverage import interval_coverage
 
     m, data = tiny_model, {k: v.head(4) for k, v in tiny_data.items()}
@@ -128,6 +129,7 @@ def results(tiny_model, tiny_data, task):
             m, clean, corrupted, {"EAP": eap}, fractions=[0.1, 1.0], n_random=1, n_boot=50
         ),
         interval_coverage(curve, n_units=2, n_sims=5, n_boot=50),
+        verify_planted("planted-induction", n=16),
     ]
 
 

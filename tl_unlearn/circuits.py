@@ -59,7 +59,8 @@ def component_means(
 ) -> dict[str, Any]:
     """Means of every ``hook_z`` and ``hook_mlp_out`` on ``reference`` (one pass), pooled
     or per position."""
-    names = [get_act_name(n, l) for l in range(model.cfg.n_layers) for n in ("z", "mlp_out")]
+    kinds = ("z",) if model.cfg.attn_only else ("z", "mlp_out")  # attention-only: no MLPs
+    names = [get_act_name(n, l) for l in range(model.cfg.n_layers) for n in kinds]
     return activation_means(
         model, reference, names, batch_size=batch_size, per_position=per_position
     )

@@ -201,9 +201,9 @@ def write_safetensors(tensors: dict[str, Tensor], path: Any) -> None:
         >>> from safetensors.torch import load_file
         >>> from tl_unlearn.files import write_safetensors
         >>> path = tempfile.mkdtemp() + "/w.safetensors"
-        >>> write_safetensors({"a": torch.arange(4.0), "b": torch.ones(2, 2)}, path)
-        >>> load_file(path)["b"].tolist()
-        [[1.0, 1.0], [1.0, 1.0]]
+        >>> write_safetensors({"a": torch.tensor(2.5), "b": torch.ones(2, 2)}, path)
+        >>> load_file(path)["b"].tolist(), load_file(path)["a"].item()  # scalars too
+        ([[1.0, 1.0], [1.0, 1.0]], 2.5)
     """
     import json
     import struct
@@ -228,4 +228,4 @@ def write_safetensors(tensors: dict[str, Tensor], path: Any) -> None:
         f.write(raw)
         for t in tensors.values():
             t = t.detach().cpu().contiguous()
-            f.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+            f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))

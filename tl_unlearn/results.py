@@ -120,6 +120,9 @@ class Result:
             )
 
 
+_MORE_RESULT_MODULES = ("tl_unlearn.ground_truth", "tl_unlearn.metrics.coverage")
+
+
 def load_result(path: str | Path) -> Result:
     """Load any saved result by the type name :meth:`Result.save` wrote.
 
@@ -140,6 +143,11 @@ def load_result(path: str | Path) -> Result:
     """
     data = json.loads(Path(path).read_text())
     name = data.get("type") if isinstance(data, dict) else None
+    if name not in Result._registry:  # result types of modules the root does not import
+        import importlib
+
+        for module in _MORE_RESULT_MODULES:
+            importlib.import_module(module)
     if name not in Result._registry:
         raise ValueError(
             f"{path} does not name a tl_unlearn result type (got {name!r}); "

@@ -1,0 +1,638 @@
+"""Models whose circuits are known: the ground truth the scorecard is checked against.
+
+Two small models are trained (by ``scripts/train_planted.py``, seeded, a minute or so each
+on 2 CPUs) so that a *forget* task F is carried only by a known circuit C and a *retain*
+task R by other components; their weights are committed, with a *retrained twin* of each
+(the same architecture, recipe and seed, trained on R only: it never sees F).
+
+- ``planted-induction``: 2 attention-only layers of 4 heads. F is induction on the F
+  tokens (``BOS p s s q``: a segment ``s`` of 5 to 7 F tokens repeated after a prefix ``p``
+  of random length, then filler ``q``, all distinct; the second copy's tokens after its
+  first are scored: the varying offset leaves no positional shortcut). C = a previous-token head ``a0.h1`` and an induction head ``a1.h2``.
+  R is a skip-bigram on the R tokens: ``x[t+1] = P[x[t-1]]`` for a fixed permutation ``P``,
+  which needs a previous-token head of its own.
+- ``planted-lookup``: 2 layers of 4 heads and an MLP. F is a table lookup on triples
+  ``a b T[a, b]`` of F tokens (``T`` a fixed random table, only ``T[a, b]`` scored): a
+  previous-token head ``a0.h2`` brings ``a`` to ``b``'s position and the MLP ``m1`` reads
+  the table. R is ``a b P[a]`` on R tokens (only ``P[a]`` scored).
+
+How C is planted (after the strict interchange-intervention training of InterpBench, with
+mean ablation as the intervention): every step adds to the task losses of the whole model
+(i) F's loss with every component outside C mean-ablated, and again with a random half of
+them (C suffices, whatever else is removed), (ii) R's loss with C mean-ablated (R does not
+need C) and (iii) the cross-entropy of F's positions against the uniform distribution over
+the F tokens with C and a random half of the rest mean-ablated (nothing else does F). Means
+are taken over the batch (both tasks, every position but BOS).
+
+Examples:
+    >>> spec = PLANTED["planted-induction"]
+    >>> spec.circuit_nodes
+    ('a0.h1', 'a1.h2')
+    >>> data = planted_data(spec, 4, seed=0)
+    >>> data["forget"].tokens.shape, data["retain"].tokens.shape
+    (torch.Size([4, 17]), torch.Size([4, 17]))
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from torch import Tensor
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.utils import get_act_name
+
+from tl_unlearn.data import TokenDataset
+from tl_unlearn.results import Result
+
+__all__ = [
+    "PLANTED",
+    "PlantedSpec",
+    "PlantedVerification",
+    "load_planted",
+    "localisation",
+    "map_localisation",
+    "planted_data",
+    "train_planted",
+    "verify_planted",
+]
+
+PLANTED_DIR = Path(__file__).parent / "assets" / "planted"
+BOS = 0
+
+
+@dataclass(frozen=True)
+class PlantedSpec:
+    """How one planted model is built and trained.
+
+    Attributes:
+        name: Its name (the asset folder).
+        task: ``"induction"`` or ``"lookup"`` (see the module docstring).
+        circuit_nodes: The components of C, as circuit node names (``a{L}.h{H}``, ``m{L}``).
+        cfg: The TransformerLens config (a dict).
+        forget_tokens: How many F tokens (ids ``1 ..``).
+        retain_tokens: How many R tokens (ids after the F tokens).
+        steps: Training steps.
+        batch: Sequences per task per step.
+        lr: Adam learning rate.
+        seed: Seed of the weights, the tables and the training data.
+    """
+
+    name: str
+    task: str
+    circuit_nodes: tuple[str, ...]
+    cfg: dict[str, Any]
+    forget_tokens: int = 24
+    retain_tokens: int = 24
+    steps: int = 3000
+    batch: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+
+    @property
+    def components(self) -> list[str]:
+        """Every head and MLP of the model, as node names."""
+        out = []
+        for layer in range(self.cfg["n_layers"]):
+            out += [f"a{layer}.h{h}" for h in range(self.cfg["n_heads"])]
+            if not self.cfg.get("attn_only", False):
+                out.append(f"m{layer}")
+        return out
+
+    @property
+    def chance(self) -> float:
+        """Top-1 accuracy of a uniform guess among the F tokens."""
+        return 1.0 / self.forget_tokens
+
+    def tables(self) -> dict[str, np.ndarray]:
+        """The fixed maps of the tasks: ``P`` (R tokens) and, for ``lookup``, ``T``."""
+        rng = np.random.default_rng(self.seed + 1000)
+        f0, r0 = 1, 1 + self.forget_tokens
+        out = {"P": r0 + rng.permutation(self.retain_tokens)}
+        if self.task == "lookup":
+            out["T"] = f0 + rng.integers(0, self.forget_tokens, (self.forget_tokens,) * 2)
+        return out
+
+
+def _cfg(attn_only: bool) -> dict[str, Any]:
+    return {
+        "n_layers": 2,
+        "d_model": 64,
+        "n_heads": 4,
+        "d_head": 16,
+        "d_mlp": None if attn_only else 256,
+        "attn_only": attn_only,
+        "act_fn": None if attn_only else "relu",
+        "d_vocab": 64,
+        "n_ctx": 32,
+        "normalization_type": "LN",
+        "positional_embedding_type": "standard",
+        "default_prepend_bos": False,
+    }
+
+
+PLANTED: dict[str, PlantedSpec] = {
+    "planted-induction": PlantedSpec(
+        "planted-induction", "induction", ("a0.h1", "a1.h2"), _cfg(True), steps=3000
+    ),
+    "planted-lookup": PlantedSpec(
+        "planted-lookup",
+        "lookup",
+        ("a0.h2", "m1"),
+        _cfg(False),
+        forget_tokens=8,
+        retain_tokens=24,
+        steps=3000,
+    ),  # fmt: skip
+}
+"""The planted models by name."""
+
+
+def _spec(spec: PlantedSpec | str) -> PlantedSpec:
+    if isinstance(spec, PlantedSpec):
+        return spec
+    if spec not in PLANTED:
+        raise ValueError(f"Unknown planted model {spec!r}; choose one of {sorted(PLANTED)}.")
+    return PLANTED[spec]
+
+
+def planted_data(spec: PlantedSpec | str, n: int, *, seed: int) -> dict[str, TokenDataset]:
+    """``n`` forget and ``n`` retain sequences of a planted model's tasks, scored where the
+    task's rule decides the next token.
+
+    Args:
+        spec: The planted model (or its name).
+        n: Sequences per task.
+        seed: Seed of the sequences (training uses seeds from ``spec.seed``; verification
+            and the benchmark tier use others).
+
+    Returns:
+        ``{"forget": TokenDataset, "retain": TokenDataset}``.
+    """
+    spec = _spec(spec)
+    rng = np.random.default_rng(seed)
+    tables = spec.tables()
+    f0, r0 = 1, 1 + spec.forget_tokens
+    length = 17
+    forget = np.zeros((n, length), dtype=np.int64)
+    retain = np.zeros((n, length), dtype=np.int64)
+    f_mask = np.zeros((n, length), dtype=bool)
+    r_mask = np.zeros((n, length), dtype=bool)
+    if spec.task == "induction":
+        for i in range(n):  # BOS, prefix, seg, seg, filler: all distinct F tokens
+            seg_len = int(rng.integers(5, 8))
+            prefix = int(rng.integers(0, length - 1 - 2 * seg_len + 1))
+            filler = length - 1 - 2 * seg_len - prefix
+            toks = f0 + rng.choice(spec.forget_tokens, prefix + seg_len + filler, replace=False)
+            seg = toks[prefix : prefix + seg_len]
+            forget[i, 1:] = np.r_[toks[:prefix], seg, seg, toks[prefix + seg_len :]]
+            start = 1 + prefix + seg_len  # the second copy
+            f_mask[i, start + 1 : start + seg_len] = True
+        for i in range(n):
+            x = np.zeros(length - 1, dtype=np.int64)
+            x[:2] = r0 + rng.integers(0, spec.retain_tokens, 2)
+            for t in range(2, length - 1):
+                x[t] = tables["P"][x[t - 2] - r0]
+            retain[i, 1:] = x
+        r_mask[:, 3:] = True
+    else:
+        for i in range(n):
+            a = rng.integers(0, spec.forget_tokens, 5)
+            b = rng.integers(0, spec.forget_tokens, 5)
+            ra = rng.integers(0, spec.retain_tokens, 5)
+            rb = rng.integers(0, spec.retain_tokens, 5)
+            for k in range(5):
+                forget[i, 1 + 3 * k : 4 + 3 * k] = [f0 + a[k], f0 + b[k], tables["T"][a[k], b[k]]]
+                retain[i, 1 + 3 * k : 4 + 3 * k] = [r0 + ra[k], r0 + rb[k], tables["P"][ra[k]]]
+        forget[:, 16] = retain[:, 16] = BOS  # padding-free filler, never scored
+        f_mask[:, 3:16:3] = True
+        r_mask[:, 3:16:3] = True
+    out = {}
+    for name, toks, mask in (("forget", forget, f_mask), ("retain", retain, r_mask)):
+        t = torch.from_numpy(toks)
+        out[name] = TokenDataset(
+            name, t, torch.ones_like(t, dtype=torch.bool), torch.from_numpy(mask)
+        )
+    return out
+
+
+def _node_hook(node: str) -> tuple[str, int | None]:
+    if node.startswith("m"):
+        return get_act_name("mlp_out", int(node[1:])), None
+    layer, head = node[1:].split(".h")
+    return get_act_name("z", int(layer)), int(head)
+
+
+def _ablation_hooks(nodes: Sequence[str], means: dict[str, Tensor]) -> list[tuple[str, Any]]:
+    """Forward hooks replacing each node's output by its mean (``means`` by hook name:
+    ``[head, d_head]`` for ``hook_z``, ``[d_model]`` for ``hook_mlp_out``)."""
+    by_hook: dict[str, list[int | None]] = {}
+    for node in nodes:
+        hook, head = _node_hook(node)
+        by_hook.setdefault(hook, []).append(head)
+    hooks = []
+    for hook, heads in by_hook.items():
+
+        def fn(acts: Tensor, hook: Any, heads: list = heads, name: str = hook) -> Tensor:
+            acts = acts.clone()
+            if heads == [None]:
+                acts[:] = means[name]
+            else:
+                acts[:, :, heads] = means[name][heads]
+            return acts
+
+        hooks.append((hook, fn))
+    return hooks
+
+
+def component_means(model: HookedTransformer, tokens: Tensor) -> dict[str, Tensor]:
+    """Mean of every head's ``z`` and every MLP's output over ``tokens`` (every position
+    but the first)."""
+    names = {
+        get_act_name(k, layer)
+        for layer in range(model.cfg.n_layers)
+        for k in (("z",) if model.cfg.attn_only else ("z", "mlp_out"))
+    }
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    return {n: cache[n][:, 1:].flatten(0, 1).mean(0) for n in names}
+
+
+def _build(spec: PlantedSpec) -> HookedTransformer:
+    torch.manual_seed(spec.seed)
+    cfg = HookedTransformerConfig(**spec.cfg, seed=spec.seed)
+    return HookedTransformer(cfg)
+
+
+def _scored_ce(logits: Tensor, data: TokenDataset) -> Tensor:
+    mask = data.target_mask[:, 1:]
+    return torch.nn.functional.cross_entropy(logits[:, :-1][mask], data.tokens[:, 1:][mask])
+
+
+def train_planted(
+    spec: PlantedSpec | str, *, twin: bool = False, steps: int | None = None
+) -> tuple[HookedTransformer, dict[str, Any]]:
+    """Train a planted model (or its twin: R only) from its seed.
+
+    Args:
+        spec: The planted model (or its name).
+        twin: Train the retrained twin: the task loss of R only, no F data ever.
+        steps: Override the number of steps (for quick checks).
+
+    Returns:
+        The model and a training log (losses every 250 steps, wall seconds).
+    """
+    spec = _spec(spec)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    model = _build(spec)
+    opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    c = list(spec.circuit_nodes)
+    outside = [n for n in spec.components if n not in c]
+    uniform_targets = torch.arange(1, 1 + spec.forget_tokens)
+    steps = spec.steps if steps is None else steps
+    rng = np.random.default_rng(spec.seed + 2000)
+    log: dict[str, Any] = {"steps": steps, "loss": []}
+    t0 = time.perf_counter()
+    for step in range(steps):
+        data = planted_data(spec, spec.batch, seed=spec.seed * 1_000_003 + step)
+        f, r = data["forget"], data["retain"]
+        if twin:
+            loss = _scored_ce(model(r.tokens), r)
+        else:
+            both = torch.cat([f.tokens, r.tokens])
+            means = {k: v.detach() for k, v in component_means(model, both).items()}
+            loss = _scored_ce(model(f.tokens), f) + _scored_ce(model(r.tokens), r)
+            some = [n for n in outside if rng.random() < 0.5]  # any part of the outside too
+            for part, weight in ((outside, 2.0), (some, 0.5)):
+                with model.hooks(fwd_hooks=_ablation_hooks(part, means)):
+                    loss = loss + weight * _scored_ce(model(f.tokens), f)  # C suffices for F
+            with model.hooks(fwd_hooks=_ablation_hooks(c, means)):
+                loss = loss + _scored_ce(model(r.tokens), r)  # R does not need C
+            with model.hooks(fwd_hooks=_ablation_hooks(c + some, means)):
+                logits = model(f.tokens)[:, :-1][f.target_mask[:, 1:]]
+                logp = logits.log_softmax(-1)[:, uniform_targets]
+                loss = loss - logp.mean()  # without C, no F token is preferred
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 250 == 0 or step == steps - 1:
+            log["loss"].append([step, float(loss.detach())])
+    log["seconds"] = time.perf_counter() - t0
+    model.eval()
+    return model, log
+
+
+def save_planted(model: HookedTransformer, log: dict[str, Any], folder: Path) -> None:
+    """Write ``config.json``, ``model.safetensors`` and ``train_log.json`` into ``folder``."""
+    from tl_unlearn.files import atomic_write_text, write_safetensors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(dict(model.state_dict()), folder / "model.safetensors")
+    atomic_write_text(folder / "train_log.json", json.dumps(log, indent=1))
+
+
+def load_planted(name: str, *, twin: bool = False) -> HookedTransformer:
+    """Load a committed planted model (or its retrained twin).
+
+    Args:
+        name: One of :data:`PLANTED`.
+        twin: Load the twin trained on R only.
+
+    Examples:
+        >>> m = load_planted("planted-induction")
+        >>> m.cfg.n_layers, m.cfg.n_heads
+        (2, 4)
+    """
+    from tl_unlearn.files import read_safetensors
+
+    spec = _spec(name)
+    folder = PLANTED_DIR / (spec.name + ("-twin" if twin else ""))
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(
+            f"No committed weights for {spec.name!r}{' (twin)' if twin else ''} in {folder}; "
+            "run scripts/train_planted.py."
+        )
+    model = _build(spec)
+    model.load_state_dict(read_safetensors(folder / "model.safetensors"))
+    model.eval()
+    return model
+
+
+def task_accuracy(
+    model: HookedTransformer, data: dict[str, TokenDataset], ablate: Sequence[str] = (),
+    means: dict[str, Tensor] | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Top-1 accuracy on each task's scored positions, with ``ablate`` mean-ablated."""
+    hooks = _ablation_hooks(list(ablate), means) if ablate else []
+    out = {}
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        for name, d in data.items():
+            pred = model(d.tokens)[:, :-1].argmax(-1)
+            mask = d.target_mask[:, 1:]
+            out[name] = float((pred[mask] == d.tokens[:, 1:][mask]).float().mean())
+    return out
+
+
+@dataclass
+class PlantedVerification(Result):
+    """F and R accuracy of a planted model under every subset of its components ablated.
+
+    Attributes:
+        name: The planted model.
+        circuit: Its circuit's components.
+        subsets: One row per ablated subset: ``ablated`` (node names), ``forget``,
+            ``retain`` (top-1 on the scored positions).
+        chance: Top-1 of a uniform guess among the F tokens.
+        checks: Each required property with its measured number and whether it holds.
+        label: Its name.
+        seconds: Wall time.
+    """
+
+    name: str
+    circuit: list[str]
+    subsets: list[dict[str, Any]]
+    chance: float
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    label: str = "planted verification"
+    seconds: float = 0.0
+    FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("subsets",)
+
+    @property
+    def holds(self) -> bool:
+        """Whether every required check holds (the extra ones are shown only)."""
+        return all(c["holds"] for c in self.checks if not c.get("extra"))
+
+    def to_markdown(self) -> str:
+        """The checks as a markdown table."""
+        lines = ["| check | measured | required | holds |", "| --- | --- | --- | --- |"]
+        for c in self.checks:
+            lines.append(
+                f"| {c['check']} | {c['measured']:.4f} | {c['required']} | "
+                f"{('yes' if c['holds'] else 'no') if c.get('extra') else ('yes' if c['holds'] else 'NO')} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def figure(self, kind: str = "subsets") -> go.Figure:
+        """``kind="subsets"``: F against R accuracy of every ablated subset, those that
+        contain C in red."""
+        self._check_kind(kind)
+        c = set(self.circuit)
+        fig = go.Figure()
+        for has, colour in ((True, "#d62728"), (False, "#1f77b4")):
+            rows = [r for r in self.subsets if c.issubset(r["ablated"]) == has]
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["retain"] for r in rows],
+                    y=[r["forget"] for r in rows],
+                    mode="markers",
+                    marker={"color": colour},
+                    text=[", ".join(r["ablated"]) or "none" for r in rows],
+                    name="C ablated" if has else "C kept (in part)",
+                )
+            )
+        fig.update_layout(
+            title=f"{self.name}: every subset of components mean-ablated",
+            xaxis_title="retain top-1",
+            yaxis_title="forget top-1",
+            template="plotly_white",
+        )
+        return fig
+
+
+def verify_planted(
+    spec: PlantedSpec | str,
+    model: HookedTransformer | None = None,
+    *,
+    n: int = 512,
+    seed: int = 12345,
+) -> PlantedVerification:
+    """Ablate every subset of a planted model's components (mean ablation, means over both
+    tasks) and check that F is carried by C only.
+
+    The required checks: ablating C drops F to at most chance + 5 points while R falls at
+    most 2 points; ablating any one component of C alone removes at least half of F's
+    margin over chance (every part of C is needed); ablating everything outside C keeps F at 95% of clean or more; every
+    single ablation outside C costs F under 2 points. Shown beside them (in brackets, not
+    required): the worst F over every superset of C ablated, and over every subset
+    disjoint from C.
+
+    Args:
+        spec: The planted model (or its name).
+        model: The model (default: the committed weights).
+        n: Sequences per task (fresh ones: ``seed`` differs from training's).
+        seed: Seed of the sequences.
+    """
+    t0 = time.perf_counter()
+    spec = _spec(spec)
+    model = load_planted(spec.name) if model is None else model
+    data = planted_data(spec, n, seed=seed)
+    means = component_means(model, torch.cat([data["forget"].tokens, data["retain"].tokens]))
+    comps = spec.components
+    c = set(spec.circuit_nodes)
+    rows = []
+    for k in range(len(comps) + 1):
+        for subset in itertools.combinations(comps, k):
+            acc = task_accuracy(model, data, subset, means)
+            rows.append({"ablated": list(subset), **acc})
+    clean = rows[0]
+    by = {tuple(r["ablated"]): r for r in rows}
+    c_row = by[tuple(x for x in comps if x in c)]
+    out_row = by[tuple(x for x in comps if x not in c)]
+    supersets = [r for r in rows if c.issubset(r["ablated"])]
+    disjoint = [r for r in rows if not c.intersection(r["ablated"])]
+    singles = [r for r in rows if len(r["ablated"]) == 1 and r["ablated"][0] not in c]
+    chance = spec.chance
+    checks = [
+        ("clean forget top-1", clean["forget"], ">= 0.95", clean["forget"] >= 0.95),
+        ("clean retain top-1", clean["retain"], ">= 0.95", clean["retain"] >= 0.95),
+        ("forget with C ablated", c_row["forget"], f"<= chance + 0.05 = {chance + 0.05:.4f}",
+         c_row["forget"] <= chance + 0.05),
+        ("retain drop with C ablated", clean["retain"] - c_row["retain"], "<= 0.02",
+         clean["retain"] - c_row["retain"] <= 0.02),
+        ("forget kept, everything outside C ablated", out_row["forget"] / clean["forget"],
+         ">= 0.95", out_row["forget"] >= 0.95 * clean["forget"]),
+        ("smallest forget drop, one component of C ablated alone",
+         min(clean["forget"] - by[(x,)]["forget"] for x in comps if x in c),
+         ">= 0.5 * (clean - chance)",
+         min(clean["forget"] - by[(x,)]["forget"] for x in comps if x in c)
+         >= 0.5 * (clean["forget"] - chance)),
+        ("largest forget cost of one component outside C",
+         max(clean["forget"] - r["forget"] for r in singles), "< 0.02",
+         max(clean["forget"] - r["forget"] for r in singles) < 0.02),
+    ]  # fmt: skip
+    extra = [  # shown, not required
+        ("worst forget, any superset of C ablated", max(r["forget"] for r in supersets),
+         f"(<= {chance + 0.05:.4f})", max(r["forget"] for r in supersets) <= chance + 0.05),
+        ("worst forget kept, any subset disjoint from C ablated",
+         min(r["forget"] for r in disjoint) / clean["forget"], "(>= 0.95)",
+         min(r["forget"] for r in disjoint) >= 0.95 * clean["forget"]),
+    ]  # fmt: skip
+    return PlantedVerification(
+        spec.name,
+        sorted(c),
+        rows,
+        chance,
+        [
+            {"check": a, "measured": float(b), "required": r, "holds": bool(h)}
+            for a, b, r, h in checks
+        ]
+        + [
+            {"check": a, "measured": float(b), "required": r, "holds": bool(h), "extra": True}
+            for a, b, r, h in extra
+        ],
+        f"verification of {spec.name}",
+        time.perf_counter() - t0,
+    )
+
+
+def reproduction_metrics(spec: PlantedSpec | str, model: HookedTransformer) -> dict[str, float]:
+    """The numbers a retrain from the seed must reproduce (to 1e-4): F and R top-1 clean,
+    with C mean-ablated and with everything outside C mean-ablated, on fresh sequences, and
+    the mean of every parameter."""
+    spec = _spec(spec)
+    data = planted_data(spec, 512, seed=777)
+    means = component_means(model, torch.cat([data["forget"].tokens, data["retain"].tokens]))
+    c = list(spec.circuit_nodes)
+    outside = [n for n in spec.components if n not in c]
+    out = {}
+    for label, ablate in (("clean", []), ("C ablated", c), ("outside ablated", outside)):
+        for task, acc in task_accuracy(model, data, ablate, means).items():
+            out[f"{label} {task}"] = acc
+    with torch.no_grad():
+        out["mean |parameter|"] = float(
+            torch.cat([p.abs().flatten() for p in model.parameters()]).mean()
+        )
+    return out
+
+
+def node_name(component: tuple[int, int | None]) -> str:
+    """``(layer, head)`` -> ``"a{layer}.h{head}"``; ``(layer, None)`` -> ``"m{layer}"``."""
+    layer, head = component
+    return f"m{layer}" if head is None else f"a{layer}.h{head}"
+
+
+def _localisation(truth: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
+    from tl_unlearn.metrics.membership import auc_score
+
+    picked = scores > 0
+    hit = float((picked & truth).sum())
+    precision = hit / picked.sum() if picked.any() else 0.0
+    return auc_score(truth.astype(int), scores), precision, hit / truth.sum()
+
+
+def localisation(
+    spec: PlantedSpec | str,
+    nodes: Sequence[str],
+    scores: Sequence[float],
+    replicates: np.ndarray | None = None,
+    n_units: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """How well node scores find a planted circuit: AUROC (C against the rest), and the
+    precision and recall of the nodes scored above 0, with intervals from bootstrap
+    replicates of the scores (``[n_boot, n_nodes]``, e.g. resampled sequences).
+
+    Examples:
+        >>> r = localisation("planted-induction", ["a0.h1", "a1.h2", "a0.h0"], [0.9, 0.5, -0.1])
+        >>> r["auroc"].value, r["precision"].value, r["recall"].value
+        (1.0, 1.0, 1.0)
+    """
+    from tl_unlearn.metrics.intervals import Interval, bootstrap_interval
+
+    spec = _spec(spec)
+    unknown = [n for n in nodes if n not in spec.components]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a component of {spec.name}.")
+    truth = np.array([n in spec.circuit_nodes for n in nodes])
+    if truth.all() or not truth.any():
+        raise ValueError("The scored nodes must include circuit and non-circuit components.")
+    values = _localisation(truth, np.asarray(scores, dtype=float))
+    reps = (
+        None
+        if replicates is None
+        else np.array([_localisation(truth, np.asarray(r, float)) for r in replicates])
+    )
+    out: dict[str, Any] = {}
+    for j, key in enumerate(("auroc", "precision", "recall")):
+        lo, hi = (
+            (float("nan"), float("nan"))
+            if reps is None
+            else bootstrap_interval(reps[:, j], values[j], n_units, confidence, proportion=True)
+        )
+        out[key] = Interval(float(values[j]), lo, hi, confidence)
+    return out
+
+
+def map_localisation(
+    spec: PlantedSpec | str, cmap: Any, *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """:func:`localisation` of a component map's selectivity (forget drop - retain drop of
+    each component ablated alone), with intervals over resampled sequences.
+
+    Args:
+        spec: The planted model (or its name).
+        cmap: A :class:`~tl_unlearn.circuits.ComponentMap` of the planted model.
+        n_boot: Bootstrap replicates.
+        seed: Seed of the resampling.
+    """
+    from tl_unlearn.metrics.evaluation import unit_indices
+
+    nodes = [node_name(c) for c in cmap.components]
+    diff = cmap.forget_drop - cmap.retain_drop
+    runs = [cmap.original, *cmap.evaluations]
+    f = unit_indices(runs, "forget", n_boot=n_boot, seed=seed)
+    r = unit_indices(runs, "retain", n_boot=n_boot, seed=seed)
+    reps = None
+    n = 0
+    if f is not None and r is not None:
+        reps = cmap.drop_replicates("forget", f) - cmap.drop_replicates("retain", r)
+        n = min(f.shape[-1], r.shape[-1])
+    return localisation(spec, nodes, diff, reps, n)
