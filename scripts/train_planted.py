@@ -53,8 +53,8 @@ def main() -> None:
                 for f in (name, f"{name}-twin")
             )
         else:
-            model, log = train_planted(spec)
             twin, twin_log = train_planted(spec, twin=True)
+            model, log = train_planted(spec, init=twin)
         ver = verify_planted(spec, model)
         log["metrics"] = reproduction_metrics(spec, model)
         twin_log["metrics"] = reproduction_metrics(spec, twin)
@@ -68,8 +68,9 @@ def main() -> None:
         section = [
             f"**{name}** (C = {', '.join(spec.circuit_nodes)}; {len(spec.components)} "
             f"components, {2 ** len(spec.components)} subsets ablated; chance "
-            f"{spec.chance:.4f}). Training: {spec.steps} steps in {log['seconds']:.0f} s, "
-            f"its twin (R only) in {twin_log['seconds']:.0f} s, on "
+            f"{spec.chance:.4f}). Training: the twin (R only), {spec.twin_steps} steps in "
+            f"{twin_log['seconds']:.0f} s, then the planted model from it, {spec.steps} "
+            f"steps in {log['seconds']:.0f} s, on "
             f"{torch.get_num_threads()} CPU threads; peak RSS so far "
             f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB. The twin's "
             f"forget top-1: {twin_log['metrics']['clean forget']:.4f}, retain top-1: "

@@ -31,8 +31,9 @@ from tl_unlearn.results import Result, load_result, result_types
 def results(tiny_model, tiny_data, task):
     """One real instance of every result type, computed on the tiny model."""
     from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
-    from tl_unlearn.ground_truth import verify_planted
+    from tl_unlearn.ground_truth import load_planted, planted_data, verify_planted
     from tl_unlearn.metrics.coverage import interval_coverage
+    from tl_unlearn.metrics.depth import unlearning_depth
 
     m, data = tiny_model, {k: v.head(4) for k, v in tiny_data.items()}
     head = zero_ablation(m, heads=[(1, 0)])
@@ -130,6 +131,13 @@ def results(tiny_model, tiny_data, task):
         ),
         interval_coverage(curve, n_units=2, n_sims=5, n_boot=50),
         verify_planted("planted-induction", n=16),
+        unlearning_depth(
+            load_planted("planted-induction"),
+            [],
+            load_planted("planted-induction", twin=True),
+            planted_data("planted-induction", 8, seed=0)["forget"],
+            n_boot=20,
+        ),
     ]
 
 

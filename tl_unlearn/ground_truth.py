@@ -3,7 +3,9 @@
 Two small models are trained (by ``scripts/train_planted.py``, seeded, a minute or so each
 on 2 CPUs) so that a *forget* task F is carried only by a known circuit C and a *retain*
 task R by other components; their weights are committed, with a *retrained twin* of each
-(the same architecture, recipe and seed, trained on R only: it never sees F).
+(the same architecture and seed, trained on R only: it never sees F). The planted model
+is trained on from its twin, so the two share their representations of R and hidden states
+can be patched between them.
 
 - ``planted-induction``: 2 attention-only layers of 4 heads. F is induction on the F
   tokens (``BOS p s s q``: a segment ``s`` of 5 to 7 F tokens repeated after a prefix ``p``
@@ -80,7 +82,8 @@ class PlantedSpec:
         cfg: The TransformerLens config (a dict).
         forget_tokens: How many F tokens (ids ``1 ..``).
         retain_tokens: How many R tokens (ids after the F tokens).
-        steps: Training steps.
+        steps: Training steps of the planted model (after its twin's).
+        twin_steps: Training steps of the twin (R only), the planted model's start.
         batch: Sequences per task per step.
         lr: Adam learning rate.
         seed: Seed of the weights, the tables and the training data.
@@ -93,6 +96,7 @@ class PlantedSpec:
     forget_tokens: int = 24
     retain_tokens: int = 24
     steps: int = 3000
+    twin_steps: int = 1500
     batch: int = 64
     lr: float = 1e-3
     seed: int = 0
@@ -278,26 +282,42 @@ def _scored_ce(logits: Tensor, data: TokenDataset) -> Tensor:
 
 
 def train_planted(
-    spec: PlantedSpec | str, *, twin: bool = False, steps: int | None = None
+    spec: PlantedSpec | str,
+    *,
+    twin: bool = False,
+    steps: int | None = None,
+    init: HookedTransformer | None = None,
 ) -> tuple[HookedTransformer, dict[str, Any]]:
     """Train a planted model (or its twin: R only) from its seed.
+
+    The planted model is trained on from its twin (``init``; trained here first when not
+    given), as an unlearning benchmark's full model is trained on from the model that never
+    saw the forget data: the two share their representations of everything else, so hidden
+    states can be patched between them (:func:`~tl_unlearn.metrics.depth.unlearning_depth`).
 
     Args:
         spec: The planted model (or its name).
         twin: Train the retrained twin: the task loss of R only, no F data ever.
         steps: Override the number of steps (for quick checks).
+        init: The twin to start the planted model from (default: train it first).
 
     Returns:
         The model and a training log (losses every 250 steps, wall seconds).
     """
     spec = _spec(spec)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    model = _build(spec)
+    if twin:
+        model = _build(spec)
+    else:
+        if init is None:
+            init, _ = train_planted(spec, twin=True)
+        model = _build(spec)
+        model.load_state_dict(init.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
     c = list(spec.circuit_nodes)
     outside = [n for n in spec.components if n not in c]
     uniform_targets = torch.arange(1, 1 + spec.forget_tokens)
-    steps = spec.steps if steps is None else steps
+    steps = (spec.twin_steps if twin else spec.steps) if steps is None else steps
     rng = np.random.default_rng(spec.seed + 2000)
     log: dict[str, Any] = {"steps": steps, "loss": []}
     t0 = time.perf_counter()

@@ -20,8 +20,10 @@ converts to a dict (JSON) and, where it has a picture, makes a plotly ``go.Figur
   distinct-2, forget likeness of generated text, with bootstrap intervals).
 - ``intervals``: bootstrap intervals over units (sequences, prompts, samples), paired.
 - ``coverage``: :func:`interval_coverage` (do the intervals hold their level? simulated).
+- ``depth``: :func:`unlearning_depth` (UDS: removal depth by patching against a twin).
 """
 
+from tl_unlearn.metrics.depth import UnlearningDepth, unlearning_depth
 from tl_unlearn.metrics.distances import (
     ActivationDistances,
     OutputDistances,
@@ -58,6 +60,8 @@ from tl_unlearn.metrics.uncertainty import FisherUncertainty, fisher_uncertainty
 from tl_unlearn.metrics.weights import WeightDistance, equivalent_weight_edit, weight_distance
 
 __all__ = [
+    "UnlearningDepth",
+    "unlearning_depth",
     "FisherUncertainty",
     "MembershipInference",
     "OutputDistances",

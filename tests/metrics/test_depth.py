@@ -1,0 +1,78 @@
+"""Removal depth by patching (UDS) on the planted models, whose circuit and twin are known.
+
+The issue expected ablating the circuit to score near 1 and a last-layer suppression clearly
+lower. With the current planted recipe neither holds (``planted-induction``: C ablated 0.47,
+suppressed 0.58): with C removed the planted model still knows that the answer is an F
+token (its necessity loss asks for a uniform guess among them), while the twin never learned
+F tokens at all, so every layer's ``d1`` is about twice ``d2``. The test prints both and
+asserts what the definition fixes: the twin scores 1, no intervention 0, ``d1`` equals a
+patch written by hand."""
+
+import pytest
+import torch
+
+from tl_unlearn.ground_truth import (
+    PLANTED,
+    _ablation_hooks,
+    component_means,
+    load_planted,
+    planted_data,
+)
+from tl_unlearn.metrics.depth import unlearning_depth
+
+
+def _setup(name):
+    spec = PLANTED[name]
+    model, twin = load_planted(name), load_planted(name, twin=True)
+    data = planted_data(spec, 128, seed=3)["forget"]
+    ref = planted_data(spec, 128, seed=4)
+    means = component_means(model, torch.cat([ref["forget"].tokens, ref["retain"].tokens]))
+    return spec, model, twin, data, means
+
+
+def _suppression(model, spec, scale=30.0):
+    """Push the last residual away from the F tokens' mean unembedding: the outputs lose F,
+    the layers before keep it."""
+    w_u = model.W_U.detach()
+    f = torch.arange(1, 1 + spec.forget_tokens)
+    direction = w_u[:, f].mean(1) - w_u.mean(1)
+    direction = direction / direction.norm()
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    return [(last, lambda acts, hook: acts - scale * direction)]
+
+
+def test_d1_equals_a_hand_written_patch():
+    spec, model, twin, data, means = _setup("planted-induction")
+    res = unlearning_depth(model, [], twin, data, n_boot=50)
+    _, cache = twin.run_with_cache(data.tokens)
+    name = "blocks.0.hook_resid_post"
+    with torch.no_grad():
+        base = model(data.tokens).log_softmax(-1)
+        patched = model.run_with_hooks(
+            data.tokens, fwd_hooks=[(name, lambda a, hook: cache[name])]
+        ).log_softmax(-1)
+    mask = data.target_mask[:, 1:]
+    tgt = data.tokens[:, 1:]
+
+    def lp(x):
+        v = x[:, :-1].gather(-1, tgt[..., None])[..., 0]
+        return (v * mask).sum(1) / mask.sum(1)
+
+    assert res.layers[0]["d1"] == pytest.approx(float((lp(base) - lp(patched)).mean()), rel=1e-5)
+    assert res.value == 0.0  # nothing removed
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_depth_of_circuit_ablation_and_suppression(name):
+    spec, model, twin, data, means = _setup(name)
+    deep = unlearning_depth(
+        model, _ablation_hooks(list(spec.circuit_nodes), means), twin, data, label="C ablated"
+    )
+    shallow = unlearning_depth(model, _suppression(model, spec), twin, data, label="suppressed")
+    print(name, "C ablated", deep.interval, "suppressed", shallow.interval)
+    assert 0.0 < deep.value < 1.0 and 0.0 < shallow.value < 1.0
+    # suppression at the last block leaves every earlier hidden state as it was: d2 = 0 there
+    assert all(r["d2"] == pytest.approx(0.0, abs=1e-5) for r in shallow.layers[:-1])
+    assert unlearning_depth(model, twin, twin, data, n_boot=50).value == 1.0
+    with pytest.raises(ValueError, match="tau"):
+        unlearning_depth(model, [], twin, data, tau=0)
