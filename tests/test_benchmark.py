@@ -259,3 +259,17 @@ def test_default_run_has_the_degree_of_removal(run_dir):
         assert ranked.loc[name, "zrf"] == pytest.approx(entry.method.zrf)
         assert ranked.loc[name, "baseline_zrf"] == pytest.approx(entry.baseline.zrf)
     assert "Degree of removal: relearning" in (out / "report.html").read_text()
+
+
+def test_the_tiny_model_run_has_an_unlearning_depth_column(run_dir):
+    """The tiny model has a retrained twin: each method's UDS at its validated level is a
+    scorecard column with its interval, and the report shows it."""
+    out, result = run_dir
+    df = result.scorecard.ranked()
+    assert "uds" in df and df["uds"].notna().any()
+    for name in df["uds"].dropna().index:
+        assert (
+            0.0 <= df.loc[name, "uds_low"] <= df.loc[name, "uds"] <= df.loc[name, "uds_high"] <= 1
+        )
+        assert result.curve(name).held_out()["level"] > 0
+    assert "unlearning depth" in (out / "report.html").read_text()

@@ -278,16 +278,19 @@ def _sweep_methods(
     eval_kw: dict[str, Any],
     timings: dict[str, float],
     progress: bool,
+    fitted: dict[str, Any] | None = None,
 ) -> tuple[list[SelectivityCurve], dict[str, dict[str, Any]], dict[str, Any]]:
     """Fit each method on the fit split and sweep its levels on the eval split: the curves,
-    each method's information, and the fitted methods (their families of interventions)."""
+    each method's information, and the fitted methods (their families of interventions).
+    Methods in ``fitted`` are swept as they are (``ctx`` may then be None)."""
     curves: list[SelectivityCurve] = []
     method_info: dict[str, dict[str, Any]] = {}
+    given = fitted or {}
     fitted = {}
     bar = tqdm(config.methods, desc="methods", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
-        fm = fit_method(name, ctx)
+        fm = given[name] if name in given else fit_method(name, ctx)
         fitted[name] = fm
         release_free_memory()
         t0 = time.perf_counter()
@@ -311,6 +314,40 @@ def _sweep_methods(
         timings[f"sweep:{name}"] = time.perf_counter() - t0
         release_free_memory()
     return curves, method_info, fitted
+
+
+def _depth_rows(
+    config: BenchmarkConfig,
+    model: Any,
+    ev: dict[str, Any],
+    curves: list[SelectivityCurve],
+    fitted: dict[str, Any],
+) -> dict[str, dict[str, float]]:
+    """Where the model has a retrained twin (``tiny``): each method's Unlearning Depth at
+    its validated level on the forget eval set, a scorecard column (``uds``)."""
+    from tl_unlearn.metrics.depth import unlearning_depth
+    from tl_unlearn.models import load_tiny_model
+
+    if config.model != "tiny" or "forget" not in ev:
+        return {}
+    twin = load_tiny_model(model.cfg.device, twin=True)
+    if (twin.cfg.n_layers, twin.cfg.d_model) != (model.cfg.n_layers, model.cfg.d_model):
+        return {}  # another model was passed in under the name "tiny"
+    rows = {}
+    for curve in curves:
+        level = curve.held_out()["level"]
+        if not (math.isfinite(level) and level > 0):
+            continue
+        d = unlearning_depth(
+            model,
+            fitted[curve.name].family(level),
+            twin,
+            ev["forget"],
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+        rows[curve.name] = {"uds": d.value, "uds_low": d.low, "uds_high": d.high}
+    return rows
 
 
 def _extra_metrics(
@@ -554,6 +591,11 @@ def run_benchmark(
     one_batch = {k: v.head(config.batch_size) for k, v in ev.items()}
     extra_rows = _extra_metrics(config, model, task, one_batch, curves, fitted)
     timings["extra_metrics"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for name, row in _depth_rows(config, model, ev, curves, fitted).items():
+        extra_rows.setdefault(name, {}).update(row)
+    timings["unlearning_depth"] = time.perf_counter() - t0
 
     removal: dict[str, DegreeOfRemoval] = {}
     if config.relearn_steps:

@@ -44,9 +44,74 @@ def _smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Named configurations of ``tl-unlearn run --config NAME`` (a file path is read instead).
+PRESETS = ("ground-truth",)
+
+
+def _ground_truth(args: argparse.Namespace) -> int:
+    """``--config ground-truth``: the ground-truth tier on the planted models."""
+    from tl_unlearn.ground_truth_tier import run_ground_truth_tier
+
+    ignored = [
+        k
+        for k in ("model", "forget", "retain", "metric", "seq_len", "fit_tokens", "eval_tokens")
+        if getattr(args, k) is not None
+    ]
+    if ignored:
+        raise ValueError(
+            f"--config ground-truth runs on the planted models and their own tasks; "
+            f"drop {', '.join('--' + k.replace('_', '-') for k in ignored)}."
+        )
+    options = {}
+    for opt in args.option or []:
+        if "=" not in opt:
+            raise ValueError(f"--option must look like key=value, got {opt!r}")
+        key, value = opt.split("=", 1)
+        options[key] = json.loads(value) if value[:1] in "[{0123456789-" else value
+    kwargs: dict = {"options": options, "progress": not args.quiet}
+    if args.methods:
+        kwargs["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    if args.baseline_seeds is not None:
+        kwargs["baseline_seeds"] = args.baseline_seeds
+    if args.batch_size is not None:
+        kwargs["batch_size"] = args.batch_size
+    from pathlib import Path
+
+    from tl_unlearn.files import atomic_write_text
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {str(out)!r} exists and is not a folder.")
+    tier = run_ground_truth_tier(**kwargs)
+    out.mkdir(parents=True, exist_ok=True)
+    tier.save(out / "results.json")
+    atomic_write_text(out / "report.md", tier.to_markdown() + "\n")
+    import html
+
+    summary = tier.to_markdown().split("\n\n", 1)[-1]
+    atomic_write_text(
+        out / "report.html",
+        "<html><head><meta charset='utf-8'><title>tl_unlearn ground-truth tier</title>"
+        "</head><body><h1>Ground-truth tier</h1>"
+        + "".join(f"<p>{html.escape(line)}</p>" for line in summary.splitlines())
+        + tier.to_dataframe().to_html(float_format=lambda x: f"{x:.3f}")
+        + tier.figure().to_html(include_plotlyjs=True, full_html=False)
+        + "</body></html>",
+    )
+    sys.stdout.write(tier.to_markdown() + "\n")
+    sys.stdout.write(
+        f"report: {out}/report.html\nresults: {out}/results.json\ntotal {tier.seconds:.1f}s\n"
+    )
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
 
+    if args.config in PRESETS:
+        return _ground_truth(args)
     cfg = BenchmarkConfig.from_file(args.config) if args.config else BenchmarkConfig()
     overrides = {
         k: getattr(args, k)
@@ -94,6 +159,7 @@ def _run(args: argparse.Namespace) -> int:
             "relearn_steps",
             "baseline_relearn_steps",
             "zrf",
+            "uds",
             "max_difference",
             "forget_drop_at_best",
             "retain_drop_at_best",
@@ -129,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tl-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the benchmark and write report.html + results.json")
-    run.add_argument("--config", help="YAML or JSON file with BenchmarkConfig settings")
+    run.add_argument(
+        "--config",
+        help="YAML or JSON file with BenchmarkConfig settings, or 'ground-truth' (every "
+        "method on the planted-circuit models, scored against their known circuits)",
+    )
     run.add_argument("--model", help="'smollm2' (default, offline), 'tiny', or a TL model name")
     run.add_argument(
         "--forget",

@@ -3,9 +3,11 @@
 Two small models are trained (by ``scripts/train_planted.py``, seeded, a minute or so each
 on 2 CPUs) so that a *forget* task F is carried only by a known circuit C and a *retain*
 task R by other components; their weights are committed, with a *retrained twin* of each
-(the same architecture and seed, trained on R only: it never sees F). The planted model
-is trained on from its twin, so the two share their representations of R and hidden states
-can be patched between them.
+(the same architecture and seed, trained on R only: it never sees an F answer; it only
+learns which tokens F's answers are drawn from, as the planted model without C must). The
+planted model is trained on from its twin, so the two share their representations of R and
+hidden states can be patched between them. Training runs in float64, so that it reproduces
+on any CPU.
 
 - ``planted-induction``: 2 attention-only layers of 4 heads. F is induction on the F
   tokens (``BOS p s s q``: a segment ``s`` of 5 to 7 F tokens repeated after a prefix ``p``
@@ -59,6 +61,7 @@ __all__ = [
     "PLANTED",
     "PlantedSpec",
     "PlantedVerification",
+    "corrupt_forget",
     "load_planted",
     "localisation",
     "map_localisation",
@@ -83,7 +86,8 @@ class PlantedSpec:
         forget_tokens: How many F tokens (ids ``1 ..``).
         retain_tokens: How many R tokens (ids after the F tokens).
         steps: Training steps of the planted model (after its twin's).
-        twin_steps: Training steps of the twin (R only), the planted model's start.
+        twin_steps: Training steps of the twin (R only, never an F answer), the planted
+            model's start.
         batch: Sequences per task per step.
         lr: Adam learning rate.
         seed: Seed of the weights, the tables and the training data.
@@ -228,6 +232,47 @@ def planted_data(spec: PlantedSpec | str, n: int, *, seed: int) -> dict[str, Tok
     return out
 
 
+def corrupt_forget(spec: PlantedSpec | str, forget: TokenDataset, *, seed: int) -> TokenDataset:
+    """The counterfactual partner of each forget sequence, for patching methods: the same
+    positions and scored mask, the answer no longer given by the context.
+
+    ``induction``: the first copy of the repeated segment is replaced by F tokens the
+    sequence does not hold (nothing earlier predicts the second copy). ``lookup``: each
+    triple's first token ``a`` is replaced by another F token (``T[a', b]`` is another answer
+    for most ``b``).
+
+    Examples:
+        >>> d = planted_data("planted-induction", 2, seed=5)["forget"]
+        >>> c = corrupt_forget("planted-induction", d, seed=0)
+        >>> bool((c.target_mask == d.target_mask).all()), bool((c.tokens != d.tokens).any())
+        (True, True)
+    """
+    spec = _spec(spec)
+    rng = np.random.default_rng(seed)
+    toks = forget.tokens.clone().numpy()
+    mask = forget.target_mask.numpy()
+    f_tokens = np.arange(1, 1 + spec.forget_tokens)
+    for i in range(len(toks)):
+        if spec.task == "induction":
+            scored = np.flatnonzero(mask[i])
+            if not len(scored):
+                continue
+            seg_len = len(scored) + 1
+            second = scored[0] - 1
+            first = np.arange(second - seg_len, second)
+            unused = np.setdiff1d(f_tokens, toks[i])
+            toks[i, first] = rng.choice(unused, seg_len, replace=False)
+        else:
+            for a_pos in np.flatnonzero(mask[i]) - 2:
+                toks[i, a_pos] = rng.choice(f_tokens[f_tokens != toks[i, a_pos]])
+    return TokenDataset(
+        f"{forget.name} (corrupted)",
+        torch.from_numpy(toks),
+        forget.attention_mask.clone(),
+        forget.target_mask.clone(),
+    )
+
+
 def _node_hook(node: str) -> tuple[str, int | None]:
     if node.startswith("m"):
         return get_act_name("mlp_out", int(node[1:])), None
@@ -270,15 +315,21 @@ def component_means(model: HookedTransformer, tokens: Tensor) -> dict[str, Tenso
     return {n: cache[n][:, 1:].flatten(0, 1).mean(0) for n in names}
 
 
-def _build(spec: PlantedSpec) -> HookedTransformer:
+def _build(spec: PlantedSpec, dtype: torch.dtype = torch.float32) -> HookedTransformer:
     torch.manual_seed(spec.seed)
-    cfg = HookedTransformerConfig(**spec.cfg, seed=spec.seed)
+    cfg = HookedTransformerConfig(**spec.cfg, seed=spec.seed, dtype=dtype)
     return HookedTransformer(cfg)
 
 
 def _scored_ce(logits: Tensor, data: TokenDataset) -> Tensor:
     mask = data.target_mask[:, 1:]
     return torch.nn.functional.cross_entropy(logits[:, :-1][mask], data.tokens[:, 1:][mask])
+
+
+def _uniform_ce(logits: Tensor, data: TokenDataset, targets: Tensor) -> Tensor:
+    """Cross-entropy of the scored positions against the uniform distribution over
+    ``targets`` (the F tokens): the answer is one of them, none preferred."""
+    return -logits[:, :-1][data.target_mask[:, 1:]].log_softmax(-1)[:, targets].mean()
 
 
 def train_planted(
@@ -288,7 +339,7 @@ def train_planted(
     steps: int | None = None,
     init: HookedTransformer | None = None,
 ) -> tuple[HookedTransformer, dict[str, Any]]:
-    """Train a planted model (or its twin: R only) from its seed.
+    """Train a planted model (or its twin: R only) from its seed, in float64.
 
     The planted model is trained on from its twin (``init``; trained here first when not
     given), as an unlearning benchmark's full model is trained on from the model that never
@@ -297,7 +348,9 @@ def train_planted(
 
     Args:
         spec: The planted model (or its name).
-        twin: Train the retrained twin: the task loss of R only, no F data ever.
+        twin: Train the retrained twin: the task loss of R, and on F's prompts the
+            cross-entropy against the uniform distribution over the F tokens (no F answer
+            ever).
         steps: Override the number of steps (for quick checks).
         init: The twin to start the planted model from (default: train it first).
 
@@ -306,17 +359,17 @@ def train_planted(
     """
     spec = _spec(spec)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    if twin:
-        model = _build(spec)
-    else:
+    # float64: float sums in another order (other threads, other SIMD kernels) change the
+    # weights by ~1e-16 instead of ~1e-7, so the training reproduces on any CPU
+    model = _build(spec, torch.float64)
+    if not twin:
         if init is None:
             init, _ = train_planted(spec, twin=True)
-        model = _build(spec)
         model.load_state_dict(init.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
     c = list(spec.circuit_nodes)
     outside = [n for n in spec.components if n not in c]
-    uniform_targets = torch.arange(1, 1 + spec.forget_tokens)
+    targets = torch.arange(1, 1 + spec.forget_tokens)
     steps = (spec.twin_steps if twin else spec.steps) if steps is None else steps
     rng = np.random.default_rng(spec.seed + 2000)
     log: dict[str, Any] = {"steps": steps, "loss": []}
@@ -324,8 +377,8 @@ def train_planted(
     for step in range(steps):
         data = planted_data(spec, spec.batch, seed=spec.seed * 1_000_003 + step)
         f, r = data["forget"], data["retain"]
-        if twin:
-            loss = _scored_ce(model(r.tokens), r)
+        if twin:  # R, and which tokens F's answers are drawn from, but never an F answer
+            loss = _scored_ce(model(r.tokens), r) + _uniform_ce(model(f.tokens), f, targets)
         else:
             both = torch.cat([f.tokens, r.tokens])
             means = {k: v.detach() for k, v in component_means(model, both).items()}
@@ -337,17 +390,17 @@ def train_planted(
             with model.hooks(fwd_hooks=_ablation_hooks(c, means)):
                 loss = loss + _scored_ce(model(r.tokens), r)  # R does not need C
             with model.hooks(fwd_hooks=_ablation_hooks(c + some, means)):
-                logits = model(f.tokens)[:, :-1][f.target_mask[:, 1:]]
-                logp = logits.log_softmax(-1)[:, uniform_targets]
-                loss = loss - logp.mean()  # without C, no F token is preferred
+                loss = loss + _uniform_ce(model(f.tokens), f, targets)  # without C: the twin
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 250 == 0 or step == steps - 1:
             log["loss"].append([step, float(loss.detach())])
     log["seconds"] = time.perf_counter() - t0
-    model.eval()
-    return model, log
+    out = _build(spec)
+    out.load_state_dict(model.state_dict())  # float32, as committed
+    out.eval()
+    return out, log
 
 
 def save_planted(model: HookedTransformer, log: dict[str, Any], folder: Path) -> None:

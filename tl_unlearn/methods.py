@@ -41,13 +41,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.circuits import component_intervention
-from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.data import TokenDataset
 from tl_unlearn.engine.forward import row_chunks, run_from_layer, unembed_residual
 from tl_unlearn.interventions import (
     Intervention,
@@ -245,6 +246,14 @@ class FittedMethod:
     neurons, heads, SAE features, or a random steering matrix of the same norms): the control
     a claim about the chosen units is tested against. None for a method that is itself
     random (``prune-random``).
+
+    ``node_scores``: how strongly the method ranks each model component (``"a1.h2"``,
+    ``"m0"``; higher: removed first), for methods whose units belong to components (heads,
+    neurons, edges); None for residual-stream methods (SAE features, steering).
+    ``edge_scores``: the scored :class:`~tl_unlearn.edges.Circuit` of an edge method.
+    ``nodes_at(level)`` / ``edges_at(level)``: the components (edges) the intervention at
+    ``level`` touches. All four are what the ground-truth tier scores against a planted
+    circuit.
     """
 
     name: str
@@ -255,6 +264,10 @@ class FittedMethod:
     info: dict[str, Any] = field(default_factory=dict)
     baseline: Callable[[float, int], Intervention] | None = None
     baseline_label: str = ""
+    node_scores: dict[str, float] | None = None
+    edge_scores: Any = None
+    nodes_at: Callable[[float], list[str]] | None = None
+    edges_at: Callable[[float], list[str]] | None = None
 
 
 @dataclass
@@ -316,9 +329,39 @@ def _pruning(score: str) -> Callable[[MethodContext, PruningOptions], FittedMeth
             {"n_units": ps.n_units},
             None if score == "random" else baseline,
             "random MLP neurons",
+            node_scores=_unit_node_scores(ps),
+            nodes_at=lambda f: _unit_nodes(ps, ps.select(f)),
         )
 
     return fit
+
+
+def _unit_nodes(ps: PruningScores, selected: Mapping[str, Tensor]) -> list[str]:
+    """The components holding at least one selected unit."""
+    out = []
+    for hook, mask in selected.items():
+        layer = int(hook.split(".")[1])
+        mask = mask.reshape(ps.shapes[hook])
+        if mask.ndim == 1:
+            out += [f"m{layer}"] if bool(mask.any()) else []
+        else:
+            out += [f"a{layer}.h{h}" for h in range(mask.shape[0]) if bool(mask[h].any())]
+    return out
+
+
+def _unit_node_scores(ps: PruningScores) -> dict[str, float]:
+    """Each component's score: the best score among its units (the one selective pruning
+    would remove first)."""
+    out: dict[str, float] = {}
+    for hook, scores in ps.scores.items():
+        layer = int(hook.split(".")[1])
+        units = scores.reshape(ps.shapes[hook]).float().nan_to_num(nan=-torch.inf)
+        if units.ndim == 1:  # MLP neurons
+            out[f"m{layer}"] = float(units.max())
+        else:  # per head
+            for head, row in enumerate(units):
+                out[f"a{layer}.h{head}"] = float(row.max())
+    return out
 
 
 def head_attribution(
@@ -333,7 +376,9 @@ def head_attribution(
 
     ``score[l, h] = A_F[l, h] - A_R[l, h]`` with
     ``A_D[l, h] = mean over D's tokens of (mean_z[l, h] - z[l, h]) . dL/dz[l, h]``, where
-    ``mean_z`` is the pooled mean of ``hook_z`` on the retain data (or ``reference``).
+    ``mean_z`` is the pooled mean of ``hook_z`` on the retain data (or ``reference``). The
+    loss is taken at each dataset's scored positions (every next-token prediction of a text,
+    the answers of a prompt→answer task).
 
     The backward pass runs one block at a time (from residuals cached without a graph), so
     memory holds the autograd graph of a single block, never of the whole model: a whole
@@ -374,9 +419,10 @@ def head_attribution(
         def keep(acts: Tensor, hook: Any) -> None:
             store[hook.name] = acts
 
-        for tokens, mask in data.batches(batch_size):
-            tokens, mask = tokens.to(device), mask.to(device)
-            valid = predicted_positions(mask)
+        for start in range(0, len(data), batch_size):
+            batch = data.rows(slice(start, start + batch_size))
+            tokens, mask = batch.tokens.to(device), batch.attention_mask.to(device)
+            valid = batch.scored_positions().to(device)  # a task's answers only, if it has some
             with torch.no_grad():
                 _, cache = model.run_with_cache(
                     tokens, names_filter=[*resid_names, final_name], return_type=None
@@ -452,6 +498,12 @@ def _head_mean(ctx: MethodContext, opts: HeadMeanOptions) -> FittedMethod:
         },
         baseline,
         "random heads, mean-ablated",
+        node_scores={
+            f"a{l}.h{h}": float(scores[l, h])
+            for l in range(model.cfg.n_layers)
+            for h in range(n_heads)
+        },
+        nodes_at=lambda f: [f"a{l}.h{h}" for l, h in ranked[: max(1, round(f * total))]],
     )
 
 
@@ -520,16 +572,25 @@ def _sae_features(ctx: MethodContext, opts: SAEOptions) -> FittedMethod:
 
 
 def _actadd(ctx: MethodContext, opts: ActAddOptions) -> FittedMethod:
+    layer = min(6, ctx.model.cfg.n_layers - 1) if opts.layer is None else opts.layer
+    return actadd_method(ctx.model, opts.prompt_add, opts.prompt_sub, layer, opts.levels)
+
+
+def actadd_method(
+    model: Any, plus: Any, minus: Any, layer: int, levels: Sequence[float]
+) -> FittedMethod:
+    """The ``actadd`` method for a prompt pair (text, or token ids for a model without a
+    tokenizer), swept over ``levels`` (coefficients), with its random-steering control."""
     t0 = time.perf_counter()
-    model = ctx.model
-    layer = min(6, model.cfg.n_layers - 1) if opts.layer is None else opts.layer
-    plus, minus = opts.prompt_add, opts.prompt_sub
-    unit = actadd(model, plus, minus, layer, 1.0)  # validates the layer now, before sweeping
+    pad = None if getattr(model, "tokenizer", None) is not None else 0
+    unit = actadd(
+        model, plus, minus, layer, 1.0, pad_token_id=pad
+    )  # validates the layer now, before sweeping
 
     def family(coeff: float) -> Intervention:
-        return actadd(model, plus, minus, layer, coeff, name=f"actadd@{coeff:g}")
+        return actadd(model, plus, minus, layer, coeff, pad_token_id=pad, name=f"actadd@{coeff:g}")
 
-    steer = steering_matrix(model, plus, minus, layer, 1.0)
+    steer = steering_matrix(model, plus, minus, layer, 1.0, pad_token_id=pad)
 
     def baseline(coeff: float, seed: int) -> Intervention:
         return random_steering(
@@ -539,13 +600,13 @@ def _actadd(ctx: MethodContext, opts: ActAddOptions) -> FittedMethod:
     return FittedMethod(
         "actadd",
         family,
-        list(opts.levels),
+        list(levels),
         "ActAdd coefficient",
         time.perf_counter() - t0,
         {
             "layer": layer,
-            "prompt_add": plus,
-            "prompt_sub": minus,
+            "prompt_add": plus if isinstance(plus, str) else torch.as_tensor(plus).tolist(),
+            "prompt_sub": minus if isinstance(minus, str) else torch.as_tensor(minus).tolist(),
             "n_positions": unit.info["n_positions"],
         },
         baseline,
@@ -621,9 +682,40 @@ def _edge_method(kind: str) -> Callable[[MethodContext, EdgeOptions], FittedMeth
             {"top_edges": top.edges, "n_real_edges": total, "attribution_examples": len(clean)},
             baseline,
             "random edges, mean-ablated",
+            node_scores=edge_node_scores(scores),
+            edge_scores=scores,
+            nodes_at=lambda f: [
+                n
+                for n in scores.top(max(1, round(f * total))).nodes
+                if n not in ("input", "logits")
+            ],
+            edges_at=lambda f: scores.top(max(1, round(f * total))).edges,
         )
 
     return fit
+
+
+def edge_node_scores(circuit: Any) -> dict[str, float]:
+    """Each node's score from a scored circuit: the largest ``|score|`` of an edge into or
+    out of it (``input`` and ``logits`` left out).
+
+    Examples:
+        >>> import numpy as np
+        >>> from tl_unlearn import Circuit
+        >>> c = Circuit.empty(1, 2)
+        >>> c.scores = np.zeros(c.in_graph.shape); c.scores[1, -1] = -3.0  # a0.h0->logits
+        >>> edge_node_scores(c)["a0.h0"], edge_node_scores(c)["a0.h1"]
+        (3.0, 0.0)
+    """
+    real = circuit.real_edges()
+    values = np.where(real, np.abs(circuit.scores), 0.0)
+    out = dict(zip(circuit.parent_names, values.max(1)))
+    for j, child in enumerate(circuit.child_names):
+        node = child.split("<")[0]
+        if node != "logits":
+            out[node] = max(out.get(node, 0.0), float(values[:, j].max()))
+    out.pop("input", None)
+    return {k: float(v) for k, v in out.items()}
 
 
 def _patch_metric(data: TokenDataset) -> Callable[[Tensor, TokenDataset], Tensor]:

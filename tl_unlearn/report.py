@@ -120,6 +120,7 @@ COLUMN_LABELS = {
     "baseline_relearn_steps": "random baseline: relearning steps",
     "baseline_relearn_tokens": "random baseline: relearning tokens",
     "zrf": "ZRF (1 = like a random model)",
+    "uds": "unlearning depth (UDS; 1 = as deep as the retrained twin)",
     "predicted_tokens": "predicted tokens",
     "fit_sequences": "fit sequences",
     "fit_documents": "fit documents",

@@ -83,3 +83,30 @@ def test_actadd_all_positions_adds_the_mean_difference_everywhere(tiny_model):
 def test_actadd_bad_positions(tiny_model):
     with pytest.raises(ValueError, match="positions='middle'"):
         actadd(tiny_model, "a", "b", layer=1, positions="middle")
+
+
+def test_actadd_from_token_ids_equals_a_hand_written_hook():
+    """A model without a tokenizer (a planted model) steers from token-id prompts."""
+    from tl_unlearn.ground_truth import load_planted, planted_data
+
+    model = load_planted("planted-lookup")
+    data = planted_data("planted-lookup", 8, seed=5)
+    plus, minus = data["retain"].tokens[0], data["forget"].tokens[0]
+    name = "blocks.1.hook_resid_pre"
+    _, c_plus = model.run_with_cache(plus[None], names_filter=[name])
+    _, c_minus = model.run_with_cache(minus[None], names_filter=[name])
+    steer = 3.0 * (c_plus[name][0] - c_minus[name][0])
+    with torch.no_grad():
+        want = model.run_with_hooks(
+            data["forget"].tokens, fwd_hooks=[(name, lambda a, hook: a + steer)]
+        )
+        iv = actadd(model, plus, minus.tolist(), layer=1, coeff=3.0)
+        with iv.applied(model):
+            got = model(data["forget"].tokens)
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="same"):
+        actadd(model, plus, plus.clone(), layer=1)
+    with pytest.raises(ValueError, match="outside"):
+        actadd(model, [0, 999], minus, layer=1)
+    with pytest.raises(ValueError, match="pad_token_id"):
+        actadd(model, [0, 1, 2], minus, layer=1)

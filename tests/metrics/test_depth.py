@@ -1,12 +1,8 @@
 """Removal depth by patching (UDS) on the planted models, whose circuit and twin are known.
 
-The issue expected ablating the circuit to score near 1 and a last-layer suppression clearly
-lower. With the current planted recipe neither holds (``planted-induction``: C ablated 0.47,
-suppressed 0.58): with C removed the planted model still knows that the answer is an F
-token (its necessity loss asks for a uniform guess among them), while the twin never learned
-F tokens at all, so every layer's ``d1`` is about twice ``d2``. The test prints both and
-asserts what the definition fixes: the twin scores 1, no intervention 0, ``d1`` equals a
-patch written by hand."""
+Removing the circuit (mean-ablating C) must score clearly deeper than a suppression that only
+pushes the last residual away from the F tokens (every earlier hidden state keeps F there);
+the twin itself scores 1, no intervention 0, and ``d1`` equals a patch written by hand."""
 
 import pytest
 import torch
@@ -24,8 +20,8 @@ from tl_unlearn.metrics.depth import unlearning_depth
 def _setup(name):
     spec = PLANTED[name]
     model, twin = load_planted(name), load_planted(name, twin=True)
-    data = planted_data(spec, 128, seed=3)["forget"]
-    ref = planted_data(spec, 128, seed=4)
+    data = planted_data(spec, 128, seed=3_000_001)["forget"]
+    ref = planted_data(spec, 128, seed=3_000_002)
     means = component_means(model, torch.cat([ref["forget"].tokens, ref["retain"].tokens]))
     return spec, model, twin, data, means
 
@@ -70,7 +66,8 @@ def test_depth_of_circuit_ablation_and_suppression(name):
     )
     shallow = unlearning_depth(model, _suppression(model, spec), twin, data, label="suppressed")
     print(name, "C ablated", deep.interval, "suppressed", shallow.interval)
-    assert 0.0 < deep.value < 1.0 and 0.0 < shallow.value < 1.0
+    assert 0.0 < shallow.value < 1.0 and 0.5 < deep.value <= 1.0
+    assert deep.low > shallow.high + 0.05  # removal is deeper than suppression, clearly
     # suppression at the last block leaves every earlier hidden state as it was: d2 = 0 there
     assert all(r["d2"] == pytest.approx(0.0, abs=1e-5) for r in shallow.layers[:-1])
     assert unlearning_depth(model, twin, twin, data, n_boot=50).value == 1.0

@@ -20,10 +20,11 @@ by an SAE decoder direction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
@@ -46,20 +47,56 @@ def _space_id(tokenizer: Any) -> int:
     return ids[0]
 
 
+Prompt = str | Sequence[int] | Tensor
+"""A prompt: text (tokenized with BOS), or token ids taken as given (for models without a
+tokenizer, such as the planted models)."""
+
+
+def _prompt_ids(model: Any, prompt: Prompt, arg: str) -> Int[Tensor, " pos"]:
+    if isinstance(prompt, str):
+        return model.to_tokens(prompt, prepend_bos=True)[0]
+    ids = torch.as_tensor(prompt)
+    if ids.ndim != 1 or ids.is_floating_point() or ids.is_complex() or not len(ids):
+        raise TypeError(f"{arg} must be a string or a non-empty 1-D sequence of token ids.")
+    if int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab:
+        raise ValueError(f"{arg} holds token ids outside [0, {model.cfg.d_vocab}).")
+    return ids.long().to(model.cfg.device)
+
+
+def _show(prompt: Prompt) -> str:
+    return repr(prompt) if isinstance(prompt, str) else f"ids{torch.as_tensor(prompt).tolist()}"
+
+
 @torch.inference_mode()
 def steering_matrix(
     model: Any,
-    prompt_add: str,
-    prompt_sub: str,
+    prompt_add: Prompt,
+    prompt_sub: Prompt,
     layer: int,
     coeff: float = 1.0,
     *,
     pad_token_id: int | None = None,
 ) -> Float[Tensor, "pos d_model"]:
-    """``coeff * (resid_pre(prompt_add) - resid_pre(prompt_sub))`` at ``layer``, per position."""
+    """``coeff * (resid_pre(prompt_add) - resid_pre(prompt_sub))`` at ``layer``, per position.
+
+    Prompts of token ids are taken as given; the shorter prompt is padded with
+    ``pad_token_id`` (default: the tokenizer's space token; required without a tokenizer
+    when the prompts differ in length)."""
     check_layer(model, layer)
-    toks = [model.to_tokens(p, prepend_bos=True)[0] for p in (prompt_add, prompt_sub)]
-    pad = _space_id(model.tokenizer) if pad_token_id is None else pad_token_id
+    toks = [
+        _prompt_ids(model, p, a)
+        for p, a in ((prompt_add, "prompt_add"), (prompt_sub, "prompt_sub"))
+    ]
+    if pad_token_id is None and len(toks[0]) == len(toks[1]):
+        pad = 0  # nothing to pad
+    elif pad_token_id is None:
+        if getattr(model, "tokenizer", None) is None:
+            raise ValueError(
+                "The prompts differ in length and the model has no tokenizer: pass pad_token_id=."
+            )
+        pad = _space_id(model.tokenizer)
+    else:
+        pad = pad_token_id
     width = max(len(t) for t in toks)
     batch = torch.stack([torch.cat([t, t.new_full((width - len(t),), pad)]) for t in toks])
     name = get_act_name("resid_pre", layer)
@@ -70,7 +107,7 @@ def steering_matrix(
 
 @torch.inference_mode()
 def mean_difference(
-    model: Any, prompt_add: str, prompt_sub: str, layer: int, coeff: float = 1.0
+    model: Any, prompt_add: Prompt, prompt_sub: Prompt, layer: int, coeff: float = 1.0
 ) -> Float[Tensor, " d_model"]:
     """``coeff * (mean h(prompt_add) - mean h(prompt_sub))`` of ``resid_pre`` at ``layer``.
 
@@ -79,10 +116,10 @@ def mean_difference(
     check_layer(model, layer)
     name = get_act_name("resid_pre", layer)
     means = []
-    for prompt in (prompt_add, prompt_sub):
-        toks = model.to_tokens(prompt, prepend_bos=True)
+    for prompt, arg in ((prompt_add, "prompt_add"), (prompt_sub, "prompt_sub")):
+        toks = _prompt_ids(model, prompt, arg)[None]
         if toks.shape[1] < 2:
-            raise ValueError(f"Prompt {prompt!r} has no token after BOS.")
+            raise ValueError(f"Prompt {_show(prompt)} has no token after BOS.")
         _, cache = model.run_with_cache(toks, names_filter=[name], return_type=None)
         means.append(cache[name][0, 1:].mean(0))
     return (coeff * (means[0] - means[1])).detach().clone()
@@ -102,8 +139,8 @@ def _front_add(steer: Tensor) -> Any:
 
 def actadd(
     model: Any,
-    prompt_add: str,
-    prompt_sub: str,
+    prompt_add: Prompt,
+    prompt_sub: Prompt,
     layer: int,
     coeff: float = 5.0,
     *,
@@ -115,8 +152,8 @@ def actadd(
 
     Args:
         model: The model.
-        prompt_add: The "+" prompt (e.g. ``"Love"``).
-        prompt_sub: The "-" prompt (e.g. ``"Hate"``).
+        prompt_add: The "+" prompt (e.g. ``"Love"``), or its token ids (BOS included).
+        prompt_sub: The "-" prompt (e.g. ``"Hate"``), or its token ids.
         layer: Layer whose ``hook_resid_pre`` is steered.
         coeff: Coefficient ``c``; 0 leaves the model unchanged.
         pad_token_id: Padding for the shorter prompt (default: the space token).
@@ -140,18 +177,24 @@ def actadd(
     """
     if positions not in ("front", "all"):
         raise ValueError(f"positions={positions!r}; choose 'front' or 'all'.")
-    for arg, prompt in (("prompt_add", prompt_add), ("prompt_sub", prompt_sub)):
-        if not isinstance(prompt, str):
-            raise TypeError(f"{arg} must be a string, got {type(prompt).__name__}.")
-    if prompt_add == prompt_sub:
+    ids = [
+        _prompt_ids(model, p, a) if not isinstance(p, str) else p
+        for p, a in ((prompt_add, "prompt_add"), (prompt_sub, "prompt_sub"))
+    ]
+    same = (
+        ids[0] == ids[1]
+        if isinstance(ids[0], str) or isinstance(ids[1], str)
+        else ids[0].shape == ids[1].shape and bool((ids[0] == ids[1]).all())
+    )
+    if same:
         raise ValueError(
-            f"prompt_add and prompt_sub are the same ({prompt_add!r}): their "
+            f"prompt_add and prompt_sub are the same ({_show(prompt_add)}): their "
             "difference, the steering vector, would be zero. Give two different "
             "prompts (one of them may be empty)."
         )
     hook_name = get_act_name("resid_pre", check_layer(model, layer))
     label = name or (
-        f"actadd({prompt_add!r} - {prompt_sub!r}, L{layer}, c={coeff:g}"
+        f"actadd({_show(prompt_add)} - {_show(prompt_sub)}, L{layer}, c={coeff:g}"
         + (", all positions)" if positions == "all" else ")")
     )
     if positions == "all":

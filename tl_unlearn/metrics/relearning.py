@@ -280,7 +280,8 @@ def relearn(
     Args:
         model: The (original) model; it is copied (or, with adapters, its weights are frozen
             and restored), never changed.
-        forget_fit: Data to fine-tune on.
+        forget_fit: Data to fine-tune on (its scored positions: every next token of a text,
+            the answers of a task with a target mask).
         forget_eval: Data the forget top-1 is measured on.
         hooks: The intervention (kept during fine-tuning and evaluation).
         original_top1: Forget top-1 of M0 (computed when None).
@@ -390,6 +391,8 @@ def relearn(
                 tokens = forget_fit.tokens[idx].to(device)
                 mask = forget_fit.attention_mask[idx].to(device)
                 scored = predicted_positions(mask)
+                if forget_fit.target_mask is not None:  # a task's answers, not its prompts
+                    scored = scored & forget_fit.target_mask[idx, 1:].to(device)
                 opt.zero_grad(set_to_none=True)
                 for s in range(0, batch_size, micro):  # gradients accumulate: the batch mean
                     per_tok = student(
