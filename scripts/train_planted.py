@@ -68,7 +68,7 @@ def main() -> None:
         section = [
             f"**{name}** (C = {', '.join(spec.circuit_nodes)}; {len(spec.components)} "
             f"components, {2 ** len(spec.components)} subsets ablated; chance "
-            f"{spec.chance:.4f}). Training: the twin (R only), {spec.twin_steps} steps in "
+            f"{spec.chance:.4f}). Training: the twin (R, and F prompts without answers), {spec.twin_steps} steps in "
             f"{twin_log['seconds']:.0f} s, then the planted model from it, {spec.steps} "
             f"steps in {log['seconds']:.0f} s, on "
             f"{torch.get_num_threads()} CPU threads; peak RSS so far "

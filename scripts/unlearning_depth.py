@@ -27,20 +27,11 @@ from tl_unlearn.ground_truth import (
     component_means,
     load_planted,
     planted_data,
+    suppression_hooks,
     task_accuracy,
 )
 from tl_unlearn.metrics.depth import unlearning_depth
 from tl_unlearn.metrics.relearning import relearn
-
-
-def suppression(model, spec, scale: float = 30.0):
-    """Push the last residual away from the F tokens' mean unembedding direction."""
-    w_u = model.W_U.detach()
-    f = torch.arange(1, 1 + spec.forget_tokens)
-    direction = w_u[:, f].mean(1) - w_u.mean(1)
-    direction = direction / direction.norm()
-    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    return [(last, lambda acts, hook: acts - scale * direction)]
 
 
 def planted_rows(name: str, n: int, seeds: int, steps: int) -> tuple[list[str], list[str]]:
@@ -58,7 +49,7 @@ def planted_rows(name: str, n: int, seeds: int, steps: int) -> tuple[list[str], 
         ),
         **{f"{c} ablated alone": _ablation_hooks([c], means) for c in spec.circuit_nodes},
         f"two heads outside C ({', '.join(two)})": _ablation_hooks(two, means),
-        "suppression (last residual pushed off the F tokens)": suppression(model, spec),
+        "suppression (last residual pushed off the F tokens)": suppression_hooks(model, spec),
     }
     rows = []
     for label, hooks in interventions.items():

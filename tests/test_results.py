@@ -32,6 +32,7 @@ def results(tiny_model, tiny_data, task):
     """One real instance of every result type, computed on the tiny model."""
     from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
     from tl_unlearn.ground_truth import load_planted, planted_data, verify_planted
+    from tl_unlearn.ground_truth_tier import run_ground_truth_tier
     from tl_unlearn.metrics.coverage import interval_coverage
     from tl_unlearn.metrics.depth import unlearning_depth
 
@@ -138,6 +139,16 @@ def results(tiny_model, tiny_data, task):
             planted_data("planted-induction", 8, seed=0)["forget"],
             n_boot=20,
         ),
+        run_ground_truth_tier(
+            models=["planted-lookup"],
+            methods=["head-mean", "prune-random"],
+            fits=2,
+            n_fit=16,
+            n_eval=32,
+            baseline_seeds=1,
+            n_boot=20,
+            progress=False,
+        ),  # fmt: skip
     ]
 
 

@@ -178,6 +178,47 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _map(args: argparse.Namespace) -> int:
+    """``tl-unlearn map``: a component selectivity map, unit by unit, in-process or on Ray."""
+    from tl_unlearn.scale import MapJob, component_map_job
+
+    job = MapJob(
+        model=args.model,
+        forget=args.forget,
+        retain=args.retain,
+        components=args.components,
+        method=args.method,
+        tokens=args.tokens,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        shards=args.shards,
+        threads=args.threads,
+        device=args.device,
+    )
+    cmap = component_map_job(
+        job,
+        executor="inprocess" if args.ray is None else "ray",
+        actors=args.actors,
+        address=args.ray or None,
+        num_gpus=args.gpus_per_actor,
+        run_dir=args.output,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    from pathlib import Path
+
+    cmap.save(Path(args.output) / "component_map.json")
+    sys.stdout.write(cmap.to_dataframe().to_string(float_format=lambda x: f"{x:.4f}") + "\n")
+    info = cmap.info
+    sys.stdout.write(
+        f"{info['units']} units: {info['computed']} computed, {info['read_back']} read back, "
+        f"{info['retried']} retried ({info['executor']}); {cmap.seconds:.1f}s\n"
+        f"map: {args.output}/component_map.json\n"
+    )
+    return 0
+
+
 def _options(args: argparse.Namespace) -> int:
     from tl_unlearn.methods import METHODS, option_keys
     from tl_unlearn.runs import DEFAULT_METHODS, RunOptions
@@ -252,6 +293,38 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--output", default="runs/latest", help="output folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
+    cmap = sub.add_parser(
+        "map",
+        help="ablate each head (or MLP) alone: a component map, in-process or on Ray, resumable",
+    )
+    cmap.add_argument("--model", default="tiny", help="'tiny' (default), 'smollm2' or a TL name")
+    cmap.add_argument("--forget", default="python_code")
+    cmap.add_argument("--retain", default="wikipedia")
+    cmap.add_argument("--components", default="heads", choices=["heads", "mlp", "both"])
+    cmap.add_argument("--method", default="zero", choices=["zero", "mean"])
+    cmap.add_argument("--tokens", type=int, default=2000, help="evaluation tokens per side")
+    cmap.add_argument("--seq-len", type=int, default=64, dest="seq_len")
+    cmap.add_argument("--batch-size", type=int, default=8, dest="batch_size")
+    cmap.add_argument("--seed", type=int, default=0)
+    cmap.add_argument("--shards", type=int, default=1, help="pieces each dataset is cut into")
+    cmap.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: a cluster's address, or nothing for a local cluster",
+    )
+    cmap.add_argument("--actors", type=int, default=2, help="Ray actors (each loads the model)")
+    cmap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    cmap.add_argument("--device", default="cpu", help="device of each worker's model")
+    cmap.add_argument("--gpus-per-actor", type=float, default=0.0, dest="gpus_per_actor")
+    cmap.add_argument("--output", default="runs/map", help="run folder (units, job, map)")
+    cmap.add_argument(
+        "--resume", action="store_true", help="compute only the units not yet in --output"
+    )
+    cmap.add_argument("--quiet", action="store_true", help="no progress bars")
+    cmap.set_defaults(func=_map)
     options = sub.add_parser("options", help="list the methods and their options")
     options.set_defaults(func=_options)
     smoke = sub.add_parser("smoke", help="load the model and print forget/retain loss")

@@ -1,9 +1,9 @@
 """Models whose circuits are known: the ground truth the scorecard is checked against.
 
-Two small models are trained (by ``scripts/train_planted.py``, seeded, a minute or so each
+Two small models are trained (by ``scripts/train_planted.py``, seeded, several minutes each
 on 2 CPUs) so that a *forget* task F is carried only by a known circuit C and a *retain*
 task R by other components; their weights are committed, with a *retrained twin* of each
-(the same architecture and seed, trained on R only: it never sees an F answer; it only
+(the same architecture and seed, trained on R and never on an F answer: it only
 learns which tokens F's answers are drawn from, as the planted model without C must). The
 planted model is trained on from its twin, so the two share their representations of R and
 hidden states can be patched between them. Training runs in float64, so that it reproduces
@@ -66,6 +66,7 @@ __all__ = [
     "localisation",
     "map_localisation",
     "planted_data",
+    "suppression_hooks",
     "train_planted",
     "verify_planted",
 ]
@@ -86,7 +87,7 @@ class PlantedSpec:
         forget_tokens: How many F tokens (ids ``1 ..``).
         retain_tokens: How many R tokens (ids after the F tokens).
         steps: Training steps of the planted model (after its twin's).
-        twin_steps: Training steps of the twin (R only, never an F answer), the planted
+        twin_steps: Training steps of the twin (R; never an F answer), the planted
             model's start.
         batch: Sequences per task per step.
         lr: Adam learning rate.
@@ -302,6 +303,29 @@ def _ablation_hooks(nodes: Sequence[str], means: dict[str, Tensor]) -> list[tupl
     return hooks
 
 
+def suppression_hooks(
+    model: HookedTransformer, spec: PlantedSpec | str, scale: float = 30.0
+) -> list[tuple[str, Any]]:
+    """An edit that only suppresses F's output: the last residual pushed ``scale`` along
+    minus the F tokens' mean unembedding direction (centred, unit norm). Every hidden state
+    before the last block's output is left as it is: the contrast to removing C.
+
+    Examples:
+        >>> m = load_planted("planted-lookup")
+        >>> d = planted_data("planted-lookup", 64, seed=9)
+        >>> with m.hooks(fwd_hooks=suppression_hooks(m, "planted-lookup")):
+        ...     task_accuracy(m, d)["forget"]
+        0.0
+    """
+    spec = _spec(spec)
+    w_u = model.W_U.detach()
+    f = torch.arange(1, 1 + spec.forget_tokens)
+    direction = w_u[:, f].mean(1) - w_u.mean(1)
+    direction = direction / direction.norm()
+    last = get_act_name("resid_post", model.cfg.n_layers - 1)
+    return [(last, lambda acts, hook: acts - scale * direction)]
+
+
 def component_means(model: HookedTransformer, tokens: Tensor) -> dict[str, Tensor]:
     """Mean of every head's ``z`` and every MLP's output over ``tokens`` (every position
     but the first)."""
@@ -339,7 +363,7 @@ def train_planted(
     steps: int | None = None,
     init: HookedTransformer | None = None,
 ) -> tuple[HookedTransformer, dict[str, Any]]:
-    """Train a planted model (or its twin: R only) from its seed, in float64.
+    """Train a planted model (or its twin: never an F answer) from its seed, in float64.
 
     The planted model is trained on from its twin (``init``; trained here first when not
     given), as an unlearning benchmark's full model is trained on from the model that never
@@ -417,7 +441,7 @@ def load_planted(name: str, *, twin: bool = False) -> HookedTransformer:
 
     Args:
         name: One of :data:`PLANTED`.
-        twin: Load the twin trained on R only.
+        twin: Load the twin (trained on R, never on an F answer).
 
     Examples:
         >>> m = load_planted("planted-induction")

@@ -317,7 +317,7 @@ def run_ground_truth_tier(
     models: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
     *,
-    fits: int = 4,
+    fits: int = 8,
     n_fit: int = 128,
     n_eval: int = 256,
     baseline_seeds: int = 3,

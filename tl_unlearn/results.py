@@ -120,7 +120,12 @@ class Result:
             )
 
 
-_MORE_RESULT_MODULES = ("tl_unlearn.ground_truth", "tl_unlearn.metrics.coverage")
+_MORE_RESULT_MODULES = (
+    "tl_unlearn.ground_truth",
+    "tl_unlearn.ground_truth_tier",
+    "tl_unlearn.metrics.coverage",
+    "tl_unlearn.metrics.depth",
+)
 
 
 def load_result(path: str | Path) -> Result:

@@ -13,6 +13,7 @@ from tl_unlearn.ground_truth import (
     component_means,
     load_planted,
     planted_data,
+    suppression_hooks,
 )
 from tl_unlearn.metrics.depth import unlearning_depth
 
@@ -24,17 +25,6 @@ def _setup(name):
     ref = planted_data(spec, 128, seed=3_000_002)
     means = component_means(model, torch.cat([ref["forget"].tokens, ref["retain"].tokens]))
     return spec, model, twin, data, means
-
-
-def _suppression(model, spec, scale=30.0):
-    """Push the last residual away from the F tokens' mean unembedding: the outputs lose F,
-    the layers before keep it."""
-    w_u = model.W_U.detach()
-    f = torch.arange(1, 1 + spec.forget_tokens)
-    direction = w_u[:, f].mean(1) - w_u.mean(1)
-    direction = direction / direction.norm()
-    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    return [(last, lambda acts, hook: acts - scale * direction)]
 
 
 def test_d1_equals_a_hand_written_patch():
@@ -64,7 +54,9 @@ def test_depth_of_circuit_ablation_and_suppression(name):
     deep = unlearning_depth(
         model, _ablation_hooks(list(spec.circuit_nodes), means), twin, data, label="C ablated"
     )
-    shallow = unlearning_depth(model, _suppression(model, spec), twin, data, label="suppressed")
+    shallow = unlearning_depth(
+        model, suppression_hooks(model, spec), twin, data, label="suppressed"
+    )
     print(name, "C ablated", deep.interval, "suppressed", shallow.interval)
     assert 0.0 < shallow.value < 1.0 and 0.5 < deep.value <= 1.0
     assert deep.low > shallow.high + 0.05  # removal is deeper than suppression, clearly

@@ -1,0 +1,104 @@
+"""Units of work and executors: a component map cut into units gives the map computed in one
+piece; Ray gives the in-process numbers; a killed actor and an interrupted run change
+nothing."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from tl_unlearn import component_selectivity_map, load_tiny_model, make_task
+from tl_unlearn.scale import MapJob, Unit, component_map_job
+
+JOB = MapJob(model="tiny", tokens=600, seq_len=32, shards=3, batch_size=4, threads=1)
+
+
+def _same_maps(a, b, exact: bool):
+    assert a.components == b.components
+    for x, y in zip([a.original, *a.evaluations], [b.original, *b.evaluations]):
+        for side in ("forget", "retain"):
+            for metric in ("top1", "loss"):
+                assert x.metric(side, metric) == pytest.approx(y.metric(side, metric), abs=1e-6)
+            if exact:
+                assert x[side].units == y[side].units
+    if exact:  # the same per-sequence statistics: the same intervals for the same seed
+        for x, y in zip(a.evaluations, b.evaluations):
+            assert x.drop_intervals(a.original, "top1") == y.drop_intervals(b.original, "top1")
+
+
+@pytest.fixture(scope="module")
+def inprocess():
+    return component_map_job(JOB, progress=False)
+
+
+def test_units_are_json_and_cover_every_component_and_shard():
+    units = JOB.units((2, 4, False))
+    assert len(units) == 3 * (1 + 8)
+    assert [Unit.from_dict(json.loads(json.dumps(u.to_dict()))) for u in units] == units
+    assert MapJob.from_dict(json.loads(json.dumps(JOB.to_dict()))) == JOB
+
+
+def test_sharded_map_equals_the_map_in_one_piece(inprocess):
+    """Independent reference: component_selectivity_map on the same data in one process."""
+    model = load_tiny_model()
+    data = make_task().tokenize(model.tokenizer, "eval", seq_len=32, max_tokens=600, seed=0)
+    whole = component_selectivity_map(model, data, "heads", progress=False, batch_size=4)
+    _same_maps(inprocess, whole, exact=False)
+    for x, y in zip(inprocess.evaluations, whole.evaluations):  # same sequences, same order
+        for side in ("forget", "retain"):
+            assert np.allclose(x[side].units["top1"], y[side].units["top1"])
+    assert inprocess.info["computed"] == 27 and inprocess.info["read_back"] == 0
+
+
+def test_interrupted_run_resumes_to_the_same_map(tmp_path, inprocess):
+    def stop(n, pool):
+        if n == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        component_map_job(JOB, run_dir=tmp_path, progress=False, on_unit=stop)
+    assert len(list((tmp_path / "units").glob("*.json"))) == 10
+    again = component_map_job(JOB, run_dir=tmp_path, resume=True, progress=False)
+    assert again.info["read_back"] == 10 and again.info["computed"] == 17
+    _same_maps(again, inprocess, exact=True)
+    with pytest.raises(ValueError, match="another job"):
+        component_map_job(MapJob(model="tiny", tokens=300), run_dir=tmp_path, progress=False)
+
+
+def test_bad_input_is_refused_before_any_work(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="executor"):
+        component_map_job(JOB, executor="dask")
+    with pytest.raises(ValueError, match="run_dir"):
+        component_map_job(JOB, resume=True)
+    with pytest.raises(ValueError, match="Nothing to resume"):
+        component_map_job(JOB, run_dir=tmp_path / "new", resume=True)
+    with pytest.raises(ValueError, match="shards"):
+        MapJob(shards=0)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ModuleNotFoundError, match=r"tl_unlearn\[ray\]"):
+        component_map_job(JOB, executor="ray", progress=False)
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_equals_inprocess(local_cluster, inprocess):
+    cmap = component_map_job(JOB, executor="ray", actors=2, progress=False)
+    _same_maps(cmap, inprocess, exact=True)
+    assert cmap.info["executor"] == "ray" and cmap.info["retried"] == 0
+
+
+def test_a_killed_actor_changes_nothing(local_cluster, inprocess):
+    def kill(n, pool):
+        if n == 5:
+            local_cluster.kill(pool.actors[0])
+
+    cmap = component_map_job(JOB, executor="ray", actors=2, progress=False, on_unit=kill)
+    assert cmap.info["retried"] >= 1  # its unit went to a new actor
+    _same_maps(cmap, inprocess, exact=True)
