@@ -49,7 +49,9 @@ def planted_rows(name: str, n: int, seeds: int, steps: int) -> tuple[list[str], 
         ),
         **{f"{c} ablated alone": _ablation_hooks([c], means) for c in spec.circuit_nodes},
         f"two heads outside C ({', '.join(two)})": _ablation_hooks(two, means),
-        "suppression (last residual pushed off the F tokens)": suppression_hooks(model, spec),
+        "suppression (last residual pushed off the F tokens, R kept)": suppression_hooks(
+            model, spec
+        ),
     }
     rows = []
     for label, hooks in interventions.items():

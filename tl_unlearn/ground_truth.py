@@ -304,23 +304,29 @@ def _ablation_hooks(nodes: Sequence[str], means: dict[str, Tensor]) -> list[tupl
 
 
 def suppression_hooks(
-    model: HookedTransformer, spec: PlantedSpec | str, scale: float = 30.0
+    model: HookedTransformer, spec: PlantedSpec | str, scale: float = 10.0
 ) -> list[tuple[str, Any]]:
     """An edit that only suppresses F's output: the last residual pushed ``scale`` along
-    minus the F tokens' mean unembedding direction (centred, unit norm). Every hidden state
-    before the last block's output is left as it is: the contrast to removing C.
+    minus the F tokens' mean unembedding direction, made orthogonal to every R token's
+    (centred) unembedding so that R's logits keep their order. Every hidden state before
+    the last block's output is left as it is: the contrast to removing C.
 
     Examples:
         >>> m = load_planted("planted-lookup")
         >>> d = planted_data("planted-lookup", 64, seed=9)
         >>> with m.hooks(fwd_hooks=suppression_hooks(m, "planted-lookup")):
-        ...     task_accuracy(m, d)["forget"]
-        0.0
+        ...     acc = task_accuracy(m, d)
+        >>> acc["forget"] < 0.2, acc["retain"] > 0.95
+        (True, True)
     """
     spec = _spec(spec)
     w_u = model.W_U.detach()
+    mean = w_u.mean(1, keepdim=True)
     f = torch.arange(1, 1 + spec.forget_tokens)
-    direction = w_u[:, f].mean(1) - w_u.mean(1)
+    r = torch.arange(1 + spec.forget_tokens, 1 + spec.forget_tokens + spec.retain_tokens)
+    direction = w_u[:, f].mean(1) - mean[:, 0]
+    basis, _ = torch.linalg.qr(w_u[:, r] - mean)
+    direction = direction - basis @ (basis.T @ direction)
     direction = direction / direction.norm()
     last = get_act_name("resid_post", model.cfg.n_layers - 1)
     return [(last, lambda acts, hook: acts - scale * direction)]
