@@ -83,6 +83,8 @@ def test_every_method_is_compared_with_its_random_baseline(run_dir):
         (dict(seq_len=4096), "n_ctx=256"),
         (dict(metric="top3"), "Unknown metric"),
         (dict(model="definitely-not-a-model"), "definitely-not-a-model"),
+        (dict(device="gpu0"), "device='gpu0' is not a torch device"),
+        (dict(device="cuda:99"), "cuda:99"),  # no CUDA here, or not 100 GPUs there
     ],
 )
 def test_bad_configuration_stops_before_heavy_work(tmp_path, change, match, monkeypatch):

@@ -100,3 +100,12 @@ def test_cli_bad_input_exits_2_naming_it(tmp_path, capsys, argv, message):
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_device_flag_reaches_the_config(tmp_path, capsys):
+    """``--device`` is a setting of the run: a bad one is named before any work."""
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--model", "tiny", "--device", "gpu0", "--output", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert "device='gpu0'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

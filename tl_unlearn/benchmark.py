@@ -561,7 +561,9 @@ def run_benchmark(
             "'induction', or a PromptAnswers with corrupted prompts."
         )
     t0 = time.perf_counter()
-    model = load_model(model if model is not None else config.model)
+    model = (
+        load_model(model) if model is not None else load_model(config.model, device=config.device)
+    )
     timings["load_model"] = time.perf_counter() - t0
     config.validate_for_model(model)
 

@@ -44,6 +44,20 @@ def _smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_options(pairs: list[str] | None) -> dict:
+    """``--option KEY=VALUE`` flags as a dict (JSON values where they look like JSON)."""
+    options = {}
+    for opt in pairs or []:
+        if "=" not in opt:
+            raise ValueError(f"--option must look like key=value, got {opt!r}")
+        key, value = opt.split("=", 1)
+        try:
+            options[key] = json.loads(value) if value[:1] in "[{0123456789-" else value
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--option {opt}: not valid JSON ({exc.msg}).") from None
+    return options
+
+
 #: Named configurations of ``tl-unlearn run --config NAME`` (a file path is read instead).
 PRESETS = ("ground-truth",)
 
@@ -54,7 +68,16 @@ def _ground_truth(args: argparse.Namespace) -> int:
 
     ignored = [
         k
-        for k in ("model", "forget", "retain", "metric", "seq_len", "fit_tokens", "eval_tokens")
+        for k in (
+            "model",
+            "forget",
+            "retain",
+            "metric",
+            "seq_len",
+            "fit_tokens",
+            "eval_tokens",
+            "device",
+        )
         if getattr(args, k) is not None
     ]
     if ignored:
@@ -62,13 +85,7 @@ def _ground_truth(args: argparse.Namespace) -> int:
             f"--config ground-truth runs on the planted models and their own tasks; "
             f"drop {', '.join('--' + k.replace('_', '-') for k in ignored)}."
         )
-    options = {}
-    for opt in args.option or []:
-        if "=" not in opt:
-            raise ValueError(f"--option must look like key=value, got {opt!r}")
-        key, value = opt.split("=", 1)
-        options[key] = json.loads(value) if value[:1] in "[{0123456789-" else value
-    kwargs: dict = {"options": options, "progress": not args.quiet}
+    kwargs: dict = {"options": _parse_options(args.option), "progress": not args.quiet}
     if args.methods:
         kwargs["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.seed is not None:
@@ -128,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
             "baseline_seeds",
             "mia_texts",
             "relearn_steps",
+            "device",
         )
         if getattr(args, k) is not None
     }
@@ -135,14 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         overrides["metric"] = BenchmarkConfig.from_dict({"metric": args.metric}).metric
     if args.methods:
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for opt in args.option or []:
-        if "=" not in opt:
-            raise ValueError(f"--option must look like key=value, got {opt!r}")
-        key, value = opt.split("=", 1)
-        try:
-            cfg.options[key] = json.loads(value) if value[:1] in "[{0123456789-" else value
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--option {opt}: not valid JSON ({exc.msg}).") from None
+    cfg.options.update(_parse_options(args.option))
     for k, v in overrides.items():
         setattr(cfg, k, v)
     result = run_benchmark(cfg, output_dir=args.output, progress=not args.quiet)
@@ -290,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="method option, e.g. sae.layer=10 or actadd.levels=[1,4]",
     )
+    run.add_argument("--device", help="where the model runs: cpu (default), cuda, cuda:1, mps")
     run.add_argument("--output", default="runs/latest", help="output folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)

@@ -88,6 +88,40 @@ class RunOptions(Options):
             )
 
 
+def check_device(device: str) -> None:
+    """Raise a ValueError naming ``device`` when torch cannot parse it or it is not here.
+
+    Examples:
+        >>> check_device("cpu")
+        >>> check_device("gpu0")
+        Traceback (most recent call last):
+        ...
+        ValueError: Setting device='gpu0' is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', 'mps').
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"Setting device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', "
+            "'mps')."
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"Setting device={device!r}, but this torch sees no CUDA GPU (torch "
+                f"{torch.__version__}, CUDA build: {torch.version.cuda}); install a CUDA torch "
+                "with TORCH=cuda bash scripts/install.sh, or use device='cpu'."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"Setting device={device!r}, but only {torch.cuda.device_count()} GPU(s) exist."
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"Setting device={device!r}, but MPS is not available here.")
+
+
 @dataclass
 class BenchmarkConfig:
     """Settings of a benchmark run (all have defaults for the default task on SmolLM2).
@@ -132,6 +166,8 @@ class BenchmarkConfig:
             0 disables it).
         generation_tokens: New tokens per continuation.
         generation_samples: Sampled continuations per prompt.
+        device: Where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); a
+            model passed in already loaded stays where it is.
         options: Method options by dotted key (``sae.layer``, ``sae.d_sae``,
             ``sae.training_tokens``, ``actadd.layer``, ``actadd.prompt_add``,
             ``actadd.prompt_sub``, ``head-mean.attribution_seqs``, ``<method>.levels``:
@@ -164,6 +200,7 @@ class BenchmarkConfig:
     generation_prompts: int = 6
     generation_tokens: int = 20
     generation_samples: int = 2
+    device: str = "cpu"
     options: dict[str, Any] = field(default_factory=lambda: {"sae.training_tokens": 40_000})
 
     @classmethod
@@ -229,6 +266,7 @@ class BenchmarkConfig:
             "generation_prompts": int,
             "generation_tokens": int,
             "generation_samples": int,
+            "device": str,
             "options": dict,
         }
         for key, kind in types.items():
@@ -283,6 +321,7 @@ class BenchmarkConfig:
                 f"A per-dataset metric names 'forget' and 'retain', got {sorted(self.metric)}."
             )
         check_metric_name(self.metric, custom=user_metrics)
+        check_device(self.device)
 
     def validate_for_model(self, model: Any) -> None:
         """Checks that need the model's config (layers, hooks)."""
