@@ -275,3 +275,18 @@ def test_the_tiny_model_run_has_an_unlearning_depth_column(run_dir):
         )
         assert result.curve(name).held_out()["level"] > 0
     assert "unlearning depth" in (out / "report.html").read_text()
+
+
+def test_the_large_preset_is_large_and_valid():
+    """``--config large``: 25x the default's tokens, every text method, 5 baselines; the
+    default configuration is not changed by it."""
+    from tl_unlearn.runs import DEFAULT_METHODS
+
+    large, default = BenchmarkConfig.preset("large"), BenchmarkConfig()
+    large.validate()
+    assert large.eval_tokens >= 50_000 and large.fit_tokens >= 50_000
+    assert large.eval_tokens == 25 * default.eval_tokens
+    assert set(DEFAULT_METHODS) < set(large.methods) and large.baseline_seeds == 5
+    assert default.eval_tokens == 2000 and default.baseline_seeds == 3
+    with pytest.raises(ValueError, match="huge"):
+        BenchmarkConfig.preset("huge")

@@ -126,10 +126,14 @@ def _ground_truth(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
+    from tl_unlearn.runs import PRESET_CONFIGS
 
     if args.config in PRESETS:
         return _ground_truth(args)
-    cfg = BenchmarkConfig.from_file(args.config) if args.config else BenchmarkConfig()
+    if args.config in PRESET_CONFIGS:
+        cfg = BenchmarkConfig.preset(args.config)
+    else:
+        cfg = BenchmarkConfig.from_file(args.config) if args.config else BenchmarkConfig()
     overrides = {
         k: getattr(args, k)
         for k in (
@@ -249,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the benchmark and write report.html + results.json")
     run.add_argument(
         "--config",
-        help="YAML or JSON file with BenchmarkConfig settings, or 'ground-truth' (every "
-        "method on the planted-circuit models, scored against their known circuits)",
+        help="YAML or JSON file with BenchmarkConfig settings, 'ground-truth' (every "
+        "method on the planted-circuit models, scored against their known circuits) or "
+        "'large' (50,000 tokens per side, every method, 5 random baselines: for a GPU)",
     )
     run.add_argument("--model", help="'smollm2' (default, offline), 'tiny', or a TL model name")
     run.add_argument(
