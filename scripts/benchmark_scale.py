@@ -73,7 +73,6 @@ def main() -> None:
             finally:
                 if executor == "ray":
                     ray.shutdown()
-            torch.set_num_threads(threads)
         ref = out[f"in-process, {threads} threads"]
         same = all(abs(c.forget_drop - ref[2].forget_drop).max() < 1e-6 for _, _, c in out.values())
         overhead = 1 / out["Ray, 1 actor x 1 thread"][1] - 1 / out["in-process, 1 thread"][1]

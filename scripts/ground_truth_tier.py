@@ -24,7 +24,7 @@ from tl_unlearn.ground_truth_tier import run_ground_truth_tier  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", help="write the table here")
-    ap.add_argument("--output", help="also save the result (results.json) in this folder")
+    ap.add_argument("--output", help="also write results.json and the reports in this folder")
     args = ap.parse_args()
     tier = run_ground_truth_tier(progress=False)
     wall = time.perf_counter() - T0
@@ -42,8 +42,7 @@ def main() -> None:
     )
     print(text)
     if args.output:
-        Path(args.output).mkdir(parents=True, exist_ok=True)
-        tier.save(Path(args.output) / "results.json")
+        tier.write(args.output)
     if args.markdown:
         atomic_write_text(Path(args.markdown), text + "\n")
 

@@ -95,6 +95,9 @@ def test_a_small_tier_run_finds_the_circuit_and_saves(tmp_path):
     again = GroundTruthTier.load(path)
     assert again.agreement == tier.agreement and len(again.rows) == len(tier.rows)
     assert "node AUROC" in tier.to_markdown()
+    written = tier.write(tmp_path / "gt")
+    assert {p.name for p in written.iterdir()} == {"results.json", "report.md", "report.html"}
+    assert "Spearman" in (written / "report.html").read_text()
     assert len(tier.figure().data) == 2
 
 

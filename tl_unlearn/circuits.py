@@ -43,7 +43,13 @@ from tl_unlearn.metrics.evaluation import (
 from tl_unlearn.metrics.selectivity import SelectivityCurve
 from tl_unlearn.results import Result
 
-__all__ = ["ComponentMap", "component_intervention", "component_selectivity_map", "greedy_circuit"]
+__all__ = [
+    "ComponentMap",
+    "component_intervention",
+    "component_list",
+    "component_selectivity_map",
+    "greedy_circuit",
+]
 
 Method = AblationMethod
 Component = tuple[int, int | None]  # (layer, head) or (layer, None) for the MLP
@@ -270,6 +276,27 @@ class ComponentMap(ForgetRetainDrops, Result):
         return fig
 
 
+def component_list(
+    n_layers: int, n_heads: int, which: str, *, attn_only: bool = False
+) -> list[Component]:
+    """Every ``(layer, head)`` (``which="heads"``), every ``(layer, None)`` MLP (``"mlp"``)
+    or both, layer by layer (an attention-only model has no MLP).
+
+    Examples:
+        >>> component_list(2, 2, "both")
+        [(0, 0), (0, 1), (0, None), (1, 0), (1, 1), (1, None)]
+    """
+    if which not in ("heads", "mlp", "both"):
+        raise ValueError(f"components must be 'heads', 'mlp', 'both' or a list, got {which!r}")
+    comps: list[Component] = []
+    for layer in range(n_layers):
+        if which in ("heads", "both"):
+            comps += [(layer, h) for h in range(n_heads)]
+        if which in ("mlp", "both") and not attn_only:
+            comps.append((layer, None))
+    return comps
+
+
 def component_selectivity_map(
     model: Any,
     data: Mapping[str, TokenDataset],
@@ -316,16 +343,7 @@ def component_selectivity_map(
     check_metric_name(metric, custom=metrics)
     cfg = model.cfg
     if isinstance(components, str):
-        if components not in ("heads", "mlp", "both"):
-            raise ValueError(
-                f"components must be 'heads', 'mlp', 'both' or a list, got {components!r}"
-            )
-        comps: list[Component] = []
-        for l in range(cfg.n_layers):
-            if components in ("heads", "both"):
-                comps += [(l, h) for h in range(cfg.n_heads)]
-            if components in ("mlp", "both"):
-                comps.append((l, None))
+        comps = component_list(cfg.n_layers, cfg.n_heads, components)
     else:
         comps = [(int(l), None if h is None else int(h)) for l, h in components]
     if method not in ("zero", "mean", "resample"):

@@ -96,27 +96,11 @@ def _ground_truth(args: argparse.Namespace) -> int:
         kwargs["batch_size"] = args.batch_size
     from pathlib import Path
 
-    from tl_unlearn.files import atomic_write_text
-
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {str(out)!r} exists and is not a folder.")
     tier = run_ground_truth_tier(**kwargs)
-    out.mkdir(parents=True, exist_ok=True)
-    tier.save(out / "results.json")
-    atomic_write_text(out / "report.md", tier.to_markdown() + "\n")
-    import html
-
-    summary = tier.to_markdown().split("\n\n", 1)[-1]
-    atomic_write_text(
-        out / "report.html",
-        "<html><head><meta charset='utf-8'><title>tl_unlearn ground-truth tier</title>"
-        "</head><body><h1>Ground-truth tier</h1>"
-        + "".join(f"<p>{html.escape(line)}</p>" for line in summary.splitlines())
-        + tier.to_dataframe().to_html(float_format=lambda x: f"{x:.3f}")
-        + tier.figure().to_html(include_plotlyjs=True, full_html=False)
-        + "</body></html>",
-    )
+    tier.write(out)
     sys.stdout.write(tier.to_markdown() + "\n")
     sys.stdout.write(
         f"report: {out}/report.html\nresults: {out}/results.json\ntotal {tier.seconds:.1f}s\n"

@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +40,7 @@ import plotly.graph_objects as go
 import torch
 from tqdm.auto import tqdm
 
+from tl_unlearn.metrics.intervals import Interval, error_bars
 from tl_unlearn.results import Result
 
 __all__ = [
@@ -175,6 +177,30 @@ class GroundTruthTier(Result):
             )
         return "\n".join(lines)
 
+    def write(self, folder: str | Path) -> Path:
+        """Write ``results.json``, ``report.md`` and a self-contained ``report.html`` (the
+        agreement figures, the table, the figure) into ``folder``; every file atomically."""
+        import html
+
+        from tl_unlearn.files import atomic_write_text
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.save(out / "results.json")
+        markdown = self.to_markdown()
+        atomic_write_text(out / "report.md", markdown + "\n")
+        summary = markdown.split("\n\n", 1)[-1]
+        atomic_write_text(
+            out / "report.html",
+            "<html><head><meta charset='utf-8'><title>tl_unlearn ground-truth tier</title>"
+            "</head><body><h1>Ground-truth tier</h1>"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in summary.splitlines())
+            + self.to_dataframe().to_html(float_format=lambda x: f"{x:.3f}")
+            + self.figure().to_html(include_plotlyjs=True, full_html=False)
+            + "</body></html>",
+        )
+        return out
+
     def figure(self, kind: str = "agreement") -> go.Figure:
         """``kind="agreement"``: held-out selectivity against node AUROC, one point per
         (model, method), with both intervals."""
@@ -188,12 +214,9 @@ class GroundTruthTier(Result):
             ]
 
             def err(key: str, rows: list = rows) -> dict[str, Any]:
-                return {
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [r[f"{key}_high"] - r[key] for r in rows],
-                    "arrayminus": [r[key] - r[f"{key}_low"] for r in rows],
-                }
+                return error_bars(
+                    [Interval(r[key], r[f"{key}_low"], r[f"{key}_high"]) for r in rows]
+                )
 
             fig.add_trace(
                 go.Scatter(

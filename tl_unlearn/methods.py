@@ -336,32 +336,32 @@ def _pruning(score: str) -> Callable[[MethodContext, PruningOptions], FittedMeth
     return fit
 
 
+def _by_component(ps: PruningScores, per_hook: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Per-unit values of each hook grouped by the component holding the units: ``m{L}``
+    for an MLP's neurons, ``a{L}.h{H}`` for a head's."""
+    out: dict[str, Tensor] = {}
+    for hook, values in per_hook.items():
+        layer = int(hook.split(".")[1])
+        units = values.reshape(ps.shapes[hook])
+        if units.ndim == 1:
+            out[f"m{layer}"] = units
+        else:
+            out.update({f"a{layer}.h{h}": row for h, row in enumerate(units)})
+    return out
+
+
 def _unit_nodes(ps: PruningScores, selected: Mapping[str, Tensor]) -> list[str]:
     """The components holding at least one selected unit."""
-    out = []
-    for hook, mask in selected.items():
-        layer = int(hook.split(".")[1])
-        mask = mask.reshape(ps.shapes[hook])
-        if mask.ndim == 1:
-            out += [f"m{layer}"] if bool(mask.any()) else []
-        else:
-            out += [f"a{layer}.h{h}" for h in range(mask.shape[0]) if bool(mask[h].any())]
-    return out
+    return [node for node, mask in _by_component(ps, selected).items() if bool(mask.any())]
 
 
 def _unit_node_scores(ps: PruningScores) -> dict[str, float]:
     """Each component's score: the best score among its units (the one selective pruning
     would remove first)."""
-    out: dict[str, float] = {}
-    for hook, scores in ps.scores.items():
-        layer = int(hook.split(".")[1])
-        units = scores.reshape(ps.shapes[hook]).float().nan_to_num(nan=-torch.inf)
-        if units.ndim == 1:  # MLP neurons
-            out[f"m{layer}"] = float(units.max())
-        else:  # per head
-            for head, row in enumerate(units):
-                out[f"a{layer}.h{head}"] = float(row.max())
-    return out
+    return {
+        node: float(units.float().nan_to_num(nan=-torch.inf).max())
+        for node, units in _by_component(ps, ps.scores).items()
+    }
 
 
 def head_attribution(
@@ -662,14 +662,16 @@ def _edge_method(kind: str) -> Callable[[MethodContext, EdgeOptions], FittedMeth
             iv.info["edges"] = circuit.edges[:20]
             return iv
 
+        def count(fraction: float) -> int:
+            return max(1, round(fraction * total))
+
         def family(fraction: float) -> Intervention:
-            k = max(1, round(fraction * total))
-            return remove(scores.top(k), f"{kind}@{fraction:g}")
+            return remove(scores.top(count(fraction)), f"{kind}@{fraction:g}")
 
         def baseline(fraction: float, seed: int) -> Intervention:
-            k = max(1, round(fraction * total))
             return remove(
-                random_scores(scores, seed).top(k), f"random edges@{fraction:g} (seed {seed})"
+                random_scores(scores, seed).top(count(fraction)),
+                f"random edges@{fraction:g} (seed {seed})",
             )
 
         top = scores.top(10)
@@ -685,11 +687,9 @@ def _edge_method(kind: str) -> Callable[[MethodContext, EdgeOptions], FittedMeth
             node_scores=edge_node_scores(scores),
             edge_scores=scores,
             nodes_at=lambda f: [
-                n
-                for n in scores.top(max(1, round(f * total))).nodes
-                if n not in ("input", "logits")
+                n for n in scores.top(count(f)).nodes if n not in ("input", "logits")
             ],
-            edges_at=lambda f: scores.top(max(1, round(f * total))).edges,
+            edges_at=lambda f: scores.top(count(f)).edges,
         )
 
     return fit

@@ -22,7 +22,7 @@ sweep that outgrows one process first on a real model). Ray is an optional depen
 
 Examples:
     >>> job = MapJob(model="tiny", tokens=400, seq_len=32, shards=2)
-    >>> units = job.units()
+    >>> units = job.units((2, 4, False))  # (n_layers, n_heads, attn_only) of the tiny model
     >>> len(units), units[0].to_dict()
     (18, {'component': None, 'shard': 0})
     >>> cmap = component_map_job(job, progress=False)
@@ -143,27 +143,17 @@ class MapJob:
     def from_dict(cls, d: dict[str, Any]) -> MapJob:
         return cls(**d)
 
-    def layout(self) -> tuple[int, int, bool]:
-        """``(n_layers, n_heads, attn_only)`` of the model, from its config alone."""
-        from tl_unlearn.models import load_model
-
-        model = load_model(self.model)
-        return model.cfg.n_layers, model.cfg.n_heads, bool(model.cfg.attn_only)
-
     def component_list(self, n_layers: int, n_heads: int, attn_only: bool = False) -> list:
-        comps: list[tuple[int, int | None]] = []
-        for layer in range(n_layers):
-            if self.components in ("heads", "both"):
-                comps += [(layer, h) for h in range(n_heads)]
-            if self.components in ("mlp", "both") and not attn_only:
-                comps.append((layer, None))
-        return comps
+        """The components the map ablates, in order."""
+        from tl_unlearn.circuits import component_list
 
-    def units(self, layout: tuple[int, int, bool] | None = None) -> list[Unit]:
-        """The units, in the fixed order results are merged in: the original model first,
-        then each component; shards in order within each."""
-        n_layers, n_heads, attn_only = layout or self.layout()
-        comps: list[Any] = [None, *self.component_list(n_layers, n_heads, attn_only)]
+        return component_list(n_layers, n_heads, self.components, attn_only=attn_only)
+
+    def units(self, layout: tuple[int, int, bool]) -> list[Unit]:
+        """The units of a model of ``layout`` (``(n_layers, n_heads, attn_only)``), in the
+        fixed order results are merged in: the original model first, then each component;
+        shards in order within each."""
+        comps: list[Any] = [None, *self.component_list(*layout)]
         return [Unit(c, s) for c in comps for s in range(self.shards)]
 
 
@@ -222,6 +212,11 @@ class Worker:
         )
         return ev.to_dict()
 
+    def layout(self) -> tuple[int, int, bool]:
+        """``(n_layers, n_heads, attn_only)`` of the worker's model."""
+        cfg = self.model.cfg
+        return cfg.n_layers, cfg.n_heads, bool(cfg.attn_only)
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -276,18 +271,21 @@ class _RayPool:
             ) from None
         self.ray = ray
         self.started = False
+        threads = max(1, job.threads)
         if not ray.is_initialized():
-            threads = max(1, job.threads)
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(num_cpus=actors * threads, include_dashboard=False, log_to_driver=False)
             self.started = True
-        threads = max(1, job.threads)
         self.cls = ray.remote(num_cpus=threads, num_gpus=num_gpus)(Worker)
         self.job = job.to_dict()
         self.actors = [self.cls.remote(self.job) for _ in range(actors)]
         self.retries = 0
+
+    def layout(self) -> tuple[int, int, bool]:
+        """The model's layout, from the first actor (the driver loads no model)."""
+        return tuple(self.ray.get(self.actors[0].layout.remote()))
 
     def run(self, units: list[Unit], done: Callable[[Unit, dict], None], progress: bool) -> None:
         ray = self.ray
@@ -378,18 +376,26 @@ def component_map_job(
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "units").mkdir(exist_ok=True)
         atomic_write_text(spec, json.dumps(job.to_dict(), indent=1))
-    layout = job.layout()
-    units = job.units(layout)
-    results: dict[Unit, Any] = {}
-    if resume and folder is not None:
-        for u in units:
-            path = folder / "units" / f"{u.key}.json"
-            if path.exists():
-                results[u] = Evaluation.from_dict(json.loads(path.read_text()))
-    read_back = len(results)
-    todo = [u for u in units if u not in results]
+    import torch
 
+    layout_file = None if folder is None else folder / "layout.json"
+    layout = None
+    if resume and layout_file is not None and layout_file.exists():
+        n_layers, n_heads, attn_only = json.loads(layout_file.read_text())
+        layout = (int(n_layers), int(n_heads), bool(attn_only))
+    results: dict[Unit, Any] = {}
+    worker: Worker | None = None
     pool: _RayPool | None = None
+    threads = torch.get_num_threads()  # an in-process worker sets its own; restored after
+
+    def start() -> tuple[int, int, bool]:
+        """Start the executor's workers (each loads the model once); the model's layout."""
+        nonlocal worker, pool
+        if executor == "inprocess":
+            worker = Worker(job.to_dict())
+            return worker.layout()
+        pool = _RayPool(job, actors, address, num_gpus)
+        return pool.layout()
 
     def done(u: Unit, result: dict[str, Any]) -> None:
         results[u] = Evaluation.from_dict(result)
@@ -399,17 +405,31 @@ def component_map_job(
             on_unit(len(results) - read_back, pool)
 
     retries = 0
-    if todo and executor == "inprocess":
-        worker = Worker(job.to_dict())
-        for u in tqdm(todo, desc="units", disable=not progress):
-            done(u, worker.run(u.to_dict()))
-    elif todo:
-        pool = _RayPool(job, actors, address, num_gpus)
-        try:
+    try:
+        if layout is None:
+            layout = start()
+            if layout_file is not None:
+                atomic_write_text(layout_file, json.dumps(list(layout)))
+        units = job.units(layout)
+        if resume and folder is not None:
+            for u in units:
+                path = folder / "units" / f"{u.key}.json"
+                if path.exists():
+                    results[u] = Evaluation.from_dict(json.loads(path.read_text()))
+        read_back = len(results)
+        todo = [u for u in units if u not in results]
+        if todo and worker is None and pool is None:
+            start()
+        if todo and worker is not None:
+            for u in tqdm(todo, desc="units", disable=not progress):
+                done(u, worker.run(u.to_dict()))
+        elif todo and pool is not None:
             pool.run(todo, done, progress)
             retries = pool.retries
-        finally:
+    finally:
+        if pool is not None:
             pool.close()
+        torch.set_num_threads(threads)
     comps = job.component_list(*layout)
     merged = [
         merge_evaluations([results[Unit(c, s)] for s in range(job.shards)], label)

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 from transformer_lens.utils import get_act_name
 
+from tl_unlearn.attribution import scored_logprob
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.metrics.intervals import Interval, bootstrap_indices, bootstrap_interval
 from tl_unlearn.results import Result
@@ -108,14 +109,6 @@ class UnlearningDepth(Result):
             template="plotly_white",
         )
         return fig
-
-
-def _scored_logprob(logits: Tensor, data: TokenDataset) -> Tensor:
-    """Per example, the mean log-probability of the scored target tokens."""
-    mask = data.scored_positions().to(logits.device)
-    targets = data.tokens[:, 1:].to(logits.device)
-    lp = logits[:, :-1].float().log_softmax(-1).gather(-1, targets[..., None])[..., 0]
-    return (lp * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def _states(model: Any, hooks: Sequence, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
@@ -189,11 +182,11 @@ def unlearning_depth(
     edited = hasattr(intervened, "cfg")
     hooks = [] if edited else list(intervened)
     names = [get_act_name("resid_post", layer) for layer in range(model.cfg.n_layers)]
-    full, d1, d2 = [], [], []
+    d1, d2 = [], []
     for start in range(0, len(data), batch_size):
         batch = data.rows(slice(start, start + batch_size))
         tokens = batch.tokens
-        base = _scored_logprob(model(tokens), batch)
+        base = scored_logprob(model(tokens).float(), batch)
         src_twin = _states(twin, [], tokens, names)
         src_iv = _states(intervened if edited else model, hooks, tokens, names)
         rows1, rows2 = [], []
@@ -204,8 +197,7 @@ def unlearning_depth(
                     return value
 
                 patched = model.run_with_hooks(tokens, fwd_hooks=[(name, patch)])
-                rows.append(base - _scored_logprob(patched, batch))
-        full.append(base)
+                rows.append(base - scored_logprob(patched.float(), batch))
         d1.append(torch.stack(rows1, 1))
         d2.append(torch.stack(rows2, 1))
     d1_all = torch.cat(d1).double().cpu().numpy()  # [example, layer]

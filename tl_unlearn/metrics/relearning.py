@@ -34,7 +34,7 @@ import plotly.graph_objects as go
 import torch
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.data import TokenDataset
 from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
 from tl_unlearn.metrics.distances import completeness, zrf_scores
 from tl_unlearn.metrics.evaluation import check_data, evaluate
@@ -386,13 +386,12 @@ def relearn(
         if reached:
             steps, seconds = 0, 0.0
         else:
+            # every next token of a text; a task's answers, not its prompts
+            scored_all = forget_fit.scored_positions()
             for step in range(1, max_steps + 1):
                 idx = torch.randint(len(forget_fit), (batch_size,), generator=gen)
                 tokens = forget_fit.tokens[idx].to(device)
-                mask = forget_fit.attention_mask[idx].to(device)
-                scored = predicted_positions(mask)
-                if forget_fit.target_mask is not None:  # a task's answers, not its prompts
-                    scored = scored & forget_fit.target_mask[idx, 1:].to(device)
+                scored = scored_all[idx].to(device)
                 opt.zero_grad(set_to_none=True)
                 for s in range(0, batch_size, micro):  # gradients accumulate: the batch mean
                     per_tok = student(
