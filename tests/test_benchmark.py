@@ -5,6 +5,7 @@ import pytest
 from settings import SMALL
 
 from tl_unlearn import benchmark as bm
+from tl_unlearn import methods
 from tl_unlearn.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
 from tl_unlearn.cli import main
 from tl_unlearn.report import report_figures
@@ -90,7 +91,7 @@ def test_every_method_is_compared_with_its_random_baseline(run_dir):
 def test_bad_configuration_stops_before_heavy_work(tmp_path, change, match, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fitted = []
-    monkeypatch.setattr(bm, "fit_method", lambda *a, **k: fitted.append(a))
+    monkeypatch.setattr(methods, "fit_method", lambda *a, **k: fitted.append(a))
     with pytest.raises(ValueError, match=match):
         run_benchmark(
             BenchmarkConfig(**{**SMALL, **change}), output_dir=tmp_path / "out", progress=False

@@ -23,13 +23,15 @@ import math
 import platform
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from tl_unlearn.benchmark_units import BenchmarkState, BenchmarkWorker, SweepUnit, prepare_data
 from tl_unlearn.files import atomic_write_text, release_free_memory
-from tl_unlearn.methods import EDGE_METHODS, METHODS, MethodContext, fit_method
+from tl_unlearn.methods import EDGE_METHODS
 from tl_unlearn.metrics.distances import (
     activation_distances,
     output_distances_many,
@@ -37,9 +39,6 @@ from tl_unlearn.metrics.distances import (
 )
 from tl_unlearn.metrics.evaluation import (
     check_user_metrics,
-    evaluate,
-    evaluate_many,
-    metric_of,
 )
 from tl_unlearn.metrics.generation import GenerationBehaviour, UnigramDomain, generation_behaviour
 from tl_unlearn.metrics.logit_lens import logit_lens_diff
@@ -48,6 +47,7 @@ from tl_unlearn.metrics.relearning import DegreeOfRemoval
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, selectivity_curve
 from tl_unlearn.runs import DEFAULT_METHODS, BenchmarkConfig, BenchmarkResult, RunOptions
+from tl_unlearn.scale import Execution, InProcessExecutor, RunFolder, UnitRunner, open_executor
 
 __all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 
@@ -144,103 +144,98 @@ def _generation(
     return out
 
 
-def random_baselines(
-    config: BenchmarkConfig,
-    model: Any,
-    ev: dict[str, Any],
-    curves: list[SelectivityCurve],
-    fitted: dict[str, Any],
-    metrics: dict[str, Any] | None = None,
-    *,
-    progress: bool = False,
-) -> dict[str, RandomBaseline]:
-    """For each method with a random counterpart: ``config.baseline_seeds`` random
-    interventions of the same kind and size at the level its curve chose on validation
-    sequences, evaluated on the held-out halves (on all sequences for skip-common metrics,
-    whose common tokens are counted per dataset)."""
-    out = {}
+def _sweep(
+    state: BenchmarkState,
+    runner: UnitRunner,
+    timings: dict[str, float],
+    progress: bool,
+    driver_fits: bool = False,
+) -> tuple[Any, list[SelectivityCurve], dict[str, dict[str, Any]]]:
+    """The original model and every method's curve, unit by unit: the original
+    evaluation, the curves, and each method's information. With ``driver_fits`` (remote
+    workers), this process fits the methods while the workers sweep, and checks each
+    worker's fit against its own."""
+    config = state.config
+    runner.submit(state.curve_units())
+    if driver_fits:  # needed here for the rest of the run; the workers are busy meanwhile
+        for name in tqdm(config.methods, desc="fits (driver)", disable=not progress):
+            state.fitted(name)
+    results = runner.collect(progress, "sweeps")
+    original = state.merged(results, "original")[0]
+    timings["evaluate_original"] = state.seconds(results, "original")
+    curves: list[SelectivityCurve] = []
+    method_info: dict[str, dict[str, Any]] = {}
+    for name in config.methods:
+        fm = state.fitted(name)
+        for u, r in results.items():
+            if u.kind == "curve" and u.method == name and "probe" in r:
+                state.check_probe(name, r["probe"])
+        curve = selectivity_curve(
+            state.model,
+            state.ev,
+            fm.family,
+            fm.levels,
+            name=name,
+            metric=config.metric,
+            level_name=fm.level_name,
+            original=original,
+            fit_seconds=fm.fit_seconds,
+            progress=False,
+            evaluations=state.merged(results, "curve", name),
+            metrics=state.metrics,
+        )
+        curve.seconds = fm.fit_seconds + state.seconds(results, "curve", name)
+        curve.info = fm.info
+        curves.append(curve)
+        method_info[name] = {**fm.info, "level_name": fm.level_name}
+        timings[f"fit:{name}"] = fm.fit_seconds
+        timings[f"sweep:{name}"] = state.seconds(results, "curve", name)
+    return original, curves, method_info
+
+
+def _baselines_and_relearning(
+    state: BenchmarkState, results: dict[SweepUnit, dict], curves: list[SelectivityCurve]
+) -> tuple[dict[str, RandomBaseline], dict[str, DegreeOfRemoval]]:
+    """Each method's random baselines (``config.baseline_seeds`` random interventions of the
+    same kind and size at the level its curve chose on validation sequences, on the
+    held-out halves) and relearning attack, from the units of :meth:`BenchmarkState.second_units`."""
+    config = state.config
     seeds = [config.seed + 1 + i for i in range(config.baseline_seeds)]
-    bar = tqdm(
-        [c for c in curves if fitted[c.name].baseline is not None],
-        desc="random baselines",
-        disable=not progress,
-        leave=False,
-    )
-    for curve in bar:
-        fm = fitted[curve.name]
-        level = curve.held_out()["level"]
-        if not math.isfinite(level):
-            continue
-        t0 = time.perf_counter()
-        evaluations = []
-        if level != 0:  # at level 0 nothing is removed: the baseline is the original
-            skip = any("_skip" in metric_of(curve.metric, ds) for ds in ("forget", "retain"))
-            data = ev if skip else curve.held_out_data(ev)
-            evaluations = evaluate_many(
-                model,
-                data,
-                [fm.baseline(level, s) for s in seeds],
-                batch_size=config.batch_size,
-                progress=False,
-                metrics=metrics,
+    baselines: dict[str, RandomBaseline] = {}
+    removal: dict[str, DegreeOfRemoval] = {}
+    for curve in curves:
+        name, level = curve.name, curve.held_out()["level"]
+        fm = state.fitted(name)
+        if config.baseline_seeds and fm.baseline is not None and math.isfinite(level):
+            # at level 0 nothing is removed: the baseline is the original
+            evaluations = state.merged(results, "baseline", name) if level != 0 else []
+            baselines[name] = RandomBaseline(
+                fm.baseline_label,
+                level,
+                seeds,
+                evaluations,
+                state.seconds(results, "baseline", name),
             )
-        out[curve.name] = RandomBaseline(
-            fm.baseline_label, level, seeds, evaluations, time.perf_counter() - t0
-        )
-    return out
+        relearned = [r for u, r in results.items() if u.kind == "relearn" and u.method == name]
+        if relearned:
+            removal[name] = DegreeOfRemoval.from_dict(relearned[0]["removal"])
+    return baselines, removal
 
 
-def relearn_methods(
+def sweep_fitted(
     config: BenchmarkConfig,
     model: Any,
-    fit: dict[str, Any],
     ev: dict[str, Any],
-    curves: list[SelectivityCurve],
     fitted: dict[str, Any],
-    *,
-    progress: bool = False,
-) -> dict[str, DegreeOfRemoval]:
-    """Relearning attack and ZRF for each method at its validated level and for one random
-    baseline of it (see ``BenchmarkConfig.relearn_steps``)."""
-    from tl_unlearn.metrics.relearning import degree_of_removal
-
-    opts = RunOptions.read(config.options)
-    retrained = None
-    if config.model == "tiny" and config.forget == "python_code":
-        from tl_unlearn.models import TINY_TWIN_DIR, load_tiny_model
-
-        if (TINY_TWIN_DIR / "model.safetensors").exists():  # trained without python_code
-            retrained = load_tiny_model(twin=True)
-    out: dict[str, DegreeOfRemoval] = {}
-    bar = tqdm(curves, desc="relearn", disable=not progress, leave=False)
-    for curve in bar:
-        level = curve.held_out()["level"]
-        if not math.isfinite(level) or level == 0:
-            continue
-        fm = fitted[curve.name]
-        # measured on the held-out half of the forget eval data (one batch)
-        check = curve.held_out_data(ev)["forget"].head(config.batch_size)
-        base = fm.baseline(level, config.seed + 1) if fm.baseline is not None else None
-        out[curve.name] = degree_of_removal(
-            model,
-            fit["forget"],
-            check,
-            fm.family(level),
-            baseline=base,
-            level=level,
-            lrs=opts.lrs,
-            max_steps=config.relearn_steps,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            adapter_rank=opts.relearn_rank,
-            micro_batch_size=opts.relearn_micro_batch,
-            # every method here calls its hooks deterministically
-            recompute=True,
-            retrained_model=retrained,
-            label=curve.name,
-        )
-        release_free_memory()
-    return out
+) -> tuple[Any, list[SelectivityCurve], dict[str, RandomBaseline]]:
+    """Curves and random baselines of methods already fitted, in this process: the original
+    evaluation, one curve per method of ``config.methods``, and the baselines."""
+    state = BenchmarkState(config, model, ev, fitted=fitted)
+    runner = UnitRunner(InProcessExecutor(state))
+    original, curves, _ = _sweep(state, runner, {}, False)
+    runner.submit([u for u in state.second_units(curves) if u.kind == "baseline"])
+    baselines, _ = _baselines_and_relearning(state, runner.collect(), curves)
+    return original, curves, baselines
 
 
 def _has_corrupted(side: Any) -> bool:
@@ -267,53 +262,6 @@ def _check_output_dir(output_dir: str | Path | None) -> None:
                 raise ValueError(
                     f"{str(out / name)!r} is a folder; the run would write a file there."
                 )
-
-
-def _sweep_methods(
-    config: BenchmarkConfig,
-    model: Any,
-    ev: dict[str, Any],
-    ctx: MethodContext,
-    original: Any,
-    eval_kw: dict[str, Any],
-    timings: dict[str, float],
-    progress: bool,
-    fitted: dict[str, Any] | None = None,
-) -> tuple[list[SelectivityCurve], dict[str, dict[str, Any]], dict[str, Any]]:
-    """Fit each method on the fit split and sweep its levels on the eval split: the curves,
-    each method's information, and the fitted methods (their families of interventions).
-    Methods in ``fitted`` are swept as they are (``ctx`` may then be None)."""
-    curves: list[SelectivityCurve] = []
-    method_info: dict[str, dict[str, Any]] = {}
-    given = fitted or {}
-    fitted = {}
-    bar = tqdm(config.methods, desc="methods", disable=not progress)
-    for name in bar:
-        bar.set_postfix_str(name)
-        fm = given[name] if name in given else fit_method(name, ctx)
-        fitted[name] = fm
-        release_free_memory()
-        t0 = time.perf_counter()
-        curve = selectivity_curve(
-            model,
-            ev,
-            fm.family,
-            fm.levels,
-            name=name,
-            metric=config.metric,
-            level_name=fm.level_name,
-            original=original,
-            fit_seconds=fm.fit_seconds,
-            progress=progress,
-            **{k: v for k, v in eval_kw.items() if k != "progress"},
-        )
-        curve.info = fm.info
-        curves.append(curve)
-        method_info[name] = {**fm.info, "level_name": fm.level_name}
-        timings[f"fit:{name}"] = fm.fit_seconds
-        timings[f"sweep:{name}"] = time.perf_counter() - t0
-        release_free_memory()
-    return curves, method_info, fitted
 
 
 def _depth_rows(
@@ -445,6 +393,17 @@ def _lens_and_distances(
     return lens, distances
 
 
+def _stored_shards(folder: Path) -> int | None:
+    """The shards of the run in ``folder`` (None when it holds no run)."""
+    import json
+
+    spec = folder / "job.json"
+    try:
+        return int(json.loads(spec.read_text())["shards"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _write_outputs(result: BenchmarkResult, out: Path) -> None:
     """Render both files first, then write both: an interrupt leaves neither half-written,
     and a failure writing the report takes results.json back out."""
@@ -461,46 +420,6 @@ def _write_outputs(result: BenchmarkResult, out: Path) -> None:
         raise
 
 
-def _prepare_data(
-    config: BenchmarkConfig, task: Any, model: Any
-) -> tuple[dict[str, Any], dict[str, Any], MethodContext]:
-    """The fit and eval token data of the task, and what the methods are fitted from (the
-    SAE's training data, the corrupted fit prompts of the edge methods)."""
-    tok = model.tokenizer
-    kw = dict(seq_len=config.seq_len, seed=config.seed, n_ctx=model.cfg.n_ctx)
-    fit = task.tokenize(tok, "fit", max_tokens=config.fit_tokens, **kw)
-    ev = task.tokenize(tok, "eval", max_tokens=config.eval_tokens, **kw)
-
-    sae_data = check = None
-    if "sae-features" in config.methods:
-        # the SAE sees each of its training tokens once: as many distinct fit tokens as it
-        # trains on (half per side); its reconstruction is measured on eval sequences
-        half = max(1, METHODS["sae-features"].read_options(config.options).training_tokens // 2)
-        sae_fit = task.tokenize(tok, "fit", max_tokens=half, **kw)
-        sae_data = [sae_fit["forget"], sae_fit["retain"]]
-        check = {k: ev[k].head(config.batch_size) for k in ("forget", "retain")}
-    corrupted = None
-    if any(m in EDGE_METHODS for m in config.methods):
-        from tl_unlearn.interventions.counterfactual import check_pairs
-
-        corrupted = task.forget.tokenize(
-            tok, "fit", corrupted=True, max_tokens=None, max_examples=len(fit["forget"]), **kw
-        )
-        check_pairs(fit["forget"], corrupted)
-    ctx = MethodContext(
-        model,
-        fit["forget"],
-        fit["retain"],
-        batch_size=config.batch_size,
-        seed=config.seed,
-        options=dict(config.options),
-        sae_data=sae_data,
-        check_data=check,
-        forget_fit_corrupted=corrupted,
-    )
-    return fit, ev, ctx
-
-
 def run_benchmark(
     config: BenchmarkConfig | None = None,
     *,
@@ -508,6 +427,10 @@ def run_benchmark(
     output_dir: str | Path | None = "runs/latest",
     progress: bool = True,
     metrics: dict[str, Any] | None = None,
+    executor: str | Execution = "inprocess",
+    shards: int | None = None,
+    resume: bool = False,
+    on_unit: Any = None,
 ) -> BenchmarkResult:
     """Fit, sweep and score every configured method; write results.json and report.html.
 
@@ -518,12 +441,23 @@ def run_benchmark(
         progress: Show progress bars.
         metrics: User metrics ``metric(logits, batch)`` by name, computed with every
             evaluation; ``config.metric`` may name one (``{"forget": "my_ld", ...}``).
+        executor: Where the sweeps, random baselines and relearning attacks run:
+            ``"inprocess"`` (default), ``"ray"`` (a local Ray cluster, 2 actors), or an
+            :class:`~tl_unlearn.scale.Execution` (actors, cluster address, threads and GPUs
+            per actor). Every executor gives the same numbers.
+        shards: Pieces the evaluation data is cut into, each a unit of its own (default:
+            1 in-process, one per actor on Ray; on ``resume``, the run's own).
+        resume: Read the units already finished in ``output_dir`` (an interrupted run)
+            back and compute only the others; the report equals an uninterrupted run's.
+        on_unit: Called as ``on_unit(n, executor)`` after the n-th unit computed now.
 
     Returns:
         The :class:`BenchmarkResult` (also written to ``output_dir``).
 
     Raises:
-        ValueError: On a bad configuration, before any heavy work.
+        ValueError: On a bad configuration, before any heavy work (also: Ray with user
+            metrics or a live ``model``, which cannot travel to workers; ``resume`` with
+            nothing to resume).
 
     Examples:
         >>> from tl_unlearn import run_benchmark
@@ -541,7 +475,24 @@ def run_benchmark(
     from tl_unlearn.tasks import make_task
 
     config = config or BenchmarkConfig()
+    execution = Execution.of(executor)
     metrics = check_user_metrics(metrics)
+    if execution.remote and metrics:
+        raise ValueError(
+            "User metrics are Python functions and do not travel to Ray workers: run them "
+            "with executor='inprocess'."
+        )
+    if execution.remote and model is not None:
+        raise ValueError(
+            "executor='ray': each worker loads config.model itself; a live model cannot "
+            "travel. Leave model= out (config.model names what to load)."
+        )
+    if resume and output_dir is None:
+        raise ValueError("resume=True needs the output_dir of the run to resume.")
+    if shards is not None and (
+        not isinstance(shards, int) or isinstance(shards, bool) or shards < 1
+    ):
+        raise ValueError(f"shards must be a positive integer, got {shards!r}.")
     config.validate(user_metrics=metrics)  # user metric names are valid drop metrics
     if 0 < config.mia_texts < 64:
         warnings.warn(
@@ -568,46 +519,47 @@ def run_benchmark(
     config.validate_for_model(model)
 
     t0 = time.perf_counter()
-    fit, ev, ctx = _prepare_data(config, task, model)
+    fit, ev, ctx = prepare_data(config, task, model)
     timings["tokenize"] = time.perf_counter() - t0
-    eval_kw = {"batch_size": config.batch_size, "progress": False, "metrics": metrics}
-    t0 = time.perf_counter()
-    original = evaluate(model, ev, label="original", **eval_kw)
-    timings["evaluate_original"] = time.perf_counter() - t0
-
-    curves, method_info, fitted = _sweep_methods(
-        config, model, ev, ctx, original, eval_kw, timings, progress
-    )
-
-    # each method against random units of the same kind and count at its validated level
-    t0 = time.perf_counter()
-    baselines = (
-        random_baselines(config, model, ev, curves, fitted, metrics, progress=progress)
-        if config.baseline_seeds
-        else {}
-    )
-    timings["random_baselines"] = time.perf_counter() - t0
-    release_free_memory()
-
-    t0 = time.perf_counter()
-    one_batch = {k: v.head(config.batch_size) for k, v in ev.items()}
-    extra_rows = _extra_metrics(config, model, task, one_batch, curves, fitted)
-    timings["extra_metrics"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    for name, row in _depth_rows(config, model, ev, curves, fitted).items():
-        extra_rows.setdefault(name, {}).update(row)
-    timings["unlearning_depth"] = time.perf_counter() - t0
-
-    removal: dict[str, DegreeOfRemoval] = {}
-    if config.relearn_steps:
-        release_free_memory()
+    if shards is None and resume and output_dir is not None:
+        shards = _stored_shards(Path(output_dir))  # the run's own, so its units are reused
+    shards = shards or (execution.actors if execution.remote else 1)
+    state = BenchmarkState(config, model, ev, fit=fit, ctx=ctx, shards=shards, metrics=metrics)
+    folder = None
+    if output_dir is not None:  # each finished unit is kept there, for --resume
+        job = {"config": asdict(config), "shards": state.shards}
+        folder = RunFolder(output_dir, job, resume, overwrite=True)
+    ex = open_executor(execution, lambda: state, BenchmarkWorker, state.payload(execution.threads))
+    try:
+        runner = UnitRunner(ex, folder, resume, on_unit)
         t0 = time.perf_counter()
-        removal = relearn_methods(config, model, fit, ev, curves, fitted, progress=progress)
-        for name, r in removal.items():
-            extra_rows.setdefault(name, {}).update(r.row())
-        timings["degree_of_removal"] = time.perf_counter() - t0
-
+        original, curves, method_info = _sweep(
+            state, runner, timings, progress, driver_fits=execution.remote
+        )
+        timings["sweeps_wall"] = time.perf_counter() - t0
+        fitted = {name: state.fitted(name) for name in config.methods}
+        # relearning attacks and random baselines run (on the workers) while this process
+        # computes the extra metrics
+        t0 = time.perf_counter()
+        runner.submit(state.second_units(curves))
+        one_batch = {k: v.head(config.batch_size) for k, v in ev.items()}
+        extra_rows = _extra_metrics(config, model, task, one_batch, curves, fitted)
+        timings["extra_metrics"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for name, row in _depth_rows(config, model, ev, curves, fitted).items():
+            extra_rows.setdefault(name, {}).update(row)
+        timings["unlearning_depth"] = time.perf_counter() - t1
+        results = runner.collect(progress, "baselines, relearning")
+        timings["second_phase_wall"] = time.perf_counter() - t0
+    finally:
+        ex.close()
+    baselines, removal = _baselines_and_relearning(state, results, curves)
+    timings["random_baselines"] = state.seconds(results, "baseline")
+    if removal:
+        timings["degree_of_removal"] = state.seconds(results, "relearn")
+    for name, r in removal.items():
+        extra_rows.setdefault(name, {}).update(r.row())
+    release_free_memory()
     t0 = time.perf_counter()
     scorecard = Scorecard.from_curves(curves, extra_rows, baselines=baselines)
     scorecard.seconds = time.perf_counter() - t0
@@ -648,4 +600,6 @@ def run_benchmark(
     )
     if output_dir is not None:
         _write_outputs(result, Path(output_dir))
+    if folder is not None:  # finished: the report holds everything the units did
+        folder.remove()
     return result

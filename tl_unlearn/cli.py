@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 __all__ = ["main"]
 
@@ -116,6 +117,13 @@ def _run(args: argparse.Namespace) -> int:
         return _ground_truth(args)
     if args.config in PRESET_CONFIGS:
         cfg = BenchmarkConfig.preset(args.config)
+    elif args.resume and not args.config:  # the interrupted run's own configuration
+        from pathlib import Path
+
+        spec = Path(args.output) / "job.json"
+        if not spec.exists():
+            raise SystemExit(f"Nothing to resume in {args.output}: it has no job.json.")
+        cfg = BenchmarkConfig.from_dict(json.loads(spec.read_text())["config"])
     else:
         cfg = BenchmarkConfig.from_file(args.config) if args.config else BenchmarkConfig()
     overrides = {
@@ -144,7 +152,14 @@ def _run(args: argparse.Namespace) -> int:
     cfg.options.update(_parse_options(args.option))
     for k, v in overrides.items():
         setattr(cfg, k, v)
-    result = run_benchmark(cfg, output_dir=args.output, progress=not args.quiet)
+    result = run_benchmark(
+        cfg,
+        output_dir=args.output,
+        progress=not args.quiet,
+        executor=_execution(args),
+        shards=args.shards,
+        resume=args.resume,
+    )
     ranked = result.scorecard.ranked()
     cols = [
         c
@@ -231,6 +246,54 @@ def _options(args: argparse.Namespace) -> int:
     return 0
 
 
+def _execution_args(parser: argparse.ArgumentParser, shards: int | None) -> None:
+    """Where the units of ``run`` and ``map`` run, and resuming an interrupted run."""
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run the units on Ray: a cluster's address, or nothing for a local cluster "
+        "(needs pip install 'tl_unlearn[ray]')",
+    )
+    parser.add_argument("--actors", type=int, default=2, help="Ray actors (each loads the model)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per Ray actor (default 1)"
+    )
+    parser.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        default=0.0,
+        dest="gpus_per_actor",
+        help="GPUs per Ray actor (a fraction shares one GPU between actors)",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=shards,
+        help="pieces the evaluation data is cut into, each a unit"
+        + (" (default: 1 in-process, one per Ray actor)" if shards is None else ""),
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --output: compute only its unfinished units",
+    )
+
+
+def _execution(args: argparse.Namespace) -> Any:
+    from tl_unlearn.scale import Execution
+
+    return Execution(
+        "inprocess" if args.ray is None else "ray",
+        args.actors,
+        args.ray or None,
+        args.threads,
+        args.gpus_per_actor,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tl-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -292,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--device", help="where the model runs: cpu (default), cuda, cuda:1, mps")
     run.add_argument("--output", default="runs/latest", help="output folder")
+    _execution_args(run, shards=None)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
     cmap = sub.add_parser(
@@ -307,23 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     cmap.add_argument("--seq-len", type=int, default=64, dest="seq_len")
     cmap.add_argument("--batch-size", type=int, default=8, dest="batch_size")
     cmap.add_argument("--seed", type=int, default=0)
-    cmap.add_argument("--shards", type=int, default=1, help="pieces each dataset is cut into")
-    cmap.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="ADDRESS",
-        help="run on Ray: a cluster's address, or nothing for a local cluster",
-    )
-    cmap.add_argument("--actors", type=int, default=2, help="Ray actors (each loads the model)")
-    cmap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    _execution_args(cmap, shards=1)
     cmap.add_argument("--device", default="cpu", help="device of each worker's model")
-    cmap.add_argument("--gpus-per-actor", type=float, default=0.0, dest="gpus_per_actor")
     cmap.add_argument("--output", default="runs/map", help="run folder (units, job, map)")
-    cmap.add_argument(
-        "--resume", action="store_true", help="compute only the units not yet in --output"
-    )
     cmap.add_argument("--quiet", action="store_true", help="no progress bars")
     cmap.set_defaults(func=_map)
     options = sub.add_parser("options", help="list the methods and their options")

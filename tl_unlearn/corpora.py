@@ -65,19 +65,20 @@ _WIKI_DROP_LINE = re.compile(r"^\s*(\{\||\|\}|\||!|\[\[(File|Image|Category):)",
 
 
 def _strip_nested(text: str, open_: str, close: str) -> str:
-    """Remove (possibly nested) ``open_ ... close`` spans, e.g. wiki templates ``{{...}}``."""
-    out, depth, i = [], 0, 0
-    while i < len(text):
-        if text.startswith(open_, i):
-            depth += 1
-            i += len(open_)
-        elif depth and text.startswith(close, i):
-            depth -= 1
-            i += len(close)
-        else:
+    """Remove (possibly nested) ``open_ ... close`` spans, e.g. wiki templates ``{{...}}``
+    (an unmatched ``close`` outside any span is kept as text)."""
+    out, depth, last = [], 0, 0
+    for m in re.finditer(re.escape(open_) + "|" + re.escape(close), text):
+        if m.group() == open_:
             if not depth:
-                out.append(text[i])
-            i += 1
+                out.append(text[last : m.start()])
+            depth += 1
+        elif depth:
+            depth -= 1
+            if not depth:
+                last = m.end()
+    if not depth:
+        out.append(text[last:])
     return "".join(out)
 
 

@@ -374,12 +374,11 @@ def run_ground_truth_tier(
     Raises:
         ValueError: An unknown model or method, or ``fits`` < 2, before any work.
     """
-    from tl_unlearn.benchmark import _sweep_methods, random_baselines
+    from tl_unlearn.benchmark import sweep_fitted
     from tl_unlearn.edges import Circuit
     from tl_unlearn.ground_truth import PLANTED, corrupt_forget, load_planted, planted_data
     from tl_unlearn.methods import METHODS, check_options
     from tl_unlearn.metrics.depth import unlearning_depth
-    from tl_unlearn.metrics.evaluation import evaluate
     from tl_unlearn.metrics.scorecard import Scorecard
     from tl_unlearn.runs import BenchmarkConfig
 
@@ -424,12 +423,8 @@ def run_ground_truth_tier(
             baseline_seeds=baseline_seeds,
             options=opts,
         )
-        eval_kw = {"batch_size": batch_size, "progress": False, "metrics": None}
-        original = evaluate(model, ev, label="original", **eval_kw)
-        curves, _, fitted = _sweep_methods(
-            config, model, ev, None, original, eval_kw, timings, False, fitted=fitted_by_fit[0]
-        )
-        baselines = random_baselines(config, model, ev, curves, fitted) if baseline_seeds else {}
+        fitted = fitted_by_fit[0]
+        _, curves, baselines = sweep_fitted(config, model, ev, fitted)
         extra: dict[str, dict[str, Any]] = {}
         levels = {c.name: c.held_out()["level"] for c in curves}
         for m, level in levels.items():

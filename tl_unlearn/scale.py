@@ -259,10 +259,78 @@ def merge_evaluations(parts: Sequence[Any], label: str = "") -> Any:
     return Evaluation(datasets, label or parts[0].label, sum(p.seconds for p in parts))
 
 
-class _RayPool:
-    """Ray actors running :class:`Worker`; a unit whose actor died is retried on a new one."""
+@dataclass(frozen=True)
+class Execution:
+    """Where units run: in this process (the default) or on Ray actors.
 
-    def __init__(self, job: MapJob, actors: int, address: str | None, num_gpus: float) -> None:
+    Attributes:
+        kind: ``"inprocess"`` or ``"ray"``.
+        actors: Ray actors (each loads the model and data once).
+        address: A Ray cluster's address (default: start a local one).
+        threads: Torch threads per Ray actor (Ray gives an actor one by default).
+        num_gpus: GPUs per actor (a fraction shares one GPU between small models).
+
+    Examples:
+        >>> Execution.of("ray").actors
+        2
+        >>> Execution.of("dask")
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown executor 'dask'; choose one of ('inprocess', 'ray').
+    """
+
+    kind: str = "inprocess"
+    actors: int = 2
+    address: str | None = None
+    threads: int = 1
+    num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise ValueError(f"Unknown executor {self.kind!r}; choose one of {EXECUTORS}.")
+        for name in ("actors", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.num_gpus, (int, float)) or self.num_gpus < 0:
+            raise ValueError(f"num_gpus must be a number >= 0, got {self.num_gpus!r}.")
+
+    @classmethod
+    def of(cls, executor: str | Execution) -> Execution:
+        """``executor`` as an :class:`Execution` (a name takes the defaults)."""
+        return executor if isinstance(executor, Execution) else cls(executor)
+
+    @property
+    def remote(self) -> bool:
+        return self.kind == "ray"
+
+
+class InProcessExecutor:
+    """Runs units one after another on a worker in this process."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.pending: list[Any] = []
+        self.retries = 0
+        self.actors: list[Any] = []
+
+    def submit(self, units: Sequence[Any]) -> None:
+        self.pending += list(units)
+
+    def collect(self, done: Callable[[Any, dict], None], progress: bool, desc: str) -> None:
+        todo, self.pending = self.pending, []
+        for u in tqdm(todo, desc=desc, disable=not progress or not todo):
+            done(u, self.worker.run(u.to_dict()))
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """Ray actors, each a ``worker_cls(payload)``; a unit whose actor died is retried on a
+    fresh actor. Units are handed out as actors come free (submitted ones start at once)."""
+
+    def __init__(self, worker_cls: type, payload: dict[str, Any], execution: Execution) -> None:
         try:
             import ray
         except ModuleNotFoundError:
@@ -271,46 +339,56 @@ class _RayPool:
             ) from None
         self.ray = ray
         self.started = False
-        threads = max(1, job.threads)
         if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False)
+            if execution.address:
+                ray.init(address=execution.address, log_to_driver=False)
             else:
-                ray.init(num_cpus=actors * threads, include_dashboard=False, log_to_driver=False)
+                ray.init(
+                    num_cpus=execution.actors * execution.threads,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                )
             self.started = True
-        self.cls = ray.remote(num_cpus=threads, num_gpus=num_gpus)(Worker)
-        self.job = job.to_dict()
-        self.actors = [self.cls.remote(self.job) for _ in range(actors)]
+        self.cls = ray.remote(num_cpus=execution.threads, num_gpus=execution.num_gpus)(worker_cls)
+        self.payload = payload
+        self.actors = [self.cls.remote(payload) for _ in range(execution.actors)]
         self.retries = 0
+        self.queue: list[Any] = []
+        self.running: dict[Any, tuple[Any, int]] = {}
+        self.free = list(range(execution.actors))
 
-    def layout(self) -> tuple[int, int, bool]:
-        """The model's layout, from the first actor (the driver loads no model)."""
-        return tuple(self.ray.get(self.actors[0].layout.remote()))
+    def call(self, method: str) -> Any:
+        """``method()`` of the first actor, waited for."""
+        return self.ray.get(getattr(self.actors[0], method).remote())
 
-    def run(self, units: list[Unit], done: Callable[[Unit, dict], None], progress: bool) -> None:
+    def _fill(self) -> None:
+        while self.queue and self.free:
+            i = self.free.pop(0)
+            u = self.queue.pop(0)
+            self.running[self.actors[i].run.remote(u.to_dict())] = (u, i)
+
+    def submit(self, units: Sequence[Any]) -> None:
+        self.queue += list(units)
+        self._fill()
+
+    def collect(self, done: Callable[[Any, dict], None], progress: bool, desc: str) -> None:
         ray = self.ray
-        queue = list(units)
-        running: dict[Any, tuple[Unit, int]] = {}
-        free = list(range(len(self.actors)))
-        bar = tqdm(total=len(units), desc="units", disable=not progress)
-        while queue or running:
-            while queue and free:
-                i = free.pop(0)
-                u = queue.pop(0)
-                running[self.actors[i].run.remote(u.to_dict())] = (u, i)
-            ready, _ = ray.wait(list(running), num_returns=1)
+        bar = tqdm(total=len(self.queue) + len(self.running), desc=desc, disable=not progress)
+        while self.queue or self.running:
+            self._fill()
+            ready, _ = ray.wait(list(self.running), num_returns=1)
             for ref in ready:
-                u, i = running.pop(ref)
+                u, i = self.running.pop(ref)
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayActorError:
                     self.retries += 1
-                    self.actors[i] = self.cls.remote(self.job)  # a fresh actor in its place
-                    queue.insert(0, u)
+                    self.actors[i] = self.cls.remote(self.payload)  # a fresh actor in its place
+                    self.queue.insert(0, u)
                 else:
                     done(u, result)
                     bar.update(1)
-                free.append(i)
+                self.free.append(i)
         bar.close()
 
     def close(self) -> None:
@@ -318,6 +396,130 @@ class _RayPool:
             self.ray.kill(a)
         if self.started:
             self.ray.shutdown()
+
+
+def open_executor(
+    execution: Execution, local: Callable[[], Any], worker_cls: type, payload: dict[str, Any]
+) -> InProcessExecutor | RayExecutor:
+    """The executor of ``execution``: ``local()`` as the worker in-process, else Ray actors
+    built from ``payload``."""
+    if execution.remote:
+        return RayExecutor(worker_cls, payload, execution)
+    return InProcessExecutor(local())
+
+
+class RunFolder:
+    """A run's folder: ``job.json`` and one JSON file per finished unit (each written
+    atomically), so an interrupted run can resume.
+
+    Args:
+        path: The folder.
+        job: The job (JSON), which a resumed run must match.
+        resume: Keep the finished units (the folder must hold the same job).
+        overwrite: Without ``resume``, start over in a folder holding another job (else
+            refuse it).
+
+    Raises:
+        ValueError: ``resume`` and no job there, or another job there (before any work).
+    """
+
+    def __init__(
+        self, path: str | Path, job: dict[str, Any], resume: bool, overwrite: bool = False
+    ) -> None:
+        from tl_unlearn.files import atomic_write_text
+
+        self.path = Path(path)
+        self.units = self.path / "units"
+        spec = self.path / "job.json"
+        same = spec.exists() and json.loads(spec.read_text()) == json.loads(json.dumps(job))
+        if resume and not spec.exists():
+            raise ValueError(f"Nothing to resume in {self.path}: it has no job.json.")
+        if spec.exists() and not same and (resume or not overwrite):
+            raise ValueError(f"{self.path} holds another job ({spec}); use a new folder.")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.units.mkdir(exist_ok=True)
+        if not resume:
+            for old in self.units.glob("*.json"):
+                old.unlink()
+        atomic_write_text(spec, json.dumps(job, indent=1))
+
+    def read(self, unit: Any) -> dict[str, Any] | None:
+        """A finished unit's result (None when not finished, or finished for another spec)."""
+        path = self.units / f"{unit.key}.json"
+        if not path.exists():
+            return None
+        stored = json.loads(path.read_text())
+        return stored["result"] if stored.get("unit") == unit.to_dict() else None
+
+    def remove(self) -> None:
+        """Remove the units and the job (the run is finished and written)."""
+        import shutil
+
+        shutil.rmtree(self.units, ignore_errors=True)
+        (self.path / "job.json").unlink(missing_ok=True)
+
+    def write(self, unit: Any, result: dict[str, Any]) -> None:
+        from tl_unlearn.files import atomic_write_text
+
+        atomic_write_text(
+            self.units / f"{unit.key}.json", json.dumps({"unit": unit.to_dict(), "result": result})
+        )
+
+
+class UnitRunner:
+    """Submits units to an executor and collects their results (as dicts, by unit), reading
+    finished ones back from a :class:`RunFolder` when resuming and writing new ones there.
+
+    ``on_unit(n, executor)`` is called after each unit computed now, ``n`` counting them.
+    """
+
+    def __init__(
+        self,
+        executor: InProcessExecutor | RayExecutor,
+        folder: RunFolder | None = None,
+        resume: bool = False,
+        on_unit: Callable[[int, Any], None] | None = None,
+    ) -> None:
+        self.executor = executor
+        self.folder = folder
+        self.resume = resume
+        self.on_unit = on_unit
+        self.results: dict[Any, dict[str, Any]] = {}
+        self.computed = 0
+        self.read_back = 0
+
+    def submit(self, units: Sequence[Any]) -> None:
+        todo = []
+        for u in units:
+            stored = self.folder.read(u) if self.resume and self.folder is not None else None
+            if stored is None:
+                todo.append(u)
+            else:
+                self.results[u] = stored
+                self.read_back += 1
+        self.executor.submit(todo)
+
+    def _done(self, unit: Any, result: dict[str, Any]) -> None:
+        self.results[unit] = result
+        if self.folder is not None:
+            self.folder.write(unit, result)
+        self.computed += 1
+        if self.on_unit is not None:
+            self.on_unit(self.computed, self.executor)
+
+    def collect(self, progress: bool = False, desc: str = "units") -> dict[Any, dict[str, Any]]:
+        """Wait for every submitted unit; all results so far."""
+        self.executor.collect(self._done, progress, desc)
+        return self.results
+
+    @property
+    def info(self) -> dict[str, int]:
+        return {
+            "units": len(self.results),
+            "computed": self.computed,
+            "read_back": self.read_back,
+            "retried": self.executor.retries,
+        }
 
 
 def component_map_job(
@@ -344,7 +546,7 @@ def component_map_job(
         resume: Read the units already in ``run_dir`` back and compute only the others.
         progress: Progress bar over units.
         on_unit: Called after each finished unit with the number finished so far and the
-            Ray pool (None in-process); a test kills an actor or interrupts the run there.
+            executor (its Ray actors in `actors`); a test kills an actor or interrupts the run there.
 
     Returns:
         The :class:`~tl_unlearn.circuits.ComponentMap`; ``info`` says how many units were
@@ -359,76 +561,39 @@ def component_map_job(
     from tl_unlearn.metrics.evaluation import Evaluation
 
     t0 = time.perf_counter()
-    if executor not in EXECUTORS:
-        raise ValueError(f"Unknown executor {executor!r}; choose one of {EXECUTORS}.")
+    execution = Execution(executor, actors, address, max(1, job.threads), num_gpus)
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir of the run to resume.")
-    if not isinstance(actors, int) or isinstance(actors, bool) or actors < 1:
-        raise ValueError(f"actors must be a positive integer, got {actors!r}.")
-    folder = None if run_dir is None else Path(run_dir)
-    if folder is not None:
-        spec = folder / "job.json"
-        if spec.exists():
-            if json.loads(spec.read_text()) != job.to_dict():
-                raise ValueError(f"{folder} holds another job ({spec}); use a new run_dir.")
-        elif resume:
-            raise ValueError(f"Nothing to resume in {folder}: it has no job.json.")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "units").mkdir(exist_ok=True)
-        atomic_write_text(spec, json.dumps(job.to_dict(), indent=1))
+    folder = None if run_dir is None else RunFolder(run_dir, job.to_dict(), resume)
     import torch
 
-    layout_file = None if folder is None else folder / "layout.json"
+    layout_file = None if folder is None else folder.path / "layout.json"
     layout = None
     if resume and layout_file is not None and layout_file.exists():
         n_layers, n_heads, attn_only = json.loads(layout_file.read_text())
         layout = (int(n_layers), int(n_heads), bool(attn_only))
-    results: dict[Unit, Any] = {}
-    worker: Worker | None = None
-    pool: _RayPool | None = None
     threads = torch.get_num_threads()  # an in-process worker sets its own; restored after
-
-    def start() -> tuple[int, int, bool]:
-        """Start the executor's workers (each loads the model once); the model's layout."""
-        nonlocal worker, pool
-        if executor == "inprocess":
-            worker = Worker(job.to_dict())
-            return worker.layout()
-        pool = _RayPool(job, actors, address, num_gpus)
-        return pool.layout()
-
-    def done(u: Unit, result: dict[str, Any]) -> None:
-        results[u] = Evaluation.from_dict(result)
-        if folder is not None:
-            atomic_write_text(folder / "units" / f"{u.key}.json", json.dumps(result))
-        if on_unit is not None:
-            on_unit(len(results) - read_back, pool)
-
-    retries = 0
+    executor_: InProcessExecutor | RayExecutor | None = None
     try:
-        if layout is None:
-            layout = start()
+        if layout is None:  # the workers load the model; the driver loads none
+            executor_ = open_executor(
+                execution, lambda: Worker(job.to_dict()), Worker, job.to_dict()
+            )
+            layout = executor_.call("layout") if execution.remote else executor_.worker.layout()
             if layout_file is not None:
                 atomic_write_text(layout_file, json.dumps(list(layout)))
-        units = job.units(layout)
-        if resume and folder is not None:
-            for u in units:
-                path = folder / "units" / f"{u.key}.json"
-                if path.exists():
-                    results[u] = Evaluation.from_dict(json.loads(path.read_text()))
-        read_back = len(results)
-        todo = [u for u in units if u not in results]
-        if todo and worker is None and pool is None:
-            start()
-        if todo and worker is not None:
-            for u in tqdm(todo, desc="units", disable=not progress):
-                done(u, worker.run(u.to_dict()))
-        elif todo and pool is not None:
-            pool.run(todo, done, progress)
-            retries = pool.retries
+        units = job.units(tuple(layout))
+        todo = [u for u in units if not (resume and folder is not None and folder.read(u))]
+        if todo and executor_ is None:
+            executor_ = open_executor(
+                execution, lambda: Worker(job.to_dict()), Worker, job.to_dict()
+            )
+        runner = UnitRunner(executor_ or InProcessExecutor(None), folder, resume, on_unit)
+        runner.submit(units)
+        results = {u: Evaluation.from_dict(r) for u, r in runner.collect(progress).items()}
     finally:
-        if pool is not None:
-            pool.close()
+        if executor_ is not None:
+            executor_.close()
         torch.set_num_threads(threads)
     comps = job.component_list(*layout)
     merged = [
@@ -443,14 +608,7 @@ def component_map_job(
         job.method,
         layout[0],
         layout[1],
-        info={
-            "units": len(units),
-            "computed": len(todo),
-            "read_back": read_back,
-            "retried": retries,
-            "executor": executor,
-            "job": job.to_dict(),
-        },
+        info={**runner.info, "executor": executor, "job": job.to_dict()},
         label=f"component map ({executor})",
         seconds=time.perf_counter() - t0,
     )

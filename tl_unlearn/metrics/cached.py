@@ -31,8 +31,8 @@ from tl_unlearn.metrics.evaluation import (
     Evaluation,
     MetricFn,
     _Accumulator,
-    _common_targets,
     check_user_metrics,
+    common_targets,
 )
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
 
@@ -100,7 +100,7 @@ def evaluate_logits(
                 f"logits[{name!r}] has shape {tuple(lg.shape)}; dataset "
                 f"{name!r} needs [{len(ds)}, >= {width}, d_vocab]."
             )
-        skip = _common_targets(ds, skip_common) if skip_common and ds.target_mask is None else None
+        skip = common_targets(ds, skip_common) if skip_common and ds.target_mask is None else None
         acc = _Accumulator(name, label, top_k, skip, ds.has_answers, dict(metrics))
         start = 0
         for view in ds.views(batch_size):

@@ -647,7 +647,13 @@ def unit_indices(
     return units[picks]
 
 
-def _common_targets(ds: TokenDataset, n: int) -> Int[Tensor, " n"]:
+#: Default N of the skip-common accuracies (the N most frequent targets left out).
+SKIP_COMMON = 50
+
+
+def common_targets(ds: TokenDataset, n: int) -> Int[Tensor, " n"]:
+    """The ``n`` most frequent targets of a dataset's scored positions (what the
+    skip-common accuracies leave out)."""
     targets = ds.tokens[:, 1:][ds.scored_positions()]
     if n <= 0 or targets.numel() == 0:
         return torch.empty(0, dtype=torch.long)
@@ -865,12 +871,13 @@ def evaluate_many(
     *,
     batch_size: int = 8,
     top_k: Sequence[int] = (1, 5),
-    skip_common: int = 50,
+    skip_common: int = SKIP_COMMON,
     labels: Sequence[str] | None = None,
     share_prefix: bool = True,
     progress: bool = True,
     metrics: Mapping[str, MetricFn] | None = None,
     batch_hooks: Callable[[str, int, TokenDataset], Hooks] | None = None,
+    common: Mapping[str, Tensor] | None = None,
 ) -> list[Evaluation]:
     """Evaluate several interventions in one streaming pass over the data.
 
@@ -905,6 +912,9 @@ def evaluate_many(
         metrics: User metrics ``metric(logits, batch)`` by name.
         batch_hooks: ``(dataset, batch_start, batch) -> hooks`` added per batch (for
             interventions that read the batch itself).
+        common: The common targets the skip-common accuracies leave out, by dataset
+            (default: each dataset's own :func:`common_targets`); a shard of a dataset takes
+            the whole dataset's.
 
     Returns:
         One :class:`Evaluation` per intervention, in order.
@@ -947,7 +957,11 @@ def evaluate_many(
                 labels[i],
                 top_k,
                 # skip-common is for text: on scored answers it would drop the answers themselves
-                _common_targets(ds, skip_common)
+                (
+                    common[name]
+                    if common is not None and name in common
+                    else common_targets(ds, skip_common)
+                )
                 if skip_common and ds.target_mask is None
                 else None,
                 ds.has_answers,
@@ -1007,7 +1021,7 @@ def evaluate(
     *,
     batch_size: int = 8,
     top_k: Sequence[int] = (1, 5),
-    skip_common: int = 50,
+    skip_common: int = SKIP_COMMON,
     label: str = "",
     progress: bool = True,
     metrics: Mapping[str, MetricFn] | None = None,
@@ -1144,7 +1158,7 @@ def check_user_metrics(metrics: Mapping[str, MetricFn] | None) -> dict[str, Metr
 def check_metric_name(
     metric: MetricSpec,
     top_k: Sequence[int] = (1, 5),
-    skip_common: int = 50,
+    skip_common: int = SKIP_COMMON,
     custom: Iterable[str] = (),
 ) -> MetricSpec:
     """``metric`` if an :class:`Evaluation` with these settings can have it, else a ValueError.

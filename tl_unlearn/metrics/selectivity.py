@@ -54,7 +54,7 @@ from tl_unlearn.metrics.intervals import (
 )
 from tl_unlearn.results import Result, dataset_colour
 
-__all__ = ["RandomBaseline", "SelectivityCurve", "selectivity_curve"]
+__all__ = ["RandomBaseline", "SelectivityCurve", "held_out_half", "selectivity_curve"]
 
 
 @dataclass
@@ -366,15 +366,13 @@ class SelectivityCurve(ForgetRetainDrops, Result):
                 "held_out_data() needs per-sequence statistics and at least 2 "
                 "sequences per dataset."
             )
-        out = {}
         for ds in ("forget", "retain"):
             if len(data[ds]) != self.original[ds].n_units:
                 raise ValueError(
                     f"Dataset {ds!r} has {len(data[ds])} sequences; the curve "
                     f"was evaluated on {self.original[ds].n_units}."
                 )
-            out[ds] = data[ds].rows(slice(int(halves[ds][1][0]), None))
-        return out
+        return held_out_half(data)
 
     def versus(self, baseline: SelectivityCurve | RandomBaseline) -> Interval:
         """Held-out difference of this curve minus ``baseline``'s at the same level (the
@@ -609,6 +607,20 @@ class SelectivityCurve(ForgetRetainDrops, Result):
         )
 
 
+def held_out_half(data: Mapping[str, TokenDataset]) -> dict[str, TokenDataset]:
+    """The second half of the forget and retain sequences: where a curve's held-out
+    difference (:meth:`SelectivityCurve.held_out`) is measured.
+
+    Examples:
+        >>> from tl_unlearn.data import TokenDataset
+        >>> import torch
+        >>> d = TokenDataset(torch.zeros(5, 4, dtype=torch.long))
+        >>> len(held_out_half({"forget": d, "retain": d})["forget"])
+        3
+    """
+    return {ds: data[ds].rows(slice(len(data[ds]) // 2, None)) for ds in ("forget", "retain")}
+
+
 def selectivity_curve(
     model: Any,
     data: Mapping[str, TokenDataset],
@@ -625,6 +637,7 @@ def selectivity_curve(
     n_boot: int = 1000,
     confidence: float = 0.95,
     interval: str | None = None,
+    evaluations: Sequence[Evaluation] | None = None,
     **evaluate_kwargs: Any,
 ) -> SelectivityCurve:
     """Evaluate ``family(level)`` at each level on forget and retain data.
@@ -651,6 +664,8 @@ def selectivity_curve(
         interval: How intervals are made from the replicates (one of
             :data:`~tl_unlearn.metrics.intervals.INTERVAL_KINDS`; default
             :data:`~tl_unlearn.metrics.intervals.DEFAULT_INTERVAL`).
+        evaluations: Evaluations of ``family`` at each level already made (e.g. merged from
+            units run elsewhere; needs ``original``): nothing is evaluated again.
         **evaluate_kwargs: ``batch_size``, ``top_k``, ``skip_common``, ``metrics`` (more
             user metrics) for :func:`evaluate`.
 
@@ -681,26 +696,33 @@ def selectivity_curve(
     if not levels:
         raise ValueError("selectivity_curve() needs at least one level.")
     t0 = time.perf_counter()
-    interventions = [family(level) for level in levels]
-    name = name or interventions[0].name
-    runs: list[Any] = ([] if original is not None else [[]]) + interventions
-    results = evaluate_many(
-        model,
-        data,
-        runs,
-        labels=None if original is not None else ["original", *(iv.name for iv in interventions)],
-        progress=progress,
-        **evaluate_kwargs,
-    )
-    if original is None:
-        original, evaluations = results[0], results[1:]
+    if evaluations is not None:
+        if original is None or len(evaluations) != len(levels):
+            raise ValueError("evaluations= needs original= and one evaluation per level.")
+        name = name or evaluations[0].label
     else:
-        evaluations = results
+        interventions = [family(level) for level in levels]
+        name = name or interventions[0].name
+        runs: list[Any] = ([] if original is not None else [[]]) + interventions
+        results = evaluate_many(
+            model,
+            data,
+            runs,
+            labels=None
+            if original is not None
+            else ["original", *(iv.name for iv in interventions)],
+            progress=progress,
+            **evaluate_kwargs,
+        )
+        if original is None:
+            original, evaluations = results[0], results[1:]
+        else:
+            evaluations = results
     return SelectivityCurve(
         name,
         levels,
         original,
-        evaluations,
+        list(evaluations),
         metric,
         level_name,
         include_zero,
