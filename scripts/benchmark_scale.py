@@ -1,6 +1,11 @@
 """Units per second of a component map: in-process against Ray with 1 and 2 actors.
 
     python scripts/benchmark_scale.py --markdown docs/generated/scale.md
+    python scripts/benchmark_scale.py --run --markdown docs/generated/scale-run.md
+
+With ``--run``: the benchmark itself (sweeps, random baselines, relearning attacks as
+units) on SmolLM2, in-process against Ray with 1 and 2 actors, and that every run gives the
+same scorecard.
 
 One job per model (each head, or each MLP of SmolLM2, ablated alone), run by each executor in one session on the
 same machine; the in-process worker gets every thread, each Ray actor one. Reports wall time
@@ -37,6 +42,64 @@ def _run(job: MapJob, executor: str, actors: int) -> tuple[float, float, object]
     return end - t0, rate, cmap
 
 
+def _run_benchmark_table(args: argparse.Namespace) -> str:
+    """The benchmark run by each executor (one session): wall time as the user waits,
+    the two unit phases' wall times, and whether the scorecards agree."""
+    import ray
+
+    from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
+    from tl_unlearn.scale import Execution
+
+    cfg = BenchmarkConfig(
+        model=args.run_model, methods=args.run_methods.split(","), eval_tokens=args.tokens,
+        fit_tokens=2 * args.tokens, generation_prompts=0, extras=False,
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    runs = {
+        f"in-process, {threads} threads": Execution("inprocess"),
+        "Ray, 1 actor x 1 thread": Execution("ray", actors=1, threads=1),
+        "Ray, 2 actors x 1 thread": Execution("ray", actors=2, threads=1),
+    }
+    out = {}
+    for label, execution in runs.items():
+        if execution.remote:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            t0 = time.perf_counter()
+            res = run_benchmark(cfg, output_dir=None, progress=False, executor=execution)
+            out[label] = (time.perf_counter() - t0, res)
+        finally:
+            if execution.remote:
+                ray.shutdown()
+                torch.set_num_threads(threads)
+    ref_wall, ref = out[f"in-process, {threads} threads"]
+    card = ref.scorecard.ranked().drop(columns=["fit_seconds", "eval_seconds"])
+    rows = []
+    for label, (wall, res) in out.items():
+        other = res.scorecard.ranked().drop(columns=["fit_seconds", "eval_seconds"])
+        diff = (card.select_dtypes("number") - other.select_dtypes("number")).abs().max().max()
+        t = res.timings
+        rows.append(
+            f"| {label} | {wall:.1f} | {t['sweeps_wall']:.1f} | {t['second_phase_wall']:.1f} "
+            f"| {ref_wall / wall:.2f} | {diff:.1e} |"
+        )
+    return "\n".join(
+        [
+            f"The benchmark on `{cfg.model}` ({', '.join(cfg.methods)}; {cfg.eval_tokens} "
+            f"evaluation tokens per side, {cfg.baseline_seeds} random baselines, relearning "
+            f"{cfg.relearn_steps} steps), one session, {threads} cores:",
+            "",
+            "| executor | wall s (with loading) | sweeps wall s | baselines + relearning wall s "
+            "| speed / in-process | largest scorecard difference |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+            f"Peak RSS of the driver: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}"
+            " GB (each actor holds its own model and data).",
+        ]
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="tiny,smollm2")
@@ -47,7 +110,18 @@ def main() -> None:
         help="what each model's map ablates (heads, mlp or both)",
     )
     ap.add_argument("--markdown")
+    ap.add_argument("--run", action="store_true", help="time the benchmark run instead")
+    ap.add_argument("--run-model", default="smollm2", dest="run_model")
+    ap.add_argument("--run-methods", default="prune-abs,head-mean,actadd", dest="run_methods")
     args = ap.parse_args()
+    if args.run:
+        text = _run_benchmark_table(args)
+        print(text)
+        if args.markdown:
+            from tl_unlearn.files import atomic_write_text
+
+            atomic_write_text(Path(args.markdown), text + "\n")
+        return
     import ray
 
     threads = torch.get_num_threads()

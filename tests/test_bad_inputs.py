@@ -7,6 +7,7 @@ weight changed, and (for the benchmark and the CLI) that no file was written.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -656,14 +657,14 @@ WRAPPER = textwrap.dedent("""
 @pytest.mark.parametrize(
     "stop_at",
     [
-        "tl_unlearn.benchmark:evaluate",
+        "tl_unlearn.metrics.evaluation:evaluate_many",
         "sae_lens.training.sae_trainer:SAETrainer.fit",
         "tl_unlearn.benchmark:selectivity_curve",
         "tl_unlearn.benchmark:generation_behaviour",
         "tl_unlearn.report:render_report",
     ],
 )
-def test_ctrl_c_prints_one_line_exits_130_and_writes_nothing(tmp_path, stop_at):
+def test_ctrl_c_prints_one_line_exits_130_and_writes_no_results(tmp_path, stop_at):
     work = tmp_path / "cwd"
     work.mkdir()
     script = tmp_path / "wrapper.py"
@@ -699,6 +700,13 @@ def test_ctrl_c_prints_one_line_exits_130_and_writes_nothing(tmp_path, stop_at):
     )
     assert proc.returncode == 130, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert lines[-1] == "tl-unlearn: interrupted; no results were written.", proc.stderr[-2000:]
+    assert lines[-1] == (
+        f"tl-unlearn: interrupted; no results were written. Finished units are kept in {out}: "
+        "add --resume to continue."
+    ), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    assert list(work.rglob("*")) == [], [str(p) for p in work.rglob("*")]
+    # only what --resume reads back: the job and finished units, each a whole JSON file
+    files = [f for f in work.rglob("*") if f.is_file()]
+    assert all(f == out / "job.json" or f.parent == out / "units" for f in files), files
+    for f in files:
+        json.loads(f.read_text())

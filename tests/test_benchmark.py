@@ -288,6 +288,7 @@ def test_the_large_preset_is_large_and_valid():
     assert large.eval_tokens >= 50_000 and large.fit_tokens >= 50_000
     assert large.eval_tokens == 25 * default.eval_tokens
     assert set(DEFAULT_METHODS) < set(large.methods) and large.baseline_seeds == 5
+    assert large.component_map == "heads" and default.component_map == ""
     assert default.eval_tokens == 2000 and default.baseline_seeds == 3
     with pytest.raises(ValueError, match="huge"):
         BenchmarkConfig.preset("huge")

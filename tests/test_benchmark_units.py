@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tl_unlearn import load_tiny_model, make_task, selectivity_curve
-from tl_unlearn.metrics import evaluate_many
 from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
 from tl_unlearn.benchmark_units import BenchmarkState, SweepUnit, prepare_data
+from tl_unlearn.metrics import evaluate_many
 from tl_unlearn.scale import Execution
 
 CFG = dict(
@@ -82,9 +82,7 @@ def test_units_equal_the_sweeps_made_by_hand(whole):
         assert curve.held_out() == ref.held_out()
         level = ref.held_out()["level"]
         held = {k: d.rows(slice(len(d) // 2, None)) for k, d in ev.items()}
-        base = evaluate_many(
-            model, held, [fm.baseline(level, s) for s in (1, 2)], progress=False
-        )
+        base = evaluate_many(model, held, [fm.baseline(level, s) for s in (1, 2)], progress=False)
         got = whole.random_baselines[curve.name]
         assert got.level == level
         for a, b in zip(got.evaluations, base):
@@ -126,6 +124,24 @@ def test_an_interrupted_run_resumes_to_the_same_report(whole, tmp_path):
     baselines = sum(1 for b in whole.random_baselines.values() if b.evaluations)
     assert len(computed) == 2 + 4 + len(whole.degree_of_removal) + 2 * baselines - 4
     _same(again, whole, tol=1e-12)
+
+
+def test_the_runs_component_map_equals_the_map_made_by_hand(tmp_path):
+    """Independent reference: component_selectivity_map on all the evaluation data."""
+    from tl_unlearn import component_selectivity_map
+    from tl_unlearn.runs import BenchmarkResult
+
+    cfg = _config(methods=["actadd"], component_map="heads", relearn_steps=0, baseline_seeds=0)
+    result = run_benchmark(cfg, output_dir=tmp_path, progress=False, shards=2)
+    assert result.timings["component_map"] > 0
+    model = load_tiny_model()
+    _, ev, _ = prepare_data(cfg, make_task(cfg.forget, cfg.retain), model)
+    ref = component_selectivity_map(model, ev, "heads", method="zero", progress=False)
+    got = BenchmarkResult.load(tmp_path).component_map
+    assert got.components == ref.components == [(l, h) for l in range(2) for h in range(4)]
+    assert np.allclose(got.forget_drop, ref.forget_drop, atol=1e-12)
+    assert np.allclose(got.retain_drop, ref.retain_drop, atol=1e-12)
+    assert "Component map" in (tmp_path / "report.html").read_text()
 
 
 def test_bad_execution_input_is_refused_before_any_work(tmp_path, tiny_model):
@@ -190,8 +206,6 @@ def test_a_killed_actor_changes_nothing(local_cluster, whole):
             local_cluster.kill(executor.actors[0])
             killed.append(executor)
 
-    result = run_benchmark(
-        _config(), output_dir=None, progress=False, executor="ray", on_unit=kill
-    )
+    result = run_benchmark(_config(), output_dir=None, progress=False, executor="ray", on_unit=kill)
     assert killed and killed[0].retries >= 1
     _same(result, whole, tol=1e-6)

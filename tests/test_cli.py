@@ -92,6 +92,9 @@ def test_cli_options_lists_every_method_option(capsys):
         (["--option", "sae.layer=x3"], "Option sae.layer must be an integer, got 'x3'"),
         (["--option", "actadd.levels=[1,"], "--option actadd.levels=[1,: not valid JSON"),
         (["--config", "missing.yaml"], "missing.yaml' does not exist"),
+        (["--resume"], "Nothing to resume in"),
+        (["--shards", "0"], "shards must be a positive integer, got 0"),
+        (["--component-map", "heads", "--actors", "0", "--ray"], "actors must be a positive"),
     ],
 )
 def test_cli_bad_input_exits_2_naming_it(tmp_path, capsys, argv, message):

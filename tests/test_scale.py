@@ -1,6 +1,6 @@
-"""Units of work and executors: a component map cut into units gives the map computed in one
-piece; Ray gives the in-process numbers; a killed actor and an interrupted run change
-nothing."""
+"""Units of work and executors: a component map (an attribution sweep) cut into units gives
+the map (the scores) computed in one piece; Ray gives the in-process numbers; a killed actor
+and an interrupted run change nothing."""
 
 import json
 import sys
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tl_unlearn import component_selectivity_map, load_tiny_model, make_task
-from tl_unlearn.scale import MapJob, Unit, component_map_job
+from tl_unlearn.scale import AttributionJob, MapJob, Unit, attribution_job, component_map_job
 
 JOB = MapJob(model="tiny", tokens=600, seq_len=32, shards=3, batch_size=4, threads=1)
 
@@ -102,3 +102,51 @@ def test_a_killed_actor_changes_nothing(local_cluster, inprocess):
     cmap = component_map_job(JOB, executor="ray", actors=2, progress=False, on_unit=kill)
     assert cmap.info["retried"] >= 1  # its unit went to a new actor
     _same_maps(cmap, inprocess, exact=True)
+
+
+ATT = AttributionJob(
+    model="tiny", forget="ioi", method="eap-ig", examples=12, steps=2, seq_len=32,
+    fit_tokens=2000, batch_size=4, shards=3, threads=1,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def attributed():
+    return attribution_job(ATT, progress=False)
+
+
+def test_sharded_attribution_equals_edge_attribution_on_all_pairs(attributed):
+    """Independent reference: edge_attribution over all the pairs in one call."""
+    from tl_unlearn import edge_attribution
+    from tl_unlearn.benchmark_units import prepare_data
+
+    cfg = ATT.config()
+    model = load_tiny_model()
+    _, _, ctx = prepare_data(cfg, make_task(cfg.forget, cfg.retain), model)
+    clean, corrupted = ctx.forget_fit.head(12), ctx.forget_fit_corrupted.head(12)
+    from tl_unlearn.attribution import answer_logit_diff
+
+    ref = edge_attribution(model, clean, corrupted, answer_logit_diff, method="eap-ig", steps=2,
+                           batch_size=4)  # fmt: skip
+    assert np.abs(ref.scores).max() > 0
+    assert np.allclose(attributed.scores, ref.scores, rtol=1e-9, atol=1e-12)
+    assert attributed.top(20).edges == ref.top(20).edges
+    assert attributed.info["computed"] == 3 and attributed.info["n_examples"] == 12
+
+
+def test_an_interrupted_attribution_resumes(tmp_path, attributed):
+    def stop(n, executor):
+        if n == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        attribution_job(ATT, run_dir=tmp_path, progress=False, on_unit=stop)
+    again = attribution_job(ATT, run_dir=tmp_path, resume=True, progress=False)
+    assert again.info["read_back"] == 2 and again.info["computed"] == 1
+    assert np.array_equal(again.scores, attributed.scores)
+
+
+def test_ray_attribution_equals_inprocess(local_cluster, attributed):
+    on_ray = attribution_job(ATT, executor="ray", progress=False)
+    assert np.allclose(on_ray.scores, attributed.scores, rtol=1e-9, atol=1e-12)
+    assert on_ray.top(20).edges == attributed.top(20).edges

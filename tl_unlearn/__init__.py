@@ -25,6 +25,8 @@ Modules:
     faithfulness: MIB faithfulness curves (CPR, CMD) with intervals and a random band.
     results: the protocol every result follows (label, seconds, save/load, figure).
     benchmark / report / cli: the one-command benchmark and its HTML report.
+    scale / benchmark_units: sweeps as units of work, run in-process or on Ray (Execution),
+        sharded and resumable.
     widget: the interactive ablation widget for Jupyter.
 """
 
@@ -73,6 +75,7 @@ __all__ = [
     "ComponentMap",
     "DatasetMetrics",
     "Evaluation",
+    "Execution",
     "FaithfulnessCurves",
     "ForgetRetainTask",
     "Intervention",
@@ -119,6 +122,7 @@ _LAZY = {
     "AblationWidget": "tl_unlearn.widget",
     "BenchmarkConfig": "tl_unlearn.benchmark",
     "BenchmarkResult": "tl_unlearn.runs",
+    "Execution": "tl_unlearn.scale",
     "run_benchmark": "tl_unlearn.benchmark",
 }
 

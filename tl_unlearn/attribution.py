@@ -24,7 +24,7 @@ as :class:`NodeScores`, which also turns them into an edge ranking.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -38,7 +38,7 @@ from transformer_lens.utilities import get_act_name
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.edges import Circuit, parent_hooks
 from tl_unlearn.engine.tl_patches import edge_flags
-from tl_unlearn.interventions.base import check_positive_int, model_device
+from tl_unlearn.interventions.base import check_indices, check_positive_int, model_device
 from tl_unlearn.interventions.counterfactual import EMBED_HOOK, as_token_dataset, check_pairs
 from tl_unlearn.results import Result
 
@@ -321,6 +321,7 @@ def edge_attribution(
     steps: int = 5,
     batch_size: int = 8,
     progress: bool = False,
+    rows: Sequence[int] | None = None,
 ) -> Circuit:
     """Edge attribution scores (EAP or EAP-IG) of every edge of the model's graph.
 
@@ -333,6 +334,9 @@ def edge_attribution(
         steps: Integration steps of EAP-IG (1 gives EAP).
         batch_size: Examples per pass.
         progress: Show a progress bar.
+        rows: Attribute these pairs only, each weighted as one of all the pairs: the
+            scores of disjoint ``rows`` covering every pair sum to the scores of all of
+            them (a shard of an attribution sweep).
 
     Returns:
         An empty :class:`~tl_unlearn.edges.Circuit` of the model holding the ``scores``
@@ -359,6 +363,10 @@ def edge_attribution(
     check_positive_int(batch_size, "batch_size")
     t0 = time.perf_counter()
     clean_ds, corrupted_ds = _pairs(clean, corrupted)
+    n_total = len(clean_ds)
+    if rows is not None:
+        idx = torch.as_tensor(check_indices(list(rows), n_total, "rows"), dtype=torch.long)
+        clean_ds, corrupted_ds = clean_ds.rows(idx), corrupted_ds.rows(idx)
     circuit = Circuit.of_model(model, label=method.upper())
     scores = torch.zeros(circuit.n_parents, circuit.n_children, dtype=torch.float64)
     params = [p for p in model.parameters()]
@@ -370,7 +378,7 @@ def edge_attribution(
             p.requires_grad_(False)
         for view, corrupt_view in batches:
             _attribute_batch(
-                model, circuit, scores, view, corrupt_view, metric, steps, len(clean_ds), bar
+                model, circuit, scores, view, corrupt_view, metric, steps, n_total, bar
             )
     finally:
         for p, on in zip(params, grads_on):
@@ -382,6 +390,7 @@ def edge_attribution(
         "method": method,
         "steps": steps,
         "n_examples": len(clean_ds),
+        **({"of_examples": n_total} if rows is not None else {}),
         "metric": getattr(metric, "__name__", "metric"),
     }
     return circuit

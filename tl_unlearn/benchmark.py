@@ -150,19 +150,22 @@ def _sweep(
     timings: dict[str, float],
     progress: bool,
     driver_fits: bool = False,
-) -> tuple[Any, list[SelectivityCurve], dict[str, dict[str, Any]]]:
+) -> tuple[Any, list[SelectivityCurve], dict[str, dict[str, Any]], Any]:
     """The original model and every method's curve, unit by unit: the original
-    evaluation, the curves, and each method's information. With ``driver_fits`` (remote
+    evaluation, the curves, each method's information, and the component map (None when
+    the configuration asks for none). With ``driver_fits`` (remote
     workers), this process fits the methods while the workers sweep, and checks each
     worker's fit against its own."""
     config = state.config
-    runner.submit(state.curve_units())
+    runner.submit(state.curve_units() + state.map_units())
     if driver_fits:  # needed here for the rest of the run; the workers are busy meanwhile
         for name in tqdm(config.methods, desc="fits (driver)", disable=not progress):
             state.fitted(name)
     results = runner.collect(progress, "sweeps")
     original = state.merged(results, "original")[0]
     timings["evaluate_original"] = state.seconds(results, "original")
+    if state.map_components():
+        timings["component_map"] = state.seconds(results, "map")
     curves: list[SelectivityCurve] = []
     method_info: dict[str, dict[str, Any]] = {}
     for name in config.methods:
@@ -190,7 +193,7 @@ def _sweep(
         method_info[name] = {**fm.info, "level_name": fm.level_name}
         timings[f"fit:{name}"] = fm.fit_seconds
         timings[f"sweep:{name}"] = state.seconds(results, "curve", name)
-    return original, curves, method_info
+    return original, curves, method_info, state.component_map(results, original)
 
 
 def _baselines_and_relearning(
@@ -232,7 +235,7 @@ def sweep_fitted(
     evaluation, one curve per method of ``config.methods``, and the baselines."""
     state = BenchmarkState(config, model, ev, fitted=fitted)
     runner = UnitRunner(InProcessExecutor(state))
-    original, curves, _ = _sweep(state, runner, {}, False)
+    original, curves, _, _ = _sweep(state, runner, {}, False)
     runner.submit([u for u in state.second_units(curves) if u.kind == "baseline"])
     baselines, _ = _baselines_and_relearning(state, runner.collect(), curves)
     return original, curves, baselines
@@ -533,7 +536,7 @@ def run_benchmark(
     try:
         runner = UnitRunner(ex, folder, resume, on_unit)
         t0 = time.perf_counter()
-        original, curves, method_info = _sweep(
+        original, curves, method_info, cmap = _sweep(
             state, runner, timings, progress, driver_fits=execution.remote
         )
         timings["sweeps_wall"] = time.perf_counter() - t0
@@ -596,6 +599,7 @@ def run_benchmark(
         activation_distances=distances,
         degree_of_removal=removal,
         data=data_sizes,
+        component_map=cmap,
         seconds=timings["total"],
     )
     if output_dir is not None:

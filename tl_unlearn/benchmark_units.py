@@ -47,7 +47,7 @@ __all__ = [
 #: Largest difference of a probe log-probability between a worker's fit and the driver's.
 PROBE_TOLERANCE = 1e-3
 
-_KINDS = ("original", "curve", "baseline", "relearn")
+_KINDS = ("original", "curve", "baseline", "relearn", "map")
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,13 @@ class SweepUnit:
     Attributes:
         kind: ``"original"`` (the model as it is), ``"curve"`` (every level of ``method``),
             ``"baseline"`` (``method``'s random baselines, every seed, at ``level``) or
-            ``"relearn"`` (``method``'s relearning attack at ``level``).
-        method: The method's name (None for ``"original"``).
+            ``"relearn"`` (``method``'s relearning attack at ``level``) or ``"map"`` (each
+            component of ``layer`` zero-ablated alone: the run's component map).
+        method: The method's name (None for ``"original"`` and ``"map"``).
         shard: Which piece of the evaluation data (``"relearn"``: always 0).
         level: The validated level (baselines, relearning).
         held_out: Evaluate on the held-out halves only (baselines).
+        layer: The layer whose components a ``"map"`` unit ablates.
     """
 
     kind: str
@@ -69,6 +71,7 @@ class SweepUnit:
     shard: int = 0
     level: float | None = None
     held_out: bool = False
+    layer: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -77,7 +80,9 @@ class SweepUnit:
     @property
     def key(self) -> str:
         """A file name for the unit's result."""
-        return "-".join([self.kind, *([self.method] if self.method else []), f"s{self.shard}"])
+        parts = [self.kind, *([self.method] if self.method else [])]
+        parts += [f"L{self.layer}"] if self.layer is not None else []
+        return "-".join([*parts, f"s{self.shard}"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -246,6 +251,25 @@ class BenchmarkState:
             SweepUnit("curve", m, s) for m in self.config.methods for s in range(self.shards)
         ]
 
+    def map_components(self) -> list[Any]:
+        """The components the run's component map ablates, in order (none without one)."""
+        from tl_unlearn.circuits import component_list
+
+        if not self.config.component_map:
+            return []
+        cfg = self.model.cfg
+        return component_list(
+            cfg.n_layers, cfg.n_heads, self.config.component_map, attn_only=bool(cfg.attn_only)
+        )
+
+    def map_units(self) -> list[SweepUnit]:
+        """The component map: every component of a layer, ablated alone, per shard (one
+        unit per layer shares the forward pass up to that layer)."""
+        layers = sorted({c[0] for c in self.map_components()})
+        return [
+            SweepUnit("map", shard=s, layer=layer) for layer in layers for s in range(self.shards)
+        ]
+
     def second_units(self, curves: list[Any]) -> list[SweepUnit]:
         """Relearning attacks and random baselines at each curve's validated level."""
         from tl_unlearn.metrics.evaluation import metric_of
@@ -297,6 +321,13 @@ class BenchmarkState:
         out: dict[str, Any] = {}
         if u.kind == "original":
             out["evaluations"] = self._evaluate([[]], u)
+        elif u.kind == "map":
+            from tl_unlearn.circuits import component_intervention
+
+            comps = [c for c in self.map_components() if c[0] == u.layer]
+            out["evaluations"] = self._evaluate(
+                [component_intervention(self.model, [c], "zero") for c in comps], u
+            )
         elif u.kind == "curve":
             out["evaluations"] = self._evaluate([fm.family(x) for x in fm.levels], u)
             if self.probe:
@@ -359,15 +390,22 @@ class BenchmarkState:
 
     # ---- results ----------------------------------------------------------------------
 
-    def merged(self, results: dict[SweepUnit, dict], kind: str, method: str | None = None):
-        """The evaluations of a kind of unit of ``method``, shards merged in order."""
+    def merged(
+        self,
+        results: dict[SweepUnit, dict],
+        kind: str,
+        method: str | None = None,
+        layer: int | None = None,
+    ) -> list[Any]:
+        """The evaluations of a kind of unit of ``method`` (of ``layer``), shards merged
+        in order."""
         from tl_unlearn.metrics.evaluation import Evaluation
         from tl_unlearn.scale import merge_evaluations
 
         parts = [
             results[u]["evaluations"]
             for u in sorted(
-                (u for u in results if u.kind == kind and u.method == method),
+                (u for u in results if (u.kind, u.method, u.layer) == (kind, method, layer)),
                 key=lambda u: u.shard,
             )
         ]
@@ -377,6 +415,29 @@ class BenchmarkState:
             merge_evaluations([Evaluation.from_dict(p[j]) for p in parts])
             for j in range(len(parts[0]))
         ]
+
+    def component_map(self, results: dict[SweepUnit, dict], original: Any) -> Any:
+        """The run's :class:`~tl_unlearn.circuits.ComponentMap` from its units (None
+        without one)."""
+        from tl_unlearn.circuits import ComponentMap
+
+        comps = self.map_components()
+        if not comps:
+            return None
+        layers = sorted({c[0] for c in comps})
+        evaluations = [e for layer in layers for e in self.merged(results, "map", layer=layer)]
+        cfg = self.model.cfg
+        return ComponentMap(
+            comps,
+            original,
+            evaluations,
+            self.config.metric,
+            "zero",
+            cfg.n_layers,
+            cfg.n_heads,
+            label=f"zero ablation map ({self.config.component_map})",
+            seconds=self.seconds(results, "map"),
+        )
 
     def seconds(self, results: dict[SweepUnit, dict], kind: str, method: Any = "any") -> float:
         """Compute time of the units of a kind (of one method, unless ``"any"``), summed."""

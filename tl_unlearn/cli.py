@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
 
         spec = Path(args.output) / "job.json"
         if not spec.exists():
-            raise SystemExit(f"Nothing to resume in {args.output}: it has no job.json.")
+            raise ValueError(f"Nothing to resume in {args.output}: it has no job.json.")
         cfg = BenchmarkConfig.from_dict(json.loads(spec.read_text())["config"])
     else:
         cfg = BenchmarkConfig.from_file(args.config) if args.config else BenchmarkConfig()
@@ -142,6 +142,7 @@ def _run(args: argparse.Namespace) -> int:
             "mia_texts",
             "relearn_steps",
             "device",
+            "component_map",
         )
         if getattr(args, k) is not None
     }
@@ -354,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         help="method option, e.g. sae.layer=10 or actadd.levels=[1,4]",
     )
     run.add_argument("--device", help="where the model runs: cpu (default), cuda, cuda:1, mps")
+    run.add_argument(
+        "--component-map",
+        dest="component_map",
+        choices=["heads", "mlp", "both"],
+        help="also ablate each head (MLP) alone and report the component map",
+    )
     run.add_argument("--output", default="runs/latest", help="output folder")
     _execution_args(run, shards=None)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -398,7 +405,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"tl-unlearn: error: {exc}\n")
     except KeyboardInterrupt:
         # results are written atomically at the very end: an interrupted run wrote nothing
-        sys.stderr.write("\ntl-unlearn: interrupted; no results were written.\n")
+        # but its finished units, which --resume reads back
+        kept = (
+            f" Finished units are kept in {args.output}: add --resume to continue."
+            if hasattr(args, "resume")
+            else ""
+        )
+        sys.stderr.write(f"\ntl-unlearn: interrupted; no results were written.{kept}\n")
         return 130
     return 0
 

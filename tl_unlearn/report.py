@@ -49,6 +49,13 @@ def report_figures(result: BenchmarkResult) -> list[tuple[str, go.Figure]]:
                 result.activation_distances.figure("relative_l2"),
             )
         )
+    if result.component_map is not None:
+        figs.append(
+            (
+                "Component map: each component ablated alone",
+                result.component_map.figure("difference"),
+            )
+        )
     for name, gen in result.generation.items():
         for kind in gen.metrics:
             figs.append((f"Generated text, {name}: {kind}", gen.figure(kind)))

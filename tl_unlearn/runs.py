@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import plotly.graph_objects as go
 
+from tl_unlearn.circuits import ComponentMap
 from tl_unlearn.corpora import BUILTIN_CORPORA
 from tl_unlearn.methods import METHODS, Options, check_options, option
 from tl_unlearn.metrics.distances import ActivationDistances
@@ -91,7 +92,8 @@ class RunOptions(Options):
 #: Named configurations (``tl-unlearn run --config NAME``; ``BenchmarkConfig.preset(NAME)``).
 PRESET_CONFIGS: dict[str, dict[str, Any]] = {
     # sized for a GPU or a cluster: 25x the default's evaluation tokens (the standard error
-    # of top-1 shrinks about 5x), every method that runs on a text task, 5 random baselines
+    # of top-1 shrinks about 5x), every method that runs on a text task, 5 random baselines,
+    # every head ablated alone
     "large": {
         "fit_tokens": 50_000,
         "eval_tokens": 50_000,
@@ -104,6 +106,7 @@ PRESET_CONFIGS: dict[str, dict[str, Any]] = {
             "actadd",
         ],
         "baseline_seeds": 5,
+        "component_map": "heads",
         "batch_size": 16,
         "options": {"sae.training_tokens": 200_000, "head-mean.attribution_seqs": 64},
     },
@@ -190,6 +193,8 @@ class BenchmarkConfig:
         generation_samples: Sampled continuations per prompt.
         device: Where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); a
             model passed in already loaded stays where it is.
+        component_map: Also ablate each component alone (zero ablation) and report the
+            map: ``"heads"``, ``"mlp"``, ``"both"``, or ``""`` (default: no map).
         options: Method options by dotted key (``sae.layer``, ``sae.d_sae``,
             ``sae.training_tokens``, ``actadd.layer``, ``actadd.prompt_add``,
             ``actadd.prompt_sub``, ``head-mean.attribution_seqs``, ``<method>.levels``:
@@ -223,6 +228,7 @@ class BenchmarkConfig:
     generation_tokens: int = 20
     generation_samples: int = 2
     device: str = "cpu"
+    component_map: str = ""
     options: dict[str, Any] = field(default_factory=lambda: {"sae.training_tokens": 40_000})
 
     @classmethod
@@ -301,6 +307,7 @@ class BenchmarkConfig:
             "generation_tokens": int,
             "generation_samples": int,
             "device": str,
+            "component_map": str,
             "options": dict,
         }
         for key, kind in types.items():
@@ -321,6 +328,11 @@ class BenchmarkConfig:
             raise ValueError(f"Unknown method(s) {bad}; choose from {sorted(METHODS)}.")
         if not self.methods:
             raise ValueError("No method selected.")
+        if self.component_map not in ("", "heads", "mlp", "both"):
+            raise ValueError(
+                f"Setting component_map must be 'heads', 'mlp', 'both' or '' (none), "
+                f"got {self.component_map!r}."
+            )
         for side in ("forget", "retain"):
             src = getattr(self, side)
             if src not in BUILTIN_CORPORA and src not in BUILTIN_TASKS and not Path(src).exists():
@@ -412,6 +424,7 @@ class BenchmarkResult(Result):
     activation_distances: ActivationDistances | None = None
     degree_of_removal: dict[str, DegreeOfRemoval] = field(default_factory=dict)
     data: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    component_map: ComponentMap | None = None
     label: str = "benchmark"
     seconds: float = 0.0
     FIGURE_KINDS: ClassVar[tuple[str, ...]] = ("scorecard", "scatter", "relearn")

@@ -13,12 +13,14 @@ dict. The same worker code runs in every executor:
 
 Results are merged in a fixed order (by component, shards in order) from the per-sequence
 statistics, so every executor gives the same metrics and, for the same seed, the same
-bootstrap intervals. With a ``run_dir``, each finished unit is written there atomically;
-``resume=True`` reads the finished ones back and computes only the rest.
+bootstrap intervals. With a run folder (:class:`RunFolder`), each finished unit is written
+there atomically; ``resume=True`` reads the finished ones back and computes only the rest.
 
-This first version distributes **component maps** (every head / MLP ablated alone: the
-sweep that outgrows one process first on a real model). Ray is an optional dependency:
-``pip install 'tl_unlearn[ray]'``.
+This module holds the machinery every sweep shares (:class:`Execution`, the executors,
+:class:`RunFolder`, :class:`UnitRunner`) and the **component map** job; the benchmark's
+own units (method sweeps, random baselines, relearning attacks) are in
+:mod:`tl_unlearn.benchmark_units` and run through ``run_benchmark(executor=...)``. Ray is an
+optional dependency: ``pip install 'tl_unlearn[ray]'``.
 
 Examples:
     >>> job = MapJob(model="tiny", tokens=400, seq_len=32, shards=2)
@@ -45,11 +47,21 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "EXECUTORS",
+    "AttributionJob",
+    "AttributionWorker",
+    "Execution",
+    "InProcessExecutor",
     "MapJob",
+    "RayExecutor",
+    "RunFolder",
+    "ShardUnit",
     "Unit",
+    "UnitRunner",
     "Worker",
+    "attribution_job",
     "component_map_job",
     "merge_evaluations",
+    "open_executor",
 ]
 
 EXECUTORS = ("inprocess", "ray")
@@ -612,3 +624,229 @@ def component_map_job(
         label=f"component map ({executor})",
         seconds=time.perf_counter() - t0,
     )
+
+
+@dataclass(frozen=True)
+class ShardUnit:
+    """One shard of a job whose units differ only by their data.
+
+    Examples:
+        >>> ShardUnit(2).key
+        'shard2'
+    """
+
+    shard: int
+
+    @property
+    def key(self) -> str:
+        return f"shard{self.shard}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shard": self.shard}
+
+
+@dataclass(frozen=True)
+class AttributionJob:
+    """An attribution sweep (EAP or EAP-IG edge scores over clean/corrupted forget pairs),
+    cut into shards of the pairs; what every worker rebuilds its state from (JSON).
+
+    The pairs are the benchmark's: the forget task's fit split, its first ``examples``
+    pairs, as the ``eap`` / ``eap-ig`` methods fit them (the same data, the same metric).
+
+    Attributes:
+        model: A model name (:func:`~tl_unlearn.models.load_model`).
+        forget: A forget task with corrupted prompts (``ioi``, ``greater_than``,
+            ``induction``, or a task file).
+        method: ``"eap"`` or ``"eap-ig"``.
+        examples: Clean/corrupted pairs attributed.
+        steps: Integration steps of EAP-IG.
+        fit_tokens: Token budget of the fit split the pairs come from.
+        seq_len: Tokens per sequence.
+        batch_size: Pairs per pass.
+        seed: Seed of the data order.
+        shards: Pieces the pairs are cut into (each a unit).
+        threads: Torch threads per worker (0: leave as it is).
+        device: Where each worker puts its model.
+    """
+
+    model: str = "tiny"
+    forget: str = "ioi"
+    method: str = "eap-ig"
+    examples: int = 16
+    steps: int = 5
+    fit_tokens: int = 4000
+    seq_len: int = 128
+    batch_size: int = 8
+    seed: int = 0
+    shards: int = 1
+    threads: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.method not in ("eap", "eap-ig"):
+            raise ValueError(f"method must be 'eap' or 'eap-ig', got {self.method!r}.")
+        for name in ("examples", "steps", "fit_tokens", "seq_len", "batch_size", "shards"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AttributionJob:
+        return cls(**d)
+
+    def config(self) -> Any:
+        """The benchmark configuration whose edge method fits on these pairs."""
+        from tl_unlearn.runs import BenchmarkConfig
+
+        return BenchmarkConfig(
+            model=self.model,
+            forget=self.forget,
+            methods=[self.method],
+            seq_len=self.seq_len,
+            fit_tokens=self.fit_tokens,
+            eval_tokens=1,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            device=self.device,
+            options={
+                f"{self.method}.attribution_examples": self.examples,
+                "eap-ig.steps": self.steps,
+            },
+        )
+
+
+class AttributionWorker:
+    """Rebuilds an :class:`AttributionJob`'s model and pairs once and attributes shards."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        import torch
+
+        from tl_unlearn.benchmark_units import prepare_data
+        from tl_unlearn.methods import _patch_metric
+        from tl_unlearn.models import load_model
+        from tl_unlearn.tasks import make_task
+
+        self.job = AttributionJob.from_dict(job)
+        if self.job.threads:
+            torch.set_num_threads(self.job.threads)
+        config = self.job.config()
+        self.model = load_model(config.model, device=config.device)
+        _, _, ctx = prepare_data(config, make_task(config.forget, config.retain), self.model)
+        if ctx.forget_fit_corrupted is None:
+            raise ValueError(f"forget={self.job.forget!r} has no corrupted prompts to patch from.")
+        self.clean = ctx.forget_fit.head(self.job.examples)
+        self.corrupted = ctx.forget_fit_corrupted.head(self.job.examples)
+        self.metric = _patch_metric(self.clean)
+
+    def run(self, unit: dict[str, Any]) -> dict[str, Any]:
+        """EAP(-IG) scores of one shard of the pairs (weighted as part of all of them)."""
+        from tl_unlearn.attribution import edge_attribution
+
+        rows = np.array_split(np.arange(len(self.clean)), self.job.shards)[int(unit["shard"])]
+        c = edge_attribution(
+            self.model,
+            self.clean,
+            self.corrupted,
+            self.metric,
+            method=self.job.method,  # type: ignore[arg-type]
+            steps=self.job.steps,
+            batch_size=self.job.batch_size,
+            rows=rows.tolist(),
+        )
+        return {
+            "n_layers": c.n_layers,
+            "n_heads": c.n_heads,
+            "d_model": c.d_model,
+            "label": c.label,
+            "info": c.info,
+            "scores": c.scores.tolist(),
+            "seconds": c.seconds,
+        }
+
+
+def attribution_job(
+    job: AttributionJob,
+    *,
+    executor: str | Execution = "inprocess",
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_unit: Callable[[int, Any], None] | None = None,
+) -> Any:
+    """EAP / EAP-IG edge scores computed shard by shard, in-process or on Ray.
+
+    Each shard's scores are its pairs' contributions to the mean over all pairs, so the
+    shards' scores, summed in order, are the scores of all the pairs at once
+    (:func:`~tl_unlearn.attribution.edge_attribution`).
+
+    Args:
+        job: What to attribute.
+        executor: ``"inprocess"``, ``"ray"``, or an :class:`Execution`.
+        run_dir: Folder where each finished shard is written (atomically) with the job.
+        resume: Read the shards already in ``run_dir`` back and compute only the others.
+        progress: Progress bar over shards.
+        on_unit: Called after each shard computed now, with their count and the executor.
+
+    Returns:
+        The scored :class:`~tl_unlearn.edges.Circuit` (``.top(n)``: the best ``n`` edges);
+        ``info`` says how many shards were computed now, read back and retried.
+
+    Examples:
+        >>> job = AttributionJob(model="tiny", forget="ioi", method="eap", examples=4,
+        ...                      seq_len=32, fit_tokens=400, shards=2)
+        >>> scores = attribution_job(job, progress=False)
+        >>> scores.top(5).n_edges, scores.info["computed"]
+        (5, 2)
+    """
+    from tl_unlearn.edges import Circuit
+
+    t0 = time.perf_counter()
+    execution = Execution.of(executor)
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir of the run to resume.")
+    if execution.remote and job.threads:
+        execution = Execution(
+            "ray", execution.actors, execution.address, job.threads, execution.num_gpus
+        )
+    folder = None if run_dir is None else RunFolder(run_dir, job.to_dict(), resume)
+    units = [ShardUnit(s) for s in range(job.shards)]
+    import torch
+
+    threads = torch.get_num_threads()
+    todo = [u for u in units if not (resume and folder is not None and folder.read(u))]
+    ex: InProcessExecutor | RayExecutor = InProcessExecutor(None)
+    try:
+        if todo:
+            ex = open_executor(
+                execution,
+                lambda: AttributionWorker(job.to_dict()),
+                AttributionWorker,
+                job.to_dict(),
+            )
+        runner = UnitRunner(ex, folder, resume, on_unit)
+        runner.submit(units)
+        results = runner.collect(progress, "shards")
+    finally:
+        ex.close()
+        torch.set_num_threads(threads)
+    parts = [results[u] for u in units]
+    first = parts[0]
+    scores = np.zeros_like(np.asarray(first["scores"], dtype=np.float64))
+    for p in parts:  # in shard order: the same sums on every executor
+        scores += np.asarray(p["scores"], dtype=np.float64)
+    circuit = Circuit.empty(
+        first["n_layers"], first["n_heads"], d_model=first["d_model"], label=first["label"]
+    )
+    circuit.scores = scores
+    circuit.info = {
+        **{k: v for k, v in first["info"].items() if k not in ("n_examples", "of_examples")},
+        "n_examples": job.examples,
+        **runner.info,
+        "executor": execution.kind,
+        "job": job.to_dict(),
+    }
+    circuit.seconds = time.perf_counter() - t0
+    return circuit

@@ -13,10 +13,12 @@ Editing nothing (or clamping features to their current value) returns ``x`` exac
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -260,12 +262,35 @@ def train_sae(
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return LanguageModelSAETrainingRunner(cfg, override_dataset=ds, override_model=model).run()
+        # sae_lens stores its seed but draws the initialisation and the data order from the
+        # global generators: seed them here (and put them back after), so the same seed
+        # trains the same SAE in any process (a Ray worker's fit must equal the driver's)
+        with _seeded(seed):
+            runner = LanguageModelSAETrainingRunner(cfg, override_dataset=ds, override_model=model)
+            return runner.run()
     except InterruptedException as exc:
         raise KeyboardInterrupt from exc
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed Python's, NumPy's and torch's global generators for a block; restore them after."""
+    import random
+
+    state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
 
 
 @torch.inference_mode()
