@@ -14,6 +14,9 @@ the preset:
   layer; ActAdd the layers from its layer on; the SAE's features the layers from the SAE's
   layer on; head-mean is counted at every layer (an upper bound);
 - each random baseline seed costs one such pass over the held-out halves;
+- the head map: a unit holds the heads of one layer L, so it costs one pass up to L and one
+  pass from L on per head, ``(L + H (n_layers - L)) / n_layers`` passes of the original
+  model, summed over the layers;
 - fits and relearning attacks do not grow with the evaluation tokens: their costs come
   from the default run, the SAE's training scaled by its training tokens.
 
@@ -101,7 +104,7 @@ def main() -> None:
 
     # projection of the whole preset from the measured costs
     preset = PRESET_CONFIGS["large"]
-    n_layers = 30  # SmolLM2-135M
+    n_layers, n_heads = 30, 9  # SmolLM2-135M
     depth = {
         "prune-abs": 1.0,
         "prune-freq": 1.0,
@@ -119,6 +122,11 @@ def main() -> None:
         units += 4 * depth[m] * level_cost
         if m != "prune-random":
             units += preset["baseline_seeds"] * depth[m] * seed_cost
+    head_map = 0.0
+    if preset.get("component_map") == "heads":
+        passes = sum((lay + n_heads * (n_layers - lay)) / n_layers for lay in range(n_layers))
+        head_map = passes * tl["evaluate_original"]
+        units += head_map
     relearn = ts.get("degree_of_removal", 0.0) / len(small.config.methods)
     units += relearn * len(preset["methods"])  # relearning attacks are units too
     sae_scale = preset["options"]["sae.training_tokens"] / small.config.options.get(
@@ -133,8 +141,9 @@ def main() -> None:
     other = tl["load_model"] + tl["tokenize"] + tl.get("generation", 0) + tl.get("extras", 0)
     lines += [
         "",
-        "**The whole preset, projected** (every method, 5 baselines, relearning on): "
-        f"{units / 60:.0f} min of units, {fits / 60:.0f} min of fits, "
+        "**The whole preset, projected** (every method, 5 baselines, relearning on, the "
+        f"head map): {units / 60:.0f} min of units, of which the head map "
+        f"{head_map / 60:.0f} min; {fits / 60:.0f} min of fits; "
         f"{other / 60:.0f} min of loading, extras and generation.",
         "",
         "| hardware | projected wall time |",
@@ -144,6 +153,7 @@ def main() -> None:
         ("this machine, in-process", 1, 1.0),
         ("Ray, 8 actors x 1 thread (8 such cores)", 8, args.actor_speed),
         ("Ray, 32 actors x 1 thread (4 machines of 8 such cores)", 32, args.actor_speed),
+        ("Ray, 128 actors x 1 thread (16 machines of 8 such cores)", 128, args.actor_speed),
     ):
         wall = fits + units / actors / speed + other
         lines.append(f"| {label} | {wall / 60:.0f} min |")

@@ -16,7 +16,7 @@ from tl_unlearn.scale import Execution
 
 CFG = dict(
     model="tiny",
-    methods=["prune-abs", "head-mean"],
+    methods=["prune-abs", "head-mean", "sae-features"],
     fit_tokens=1200,
     eval_tokens=1000,
     seq_len=32,
@@ -25,6 +25,7 @@ CFG = dict(
     relearn_steps=2,
     extras=False,
     generation_prompts=0,
+    options={"sae.training_tokens": 2000, "sae.d_sae": 64},
 )
 TIMES = ("fit_seconds", "eval_seconds")
 
@@ -119,10 +120,11 @@ def test_an_interrupted_run_resumes_to_the_same_report(whole, tmp_path):
         resume=True,
         on_unit=lambda n, ex: computed.append(n),
     )
-    # 2 original + 2 x 2 curve units, then one relearning unit and 2 baseline units per
-    # method that removes something at its validated level
+    # 2 original + 2 curve units per method, then one relearning unit and 2 baseline units
+    # per method that removes something at its validated level
     baselines = sum(1 for b in whole.random_baselines.values() if b.evaluations)
-    assert len(computed) == 2 + 4 + len(whole.degree_of_removal) + 2 * baselines - 4
+    total = 2 + 2 * len(CFG["methods"]) + len(whole.degree_of_removal) + 2 * baselines
+    assert len(computed) == total - 4
     _same(again, whole, tol=1e-12)
 
 

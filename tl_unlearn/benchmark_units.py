@@ -8,7 +8,7 @@ fitted on first use) and runs units; the same code runs in this process (the def
 each Ray actor (:class:`BenchmarkWorker`, rebuilt from the run's configuration).
 
 Units return per-sequence statistics; shards are merged in a fixed order
-(:func:`~tl_unlearn.scale.merge_evaluations`), so any executor and any number of shards gives
+(:func:`~tl_unlearn.metrics.evaluation.merge_evaluations`), so any executor and any number of shards gives
 the metrics and the bootstrap intervals of one process. Skip-common accuracies use the
 common tokens of each whole dataset, never of a shard.
 
@@ -18,6 +18,7 @@ log-probabilities of every level must agree to :data:`PROBE_TOLERANCE`, else the
 with an error, never with silently different numbers.
 
 Examples:
+    >>> from tl_unlearn.benchmark_units import SweepUnit
     >>> SweepUnit("curve", "prune-abs", shard=1).key
     'curve-prune-abs-s1'
     >>> SweepUnit.from_dict(SweepUnit("baseline", "head-mean", 0, 0.05, True).to_dict()).level
@@ -399,8 +400,7 @@ class BenchmarkState:
     ) -> list[Any]:
         """The evaluations of a kind of unit of ``method`` (of ``layer``), shards merged
         in order."""
-        from tl_unlearn.metrics.evaluation import Evaluation
-        from tl_unlearn.scale import merge_evaluations
+        from tl_unlearn.metrics.evaluation import Evaluation, merge_evaluations
 
         parts = [
             results[u]["evaluations"]

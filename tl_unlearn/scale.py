@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from tl_unlearn.metrics.evaluation import merge_evaluations
+
 __all__ = [
     "EXECUTORS",
     "AttributionJob",
@@ -241,36 +243,6 @@ def _shard_slices(sizes: dict[str, int], shards: int) -> list[dict[str, np.ndarr
     ]
 
 
-def merge_evaluations(parts: Sequence[Any], label: str = "") -> Any:
-    """One evaluation from evaluations of consecutive pieces of the same datasets: the
-    per-sequence statistics concatenated in order and every metric recomputed from them.
-
-    Examples:
-        >>> from tl_unlearn import DatasetMetrics, Evaluation
-        >>> a = Evaluation({"f": DatasetMetrics("f", 2, 1.0, {1: 1.0}, units={"n": [2], "loss": [2], "top1": [2]})})
-        >>> b = Evaluation({"f": DatasetMetrics("f", 2, 3.0, {1: 0.0}, units={"n": [2], "loss": [6], "top1": [0]})})
-        >>> merge_evaluations([a, b])["f"].accuracy[1], merge_evaluations([a, b])["f"].loss
-        (0.5, 2.0)
-    """
-    from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation
-
-    if not parts:
-        raise ValueError("Nothing to merge.")
-    datasets = {}
-    for name, first in parts[0].datasets.items():
-        units: dict[str, list] = {k: [] for k in first.units}
-        for p in parts:
-            for k in units:
-                units[k] += list(p.datasets[name].units[k])
-        n = len(units.get("n", []))
-        whole = DatasetMetrics(
-            name, 0, 0.0, first.accuracy, first.accuracy_skip, 0, first.answer, first.custom,
-            n, units,
-        )  # fmt: skip
-        datasets[name] = whole.rows(np.arange(n))
-    return Evaluation(datasets, label or parts[0].label, sum(p.seconds for p in parts))
-
-
 @dataclass(frozen=True)
 class Execution:
     """Where units run: in this process (the default) or on Ray actors.
@@ -283,6 +255,7 @@ class Execution:
         num_gpus: GPUs per actor (a fraction shares one GPU between small models).
 
     Examples:
+        >>> from tl_unlearn import Execution
         >>> Execution.of("ray").actors
         2
         >>> Execution.of("dask")
@@ -631,6 +604,7 @@ class ShardUnit:
     """One shard of a job whose units differ only by their data.
 
     Examples:
+        >>> from tl_unlearn.scale import ShardUnit
         >>> ShardUnit(2).key
         'shard2'
     """
@@ -707,7 +681,7 @@ class AttributionJob:
             methods=[self.method],
             seq_len=self.seq_len,
             fit_tokens=self.fit_tokens,
-            eval_tokens=1,
+            eval_tokens=self.seq_len,  # one sequence: the job reads the fit split only
             batch_size=self.batch_size,
             seed=self.seed,
             device=self.device,
@@ -763,6 +737,7 @@ class AttributionWorker:
             "label": c.label,
             "info": c.info,
             "scores": c.scores.tolist(),
+            "n_pairs": len(self.clean),
             "seconds": c.seconds,
         }
 
@@ -795,6 +770,7 @@ def attribution_job(
         ``info`` says how many shards were computed now, read back and retried.
 
     Examples:
+        >>> from tl_unlearn.scale import AttributionJob, attribution_job
         >>> job = AttributionJob(model="tiny", forget="ioi", method="eap", examples=4,
         ...                      seq_len=32, fit_tokens=400, shards=2)
         >>> scores = attribution_job(job, progress=False)
@@ -843,7 +819,7 @@ def attribution_job(
     circuit.scores = scores
     circuit.info = {
         **{k: v for k, v in first["info"].items() if k not in ("n_examples", "of_examples")},
-        "n_examples": job.examples,
+        "n_examples": first["n_pairs"],
         **runner.info,
         "executor": execution.kind,
         "job": job.to_dict(),

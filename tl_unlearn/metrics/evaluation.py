@@ -79,6 +79,7 @@ __all__ = [
     "OnDatasets",
     "evaluate",
     "evaluate_many",
+    "merge_evaluations",
     "resolve_metric",
     "unit_indices",
 ]
@@ -1216,3 +1217,32 @@ def check_data(model: Any, data: Any, batch_size: int) -> dict[str, TokenDataset
                 f"{model.cfg.d_vocab} ids (0..{model.cfg.d_vocab - 1})."
             )
     return dict(data)
+
+
+def merge_evaluations(parts: Sequence[Evaluation], label: str = "") -> Evaluation:
+    """One evaluation from evaluations of consecutive pieces of the same datasets: the
+    per-sequence statistics concatenated in order and every metric recomputed from them.
+
+    Examples:
+        >>> from tl_unlearn import DatasetMetrics, Evaluation
+        >>> from tl_unlearn.metrics.evaluation import merge_evaluations
+        >>> a = Evaluation({"f": DatasetMetrics("f", 2, 1.0, {1: 1.0}, units={"n": [2], "loss": [2], "top1": [2]})})
+        >>> b = Evaluation({"f": DatasetMetrics("f", 2, 3.0, {1: 0.0}, units={"n": [2], "loss": [6], "top1": [0]})})
+        >>> merge_evaluations([a, b])["f"].accuracy[1], merge_evaluations([a, b])["f"].loss
+        (0.5, 2.0)
+    """
+    if not parts:
+        raise ValueError("Nothing to merge.")
+    datasets = {}
+    for name, first in parts[0].datasets.items():
+        units: dict[str, list] = {k: [] for k in first.units}
+        for p in parts:
+            for k in units:
+                units[k] += list(p.datasets[name].units[k])
+        n = len(units.get("n", []))
+        whole = DatasetMetrics(
+            name, 0, 0.0, first.accuracy, first.accuracy_skip, 0, first.answer, first.custom,
+            n, units,
+        )  # fmt: skip
+        datasets[name] = whole.rows(np.arange(n))
+    return Evaluation(datasets, label or parts[0].label, sum(p.seconds for p in parts))

@@ -612,9 +612,10 @@ def held_out_half(data: Mapping[str, TokenDataset]) -> dict[str, TokenDataset]:
     difference (:meth:`SelectivityCurve.held_out`) is measured.
 
     Examples:
-        >>> from tl_unlearn.data import TokenDataset
         >>> import torch
-        >>> d = TokenDataset(torch.zeros(5, 4, dtype=torch.long))
+        >>> from tl_unlearn.data import TokenDataset
+        >>> from tl_unlearn.metrics.selectivity import held_out_half
+        >>> d = TokenDataset("forget", torch.zeros(5, 4, dtype=torch.long), torch.ones(5, 4, dtype=torch.bool))
         >>> len(held_out_half({"forget": d, "retain": d})["forget"])
         3
     """
