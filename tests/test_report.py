@@ -1,6 +1,7 @@
 """The HTML report: every figure drawn in a real browser, rendered from the typed result (the
 same page from results.json as from the run), escaped, and never half-written."""
 
+import json
 import os
 
 import pytest
@@ -33,7 +34,11 @@ def test_failed_report_leaves_no_half_written_file(tmp_path, tiny_model, monkeyp
     cfg = BenchmarkConfig(**{**SMALL, "methods": ["prune-random"], "mia_texts": 0})
     with pytest.raises(RuntimeError, match="disk full"):
         run_benchmark(cfg, model=tiny_model, output_dir=tmp_path, progress=False)
-    assert list(tmp_path.iterdir()) == []  # the report is rendered before either file is written
+    # the report is rendered before either file is written; what is left is what --resume
+    # reads back: the job and its finished units, each a whole JSON file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "units"]
+    for unit in (tmp_path / "units").iterdir():
+        json.loads(unit.read_text())
 
 
 def test_report_renders_the_same_from_results_json(run_dir, tmp_path):
