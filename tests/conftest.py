@@ -151,3 +151,12 @@ def run_dir(tmp_path_factory, tiny_model):
         BenchmarkConfig(**SMALL), model=tiny_model, output_dir=out, progress=False
     )
     return out, result
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """A local Ray cluster of 2 CPUs for a test module (skipped without Ray)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

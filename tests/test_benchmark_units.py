@@ -186,14 +186,6 @@ def test_units_are_json():
         SweepUnit("sweep")
 
 
-@pytest.fixture(scope="module")
-def local_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_run_equals_the_inprocess_run(local_cluster, whole, tmp_path):
     on_ray = run_benchmark(_config(), output_dir=tmp_path, progress=False, executor="ray")
     _same(on_ray, whole, tol=1e-6)

@@ -80,14 +80,6 @@ def test_bad_input_is_refused_before_any_work(tmp_path, monkeypatch):
         component_map_job(JOB, executor="ray", progress=False)
 
 
-@pytest.fixture(scope="module")
-def local_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_equals_inprocess(local_cluster, inprocess):
     cmap = component_map_job(JOB, executor="ray", actors=2, progress=False)
     _same_maps(cmap, inprocess, exact=True)

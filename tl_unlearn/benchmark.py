@@ -47,7 +47,14 @@ from tl_unlearn.metrics.relearning import DegreeOfRemoval
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, selectivity_curve
 from tl_unlearn.runs import DEFAULT_METHODS, BenchmarkConfig, BenchmarkResult, RunOptions
-from tl_unlearn.scale import Execution, InProcessExecutor, RunFolder, UnitRunner, open_executor
+from tl_unlearn.scale import (
+    Execution,
+    InProcessExecutor,
+    RunFolder,
+    UnitRunner,
+    check_positive_ints,
+    open_executor,
+)
 
 __all__ = ["DEFAULT_METHODS", "BenchmarkConfig", "BenchmarkResult", "run_benchmark"]
 
@@ -396,17 +403,6 @@ def _lens_and_distances(
     return lens, distances
 
 
-def _stored_shards(folder: Path) -> int | None:
-    """The shards of the run in ``folder`` (None when it holds no run)."""
-    import json
-
-    spec = folder / "job.json"
-    try:
-        return int(json.loads(spec.read_text())["shards"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _write_outputs(result: BenchmarkResult, out: Path) -> None:
     """Render both files first, then write both: an interrupt leaves neither half-written,
     and a failure writing the report takes results.json back out."""
@@ -492,10 +488,8 @@ def run_benchmark(
         )
     if resume and output_dir is None:
         raise ValueError("resume=True needs the output_dir of the run to resume.")
-    if shards is not None and (
-        not isinstance(shards, int) or isinstance(shards, bool) or shards < 1
-    ):
-        raise ValueError(f"shards must be a positive integer, got {shards!r}.")
+    if shards is not None:
+        check_positive_ints(None, shards=shards)
     config.validate(user_metrics=metrics)  # user metric names are valid drop metrics
     if 0 < config.mia_texts < 64:
         warnings.warn(
@@ -525,7 +519,8 @@ def run_benchmark(
     fit, ev, ctx = prepare_data(config, task, model)
     timings["tokenize"] = time.perf_counter() - t0
     if shards is None and resume and output_dir is not None:
-        shards = _stored_shards(Path(output_dir))  # the run's own, so its units are reused
+        # the run's own, so its units are reused
+        shards = (RunFolder.stored_job(output_dir) or {}).get("shards")
     shards = shards or (execution.actors if execution.remote else 1)
     state = BenchmarkState(config, model, ev, fit=fit, ctx=ctx, shards=shards, metrics=metrics)
     folder = None

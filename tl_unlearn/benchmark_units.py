@@ -173,6 +173,7 @@ class BenchmarkState:
         smallest = min(len(d) - len(d) // 2 for d in self.ev.values())
         self.shards = max(1, min(int(shards), smallest))
         self._common: dict[bool, dict[str, Any] | None] = {}
+        self._probes: dict[str, list[float]] = {}
         self._retrained: Any = None
 
     @classmethod
@@ -366,6 +367,8 @@ class BenchmarkState:
     def probe_of(self, name: str) -> list[float]:
         """The next-token log-probabilities of one forget sequence under each level of a
         fitted method: what two fits of it must agree on."""
+        if name in self._probes:  # once per fit, however many units ask
+            return self._probes[name]
         fm = self.fitted(name)
         tokens = self.ev["forget"].head(1).tokens.to(self.model.cfg.device)
         out: list[float] = []
@@ -375,6 +378,7 @@ class BenchmarkState:
                     logits = self.model(tokens).float()
                 logp = torch.log_softmax(logits[0, :-1], -1)
                 out += logp.gather(-1, tokens[0, 1:, None]).squeeze(-1).tolist()
+        self._probes[name] = out
         return out
 
     def check_probe(self, name: str, probe: list[float]) -> None:

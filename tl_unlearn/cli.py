@@ -118,12 +118,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.config in PRESET_CONFIGS:
         cfg = BenchmarkConfig.preset(args.config)
     elif args.resume and not args.config:  # the interrupted run's own configuration
-        from pathlib import Path
+        from tl_unlearn.scale import RunFolder
 
-        spec = Path(args.output) / "job.json"
-        if not spec.exists():
+        job = RunFolder.stored_job(args.output)
+        if job is None:
             raise ValueError(f"Nothing to resume in {args.output}: it has no job.json.")
-        cfg = BenchmarkConfig.from_dict(json.loads(spec.read_text())["config"])
+        cfg = BenchmarkConfig.from_dict(job["config"])
     else:
         cfg = BenchmarkConfig.from_file(args.config) if args.config else BenchmarkConfig()
     overrides = {

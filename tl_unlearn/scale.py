@@ -38,7 +38,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,21 @@ __all__ = [
 ]
 
 EXECUTORS = ("inprocess", "ray")
+
+
+def check_positive_ints(owner: Any, *names: str, **values: Any) -> None:
+    """Raise a ValueError naming the first of ``owner``'s attributes ``names`` (or of
+    ``values``) that is not a positive integer (a bool is not one).
+
+    Examples:
+        >>> check_positive_ints(None, shards=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: shards must be a positive integer, got 0.
+    """
+    for name, value in [*((n, getattr(owner, n)) for n in names), *values.items()]:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -145,10 +160,7 @@ class MapJob:
             )
         if self.method not in ("zero", "mean"):
             raise ValueError(f"method must be 'zero' or 'mean', got {self.method!r}.")
-        for name in ("tokens", "seq_len", "batch_size", "shards"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        check_positive_ints(self, "tokens", "seq_len", "batch_size", "shards")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,10 +285,7 @@ class Execution:
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
             raise ValueError(f"Unknown executor {self.kind!r}; choose one of {EXECUTORS}.")
-        for name in ("actors", "threads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        check_positive_ints(self, "actors", "threads")
         if not isinstance(self.num_gpus, (int, float)) or self.num_gpus < 0:
             raise ValueError(f"num_gpus must be a number >= 0, got {self.num_gpus!r}.")
 
@@ -428,6 +437,15 @@ class RunFolder:
                 old.unlink()
         atomic_write_text(spec, json.dumps(job, indent=1))
 
+    @staticmethod
+    def stored_job(path: str | Path) -> dict[str, Any] | None:
+        """The job of the run folder at ``path`` (None when it holds none)."""
+        try:
+            job = json.loads((Path(path) / "job.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return job if isinstance(job, dict) else None
+
     def read(self, unit: Any) -> dict[str, Any] | None:
         """A finished unit's result (None when not finished, or finished for another spec)."""
         path = self.units / f"{unit.key}.json"
@@ -473,7 +491,8 @@ class UnitRunner:
         self.computed = 0
         self.read_back = 0
 
-    def submit(self, units: Sequence[Any]) -> None:
+    def restore(self, units: Sequence[Any]) -> list[Any]:
+        """Read the finished ``units`` back (when resuming); the units still to compute."""
         todo = []
         for u in units:
             stored = self.folder.read(u) if self.resume and self.folder is not None else None
@@ -482,7 +501,11 @@ class UnitRunner:
             else:
                 self.results[u] = stored
                 self.read_back += 1
-        self.executor.submit(todo)
+        return todo
+
+    def submit(self, units: Sequence[Any]) -> None:
+        """Submit the units not read back to the executor."""
+        self.executor.submit(self.restore(units))
 
     def _done(self, unit: Any, result: dict[str, Any]) -> None:
         self.results[unit] = result
@@ -568,13 +591,13 @@ def component_map_job(
             if layout_file is not None:
                 atomic_write_text(layout_file, json.dumps(list(layout)))
         units = job.units(tuple(layout))
-        todo = [u for u in units if not (resume and folder is not None and folder.read(u))]
+        runner = UnitRunner(executor_ or InProcessExecutor(None), folder, resume, on_unit)
+        todo = runner.restore(units)
         if todo and executor_ is None:
-            executor_ = open_executor(
+            executor_ = runner.executor = open_executor(
                 execution, lambda: Worker(job.to_dict()), Worker, job.to_dict()
             )
-        runner = UnitRunner(executor_ or InProcessExecutor(None), folder, resume, on_unit)
-        runner.submit(units)
+        runner.executor.submit(todo)
         results = {u: Evaluation.from_dict(r) for u, r in runner.collect(progress).items()}
     finally:
         if executor_ is not None:
@@ -659,10 +682,9 @@ class AttributionJob:
     def __post_init__(self) -> None:
         if self.method not in ("eap", "eap-ig"):
             raise ValueError(f"method must be 'eap' or 'eap-ig', got {self.method!r}.")
-        for name in ("examples", "steps", "fit_tokens", "seq_len", "batch_size", "shards"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        check_positive_ints(
+            self, "examples", "steps", "fit_tokens", "seq_len", "batch_size", "shards"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -784,29 +806,26 @@ def attribution_job(
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir of the run to resume.")
     if execution.remote and job.threads:
-        execution = Execution(
-            "ray", execution.actors, execution.address, job.threads, execution.num_gpus
-        )
+        execution = replace(execution, threads=job.threads)
     folder = None if run_dir is None else RunFolder(run_dir, job.to_dict(), resume)
     units = [ShardUnit(s) for s in range(job.shards)]
     import torch
 
     threads = torch.get_num_threads()
-    todo = [u for u in units if not (resume and folder is not None and folder.read(u))]
-    ex: InProcessExecutor | RayExecutor = InProcessExecutor(None)
+    runner = UnitRunner(InProcessExecutor(None), folder, resume, on_unit)
     try:
+        todo = runner.restore(units)
         if todo:
-            ex = open_executor(
+            runner.executor = open_executor(
                 execution,
                 lambda: AttributionWorker(job.to_dict()),
                 AttributionWorker,
                 job.to_dict(),
             )
-        runner = UnitRunner(ex, folder, resume, on_unit)
-        runner.submit(units)
+        runner.executor.submit(todo)
         results = runner.collect(progress, "shards")
     finally:
-        ex.close()
+        runner.executor.close()
         torch.set_num_threads(threads)
     parts = [results[u] for u in units]
     first = parts[0]
