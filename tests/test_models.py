@@ -206,7 +206,7 @@ def test_weight_layout_changes_no_output(kind):
     """use_transposed_layout relays the attention, gated-MLP and unembedding weights into the
     order TransformerLens flattens them in; logits, activations and gradients stay
     bit-identical, on TL's attention path and on the fused one."""
-    from tl_unlearn.engine.tl_patches import _LAYOUTS, _layout_params, use_transposed_layout
+    from tl_unlearn.engine.tl_patches import _LAYOUTS, layout_params, use_transposed_layout
 
     model = _standard_attention_model() if kind == "standard" else _rotary_gqa_model()
     ref = copy.deepcopy(model)
@@ -214,7 +214,7 @@ def test_weight_layout_changes_no_output(kind):
     relaid = [
         (type(m).__name__, n)
         for m in model.modules()
-        for n, p, perm in _layout_params(m)
+        for n, p, perm in layout_params(m)
         if p.permute(perm).is_contiguous() and not p.is_contiguous()
     ]
     expected = {

@@ -96,7 +96,7 @@ def scored_logprob(logits: Tensor, batch: TokenDataset) -> Tensor:
     return lp / valid.sum(1).clamp_min(1)
 
 
-def _pairs(clean: Any, corrupted: Any) -> tuple[TokenDataset, TokenDataset]:
+def paired_datasets(clean: Any, corrupted: Any) -> tuple[TokenDataset, TokenDataset]:
     clean_ds, corrupted_ds = (
         as_token_dataset(clean, "clean"),
         as_token_dataset(corrupted, "corrupted"),
@@ -105,7 +105,7 @@ def _pairs(clean: Any, corrupted: Any) -> tuple[TokenDataset, TokenDataset]:
     return clean_ds, corrupted_ds
 
 
-def _per_example(metric: PatchMetric, logits: Tensor, batch: TokenDataset) -> Tensor:
+def per_example_metric(metric: PatchMetric, logits: Tensor, batch: TokenDataset) -> Tensor:
     values = metric(logits, batch)
     if not isinstance(values, Tensor) or values.shape != (len(batch),):
         raise ValueError(
@@ -240,7 +240,7 @@ def activation_patching(
         (2, 4)
     """
     t0 = time.perf_counter()
-    clean_ds, corrupted_ds = _pairs(clean, corrupted)
+    clean_ds, corrupted_ds = paired_datasets(clean, corrupted)
     check_positive_int(batch_size, "batch_size")
     cfg = model.cfg
     nodes: list[tuple[str, str, int | None]] = []
@@ -259,7 +259,7 @@ def activation_patching(
         rows = slice(start, start + len(view))
         tokens = view.tokens.to(device)
         _, cache = model.run_with_cache(corrupt_view.tokens.to(device), names_filter=names)
-        clean_values[rows] = _per_example(metric, model(tokens), view).double().cpu().numpy()
+        clean_values[rows] = per_example_metric(metric, model(tokens), view).double().cpu().numpy()
         # several nodes per pass: the batch repeated once per node, each copy patching one
         per_pass = max(1, rows_per_pass // len(view))
         for first in range(0, len(nodes), per_pass):
@@ -268,7 +268,7 @@ def activation_patching(
             logits = model.run_with_hooks(tokens.repeat(len(group), 1), fwd_hooks=hooks)
             for j in range(len(group)):
                 part = logits[j * len(view) : (j + 1) * len(view)]
-                patched[first + j, rows] = _per_example(metric, part, view).double().cpu().numpy()
+                patched[first + j, rows] = per_example_metric(metric, part, view).double().cpu().numpy()
             bar.update(len(group))
         start += len(view)
     bar.close()
@@ -362,7 +362,7 @@ def edge_attribution(
     steps = 1 if method == "eap" else check_positive_int(steps, "steps")
     check_positive_int(batch_size, "batch_size")
     t0 = time.perf_counter()
-    clean_ds, corrupted_ds = _pairs(clean, corrupted)
+    clean_ds, corrupted_ds = paired_datasets(clean, corrupted)
     n_total = len(clean_ds)
     if rows is not None:
         idx = torch.as_tensor(check_indices(list(rows), n_total, "rows"), dtype=torch.long)
@@ -504,6 +504,6 @@ def _attribute_batch(
                     state["diff"] = torch.stack(  # [parent, active positions*d_model]
                         [(c - x)[active].reshape(-1) for c, x in zip(corrupt_out, clean_out)]
                     )
-                value = _per_example(metric, logits, view).sum()
+                value = per_example_metric(metric, logits, view).sum()
                 value.backward()
         bar.update()

@@ -31,7 +31,7 @@ import plotly.graph_objects as go
 import torch
 from tqdm.auto import tqdm
 
-from tl_unlearn.attribution import PatchMetric, _pairs, _per_example, answer_logit_diff
+from tl_unlearn.attribution import PatchMetric, paired_datasets, per_example_metric, answer_logit_diff
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.edges import Circuit, EdgeMethod, edge_ablation, prepare_edge_values
 from tl_unlearn.interventions.base import model_device
@@ -291,7 +291,7 @@ def _metric_values(
     out = []
     with model.hooks(fwd_hooks=hooks):
         for view in clean.views(batch_size):
-            out.append(_per_example(metric, model(view.tokens.to(device)), view).double().cpu())
+            out.append(per_example_metric(metric, model(view.tokens.to(device)), view).double().cpu())
     return torch.cat(out).numpy()
 
 
@@ -357,7 +357,7 @@ def faithfulness_curves(
         raise ValueError(f"fractions must be increasing numbers in (0, 1], got {list(fractions)}.")
     if not scores:
         raise ValueError("scores is empty: give {name: Circuit with edge scores}.")
-    clean, corrupted = _pairs(clean, corrupted)
+    clean, corrupted = paired_datasets(clean, corrupted)
     template = Circuit.of_model(model)
     for name, c in scores.items():
         if not isinstance(c, Circuit) or c.scores is None:

@@ -100,7 +100,7 @@ def release_free_memory() -> None:
         pass
 
 
-_SAFETENSORS_DTYPES = {
+SAFETENSORS_DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
     "F16": torch.float16,
@@ -172,7 +172,7 @@ def read_safetensors(path: Any) -> dict[str, Tensor]:
     with open(path, "rb") as f:
         header, data_start = read_safetensors_header(f)
         for key, info in header.items():
-            dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+            dtype = SAFETENSORS_DTYPES.get(info["dtype"])
             if dtype is None:
                 raise ValueError(f"{path}: tensor {key!r} has dtype {info['dtype']}.")
             start, end = info["data_offsets"]
@@ -208,7 +208,7 @@ def write_safetensors(tensors: dict[str, Tensor], path: Any) -> None:
     import json
     import struct
 
-    names = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+    names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
     header: dict[str, Any] = {}
     offset = 0
     for key, t in tensors.items():

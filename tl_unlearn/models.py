@@ -26,15 +26,15 @@ from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from tl_unlearn.engine.tl_patches import (
-    _laid_out,
-    _layout_params,
+    laid_out,
+    layout_params,
     hooked_from_hf,
     processed_weights_from_hf,
     use_fused_attention,
     use_transposed_layout,
 )
 from tl_unlearn.files import (
-    _SAFETENSORS_DTYPES,
+    SAFETENSORS_DTYPES,
     atomic_write_dir,
     read_safetensors_header,
     release_free_memory,
@@ -245,8 +245,8 @@ def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
     # other way round would copy it twice)
     for module in model.modules():
         if type(module).__name__ != "Unembed":
-            for _, p, perm in _layout_params(module):
-                p.data = _laid_out(p.shape, perm, p.dtype)
+            for _, p, perm in layout_params(module):
+                p.data = laid_out(p.shape, perm, p.dtype)
     params = dict(model.named_parameters())
     buffer = torch.empty(
         max(
@@ -267,7 +267,7 @@ def _load_processed(folder: Path, tokenizer: Any) -> HookedTransformer:
             param = params[name]
             begin, end = info["data_offsets"]
             if (
-                _SAFETENSORS_DTYPES.get(info["dtype"]) != param.dtype
+                SAFETENSORS_DTYPES.get(info["dtype"]) != param.dtype
                 or tuple(info["shape"]) != tuple(param.shape)
                 or end - begin != param.numel() * param.element_size()
             ):

@@ -52,7 +52,7 @@ def _ahead(
     return ahead
 
 
-def _scored(
+def scored_targets(
     logits: Float[Tensor, "batch pos d_vocab"],
     tokens: Int[Tensor, "batch pos"],
     valid: Bool[Tensor, "batch pos_minus_1"],
@@ -220,7 +220,7 @@ def batch_statistics(
         [2.0, 1.0, 2.0]
     """
     valid = _valid(mask, scored)
-    targets, nll, hits = _scored(logits, tokens, valid, top_k)
+    targets, nll, hits = scored_targets(logits, tokens, valid, top_k)
     return _row_sums(valid, targets, nll, hits, skip_ids)
 
 

@@ -87,12 +87,12 @@ def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(range(len(perm)), key=perm.__getitem__))
 
 
-def _laid_out(shape: torch.Size, perm: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+def laid_out(shape: torch.Size, perm: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """An empty tensor of ``shape`` stored contiguously in the order ``perm``."""
     return torch.empty([shape[i] for i in perm], dtype=dtype).permute(_inverse(perm))
 
 
-def _layout_params(module: Any) -> list[tuple[str, nn.Parameter, tuple[int, ...]]]:
+def layout_params(module: Any) -> list[tuple[str, nn.Parameter, tuple[int, ...]]]:
     """``(name, parameter, order)`` of ``module``'s weights in :data:`_LAYOUTS`."""
     orders = _LAYOUTS.get(type(module).__name__, {})
     out = [(n, module._parameters.get(n), perm) for n, perm in orders.items()]
@@ -123,7 +123,7 @@ def use_transposed_layout(model: HookedTransformer) -> HookedTransformer:
     """
     gen = torch.Generator().manual_seed(0)
     for module in model.modules():
-        params = _layout_params(module)
+        params = layout_params(module)
         if not params:
             continue
         first = params[0][1]

@@ -140,7 +140,7 @@ def replace_hook(
     return hook
 
 
-def _label(kind: str, heads: HeadSpec, neurons: NeuronSpec, hook_points: HookSpec) -> str:
+def ablation_label(kind: str, heads: HeadSpec, neurons: NeuronSpec, hook_points: HookSpec) -> str:
     parts = []
     if heads:
         parts.append(", ".join(f"L{l}H{h}" for l, hs in _pairs(heads).items() for h in hs))
@@ -199,7 +199,7 @@ def zero_ablation(
         info.update(
             mode="zero", pruned={n: m.flatten().nonzero()[:, 0].tolist() for n, m in sites.items()}
         )
-    return Intervention(name or _label("zero", heads, neurons, hook_points), hooks_, info)
+    return Intervention(name or ablation_label("zero", heads, neurons, hook_points), hooks_, info)
 
 
 def _add_rows(total: Tensor | None, x: Tensor) -> Tensor:
@@ -349,7 +349,7 @@ def mean_ablation(
 
     hooks_ = [(n, replace_hook(m, positions, value_fn(means[n]))) for n, m in sites.items()]
     return Intervention(
-        name or _label("mean", heads, neurons, hook_points),
+        name or ablation_label("mean", heads, neurons, hook_points),
         hooks_,
         {
             "kind": "mean",
@@ -447,7 +447,7 @@ def resample_ablation(
 
     hooks_ = [(n, replace_hook(m, positions, value_fn(stored[n]))) for n, m in sites.items()]
     return Intervention(
-        name or _label("resample", heads, neurons, hook_points),
+        name or ablation_label("resample", heads, neurons, hook_points),
         hooks_,
         {
             "kind": "resample",

@@ -273,7 +273,7 @@ def counterfactual_ablation(
         >>> bool(torch.equal(p["blocks.0.attn.hook_z"][:, :, 1], c["blocks.0.attn.hook_z"][:, :, 1]))
         True
     """
-    from tl_unlearn.interventions.ablation import _label, replace_hook, select_sites
+    from tl_unlearn.interventions.ablation import ablation_label, replace_hook, select_sites
 
     clean_ds = as_token_dataset(clean, "clean")
     corrupted_ds = as_token_dataset(corrupted, "corrupted")
@@ -298,7 +298,7 @@ def counterfactual_ablation(
     fwd: list[tuple[str, HookFn]] = [(EMBED_HOOK, find_rows)]
     fwd += [(n, replace_hook(m, positions, value_fn(stored[n]))) for n, m in sites.items()]
     return Intervention(
-        name or _label("counterfactual", heads, neurons, hook_points),
+        name or ablation_label("counterfactual", heads, neurons, hook_points),
         fwd,
         {
             "kind": "counterfactual",

@@ -30,7 +30,7 @@ from tl_unlearn.metrics.distances import ActivationDistances
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
     MetricFn,
-    _Accumulator,
+    MetricAccumulator,
     check_user_metrics,
     common_targets,
 )
@@ -101,7 +101,7 @@ def evaluate_logits(
                 f"{name!r} needs [{len(ds)}, >= {width}, d_vocab]."
             )
         skip = common_targets(ds, skip_common) if skip_common and ds.target_mask is None else None
-        acc = _Accumulator(name, label, top_k, skip, ds.has_answers, dict(metrics))
+        acc = MetricAccumulator(name, label, top_k, skip, ds.has_answers, dict(metrics))
         start = 0
         for view in ds.views(batch_size):
             part = lg[start : start + len(view), : view.tokens.shape[1]]

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from tl_unlearn.data import TokenDataset
 from tl_unlearn.engine.forward import ForwardOutput, plan_forward
 from tl_unlearn.engine.scoring import (
-    _scored,
+    scored_targets,
     batch_statistics,
     plain_unembed,
     residual_statistics,
@@ -672,7 +672,7 @@ def answer_statistics(
     answer − counterfactual at the last prompt position (0 when there is no counterfactual).
     """
     valid = batch.scored_positions().to(logits.device)
-    _, nll, hits = _scored(logits, batch.tokens.to(logits.device), valid, (1,))
+    _, nll, hits = scored_targets(logits, batch.tokens.to(logits.device), valid, (1,))
     rows = valid.nonzero()[:, 0]
     n = len(batch)
     logprob = torch.zeros(n, dtype=torch.float64, device=logits.device).index_add_(
@@ -726,7 +726,7 @@ def _user_metric_values(
 
 
 @dataclass
-class _Accumulator:
+class MetricAccumulator:
     """The *reduce* half of :func:`evaluate_many` for one dataset under one intervention:
     per-sequence sufficient statistics (a few floats per sequence, never logits), kept so
     that every number can be given a bootstrap interval over sequences."""
@@ -953,7 +953,7 @@ def evaluate_many(
     # a user metric given for some datasets only (OnDatasets) is computed only there
     acc = {
         name: [
-            _Accumulator(
+            MetricAccumulator(
                 name,
                 labels[i],
                 top_k,
