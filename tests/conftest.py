@@ -144,7 +144,7 @@ def run_dir(tmp_path_factory, tiny_model):
     """One small benchmark run (every default method) written to a folder: (folder, result)."""
     from settings import SMALL
 
-    from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
+    from tl_unlearn.benchmark.runner import BenchmarkConfig, run_benchmark
 
     out = tmp_path_factory.mktemp("run")
     result = run_benchmark(

@@ -7,10 +7,11 @@ import pytest
 import torch
 from transformer_lens import patching
 
-from tl_unlearn.attribution import activation_patching, answer_logit_diff, edge_attribution
+from tl_unlearn.circuits.attribution import activation_patching, edge_attribution
+from tl_unlearn.data.tasks import ioi_task
+from tl_unlearn.engine.scoring import answer_logit_diff
 from tl_unlearn.engine.tl_patches import edge_flags
 from tl_unlearn.interventions.counterfactual import counterfactual_ablation, counterfactual_pair
-from tl_unlearn.tasks import ioi_task
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from tl_unlearn import TokenDataset, evaluate, make_task
-from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
-from tl_unlearn.circuits import component_selectivity_map, greedy_circuit
+from tl_unlearn.benchmark.runner import BenchmarkConfig, run_benchmark
+from tl_unlearn.circuits.maps import component_selectivity_map, greedy_circuit
 from tl_unlearn.cli import main
 from tl_unlearn.interventions import (
     actadd,
@@ -576,7 +576,7 @@ def test_relative_drop_of_a_zero_baseline_raises(tiny_model, small_data):
 
 
 def test_greedy_circuit_refuses_a_task_the_model_cannot_do(tiny_model, small_data):
-    from tl_unlearn.circuits import ComponentMap
+    from tl_unlearn.circuits.maps import ComponentMap
     from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation
 
     zero = Evaluation(
@@ -659,9 +659,9 @@ WRAPPER = textwrap.dedent("""
     [
         "tl_unlearn.metrics.evaluation:evaluate_many",
         "sae_lens.training.sae_trainer:SAETrainer.fit",
-        "tl_unlearn.benchmark:selectivity_curve",
-        "tl_unlearn.benchmark:generation_behaviour",
-        "tl_unlearn.report:render_report",
+        "tl_unlearn.benchmark.runner:selectivity_curve",
+        "tl_unlearn.benchmark.runner:generation_behaviour",
+        "tl_unlearn.benchmark.report:render_report",
     ],
 )
 def test_ctrl_c_prints_one_line_exits_130_and_writes_no_results(tmp_path, stop_at):

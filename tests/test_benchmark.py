@@ -6,9 +6,9 @@ from settings import SMALL
 
 from tl_unlearn import benchmark as bm
 from tl_unlearn import methods
-from tl_unlearn.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
+from tl_unlearn.benchmark.report import report_figures
+from tl_unlearn.benchmark.runner import BenchmarkConfig, BenchmarkResult, run_benchmark
 from tl_unlearn.cli import main
-from tl_unlearn.report import report_figures
 
 
 def test_run_writes_report_and_json_that_load_back(run_dir):
@@ -281,7 +281,7 @@ def test_the_tiny_model_run_has_an_unlearning_depth_column(run_dir):
 def test_the_large_preset_is_large_and_valid():
     """``--config large``: 25x the default's tokens, every text method, 5 baselines; the
     default configuration is not changed by it."""
-    from tl_unlearn.runs import DEFAULT_METHODS
+    from tl_unlearn.benchmark.config import DEFAULT_METHODS
 
     large, default = BenchmarkConfig.preset("large"), BenchmarkConfig()
     large.validate()

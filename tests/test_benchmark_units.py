@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tl_unlearn import load_tiny_model, make_task, selectivity_curve
-from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
-from tl_unlearn.benchmark_units import BenchmarkState, SweepUnit, prepare_data
+from tl_unlearn.benchmark.runner import BenchmarkConfig, run_benchmark
+from tl_unlearn.benchmark.units import BenchmarkState, SweepUnit, prepare_data
+from tl_unlearn.execution.executors import Execution
 from tl_unlearn.metrics import evaluate_many
-from tl_unlearn.scale import Execution
 
 CFG = dict(
     model="tiny",
@@ -73,7 +73,7 @@ def test_units_equal_the_sweeps_made_by_hand(whole):
     cfg = _config()
     model = load_tiny_model()
     _, ev, ctx = prepare_data(cfg, make_task(cfg.forget, cfg.retain), model)
-    from tl_unlearn.methods import fit_method
+    from tl_unlearn.benchmark.methods.registry import fit_method
 
     for curve in whole.curves:
         fm = fit_method(curve.name, ctx)
@@ -131,7 +131,7 @@ def test_an_interrupted_run_resumes_to_the_same_report(whole, tmp_path):
 def test_the_runs_component_map_equals_the_map_made_by_hand(tmp_path):
     """Independent reference: component_selectivity_map on all the evaluation data."""
     from tl_unlearn import component_selectivity_map
-    from tl_unlearn.runs import BenchmarkResult
+    from tl_unlearn.benchmark.result import BenchmarkResult
 
     cfg = _config(methods=["actadd"], component_map="heads", relearn_steps=0, baseline_seeds=0)
     result = run_benchmark(cfg, output_dir=tmp_path, progress=False, shards=2)

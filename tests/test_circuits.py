@@ -2,16 +2,16 @@ import numpy as np
 import pytest
 
 from tl_unlearn import evaluate
-from tl_unlearn.circuits import (
+from tl_unlearn.circuits.induction import (
+    induction_scores,
+    previous_token_scores,
+    repeated_random_tokens,
+)
+from tl_unlearn.circuits.maps import (
     ComponentMap,
     component_intervention,
     component_selectivity_map,
     greedy_circuit,
-)
-from tl_unlearn.induction import (
-    induction_scores,
-    previous_token_scores,
-    repeated_random_tokens,
 )
 from tl_unlearn.interventions import zero_ablation
 
@@ -82,12 +82,12 @@ def test_greedy_circuit_respects_limits(tiny_model, small):
 
 def test_tiny_head_map_on_its_induction_circuit(tiny_model, tiny_data):
     """The committed tiny model is trained with repeated random-token rows
-    (``scripts/train_tiny_model.py``), so it does induction. Its circuit is redundant: all four
+    (``scripts/assets/train_tiny_model.py``), so it does induction. Its circuit is redundant: all four
     layer-1 heads are induction heads (by attention, measured on other data), and no single
     head carries it. So: the map of single mean ablations (induction vs prose) has finite drops
     and its top head hurts induction more than prose; ablating the induction heads together
     removes induction; the greedy circuit grows past single heads to a large forget drop."""
-    from tl_unlearn.tasks import InductionTask
+    from tl_unlearn.data.tasks import InductionTask
 
     rep = InductionTask().tokenize(tiny_model.tokenizer, "eval", max_tokens=16 * 49)
     probe = InductionTask().tokenize(tiny_model.tokenizer, "fit", max_tokens=16 * 49)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tl_unlearn.benchmark import BenchmarkResult
+from tl_unlearn.benchmark.runner import BenchmarkResult
 from tl_unlearn.cli import main
 
 
@@ -74,8 +74,8 @@ def test_cli_smoke_prints_the_evaluation_as_json(capsys, tiny_model, task):
 
 
 def test_cli_options_lists_every_method_option(capsys):
-    from tl_unlearn.methods import METHODS, option_keys
-    from tl_unlearn.runs import RunOptions
+    from tl_unlearn.benchmark.config import RunOptions
+    from tl_unlearn.benchmark.methods.registry import METHODS, option_keys
 
     assert main(["options"]) == 0
     printed = capsys.readouterr().out

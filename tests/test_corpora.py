@@ -1,6 +1,6 @@
 import pytest
 
-from tl_unlearn.corpora import BUILTIN_CORPORA, clean_wikitext, load_corpus
+from tl_unlearn.data.corpora import BUILTIN_CORPORA, clean_wikitext, load_corpus
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_CORPORA))

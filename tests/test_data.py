@@ -4,9 +4,9 @@ import datasets
 import pytest
 import torch
 
-from tl_unlearn.corpora import BUILTIN_CORPORA
-from tl_unlearn.data import TextDataset, TokenDataset
-from tl_unlearn.tasks import make_task
+from tl_unlearn.data.corpora import BUILTIN_CORPORA
+from tl_unlearn.data.datasets import TextDataset, TokenDataset
+from tl_unlearn.data.tasks import make_task
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_CORPORA))

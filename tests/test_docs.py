@@ -112,15 +112,15 @@ def test_no_docstring_or_page_cites_a_path_outside_the_repository():
 
 
 def test_docs_front_page_is_the_readme():
-    """``docs/index.md`` is written from the README by ``scripts/sync_docs_index.py``."""
+    """``docs/index.md`` is written from the README by ``scripts/dev/sync_docs_index.py``."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "sync_docs_index", ROOT / "scripts" / "sync_docs_index.py"
+        "sync_docs_index", ROOT / "scripts" / "dev" / "sync_docs_index.py"
     )
     sync = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sync)
     expected = sync.docs_index((ROOT / "README.md").read_text())
     assert (ROOT / "docs" / "index.md").read_text() == expected, (
-        "docs/index.md is out of date: run python scripts/sync_docs_index.py"
+        "docs/index.md is out of date: run python scripts/dev/sync_docs_index.py"
     )

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from tl_unlearn import load_tiny_model
-from tl_unlearn.edges import Circuit, edge_ablation, means_after_first
+from tl_unlearn.circuits.edge_ablation import edge_ablation, means_after_first
+from tl_unlearn.circuits.graph import Circuit
+from tl_unlearn.data.tasks import ioi_task
 from tl_unlearn.interventions.ablation import mean_ablation, zero_ablation
 from tl_unlearn.interventions.counterfactual import counterfactual_ablation, counterfactual_pair
-from tl_unlearn.tasks import ioi_task
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +260,8 @@ def test_grouped_heads_ungrouped_in_our_hooks_equal_transformer_lens_ungrouping(
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from tl_unlearn import TokenDataset, use_fused_attention
+    from tl_unlearn.circuits.faithfulness import random_scores
     from tl_unlearn.engine.tl_patches import runs_fused
-    from tl_unlearn.faithfulness import random_scores
 
     cfg = HookedTransformerConfig(
         n_layers=2, d_model=32, n_heads=4, n_key_value_heads=2, d_head=8, d_mlp=64,

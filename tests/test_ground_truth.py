@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from tl_unlearn.ground_truth import (
+from tl_unlearn.circuits.ground_truth import reproduction_metrics, verify_planted
+from tl_unlearn.models.planted import (
     PLANTED,
     PLANTED_DIR,
     load_planted,
     planted_data,
-    reproduction_metrics,
     task_accuracy,
     train_planted,
-    verify_planted,
 )
 
 
@@ -55,7 +54,7 @@ def test_verification_is_computed_not_assumed():
         )
     mask = f.target_mask[:, 1:]
     by_hand = float((logits[:, :-1].argmax(-1)[mask] == f.tokens[:, 1:][mask]).float().mean())
-    from tl_unlearn.ground_truth import component_means
+    from tl_unlearn.models.planted import component_means
 
     ours = task_accuracy(model, data, spec.circuit_nodes, component_means(model, both))
     assert ours["forget"] == pytest.approx(by_hand, abs=1e-9)
@@ -95,7 +94,7 @@ def test_tasks_follow_their_rules():
 def test_training_from_the_seed_reproduces_the_committed_numbers():
     """planted-induction and its twin, retrained (about 100 s on 2 CPUs), give the committed
     weights' metrics to 1e-4 (top-1 clean, with C and with its complement ablated, and the
-    mean absolute parameter) (planted-lookup: ``python scripts/train_planted.py --dry-run``)."""
+    mean absolute parameter) (planted-lookup: ``python scripts/assets/train_planted.py --dry-run``)."""
     name = "planted-induction"
     twin, _ = train_planted(name, twin=True)
     model, _ = train_planted(name, init=twin)
@@ -112,7 +111,7 @@ def test_training_from_the_seed_reproduces_the_committed_numbers():
 def test_localisation_scores_against_sklearn_and_by_hand():
     from sklearn.metrics import roc_auc_score
 
-    from tl_unlearn.ground_truth import localisation
+    from tl_unlearn.circuits.ground_truth import localisation
 
     spec = PLANTED["planted-lookup"]
     nodes = spec.components
@@ -133,7 +132,7 @@ def test_component_map_finds_the_planted_circuit():
     """Single-component mean ablation ranks C first on both planted models (AUROC 1 with
     an interval), while random scores do not."""
     from tl_unlearn import component_selectivity_map
-    from tl_unlearn.ground_truth import localisation, map_localisation, node_name
+    from tl_unlearn.circuits.ground_truth import localisation, map_localisation, node_name
 
     for name, spec in PLANTED.items():
         model = load_planted(name)

@@ -6,20 +6,20 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from tl_unlearn.cli import main
-from tl_unlearn.ground_truth import (
-    PLANTED,
-    corrupt_forget,
-    load_planted,
-    planted_data,
-    task_accuracy,
-)
-from tl_unlearn.ground_truth_tier import (
+from tl_unlearn.benchmark.tier import (
     GroundTruthTier,
     _agreement,
     _node_auroc,
     _spearman,
     run_ground_truth_tier,
+)
+from tl_unlearn.cli import main
+from tl_unlearn.models.planted import (
+    PLANTED,
+    corrupt_forget,
+    load_planted,
+    planted_data,
+    task_accuracy,
 )
 
 

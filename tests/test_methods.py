@@ -2,8 +2,8 @@
 
 import torch
 
-from tl_unlearn.data import TokenDataset
-from tl_unlearn.methods import head_attribution
+from tl_unlearn.benchmark.methods.head_mean import head_attribution
+from tl_unlearn.data.datasets import TokenDataset
 
 
 def _ragged(data, lengths):
@@ -63,14 +63,10 @@ def test_head_attribution_equals_full_backward_reference(tiny_model, tiny_data, 
 def test_method_options_are_typed_and_checked_where_read(tiny_model, weights_guard):
     import pytest
 
-    from tl_unlearn.methods import (
-        METHODS,
-        ActAddOptions,
-        PruningOptions,
-        SAEOptions,
-        check_options,
-        option_keys,
-    )
+    from tl_unlearn.benchmark.methods.actadd import ActAddOptions
+    from tl_unlearn.benchmark.methods.pruning import PruningOptions
+    from tl_unlearn.benchmark.methods.registry import METHODS, check_options, option_keys
+    from tl_unlearn.benchmark.methods.sae import SAEOptions
 
     assert PruningOptions.read({"prune-abs.levels": [0.1, 1]}, "prune-abs").levels == (0.1, 1.0)
     assert PruningOptions.read({"prune-abs.levels": [0.1]}, "prune-freq").levels != (0.1,)
@@ -105,8 +101,9 @@ def test_fitted_methods_follow_their_options(tiny_model, tiny_data, task, weight
     """Each method sweeps the levels its options give, at the layer they give, and its random
     baseline removes as many units of the same kind; head-mean removes the heads with the
     largest attribution, computed here independently."""
+    from tl_unlearn.benchmark.methods.base import MethodContext
+    from tl_unlearn.benchmark.methods.registry import fit_method
     from tl_unlearn.interventions import activation_means
-    from tl_unlearn.methods import MethodContext, fit_method
 
     m = tiny_model
     fit = task.tokenize(m.tokenizer, "fit", seq_len=64, max_tokens=1500)
@@ -149,10 +146,11 @@ def test_edge_methods_remove_their_top_edges(tiny_model, tiny_data, weights_guar
     import numpy as np
     import pytest
 
-    from tl_unlearn.attribution import edge_attribution
+    from tl_unlearn.benchmark.methods.base import MethodContext
+    from tl_unlearn.benchmark.methods.registry import fit_method
+    from tl_unlearn.circuits.attribution import edge_attribution
+    from tl_unlearn.data.tasks import ioi_task
     from tl_unlearn.interventions.counterfactual import counterfactual_pair
-    from tl_unlearn.methods import MethodContext, fit_method
-    from tl_unlearn.tasks import ioi_task
 
     clean, corrupted = counterfactual_pair(
         ioi_task(tiny_model.tokenizer, n=60), tiny_model.tokenizer, "fit", max_examples=8

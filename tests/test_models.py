@@ -6,7 +6,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from tl_unlearn import TextDataset, evaluate, load_model, use_fused_attention
-from tl_unlearn.corpora import BUILTIN_CORPORA
+from tl_unlearn.data.corpora import BUILTIN_CORPORA
 
 
 def _unigram_loss(fit, ev, vocab):
@@ -49,7 +49,7 @@ def test_tiny_tokenizer_round_trip(tiny_model):
 def test_smollm2_matches_hf_and_says_paris(smollm2):
     from transformers import AutoModelForCausalLM
 
-    from tl_unlearn.models import smollm2_hf_dir
+    from tl_unlearn.models.loading import smollm2_hf_dir
 
     hf = AutoModelForCausalLM.from_pretrained(smollm2_hf_dir(), dtype=torch.float32)
     tokens = smollm2.to_tokens(
@@ -80,7 +80,7 @@ def test_smollm2_config_and_offline_bridge():
 
 def test_processed_weights_round_trip_and_bad_files(tiny_model, tmp_path):
     """The low-memory loader reads back exactly what was saved, and refuses a damaged file."""
-    from tl_unlearn.models import _load_processed, _save_processed
+    from tl_unlearn.models.loading import _load_processed, _save_processed
 
     folder = tmp_path / "hooked-test"
     before = dict(tiny_model.cfg.to_dict())
@@ -106,7 +106,7 @@ def test_processed_weights_round_trip_and_bad_files(tiny_model, tmp_path):
 @pytest.mark.smollm2
 def test_smollm2_processed_cache_equals_transformer_lens_conversion(smollm2):
     """load_default_model reads cached processed weights; they equal TL's own conversion."""
-    from tl_unlearn.models import _convert_to_hooked, smollm2_hf_dir
+    from tl_unlearn.models.loading import _convert_to_hooked, smollm2_hf_dir
 
     ref = _convert_to_hooked(smollm2_hf_dir(), smollm2.tokenizer, torch.float32, {})
 
@@ -137,7 +137,7 @@ def test_processed_cache_is_keyed_by_transformer_lens_version(tmp_path, monkeypa
     reused."""
     import importlib.metadata
 
-    from tl_unlearn.models import _processed_dir
+    from tl_unlearn.models.loading import _processed_dir
 
     now = _processed_dir(tmp_path, torch.float32, {"fold_ln": True})
     assert now == _processed_dir(tmp_path, torch.float32, {"fold_ln": True})
@@ -155,7 +155,7 @@ def test_tiny_twin_was_trained_without_the_forget_corpus(tiny_model, task):
     """The committed twin (same recipe and tokenizer, no python_code) is much worse than the
     tiny model on held-out code and close to it on held-out prose, measured here."""
     from tl_unlearn.metrics import evaluate
-    from tl_unlearn.models import load_model
+    from tl_unlearn.models.loading import load_model
 
     twin = load_model("tiny-twin")
     assert twin.tokenizer.get_vocab() == tiny_model.tokenizer.get_vocab()

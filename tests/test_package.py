@@ -4,6 +4,7 @@ quickstart path is importable from the root."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import tl_unlearn
@@ -67,51 +68,136 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
-    assert "tl_unlearn.runs" in graph["tl_unlearn.report"]  # the graph sees real imports
+    # the graph sees real imports
+    assert "tl_unlearn.benchmark.result" in graph["tl_unlearn.benchmark.report"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
-    # the check can fail: a report that imported the benchmark back would be a cycle
-    graph["tl_unlearn.runs"].add("tl_unlearn.benchmark")
+    # the check can fail: a result that imported the report back would be a cycle
+    graph["tl_unlearn.benchmark.result"].add("tl_unlearn.benchmark.report")
     assert find_cycle(graph) is not None
 
 
 def test_quickstart_path_from_the_root():
     for name in tl_unlearn.__all__:
         assert getattr(tl_unlearn, name) is not None, name
-    from tl_unlearn.benchmark import run_benchmark
+    from tl_unlearn.benchmark.runner import run_benchmark
     from tl_unlearn.interventions import zero_ablation
 
     assert tl_unlearn.zero_ablation is zero_ablation and tl_unlearn.run_benchmark is run_benchmark
 
 
-def test_architecture_page_names_every_module():
-    """The module map of the docs' architecture page matches the tree."""
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+
+
+def page_section(title: str) -> str:
+    page = ARCHITECTURE.read_text()
+    return page.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def page_layers() -> list[list[str]]:
+    """The packages of each layer, bottom first, as the architecture page lists them."""
+    layers = []
+    for line in page_section("Layers").splitlines():
+        m = re.match(r"^\d+\. (.*?):", line)
+        if m:
+            layers.append(re.findall(r"`(tl_unlearn\.\w+)`", m.group(1)))
+    return layers
+
+
+def layer_of(module: str, layers: list[list[str]]) -> int:
+    for i, packages in enumerate(layers):
+        if any(module == p or module.startswith(p + ".") for p in packages):
+            return i
+    raise AssertionError(f"{module} is in no layer of the architecture page")
+
+
+def upward_imports(graph: dict[str, set[str]], layers: list[list[str]]) -> list[str]:
+    """Every import of a module from a layer above its own (the root package re-exports)."""
+    return [
+        f"{m} -> {t}"
+        for m, targets in sorted(graph.items())
+        if m != "tl_unlearn"
+        for t in sorted(targets)
+        if t != "tl_unlearn" and layer_of(t, layers) > layer_of(m, layers)
+    ]
+
+
+def private_imports() -> list[str]:
+    """``from tl_unlearn.x import _name``: another module's private name."""
+    out = []
+    for m, f in _modules().items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tl_unlearn"):
+                out += [f"{m}: {node.module}.{a.name}" for a in node.names if a.name[0] == "_"]
+    return out
+
+
+def test_imports_go_one_way_down_the_layers_of_the_architecture_page():
+    layers = page_layers()
+    assert [p for layer in layers for p in layer][:3] == [
+        "tl_unlearn.core",
+        "tl_unlearn.data",
+        "tl_unlearn.engine",
+    ]
+    graph = import_graph()
+    assert upward_imports(graph, layers) == []
+    assert private_imports() == []
+    # the check can fail: an argument check that imported the benchmark would go up 8 layers
+    graph["tl_unlearn.core.checks"].add("tl_unlearn.benchmark.runner")
+    assert upward_imports(graph, layers) == [
+        "tl_unlearn.core.checks -> tl_unlearn.benchmark.runner"
+    ]
+    # core imports nothing of tl_unlearn outside core
+    assert not [
+        t
+        for m, ts in import_graph().items()
+        if m.startswith("tl_unlearn.core")
+        for t in ts
+        if not t.startswith("tl_unlearn.core")
+    ]
+
+
+def test_architecture_page_and_tree_are_equal():
+    """The module map of the docs' architecture page names every module of the tree, each in
+    its package's row, and no module that is not there."""
     import pkgutil
-    from pathlib import Path
 
-    import tl_unlearn
-
-    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
-    table = page.split("## Module map", 1)[1].split("\n## ", 1)[0]
-    modules = [m.name for m in pkgutil.walk_packages(tl_unlearn.__path__, "tl_unlearn.")]
+    table = page_section("Module map")
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = line.split(" | ")
+        if len(cells) >= 2:
+            for package in re.findall(r"`(tl_unlearn[\w.]*)`", cells[0]):
+                rows[package] = cells[1]
+    modules = {m.name for m in pkgutil.walk_packages(tl_unlearn.__path__, "tl_unlearn.")}
     missing = []
-    for name in modules:
-        parts = name.split(".")
-        short = parts[-1]
-        package = ".".join(parts[:2])
-        if f"`{name}`" in table or f"`{package}`" in table and f"`{short}`" in table:
+    for name in sorted(modules):
+        parent, short = name.rsplit(".", 1)
+        if name in rows or f"`{short}`" in rows.get(parent, ""):
             continue
         missing.append(name)
     assert not missing, f"modules the architecture page does not name: {missing}"
+    # and no module that is not there: outside parentheses, a package's row names modules
+    extra = []
+    for package, text in rows.items():
+        depth, kept = 0, []
+        for ch in text:
+            depth += ch == "("
+            kept.append(ch if depth == 0 else " ")
+            depth -= ch == ")"
+        for short in re.findall(r"`([a-z_]+)`", "".join(kept)):
+            if f"{package}.{short}" not in modules:
+                extra.append(f"{package}.{short}")
+    assert not extra, f"modules the architecture page names that the tree lacks: {extra}"
 
 
 def test_every_public_name_documents_its_arguments_and_has_an_example():
     """The root API and the documented namespaces: Args (or Attributes) and a doctest each
-    (``scripts/docstring_coverage.py`` prints the same count, and ``--modules`` for all)."""
+    (``scripts/dev/docstring_coverage.py`` prints the same count, and ``--modules`` for all)."""
     import importlib.util
     import inspect
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "docstring_coverage.py"
+    path = Path(__file__).resolve().parents[1] / "scripts" / "dev" / "docstring_coverage.py"
     spec = importlib.util.spec_from_file_location("docstring_coverage", path)
     cov = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cov)
@@ -152,7 +238,7 @@ def test_docstring_examples_import_what_they_use():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "docstring_coverage.py"
+    path = Path(__file__).resolve().parents[1] / "scripts" / "dev" / "docstring_coverage.py"
     spec = importlib.util.spec_from_file_location("docstring_coverage", path)
     cov = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cov)

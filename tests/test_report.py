@@ -8,8 +8,8 @@ import pytest
 from browser import check_html_in_browser, find_chromium, require_browser_stack
 from settings import SMALL
 
-from tl_unlearn.benchmark import BenchmarkConfig, BenchmarkResult, run_benchmark
-from tl_unlearn.report import render_report, report_figures, write_report
+from tl_unlearn.benchmark.report import render_report, report_figures, write_report
+from tl_unlearn.benchmark.runner import BenchmarkConfig, BenchmarkResult, run_benchmark
 
 
 def test_report_draws_every_figure_in_headless_chromium(run_dir, tmp_path):
@@ -102,7 +102,7 @@ def test_report_tables_speak_words_not_field_names(run_dir):
     import html
     import re
 
-    from tl_unlearn.report import COLUMN_LABELS, _table
+    from tl_unlearn.benchmark.report import COLUMN_LABELS, _table
 
     _, result = run_dir
     page = render_report(result)

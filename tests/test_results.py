@@ -8,8 +8,9 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-import tl_unlearn.benchmark  # noqa: F401  (registers BenchmarkResult)
+import tl_unlearn.benchmark.runner  # noqa: F401  (registers BenchmarkResult)
 from tl_unlearn import component_selectivity_map, evaluate, selectivity_curve
+from tl_unlearn.core.results import Result, load_result, result_types
 from tl_unlearn.interventions import pruning_scores, zero_ablation
 from tl_unlearn.metrics import (
     activation_distances,
@@ -24,17 +25,17 @@ from tl_unlearn.metrics import (
 from tl_unlearn.metrics.generation import generation_behaviour
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline
-from tl_unlearn.results import Result, load_result, result_types
 
 
 @pytest.fixture(scope="module")
 def results(tiny_model, tiny_data, task):
     """One real instance of every result type, computed on the tiny model."""
-    from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
-    from tl_unlearn.ground_truth import load_planted, planted_data, verify_planted
-    from tl_unlearn.ground_truth_tier import run_ground_truth_tier
+    from tl_unlearn.benchmark.runner import BenchmarkConfig, run_benchmark
+    from tl_unlearn.benchmark.tier import run_ground_truth_tier
+    from tl_unlearn.circuits.ground_truth import verify_planted
     from tl_unlearn.metrics.coverage import interval_coverage
     from tl_unlearn.metrics.depth import unlearning_depth
+    from tl_unlearn.models.planted import load_planted, planted_data
 
     m, data = tiny_model, {k: v.head(4) for k, v in tiny_data.items()}
     head = zero_ablation(m, heads=[(1, 0)])
@@ -49,8 +50,8 @@ def results(tiny_model, tiny_data, task):
         [evaluate(m, data, scores.intervention(level), progress=False)],
     )
     from tl_unlearn import activation_patching, edge_attribution, faithfulness_curves
+    from tl_unlearn.data.tasks import ioi_task
     from tl_unlearn.interventions import counterfactual_pair
-    from tl_unlearn.tasks import ioi_task
 
     clean, corrupted = counterfactual_pair(ioi_task(m.tokenizer, n=40), m.tokenizer, max_examples=4)
     eap = edge_attribution(m, clean, corrupted)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tl_unlearn import component_selectivity_map, load_tiny_model, make_task
-from tl_unlearn.scale import AttributionJob, MapJob, Unit, attribution_job, component_map_job
+from tl_unlearn.benchmark.jobs import AttributionJob, MapJob, attribution_job, component_map_job
+from tl_unlearn.execution.units import Unit
 
 JOB = MapJob(model="tiny", tokens=600, seq_len=32, shards=3, batch_size=4, threads=1)
 
@@ -110,13 +111,13 @@ def attributed():
 def test_sharded_attribution_equals_edge_attribution_on_all_pairs(attributed):
     """Independent reference: edge_attribution over all the pairs in one call."""
     from tl_unlearn import edge_attribution
-    from tl_unlearn.benchmark_units import prepare_data
+    from tl_unlearn.benchmark.units import prepare_data
 
     cfg = ATT.config()
     model = load_tiny_model()
     _, _, ctx = prepare_data(cfg, make_task(cfg.forget, cfg.retain), model)
     clean, corrupted = ctx.forget_fit.head(12), ctx.forget_fit_corrupted.head(12)
-    from tl_unlearn.attribution import answer_logit_diff
+    from tl_unlearn.engine.scoring import answer_logit_diff
 
     ref = edge_attribution(model, clean, corrupted, answer_logit_diff, method="eap-ig", steps=2,
                            batch_size=4)  # fmt: skip

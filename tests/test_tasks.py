@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from tl_unlearn import Evaluation, evaluate, make_task
-from tl_unlearn.circuits import component_intervention, component_selectivity_map, greedy_circuit
-from tl_unlearn.data import TokenDataset
-from tl_unlearn.metrics.evaluation import OnDatasets, resolve_metric
-from tl_unlearn.metrics.selectivity import selectivity_curve
-from tl_unlearn.tasks import (
+from tl_unlearn.circuits.maps import (
+    component_intervention,
+    component_selectivity_map,
+    greedy_circuit,
+)
+from tl_unlearn.data.datasets import TokenDataset
+from tl_unlearn.data.tasks import (
     InductionTask,
     PromptAnswers,
     facts_task,
@@ -22,6 +24,8 @@ from tl_unlearn.tasks import (
     induction_vocab,
     ioi_task,
 )
+from tl_unlearn.metrics.evaluation import OnDatasets, resolve_metric
+from tl_unlearn.metrics.selectivity import selectivity_curve
 
 
 def reference_answer_metrics(model, prompts, answers, counterfactuals=None):
@@ -203,7 +207,7 @@ def test_word_induction_prompt_answer_task_on_tiny_model(tiny_model, tiny_data):
     away."""
     import random
 
-    from tl_unlearn.induction import induction_scores
+    from tl_unlearn.circuits.induction import induction_scores
 
     tok = tiny_model.tokenizer
     vocab = [tok.decode([i]) for i in induction_vocab(tok).tolist()]

@@ -1,7 +1,7 @@
 import pytest
 
 from tl_unlearn import evaluate
-from tl_unlearn.circuits import component_intervention
+from tl_unlearn.circuits.maps import component_intervention
 from tl_unlearn.widget import AblationWidget
 
 

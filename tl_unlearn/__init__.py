@@ -7,37 +7,35 @@ The quickstart path is importable from here::
 
     from tl_unlearn import load_model, make_task, zero_ablation, selectivity_curve
 
-Modules:
-    models: load the embedded SmolLM2-135M default offline, the tiny test model, any TL model;
-        fused attention for a faster forward pass.
-    corpora: builtin offline corpora (Python code, Wikipedia, Shakespeare, KJV).
-    data: text and token datasets, fit/eval splits, token chunks and batches.
-    tasks: forget/retain tasks (make_task) and prompt→answer tasks (your own, or builtin
-        ioi / induction / greater_than / facts).
-    interventions: ablations, SAE edits, steering and selective pruning as TL hooks.
+Packages, bottom to top (each imports only from the ones above it in this list):
+    core: argument checks, the result protocol (label, seconds, save/load, figure), files.
+    data: builtin offline corpora, text and token datasets, forget/retain and prompt→answer
+        tasks (make_task; builtin ioi / induction / greater_than / facts).
+    engine: hooks and streaming (Intervention), the batched forward pass, scoring, and every
+        use of TransformerLens internals (engine.tl_patches).
+    models: the embedded SmolLM2-135M default offline, the tiny test model, any TL model;
+        the planted-circuit models.
     metrics: streaming evaluation, selectivity curves, distances, relearning, generation,
         membership inference, scorecards (every result type of these is exported there).
-    engine: the batched forward pass and scoring under every metric, and every use of
-        TransformerLens internals (engine.tl_patches).
-    circuits: component maps and greedy circuits.
-    edges: edge-level circuits (EAP-IG / MIB file format) and edge ablation.
-    attribution: activation patching, EAP and EAP-IG discovery by counterfactual patching.
-    faithfulness: MIB faithfulness curves (CPR, CMD) with intervals and a random band.
-    results: the protocol every result follows (label, seconds, save/load, figure).
-    benchmark / report / cli: the one-command benchmark and its HTML report.
-    scale / benchmark_units: sweeps as units of work, run in-process or on Ray (Execution),
-        sharded and resumable.
-    widget: the interactive ablation widget for Jupyter.
+    interventions: ablations, SAE edits, steering and selective pruning as TL hooks.
+    circuits: component maps, edge circuits (EAP-IG / MIB file format) and edge ablation,
+        activation patching / EAP / EAP-IG, MIB faithfulness, ground-truth verification.
+    execution: units of work run in-process or on Ray (Execution), sharded and resumable.
+    benchmark: the one-command benchmark, its methods, jobs, report and ground-truth tier.
+    cli / widget: the `tl-unlearn` command and the interactive ablation widget for Jupyter.
 """
 
 from typing import Any
 
-from tl_unlearn.attribution import NodeScores, activation_patching, edge_attribution
-from tl_unlearn.circuits import ComponentMap, component_selectivity_map, greedy_circuit
-from tl_unlearn.corpora import load_corpus
-from tl_unlearn.data import TextDataset, TokenDataset
-from tl_unlearn.edges import Circuit, edge_ablation
-from tl_unlearn.faithfulness import FaithfulnessCurves, faithfulness_curves
+from tl_unlearn.circuits.attribution import NodeScores, activation_patching, edge_attribution
+from tl_unlearn.circuits.edge_ablation import edge_ablation
+from tl_unlearn.circuits.faithfulness import FaithfulnessCurves, faithfulness_curves
+from tl_unlearn.circuits.graph import Circuit
+from tl_unlearn.circuits.maps import ComponentMap, component_selectivity_map, greedy_circuit
+from tl_unlearn.core.results import load_result
+from tl_unlearn.data.corpora import load_corpus
+from tl_unlearn.data.datasets import TextDataset, TokenDataset
+from tl_unlearn.data.tasks import ForgetRetainTask, PromptAnswers, make_task
 from tl_unlearn.interventions import (
     Intervention,
     actadd,
@@ -58,14 +56,12 @@ from tl_unlearn.metrics.cached import evaluate_logits
 from tl_unlearn.metrics.evaluation import DatasetMetrics, Evaluation, evaluate
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import SelectivityCurve, selectivity_curve
-from tl_unlearn.models import (
+from tl_unlearn.models.loading import (
     load_default_model,
     load_model,
     load_tiny_model,
     use_fused_attention,
 )
-from tl_unlearn.results import load_result
-from tl_unlearn.tasks import ForgetRetainTask, PromptAnswers, make_task
 
 __all__ = [
     "AblationWidget",
@@ -120,10 +116,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "AblationWidget": "tl_unlearn.widget",
-    "BenchmarkConfig": "tl_unlearn.benchmark",
-    "BenchmarkResult": "tl_unlearn.runs",
-    "Execution": "tl_unlearn.scale",
-    "run_benchmark": "tl_unlearn.benchmark",
+    "BenchmarkConfig": "tl_unlearn.benchmark.config",
+    "BenchmarkResult": "tl_unlearn.benchmark.result",
+    "Execution": "tl_unlearn.execution.executors",
+    "run_benchmark": "tl_unlearn.benchmark.runner",
 }
 
 

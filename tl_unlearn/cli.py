@@ -23,9 +23,9 @@ __all__ = ["main"]
 
 
 def _smoke(args: argparse.Namespace) -> int:
+    from tl_unlearn.data.tasks import make_task
     from tl_unlearn.metrics.evaluation import evaluate
-    from tl_unlearn.models import load_model
-    from tl_unlearn.tasks import make_task
+    from tl_unlearn.models.loading import load_model
 
     t0 = time.time()
     model = load_model(args.model)
@@ -65,7 +65,7 @@ PRESETS = ("ground-truth",)
 
 def _ground_truth(args: argparse.Namespace) -> int:
     """``--config ground-truth``: the ground-truth tier on the planted models."""
-    from tl_unlearn.ground_truth_tier import run_ground_truth_tier
+    from tl_unlearn.benchmark.tier import run_ground_truth_tier
 
     ignored = [
         k
@@ -110,15 +110,15 @@ def _ground_truth(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tl_unlearn.benchmark import BenchmarkConfig, run_benchmark
-    from tl_unlearn.runs import PRESET_CONFIGS
+    from tl_unlearn.benchmark.config import PRESET_CONFIGS
+    from tl_unlearn.benchmark.runner import BenchmarkConfig, run_benchmark
 
     if args.config in PRESETS:
         return _ground_truth(args)
     if args.config in PRESET_CONFIGS:
         cfg = BenchmarkConfig.preset(args.config)
     elif args.resume and not args.config:  # the interrupted run's own configuration
-        from tl_unlearn.scale import RunFolder
+        from tl_unlearn.execution.run_folder import RunFolder
 
         job = RunFolder.stored_job(args.output)
         if job is None:
@@ -195,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _map(args: argparse.Namespace) -> int:
     """``tl-unlearn map``: a component selectivity map, unit by unit, in-process or on Ray."""
-    from tl_unlearn.scale import MapJob, component_map_job
+    from tl_unlearn.benchmark.jobs import MapJob, component_map_job
 
     job = MapJob(
         model=args.model,
@@ -235,8 +235,8 @@ def _map(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace) -> int:
-    from tl_unlearn.methods import METHODS, option_keys
-    from tl_unlearn.runs import DEFAULT_METHODS, RunOptions
+    from tl_unlearn.benchmark.config import DEFAULT_METHODS, RunOptions
+    from tl_unlearn.benchmark.methods.registry import METHODS, option_keys
 
     sys.stdout.write("methods (default: " + ", ".join(DEFAULT_METHODS) + "):\n")
     for name, spec in METHODS.items():
@@ -284,7 +284,7 @@ def _execution_args(parser: argparse.ArgumentParser, shards: int | None) -> None
 
 
 def _execution(args: argparse.Namespace) -> Any:
-    from tl_unlearn.scale import Execution
+    from tl_unlearn.execution.executors import Execution
 
     return Execution(
         "inprocess" if args.ray is None else "ray",

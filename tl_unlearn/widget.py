@@ -18,16 +18,16 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tl_unlearn.circuits import (
+from tl_unlearn.circuits.maps import (
     Component,
     Method,
     component_intervention,
     component_label,
     component_means,
 )
-from tl_unlearn.data import TokenDataset, require_forget_retain
+from tl_unlearn.core.checks import check_indices, check_layer
+from tl_unlearn.data.datasets import TokenDataset, require_forget_retain
 from tl_unlearn.interventions import Intervention
-from tl_unlearn.interventions.base import check_indices, check_layer
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
     MetricFn,
@@ -79,7 +79,7 @@ class AblationWidget:
         >>> w.selection
         [(1, 2)]
         >>> print(w.code())
-        from tl_unlearn.circuits import component_intervention
+        from tl_unlearn.circuits.maps import component_intervention
         intervention = component_intervention(model, [(1, 2)], method='zero')
     """
 
@@ -162,7 +162,7 @@ class AblationWidget:
         """Python code that rebuilds the current selection as an intervention."""
         ref = ", reference=reference" if self.method != "zero" else ""
         return (
-            "from tl_unlearn.circuits import component_intervention\n"
+            "from tl_unlearn.circuits.maps import component_intervention\n"
             f"intervention = component_intervention(model, {self.selection!r}, "
             f"method={self.method!r}{ref})"
         )

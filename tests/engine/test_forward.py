@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tl_unlearn import evaluate
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.engine.forward import (
     block_output_layer,
     plan_forward,
@@ -18,7 +18,7 @@ from tl_unlearn.interventions import zero_ablation
 def test_plan_forward_gives_the_logits_of_full_passes(any_model, tiny_data):
     """Every intervention's logits from the plan (prefix once, then resumed) equal those of
     a full pass with its hooks, chunk by chunk."""
-    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.circuits.maps import component_intervention
     from tl_unlearn.interventions import actadd
 
     model = any_model
@@ -128,7 +128,7 @@ def test_plan_forward_on_a_shortformer_model(tiny_data, attn_only):
     """Resumed passes (from a cached residual, or the block shortcut) give a shortformer
     model's full-pass logits: without its positional embedding given, a pass from layer 1
     attends as if every token were at no position."""
-    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.circuits.maps import component_intervention
     from tl_unlearn.metrics import evaluate_many
 
     model = _shortformer_model(attn_only)
@@ -163,7 +163,7 @@ def test_plan_forward_on_a_shortformer_model(tiny_data, attn_only):
 def test_resuming_from_block_outputs_is_bit_exact(tiny_model, tiny_data):
     """Head / MLP-layer ablations resume from the cached block (hook_z / hook_mlp_out):
     the logits must be exactly those of a full pass with the same hooks."""
-    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.circuits.maps import component_intervention
 
     ref = tiny_data["retain"]
     for model in (tiny_model, _llama_like_model(), _shortformer_model()):
@@ -199,7 +199,7 @@ def test_resuming_from_block_outputs_is_bit_exact(tiny_model, tiny_data):
 def test_block_shortcut_only_for_block_outputs_of_one_layer(
     tiny_model, tiny_sae_model, tiny_bridge
 ):
-    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.circuits.maps import component_intervention
 
     def fn(act, hook):
         return act
@@ -223,7 +223,7 @@ def test_block_shortcut_only_for_block_outputs_of_one_layer(
 
 
 def test_evaluate_many_with_persistent_user_hook_matches_full_passes(tiny_model, tiny_data):
-    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.circuits.maps import component_intervention
     from tl_unlearn.metrics import evaluate_many
 
     def scale(act, hook):
@@ -246,7 +246,7 @@ def test_evaluate_many_with_persistent_user_hook_matches_full_passes(tiny_model,
 
 def test_block_shortcut_respects_spliced_saes(tiny_sae_model, tiny_data, sae_factory):
     """An SAE spliced in at a hook point of the ablated block must still be applied."""
-    from tl_unlearn.circuits import component_intervention
+    from tl_unlearn.circuits.maps import component_intervention
     from tl_unlearn.metrics import evaluate_many
 
     for hook in ("blocks.0.hook_resid_post", "blocks.0.hook_resid_mid", "blocks.0.hook_mlp_out"):

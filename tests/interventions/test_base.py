@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from tl_unlearn.core.checks import check_hook_name
+from tl_unlearn.engine.hooks import positions_mask, stream_activations
 from tl_unlearn.interventions import Intervention, compose, mean_ablation, zero_ablation
-from tl_unlearn.interventions.base import check_hook_name, positions_mask, stream_activations
 
 
 def test_unknown_hook_name_suggests_close_names(tiny_model):

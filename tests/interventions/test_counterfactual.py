@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data.datasets import TokenDataset
+from tl_unlearn.data.tasks import ioi_task
 from tl_unlearn.interventions.counterfactual import counterfactual_ablation, counterfactual_pair
-from tl_unlearn.tasks import ioi_task
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_a_row_that_is_not_clean_data_raises(tiny_model, pair):
 
 
 def test_induction_pairs_corrupt_the_first_copy(tiny_model):
-    from tl_unlearn.attribution import scored_logprob
-    from tl_unlearn.tasks import InductionTask
+    from tl_unlearn.data.tasks import InductionTask
+    from tl_unlearn.engine.scoring import scored_logprob
 
     task = InductionTask(half=10)
     clean, corrupted = counterfactual_pair(task, tiny_model.tokenizer, max_tokens=210)

@@ -87,7 +87,7 @@ def test_actadd_bad_positions(tiny_model):
 
 def test_actadd_from_token_ids_equals_a_hand_written_hook():
     """A model without a tokenizer (a planted model) steers from token-id prompts."""
-    from tl_unlearn.ground_truth import load_planted, planted_data
+    from tl_unlearn.models.planted import load_planted, planted_data
 
     model = load_planted("planted-lookup")
     data = planted_data("planted-lookup", 8, seed=5)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tl_unlearn import evaluate
+from tl_unlearn.data.tasks import ioi_task
 from tl_unlearn.interventions import zero_ablation
 from tl_unlearn.metrics.cached import (
     activation_distances_from_caches,
@@ -15,7 +16,6 @@ from tl_unlearn.metrics.cached import (
 )
 from tl_unlearn.metrics.distances import activation_distances
 from tl_unlearn.metrics.logit_lens import logit_lens_diff
-from tl_unlearn.tasks import ioi_task
 
 
 def close(a, b, tol=1e-5):

@@ -11,7 +11,8 @@ per-sequence values are strongly skewed and no interval kind tried reaches 0.93 
 import pytest
 
 from tl_unlearn import load_tiny_model, make_task
-from tl_unlearn.methods import MethodContext, fit_method
+from tl_unlearn.benchmark.methods.base import MethodContext
+from tl_unlearn.benchmark.methods.registry import fit_method
 from tl_unlearn.metrics.coverage import interval_coverage
 from tl_unlearn.metrics.selectivity import selectivity_curve
 

@@ -7,7 +7,8 @@ the twin itself scores 1, no intervention 0, and ``d1`` equals a patch written b
 import pytest
 import torch
 
-from tl_unlearn.ground_truth import (
+from tl_unlearn.metrics.depth import unlearning_depth
+from tl_unlearn.models.planted import (
     PLANTED,
     _ablation_hooks,
     component_means,
@@ -15,7 +16,6 @@ from tl_unlearn.ground_truth import (
     planted_data,
     suppression_hooks,
 )
-from tl_unlearn.metrics.depth import unlearning_depth
 
 
 def _setup(name):

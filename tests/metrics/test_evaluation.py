@@ -9,7 +9,7 @@ import torch
 from transformer_lens.utilities import lm_accuracy, lm_cross_entropy_loss
 
 from tl_unlearn import Evaluation, evaluate
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.interventions import zero_ablation
 
 
@@ -126,7 +126,7 @@ def test_evaluate_errors(tiny_model):
 PEAK_SCRIPT = textwrap.dedent("""
     import sys, torch
     from tl_unlearn import load_tiny_model, evaluate
-    from tl_unlearn.data import TokenDataset
+    from tl_unlearn.data.datasets import TokenDataset
     n = int(sys.argv[1])
     model = load_tiny_model()
     g = torch.Generator().manual_seed(0)

@@ -29,7 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.interventions.base import Hooks
+from tl_unlearn.core.checks import Hooks
 
 __all__ = [
     "ForwardOutput",

@@ -26,9 +26,15 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from tl_unlearn.data import predicted_positions
+from tl_unlearn.data.datasets import TokenDataset, predicted_positions
 
-__all__ = ["batch_statistics", "plain_unembed", "residual_statistics"]
+__all__ = [
+    "answer_logit_diff",
+    "batch_statistics",
+    "plain_unembed",
+    "residual_statistics",
+    "scored_logprob",
+]
 
 _VOCAB_SLICE = 4096  # vocabulary entries per unembedding slice
 _SLICE_POSITIONS = 512  # positions per slice: 512 x 4096 float32 logits = 8 MB
@@ -258,3 +264,46 @@ def residual_statistics(
         )
     nll, hits = _scored_residual(model, normed[:, :-1][valid], targets, top_k)
     return _row_sums(valid, targets, nll, hits, skip_ids)
+
+
+def answer_logit_diff(logits: Tensor, batch: TokenDataset) -> Tensor:
+    """Per example: logit of the answer minus logit of the counterfactual, at the position
+    that predicts the answer (TransformerLens's IOI metric).
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model
+        >>> from tl_unlearn.data.tasks import ioi_task
+        >>> m = load_tiny_model()
+        >>> b = ioi_task(m.tokenizer, n=20).tokenize(m.tokenizer, max_examples=3)
+        >>> answer_logit_diff(m(b.tokens), b).shape
+        torch.Size([3])
+    """
+    if batch.counterfactual is None:
+        raise ValueError(
+            f"Dataset {batch.name!r} has no counterfactual answers: pass your own "
+            "metric(logits, batch) or use a task with counterfactuals (ioi, "
+            "greater_than, facts)."
+        )
+    final = batch.answer_logits(logits)
+    rows = torch.arange(len(batch), device=final.device)
+    return (
+        final[rows, batch.answers.to(final.device)]
+        - final[rows, batch.counterfactual.to(final.device)]
+    )
+
+
+def scored_logprob(logits: Tensor, batch: TokenDataset) -> Tensor:
+    """Per example: the mean log-probability of its scored target tokens (for tasks without a
+    counterfactual answer, e.g. induction's second copy).
+
+    Examples:
+        >>> from tl_unlearn import load_tiny_model
+        >>> from tl_unlearn.data.tasks import InductionTask
+        >>> m = load_tiny_model(); b = InductionTask(half=6).tokenize(m.tokenizer, max_tokens=26)
+        >>> scored_logprob(m(b.tokens), b).shape
+        torch.Size([2])
+    """
+    valid = batch.scored_positions().to(logits.device)
+    lp = logits[:, :-1].log_softmax(-1).gather(-1, batch.tokens[:, 1:, None].to(logits.device))
+    lp = (lp[..., 0] * valid).sum(1)
+    return lp / valid.sum(1).clamp_min(1)

@@ -425,7 +425,7 @@ def processed_weights_from_hf(
     from transformer_lens.weight_processing import ProcessWeights
     from transformers import AutoModelForCausalLM
 
-    from tl_unlearn.files import release_free_memory
+    from tl_unlearn.core.files import release_free_memory
 
     options = {
         "fold_ln": True,
@@ -550,7 +550,7 @@ def _hf_model_in_memory(path: Any) -> Any:
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tl_unlearn.files import read_safetensors
+    from tl_unlearn.core.files import read_safetensors
 
     files = sorted(Path(path).glob("*.safetensors"))
     if not files:

@@ -15,6 +15,7 @@ context manager. Interventions compose with ``+`` and never change model weights
 - ``pruning``: :func:`pruning_scores`, :func:`selective_pruning`.
 """
 
+from tl_unlearn.engine.hooks import Intervention, compose
 from tl_unlearn.interventions.ablation import (
     activation_means,
     directional_ablation,
@@ -23,7 +24,6 @@ from tl_unlearn.interventions.ablation import (
     resample_ablation,
     zero_ablation,
 )
-from tl_unlearn.interventions.base import Intervention, compose
 from tl_unlearn.interventions.counterfactual import counterfactual_ablation, counterfactual_pair
 from tl_unlearn.interventions.pruning import PruningScores, pruning_scores, selective_pruning
 from tl_unlearn.interventions.sae import (

@@ -26,17 +26,19 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions.base import (
+from tl_unlearn.core.checks import (
     HookFn,
-    Intervention,
     Positions,
     as_index,
     check_hook_name,
     check_indices,
     check_layer,
-    hook_shapes,
     model_device,
+)
+from tl_unlearn.data.datasets import TokenDataset
+from tl_unlearn.engine.hooks import (
+    Intervention,
+    hook_shapes,
     positions_mask,
     stop_at_layer_kwargs,
     stream_activations,

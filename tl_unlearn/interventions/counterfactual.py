@@ -22,14 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions.base import (
-    HookFn,
-    Intervention,
-    Positions,
-    model_device,
-    stop_at_layer_kwargs,
-)
+from tl_unlearn.core.checks import HookFn, Positions, model_device
+from tl_unlearn.data.datasets import TokenDataset
+from tl_unlearn.engine.hooks import Intervention, stop_at_layer_kwargs
 
 __all__ = [
     "PairedRows",
@@ -186,7 +181,7 @@ def counterfactual_pair(
     """Clean and corrupted token rows of a prompt→answer task, example by example.
 
     Args:
-        task: A :class:`~tl_unlearn.tasks.PromptAnswers` with ``corrupted`` prompts (builtin
+        task: A :class:`~tl_unlearn.data.tasks.PromptAnswers` with ``corrupted`` prompts (builtin
             ``ioi`` and ``greater_than`` have them), or any object whose ``tokenize`` takes
             ``corrupted=True``.
         tokenizer: The model's tokenizer.
@@ -203,7 +198,7 @@ def counterfactual_pair(
     Examples:
         >>> from tl_unlearn.interventions import counterfactual_pair
         >>> from tl_unlearn import load_tiny_model
-        >>> from tl_unlearn.tasks import ioi_task
+        >>> from tl_unlearn.data.tasks import ioi_task
         >>> m = load_tiny_model()
         >>> clean, corrupted = counterfactual_pair(ioi_task(m.tokenizer, n=20), m.tokenizer,
         ...                                        max_examples=4)

@@ -36,16 +36,10 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.core.checks import HookFn, check_fraction, check_positive_int
+from tl_unlearn.data.datasets import TokenDataset
+from tl_unlearn.engine.hooks import Intervention, hook_shapes, stream_activations
 from tl_unlearn.interventions.ablation import replace_hook
-from tl_unlearn.interventions.base import (
-    HookFn,
-    Intervention,
-    check_fraction,
-    check_positive_int,
-    hook_shapes,
-    stream_activations,
-)
 
 __all__ = [
     "SCORES",

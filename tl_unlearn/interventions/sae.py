@@ -23,17 +23,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions.base import (
-    Intervention,
-    Positions,
-    check_hook_name,
-    check_indices,
-    hook_shapes,
-    model_device,
-    positions_mask,
-    stream_activations,
-)
+from tl_unlearn.core.checks import Positions, check_hook_name, check_indices, model_device
+from tl_unlearn.data.datasets import TokenDataset
+from tl_unlearn.engine.hooks import Intervention, hook_shapes, positions_mask, stream_activations
 
 __all__ = [
     "sae_feature_intervention",

@@ -11,7 +11,7 @@ layer 6, c = 5 on GPT-2 XL.
 steering, as in contrastive activation addition): ``c * (mean_pos h(p+) - mean_pos h(p-))``
 over each prompt's own positions (BOS excluded, no padding) is added at *every* position,
 decoding steps included. Front-position injection barely moves small models whose later
-positions attend mostly to the first token (SmolLM2-135M: ``scripts/generation_wedding.py``);
+positions attend mostly to the first token (SmolLM2-135M: ``scripts/docs_tables/generation_wedding.py``);
 the mean difference at every position does.
 
 Also: steering by a given vector (added at every position, or the first ``n`` positions) and
@@ -28,7 +28,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.interventions.base import Intervention, check_hook_name, check_layer, hook_shapes
+from tl_unlearn.core.checks import check_hook_name, check_layer
+from tl_unlearn.engine.hooks import Intervention, hook_shapes
 
 __all__ = [
     "actadd",
@@ -347,7 +348,7 @@ def sae_direction_steering(
         >>> sae_direction_steering(m, sae, feature=3, coeff=2.0).hook_names
         ['blocks.1.hook_resid_pre']
     """
-    from tl_unlearn.interventions.base import check_indices
+    from tl_unlearn.core.checks import check_indices
     from tl_unlearn.interventions.sae import sae_hook_name
 
     check_indices([feature], int(sae.cfg.d_sae), "SAE feature")

@@ -24,13 +24,13 @@ import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.data.datasets import TokenDataset, predicted_positions
 from tl_unlearn.engine.forward import ForwardOutput, row_chunks, unembed_residual
 from tl_unlearn.metrics.distances import ActivationDistances
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
-    MetricFn,
     MetricAccumulator,
+    MetricFn,
     check_user_metrics,
     common_targets,
 )

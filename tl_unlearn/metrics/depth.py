@@ -19,7 +19,7 @@ computed per example (examples with no KE layer are left out) and averaged, with
 interval over examples.
 
 Examples:
-    >>> from tl_unlearn.ground_truth import load_planted, planted_data
+    >>> from tl_unlearn.models.planted import load_planted, planted_data
     >>> m = load_planted("planted-induction")
     >>> twin = load_planted("planted-induction", twin=True)
     >>> data = planted_data("planted-induction", 32, seed=3)["forget"]
@@ -42,10 +42,10 @@ import torch
 from torch import Tensor
 from transformer_lens.utils import get_act_name
 
-from tl_unlearn.attribution import scored_logprob
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.core.results import Result
+from tl_unlearn.data.datasets import TokenDataset
+from tl_unlearn.engine.scoring import scored_logprob
 from tl_unlearn.metrics.intervals import Interval, bootstrap_indices, bootstrap_interval
-from tl_unlearn.results import Result
 
 __all__ = ["UnlearningDepth", "unlearning_depth"]
 
@@ -159,7 +159,7 @@ def unlearning_depth(
         ValueError: A twin or edited model of another shape, or ``tau`` not positive.
 
     Examples:
-        >>> from tl_unlearn.ground_truth import load_planted, planted_data
+        >>> from tl_unlearn.models.planted import load_planted, planted_data
         >>> from tl_unlearn.metrics import unlearning_depth
         >>> m = load_planted("planted-lookup")
         >>> twin = load_planted("planted-lookup", twin=True)

@@ -31,11 +31,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.core.checks import Hooks, check_positive_int, model_device
+from tl_unlearn.core.results import Result, dataset_colour
+from tl_unlearn.data.datasets import TokenDataset, predicted_positions
 from tl_unlearn.engine.forward import final_residual, row_chunks, unembed_residual
-from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
 from tl_unlearn.metrics.evaluation import check_data
-from tl_unlearn.results import Result, dataset_colour
 
 _BLOCK_BYTES = 8 << 20  # float32 logits of the positions one distance block takes
 
@@ -494,7 +494,7 @@ def random_tokens(model: Any, n: int = 16, seq_len: int = 64, seed: int = 0) -> 
         seed: Seed.
 
     Returns:
-        A :class:`~tl_unlearn.data.TokenDataset` named ``"random"``.
+        A :class:`~tl_unlearn.data.datasets.TokenDataset` named ``"random"``.
 
     Examples:
         >>> from tl_unlearn.metrics import random_tokens
@@ -619,7 +619,7 @@ def activation_distances(
         >>> ad.to_dataframe().shape[0] >= 1
         True
     """
-    from tl_unlearn.interventions.base import check_hook_name
+    from tl_unlearn.core.checks import check_hook_name
 
     t0 = time.perf_counter()
     model_b = model_a if model_b is None else model_b

@@ -12,7 +12,7 @@ memory depends on the batch, never on the number of evaluated tokens. Definition
 - skip variants: the same, excluding targets among the ``skip_common`` most frequent target
   tokens of that dataset (counted on the evaluated data itself).
 
-Prompt→answer data (:class:`~tl_unlearn.tasks.PromptAnswers`) and token data with a
+Prompt→answer data (:class:`~tl_unlearn.data.tasks.PromptAnswers`) and token data with a
 scored-positions mask are scored on their scored positions only (for answers: teacher
 forcing over the answer tokens), and answer data also gets the answer metrics of the spec:
 ``answer_accuracy`` (every answer token is the argmax), ``first_token_accuracy``,
@@ -27,7 +27,7 @@ logits are never made whole.
 
 User metrics follow the TransformerLens patching convention ``metric(logits, batch)`` and
 return a scalar (the batch mean) or one value per example; ``batch`` is a
-:class:`~tl_unlearn.data.TokenDataset` view of the batch (``batch.answer_logits(logits)``,
+:class:`~tl_unlearn.data.datasets.TokenDataset` view of the batch (``batch.answer_logits(logits)``,
 ``batch.answers``, ``batch.counterfactual`` help with padded prompts). They are averaged
 over examples and reported beside the builtin metrics under their own names.
 
@@ -50,15 +50,16 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_unlearn.data import TokenDataset
+from tl_unlearn.core.checks import Hooks, check_hook_name, check_positive_int, model_device
+from tl_unlearn.core.results import Result, dataset_colour
+from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.engine.forward import ForwardOutput, plan_forward
 from tl_unlearn.engine.scoring import (
-    scored_targets,
     batch_statistics,
     plain_unembed,
     residual_statistics,
+    scored_targets,
 )
-from tl_unlearn.interventions.base import Hooks, check_hook_name, check_positive_int, model_device
 from tl_unlearn.metrics.intervals import (
     Interval,
     bootstrap_indices,
@@ -68,7 +69,6 @@ from tl_unlearn.metrics.intervals import (
     is_proportion,
     pointwise_intervals,
 )
-from tl_unlearn.results import Result, dataset_colour
 
 __all__ = [
     "ANSWER_METRICS",
@@ -1040,7 +1040,7 @@ def evaluate(
         progress: Show a tqdm progress bar.
         metrics: User metrics by name, ``metric(logits, batch)`` -> scalar or one value per
             example (TransformerLens patching convention; ``batch`` is a
-            :class:`~tl_unlearn.data.TokenDataset`).
+            :class:`~tl_unlearn.data.datasets.TokenDataset`).
 
     Returns:
         An :class:`Evaluation` with one :class:`DatasetMetrics` per dataset.

@@ -42,8 +42,10 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions.base import Hooks, Intervention, check_hook_name, model_device
+from tl_unlearn.core.checks import Hooks, check_hook_name, model_device
+from tl_unlearn.core.results import Result
+from tl_unlearn.data.datasets import TokenDataset
+from tl_unlearn.engine.hooks import Intervention
 from tl_unlearn.metrics.intervals import (
     Interval,
     error_bars,
@@ -51,7 +53,6 @@ from tl_unlearn.metrics.intervals import (
     ratio_interval,
     ratio_of_sums,
 )
-from tl_unlearn.results import Result
 
 __all__ = [
     "GenerationBehaviour",

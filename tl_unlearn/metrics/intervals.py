@@ -65,7 +65,7 @@ INTERVAL_KINDS: tuple[str, ...] = ("t", "expanded", "percentile")
 """
 DEFAULT_INTERVAL: IntervalKind = "t"
 """The kind every result uses unless told otherwise; chosen by the coverage simulation of
-``scripts/interval_coverage.py`` on data other than the data the docs report on."""
+``scripts/docs_tables/interval_coverage.py`` on data other than the data the docs report on."""
 
 
 @dataclass(frozen=True)

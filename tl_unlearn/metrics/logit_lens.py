@@ -20,11 +20,11 @@ import torch
 from plotly.subplots import make_subplots
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.data import TokenDataset, predicted_positions
+from tl_unlearn.core.checks import Hooks, model_device
+from tl_unlearn.core.results import Result, dataset_colour
+from tl_unlearn.data.datasets import TokenDataset, predicted_positions
 from tl_unlearn.engine.forward import row_chunks, unembed_residual
-from tl_unlearn.interventions.base import Hooks, model_device
 from tl_unlearn.metrics.evaluation import check_data
-from tl_unlearn.results import Result, dataset_colour
 
 __all__ = ["LogitLensDiff", "logit_lens_diff"]
 
@@ -146,7 +146,7 @@ def logit_lens_diff(
         ['L0', 'L1', 'final']
     """
     data = check_data(model, data, batch_size)
-    from tl_unlearn.interventions.base import check_layer
+    from tl_unlearn.core.checks import check_layer
 
     t0 = time.perf_counter()
     n_layers = model.cfg.n_layers

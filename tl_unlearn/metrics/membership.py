@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from tl_unlearn.interventions.base import Hooks, model_device
+from tl_unlearn.core.checks import Hooks, model_device
+from tl_unlearn.core.results import Result
 from tl_unlearn.metrics.intervals import Interval, error_bars
-from tl_unlearn.results import Result
 
 __all__ = [
     "MembershipInference",

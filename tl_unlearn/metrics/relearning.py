@@ -34,11 +34,11 @@ import plotly.graph_objects as go
 import torch
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.data import TokenDataset
-from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
+from tl_unlearn.core.checks import Hooks, check_positive_int, model_device
+from tl_unlearn.core.results import OTHER_COLOURS, Result
+from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.metrics.distances import completeness, zrf_scores
 from tl_unlearn.metrics.evaluation import check_data, evaluate
-from tl_unlearn.results import OTHER_COLOURS, Result
 
 __all__ = [
     "AttackedIntervention",

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tl_unlearn.core.results import Result, dataset_colour
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
-from tl_unlearn.results import Result, dataset_colour
 
 __all__ = ["Scorecard"]
 

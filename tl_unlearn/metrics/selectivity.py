@@ -30,8 +30,9 @@ from typing import Any, ClassVar
 import numpy as np
 import plotly.graph_objects as go
 
-from tl_unlearn.data import TokenDataset, require_forget_retain
-from tl_unlearn.interventions.base import Intervention
+from tl_unlearn.core.results import Result, dataset_colour
+from tl_unlearn.data.datasets import TokenDataset, require_forget_retain
+from tl_unlearn.engine.hooks import Intervention
 from tl_unlearn.metrics.evaluation import (
     Evaluation,
     ForgetRetainDrops,
@@ -52,7 +53,6 @@ from tl_unlearn.metrics.intervals import (
     check_interval_settings,
     welch_df,
 )
-from tl_unlearn.results import Result, dataset_colour
 
 __all__ = ["RandomBaseline", "SelectivityCurve", "held_out_half", "selectivity_curve"]
 
@@ -613,7 +613,7 @@ def held_out_half(data: Mapping[str, TokenDataset]) -> dict[str, TokenDataset]:
 
     Examples:
         >>> import torch
-        >>> from tl_unlearn.data import TokenDataset
+        >>> from tl_unlearn.data.datasets import TokenDataset
         >>> from tl_unlearn.metrics.selectivity import held_out_half
         >>> d = TokenDataset("forget", torch.zeros(5, 4, dtype=torch.long), torch.ones(5, 4, dtype=torch.bool))
         >>> len(held_out_half({"forget": d, "retain": d})["forget"])

@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from tl_unlearn.data import TokenDataset, predicted_positions
-from tl_unlearn.interventions.base import Hooks, check_positive_int, model_device
+from tl_unlearn.core.checks import Hooks, check_positive_int, model_device
+from tl_unlearn.core.results import Result
+from tl_unlearn.data.datasets import TokenDataset, predicted_positions
 from tl_unlearn.metrics.evaluation import check_data
-from tl_unlearn.results import Result
 
 __all__ = ["FisherUncertainty", "fisher_uncertainty"]
 

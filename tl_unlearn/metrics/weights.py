@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from tl_unlearn.interventions.base import Intervention
-from tl_unlearn.results import Result
+from tl_unlearn.core.results import Result
+from tl_unlearn.engine.hooks import Intervention
 
 __all__ = ["WeightDistance", "equivalent_weight_edit", "weight_distance"]
 
