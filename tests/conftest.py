@@ -157,6 +157,8 @@ def run_dir(tmp_path_factory, tiny_model):
 def local_cluster():
     """A local Ray cluster of 2 CPUs for a test module (skipped without Ray)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from tl_unlearn.execution.executors import Execution, connect_cluster, release_cluster
+
+    assert connect_cluster(Execution("ray", actors=2, threads=1))  # on loopback, as users get
     yield ray
-    ray.shutdown()
+    release_cluster()

@@ -4,8 +4,8 @@ import math
 import pytest
 from settings import SMALL
 
-from tl_unlearn import benchmark as bm
-from tl_unlearn import methods
+from tl_unlearn.benchmark import config as bm
+from tl_unlearn.benchmark.methods import registry as methods
 from tl_unlearn.benchmark.report import report_figures
 from tl_unlearn.benchmark.runner import BenchmarkConfig, BenchmarkResult, run_benchmark
 from tl_unlearn.cli import main
@@ -97,6 +97,41 @@ def test_bad_configuration_stops_before_heavy_work(tmp_path, change, match, monk
             BenchmarkConfig(**{**SMALL, **change}), output_dir=tmp_path / "out", progress=False
         )
     assert not fitted
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (
+            {"prune-abs.levels": [0.01, 1.5]},
+            r"prune-abs.levels: each level must be a number in \[0, 1\], got 1.5",
+        ),
+        (
+            {"head-mean.levels": [-0.1]},
+            r"head-mean.levels: each level must be a number in \[0, 1\]",
+        ),
+        ({"prune-abs.levels": []}, "prune-abs.levels must be a non-empty list"),
+        ({"actadd.levels": [float("nan")]}, "actadd.levels: each level must be finite"),
+        ({"prune-abs.levelz": [0.1]}, "did you mean 'prune-abs.levels'"),
+    ],
+)
+def test_a_configuration_error_is_refused_before_the_model_loads(
+    tmp_path, options, match, monkeypatch
+):
+    """Every check of a run's configuration happens before the model loads, and a refused
+    configuration leaves no run folder (resume could never finish one)."""
+    import tl_unlearn.models.loading as loading
+
+    loaded = []
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: loaded.append(a))
+    with pytest.raises(ValueError, match=match):
+        run_benchmark(
+            BenchmarkConfig(**{**SMALL, "options": options}),
+            output_dir=tmp_path / "out",
+            progress=False,
+        )
+    assert not loaded
     assert not (tmp_path / "out").exists()
 
 

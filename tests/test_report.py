@@ -25,7 +25,7 @@ def test_report_draws_every_figure_in_headless_chromium(run_dir, tmp_path):
 
 
 def test_failed_report_leaves_no_half_written_file(tmp_path, tiny_model, monkeypatch):
-    from tl_unlearn import report
+    from tl_unlearn.benchmark import report
 
     def broken(result):
         raise RuntimeError("disk full")
@@ -102,7 +102,8 @@ def test_report_tables_speak_words_not_field_names(run_dir):
     import html
     import re
 
-    from tl_unlearn.benchmark.report import COLUMN_LABELS, _table
+    from tl_unlearn.benchmark.report import _table
+    from tl_unlearn.metrics.scorecard import FIELD_LABELS as COLUMN_LABELS
 
     _, result = run_dir
     page = render_report(result)
@@ -113,3 +114,27 @@ def test_report_tables_speak_words_not_field_names(run_dir):
     assert {"yes", "no"} & set(cells), "the beats-random verdict is shown as yes/no"
     table = _table([{"method": "m", "relearn_steps": float("nan"), "js_forget": float("nan")}])
     assert "<td class='n'>not reached</td>" in table and "<td class='n'>–</td>" in table
+    # no field name anywhere a reader looks: headers, the transposed table's row names, the
+    # subtitle, the scorecard figure's table
+    field_name = re.compile(r"[a-z0-9]+(_[a-z0-9]+)+")
+    assert not [label for _, label in headers if field_name.fullmatch(label)]
+    read = page.split("<h2>Environment</h2>")[0]  # package names stay names
+    assert not [c for c in re.findall(r"<td[^>]*>([^<]*)</td>", read) if field_name.fullmatch(c)]
+    assert (
+        "ranked by " + html.escape(COLUMN_LABELS["held_out_difference"]) + ": lower bound" in page
+    )
+    figure_table = next(t for t in result.scorecard.figure().data if t.type == "table")
+    assert not [h for h in figure_table.header.values if field_name.fullmatch(h)]
+
+
+def test_the_report_describes_the_intervals_the_code_computes(run_dir):
+    """The note under the scorecard is generated from the interval kind in use: it cannot
+    say "percentile" while the intervals are t intervals."""
+    import html
+
+    from tl_unlearn.metrics import intervals
+
+    _, result = run_dir
+    page = render_report(result)
+    assert html.escape(intervals.describe_interval(intervals.DEFAULT_INTERVAL)) in page
+    assert "percentile bootstrap interval over sequences" not in page

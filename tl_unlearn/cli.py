@@ -183,9 +183,12 @@ def _run(args: argparse.Namespace) -> int:
         )
         if c in ranked
     ]
+    from tl_unlearn.metrics.intervals import describe_interval
+    from tl_unlearn.metrics.scorecard import field_label
+
     sys.stdout.write(
-        f"ranked by {result.scorecard.rank_by} (95% bootstrap intervals over "
-        "sequences; held-out = level chosen on other sequences)\n"
+        f"ranked by {field_label(result.scorecard.rank_by)}; _low/_high: {describe_interval()} "
+        "over sequences; held-out = level chosen on other sequences\n"
     )
     sys.stdout.write(ranked[cols].to_string(float_format=lambda x: f"{x:.4f}") + "\n")
     sys.stdout.write(f"report: {args.output}/report.html\nresults: {args.output}/results.json\n")

@@ -14,6 +14,8 @@ from plotly.offline import get_plotlyjs
 from tl_unlearn.benchmark.result import BenchmarkResult, selectivity_scatter
 from tl_unlearn.core.files import atomic_write_text
 from tl_unlearn.metrics.evaluation import Evaluation, describe_metric, unit_indices
+from tl_unlearn.metrics.intervals import describe_interval
+from tl_unlearn.metrics.scorecard import field_label
 
 __all__ = ["report_figures", "selectivity_scatter", "write_report"]
 
@@ -77,64 +79,34 @@ SCORECARD_CORE = (
     "retain_drop_at_best",
 )
 
-SCORECARD_LEGEND = (
-    "<p class='sub'>Brackets: 95% percentile bootstrap interval over sequences, paired between "
-    "the original and the intervened model. <b>selectivity, held out</b> (held_out_difference): forget drop minus "
-    "retain drop at <b>level chosen</b>, the level with the largest difference on the first "
-    "half of each dataset's sequences, measured on the second half (the ranking uses its lower "
-    "bound). <b>best selectivity, all levels</b> / <b>level of the best</b>: the largest difference over all levels "
-    "on all sequences (biased upward by the choice). <b>area between drop curves</b>: area between the "
-    "forget and retain drop curves. <b>selectivity − random baseline's</b>: held-out difference minus the mean "
-    "held-out difference of the <b>random baseline</b>, random units of the same kind and count (neurons, "
-    "heads, SAE features, or a steering matrix of the same norms) at the chosen level, one per "
-    "seed, on the same sequences (paired); <b>beats random?</b> yes when that interval lies above 0. "
-    "<b>forget / retain drop at best level</b>: the drops there. <b>JS divergence</b>: Jensen-Shannon "
-    "divergence of the output distributions (one batch per dataset) and <b>membership AUC</b> "
-    "(when on): membership-inference AUC, both at the chosen level. Seconds: fitting and "
-    "evaluation time. Membership inference is off by default: no method trains on the fit texts, and an AUC needs at "
-    "least 64 texts per side (--mia-texts 64). <b>relearning steps / tokens to win back half</b> "
-    "(--relearn-steps, default 4): fine-tuning steps / tokens of the strongest relearning "
-    "attack (relearn.lrs, intervention held; rank-8 adapters beside every MLP unless "
-    "relearn.rank is 0, a full fine-tune) to win back half of the forget drop; <i>not reached</i> when "
-    "half is not won back within the step budget (more steps: more robust removal); "
-    "<b>random baseline: relearning</b>: the same for a random baseline; <b>ZRF</b>: 1 - JS(intervened, "
-    "random twin) / ln 2 on forget data.</p>"
-)
+
+def scorecard_legend() -> str:
+    """The text under the scorecard, its interval described by the code that makes it."""
+    return (
+        f"<p class='sub'>Brackets: {html.escape(describe_interval())} over sequences, from a "
+        "bootstrap paired between the original and the intervened model. <b>selectivity, held out</b> (held_out_difference): forget drop minus "
+        "retain drop at <b>level chosen</b>, the level with the largest difference on the first "
+        "half of each dataset's sequences, measured on the second half (the ranking uses its lower "
+        "bound). <b>best selectivity, all levels</b> / <b>level of the best</b>: the largest difference over all levels "
+        "on all sequences (biased upward by the choice). <b>area between drop curves</b>: area between the "
+        "forget and retain drop curves. <b>selectivity − random baseline's</b>: held-out difference minus the mean "
+        "held-out difference of the <b>random baseline</b>, random units of the same kind and count (neurons, "
+        "heads, SAE features, or a steering matrix of the same norms) at the chosen level, one per "
+        "seed, on the same sequences (paired); <b>beats random?</b> yes when that interval lies above 0. "
+        "<b>forget / retain drop at best level</b>: the drops there. <b>JS divergence</b>: Jensen-Shannon "
+        "divergence of the output distributions (one batch per dataset) and <b>membership AUC</b> "
+        "(when on): membership-inference AUC, both at the chosen level. Seconds: fitting and "
+        "evaluation time. Membership inference is off by default: no method trains on the fit texts, and an AUC needs at "
+        "least 64 texts per side (--mia-texts 64). <b>relearning steps / tokens to win back half</b> "
+        "(--relearn-steps, default 4): fine-tuning steps / tokens of the strongest relearning "
+        "attack (relearn.lrs, intervention held; rank-8 adapters beside every MLP unless "
+        "relearn.rank is 0, a full fine-tune) to win back half of the forget drop; <i>not reached</i> when "
+        "half is not won back within the step budget (more steps: more robust removal); "
+        "<b>random baseline: relearning</b>: the same for a random baseline; <b>ZRF</b>: 1 - JS(intervened, "
+        "random twin) / ln 2 on forget data.</p>"
+    )
 
 
-#: What the report's column headers say instead of the field names (hover shows the name).
-#: Drops and differences are in the units of the run's metric (see the page's subtitle).
-COLUMN_LABELS = {
-    "held_out_difference": "selectivity, held out (forget drop − retain drop)",
-    "validated_level": "level chosen (first half)",
-    "vs_baseline": "selectivity − random baseline's",
-    "beats_baseline": "beats random?",
-    "baseline": "random baseline",
-    "max_difference": "best selectivity, all levels",
-    "best_level": "level of the best",
-    "area_between": "area between drop curves",
-    "forget_drop_at_best": "forget drop at best level",
-    "retain_drop_at_best": "retain drop at best level",
-    "fit_seconds": "fit time (s)",
-    "eval_seconds": "evaluation time (s)",
-    "js_forget": "JS divergence, forget (nats)",
-    "js_retain": "JS divergence, retain (nats)",
-    "mia_auc_loss": "membership AUC (loss)",
-    "relearn_steps": "relearning steps to win back half",
-    "relearn_tokens": "relearning tokens to win back half",
-    "relearn_budget": "relearning step budget",
-    "relearn_lr": "relearning learning rate",
-    "baseline_relearn_steps": "random baseline: relearning steps",
-    "baseline_relearn_tokens": "random baseline: relearning tokens",
-    "zrf": "ZRF (1 = like a random model)",
-    "uds": "unlearning depth (UDS; 1 = as deep as the retrained twin)",
-    "predicted_tokens": "predicted tokens",
-    "fit_sequences": "fit sequences",
-    "fit_documents": "fit documents",
-    "loss": "loss (nats/token)",
-    "top1": "top-1 accuracy",
-    "top1_se": "top-1 standard error",
-}
 #: Columns where an empty number means the target was not reached within the budget.
 _NOT_REACHED = (
     "relearn_steps",
@@ -142,18 +114,6 @@ _NOT_REACHED = (
     "baseline_relearn_steps",
     "baseline_relearn_tokens",
 )
-
-
-def column_label(name: Any) -> str:
-    """The header a report table shows for field ``name`` (the name itself if unlisted).
-
-    Examples:
-        >>> column_label("held_out_difference")
-        'selectivity, held out (forget drop − retain drop)'
-        >>> column_label("dataset")
-        'dataset'
-    """
-    return COLUMN_LABELS.get(str(name), str(name))
 
 
 def _data_rows(
@@ -211,6 +171,57 @@ def _with_intervals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: Words for the method settings and timing steps the report lists (scorecard fields are in
+#: :data:`~tl_unlearn.metrics.scorecard.FIELD_LABELS`).
+REPORT_LABELS = {
+    "alive_on_fit": "SAE features alive on the fit data",
+    "alive_on_forget": "SAE features alive on forget",
+    "d_sae": "SAE width (features)",
+    "hook": "hook point",
+    "layer": "layer",
+    "level_name": "what a level counts",
+    "n_positions": "positions steered",
+    "n_units": "units ranked",
+    "prompt_add": "prompt added",
+    "prompt_sub": "prompt subtracted",
+    "sae_explained_variance_forget": "SAE explained variance, forget",
+    "sae_explained_variance_retain": "SAE explained variance, retain",
+    "sae_l0_forget": "SAE L0 (active features), forget",
+    "sae_l0_retain": "SAE L0 (active features), retain",
+    "top_heads": "top heads",
+    "top_scores": "their scores",
+    "training_tokens_distinct": "distinct SAE training tokens",
+    "degree_of_removal": "relearning attacks (s)",
+    "evaluate_original": "evaluating the original model (s)",
+    "extra_metrics": "extra metrics (s)",
+    "extras": "logit lens and distances (s)",
+    "generation": "generation (s)",
+    "load_model": "loading the model (s)",
+    "random_baselines": "random baselines (s)",
+    "second_phase_wall": "baselines and attacks, wall (s)",
+    "sweeps_wall": "sweeps, wall (s)",
+    "tokenize": "tokenizing (s)",
+    "total": "total (s)",
+    "unlearning_depth": "unlearning depth (s)",
+}
+
+
+def report_label(name: Any) -> str:
+    """A field, setting or timing step in words (the name itself if unknown).
+
+    Examples:
+        >>> report_label("fit:prune-abs"), report_label("d_sae")
+        ('fitting prune-abs (s)', 'SAE width (features)')
+    """
+    name = str(name)
+    if field_label(name) != name:
+        return field_label(name)
+    for prefix, words in (("fit:", "fitting "), ("sweep:", "sweep of ")):
+        if name.startswith(prefix):
+            return f"{words}{name[len(prefix) :]} (s)"
+    return REPORT_LABELS.get(name, name)
+
+
 def _table(
     rows: list[dict[str, Any]] | dict[str, Any], key: str = "", *, transpose: str = ""
 ) -> str:
@@ -219,7 +230,8 @@ def _table(
     ``transpose`` (the first column's header) makes one column per row, named by its first
     value (for few rows with many keys)."""
     if isinstance(rows, dict):
-        rows = [{key or "name": k, "value": v} for k, v in rows.items()]
+        label = report_label if key == "step" else str
+        rows = [{key or "name": label(k), "value": v} for k, v in rows.items()]
     if not rows:
         return "<p>(none)</p>"
     rows = _with_intervals(rows)
@@ -248,14 +260,14 @@ def _table(
         return html.escape(str(v))
 
     def header(c: Any) -> str:
-        return f"<th title='{html.escape(str(c))}'>{html.escape(column_label(c))}</th>"
+        return f"<th title='{html.escape(str(c))}'>{html.escape(report_label(c))}</th>"
 
     head = "".join(header(c) for c in cols)
     if transpose:  # the measures are the rows: label them, and read their cells by name
         body = "".join(
             "<tr>"
             + "".join(
-                cell(column_label(r[c]) if c == transpose else r.get(c, ""), r[transpose])
+                cell(report_label(r[c]) if c == transpose else r.get(c, ""), r[transpose])
                 for c in cols
             )
             + "</tr>"
@@ -293,12 +305,12 @@ def render_report(result: BenchmarkResult) -> str:
         "<h1>tl_unlearn benchmark</h1>",
         f"<p class='sub'>model <b>{html.escape(str(cfg.model))}</b> · forget <b>"
         f"{html.escape(cfg.forget)}</b> · retain <b>{html.escape(cfg.retain)}</b> · metric "
-        f"<b>{html.escape(describe_metric(cfg.metric))}</b> · ranked by {result.scorecard.rank_by}</p>",
+        f"<b>{html.escape(describe_metric(cfg.metric))}</b> · ranked by {html.escape(field_label(result.scorecard.rank_by))}</p>",
         "<h2>Ranked scorecard</h2>",
         _table(main_rows),
         "<h3>Further measures per method</h3>",
         _table(more_rows, transpose="measure"),
-        SCORECARD_LEGEND,
+        scorecard_legend(),
         "<h2>Data and the original model</h2>",
         _table(base_rows),
         "<p class='sub'>Sequences are chunks of the eval documents, spread over as many "
@@ -320,9 +332,14 @@ def render_report(result: BenchmarkResult) -> str:
             f"temperature {st.get('temperature')}, seed {st.get('seed')}; topic list "
             f"{html.escape(str(st.get('topic')))}. Fluency is perplexity under the "
             "original model; forget likeness is the mean per-token log ratio of "
-            "forget vs retain unigram models (&gt; 0: forget-like). Intervals: 95% "
-            "bootstrap over prompts and samples.</p>",
-            _table(gen.to_dataframe().to_dict(orient="records")),
+            "forget vs retain unigram models (&gt; 0: forget-like). Intervals: "
+            f"{html.escape(describe_interval())} over prompts and samples.</p>",
+            _table(
+                [
+                    {k: field_label(v) if k == "metric" else v for k, v in row.items()}
+                    for row in gen.to_dataframe().to_dict(orient="records")
+                ]
+            ),
             gen.samples_html(2),
         ]
     parts += [

@@ -35,7 +35,13 @@ from tl_unlearn.benchmark.result import BenchmarkResult
 from tl_unlearn.benchmark.units import BenchmarkState, BenchmarkWorker, SweepUnit, prepare_data
 from tl_unlearn.core.checks import check_positive_ints
 from tl_unlearn.core.files import atomic_write_text, release_free_memory
-from tl_unlearn.execution.executors import Execution, InProcessExecutor, open_executor
+from tl_unlearn.execution.executors import (
+    Execution,
+    InProcessExecutor,
+    connect_cluster,
+    open_executor,
+    release_cluster,
+)
 from tl_unlearn.execution.run_folder import RunFolder, UnitRunner
 from tl_unlearn.metrics.distances import (
     activation_distances,
@@ -242,16 +248,6 @@ def sweep_fitted(
     runner.submit([u for u in state.second_units(curves) if u.kind == "baseline"])
     baselines, _ = _baselines_and_relearning(state, runner.collect(), curves)
     return original, curves, baselines
-
-
-def _has_corrupted(side: Any) -> bool:
-    """Whether a task side can tokenize corrupted partners of its rows."""
-    from tl_unlearn.data.tasks import InductionTask, PromptAnswers
-
-    if isinstance(side, InductionTask):
-        return True
-    plain = getattr(side, "_plain", side)  # builtin tasks built per tokenizer
-    return isinstance(plain, PromptAnswers) and plain.corrupted is not None
 
 
 def _check_output_dir(output_dir: str | Path | None) -> None:
@@ -467,7 +463,6 @@ def run_benchmark(
         ['prune-abs']
     """
     from tl_unlearn.data.tasks import make_task
-    from tl_unlearn.models.loading import load_model
 
     config = config or BenchmarkConfig()
     execution = Execution.of(executor)
@@ -498,12 +493,51 @@ def run_benchmark(
     t_start = time.perf_counter()
     task = make_task(config.forget, config.retain)
     edge_methods = [m for m in config.methods if m in EDGE_METHODS]
-    if edge_methods and not _has_corrupted(task.forget):
+    if edge_methods and not getattr(task.forget, "has_corrupted", False):
         raise ValueError(
             f"Method(s) {edge_methods} patch from corrupted prompts, but the forget "
             f"task {config.forget!r} has none: use forget='ioi', 'greater_than', "
             "'induction', or a PromptAnswers with corrupted prompts."
         )
+    # a cluster that cannot start fails here, before the model and the data are prepared
+    started = connect_cluster(execution) if execution.remote else False
+    try:
+        return _run_checked(
+            config,
+            task,
+            execution,
+            model,
+            metrics,
+            output_dir,
+            resume,
+            shards,
+            progress,
+            on_unit,
+            timings,
+            t_start,
+        )
+    finally:
+        if started:
+            release_cluster()
+
+
+def _run_checked(
+    config: BenchmarkConfig,
+    task: Any,
+    execution: Execution,
+    model: Any,
+    metrics: dict[str, Any],
+    output_dir: str | Path | None,
+    resume: bool,
+    shards: int | None,
+    progress: bool,
+    on_unit: Any,
+    timings: dict[str, float],
+    t_start: float,
+) -> BenchmarkResult:
+    """:func:`run_benchmark` after its checks: load, prepare, sweep, score and write."""
+    from tl_unlearn.models.loading import load_model
+
     t0 = time.perf_counter()
     model = (
         load_model(model) if model is not None else load_model(config.model, device=config.device)

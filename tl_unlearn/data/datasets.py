@@ -372,6 +372,11 @@ class TextDataset:
     eval: list[str]
     source: str = ""
 
+    @property
+    def has_corrupted(self) -> bool:
+        """Never: documents have no corrupted partners (a task of prompts can)."""
+        return False
+
     @classmethod
     def from_source(
         cls,

@@ -153,6 +153,12 @@ class PromptAnswers:
     eval_fraction: float = 0.2
     _split: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def has_corrupted(self) -> bool:
+        """Whether each example has a corrupted partner (what counterfactual patching and
+        edge circuits patch from)."""
+        return self.corrupted is not None
+
     def __post_init__(self) -> None:
         self.prompts, self.answers = list(self.prompts), list(self.answers)
         n = len(self.prompts)
@@ -575,6 +581,11 @@ class InductionTask:
     fit: list[str] = field(default_factory=list)
     eval: list[str] = field(default_factory=list)
 
+    @property
+    def has_corrupted(self) -> bool:
+        """Always: ``tokenize(..., corrupted=True)`` draws other tokens in the first copy."""
+        return True
+
     def texts(self, split: Split) -> list[str]:
         return []
 
@@ -631,6 +642,11 @@ class _Deferred:
     def __init__(self, name: str, build: Callable[[Any], PromptAnswers]) -> None:
         self.name, self._build = name, build
         self._plain = build(None)
+
+    @property
+    def has_corrupted(self) -> bool:
+        """Whether the task's examples have corrupted partners."""
+        return self._plain.has_corrupted
 
     def texts(self, split: Split) -> list[str]:
         return self._plain.texts(split)

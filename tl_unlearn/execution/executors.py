@@ -31,7 +31,8 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,16 @@ from tqdm.auto import tqdm
 
 from tl_unlearn.core.checks import check_positive_ints
 
-__all__ = ["EXECUTORS", "Execution", "InProcessExecutor", "RayExecutor", "open_executor"]
+__all__ = [
+    "LOOPBACK",
+    "connect_cluster",
+    "release_cluster",
+    "EXECUTORS",
+    "Execution",
+    "InProcessExecutor",
+    "RayExecutor",
+    "open_executor",
+]
 
 
 EXECUTORS = ("inprocess", "ray")
@@ -89,6 +99,97 @@ class Execution:
         return self.kind == "ray"
 
 
+#: The address a local cluster's servers listen on: loopback, so that no other machine can
+#: reach it (a Ray cluster has no authentication of its own to rely on).
+LOOPBACK = "127.0.0.1"
+
+_STARTED_HERE: list[bool] = [False]  # whether this process started the running local cluster
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "executor='ray' needs Ray: pip install 'tl_unlearn[ray]' (or pip install ray)."
+        ) from None
+    return ray
+
+
+@contextmanager
+def _loopback_node(ray: Any) -> Iterator[None]:
+    """Let ``ray.init(_node_ip_address="127.0.0.1")`` keep the loopback address: Ray replaces
+    a local address by the machine's network address, and its servers listen on the node's
+    address. Restored on exit."""
+    services = ray._private.services
+    resolve = services.resolve_ip_for_localhost
+    services.resolve_ip_for_localhost = lambda host: host
+    try:
+        yield
+    finally:
+        services.resolve_ip_for_localhost = resolve
+
+
+def connect_cluster(execution: Execution) -> bool:
+    """Connect to ``execution.address``, or start a local cluster that listens on loopback
+    only; do nothing when Ray is already initialised. Call it before any heavy work, so that a
+    cluster that cannot start fails fast.
+
+    Args:
+        execution: Where units run; its ``address`` (``None``: a local cluster), ``actors``
+            and ``threads`` (the local cluster's CPUs).
+
+    Returns:
+        Whether this call started a local cluster (:func:`release_cluster` stops it).
+
+    Raises:
+        ModuleNotFoundError: Ray is not installed.
+        RuntimeError: The cluster could not be started or reached; the message says what to
+            try instead.
+
+    Examples:
+        >>> connect_cluster(Execution("ray", address="127.0.0.1:1"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        RuntimeError: Could not connect to the Ray cluster at '127.0.0.1:1' ...
+    """
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    try:
+        if execution.address:
+            ray.init(address=execution.address, log_to_driver=False)
+        else:
+            with _loopback_node(ray):
+                ray.init(
+                    num_cpus=execution.actors * execution.threads,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    _node_ip_address=LOOPBACK,
+                )
+    except Exception as e:  # Ray raises several types for a node that did not come up
+        where = (
+            f"connect to the Ray cluster at {execution.address!r}"
+            if execution.address
+            else f"start a local Ray cluster for {execution.actors} actor(s)"
+        )
+        raise RuntimeError(
+            f"Could not {where} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+            "Try the address of a running cluster (--ray ADDRESS, started with `ray start "
+            "--head`), fewer actors (--actors 1), or the in-process default (leave out --ray)."
+        ) from e
+    _STARTED_HERE[0] = not execution.address
+    return _STARTED_HERE[0]
+
+
+def release_cluster() -> None:
+    """Stop the local cluster :func:`connect_cluster` started (a cluster this process only
+    connected to, or one started elsewhere, is left running)."""
+    if _STARTED_HERE[0]:
+        _STARTED_HERE[0] = False
+        _import_ray().shutdown()
+
+
 class InProcessExecutor:
     """Runs units one after another on a worker in this process."""
 
@@ -115,24 +216,10 @@ class RayExecutor:
     fresh actor. Units are handed out as actors come free (submitted ones start at once)."""
 
     def __init__(self, worker_cls: type, payload: dict[str, Any], execution: Execution) -> None:
-        try:
-            import ray
-        except ModuleNotFoundError:
-            raise ModuleNotFoundError(
-                "executor='ray' needs Ray: pip install 'tl_unlearn[ray]' (or pip install ray)."
-            ) from None
+        self.started = connect_cluster(execution)
+        import ray
+
         self.ray = ray
-        self.started = False
-        if not ray.is_initialized():
-            if execution.address:
-                ray.init(address=execution.address, log_to_driver=False)
-            else:
-                ray.init(
-                    num_cpus=execution.actors * execution.threads,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                )
-            self.started = True
         self.cls = ray.remote(num_cpus=execution.threads, num_gpus=execution.num_gpus)(worker_cls)
         self.payload = payload
         self.actors = [self.cls.remote(payload) for _ in range(execution.actors)]
@@ -179,7 +266,7 @@ class RayExecutor:
         for a in self.actors:
             self.ray.kill(a)
         if self.started:
-            self.ray.shutdown()
+            release_cluster()
 
 
 def open_executor(

@@ -39,6 +39,7 @@ __all__ = [
     "bootstrap_indices",
     "bootstrap_interval",
     "check_interval_kind",
+    "describe_interval",
     "check_interval_settings",
     "dataset_seed",
     "is_proportion",
@@ -66,6 +67,31 @@ INTERVAL_KINDS: tuple[str, ...] = ("t", "expanded", "percentile")
 DEFAULT_INTERVAL: IntervalKind = "t"
 """The kind every result uses unless told otherwise; chosen by the coverage simulation of
 ``scripts/docs_tables/interval_coverage.py`` on data other than the data the docs report on."""
+
+
+_INTERVAL_WORDS = {
+    "t": (
+        "t interval on the bootstrap's standard error (corrected for its (n − 1)/n variance "
+        "bias; Welch degrees of freedom for a forget-minus-retain difference; on the logit "
+        "scale for an accuracy)"
+    ),
+    "expanded": "expanded percentile bootstrap interval (Hesterberg's widened level)",
+    "percentile": "percentile bootstrap interval",
+}
+
+
+def describe_interval(kind: str | None = None, confidence: float = 0.95) -> str:
+    """What an interval of ``kind`` (default :data:`DEFAULT_INTERVAL`) is, in words: the text
+    reports print under their brackets, so that it cannot drift from the code.
+
+    Examples:
+        >>> describe_interval("percentile")
+        '95% percentile bootstrap interval'
+        >>> describe_interval().startswith("95% t interval")
+        True
+    """
+    kind = check_interval_kind(kind)
+    return f"{confidence:.0%} {_INTERVAL_WORDS[kind]}"
 
 
 @dataclass(frozen=True)

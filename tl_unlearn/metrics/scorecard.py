@@ -23,6 +23,84 @@ from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve
 __all__ = ["Scorecard"]
 
 
+#: What each field of a scorecard (and of the report's tables) says, in words with its units.
+#: Drops and differences are in the units of the run's metric.
+FIELD_LABELS = {
+    "held_out_difference": "selectivity, held out (forget drop − retain drop)",
+    "validated_level": "level chosen (first half)",
+    "vs_baseline": "selectivity − random baseline's",
+    "beats_baseline": "beats random?",
+    "baseline": "random baseline",
+    "max_difference": "best selectivity, all levels",
+    "best_level": "level of the best",
+    "area_between": "area between drop curves",
+    "forget_drop_at_best": "forget drop at best level",
+    "retain_drop_at_best": "retain drop at best level",
+    "fit_seconds": "fit time (s)",
+    "eval_seconds": "evaluation time (s)",
+    "js_forget": "JS divergence, forget (nats)",
+    "js_retain": "JS divergence, retain (nats)",
+    "mia_auc_loss": "membership AUC (loss)",
+    "relearn_steps": "relearning steps to win back half",
+    "relearn_tokens": "relearning tokens to win back half",
+    "relearn_budget": "relearning step budget",
+    "relearn_lr": "relearning learning rate",
+    "baseline_relearn_steps": "random baseline: relearning steps",
+    "baseline_relearn_tokens": "random baseline: relearning tokens",
+    "zrf": "ZRF (1 = like a random model)",
+    "uds": "unlearning depth (UDS; 1 = as deep as the retrained twin)",
+    "predicted_tokens": "predicted tokens",
+    "fit_sequences": "fit sequences",
+    "fit_documents": "fit documents",
+    "loss": "loss (nats/token)",
+    "top1": "top-1 accuracy",
+    "top1_se": "top-1 standard error",
+    "method": "method",
+    "topic_frequency": "topic-word frequency (share of generated words)",
+    "fluency_perplexity": "perplexity under the original model (ratio to the original's)",
+    "distinct_2": "distinct word 2-grams (share)",
+    "forget_likeness": "forget-likeness (log-likelihood ratio per token, nats)",
+    "ain": "anamnesis index (relearning steps / the retrained twin's)",
+    "completeness": "completeness (1 = outputs like the retrained twin's)",
+    "mia_auc": "membership AUC",
+    "tokens": "tokens",
+    "sequences": "sequences",
+    "documents": "documents",
+}
+
+
+_PREFIXES = {"baseline_": "random baseline: "}
+_SUFFIXES = {"_low": "lower bound", "_high": "upper bound"}
+
+
+def field_label(name: Any) -> str:
+    """A scorecard field in words, with its units (the name itself if it is not a field).
+
+    ``<field>_low`` / ``<field>_high`` are the bounds of its interval and ``baseline_<field>``
+    the same measure of the random baseline.
+
+    Examples:
+        >>> field_label("held_out_difference")
+        'selectivity, held out (forget drop − retain drop)'
+        >>> field_label("held_out_difference_low")
+        'selectivity, held out (forget drop − retain drop): lower bound'
+        >>> field_label("baseline_zrf")
+        'random baseline: ZRF (1 = like a random model)'
+        >>> field_label("dataset")
+        'dataset'
+    """
+    name = str(name)
+    if name in FIELD_LABELS:
+        return FIELD_LABELS[name]
+    for suffix, words in _SUFFIXES.items():
+        if name.endswith(suffix) and name[: -len(suffix)] in FIELD_LABELS:
+            return f"{FIELD_LABELS[name[: -len(suffix)]]}: {words}"
+    for prefix, words in _PREFIXES.items():
+        if name.startswith(prefix) and field_label(name[len(prefix) :]) != name[len(prefix) :]:
+            return words + field_label(name[len(prefix) :])
+    return name
+
+
 @dataclass
 class Scorecard(Result):
     """One row of numbers per method; ranked by a chosen column (higher is better).
@@ -171,11 +249,10 @@ class Scorecard(Result):
             c for c in df.columns if df[c].dtype.kind in "fi" and not c.endswith(("_low", "_high"))
         ][:8]
         cells = [df.index.tolist()] + [[f"{v:.4g}" if v == v else "" for v in df[c]] for c in shown]
-        fig.add_trace(
-            go.Table(header={"values": ["method", *shown]}, cells={"values": cells}), row=2, col=1
-        )
+        header = [field_label(c) for c in ("method", *shown)]
+        fig.add_trace(go.Table(header={"values": header}, cells={"values": cells}), row=2, col=1)
         fig.update_layout(
-            title=f"Scorecard (ranked by {self.rank_by})",
+            title=f"Scorecard (ranked by {field_label(self.rank_by)})",
             barmode="group",
             template="plotly_white",
             height=700,

@@ -4,12 +4,14 @@ fitted in (:class:`MethodContext`) and a fitted method (:class:`FittedMethod`).
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
+from tl_unlearn.core.checks import check_fraction
 from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.interventions import (
     Intervention,
@@ -76,6 +78,8 @@ class Options:
     """
 
     method: ClassVar[str] = ""
+    #: Whether ``levels`` are fractions of the components (each must lie in [0, 1]).
+    fraction_levels: ClassVar[bool] = False
 
     @classmethod
     def keys(cls, method: str | None = None) -> dict[str, str]:
@@ -88,13 +92,38 @@ class Options:
         """The options of ``options`` that belong to this class, typed and checked (other
         keys are ignored; missing ones take their defaults)."""
         hints = typing.get_type_hints(cls)
-        return cls(
+        keys = cls.keys(method)
+        read = cls(
             **{
                 name: _typed(key, options[key], hints[name])
-                for key, name in cls.keys(method).items()
+                for key, name in keys.items()
                 if key in options
             }
         )
+        if "levels" in keys.values():
+            key = next(k for k, name in keys.items() if name == "levels")
+            read.check_levels(key)
+        return read
+
+    def check_levels(self, key: str) -> None:
+        """Levels are a non-empty list of finite numbers, fractions in [0, 1] where
+        :attr:`fraction_levels`; raise ValueError naming the option ``key``.
+
+        Examples:
+            >>> from tl_unlearn.benchmark.methods.pruning import PruningOptions
+            >>> PruningOptions.read({"prune-abs.levels": [0.01, 1.5]}, "prune-abs")
+            Traceback (most recent call last):
+            ...
+            ValueError: Option prune-abs.levels: each level must be a number in [0, 1], got 1.5.
+        """
+        levels = self.levels
+        if not levels:
+            raise ValueError(f"Option {key} must list at least one level.")
+        for level in levels:
+            if not math.isfinite(level):
+                raise ValueError(f"Option {key}: each level must be finite, got {level!r}.")
+            if self.fraction_levels:
+                check_fraction(level, f"Option {key}: each level")
 
     def check_model(self, model: Any) -> None:
         """Checks that need the model (layers); raise ValueError saying what to fix."""

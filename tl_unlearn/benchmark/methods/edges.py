@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import Tensor
@@ -24,6 +24,8 @@ __all__ = ["EDGE_METHODS", "EdgeOptions"]
 @dataclass(frozen=True)
 class EdgeOptions(Options):
     """Options of the circuit-discovery methods ``eap``, ``eap-ig`` and ``patching``."""
+
+    fraction_levels: ClassVar[bool] = True
 
     levels: tuple[float, ...] = option(
         "{method}.levels",

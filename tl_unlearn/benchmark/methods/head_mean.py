@@ -28,6 +28,8 @@ __all__ = ["HeadMeanOptions", "head_attribution"]
 class HeadMeanOptions(Options):
     """Options of ``head-mean``."""
 
+    fraction_levels: ClassVar[bool] = True
+
     method: ClassVar[str] = "head-mean"
     levels: tuple[float, ...] = option(
         "{method}.levels", (0.01, 0.02, 0.05, 0.1), "fractions of heads mean-ablated"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -27,6 +28,8 @@ __all__ = ["PruningOptions"]
 @dataclass(frozen=True)
 class PruningOptions(Options):
     """Options of ``prune-abs``, ``prune-freq`` and ``prune-random``."""
+
+    fraction_levels: ClassVar[bool] = True
 
     levels: tuple[float, ...] = option(
         "{method}.levels", DEFAULT_FRACTIONS, "fractions of MLP neurons pruned"

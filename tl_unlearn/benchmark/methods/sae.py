@@ -29,6 +29,8 @@ __all__ = ["SAEOptions"]
 class SAEOptions(Options):
     """Options of ``sae-features``."""
 
+    fraction_levels: ClassVar[bool] = True
+
     method: ClassVar[str] = "sae-features"
     levels: tuple[float, ...] = option(
         "{method}.levels", DEFAULT_FRACTIONS, "fractions of SAE features zero-ablated"
