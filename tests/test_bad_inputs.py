@@ -403,7 +403,7 @@ CASES = [
     ),
     (
         "completeness-k",
-        lambda m, d, f, t: completeness(m, d["forget"], m, k=0),
+        lambda m, d, f, t: completeness(m, d["forget"], retrained_model=m, k=0),
         ValueError,
         "k must",
     ),

@@ -42,9 +42,9 @@ def test_map_figures_hold_the_numbers(tiny_model, small):
     diff = cmap.figure("difference")
     np.testing.assert_allclose(np.array(diff.data[0].z), cmap.selectivity.reshape(2, 4))
     sc = cmap.figure("scatter")
-    assert list(sc.data[0].text) == [f"L{l}H{h}" for l in range(2) for h in range(4)]
+    assert list(sc.data[0].text) == [f"a{l}.h{h}" for l in range(2) for h in range(4)]
     np.testing.assert_allclose(sc.data[0].x, cmap.retain_drop)
-    assert "L1H3" in sc.to_html(include_plotlyjs=False)
+    assert "a1.h3" in sc.to_html(include_plotlyjs=False)
     again = ComponentMap.from_dict(cmap.to_dict())
     np.testing.assert_allclose(again.selectivity, cmap.selectivity)
 
@@ -62,7 +62,7 @@ def test_mean_and_resample_maps_need_reference(tiny_model, small, tiny_data):
         reference=tiny_data["retain"],
         progress=False,
     )
-    assert cmap.labels == ["L0H1", "L1MLP"]
+    assert cmap.labels == ["a0.h1", "m1"]
 
 
 def test_greedy_circuit_respects_limits(tiny_model, small):

@@ -132,7 +132,8 @@ def test_component_map_finds_the_planted_circuit():
     """Single-component mean ablation ranks C first on both planted models (AUROC 1 with
     an interval), while random scores do not."""
     from tl_unlearn import component_selectivity_map
-    from tl_unlearn.circuits.ground_truth import localisation, map_localisation, node_name
+    from tl_unlearn.circuits.ground_truth import localisation, map_localisation
+    from tl_unlearn.core.components import component_name as node_name
 
     for name, spec in PLANTED.items():
         model = load_planted(name)

@@ -136,7 +136,7 @@ def test_fitted_methods_follow_their_options(tiny_model, tiny_data, task, weight
     scores = head_attribution(m, fit["forget"].head(4), fit["retain"].head(4), reference=means)
     top = torch.topk(scores.flatten(), k).indices.tolist()
     chosen = heads.family(0.25).info["heads"]
-    assert sorted(chosen) == sorted(f"L{i // m.cfg.n_heads}H{i % m.cfg.n_heads}" for i in top)
+    assert sorted(chosen) == sorted(f"a{i // m.cfg.n_heads}.h{i % m.cfg.n_heads}" for i in top)
     assert len(chosen) == k
     assert [n for n, _ in steer.family(3.0)] == ["blocks.1.hook_resid_pre"]
     assert sae.info["hook"] == "blocks.1.hook_resid_pre" and sae.info["d_sae"] == 64

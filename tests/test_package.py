@@ -263,3 +263,22 @@ def test_docstring_examples_import_what_they_use():
         if loads - stored:
             undefined[name] = sorted(loads - stored)
     assert not undefined, undefined
+
+
+def test_the_flat_module_paths_of_0_1_still_import_with_a_warning():
+    """User code that imported a moved module keeps working for one release."""
+    import importlib
+    import sys
+
+    import pytest
+
+    for old, new in tl_unlearn.MOVED_MODULES.items():
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=new[0]):
+            module = importlib.import_module(old)
+        for target in new:
+            public = getattr(importlib.import_module(target), "__all__", [])
+            assert all(getattr(module, name) is not None for name in public), (old, target)
+        assert not (PACKAGE / (old.replace("tl_unlearn.", "").replace(".", "/") + ".py")).exists()
+    assert tl_unlearn.Circuit is importlib.import_module("tl_unlearn.edges").Circuit
+    assert "BenchmarkConfig" in vars(importlib.import_module("tl_unlearn.runs"))

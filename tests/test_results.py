@@ -135,9 +135,9 @@ def results(tiny_model, tiny_data, task):
         verify_planted("planted-induction", n=16),
         unlearning_depth(
             load_planted("planted-induction"),
+            planted_data("planted-induction", 8, seed=0)["forget"],
             [],
             load_planted("planted-induction", twin=True),
-            planted_data("planted-induction", 8, seed=0)["forget"],
             n_boot=20,
         ),
         run_ground_truth_tier(

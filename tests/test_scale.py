@@ -143,3 +143,18 @@ def test_ray_attribution_equals_inprocess(local_cluster, attributed):
     on_ray = attribution_job(ATT, executor="ray", progress=False)
     assert np.allclose(on_ray.scores, attributed.scores, rtol=1e-9, atol=1e-12)
     assert on_ray.top(20).edges == attributed.top(20).edges
+
+
+def test_the_local_cluster_listens_on_loopback_only(local_cluster):
+    """The cluster tl_unlearn starts (``--ray`` without an address) binds to 127.0.0.1: no
+    other machine can reach it. Read from the sockets its processes listen on."""
+    psutil = pytest.importorskip("psutil")
+    assert local_cluster.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    assert {n["NodeManagerAddress"] for n in local_cluster.nodes()} == {"127.0.0.1"}
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    bound = {
+        c.laddr.ip
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in ours
+    }
+    assert bound and bound <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, bound

@@ -38,7 +38,7 @@ def test_toggle_shows_exactly_what_the_evaluation_api_returns(tiny_model, small)
     # the two figures fit side by side in a notebook cell of a 1,400 px window
     assert w._ui["bars"].layout.width + point.layout.width <= 1000
     assert w._ui["buttons"][(1, 2)].value is True
-    assert "L0MLP" in w._ui["status"].value
+    assert "m0" in w._ui["status"].value
     # toggling back restores the original numbers exactly
     w.toggle(1, 2)
     w.toggle(0, None)
@@ -108,7 +108,7 @@ w.widget()"""
 
 def test_widget_in_jupyterlab_in_headless_chromium(tmp_path, tiny_model, small):
     """JupyterLab on localhost, the notebook opened in headless Chromium (1400 px window):
-    clicking L1H2 shows the numbers the Python API gives, and both figures lie inside the
+    clicking a1.h2 shows the numbers the Python API gives, and both figures lie inside the
     cell's output with axes that hold the selectivity point."""
     import re
 
@@ -147,12 +147,12 @@ def test_widget_in_jupyterlab_in_headless_chromium(tmp_path, tiny_model, small):
             page.wait_for_selector(".jp-Notebook", timeout=60_000)
             page.wait_for_timeout(2000)  # the kernel session
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            button = page.get_by_role("button", name="L1H2", exact=True)
+            button = page.get_by_role("button", name="a1.h2", exact=True)
             button.wait_for(timeout=180_000)
             button.click()
             page.wait_for_function(
                 "[...document.querySelectorAll('.widget-html-content')]"
-                ".some(e => e.innerText.includes('ablated (zero): L1H2'))",
+                ".some(e => e.innerText.includes('ablated (zero): a1.h2'))",
                 timeout=60_000,
             )
             status = page.locator(".widget-html-content").filter(has_text="ablated").inner_text()

@@ -123,6 +123,74 @@ _LAZY = {
 }
 
 
+#: The flat modules of 0.1, and the modules their names live in now. Importing an old path
+#: still works until the next release, with a DeprecationWarning naming the new ones.
+MOVED_MODULES = {
+    "tl_unlearn.attribution": ("tl_unlearn.circuits.attribution", "tl_unlearn.engine.scoring"),
+    "tl_unlearn.benchmark_units": ("tl_unlearn.benchmark.units",),
+    "tl_unlearn.corpora": ("tl_unlearn.data.corpora",),
+    "tl_unlearn.edges": ("tl_unlearn.circuits.graph", "tl_unlearn.circuits.edge_ablation"),
+    "tl_unlearn.faithfulness": ("tl_unlearn.circuits.faithfulness",),
+    "tl_unlearn.files": ("tl_unlearn.core.files",),
+    "tl_unlearn.ground_truth": ("tl_unlearn.models.planted", "tl_unlearn.circuits.ground_truth"),
+    "tl_unlearn.ground_truth_tier": ("tl_unlearn.benchmark.tier",),
+    "tl_unlearn.induction": ("tl_unlearn.circuits.induction",),
+    "tl_unlearn.interventions.base": ("tl_unlearn.engine.hooks", "tl_unlearn.core.checks"),
+    "tl_unlearn.methods": (
+        "tl_unlearn.benchmark.methods.registry",
+        "tl_unlearn.benchmark.methods.base",
+        "tl_unlearn.benchmark.methods.pruning",
+        "tl_unlearn.benchmark.methods.head_mean",
+        "tl_unlearn.benchmark.methods.sae",
+        "tl_unlearn.benchmark.methods.actadd",
+        "tl_unlearn.benchmark.methods.edges",
+    ),
+    "tl_unlearn.report": ("tl_unlearn.benchmark.report",),
+    "tl_unlearn.results": ("tl_unlearn.core.results",),
+    "tl_unlearn.runs": ("tl_unlearn.benchmark.config", "tl_unlearn.benchmark.result"),
+    "tl_unlearn.scale": (
+        "tl_unlearn.execution.executors",
+        "tl_unlearn.execution.units",
+        "tl_unlearn.execution.run_folder",
+        "tl_unlearn.benchmark.jobs",
+    ),
+    "tl_unlearn.tasks": ("tl_unlearn.data.tasks",),
+}
+
+
+class _MovedModuleFinder:
+    """Imports an old module path as a module holding the public names of its new modules."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        import importlib.util
+
+        return importlib.util.spec_from_loader(name, self) if name in MOVED_MODULES else None
+
+    def create_module(self, spec: Any) -> None:
+        return None  # the default module
+
+    def exec_module(self, module: Any) -> None:
+        import importlib
+        import warnings
+
+        new = MOVED_MODULES[module.__name__]
+        warnings.warn(
+            f"{module.__name__} moved to {', '.join(new)} (or import from tl_unlearn); the "
+            "old path goes in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        for target in new:
+            for key, value in vars(importlib.import_module(target)).items():
+                if not key.startswith("__"):
+                    module.__dict__.setdefault(key, value)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.meta_path.append(_MovedModuleFinder())
+
+
 def __getattr__(name: str) -> Any:
     """The widget (ipywidgets) and the benchmark load on first use."""
     if name in _LAZY:

@@ -18,14 +18,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tl_unlearn.circuits.maps import (
-    Component,
-    Method,
-    component_intervention,
-    component_label,
-    component_means,
-)
+from tl_unlearn.circuits.maps import Method, component_intervention, component_means
 from tl_unlearn.core.checks import check_indices, check_layer
+from tl_unlearn.core.components import Component, component_name
 from tl_unlearn.data.datasets import TokenDataset, require_forget_retain
 from tl_unlearn.interventions import Intervention
 from tl_unlearn.metrics.evaluation import (
@@ -236,7 +231,7 @@ class AblationWidget:
             for comp in comps:
                 b = w.ToggleButton(
                     value=comp in self._selected,
-                    description=component_label(comp),
+                    description=component_name(comp),
                     layout=w.Layout(width="72px"),
                 )
                 b.observe(self._on_toggle(comp), names="value")
@@ -348,7 +343,7 @@ class AblationWidget:
         for comp, b in ui["buttons"].items():
             if b.value != (comp in self._selected):
                 b.value = comp in self._selected
-        labels = ", ".join(component_label(c) for c in self.selection) or "nothing"
+        labels = ", ".join(component_name(c) for c in self.selection) or "nothing"
         ui["status"].value = (
             f"ablated ({self.method}): {labels} · forget drop "
             f"{n['forget']['drop']:.3f}, retain drop {n['retain']['drop']:.3f}"

@@ -55,7 +55,7 @@ def planted_rows(name: str, n: int, seeds: int, steps: int) -> tuple[list[str], 
     }
     rows = []
     for label, hooks in interventions.items():
-        d = unlearning_depth(model, hooks, twin, data["forget"], label=label)
+        d = unlearning_depth(model, data["forget"], hooks, twin, label=label)
         with model.hooks(fwd_hooks=hooks):
             acc = task_accuracy(model, data)
         rows.append(
@@ -64,7 +64,7 @@ def planted_rows(name: str, n: int, seeds: int, steps: int) -> tuple[list[str], 
     twin_acc = task_accuracy(twin, data)
     rows.append(
         f"| {name} | the twin itself | {twin_acc['forget']:.3f} | {twin_acc['retain']:.3f} "
-        f"| {unlearning_depth(model, twin, twin, data['forget']).interval} |"
+        f"| {unlearning_depth(model, data['forget'], twin, twin).interval} |"
     )
     fit = planted_data(spec, 256, seed=3_000_003)["forget"]
     relearn_rows = []
@@ -121,7 +121,7 @@ def tiny_rows(tokens: int) -> list[str]:
     rows = []
     base = evaluate(model, ev, progress=False)
     for label, iv in interventions.items():
-        d = unlearning_depth(model, iv, twin, ev["forget"], label=label)
+        d = unlearning_depth(model, ev["forget"], iv, twin, label=label)
         e = evaluate(model, ev, iv, progress=False)
         rows.append(
             f"| {label} | {base['forget'].accuracy[1] - e['forget'].accuracy[1]:+.3f} "

@@ -29,7 +29,7 @@ def _setup(name):
 
 def test_d1_equals_a_hand_written_patch():
     spec, model, twin, data, means = _setup("planted-induction")
-    res = unlearning_depth(model, [], twin, data, n_boot=50)
+    res = unlearning_depth(model, data, [], twin, n_boot=50)
     _, cache = twin.run_with_cache(data.tokens)
     name = "blocks.0.hook_resid_post"
     with torch.no_grad():
@@ -52,16 +52,32 @@ def test_d1_equals_a_hand_written_patch():
 def test_depth_of_circuit_ablation_and_suppression(name):
     spec, model, twin, data, means = _setup(name)
     deep = unlearning_depth(
-        model, _ablation_hooks(list(spec.circuit_nodes), means), twin, data, label="C ablated"
+        model, data, _ablation_hooks(list(spec.circuit_nodes), means), twin, label="C ablated"
     )
     shallow = unlearning_depth(
-        model, suppression_hooks(model, spec), twin, data, label="suppressed"
+        model, data, suppression_hooks(model, spec), twin, label="suppressed"
     )
     print(name, "C ablated", deep.interval, "suppressed", shallow.interval)
     assert 0.0 < shallow.value < 1.0 and 0.5 < deep.value <= 1.0
     assert deep.low > shallow.high + 0.05  # removal is deeper than suppression, clearly
     # suppression at the last block leaves every earlier hidden state as it was: d2 = 0 there
     assert all(r["d2"] == pytest.approx(0.0, abs=1e-5) for r in shallow.layers[:-1])
-    assert unlearning_depth(model, twin, twin, data, n_boot=50).value == 1.0
+    assert unlearning_depth(model, data, twin, twin, n_boot=50).value == 1.0
     with pytest.raises(ValueError, match="tau"):
-        unlearning_depth(model, [], twin, data, tau=0)
+        unlearning_depth(model, data, [], twin, tau=0)
+
+
+def test_the_argument_order_of_0_1_still_works_with_a_warning():
+    """unlearning_depth(model, intervened, twin, data) and completeness(model, data,
+    retrained_model, hooks) were the 0.1 orders: same numbers, and a DeprecationWarning."""
+    from tl_unlearn.metrics import completeness
+
+    spec, model, twin, data, means = _setup("planted-lookup")
+    new = unlearning_depth(model, data, [], twin, n_boot=20)
+    with pytest.warns(DeprecationWarning, match="unlearning_depth"):
+        old = unlearning_depth(model, [], twin, data, n_boot=20)
+    assert (old.value, old.low, old.high) == (new.value, new.low, new.high)
+    hooks = _ablation_hooks(list(spec.circuit_nodes), means)
+    with pytest.warns(DeprecationWarning, match="completeness"):
+        old_c = completeness(model, data, twin, hooks, k=3)
+    assert old_c == completeness(model, data, hooks, retrained_model=twin, k=3)

@@ -125,7 +125,7 @@ def test_completeness_by_hand(tiny_model, tiny_data):
     ds = tiny_data["forget"]
     other = random_twin(tiny_model)
     iv = zero_ablation(tiny_model, heads=[(1, 1)])
-    got = completeness(tiny_model, ds, other, iv, k=5, batch_size=4)
+    got = completeness(tiny_model, ds, iv, retrained_model=other, k=5, batch_size=4)
     with iv.applied(tiny_model):
         ta = tiny_model(ds.tokens)[:, :-1].topk(5, -1).indices
     tb = other(ds.tokens)[:, :-1].topk(5, -1).indices
@@ -135,7 +135,7 @@ def test_completeness_by_hand(tiny_model, tiny_data):
         for x, y in zip(ta[valid], tb[valid])
     ]
     assert got == pytest.approx(np.mean(jac), rel=1e-9)
-    assert completeness(tiny_model, ds, tiny_model) == 1.0
+    assert completeness(tiny_model, ds, retrained_model=tiny_model) == 1.0
 
 
 def test_js_float32_path_close_to_scipy():

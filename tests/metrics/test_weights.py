@@ -41,3 +41,13 @@ def test_no_weight_equivalent_for_mean_or_plain_ablation(tiny_model, tiny_data):
     head = equivalent_weight_edit(tiny_model, zero_ablation(tiny_model, heads=[(0, 0)]))
     w_o = tiny_model.blocks[0].attn.W_O.detach()
     assert head.per_param["blocks.0.attn.W_O"][0] == pytest.approx(w_o[0].norm().item(), rel=1e-5)
+
+
+def test_the_old_keyword_still_works_with_a_warning(tiny_model):
+    """``intervention=`` was 0.1's name of what is now ``hooks=`` (one name, one meaning)."""
+    import pytest
+
+    iv = zero_ablation(tiny_model, heads=[(0, 0)])
+    with pytest.warns(DeprecationWarning, match=r"equivalent_weight_edit\(hooks=...\)"):
+        old = equivalent_weight_edit(tiny_model, intervention=iv)
+    assert old.to_dict() == equivalent_weight_edit(tiny_model, hooks=iv).to_dict()

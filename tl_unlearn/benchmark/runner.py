@@ -290,9 +290,9 @@ def _depth_rows(
             continue
         d = unlearning_depth(
             model,
+            ev["forget"],
             fitted[curve.name].family(level),
             twin,
-            ev["forget"],
             batch_size=config.batch_size,
             seed=config.seed,
         )

@@ -432,7 +432,7 @@ def run_ground_truth_tier(
         for m, level in levels.items():
             if math.isfinite(level) and level > 0:
                 d = unlearning_depth(
-                    model, fitted[m].family(level), twin, ev["forget"], n_boot=n_boot, seed=seed
+                    model, ev["forget"], fitted[m].family(level), twin, n_boot=n_boot, seed=seed
                 )
                 extra[m] = {"uds": d.value, "uds_low": d.low, "uds_high": d.high}
         scorecard = Scorecard.from_curves(curves, extra, baselines=baselines)

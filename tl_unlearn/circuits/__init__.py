@@ -1,6 +1,5 @@
 """Circuits: components and edges that carry a task, found and removed.
 
-- :mod:`~tl_unlearn.circuits.components`: one naming of components (``a{L}.h{H}``, ``m{L}``).
 - :mod:`~tl_unlearn.circuits.maps`: component maps (every head or MLP ablated alone) and
   greedy circuits.
 - :mod:`~tl_unlearn.circuits.graph`: :class:`Circuit`, an edge graph in EAP-IG's file format.

@@ -37,6 +37,7 @@ from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.circuits.graph import Circuit, parent_hooks
 from tl_unlearn.core.checks import check_indices, check_positive_int, model_device
+from tl_unlearn.core.components import component_name
 from tl_unlearn.core.results import Result
 from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.engine.scoring import answer_logit_diff
@@ -198,9 +199,11 @@ def activation_patching(
     cfg = model.cfg
     nodes: list[tuple[str, str, int | None]] = []
     for layer in range(cfg.n_layers):
-        nodes += [(f"a{layer}.h{h}", get_act_name("z", layer), h) for h in range(cfg.n_heads)]
+        nodes += [
+            (component_name((layer, h)), get_act_name("z", layer), h) for h in range(cfg.n_heads)
+        ]
         if include_mlp:
-            nodes.append((f"m{layer}", get_act_name("mlp_out", layer), None))
+            nodes.append((component_name((layer, None)), get_act_name("mlp_out", layer), None))
     device = model_device(model)
     names = sorted({hook for _, hook, _ in nodes})
     patched = np.zeros((len(nodes), len(clean_ds)))

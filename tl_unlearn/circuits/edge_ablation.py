@@ -290,10 +290,23 @@ def _edge_hooks(
     written into one buffer ``[slot, batch, pos, d_model]`` (slots in parent order), and each
     child group's correction is one matrix product over a prefix of it (or over the rows it
     needs, when those are few); every other parent only enters the running total."""
+    # How it works. The residual stream is a sum of parent outputs (the embedding, each head,
+    # each MLP). Ablating the edge p -> c means c reads ablated_p instead of current_p, that is
+    # c's input plus d_p = ablated_p - current_p. So one forward pass suffices:
+    #   1. each parent's hook computes its difference d_p as it runs (record / on_z);
+    #   2. "total" keeps the sum of every d_p so far: a child whose edges from *all* earlier
+    #      parents are ablated adds "total" (use_total);
+    #   3. a child reading only some parents' differences reads them from "buf", one slot per
+    #      parent that any child needs on its own (``stored``), weighted by its group's
+    #      weights (1 for an ablated edge; -1 for a kept edge under use_total);
+    #   4. the children are the inputs of heads (q / k / v, in _head_input_hooks), of MLPs
+    #      (hook_mlp_in) and of the logits (the last resid_post), corrected in their hooks.
+    # Parents' own outputs are never changed: only what children read.
     cfg = model.cfg
     n_heads, n_layers = cfg.n_heads, cfg.n_layers
     slot = {p: i for i, p in enumerate(stored)}
     state: dict[str, Any] = {}
+    # per child group: which stored rows its correction reads, and with what weights
     plans = {}
     for g in groups:
         slots = [slot[p] for p in g.parents]
@@ -330,6 +343,8 @@ def _edge_hooks(
                 state["buf"][slot[index]] += diff
 
     def on_embed(acts: Tensor, hook: Any) -> None:
+        # the first hook of a pass: switch the model's edge flags on, start the running total
+        # and the buffer, and record the embedding's own difference (parent 0)
         if state.get("flags") is None:
             state["flags"] = set_edge_flags(model, True, flags=flags)
         state["total"] = None
@@ -403,6 +418,8 @@ def _edge_hooks(
             terms = [(int(r), float(w)) for r, w in zip(rows_or_prefix, weights[:, 0]) if w]
 
         def hook(acts: Tensor, hook: Any) -> Tensor:
+            # the child's input plus its correction: use_total * total (per column, i.e. per
+            # head or the MLP) plus the weighted stored differences it reads
             total = state["total"]
             if total_only:  # one child reading every parent's ablated output: one addition
                 out = acts + total  # (not in place: a cache hook may hold ``acts``)
@@ -432,6 +449,7 @@ def _edge_hooks(
         return hook
 
     def _restore() -> None:
+        # after the last child (or at the last hook): the model's flags as they were
         if state.get("flags") is not None:
             set_edge_flags(model, False, state["flags"], flags=flags)
         state["flags"] = None
@@ -440,6 +458,8 @@ def _edge_hooks(
     def on_last(acts: Tensor, hook: Any) -> None:
         _restore()
 
+    # hook_attn_out gives the sum of the heads' differences at once when the attention output
+    # is linear in z (no per-head norm): then a layer's heads need no product with W_O each
     by_attn_out = _linear_attn_out(model) and (
         not values or all(get_act_name("attn_out", layer) in values for layer in range(n_layers))
     )
@@ -475,6 +495,18 @@ def _head_input_hooks(
     key/value heads, a key/value group whose query heads need different inputs makes its layer
     ungroup them (``ungroup_grouped_query_attention``, set at each layer's ``hook_resid_pre``).
     Returns the hooks per layer.
+
+    How it works, per layer and letter (q, k, v):
+
+    1. Each head's correction is a *signature*: whether it adds the running total, and which
+       stored parent differences it adds with which weights. Heads with the same signature
+       read the same input.
+    2. The most common signature (the "majority") is applied once, inside ``ln1`` itself, by
+       replacing ``ln1.hook_normalized`` with the normalised corrected residual: every head
+       of the letter then reads it through TransformerLens's own projection.
+    3. Every other signature (a "class" of heads) gets its own ``ln1(resid_pre + c)``,
+       projected with just those heads' weights in one matrix product, and written over the
+       heads' slices of ``hook_q`` / ``hook_k`` / ``hook_v``.
     """
     from tl_unlearn.engine.tl_patches import POST_NORM_ARCHITECTURES
 

@@ -30,6 +30,7 @@ import numpy as np
 import plotly.graph_objects as go
 from transformer_lens.utilities import get_act_name
 
+from tl_unlearn.core.components import component_name
 from tl_unlearn.core.files import save_json
 from tl_unlearn.core.results import Result
 from tl_unlearn.interventions.counterfactual import (
@@ -116,7 +117,9 @@ class Circuit(Result):
     def parent_names(self) -> list[str]:
         names = ["input"]
         for layer in range(self.n_layers):
-            names += [f"a{layer}.h{h}" for h in range(self.n_heads)] + [f"m{layer}"]
+            names += [component_name((layer, h)) for h in range(self.n_heads)] + [
+                component_name((layer, None))
+            ]
         return names
 
     @property
@@ -125,7 +128,7 @@ class Circuit(Result):
         for layer in range(self.n_layers):
             for letter in "qkv":
                 names += [f"a{layer}.h{h}<{letter}>" for h in range(self.n_heads)]
-            names.append(f"m{layer}")
+            names.append(component_name((layer, None)))
         return [*names, "logits"]
 
     def parent_index(self, node: str) -> int:
@@ -296,7 +299,7 @@ class Circuit(Result):
         for node in nodes:
             if isinstance(node, tuple):
                 layer, head = node
-                node = f"m{layer}" if head is None else f"a{layer}.h{head}"
+                node = component_name((layer, head))
             c.parent_index(node)  # raises on an unknown name
             keep.add(node)
         parents = np.array([n in keep for n in c.parent_names])

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import torch
 from transformer_lens import HookedTransformer
 
+from tl_unlearn.core.components import component_name
 from tl_unlearn.core.results import Result
 from tl_unlearn.models.planted import (
     PlantedSpec,
@@ -200,12 +201,6 @@ def reproduction_metrics(spec: PlantedSpec | str, model: HookedTransformer) -> d
     return out
 
 
-def node_name(component: tuple[int, int | None]) -> str:
-    """``(layer, head)`` -> ``"a{layer}.h{head}"``; ``(layer, None)`` -> ``"m{layer}"``."""
-    layer, head = component
-    return f"m{layer}" if head is None else f"a{layer}.h{head}"
-
-
 def _localisation(truth: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
     from tl_unlearn.metrics.membership import auc_score
 
@@ -272,7 +267,7 @@ def map_localisation(
     """
     from tl_unlearn.metrics.evaluation import unit_indices
 
-    nodes = [node_name(c) for c in cmap.components]
+    nodes = [component_name(c) for c in cmap.components]
     diff = cmap.forget_drop - cmap.retain_drop
     runs = [cmap.original, *cmap.evaluations]
     f = unit_indices(runs, "forget", n_boot=n_boot, seed=seed)

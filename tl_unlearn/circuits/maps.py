@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 from transformer_lens.utilities import get_act_name
 
 from tl_unlearn.core.checks import check_positive_int
+from tl_unlearn.core.components import Component, component_name
 from tl_unlearn.core.results import Result
 from tl_unlearn.data.datasets import TokenDataset, require_forget_retain
 from tl_unlearn.interventions import Intervention
@@ -52,12 +53,6 @@ __all__ = [
 ]
 
 Method = AblationMethod
-Component = tuple[int, int | None]  # (layer, head) or (layer, None) for the MLP
-
-
-def component_label(component: Component) -> str:
-    layer, head = component
-    return f"L{layer}MLP" if head is None else f"L{layer}H{head}"
 
 
 def component_means(
@@ -89,7 +84,7 @@ def component_intervention(
     """
     heads = [(l, h) for l, h in components if h is not None]
     mlps = [get_act_name("mlp_out", l) for l, h in components if h is None]
-    label = name or f"{method}({', '.join(component_label(c) for c in components)})"
+    label = name or f"{method}({', '.join(component_name(c) for c in components)})"
     if not components:
         return Intervention(label)
     if method == "zero":  # reference-data options (per_position, seed...) do not apply
@@ -149,7 +144,7 @@ class ComponentMap(ForgetRetainDrops, Result):
 
     @property
     def labels(self) -> list[str]:
-        return [component_label(c) for c in self.components]
+        return [component_name(c) for c in self.components]
 
     @property
     def selectivity(self) -> np.ndarray:
@@ -232,7 +227,7 @@ class ComponentMap(ForgetRetainDrops, Result):
             "difference": self.selectivity,
         }[kind]
         grid = self.head_grid(values)
-        text = [[f"L{l}H{h}" for h in range(self.n_heads)] for l in range(self.n_layers)]
+        text = [[component_name((l, h)) for h in range(self.n_heads)] for l in range(self.n_layers)]
         fig = go.Figure(
             go.Heatmap(
                 z=grid,
@@ -463,7 +458,7 @@ def greedy_circuit(
     iv = component_intervention(
         model, chosen, cmap.method, reference, name=f"circuit({len(chosen)} components)", **kwargs
     )
-    iv.info["components"] = [component_label(c) for c in chosen]
+    iv.info["components"] = [component_name(c) for c in chosen]
     curve = SelectivityCurve(
         "greedy circuit",
         levels,

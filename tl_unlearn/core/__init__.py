@@ -2,6 +2,8 @@
 
 - :mod:`~tl_unlearn.core.checks`: argument checks (each raises a ``ValueError`` that names the
   bad value) and the hook and position type aliases.
+- :mod:`~tl_unlearn.core.components`: component names, written one way (``a{L}.h{H}``,
+  ``m{L}``).
 - :mod:`~tl_unlearn.core.results`: the protocol every result follows (``label``, ``seconds``,
   ``to_dict`` / ``from_dict``, ``save`` / ``load``, ``figure(kind=...)``) and
   :func:`~tl_unlearn.core.results.load_result`.

@@ -5,6 +5,8 @@ the type aliases of hooks and positions.
 from __future__ import annotations
 
 import difflib
+import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -80,10 +82,54 @@ def check_fraction(value: Any, what: str = "fraction") -> float:
     return float(value)
 
 
+def renamed_keywords(**renames: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Keep old keyword names of a function working for one release, with a
+    DeprecationWarning that names the new one (``renamed_keywords(old="new")``).
+
+    Examples:
+        >>> @renamed_keywords(intervention="hooks")
+        ... def f(model, hooks=()):
+        ...     return hooks
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as w:
+        ...     warnings.simplefilter("always")
+        ...     f(None, intervention=[1]), str(w[0].message)
+        ([1], 'f(intervention=...) is now f(hooks=...); the old name goes in the next release.')
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{fn.__name__}() got both {old}= and {new}=.")
+                    warnings.warn(
+                        f"{fn.__name__}({old}=...) is now {fn.__name__}({new}=...); the old "
+                        "name goes in the next release.",
+                        DeprecationWarning,
+                        stacklevel=2,
+                    )
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
 def check_positive_int(value: Any, what: str) -> int:
-    """``value`` if it is an int >= 1, else a ValueError naming ``what``."""
+    """``value`` if it is an int >= 1 (a bool is not one), else a ValueError naming ``what``:
+    the one positive-integer check of the package.
+
+    Examples:
+        >>> check_positive_int(0, "shards")
+        Traceback (most recent call last):
+        ...
+        ValueError: shards must be a positive integer, got 0.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be an integer >= 1, got {value!r}.")
+        raise ValueError(f"{what} must be a positive integer, got {value!r}.")
     return value
 
 
@@ -106,8 +152,8 @@ def check_indices(indices: Sequence[int] | Tensor, size: int, what: str) -> list
 
 
 def check_positive_ints(owner: Any, *names: str, **values: Any) -> None:
-    """Raise a ValueError naming the first of ``owner``'s attributes ``names`` (or of
-    ``values``) that is not a positive integer (a bool is not one).
+    """:func:`check_positive_int` on each of ``owner``'s attributes ``names`` (or of
+    ``values``) in order: the first that is not a positive integer is named.
 
     Examples:
         >>> check_positive_ints(None, shards=0)
@@ -116,5 +162,4 @@ def check_positive_ints(owner: Any, *names: str, **values: Any) -> None:
         ValueError: shards must be a positive integer, got 0.
     """
     for name, value in [*((n, getattr(owner, n)) for n in names), *values.items()]:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        check_positive_int(value, name)

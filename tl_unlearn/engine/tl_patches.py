@@ -208,6 +208,12 @@ def _fused_attention_forward(
 ) -> Float[Tensor, "batch pos d_model"]:
     """``AbstractAttention.forward`` with ``scaled_dot_product_attention`` in place of the
     scores, mask, softmax and pattern: the same hooks on q, k, v, the rotations and z."""
+    # TransformerLens computes scores = q k^T / scale, masks them, applies softmax to get the
+    # pattern (hook_attn_scores, hook_pattern), then z = pattern v. PyTorch's fused kernel does
+    # all of that at once, without the [batch, head, pos, pos] tensors, so it is only used when
+    # no hook reads the scores or the pattern and nothing else changes them (no key/value cache,
+    # no additive mask, no position bias: _fusable). Everything a hook can see before and after
+    # (q, k, v, their rotations, z) is computed as TransformerLens computes it.
     if not _fusable(attn, past_kv_cache_entry, additive_attention_mask, position_bias):
         return type(attn).forward(
             attn,
@@ -241,6 +247,7 @@ def _fused_attention_forward(
         # a query with no key to attend to: TL's pattern row is NaN, set to 0, so z is 0
         z = torch.where(mask.any(-1, keepdim=True), z, torch.zeros((), dtype=z.dtype))
     z = attn.hook_z(z.transpose(1, 2))  # [batch, pos, head_index, d_head]
+    # the output projection sum_h z_h @ W_O[h] + b_O as one matrix product
     w = einops.rearrange(attn.W_O, "head_index d_head d_model -> d_model (head_index d_head)")
     w = w.contiguous().to(z.device)
     z = z.to(w.dtype).reshape(z.shape[0], z.shape[1], -1)

@@ -148,16 +148,17 @@ def connect_cluster(execution: Execution) -> bool:
             try instead.
 
     Examples:
-        >>> connect_cluster(Execution("ray", address="127.0.0.1:1"))  # doctest: +SKIP
+        >>> connect_cluster(Execution("ray", address="127.0.0.1:1"))
         Traceback (most recent call last):
         ...
-        RuntimeError: Could not connect to the Ray cluster at '127.0.0.1:1' ...
+        RuntimeError: Could not connect to the Ray cluster at '127.0.0.1:1' (ConnectionError: ...
     """
     ray = _import_ray()
     if ray.is_initialized():
         return False
     try:
         if execution.address:
+            _check_reachable(execution.address)
             ray.init(address=execution.address, log_to_driver=False)
         else:
             with _loopback_node(ray):
@@ -180,6 +181,21 @@ def connect_cluster(execution: Execution) -> bool:
         ) from e
     _STARTED_HERE[0] = not execution.address
     return _STARTED_HERE[0]
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a ``host:port`` nothing answers on (Ray itself waits minutes, then
+    exits the process)."""
+    import re
+    import socket
+
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address)
+    if m is None:  # "auto" and other forms Ray resolves itself
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {address} ({e.strerror or e})") from e
 
 
 def release_cluster() -> None:

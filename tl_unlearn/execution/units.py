@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from tl_unlearn.core.components import component_name
+
 __all__ = ["ShardUnit", "Unit"]
 
 
@@ -27,12 +29,7 @@ class Unit:
     @property
     def key(self) -> str:
         """A file name for the unit's result."""
-        c = (
-            "original"
-            if self.component is None
-            else f"L{self.component[0]}"
-            + ("mlp" if self.component[1] is None else f"H{self.component[1]}")
-        )
+        c = "original" if self.component is None else component_name(self.component)
         return f"{c}-shard{self.shard}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from tl_unlearn.core.checks import (
     check_layer,
     model_device,
 )
+from tl_unlearn.core.components import component_name
 from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.engine.hooks import (
     Intervention,
@@ -145,7 +146,9 @@ def replace_hook(
 def ablation_label(kind: str, heads: HeadSpec, neurons: NeuronSpec, hook_points: HookSpec) -> str:
     parts = []
     if heads:
-        parts.append(", ".join(f"L{l}H{h}" for l, hs in _pairs(heads).items() for h in hs))
+        parts.append(
+            ", ".join(component_name((l, h)) for l, hs in _pairs(heads).items() for h in hs)
+        )
     if neurons:
         parts.append(f"{sum(len(v) for v in _pairs(neurons).values())} neurons")
     if hook_points:

@@ -23,15 +23,16 @@ Examples:
     >>> m = load_planted("planted-induction")
     >>> twin = load_planted("planted-induction", twin=True)
     >>> data = planted_data("planted-induction", 32, seed=3)["forget"]
-    >>> unlearning_depth(m, twin, twin, data, n_boot=100).value  # the twin itself: 1
+    >>> unlearning_depth(m, data, twin, twin, n_boot=100).value  # the twin itself: 1
     1.0
-    >>> unlearning_depth(m, [], twin, data, n_boot=100).value  # nothing removed: 0
+    >>> unlearning_depth(m, data, [], twin, n_boot=100).value  # nothing removed: 0
     0.0
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -125,9 +126,9 @@ def _states(model: Any, hooks: Sequence, tokens: Tensor, names: list[str]) -> di
 @torch.no_grad()
 def unlearning_depth(
     model: Any,
+    data: TokenDataset,
     intervened: Any,
     twin: Any,
-    data: TokenDataset,
     *,
     tau: float = 0.05,
     batch_size: int = 64,
@@ -140,11 +141,13 @@ def unlearning_depth(
 
     Args:
         model: The original model.
+        data: Forget data with scored positions (e.g. a planted model's forget task).
         intervened: The intervention: an :class:`~tl_unlearn.interventions.Intervention` or
             any list of ``(hook_name, fn)`` hooks on ``model``, or an edited copy of the
             model (a model of the same shape).
-        twin: The model retrained without the forget data (same shape).
-        data: Forget data with scored positions (e.g. a planted model's forget task).
+        twin: The model retrained without the forget data (same shape). The order
+            ``(model, intervened, twin, data)`` of 0.1 still works, with a
+            DeprecationWarning, until the next release.
         tau: Knowledge-encoding threshold on the twin's drop ``d1`` (nats).
         batch_size: Examples per pass.
         n_boot: Bootstrap replicates of the interval over examples.
@@ -164,9 +167,17 @@ def unlearning_depth(
         >>> m = load_planted("planted-lookup")
         >>> twin = load_planted("planted-lookup", twin=True)
         >>> forget = planted_data("planted-lookup", 16, seed=3)["forget"]
-        >>> unlearning_depth(m, twin, twin, forget, n_boot=50).value
+        >>> unlearning_depth(m, forget, twin, twin, n_boot=50).value
         1.0
     """
+    if isinstance(twin, TokenDataset) and not isinstance(data, TokenDataset):  # 0.1's order
+        warnings.warn(
+            "unlearning_depth(model, intervened, twin, data) is now unlearning_depth(model, "
+            "data, intervened, twin); the old order goes in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        data, intervened, twin = twin, data, intervened
     t0 = time.perf_counter()
     if not tau > 0:
         raise ValueError(f"tau must be positive, got {tau!r}.")

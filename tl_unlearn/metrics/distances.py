@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -658,8 +659,8 @@ def activation_distances(
 def completeness(
     model: Any,
     data: TokenDataset,
-    retrained_model: Any,
     hooks: Hooks = (),
+    retrained_model: Any = None,
     *,
     k: int = 10,
     batch_size: int = 8,
@@ -669,8 +670,10 @@ def completeness(
     Args:
         model: The original model (Mu is it with ``hooks``).
         data: Forget data.
-        retrained_model: Mr, a model trained without the forget data.
         hooks: The intervention.
+        retrained_model: Mr, a model trained without the forget data (required; the order
+            ``(model, data, retrained_model, hooks)`` of 0.1 still works, with a
+            DeprecationWarning, until the next release).
         k: Size of the top-k sets compared.
         batch_size: Sequences per forward pass.
 
@@ -682,9 +685,19 @@ def completeness(
         >>> from tl_unlearn.metrics import random_tokens
         >>> from tl_unlearn import load_tiny_model
         >>> m = load_tiny_model(); d = random_tokens(m, n=2, seq_len=8)
-        >>> completeness(m, d, m)
+        >>> completeness(m, d, retrained_model=m)
         1.0
     """
+    if hasattr(hooks, "cfg"):  # a model where the hooks go: the argument order of 0.1
+        warnings.warn(
+            "completeness(model, data, retrained_model, hooks) is now completeness(model, "
+            "data, hooks, retrained_model=...); the old order goes in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        hooks, retrained_model = (() if retrained_model is None else retrained_model), hooks
+    if retrained_model is None:
+        raise TypeError("completeness() needs retrained_model=, the model trained without F.")
     check_positive_int(k, "k")
     check_data(model, data, batch_size)
     total, n = 0.0, 0

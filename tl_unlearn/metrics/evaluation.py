@@ -55,6 +55,7 @@ from tl_unlearn.core.results import Result, dataset_colour
 from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.engine.forward import ForwardOutput, plan_forward
 from tl_unlearn.engine.scoring import (
+    answer_logit_diff,
     batch_statistics,
     plain_unembed,
     residual_statistics,
@@ -109,16 +110,9 @@ class OnDatasets:
         return self.fn(logits, batch)
 
 
+#: The answer metrics of prompt→answer data, in the order of :func:`answer_statistics`'s
+#: columns (the logit difference needs counterfactual answers).
 ANSWER_METRICS = (
-    "answer_accuracy",
-    "first_token_accuracy",
-    "answer_logprob",
-    "answer_logprob_per_token",
-    "answer_prob",
-    "answer_rank",
-    "logit_diff",
-)
-_ANSWER_COLUMNS = (
     "answer_logprob",
     "answer_logprob_per_token",
     "answer_prob",
@@ -665,7 +659,7 @@ def common_targets(ds: TokenDataset, n: int) -> Int[Tensor, " n"]:
 def answer_statistics(
     logits: Float[Tensor, "batch pos d_vocab"], batch: TokenDataset
 ) -> Float[Tensor, "batch stats"]:
-    """Per-example answer metrics, in the order of ``_ANSWER_COLUMNS`` (float64).
+    """Per-example answer metrics, in the order of ``ANSWER_METRICS`` (float64).
 
     Per example (teacher forcing): the answer's summed log-probability, its per-token mean and ``exp``, exact match (every answer token is the
     argmax), first-token hit, rank of the first answer token, and the logit difference
@@ -685,9 +679,8 @@ def answer_statistics(
     answer_logit = final.gather(1, answer[:, None])
     rank = 1 + (final > answer_logit).sum(-1).double()
     ld = torch.zeros(n, dtype=torch.float64, device=logits.device)
-    if batch.counterfactual is not None:
-        cf = final.gather(1, batch.counterfactual.to(logits.device)[:, None])
-        ld = (answer_logit - cf).squeeze(1).double()
+    if batch.counterfactual is not None:  # the one logit difference, in float32 as above
+        ld = answer_logit_diff(logits.float(), batch).double()
     out = [
         logprob,
         logprob / n_tokens,
@@ -839,7 +832,7 @@ class MetricAccumulator:
             a_rows = torch.cat(self.answer_rows).numpy()
             cols = {
                 k: a_rows[:, j]
-                for j, k in enumerate(_ANSWER_COLUMNS)
+                for j, k in enumerate(ANSWER_METRICS)
                 if k != "logit_diff" or ds.counterfactual is not None
             }
             answer = {k: float(v.mean()) for k, v in cols.items()}

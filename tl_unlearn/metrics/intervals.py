@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tl_unlearn.core.checks import check_positive_int
+
 __all__ = [
     "DEFAULT_INTERVAL",
     "INTERVAL_KINDS",
@@ -152,8 +154,7 @@ def error_bars(intervals: Sequence[Interval]) -> dict[str, Any]:
 
 def check_interval_settings(n_boot: int, confidence: float) -> None:
     """Raise ValueError unless ``n_boot`` is a positive int and ``confidence`` in (0, 1)."""
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}.")
+    check_positive_int(n_boot, "n_boot")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
 

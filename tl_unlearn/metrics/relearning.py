@@ -34,7 +34,7 @@ import plotly.graph_objects as go
 import torch
 from transformer_lens.utilities import get_act_name
 
-from tl_unlearn.core.checks import Hooks, check_positive_int, model_device
+from tl_unlearn.core.checks import Hooks, check_positive_int, model_device, renamed_keywords
 from tl_unlearn.core.results import OTHER_COLOURS, Result
 from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.metrics.distances import completeness, zrf_scores
@@ -598,11 +598,12 @@ def relearn_figure(removals: Sequence[DegreeOfRemoval]) -> go.Figure:
     )
 
 
+@renamed_keywords(intervention="hooks")
 def degree_of_removal(
     model: Any,
     forget_fit: TokenDataset,
     forget_check: TokenDataset,
-    intervention: Hooks,
+    hooks: Hooks,
     *,
     baseline: Hooks | None = None,
     level: float = float("nan"),
@@ -631,9 +632,10 @@ def degree_of_removal(
         model: The original model.
         forget_fit: Data the attack fine-tunes on.
         forget_check: Data the forget top-1 (and ZRF, completeness) is measured on.
-        intervention: The intervention (hooks), e.g. a method at its validated level.
+        hooks: The intervention (an :class:`Intervention` or hook list), e.g. a method at
+            its validated level (``intervention=`` until the next release).
         baseline: A random intervention of the same kind and size (optional).
-        level: The level ``intervention`` is at (recorded).
+        level: The level ``hooks`` is at (recorded).
         lrs: The attack's learning-rate grid.
         max_steps: Step budget of every run.
         recover: Share of the forget drop to win back.
@@ -662,7 +664,7 @@ def degree_of_removal(
         ['relearn_budget', 'relearn_lr', 'relearn_steps', 'relearn_tokens', 'zrf']
     """
     check_positive_int(max_steps, "max_steps")
-    scored = [h for h in (intervention, baseline) if h is not None]
+    scored = [h for h in (hooks, baseline) if h is not None]
     if recompute:
         for hooks in scored:
             _check_recomputable(hooks)
@@ -719,11 +721,15 @@ def degree_of_removal(
             )
             out.ain = anamnesis_index(best, out.retrained)
             out.completeness = completeness(
-                model, forget_check, retrained_model, list(hooks), batch_size=batch_size
+                model,
+                forget_check,
+                list(hooks),
+                retrained_model=retrained_model,
+                batch_size=batch_size,
             )
         return out
 
-    method = attack(intervention)
+    method = attack(hooks)
     base = attack(baseline) if baseline is not None else None
     return DegreeOfRemoval(
         label or method.label, float(level), method, base, max_steps, time.perf_counter() - t0

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from tl_unlearn.core.checks import renamed_keywords
 from tl_unlearn.core.results import Result
 from tl_unlearn.engine.hooks import Intervention
 
@@ -117,7 +118,8 @@ def weight_distance(model_a: Any, model_b: Any) -> WeightDistance:
     )
 
 
-def equivalent_weight_edit(model: Any, intervention: Intervention) -> WeightDistance | None:
+@renamed_keywords(intervention="hooks")
+def equivalent_weight_edit(model: Any, hooks: Intervention) -> WeightDistance | None:
     """Distance of the weight edit equivalent to a zero-pruning / zero-ablation, or None ("n/a").
 
     Only interventions whose ``info`` has ``pruned`` units with mode ``"zero"`` (selective
@@ -125,7 +127,8 @@ def equivalent_weight_edit(model: Any, intervention: Intervention) -> WeightDist
 
     Args:
         model: The model.
-        intervention: A zero ablation or zero-pruning of neurons or heads.
+        hooks: A zero ablation or zero-pruning of neurons or heads (``intervention=`` until
+            the next release).
 
     Returns:
         The distance of the equivalent edit, or None when the intervention has no weight
@@ -139,7 +142,7 @@ def equivalent_weight_edit(model: Any, intervention: Intervention) -> WeightDist
         >>> edit is not None
         True
     """
-    info = intervention.info
+    info = hooks.info
     pruned = info.get("pruned")
     if not pruned or info.get("mode") != "zero":
         return None
@@ -156,4 +159,4 @@ def equivalent_weight_edit(model: Any, intervention: Intervention) -> WeightDist
                 w_o[u // d_head, u % d_head] = 0
         else:
             return None
-    return _distance(params, edited, note=f"equivalent edit of {intervention.name}")
+    return _distance(params, edited, note=f"equivalent edit of {hooks.name}")

@@ -52,6 +52,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.utils import get_act_name
 
+from tl_unlearn.core.components import component_name, parse_component
 from tl_unlearn.data.datasets import TokenDataset
 
 __all__ = [
@@ -107,9 +108,9 @@ class PlantedSpec:
         """Every head and MLP of the model, as node names."""
         out = []
         for layer in range(self.cfg["n_layers"]):
-            out += [f"a{layer}.h{h}" for h in range(self.cfg["n_heads"])]
+            out += [component_name((layer, h)) for h in range(self.cfg["n_heads"])]
             if not self.cfg.get("attn_only", False):
-                out.append(f"m{layer}")
+                out.append(component_name((layer, None)))
         return out
 
     @property
@@ -273,10 +274,8 @@ def corrupt_forget(spec: PlantedSpec | str, forget: TokenDataset, *, seed: int) 
 
 
 def _node_hook(node: str) -> tuple[str, int | None]:
-    if node.startswith("m"):
-        return get_act_name("mlp_out", int(node[1:])), None
-    layer, head = node[1:].split(".h")
-    return get_act_name("z", int(layer)), int(head)
+    layer, head = parse_component(node)
+    return get_act_name("mlp_out" if head is None else "z", layer), head
 
 
 def _ablation_hooks(nodes: Sequence[str], means: dict[str, Tensor]) -> list[tuple[str, Any]]:

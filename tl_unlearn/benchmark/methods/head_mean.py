@@ -14,6 +14,7 @@ from transformer_lens.utilities import get_act_name
 from tl_unlearn.benchmark.methods.base import FittedMethod, MethodContext, Options, option
 from tl_unlearn.circuits.maps import component_intervention
 from tl_unlearn.core.checks import model_device
+from tl_unlearn.core.components import component_name
 from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.engine.forward import row_chunks, run_from_layer, unembed_residual
 from tl_unlearn.interventions import (
@@ -153,7 +154,7 @@ def fit_head_mean(ctx: MethodContext, opts: HeadMeanOptions) -> FittedMethod:
         iv = component_intervention(
             model, ranked[:k], "mean", means=means, name=f"head-mean@{fraction:g}"
         )
-        iv.info["heads"] = [f"L{l}H{h}" for l, h in ranked[:k]]
+        iv.info["heads"] = [component_name((l, h)) for l, h in ranked[:k]]
         return iv
 
     def baseline(fraction: float, seed: int) -> Intervention:
@@ -171,15 +172,15 @@ def fit_head_mean(ctx: MethodContext, opts: HeadMeanOptions) -> FittedMethod:
         "fraction of heads",
         time.perf_counter() - t0,
         {
-            "top_heads": [f"L{l}H{h}" for l, h in ranked[:10]],
+            "top_heads": [component_name((l, h)) for l, h in ranked[:10]],
             "top_scores": scores.flatten()[order[:10]].tolist(),
         },
         baseline,
         "random heads, mean-ablated",
         node_scores={
-            f"a{l}.h{h}": float(scores[l, h])
+            component_name((l, h)): float(scores[l, h])
             for l in range(model.cfg.n_layers)
             for h in range(n_heads)
         },
-        nodes_at=lambda f: [f"a{l}.h{h}" for l, h in ranked[: max(1, round(f * total))]],
+        nodes_at=lambda f: [component_name((l, h)) for l, h in ranked[: max(1, round(f * total))]],
     )

@@ -17,6 +17,7 @@ from tl_unlearn.benchmark.methods.base import (
     Options,
     option,
 )
+from tl_unlearn.core.components import component_name
 from tl_unlearn.interventions import (
     Intervention,
     PruningScores,
@@ -75,9 +76,9 @@ def _by_component(ps: PruningScores, per_hook: Mapping[str, Tensor]) -> dict[str
         layer = int(hook.split(".")[1])
         units = values.reshape(ps.shapes[hook])
         if units.ndim == 1:
-            out[f"m{layer}"] = units
+            out[component_name((layer, None))] = units
         else:
-            out.update({f"a{layer}.h{h}": row for h, row in enumerate(units)})
+            out.update({component_name((layer, h)): row for h, row in enumerate(units)})
     return out
 
 
