@@ -216,3 +216,27 @@ def test_recompute_refuses_resample_ablation_before_any_work(tiny_model, forget)
     )  # a deterministic one is fine
     assert all("forward" not in vars(b) for b in tiny_model.blocks)
     assert all(not hp.fwd_hooks for hp in tiny_model.hook_dict.values())
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_the_method_and_its_baseline_keep_their_places(tiny_model, forget, recompute):
+    """Each attacked intervention carries its own ZRF, computed independently by zrf_score
+    (a regression: a loop variable once turned the method into its baseline)."""
+    from tl_unlearn.metrics import degree_of_removal, zrf_score
+
+    fit, check = forget
+    method = zero_ablation(tiny_model, heads=[(1, 0), (1, 2)])
+    baseline = zero_ablation(tiny_model, heads=[(0, 3)])
+    r = degree_of_removal(
+        tiny_model,
+        fit,
+        check,
+        method,
+        baseline=baseline,
+        lrs=[1e-3],
+        max_steps=1,
+        recompute=recompute,
+    )
+    assert r.method.zrf == pytest.approx(zrf_score(tiny_model, check, method), abs=1e-9)
+    assert r.baseline.zrf == pytest.approx(zrf_score(tiny_model, check, baseline), abs=1e-9)
+    assert r.method.zrf != pytest.approx(r.baseline.zrf, abs=1e-6)

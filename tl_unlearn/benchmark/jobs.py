@@ -18,21 +18,22 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from tl_unlearn.core.checks import check_positive_ints
 from tl_unlearn.execution.executors import Execution, InProcessExecutor, RayExecutor, open_executor
 from tl_unlearn.execution.run_folder import RunFolder, UnitRunner
-from tl_unlearn.execution.units import ShardUnit, Unit, shard_slices
+from tl_unlearn.execution.units import ShardUnit, Unit, shard_rows, shard_slices
 from tl_unlearn.metrics.evaluation import merge_evaluations
 
 __all__ = [
     "AttributionJob",
     "AttributionWorker",
+    "JobSpec",
     "MapJob",
     "Worker",
     "attribution_job",
@@ -40,8 +41,40 @@ __all__ = [
 ]
 
 
+_J = TypeVar("_J", bound="JobSpec")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """What every job's spec holds besides its own fields: the data's shape and order, the
+    shards, and where each worker runs (JSON-serialisable).
+
+    Attributes:
+        seq_len: Tokens per sequence.
+        batch_size: Sequences (or pairs) per pass.
+        seed: Seed of the data order.
+        shards: Pieces the data is cut into (each a unit of its own).
+        threads: Torch threads per worker (0: leave as it is).
+        device: Where each worker puts its model (``"cpu"``, ``"cuda"``).
+    """
+
+    seq_len: int = 64
+    batch_size: int = 8
+    seed: int = 0
+    shards: int = 1
+    threads: int = 0
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_J], d: dict[str, Any]) -> _J:
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class MapJob:
+class MapJob(JobSpec):
     """Everything a worker needs to rebuild a component map's state (JSON-serialisable).
 
     Attributes:
@@ -51,12 +84,9 @@ class MapJob:
         components: ``"heads"``, ``"mlp"`` or ``"both"``.
         method: ``"zero"`` or ``"mean"`` (means over the retain fit split).
         tokens: Evaluation tokens per side.
-        seq_len: Tokens per sequence.
-        batch_size: Sequences per forward pass.
-        seed: Seed of the data order.
-        shards: Pieces each dataset is cut into (each is a unit of its own).
-        threads: Torch threads per worker (0: leave as it is).
-        device: Where each worker puts its model (``"cpu"``, ``"cuda"``).
+
+    The rest (``seq_len``, ``batch_size``, ``seed``, ``shards``, ``threads``, ``device``)
+    are :class:`JobSpec`'s.
     """
 
     model: str = "tiny"
@@ -65,12 +95,6 @@ class MapJob:
     components: str = "heads"
     method: str = "zero"
     tokens: int = 2000
-    seq_len: int = 64
-    batch_size: int = 8
-    seed: int = 0
-    shards: int = 1
-    threads: int = 0
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.components not in ("heads", "mlp", "both"):
@@ -80,13 +104,6 @@ class MapJob:
         if self.method not in ("zero", "mean"):
             raise ValueError(f"method must be 'zero' or 'mean', got {self.method!r}.")
         check_positive_ints(self, "tokens", "seq_len", "batch_size", "shards")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MapJob:
-        return cls(**d)
 
     def component_list(self, n_layers: int, n_heads: int, attn_only: bool = False) -> list:
         """The components the map ablates, in order."""
@@ -259,7 +276,7 @@ def component_map_job(
 
 
 @dataclass(frozen=True)
-class AttributionJob:
+class AttributionJob(JobSpec):
     """An attribution sweep (EAP or EAP-IG edge scores over clean/corrupted forget pairs),
     cut into shards of the pairs; what every worker rebuilds its state from (JSON).
 
@@ -274,12 +291,9 @@ class AttributionJob:
         examples: Clean/corrupted pairs attributed.
         steps: Integration steps of EAP-IG.
         fit_tokens: Token budget of the fit split the pairs come from.
-        seq_len: Tokens per sequence.
-        batch_size: Pairs per pass.
-        seed: Seed of the data order.
-        shards: Pieces the pairs are cut into (each a unit).
-        threads: Torch threads per worker (0: leave as it is).
-        device: Where each worker puts its model.
+
+    The rest (``seq_len``, default 128 here; ``batch_size``: pairs per pass; ``seed``,
+    ``shards``, ``threads``, ``device``) are :class:`JobSpec`'s.
     """
 
     model: str = "tiny"
@@ -288,12 +302,7 @@ class AttributionJob:
     examples: int = 16
     steps: int = 5
     fit_tokens: int = 4000
-    seq_len: int = 128
-    batch_size: int = 8
-    seed: int = 0
-    shards: int = 1
-    threads: int = 0
-    device: str = "cpu"
+    seq_len: int = field(default=128, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.method not in ("eap", "eap-ig"):
@@ -301,13 +310,6 @@ class AttributionJob:
         check_positive_ints(
             self, "examples", "steps", "fit_tokens", "seq_len", "batch_size", "shards"
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AttributionJob:
-        return cls(**d)
 
     def config(self) -> Any:
         """The benchmark configuration whose edge method fits on these pairs."""
@@ -357,7 +359,7 @@ class AttributionWorker:
         """EAP(-IG) scores of one shard of the pairs (weighted as part of all of them)."""
         from tl_unlearn.circuits.attribution import edge_attribution
 
-        rows = np.array_split(np.arange(len(self.clean)), self.job.shards)[int(unit["shard"])]
+        rows = shard_rows(len(self.clean), self.job.shards, int(unit["shard"]))
         c = edge_attribution(
             self.model,
             self.clean,

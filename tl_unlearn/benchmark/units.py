@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from tl_unlearn.core.files import release_free_memory
+from tl_unlearn.execution.units import shard_rows
 
 __all__ = [
     "PROBE_TOLERANCE",
@@ -220,7 +221,7 @@ class BenchmarkState:
         if self.shards == 1:
             return base
         return {
-            k: d.rows(torch.as_tensor(np.array_split(np.arange(len(d)), self.shards)[shard]))
+            k: d.rows(torch.as_tensor(shard_rows(len(d), self.shards, shard)))
             for k, d in base.items()
         }
 

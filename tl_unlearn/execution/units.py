@@ -11,7 +11,7 @@ import numpy as np
 
 from tl_unlearn.core.components import component_name
 
-__all__ = ["ShardUnit", "Unit"]
+__all__ = ["ShardUnit", "Unit", "shard_rows", "shard_slices"]
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,20 @@ class Unit:
         )
 
 
+def shard_rows(n: int, shards: int, shard: int) -> np.ndarray:
+    """The rows of shard ``shard`` when ``n`` rows are cut into ``shards`` contiguous pieces
+    of sizes differing by at most one (in order): the one way data is sharded.
+
+    Examples:
+        >>> [shard_rows(5, 2, s).tolist() for s in range(2)]
+        [[0, 1, 2], [3, 4]]
+    """
+    return np.array_split(np.arange(n), shards)[shard]
+
+
 def shard_slices(sizes: dict[str, int], shards: int) -> list[dict[str, np.ndarray]]:
-    """Each dataset's sequences cut into ``shards`` contiguous pieces (in order)."""
-    return [
-        {name: part for name, part in zip(sizes, parts)}
-        for parts in zip(*(np.array_split(np.arange(n), shards) for n in sizes.values()))
-    ]
+    """Each dataset's sequences cut into ``shards`` pieces by :func:`shard_rows`."""
+    return [{name: shard_rows(n, shards, s) for name, n in sizes.items()} for s in range(shards)]
 
 
 @dataclass(frozen=True)

@@ -666,8 +666,8 @@ def degree_of_removal(
     check_positive_int(max_steps, "max_steps")
     scored = [h for h in (hooks, baseline) if h is not None]
     if recompute:
-        for hooks in scored:
-            _check_recomputable(hooks)
+        for h in scored:
+            _check_recomputable(h)
     t0 = time.perf_counter()
     tuning = {
         "max_steps": max_steps,

@@ -215,7 +215,12 @@ class Scorecard(Result):
         ):
             if col in df:
                 fig.add_trace(
-                    go.Bar(x=df.index.tolist(), y=df[col].tolist(), name=col, marker_color=color),
+                    go.Bar(
+                        x=df.index.tolist(),
+                        y=df[col].tolist(),
+                        name=field_label(col),
+                        marker_color=color,
+                    ),
                     row=1,
                     col=1,
                 )
