@@ -298,9 +298,8 @@ def _execution(args: argparse.Namespace) -> Any:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tl-unlearn", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _run_parser(sub: Any) -> None:
+    """``tl-unlearn run``: the benchmark."""
     run = sub.add_parser("run", help="run the benchmark and write report.html + results.json")
     run.add_argument(
         "--config",
@@ -368,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     _execution_args(run, shards=None)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
+
+
+def _map_parser(sub: Any) -> None:
+    """``tl-unlearn map``: a component map as units of work."""
     cmap = sub.add_parser(
         "map",
         help="ablate each head (or MLP) alone: a component map, in-process or on Ray, resumable",
@@ -386,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     cmap.add_argument("--output", default="runs/map", help="run folder (units, job, map)")
     cmap.add_argument("--quiet", action="store_true", help="no progress bars")
     cmap.set_defaults(func=_map)
-    options = sub.add_parser("options", help="list the methods and their options")
-    options.set_defaults(func=_options)
+
+
+def _smoke_parser(sub: Any) -> None:
+    """``tl-unlearn smoke``: load the model, print forget/retain loss."""
     smoke = sub.add_parser("smoke", help="load the model and print forget/retain loss")
     smoke.add_argument(
         "--model",
@@ -401,10 +406,22 @@ def main(argv: list[str] | None = None) -> int:
     smoke.add_argument("--batch-size", type=int, default=8)
     smoke.add_argument("--json", action="store_true", help="also print the result as JSON")
     smoke.set_defaults(func=_smoke)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tl_unlearn.execution.executors import ClusterError
+
+    parser = argparse.ArgumentParser(prog="tl-unlearn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    _map_parser(sub)
+    options = sub.add_parser("options", help="list the methods and their options")
+    options.set_defaults(func=_options)
+    _smoke_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, ModuleNotFoundError) as exc:
+    except (ValueError, TypeError, ModuleNotFoundError, ClusterError) as exc:
         parser.exit(2, f"tl-unlearn: error: {exc}\n")
     except KeyboardInterrupt:
         # results are written atomically at the very end: an interrupted run wrote nothing

@@ -42,6 +42,7 @@ from tl_unlearn.core.checks import check_positive_ints
 
 __all__ = [
     "LOOPBACK",
+    "ClusterError",
     "connect_cluster",
     "release_cluster",
     "EXECUTORS",
@@ -103,7 +104,11 @@ class Execution:
 #: reach it (a Ray cluster has no authentication of its own to rely on).
 LOOPBACK = "127.0.0.1"
 
-_STARTED_HERE: list[bool] = [False]  # whether this process started the running local cluster
+_STARTED_HERE: list[bool] = [False]
+
+
+class ClusterError(RuntimeError):
+    """A Ray cluster could not be started or reached (the message says what to try)."""  # whether this process started the running local cluster
 
 
 def _import_ray() -> Any:
@@ -144,14 +149,14 @@ def connect_cluster(execution: Execution) -> bool:
 
     Raises:
         ModuleNotFoundError: Ray is not installed.
-        RuntimeError: The cluster could not be started or reached; the message says what to
-            try instead.
+        ClusterError: The cluster could not be started or reached (a RuntimeError); the
+            message says what to try instead.
 
     Examples:
         >>> connect_cluster(Execution("ray", address="127.0.0.1:1"))
         Traceback (most recent call last):
         ...
-        RuntimeError: Could not connect to the Ray cluster at '127.0.0.1:1' (ConnectionError: ...
+        tl_unlearn.execution.executors.ClusterError: Could not connect to the Ray cluster at '127.0.0.1:1' (ConnectionError: ...
     """
     ray = _import_ray()
     if ray.is_initialized():
@@ -174,7 +179,7 @@ def connect_cluster(execution: Execution) -> bool:
             if execution.address
             else f"start a local Ray cluster for {execution.actors} actor(s)"
         )
-        raise RuntimeError(
+        raise ClusterError(
             f"Could not {where} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
             "Try the address of a running cluster (--ray ADDRESS, started with `ray start "
             "--head`), fewer actors (--actors 1), or the in-process default (leave out --ray)."
