@@ -188,7 +188,7 @@ def test_benchmark_on_a_prompt_answer_task_with_a_user_metric(tmp_path, tiny_mod
             final.gather(1, batch.answers[:, None]) - final.gather(1, batch.counterfactual[:, None])
         )[:, 0]
 
-    from tl_unlearn.metrics.evaluation import OnDatasets
+    from tl_unlearn.metrics.names import OnDatasets
 
     cfg = BenchmarkConfig(
         model="tiny",

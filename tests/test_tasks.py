@@ -24,7 +24,7 @@ from tl_unlearn.data.tasks import (
     induction_vocab,
     ioi_task,
 )
-from tl_unlearn.metrics.evaluation import OnDatasets, resolve_metric
+from tl_unlearn.metrics.names import OnDatasets, resolve_metric
 from tl_unlearn.metrics.selectivity import selectivity_curve
 
 

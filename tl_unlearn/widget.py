@@ -23,14 +23,8 @@ from tl_unlearn.core.checks import check_indices, check_layer
 from tl_unlearn.core.components import Component, component_name
 from tl_unlearn.data.datasets import TokenDataset, require_forget_retain
 from tl_unlearn.interventions import Intervention
-from tl_unlearn.metrics.evaluation import (
-    Evaluation,
-    MetricFn,
-    MetricSpec,
-    check_metric_name,
-    evaluate,
-    resolve_metric,
-)
+from tl_unlearn.metrics.evaluation import Evaluation, evaluate
+from tl_unlearn.metrics.names import MetricFn, MetricSpec, check_metric_name, resolve_metric
 
 __all__ = ["AblationWidget"]
 

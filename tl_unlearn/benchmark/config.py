@@ -16,7 +16,7 @@ from tl_unlearn.benchmark.methods.base import Options, option
 from tl_unlearn.benchmark.methods.registry import METHODS, check_options
 from tl_unlearn.data.corpora import BUILTIN_CORPORA
 from tl_unlearn.data.tasks import BUILTIN_TASKS
-from tl_unlearn.metrics.evaluation import check_metric_name
+from tl_unlearn.metrics.names import check_metric_name
 
 __all__ = ["BenchmarkConfig", "DEFAULT_METHODS", "RunOptions"]
 

@@ -13,8 +13,9 @@ from plotly.offline import get_plotlyjs
 
 from tl_unlearn.benchmark.result import BenchmarkResult, selectivity_scatter
 from tl_unlearn.core.files import atomic_write_text
-from tl_unlearn.metrics.evaluation import Evaluation, describe_metric, unit_indices
+from tl_unlearn.metrics.evaluation import Evaluation, unit_indices
 from tl_unlearn.metrics.intervals import describe_interval
+from tl_unlearn.metrics.names import describe_metric
 from tl_unlearn.metrics.scorecard import field_label
 
 __all__ = ["report_figures", "selectivity_scatter", "write_report"]

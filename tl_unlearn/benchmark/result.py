@@ -15,9 +15,10 @@ from tl_unlearn.benchmark.config import BenchmarkConfig
 from tl_unlearn.circuits.maps import ComponentMap
 from tl_unlearn.core.results import Result
 from tl_unlearn.metrics.distances import ActivationDistances
-from tl_unlearn.metrics.evaluation import Evaluation, describe_metric
+from tl_unlearn.metrics.evaluation import Evaluation
 from tl_unlearn.metrics.generation import GenerationBehaviour
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
+from tl_unlearn.metrics.names import describe_metric
 from tl_unlearn.metrics.relearning import DegreeOfRemoval, relearn_figure
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve

@@ -48,12 +48,10 @@ from tl_unlearn.metrics.distances import (
     output_distances_many,
     random_tokens,
 )
-from tl_unlearn.metrics.evaluation import (
-    check_user_metrics,
-)
 from tl_unlearn.metrics.generation import GenerationBehaviour, UnigramDomain, generation_behaviour
 from tl_unlearn.metrics.logit_lens import logit_lens_diff
 from tl_unlearn.metrics.membership import membership_inference
+from tl_unlearn.metrics.names import check_user_metrics
 from tl_unlearn.metrics.relearning import DegreeOfRemoval
 from tl_unlearn.metrics.scorecard import Scorecard
 from tl_unlearn.metrics.selectivity import RandomBaseline, SelectivityCurve, selectivity_curve

@@ -227,7 +227,8 @@ class BenchmarkState:
 
     def common(self, held_out: bool = False) -> dict[str, Any] | None:
         """Each whole dataset's common tokens (the skip-common accuracies of every shard)."""
-        from tl_unlearn.metrics.evaluation import SKIP_COMMON, common_targets
+        from tl_unlearn.metrics.evaluation import common_targets
+        from tl_unlearn.metrics.names import SKIP_COMMON
 
         if self.shards == 1:
             return None
@@ -277,7 +278,7 @@ class BenchmarkState:
 
     def second_units(self, curves: list[Any]) -> list[SweepUnit]:
         """Relearning attacks and random baselines at each curve's validated level."""
-        from tl_unlearn.metrics.evaluation import metric_of
+        from tl_unlearn.metrics.names import metric_of
 
         units = []
         if self.config.relearn_steps:

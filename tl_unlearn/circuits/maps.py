@@ -31,15 +31,12 @@ from tl_unlearn.core.results import Result
 from tl_unlearn.data.datasets import TokenDataset, require_forget_retain
 from tl_unlearn.interventions import Intervention
 from tl_unlearn.interventions.ablation import AblationMethod, ablation, activation_means
-from tl_unlearn.metrics.evaluation import (
-    Evaluation,
-    ForgetRetainDrops,
+from tl_unlearn.metrics.evaluation import Evaluation, ForgetRetainDrops, evaluate, evaluate_many
+from tl_unlearn.metrics.names import (
     MetricFn,
     MetricSpec,
     check_metric_name,
     describe_metric,
-    evaluate,
-    evaluate_many,
     resolve_metric,
 )
 from tl_unlearn.metrics.selectivity import SelectivityCurve

@@ -27,14 +27,9 @@ from transformer_lens.utilities import get_act_name
 from tl_unlearn.data.datasets import TokenDataset, predicted_positions
 from tl_unlearn.engine.forward import ForwardOutput, row_chunks, unembed_residual
 from tl_unlearn.metrics.distances import ActivationDistances
-from tl_unlearn.metrics.evaluation import (
-    Evaluation,
-    MetricAccumulator,
-    MetricFn,
-    check_user_metrics,
-    common_targets,
-)
+from tl_unlearn.metrics.evaluation import Evaluation, MetricAccumulator, common_targets
 from tl_unlearn.metrics.logit_lens import LogitLensDiff
+from tl_unlearn.metrics.names import MetricFn, check_user_metrics
 
 __all__ = ["activation_distances_from_caches", "evaluate_logits", "logit_lens_from_caches"]
 

@@ -44,8 +44,8 @@ import plotly.graph_objects as go
 from tqdm.auto import tqdm
 
 from tl_unlearn.core.results import Result
-from tl_unlearn.metrics.evaluation import metric_of
 from tl_unlearn.metrics.intervals import INTERVAL_KINDS, check_interval_kind
+from tl_unlearn.metrics.names import metric_of
 from tl_unlearn.metrics.selectivity import SelectivityCurve
 
 __all__ = ["IntervalCoverage", "interval_coverage"]

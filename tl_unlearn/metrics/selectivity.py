@@ -33,18 +33,7 @@ import plotly.graph_objects as go
 from tl_unlearn.core.results import Result, dataset_colour
 from tl_unlearn.data.datasets import TokenDataset, require_forget_retain
 from tl_unlearn.engine.hooks import Intervention
-from tl_unlearn.metrics.evaluation import (
-    Evaluation,
-    ForgetRetainDrops,
-    MetricFn,
-    MetricSpec,
-    check_metric_name,
-    describe_metric,
-    evaluate_many,
-    metric_of,
-    resolve_metric,
-    unit_indices,
-)
+from tl_unlearn.metrics.evaluation import Evaluation, ForgetRetainDrops, evaluate_many, unit_indices
 from tl_unlearn.metrics.intervals import (
     DEFAULT_INTERVAL,
     Interval,
@@ -52,6 +41,14 @@ from tl_unlearn.metrics.intervals import (
     check_interval_kind,
     check_interval_settings,
     welch_df,
+)
+from tl_unlearn.metrics.names import (
+    MetricFn,
+    MetricSpec,
+    check_metric_name,
+    describe_metric,
+    metric_of,
+    resolve_metric,
 )
 
 __all__ = ["RandomBaseline", "SelectivityCurve", "held_out_half", "selectivity_curve"]
