@@ -196,6 +196,33 @@ def test_bad_edge_names_are_named(tmp_path, edge, words):
         Circuit.from_json(path)
 
 
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("", "it is an empty file"),
+        ("parent,child,score\ninput,logits,1.0\n", "it is not JSON"),
+        ("[1, 2]", "its JSON is a list"),
+    ],
+)
+def test_a_file_that_is_not_a_circuit_is_named_with_what_was_expected(tmp_path, content, words):
+    path = tmp_path / "circuit.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=rf"{path}.*{words}"):
+        Circuit.from_json(path)
+
+
+def test_an_unknown_node_in_the_nodes_block_is_refused(tmp_path):
+    """EAP-IG files list nodes beside edges; a node the model cannot have is refused by name
+    (it used to load silently)."""
+    bad = json.loads(json.dumps(HAND_WRITTEN))
+    bad["nodes"] = {**bad.get("nodes", {}), "a5.h0": {"in_graph": True}}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"unknown node\(s\) \['a5.h0'\]"):
+        Circuit.from_json(path)
+
+
 def test_wrong_model_shape_is_refused_before_hooks(tiny_model):
     c = Circuit.empty(3, 4)
     with pytest.raises(ValueError, match="3 layers of 4 heads"):

@@ -76,3 +76,22 @@ def test_curve_validation(tiny_model, curve):
         SelectivityCurve("x", [0.1], c.original, [])
     with pytest.raises(ValueError, match=r"needs datasets \['retain'\]"):
         SelectivityCurve("x", [0.1], Evaluation({"forget": c.original["forget"]}), [c.original])
+
+
+def test_a_held_out_half_the_model_scores_0_on_is_a_clear_error_not_a_crash(tiny_model):
+    """Top-1 of 0 on a held-out half (a task the model cannot do yet) made the benchmark stop
+    with a ZeroDivisionError; the relative drop there is undefined, and the error says so."""
+    from tl_unlearn import make_task, selectivity_curve, zero_ablation
+    from tl_unlearn.metrics import random_tokens
+
+    retain = make_task().retain.tokenize(tiny_model.tokenizer, "eval", seq_len=32, max_tokens=800)
+    forget = random_tokens(tiny_model, n=16, seq_len=32, seed=1)  # top-1 0: nothing to predict
+    curve = selectivity_curve(
+        tiny_model,
+        {"forget": forget, "retain": retain},
+        lambda f: zero_ablation(tiny_model, heads=[(1, 0)] if f < 0.5 else [(1, 0), (0, 1)]),
+        [0.25, 0.75],
+        progress=False,
+    )
+    with pytest.raises(ValueError, match=r"top1 on 'forget' is 0 on these 8 sequences"):
+        curve.held_out()

@@ -354,14 +354,30 @@ class Circuit(Result):
         """Read an EAP-IG / MIB circuit file (a path or the loaded dict).
 
         Raises:
-            ValueError: A missing key, an unsupported config, or an unknown node or
-                impossible edge (named).
+            ValueError: A file that is not JSON (or is empty), a missing key, an unsupported
+                config, or an unknown node (in ``nodes`` or an edge) or impossible edge
+                (named).
         """
         if isinstance(source, Mapping):
             d, where = source, "the circuit"
         else:
             where = str(source)
-            d = json.loads(Path(source).read_text())
+            text = Path(source).read_text()
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as e:
+                what = (
+                    "an empty file" if not text.strip() else f"not JSON ({e.msg}, line {e.lineno})"
+                )
+                raise ValueError(
+                    f"{where} is not an EAP-IG circuit file: it is {what}; a circuit file is "
+                    "JSON with 'cfg', 'nodes' and 'edges' (Circuit.to_json writes one)."
+                ) from None
+        if not isinstance(d, Mapping):
+            raise ValueError(
+                f"{where} is not an EAP-IG circuit file: its JSON is a {type(d).__name__}, "
+                "not an object with 'cfg', 'nodes' and 'edges'."
+            )
         missing = [k for k in ("cfg", "edges") if k not in d]
         if missing:
             raise ValueError(f"{where} is not an EAP-IG circuit file: no {missing} key(s).")
@@ -376,6 +392,14 @@ class Circuit(Result):
             d_model=int(cfg.get("d_model", 0)),
             label=label or (Path(where).stem if where != "the circuit" else "circuit"),
         )
+        known = {*c.parent_names, "logits"}
+        unknown = [node for node in d.get("nodes") or {} if node not in known]
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown node(s) {unknown[:5]} in 'nodes' for a model of "
+                f"{c.n_layers} layers x {c.n_heads} heads (nodes are input, a{{L}}.h{{H}}, "
+                "m{L} and logits)."
+            )
         scores = np.zeros(c.in_graph.shape)
         has_score = False
         for name, info in d["edges"].items():

@@ -537,9 +537,19 @@ class ForgetRetainDrops:
         shape ``idx.shape[:-1] + (n_points,)``. The original and each evaluation use the
         same sequences (paired)."""
         name = metric_of(metric or self.metric, dataset)
-        base = self.original[dataset].estimate(name, idx)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            drops = [1.0 - e[dataset].estimate(name, idx) / base for e in self.evaluations]
+        base = np.asarray(self.original[dataset].estimate(name, idx), dtype=float)
+        if base.ndim == 0 and base == 0:  # one set of sequences (e.g. a held-out half)
+            raise ValueError(
+                f"The original model's {name} on {dataset!r} is 0 on these {np.shape(idx)[-1]} "
+                "sequences (e.g. a held-out half), so a relative drop is undefined there: the "
+                "model cannot do this task on them (use more data, data it can do, or another "
+                "metric)."
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):  # replicates may hold a 0
+            drops = [
+                1.0 - np.asarray(e[dataset].estimate(name, idx), dtype=float) / base
+                for e in self.evaluations
+            ]
         prefix = [np.zeros(np.shape(base)) + p for p in self.drop_prefix]
         return np.stack([*prefix, *drops], -1)
 
