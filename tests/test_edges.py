@@ -196,7 +196,6 @@ def test_bad_edge_names_are_named(tmp_path, edge, words):
         Circuit.from_json(path)
 
 
-
 @pytest.mark.parametrize(
     "content, words",
     [
