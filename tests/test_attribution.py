@@ -104,13 +104,75 @@ def test_eap_equals_gradient_times_difference_by_hand(tiny_model, pair):
     assert all(p.grad is None for p in m.parameters())
 
 
-def test_eap_ig_with_one_step_is_eap_and_more_steps_differ(tiny_model, pair):
+def test_eap_ig_with_one_right_step_is_eap_and_more_steps_differ(tiny_model, pair):
     clean, corrupted = pair
     eap = edge_attribution(tiny_model, clean, corrupted)
-    one = edge_attribution(tiny_model, clean, corrupted, method="eap-ig", steps=1)
+    one = edge_attribution(
+        tiny_model, clean, corrupted, method="eap-ig", steps=1, ig_points="right"
+    )
     assert np.abs(eap.scores - one.scores).max() < 1e-9
     five = edge_attribution(tiny_model, clean, corrupted, method="eap-ig", steps=5)
     assert np.abs(eap.scores - five.scores).max() > 1e-6
+
+
+def _hand_ig(m, clean, corrupted, ks, steps):
+    """EAP-IG by hand for three edges: the parent's difference (corrupted - clean) times the
+    child's input gradient averaged over the embeddings interpolated at alpha = k / steps."""
+    is_result = lambda n: n.endswith(("hook_z", "hook_embed", "mlp_out"))  # noqa: E731
+    with edge_flags(m):
+        with torch.no_grad():
+            _, cc = m.run_with_cache(corrupted.tokens, names_filter=is_result)
+            _, cl = m.run_with_cache(clean.tokens, names_filter=is_result)
+        e_clean, e_corrupt = cl["hook_embed"], cc["hook_embed"]
+        grads = {"k": 0.0, "v": 0.0, "mlp": 0.0}
+        for k in ks:
+            kept = {}
+
+            def keep(acts, hook, kept=kept):
+                acts.retain_grad()
+                kept[hook.name] = acts
+
+            emb = (e_corrupt + (k / steps) * (e_clean - e_corrupt)).requires_grad_(True)
+            hooks = [
+                ("hook_embed", lambda a, hook, emb=emb: emb),
+                ("blocks.1.hook_k_input", keep),
+                ("blocks.1.hook_v_input", keep),
+                ("blocks.1.hook_mlp_in", keep),
+            ]
+            with m.hooks(fwd_hooks=hooks):
+                answer_logit_diff(m(clean.tokens), clean).mean().backward()
+            grads["k"] += kept["blocks.1.hook_k_input"].grad[:, :, 2] / len(ks)
+            grads["v"] += kept["blocks.1.hook_v_input"].grad[:, :, 0] / len(ks)
+            grads["mlp"] += kept["blocks.1.hook_mlp_in"].grad / len(ks)
+    m.zero_grad(set_to_none=True)
+    z = "blocks.0.attn.hook_z"
+    return {
+        "a0.h1->a1.h2<k>": float(
+            (((cc[z][:, :, 1] - cl[z][:, :, 1]) @ m.blocks[0].attn.W_O[1]) * grads["k"]).sum()
+        ),
+        "input->a1.h0<v>": float(((e_corrupt - e_clean) * grads["v"]).sum()),
+        "m0->m1": float(
+            ((cc["blocks.0.hook_mlp_out"] - cl["blocks.0.hook_mlp_out"]) * grads["mlp"]).sum()
+        ),
+    }
+
+
+@pytest.mark.parametrize("ig_points, ks", [("left", range(0, 4)), ("right", range(1, 5))])
+def test_eap_ig_equals_a_hand_written_riemann_sum(tiny_model, pair, ig_points, ks):
+    """``left`` (the default) is EAP-IG's reference code and MIB's: alpha = k / m for
+    k = 0..m-1; ``right`` is k = 1..m. Each equals its hand-written sum, and they differ."""
+    clean, corrupted = pair
+    ours = edge_attribution(
+        tiny_model, clean, corrupted, method="eap-ig", steps=4, batch_size=4, ig_points=ig_points
+    )
+    hand = _hand_ig(tiny_model, clean, corrupted, ks, 4)
+    for edge, value in hand.items():
+        assert abs(ours.scores[ours.parse_edge(edge)] - value) < 1e-6 * max(1, abs(value)), edge
+    other = _hand_ig(
+        tiny_model, clean, corrupted, [k - 1 if ig_points == "right" else k + 1 for k in ks], 4
+    )
+    assert any(abs(other[e] - hand[e]) > 1e-4 for e in hand)
+    assert ours.info["ig_points"] == ig_points
 
 
 def test_bad_method_and_metric(tiny_model, pair):

@@ -291,6 +291,8 @@ class AttributionJob(JobSpec):
         examples: Clean/corrupted pairs attributed.
         steps: Integration steps of EAP-IG.
         fit_tokens: Token budget of the fit split the pairs come from.
+        ig_points: EAP-IG's interpolation points, ``"left"`` (EAP-IG's code, MIB) or
+            ``"right"`` (see :func:`~tl_unlearn.circuits.attribution.edge_attribution`).
 
     The rest (``seq_len``, default 128 here; ``batch_size``: pairs per pass; ``seed``,
     ``shards``, ``threads``, ``device``) are :class:`JobSpec`'s.
@@ -302,11 +304,14 @@ class AttributionJob(JobSpec):
     examples: int = 16
     steps: int = 5
     fit_tokens: int = 4000
+    ig_points: str = "left"
     seq_len: int = field(default=128, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.method not in ("eap", "eap-ig"):
             raise ValueError(f"method must be 'eap' or 'eap-ig', got {self.method!r}.")
+        if self.ig_points not in ("left", "right"):
+            raise ValueError(f"ig_points must be 'left' or 'right', got {self.ig_points!r}.")
         check_positive_ints(
             self, "examples", "steps", "fit_tokens", "seq_len", "batch_size", "shards"
         )
@@ -328,6 +333,7 @@ class AttributionJob(JobSpec):
             options={
                 f"{self.method}.attribution_examples": self.examples,
                 "eap-ig.steps": self.steps,
+                "eap-ig.ig_points": self.ig_points,
             },
         )
 
@@ -367,6 +373,7 @@ class AttributionWorker:
             self.metric,
             method=self.job.method,  # type: ignore[arg-type]
             steps=self.job.steps,
+            ig_points=self.job.ig_points,  # type: ignore[arg-type]
             batch_size=self.job.batch_size,
             rows=rows.tolist(),
         )

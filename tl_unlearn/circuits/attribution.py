@@ -14,8 +14,11 @@ answer - counterfactual at the answer position). Scores estimate
   positions and averaged over examples; one corrupted forward and one clean
   forward+backward pass per batch.
 - ``method="eap-ig"``: the same difference times the gradient averaged over ``steps`` inputs
-  interpolated between the corrupted and the clean embeddings (``alpha = k / steps``,
-  ``k = 1..steps``; one step is EAP).
+  interpolated between the corrupted and the clean embeddings, ``alpha = k / steps``:
+  ``ig_points="left"`` (the default) takes ``k = 0..steps-1``, as EAP-IG's reference code
+  and so the MIB leaderboard do (a left Riemann sum, from the corrupted input);
+  ``ig_points="right"`` takes ``k = 1..steps`` (a right Riemann sum, to the clean input:
+  one step is EAP). The two differ by O(1/steps).
 
 Edge scores come back as a :class:`~tl_unlearn.circuits.graph.Circuit` holding ``scores``; node scores
 as :class:`NodeScores`, which also turns them into an edge ranking.
@@ -280,6 +283,7 @@ def edge_attribution(
     batch_size: int = 8,
     progress: bool = False,
     rows: Sequence[int] | None = None,
+    ig_points: Literal["left", "right"] = "left",
 ) -> Circuit:
     """Edge attribution scores (EAP or EAP-IG) of every edge of the model's graph.
 
@@ -289,12 +293,15 @@ def edge_attribution(
         corrupted: As ``clean``.
         metric: ``metric(logits, batch)``, one differentiable value per example.
         method: ``"eap"`` or ``"eap-ig"`` (integrated gradients over the input embeddings).
-        steps: Integration steps of EAP-IG (1 gives EAP).
+        steps: Integration steps of EAP-IG (with ``ig_points="right"``, 1 gives EAP).
         batch_size: Examples per pass.
         progress: Show a progress bar.
         rows: Attribute these pairs only, each weighted as one of all the pairs: the
             scores of disjoint ``rows`` covering every pair sum to the scores of all of
             them (a shard of an attribution sweep).
+        ig_points: EAP-IG's interpolation points ``alpha = k / steps``: ``"left"``,
+            ``k = 0..steps-1`` (EAP-IG's reference code, MIB; the default), or ``"right"``,
+            ``k = 1..steps`` (one step equals EAP).
 
     Returns:
         An empty :class:`~tl_unlearn.circuits.graph.Circuit` of the model holding the ``scores``
@@ -317,7 +324,15 @@ def edge_attribution(
     """
     if method not in ("eap", "eap-ig"):
         raise ValueError(f"method must be 'eap' or 'eap-ig', got {method!r}.")
+    if ig_points not in ("left", "right"):
+        raise ValueError(f"ig_points must be 'left' or 'right', got {ig_points!r}.")
     steps = 1 if method == "eap" else check_positive_int(steps, "steps")
+    # the interpolation points; EAP is the clean input alone
+    alphas = (
+        [1.0]
+        if method == "eap"
+        else [k / steps for k in (range(steps) if ig_points == "left" else range(1, steps + 1))]
+    )
     check_positive_int(batch_size, "batch_size")
     t0 = time.perf_counter()
     clean_ds, corrupted_ds = paired_datasets(clean, corrupted)
@@ -336,7 +351,7 @@ def edge_attribution(
             p.requires_grad_(False)
         for view, corrupt_view in batches:
             _attribute_batch(
-                model, circuit, scores, view, corrupt_view, metric, steps, n_total, bar
+                model, circuit, scores, view, corrupt_view, metric, alphas, n_total, bar
             )
     finally:
         for p, on in zip(params, grads_on):
@@ -347,6 +362,7 @@ def edge_attribution(
     circuit.info = {
         "method": method,
         "steps": steps,
+        **({"ig_points": ig_points} if method == "eap-ig" else {}),
         "n_examples": len(clean_ds),
         **({"of_examples": n_total} if rows is not None else {}),
         "metric": getattr(metric, "__name__", "metric"),
@@ -397,11 +413,14 @@ def _attribute_batch(
     view: TokenDataset,
     corrupt_view: TokenDataset,
     metric: PatchMetric,
-    steps: int,
+    alphas: Sequence[float],
     n_total: int,
     bar: Any,
 ) -> None:
-    """Add one batch's EAP / EAP-IG scores to ``scores``."""
+    """Add one batch's EAP / EAP-IG scores to ``scores``: the parents' differences
+    (corrupted - clean outputs) times the children's input gradients averaged over the
+    inputs interpolated at ``alphas`` (``[1.0]``: EAP)."""
+    steps = len(alphas)
     device = model_device(model)
     n_p = circuit.n_parents
     prev = circuit.prev_index()
@@ -449,19 +468,32 @@ def _attribute_batch(
         device
     )
     children = [(name, grad_hook(cols)) for name, cols in circuit.child_hooks()]
-    for k in range(steps, 0, -1):  # alpha = 1 (the clean input) first: it gives the diff
-        state["alpha"] = k / steps
+
+    def set_diff() -> None:
+        state["diff"] = torch.stack(  # [parent, active positions*d_model]
+            [(c - x)[active].reshape(-1) for c, x in zip(corrupt_out, clean_out)]
+        )
+
+    # the clean input (alpha = 1) gives the parents' clean outputs: in the first gradient
+    # pass when it is one of the points, else in a pass of its own
+    order = sorted(alphas, reverse=True)
+    if order[0] != 1.0:
+        with torch.no_grad(), edge_flags(model):
+            with model.hooks(fwd_hooks=_parent_outputs(model, clean_out)):
+                model(tokens, return_type=None)
+        set_diff()
+    for i, alpha in enumerate(order):
+        state["alpha"] = alpha
         fwd = [(n, interpolate) for n in input_hooks]
-        if k == steps:
+        first_clean = i == 0 and alpha == 1.0
+        if first_clean:
             fwd += _parent_outputs(model, clean_out)
         # per-head inputs (TransformerLens's split inputs) only where gradients are read
         with edge_flags(model), model.hooks(fwd_hooks=fwd + children):
             with torch.enable_grad():
                 logits = model(tokens)
-                if k == steps:
-                    state["diff"] = torch.stack(  # [parent, active positions*d_model]
-                        [(c - x)[active].reshape(-1) for c, x in zip(corrupt_out, clean_out)]
-                    )
+                if first_clean:
+                    set_diff()
                 value = per_example_metric(metric, logits, view).sum()
                 value.backward()
         bar.update()

@@ -36,6 +36,18 @@ class EdgeOptions(Options):
         "{method}.attribution_examples", 16, "clean/corrupted fit pairs the scores are computed on"
     )
     steps: int = option("eap-ig.steps", 5, "integrated-gradient steps of eap-ig")
+    ig_points: str = option(
+        "eap-ig.ig_points",
+        "left",
+        "eap-ig's interpolation points: left (k = 0..steps-1, EAP-IG's code and MIB) or right "
+        "(k = 1..steps)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.ig_points not in ("left", "right"):
+            raise ValueError(
+                f"Option eap-ig.ig_points must be 'left' or 'right', got {self.ig_points!r}."
+            )
 
 
 #: Methods that find an edge circuit by counterfactual patching (they need paired data).
@@ -74,6 +86,7 @@ def edge_method(kind: str) -> Callable[[MethodContext, EdgeOptions], FittedMetho
                 method=kind,
                 steps=opts.steps,
                 batch_size=ctx.batch_size,
+                ig_points=opts.ig_points,  # type: ignore[arg-type]
             )
         prepared = prepare_edge_values(
             model, "mean", reference=ctx.retain_fit, batch_size=ctx.batch_size
