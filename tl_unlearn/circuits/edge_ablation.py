@@ -1,4 +1,4 @@
-"""Edge ablation: run a model with only a :class:`~tl_unlearn.circuits.maps.graph.Circuit`'s edges
+"""Edge ablation: run a model with only a :class:`~tl_unlearn.circuits.graph.Circuit`'s edges
 clean, every other edge patched from a corrupted run, a mean or zero.
 """
 
