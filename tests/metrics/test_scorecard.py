@@ -24,7 +24,9 @@ def test_scorecard_ranks_and_figure_holds_numbers():
     assert df.index.tolist() == ["prune-abs", "random"]
     fig = sc.figure()
     bars = {t.name: list(t.y) for t in fig.data if t.type == "bar"}
-    assert bars["forget_drop_at_best"] == [0.3, 0.02]
+    from tl_unlearn.metrics.scorecard import field_label
+
+    assert bars[field_label("forget_drop_at_best")] == [0.3, 0.02]  # legends in words
     assert Scorecard.from_dict(sc.to_dict()).rows == sc.rows
     assert "prune-abs" in fig.to_html(include_plotlyjs=False)
     with pytest.raises(ValueError, match="at least one"):
