@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from tl_unlearn.circuits.attribution import check_ig_points
 from tl_unlearn.core.checks import check_positive_ints
 from tl_unlearn.execution.executors import Execution, InProcessExecutor, RayExecutor, open_executor
 from tl_unlearn.execution.run_folder import RunFolder, UnitRunner
@@ -310,8 +311,7 @@ class AttributionJob(JobSpec):
     def __post_init__(self) -> None:
         if self.method not in ("eap", "eap-ig"):
             raise ValueError(f"method must be 'eap' or 'eap-ig', got {self.method!r}.")
-        if self.ig_points not in ("left", "right"):
-            raise ValueError(f"ig_points must be 'left' or 'right', got {self.ig_points!r}.")
+        check_ig_points(self.ig_points)
         check_positive_ints(
             self, "examples", "steps", "fit_tokens", "seq_len", "batch_size", "shards"
         )

@@ -215,8 +215,9 @@ def report_label(name: Any) -> str:
         ('fitting prune-abs (s)', 'SAE width (features)')
     """
     name = str(name)
-    if field_label(name) != name:
-        return field_label(name)
+    label = field_label(name)
+    if label != name:
+        return label
     for prefix, words in (("fit:", "fitting "), ("sweep:", "sweep of ")):
         if name.startswith(prefix):
             return f"{words}{name[len(prefix) :]} (s)"

@@ -272,6 +272,17 @@ def _patch_hooks(
     return [(name, patch(name, targets)) for name, targets in by_hook.items()]
 
 
+IG_POINTS = ("left", "right")
+"""EAP-IG's interpolation conventions (see :func:`edge_attribution`)."""
+
+
+def check_ig_points(value: Any, what: str = "ig_points") -> str:
+    """``value`` if it names one of :data:`IG_POINTS`, else a ValueError naming ``what``."""
+    if value not in IG_POINTS:
+        raise ValueError(f"{what} must be 'left' or 'right', got {value!r}.")
+    return value
+
+
 def edge_attribution(
     model: Any,
     clean: TokenDataset | Tensor,
@@ -324,8 +335,7 @@ def edge_attribution(
     """
     if method not in ("eap", "eap-ig"):
         raise ValueError(f"method must be 'eap' or 'eap-ig', got {method!r}.")
-    if ig_points not in ("left", "right"):
-        raise ValueError(f"ig_points must be 'left' or 'right', got {ig_points!r}.")
+    check_ig_points(ig_points)
     steps = 1 if method == "eap" else check_positive_int(steps, "steps")
     # the interpolation points; EAP is the clean input alone
     alphas = (

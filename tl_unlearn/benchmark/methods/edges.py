@@ -13,6 +13,7 @@ import numpy as np
 from torch import Tensor
 
 from tl_unlearn.benchmark.methods.base import FittedMethod, MethodContext, Options, option
+from tl_unlearn.circuits.attribution import check_ig_points
 from tl_unlearn.data.datasets import TokenDataset
 from tl_unlearn.interventions import (
     Intervention,
@@ -44,10 +45,7 @@ class EdgeOptions(Options):
     )
 
     def __post_init__(self) -> None:
-        if self.ig_points not in ("left", "right"):
-            raise ValueError(
-                f"Option eap-ig.ig_points must be 'left' or 'right', got {self.ig_points!r}."
-            )
+        check_ig_points(self.ig_points, "Option eap-ig.ig_points")
 
 
 #: Methods that find an edge circuit by counterfactual patching (they need paired data).
